@@ -1,0 +1,48 @@
+"""Options as frozen dataclasses with enums: typed, hashable, printable into the manifest."""
+from __future__ import annotations
+
+import dataclasses
+import enum
+from pathlib import Path
+
+from edgeconv.results import Record
+
+
+class Granularity(enum.Enum):
+    PER_CHANNEL = "per-channel"
+    PER_TENSOR = "per-tensor"
+
+
+class CalibMethod(enum.Enum):
+    MINMAX = "min-max"
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantOptions(Record):
+    weights: Granularity = Granularity.PER_CHANNEL
+    method: CalibMethod = CalibMethod.MINMAX
+    samples: int = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibSpec(Record):
+    """Where calibration/evaluation data come from: `demo`, `random`, a folder, or .npy/.npz."""
+
+    source: str = "demo"
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    layout: str = "NCHW"  # layout of the arrays on disk (NCHW or NHWC)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions(Record):
+    targets: tuple[str, ...] = ("tflite-int8",)
+    out_dir: str = "edgeconv-out"
+    quant: QuantOptions = QuantOptions()
+    calib: CalibSpec = CalibSpec()
+    eval_samples: int = 256
+    seed: int = 0
+
+    @property
+    def out_path(self) -> Path:
+        return Path(self.out_dir)

@@ -1,0 +1,216 @@
+"""Results are data: frozen dataclasses that round-trip through JSON.
+
+`to_dict` / `from_dict` walk the type hints, so a new record needs no serialisation code.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import os
+import tempfile
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+R = TypeVar("R", bound="Record")
+
+
+class Record:
+    """Mixin for frozen dataclasses: JSON round-trip through type hints."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _dump(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls: type[R], data: dict[str, Any]) -> R:
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if f.name in data:
+                kwargs[f.name] = _load(hints[f.name], data[f.name])
+        return cls(**kwargs)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+
+def _dump(v: Any) -> Any:
+    if isinstance(v, Record):
+        return v.to_dict()
+    if isinstance(v, enum.Enum):
+        return v.value
+    if isinstance(v, (list, tuple)):
+        return [_dump(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _dump(x) for k, x in v.items()}
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, float) and v != v:  # NaN is not JSON
+        return None
+    return v
+
+
+def _load(tp: Any, v: Any) -> Any:
+    if v is None:
+        return None
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        return _load(non_none[0], v) if len(non_none) == 1 else v
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_load(args[0], x) for x in v)
+        return tuple(_load(a, x) for a, x in zip(args, v))
+    if origin is list:
+        return [_load(args[0], x) for x in v]
+    if origin is dict:
+        return {k: _load(args[1], x) for k, x in v.items()}
+    if isinstance(tp, type) and issubclass(tp, Record):
+        return tp.from_dict(v)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp(v)
+    return v
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write to a temp file in the same folder, then rename: no half-written file is ever seen."""
+    path = Path(path)
+    raw = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclasses.dataclass(frozen=True)
+class StageRecord(Record):
+    """What one stage (prepare, capture, a pass, an exporter, a parity check) did."""
+
+    stage: str
+    changed: bool
+    seconds: float
+    notes: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantParams(Record):
+    """Quantization of one tensor: per-tensor when `axis` is None."""
+
+    dtype: str
+    scale: tuple[float, ...]
+    zero_point: tuple[int, ...]
+    axis: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec(Record):
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    layout: str = ""
+    quant: QuantParams | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputDiff(Record):
+    """One artifact's outputs against one reference, on the held-out inputs."""
+
+    reference: str  # "torch-fp32" or "torch-quant-sim"
+    max_abs: float
+    mean_abs: float
+    max_steps: float | None  # error in units of the output quantization step, int8 outputs only
+    cosine: float
+    top1_agreement: float | None
+    passed: bool
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ParityReport(Record):
+    runtime: str
+    samples: int
+    diffs: tuple[OutputDiff, ...]
+    accuracy: float | None = None  # task accuracy of the artifact where labels exist
+    reference_accuracy: float | None = None  # fp32 torch on the same samples
+
+    @property
+    def passed(self) -> bool:
+        return all(d.passed for d in self.diffs)
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightQuant(Record):
+    """How one weight tensor of an artifact is quantized (read back from the file)."""
+
+    op: str
+    tensor: str
+    shape: tuple[int, ...]
+    dtype: str
+    num_scales: int
+    axis: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Artifact(Record):
+    target: str
+    path: str
+    sha256: str
+    size_bytes: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    parity: ParityReport | None
+    stages: tuple[StageRecord, ...] = ()
+    weights: tuple[WeightQuant, ...] = ()
+    scales_from: str = ""  # how the artifact's scales were ensured to be edgeconv's
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest(Record):
+    edgeconv_version: str
+    model: str
+    model_sha256: str
+    options: dict[str, Any]
+    calibration: dict[str, Any]
+    stages: tuple[StageRecord, ...]
+    artifacts: tuple[Artifact, ...]
+    tool_versions: dict[str, str]
+    reference_accuracy: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyReport(Record):
+    """A latency figure tied to the exact bytes measured and to how it was measured."""
+
+    device: str
+    method: str  # "measured-device" | "measured-host" | "predicted"
+    runtime: str
+    artifact_sha256: str
+    threads: int
+    warmup: int
+    iterations: int
+    p50_ms: float
+    p90_ms: float
+    min_ms: float
+    std_ms: float = 0.0
+    samples_ms: tuple[float, ...] = ()
+    peak_memory_mb: float | None = None
+    environment: dict[str, str] = dataclasses.field(default_factory=dict)
+    per_op: tuple[dict[str, Any], ...] = ()
+    basis: str = ""  # for predictions: what the model was calibrated on, its held-out error
+
+
+@dataclasses.dataclass(frozen=True)
+class GateResult(Record):
+    name: str
+    metric: str
+    value: float | None
+    limit: float
+    passed: bool
+    message: str = ""
