@@ -15,6 +15,10 @@ class Granularity(enum.Enum):
 
 class CalibMethod(enum.Enum):
     MINMAX = "min-max"
+    MOVING_AVERAGE = "moving-average"  # exponential moving average of per-batch min/max
+    PERCENTILE = "percentile"  # clip at the p-th percentile (QuantOptions.percentile)
+    ENTROPY = "entropy"  # TensorRT-style KL-divergence threshold
+    MSE = "mse"  # clipping range that minimises the quantization mean squared error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +26,7 @@ class QuantOptions(Record):
     weights: Granularity = Granularity.PER_CHANNEL
     method: CalibMethod = CalibMethod.MINMAX
     samples: int = 128
+    percentile: float = 99.99  # used by CalibMethod.PERCENTILE only
 
 
 @dataclasses.dataclass(frozen=True)
