@@ -1,0 +1,164 @@
+"""Model sources for `--model`: a `package.module:factory`, a `.pt2` file, or the embedded demo.
+
+A factory returns an `nn.Module`, or a `ModelSpec` when it wants to declare its example input,
+preprocessing or bundled evaluation data.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from edgeconv.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+    from edgeconv.calib.data import DataSet
+
+DEMO_REF = "edgeconv.demo:demo"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ModelSpec:
+    module: "torch.nn.Module"
+    example_inputs: tuple["torch.Tensor", ...]
+    name: str = "model"
+    sha256: str = ""
+    mean: tuple[float, ...] = ()  # preprocessing the model expects (applied by calib/ sources)
+    std: tuple[float, ...] = ()
+    data: "Callable[[], DataSet] | None" = None  # bundled labelled data, e.g. the demo's held-out split
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.example_inputs[0].shape)
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
+    except ValueError:
+        shape = ()
+    if len(shape) < 2 or any(d <= 0 for d in shape):
+        raise UserError(f"--input-shape {text!r} is not a shape; write it like 1,3,224,224")
+    return shape
+
+
+def module_sha256(module: "torch.nn.Module") -> str:
+    """Hash of the architecture name and every parameter/buffer, independent of file format."""
+    h = hashlib.sha256(type(module).__qualname__.encode())
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def file_sha256(path: Path | str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_model(ref: str | None = None, weights: str | None = None,
+               input_shape: tuple[int, ...] | None = None) -> ModelSpec:
+    ref = ref or DEMO_REF
+    if ref.endswith(".pt2"):
+        spec = _from_pt2(Path(ref))
+    elif ":" in ref and not Path(ref).exists():
+        spec = _from_factory(ref)
+    elif Path(ref).suffix in (".pt", ".pth", ".ckpt", ".bin"):
+        raise UserError(f"{ref} is a checkpoint without an architecture; pass the factory that builds "
+                        f"the model and the file as weights: --model pkg.module:factory --weights {ref}")
+    else:
+        raise UserError(f"--model {ref!r} is neither a package.module:factory reference nor a .pt2 file")
+    if weights:
+        spec = _with_weights(spec, Path(weights))
+    if input_shape:
+        import torch
+
+        spec = dataclasses.replace(spec, example_inputs=(torch.zeros(input_shape),))
+    _check_runs(spec)
+    return spec
+
+
+def _from_factory(ref: str) -> ModelSpec:
+    import torch
+
+    mod_name, _, fn_name = ref.partition(":")
+    try:
+        mod = importlib.import_module(mod_name)
+    except Exception as e:  # a user module may fail in any way on import
+        raise UserError(f"cannot import {mod_name!r} for --model {ref}: {type(e).__name__}: {e}") from None
+    fn = getattr(mod, fn_name, None)
+    if not callable(fn):
+        raise UserError(f"{mod_name} has no callable {fn_name!r}; --model wants package.module:factory")
+    try:
+        out: Any = fn()
+    except Exception as e:
+        raise UserError(f"model factory {ref} raised {type(e).__name__}: {e}") from None
+    if isinstance(out, ModelSpec):
+        spec = out
+    elif isinstance(out, torch.nn.Module):
+        spec = ModelSpec(module=out, example_inputs=())
+    else:
+        raise UserError(f"model factory {ref} returned {type(out).__name__}, not an nn.Module or ModelSpec")
+    return dataclasses.replace(spec, name=spec.name if spec.name != "model" else ref,
+                               sha256=spec.sha256 or module_sha256(spec.module))
+
+
+def _from_pt2(path: Path) -> ModelSpec:
+    import torch
+
+    if not path.is_file():
+        raise UserError(f"model file {path} does not exist")
+    try:
+        program = torch.export.load(str(path))
+    except Exception as e:
+        raise UserError(f"{path} is not a readable torch.export .pt2 file ({type(e).__name__}); "
+                        "write one with torch.export.save(torch.export.export(model, args), path)") from None
+    args = program.example_inputs[0] if program.example_inputs else ()
+    return ModelSpec(module=program.module(), example_inputs=tuple(args), name=path.name,
+                     sha256=file_sha256(path))
+
+
+def _with_weights(spec: ModelSpec, path: Path) -> ModelSpec:
+    import torch
+
+    if not path.is_file():
+        raise UserError(f"weights file {path} does not exist")
+    try:
+        # weights_only: a checkpoint is untrusted input, never unpickle arbitrary objects.
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"{path} is not a readable state-dict checkpoint ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:120]})") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise UserError(f"{path} holds a {type(state).__name__}, not a state dict")
+    try:
+        spec.module.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise UserError(f"weights {path} do not fit the model: {first}") from None
+    return dataclasses.replace(spec, sha256=file_sha256(path))
+
+
+def _check_runs(spec: ModelSpec) -> None:
+    import torch
+
+    if not spec.example_inputs:
+        raise UserError(f"{spec.name} declares no example input; pass --input-shape 1,3,H,W")
+    spec.module.eval()
+    try:
+        with torch.no_grad():
+            spec.module(*spec.example_inputs)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise UserError(f"{spec.name} rejects input shape {list(spec.input_shape)}: {msg}; "
+                        "fix --input-shape") from None

@@ -1,0 +1,45 @@
+"""cleanup: drop ops that do nothing at inference (dropout in eval, clone, alias, detach, identity
+contiguous) and dead code, so every exporter sees the same minimal graph."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from edgeconv.passes import PassResult
+from edgeconv.registry import PASSES
+
+if TYPE_CHECKING:
+    from edgeconv.context import Context
+    from edgeconv.graph import Graph
+
+
+def _noop_targets():
+    import torch
+
+    a = torch.ops.aten
+    return {a.clone.default, a.alias.default, a.detach.default, a.dropout.default,
+            a.feature_dropout.default, a.contiguous.default, a.lift_fresh_copy.default}
+
+
+@PASSES.register("cleanup")
+def cleanup(graph: "Graph", ctx: "Context") -> PassResult:
+    from edgeconv.passes.fx import finish
+
+    gm = graph.module()
+    noops = _noop_targets()
+    removed = []
+    for node in list(gm.graph.nodes):
+        if node.op == "call_function" and node.target in noops:
+            # dropout(x, p, train): identity in eval only
+            if "dropout" in str(node.target) and len(node.args) > 2 and node.args[2]:
+                continue
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+            removed.append(node.name)
+    before = len(gm.graph.nodes)
+    gm.graph.eliminate_dead_code()
+    dead = before - len(gm.graph.nodes)
+    if not removed and not dead:
+        return PassResult(graph, False, ("nothing to remove",))
+    finish(gm)
+    note = f"removed {len(removed)} no-op node(s)" + (f" ({', '.join(removed)})" if removed else "")
+    return PassResult(graph.with_module(gm), True, (note, f"removed {dead} dead node(s)"))

@@ -1,0 +1,118 @@
+"""quantize: PT2E post-training int8, calibrated once, in torch.
+
+Per-channel symmetric int8 weights and per-tensor asymmetric int8 activations by default
+(`--per-layer` makes weights per-tensor). The result stays a torch program (Q/DQ around float
+ops, `convert_pt2e(fold_quantize=False)`): it *is* the quantized simulation parity compares to,
+and every exporter lowers it, so all int8 artifacts carry the same scales.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from edgeconv.errors import UserError
+from edgeconv.passes import PassResult
+from edgeconv.registry import PASSES
+from edgeconv.results import QuantParams
+
+if TYPE_CHECKING:
+    from edgeconv.config import QuantOptions
+    from edgeconv.context import Context
+    from edgeconv.graph import Graph
+
+OUTPUT_KEY = "__output__"
+
+
+def make_quantizer(opts: "QuantOptions", *, is_qat: bool = False) -> Any:
+    """litert-torch's PT2E quantizer: it both annotates the graph and, handed back to
+    litert-torch at conversion, selects static Q/DQ lowering (it is not re-run there)."""
+    from litert_torch.quantize import pt2e_quantizer as pq
+
+    from edgeconv.calib.methods import quantization_config
+    from edgeconv.config import Granularity
+
+    per_channel = opts.weights is Granularity.PER_CHANNEL
+    config = quantization_config(per_channel=per_channel, method=opts.method,
+                                 percentile=opts.percentile, is_qat=is_qat)
+    return pq.PT2EQuantizer().set_global(config)
+
+
+def calibrate(prepared: Any, ctx: "Context") -> int:
+    import torch
+
+    data = ctx.calib
+    if data is None or len(data) == 0:
+        raise UserError("quantization needs calibration data; pass --calib (a folder, .npy/.npz, demo or random)")
+    n = min(len(data), ctx.options.quant.samples)
+    with torch.no_grad(), ctx.progress.task(f"calibrating on {n} samples", total=n) as task:
+        for i in range(n):
+            # The captured program has a static batch of 1.
+            prepared(torch.from_numpy(data.x[i:i + 1]))
+            task.advance()
+    return n
+
+
+def read_qparams(gm: Any) -> dict[str, QuantParams]:
+    """Scales and zero points of every dequantize node, keyed by the FX name of the float
+    tensor that was quantized (for weights, the get_attr name)."""
+    import torch
+
+    qd = torch.ops.quantized_decomposed
+    out: dict[str, QuantParams] = {}
+    for node in gm.graph.nodes:
+        if node.op != "call_function":
+            continue
+        if node.target == qd.dequantize_per_tensor.default:
+            key = _source(node)
+            out[key] = QuantParams(_dtype(node.args[-1]), (float(node.args[1]),), (int(node.args[2]),))
+        elif node.target == qd.dequantize_per_channel.default:
+            from edgeconv.passes.fx import attr
+
+            scale = attr(gm, node.args[1].target).flatten().tolist()
+            zp = attr(gm, node.args[2].target).flatten().tolist()
+            out[_source(node)] = QuantParams(_dtype(node.args[-1]), tuple(float(s) for s in scale),
+                                             tuple(int(z) for z in zp), int(node.args[3]))
+    result = _output_node(gm)
+    if result is not None and result.target == qd.dequantize_per_tensor.default:
+        out[OUTPUT_KEY] = out[_source(result)]
+    return out
+
+
+def _source(dq: Any) -> str:
+    q = dq.args[0]
+    src = q.args[0] if getattr(q, "op", None) == "call_function" else q
+    return str(getattr(src, "target", None) if getattr(src, "op", None) == "get_attr" else src.name)
+
+
+def _output_node(gm: Any) -> Any:
+    out = next(n for n in gm.graph.nodes if n.op == "output")
+    first = out.args[0][0] if isinstance(out.args[0], (tuple, list)) else out.args[0]
+    return first if getattr(first, "op", None) == "call_function" else None
+
+
+def _dtype(d: Any) -> str:
+    return str(d).replace("torch.", "")
+
+
+@PASSES.register("quantize")
+def quantize(graph: "Graph", ctx: "Context") -> PassResult:
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    if graph.quantized:
+        return PassResult(graph, False, ("already quantized",))
+    opts = ctx.options.quant
+    quantizer = make_quantizer(opts)
+    prepared = prepare_pt2e(graph.module(), quantizer)
+    n = calibrate(prepared, ctx)
+    converted = convert_pt2e(prepared, fold_quantize=False)
+    qparams = read_qparams(converted)
+    data = ctx.calib
+    notes = (
+        f"weights int8 {opts.weights.value} symmetric, activations int8 per-tensor asymmetric",
+        f"calibration: {opts.method.value} on {n} samples from {data.source}"
+        + ("" if data.real else " — NOT a real calibration (random inputs)"),
+        f"{sum(1 for q in qparams.values() if q.axis is not None)} per-channel and "
+        f"{sum(1 for q in qparams.values() if q.axis is None)} per-tensor quantized tensors",
+    )
+    new = graph.with_module(converted, quantizer=quantizer, qparams=qparams)
+    return PassResult(dataclasses.replace(new), True, notes)

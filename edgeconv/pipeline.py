@@ -1,0 +1,197 @@
+"""The export flow: model → capture → passes (in each target's order, shared prefixes run once)
+→ exporters → parity → edgeconv.json.
+
+Artifacts are written into a private temp folder inside the output folder and moved into place
+only when every target has exported, so a failed run leaves no half-written file behind.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgeconv import __version__
+from edgeconv.config import ExportOptions
+from edgeconv.context import Context, Progress
+from edgeconv.errors import UserError
+from edgeconv.registry import PASSES, TARGETS
+from edgeconv.results import Artifact, Manifest, StageRecord, atomic_write
+
+if TYPE_CHECKING:
+    from edgeconv.calib.data import DataSet
+    from edgeconv.exporters.base import Target
+    from edgeconv.graph import Graph
+    from edgeconv.models import ModelSpec
+
+MANIFEST = "edgeconv.json"
+TOOLS = ("torch", "torchao", "litert-torch", "ai-edge-litert", "onnx", "onnxruntime", "onnxscript",
+         "numpy", "coremltools", "tensorflow-cpu")
+
+
+def tool_versions() -> dict[str, str]:
+    out = {}
+    for name in TOOLS:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def resolve_targets(names: tuple[str, ...]) -> list["Target"]:
+    from edgeconv import catalog
+
+    catalog.load()
+    if not names:
+        raise UserError("no --target given; choose from: " + ", ".join(TARGETS.names()))
+    return [TARGETS.get(n)() for n in dict.fromkeys(names)]
+
+
+def prepare_out_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".edgeconv-probe-")
+        probe.close()
+    except OSError as e:
+        raise UserError(f"cannot write to output folder {path}: {e.strerror or e}; choose another with -o") from None
+    return path
+
+
+def run_passes(graph: "Graph", ctx: Context, names: tuple[str, ...]) -> "Graph":
+    for name in names:
+        t0 = time.perf_counter()
+        res = PASSES.get(name)(graph, ctx)
+        graph = res.graph.record(StageRecord(name, res.changed, round(time.perf_counter() - t0, 3), res.notes))
+    return graph
+
+
+class _PassCache:
+    """Targets that share a pass prefix share its result: one calibration for every int8 target."""
+
+    def __init__(self, root: "Graph", ctx: Context) -> None:
+        self._done: dict[tuple[str, ...], "Graph"] = {(): root}
+        self._ctx = ctx
+
+    def get(self, names: tuple[str, ...]) -> "Graph":
+        k = max(i for i in range(len(names) + 1) if names[:i] in self._done)
+        graph = self._done[names[:k]]
+        for i in range(k, len(names)):
+            graph = run_passes(graph, self._ctx, names[i:i + 1])
+            self._done[names[:i + 1]] = graph
+        return graph
+
+
+def split_data(spec: "ModelSpec", options: ExportOptions, need_calib: bool) -> tuple["DataSet | None", "DataSet"]:
+    """Calibration takes the first samples, evaluation the ones after: never the same inputs."""
+    from edgeconv.calib.sources import load_data
+
+    data = load_data(options.calib, spec.input_shape, model_mean=spec.mean, model_std=spec.std,
+                     count=options.quant.samples + options.eval_samples, seed=options.seed,
+                     bundled=spec.data)
+    n_cal = min(options.quant.samples, len(data) // 2) if need_calib else 0
+    if need_calib and n_cal == 0:
+        raise UserError(f"calibration data {data.source} has {len(data)} sample(s); give at least 2 "
+                        "(half calibrate, half check parity)")
+    calib = data.take(0, n_cal) if need_calib else None
+    return calib, data.take(n_cal, n_cal + options.eval_samples)
+
+
+def torch_outputs(module, x: np.ndarray, progress: Progress, what: str) -> np.ndarray:
+    import torch
+
+    outs = []
+    with torch.no_grad(), progress.task(what, total=len(x)) as task:
+        for i in range(len(x)):
+            y = module(torch.from_numpy(x[i:i + 1]))
+            outs.append((y[0] if isinstance(y, (tuple, list)) else y).detach().float().numpy())
+            task.advance()
+    return np.concatenate(outs)
+
+
+def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None = None) -> Manifest:
+    from edgeconv.graph import capture
+
+    progress = progress or Progress(False)
+    targets = resolve_targets(options.targets)
+    out_dir = prepare_out_dir(options.out_path)
+    calib, evalset = split_data(spec, options, any(t.quantized for t in targets))
+    ctx = Context(options=options, model=spec, calib=calib, progress=progress)
+
+    t0 = time.perf_counter()
+    with progress.task("capturing with torch.export"):
+        try:
+            root = capture(spec.module, spec.example_inputs)
+        except Exception as e:
+            raise UserError(f"torch.export cannot capture {spec.name}: {str(e).strip().splitlines()[0][:200]}") from None
+    root = root.record(StageRecord("capture", True, round(time.perf_counter() - t0, 3),
+                                   (f"torch.export, input {list(spec.input_shape)}",)))
+    ref_fp32 = torch_outputs(spec.module, evalset.x, progress, "torch fp32 reference")
+    cache = _PassCache(root, ctx)
+
+    work = Path(tempfile.mkdtemp(prefix=".edgeconv-tmp-", dir=out_dir))
+    try:
+        artifacts = [_one(t, cache.get(t.passes), ctx, evalset, ref_fp32, work, progress) for t in targets]
+        final = []
+        for a in artifacts:  # every target succeeded: move into place
+            dest = out_dir / Path(a.path).name
+            os.replace(a.path, dest)
+            final.append(dataclasses.replace(a, path=dest.name))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    stages = tuple(dict.fromkeys(s for a in final for s in a.stages)) if final else root.history
+    manifest = Manifest(
+        edgeconv_version=__version__, model=spec.name, model_sha256=spec.sha256,
+        options=options.to_dict(),
+        calibration={"source": calib.source if calib else None, "samples": len(calib) if calib else 0,
+                     "real": calib.real if calib else None, "eval_source": evalset.source,
+                     "eval_samples": len(evalset), "eval_real": evalset.real},
+        stages=stages, artifacts=tuple(final), tool_versions=tool_versions(),
+        reference_accuracy=_acc(ref_fp32, evalset),
+    )
+    atomic_write(out_dir / MANIFEST, manifest.to_json())
+    return manifest
+
+
+def _acc(out: np.ndarray, data: "DataSet") -> float | None:
+    from edgeconv.parity import accuracy
+
+    return accuracy(out, data.y)
+
+
+def _one(target: "Target", graph: "Graph", ctx: Context, evalset: "DataSet", ref_fp32: np.ndarray,
+         work: Path, progress: Progress) -> Artifact:
+    from edgeconv import parity
+    from edgeconv.models import file_sha256
+    from edgeconv.passes.quantize import OUTPUT_KEY
+
+    stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in ctx.model.name).strip("-") or "model"
+    path = work / f"{stem}-{target.name}{target.suffix}"
+    t0 = time.perf_counter()
+    with progress.task(f"converting {target.name}"):
+        info = target.export(graph, ctx, path)
+    export_rec = StageRecord(f"export:{target.name}", True, round(time.perf_counter() - t0, 3),
+                             info.notes + ((info.scales_from,) if info.scales_from else ()))
+    t0 = time.perf_counter()
+    runner = target.load(path)
+    ref_sim = None
+    if graph.quantized:
+        ref_sim = torch_outputs(graph.module(), evalset.x, progress, "torch quantized simulation")
+    with progress.task(f"parity {target.name} in {target.runtime}"):
+        report = parity.check(runner, target.runtime, evalset.x, evalset.y, target.tolerance,
+                              ref_fp32, ref_sim, graph.qparams.get(OUTPUT_KEY))
+    parity_rec = StageRecord(f"parity:{target.name}", False, round(time.perf_counter() - t0, 3),
+                             tuple(f"vs {d.reference}: {'ok' if d.passed else 'FAILED ' + d.reason}" for d in report.diffs))
+    return Artifact(
+        target=target.name, path=str(path), sha256=file_sha256(path), size_bytes=path.stat().st_size,
+        inputs=runner.inputs, outputs=runner.outputs, parity=report,
+        stages=graph.history + (export_rec, parity_rec), weights=target.weights(path),
+        scales_from=info.scales_from,
+    )

@@ -1,0 +1,77 @@
+"""What a target is: a file format at a precision, with its pass list and parity tolerance.
+
+A target declares as class attributes its file suffix, its ordered pass list, whether it is
+quantized and its tolerances; the order of passes lives here, never in registration order.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+import numpy as np
+
+from edgeconv.results import TensorSpec, WeightQuant
+
+if TYPE_CHECKING:
+    from edgeconv.context import Context
+    from edgeconv.graph import Graph
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+    """Parity limits. Quantized targets are judged in output quantization steps against the
+    torch quantized simulation (same scales), and by top-1 agreement / cosine against fp32."""
+
+    vs_fp32_max_abs: float | None = None  # float targets: absolute error vs torch fp32
+    vs_fp32_min_cosine: float = 0.99
+    vs_sim_max_steps: float | None = None  # int8 targets: error vs torch quant sim, in output steps
+    min_top1_agreement: float = 0.95
+
+
+class Runner(Protocol):
+    """A loaded artifact in its real runtime: float NCHW in, float (dequantized) out."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportInfo:
+    notes: tuple[str, ...] = ()
+    scales_from: str = ""  # how the artifact was made to carry edgeconv's scales
+
+
+class Target:
+    name: ClassVar[str]
+    suffix: ClassVar[str]
+    passes: ClassVar[tuple[str, ...]]
+    runtime: ClassVar[str]
+    quantized: ClassVar[bool] = False
+    tolerance: ClassVar[Tolerance] = Tolerance()
+    description: ClassVar[str] = ""
+
+    def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:
+        """Write the artifact to `path` (a temp name; the pipeline renames it when complete)."""
+        raise NotImplementedError
+
+    def load(self, path: Path, threads: int = 1) -> Runner:
+        raise NotImplementedError
+
+    def weights(self, path: Path) -> tuple[WeightQuant, ...]:
+        """Read back how each conv/linear weight is stored (dtype, number of scales, axis)."""
+        return ()
+
+
+def scales_note(fmt: str, found: list[np.ndarray], graph: "Graph") -> str:
+    """Say how many of an artifact's weight scale vectors equal the ones edgeconv computed."""
+    ours = [np.asarray(q.scale) for k, q in graph.qparams.items() if q.axis is not None or _is_weight(k)]
+    matched = sum(1 for s in found if any(o.shape == s.shape and np.allclose(o, s, rtol=1e-6, atol=0) for o in ours))
+    return (f"{fmt} lowered from edgeconv's own PT2E-converted program (one calibration shared by every "
+            f"int8 target); read back: {matched}/{len(found)} weight scale vectors equal edgeconv's")
+
+
+def _is_weight(key: str) -> bool:
+    return "weight" in key

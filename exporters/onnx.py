@@ -1,0 +1,100 @@
+"""ONNX targets, lowered with torch.onnx (dynamo) from the captured program; run in onnxruntime.
+
+onnx-int8 is QDQ: the PT2E-converted program's weight quantization is constant-folded on a copy
+first, so weights are stored as int8 initializers (not float weights quantized at run time) with
+per-axis scales equal to PT2E's.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgeconv.exporters.base import ExportInfo, Target, Tolerance, scales_note
+from edgeconv.registry import TARGETS
+from edgeconv.results import WeightQuant
+
+if TYPE_CHECKING:
+    from edgeconv.context import Context
+    from edgeconv.graph import Graph
+
+WEIGHT_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
+
+
+def _write(program_or_module, args, path: Path) -> None:
+    import torch
+
+    from edgeconv.exporters.lowering import lowering_errors
+
+    with lowering_errors("onnx"):
+        torch.onnx.export(program_or_module, args, str(path), dynamo=True, external_data=False,
+                          optimize=True, verbose=False)
+
+
+def read_weights(path: Path) -> list[tuple[WeightQuant, np.ndarray | None]]:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    out = []
+    for node in model.graph.node:
+        if node.op_type not in WEIGHT_OPS or len(node.input) < 2:
+            continue
+        w = node.input[1]
+        dq = producers.get(w)
+        if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in inits:
+            q = numpy_helper.to_array(inits[dq.input[0]])
+            scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float64).ravel()
+            axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) if scale.size > 1 else None
+            out.append((WeightQuant(node.op_type, dq.input[0], tuple(q.shape), q.dtype.name, scale.size, axis), scale))
+        elif w in inits:
+            a = numpy_helper.to_array(inits[w])
+            out.append((WeightQuant(node.op_type, w, tuple(a.shape), a.dtype.name, 0, None), None))
+    return out
+
+
+class _Onnx(Target):
+    suffix = ".onnx"
+    runtime = "onnxruntime"
+
+    def load(self, path: Path, threads: int = 1):
+        from edgeconv.exporters.runtimes import OnnxRunner
+
+        return OnnxRunner(path, threads)
+
+    def weights(self, path: Path) -> tuple[WeightQuant, ...]:
+        return tuple(w for w, _ in read_weights(path))
+
+
+@TARGETS.register("onnx")
+class OnnxFp32(_Onnx):
+    name = "onnx"
+    passes = ("fold-conv-bn", "cleanup")
+    tolerance = Tolerance(vs_fp32_max_abs=1e-4, vs_fp32_min_cosine=0.99999, min_top1_agreement=0.99)
+    description = "ONNX fp32 (torch.onnx dynamo), checked in onnxruntime"
+
+    def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:
+        _write(graph.program, graph.example_inputs, path)
+        return ExportInfo()
+
+
+@TARGETS.register("onnx-int8")
+class OnnxInt8(_Onnx):
+    name = "onnx-int8"
+    passes = ("fold-conv-bn", "quantize", "cleanup")
+    quantized = True
+    tolerance = Tolerance(vs_fp32_min_cosine=0.95, vs_sim_max_steps=2.0, min_top1_agreement=0.9)
+    description = "ONNX QDQ int8 (per-channel weights), checked in onnxruntime"
+
+    def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:
+        from torchao.quantization.pt2e.constant_fold import constant_fold
+        from torchao.quantization.pt2e.quantize_pt2e import _quant_node_constraint
+
+        gm = graph.module()
+        constant_fold(gm, _quant_node_constraint)
+        _write(gm, graph.example_inputs, path)
+        found = [s for _, s in read_weights(path) if s is not None]
+        return ExportInfo(scales_from=scales_note("QDQ ONNX", found, graph))

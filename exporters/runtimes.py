@@ -1,0 +1,96 @@
+"""Host runners: an artifact in its real runtime (ai-edge-litert, onnxruntime).
+
+Both take float NCHW batches and return float outputs: int8 inputs are quantized with the
+artifact's own input scale and int8 outputs dequantized with its output scale, so parity compares
+like with like. Artifacts have a static batch of 1; batches are run sample by sample.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgeconv.results import QuantParams, TensorSpec
+
+
+def _quant(details: dict) -> QuantParams | None:
+    qp = details.get("quantization_parameters") or {}
+    scales = qp.get("scales")
+    if scales is None or len(scales) == 0:
+        return None
+    axis = int(qp.get("quantized_dimension", 0)) if len(scales) > 1 else None
+    return QuantParams(np.dtype(details["dtype"]).name, tuple(float(s) for s in scales),
+                       tuple(int(z) for z in qp["zero_points"]), axis)
+
+
+class TfliteRunner:
+    runtime = "ai-edge-litert"
+
+    def __init__(self, path: Path, threads: int = 1) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self._in = self.interpreter.get_input_details()
+        self._out = self.interpreter.get_output_details()
+        self.inputs = tuple(self._spec(d) for d in self._in)
+        self.outputs = tuple(self._spec(d) for d in self._out)
+
+    @staticmethod
+    def _spec(d: dict) -> TensorSpec:
+        shape = tuple(int(s) for s in d["shape"])
+        return TensorSpec(d["name"], np.dtype(d["dtype"]).name, shape,
+                          "NCHW" if len(shape) == 4 else "", _quant(d))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.concatenate([self._one(x[i:i + 1]) for i in range(len(x))])
+
+    def _one(self, x: np.ndarray) -> np.ndarray:
+        d = self._in[0]
+        self.interpreter.set_tensor(d["index"], quantize(x, d))
+        self.interpreter.invoke()
+        o = self._out[0]
+        return dequantize(self.interpreter.get_tensor(o["index"]), o)
+
+
+def quantize(x: np.ndarray, details: dict) -> np.ndarray:
+    dtype = np.dtype(details["dtype"])
+    if dtype.kind == "f":
+        return x.astype(dtype)
+    scale, zp = details["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale) + zp, info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, details: dict) -> np.ndarray:
+    if np.dtype(details["dtype"]).kind == "f":
+        return q.astype(np.float32)
+    scale, zp = details["quantization"]
+    return ((q.astype(np.float32) - zp) * scale).astype(np.float32)
+
+
+class OnnxRunner:
+    runtime = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self._in = self.session.get_inputs()
+        self.inputs = tuple(self._spec(a) for a in self._in)
+        self.outputs = tuple(self._spec(a) for a in self.session.get_outputs())
+
+    @staticmethod
+    def _spec(a) -> TensorSpec:
+        dtype = a.type.removeprefix("tensor(").removesuffix(")")
+        shape = tuple(int(s) if isinstance(s, int) else -1 for s in a.shape)
+        return TensorSpec(a.name, "float32" if dtype == "float" else dtype, shape,
+                          "NCHW" if len(shape) == 4 else "")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        name = self._in[0].name
+        outs = [self.session.run(None, {name: x[i:i + 1].astype(np.float32)})[0] for i in range(len(x))]
+        return np.concatenate(outs).astype(np.float32)

@@ -1,0 +1,112 @@
+"""TFLite targets, lowered with litert-torch straight from the captured program (no ONNX → TF
+layout hop); run in ai-edge-litert.
+
+tflite-int8 is full integer: litert-torch lowers edgeconv's PT2E-converted program
+(`fold_quantize=False`, the form its static Q/DQ lowering accepts) with the same quantizer in
+its QuantConfig — which only selects static lowering, it does not recalibrate — so the file's
+scales are edgeconv's. Int8 input and output, weights int8 per-channel (CONV_2D axis 0,
+DEPTHWISE_CONV_2D axis 3), int32 bias with scale s_in·s_w.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+
+from edgeconv.exporters.base import ExportInfo, Target, Tolerance, scales_note
+from edgeconv.registry import TARGETS
+from edgeconv.results import WeightQuant
+
+if TYPE_CHECKING:
+    from edgeconv.context import Context
+    from edgeconv.graph import Graph
+
+WEIGHT_OPS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0, "TRANSPOSE_CONV": 0}
+
+
+@contextlib.contextmanager
+def _quiet_litert() -> Iterator[None]:
+    """litert-torch prints a task tree on every conversion; edgeconv shows its own progress."""
+    from litert_torch import progress
+
+    was = progress.console.quiet
+    progress.console.quiet = True
+    try:
+        yield
+    finally:
+        progress.console.quiet = was
+
+
+def convert(module: Any, args: tuple, path: Path, quantizer: Any = None, target: str = "tflite") -> None:
+    import litert_torch
+
+    from edgeconv.exporters.lowering import lowering_errors
+
+    kwargs = {}
+    if quantizer is not None:
+        from litert_torch.quantize.quant_config import QuantConfig
+
+        kwargs["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
+    with _quiet_litert(), lowering_errors(target):
+        model = litert_torch.convert(module, args, **kwargs)
+        model.export(str(path))
+
+
+def read_weights(path: Path) -> list[tuple[WeightQuant, np.ndarray | None]]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    out = []
+    for op in it._get_ops_details():  # noqa: SLF001 — the only op-level view the Python API gives
+        if op["op_name"] not in WEIGHT_OPS or len(op["inputs"]) < 2:
+            continue
+        t = tensors[int(op["inputs"][1])]
+        qp = t.get("quantization_parameters") or {}
+        scales = np.asarray(qp.get("scales", []), dtype=np.float64)
+        n = int(scales.size)
+        axis = int(qp.get("quantized_dimension", 0)) if n > 1 else None
+        wq = WeightQuant(op["op_name"], t["name"], tuple(int(s) for s in t["shape"]), np.dtype(t["dtype"]).name, n, axis)
+        out.append((wq, scales if n else None))
+    return out
+
+
+class _Tflite(Target):
+    suffix = ".tflite"
+    runtime = "ai-edge-litert"
+
+    def load(self, path: Path, threads: int = 1):
+        from edgeconv.exporters.runtimes import TfliteRunner
+
+        return TfliteRunner(path, threads)
+
+    def weights(self, path: Path) -> tuple[WeightQuant, ...]:
+        return tuple(w for w, _ in read_weights(path))
+
+
+@TARGETS.register("tflite")
+class TfliteFp32(_Tflite):
+    name = "tflite"
+    passes = ("fold-conv-bn", "cleanup")
+    tolerance = Tolerance(vs_fp32_max_abs=1e-4, vs_fp32_min_cosine=0.99999, min_top1_agreement=0.99)
+    description = "TFLite fp32 (litert-torch), checked in ai-edge-litert"
+
+    def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:
+        convert(graph.module(), graph.example_inputs, path, target=self.name)
+        return ExportInfo()
+
+
+@TARGETS.register("tflite-int8")
+class TfliteInt8(_Tflite):
+    name = "tflite-int8"
+    passes = ("fold-conv-bn", "quantize", "cleanup")
+    quantized = True
+    tolerance = Tolerance(vs_fp32_min_cosine=0.95, vs_sim_max_steps=2.0, min_top1_agreement=0.9)
+    description = "TFLite full-integer int8 (per-channel weights), checked in ai-edge-litert"
+
+    def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:
+        convert(graph.module(), graph.example_inputs, path, quantizer=graph.quantizer, target=self.name)
+        found = [s for _, s in read_weights(path) if s is not None]
+        return ExportInfo(scales_from=scales_note("litert-torch TFLite", found, graph))
