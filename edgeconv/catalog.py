@@ -13,6 +13,7 @@ MODULES = (
     "edgeconv.passes.cleanup",
     "edgeconv.exporters.onnx",
     "edgeconv.exporters.tflite",
+    "edgeconv.devices.catalog",
 )
 
 
