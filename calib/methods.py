@@ -1,0 +1,290 @@
+"""Calibration methods: how an activation's int8 range is chosen from what calibration saw.
+
+- min-max: the running minimum and maximum of every batch.
+- moving-average: an exponential moving average of each batch's min and max.
+- percentile: the (100 - p)-th and p-th percentiles of all values seen (p = 99.99 by default).
+- entropy: TensorRT's KL-divergence threshold on the histogram of non-zero |x| (1,025-2,048 bins up to
+  max |x|), each candidate quantized to 128 levels (256 when the data are one-sided).
+- mse: the range whose int8 quantization has the least mean squared error over the histogram.
+
+The range search is numpy over a `Hist` (this module, light to import); the torchao observers that
+collect the histogram during PT2E calibration are in `edgeconv.calib.observers` (imports torch).
+Activations are per-tensor asymmetric int8 (quant range -128..127); `qparams` reproduces torchao's
+scale/zero-point formula so that a range can be scored exactly as it will be quantized.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgeconv.config import CalibMethod
+
+if TYPE_CHECKING:
+    from litert_torch.quantize.pt2e_quantizer_utils import QuantizationConfig
+
+QMIN, QMAX = -128, 127
+# Smallest scale, as litert-torch's own TFLite config sets it: keeps int32 bias scales
+# (input scale × weight scale) representable for the TFLite kernels.
+EPS = 2.0 ** -12
+HIST_BINS = 2048  # per sign; the |x| histogram spans 1,025-2,048 of them up to max |x|
+ENTROPY_LEVELS = 128  # int8 levels on one side of zero, as TensorRT quantizes |x|
+MOVING_AVERAGE_CONSTANT = 0.05  # ~20-batch window; torch's 0.01 is meant for thousands of QAT steps
+
+
+# --- the int8 grid --------------------------------------------------------------------------------
+
+def qparams(lo: float, hi: float, qmin: int = QMIN, qmax: int = QMAX, eps: float = EPS) -> tuple[float, int]:
+    """Per-tensor affine scale and zero point for the range [lo, hi], exactly as torchao computes them:
+    the range is widened to include 0, scale = (hi - lo) / (qmax - qmin), zero point rounds -lo/scale."""
+    f32 = np.float32  # in float32 step by step, as torch does, so that ties round the same way
+    lo32, hi32 = f32(min(lo, 0.0)), f32(max(hi, 0.0))
+    scale = max(f32(hi32 - lo32) / f32(qmax - qmin), f32(eps))
+    zero_point = int(np.clip(qmin - np.round(lo32 / scale), qmin, qmax))
+    return float(np.float32(scale)), zero_point
+
+
+def fake_quant(x: np.ndarray, scale: float | np.ndarray, zero_point: int | np.ndarray,
+               qmin: int = QMIN, qmax: int = QMAX) -> np.ndarray:
+    """Quantize then dequantize: the values the int8 model computes with."""
+    q = np.clip(np.round(x / scale) + zero_point, qmin, qmax)
+    return (q - zero_point) * scale
+
+
+def quant_mse(x: np.ndarray, lo: float, hi: float) -> float:
+    """Mean squared error of quantizing `x` to int8 with the range [lo, hi]."""
+    scale, zp = qparams(lo, hi)
+    x = np.asarray(x, np.float64)
+    return float(np.mean((x - fake_quant(x, scale, zp)) ** 2))
+
+
+# --- the histogram the range search reads ---------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Hist:
+    """Counts of values seen: `neg[j]` counts x < 0 with |x| in bin j, `pos[j]` counts x > 0 in bin j,
+    `zeros` counts exact zeros (ReLU outputs are often half zeros). Bin j covers [j, j+1) × edge / bins."""
+
+    neg: np.ndarray
+    pos: np.ndarray
+    zeros: float
+    edge: float
+    lo: float  # exact minimum seen
+    hi: float  # exact maximum seen
+
+    @classmethod
+    def of(cls, x: np.ndarray, bins: int = HIST_BINS) -> "Hist":
+        """The histogram of a sample at once (the observers build the same one batch by batch)."""
+        x = np.asarray(x, np.float64).ravel()
+        edge = float(np.abs(x).max()) if x.size else 0.0
+        rng = (0.0, edge if edge > 0 else 1.0)
+        neg = np.histogram(-x[x < 0], bins, rng)[0].astype(np.float64)
+        pos = np.histogram(x[x > 0], bins, rng)[0].astype(np.float64)
+        return cls(neg, pos, float((x == 0).sum()), edge, float(x.min()), float(x.max()))
+
+    @property
+    def width(self) -> float:
+        return self.edge / len(self.pos)
+
+    def signed(self) -> tuple[np.ndarray, np.ndarray]:
+        """(values, counts) in ascending order: bin centres (kept inside [lo, hi]) and the zero mass."""
+        centres = (np.arange(len(self.pos)) + 0.5) * self.width
+        values = np.concatenate([-centres[::-1], [0.0], centres]).clip(self.lo, self.hi)
+        counts = np.concatenate([self.neg[::-1], [self.zeros], self.pos])
+        keep = counts > 0
+        return values[keep], counts[keep]
+
+
+# --- the methods ----------------------------------------------------------------------------------
+
+def percentile_range(h: Hist, p: float) -> tuple[float, float]:
+    """The (100 - p)-th and p-th percentiles, interpolated linearly inside a histogram bin."""
+    if not 50.0 < p <= 100.0:
+        raise ValueError(f"percentile must be in (50, 100], got {p}")
+    w = h.width
+    n = len(h.pos)
+    # Ascending bin edges; the zero mass is a zero-width bin at 0.
+    edges = np.concatenate([-np.arange(n, -1, -1) * w, np.arange(0, n + 1) * w])
+    counts = np.concatenate([h.neg[::-1], [h.zeros], h.pos])
+    cum = np.concatenate([[0.0], np.cumsum(counts)])
+    total = cum[-1]
+
+    def quantile(q: float) -> float:
+        target = q * total
+        i = int(np.searchsorted(cum, target, side="left"))
+        if i == 0:
+            return float(edges[0])
+        frac = (target - cum[i - 1]) / (cum[i] - cum[i - 1])
+        return float(edges[i - 1] + frac * (edges[i] - edges[i - 1]))
+
+    lo, hi = quantile(1.0 - p / 100.0), quantile(p / 100.0)
+    return max(lo, h.lo), min(hi, h.hi)
+
+
+def entropy_range(h: Hist, levels: int = ENTROPY_LEVELS) -> tuple[float, float]:
+    """TensorRT's entropy calibration: the |x| threshold T whose clipped, `levels`-level quantized
+    distribution has the least KL divergence from the observed one; the range is [-T, T] ∩ [lo, hi]."""
+    one_sided = h.lo >= 0 or h.hi <= 0
+    levels = 2 * levels if one_sided else levels  # one-sided data get all 256 int8 levels
+    # Exact zeros (half of a ReLU output) are left out: the zero point represents them without error,
+    # and their spike in bin 0, smeared over a merged group, would pull T far too low.
+    hist = h.neg + h.pos
+    nb = int(np.count_nonzero(hist) and np.flatnonzero(hist)[-1] + 1)  # bins up to max |x|
+    if nb <= levels:
+        return h.lo, h.hi  # fewer bins than levels: nothing to clip
+    hist = hist[:nb]
+    step = max(1, (nb - levels) // 512)  # ~512 candidates bound the cost per observer
+    candidates = list(range(levels, nb, step)) + [nb]
+    kl = [_kl_for_threshold(hist, i, levels) for i in candidates]
+    t = candidates[int(np.argmin(kl))] * h.width
+    lo, hi = max(h.lo, -t), min(h.hi, t)
+    if lo > hi:  # one-sided data lying wholly beyond T (all in [0.5, 2], T = 0.3): [0, T] or [-T, 0]
+        lo = hi = t if h.lo > 0 else -t
+    return lo, hi
+
+
+def _kl_for_threshold(hist: np.ndarray, i: int, levels: int) -> float:
+    p = hist[:i].copy()
+    p[i - 1] += hist[i:].sum()  # values beyond the threshold are clipped onto it
+    # Merge the first i bins into `levels` groups, then spread each group's count evenly over the
+    # bins that were non-empty: the distribution the int8 grid can represent.
+    starts = (np.arange(levels) * i) // levels
+    sliced = hist[:i]
+    nonzero = (sliced > 0).astype(np.float64)
+    group_sum = np.add.reduceat(sliced, starts)
+    group_n = np.add.reduceat(nonzero, starts)
+    per_bin = np.divide(group_sum, group_n, out=np.zeros_like(group_sum), where=group_n > 0)
+    q = np.repeat(per_bin, np.diff(np.append(starts, i))) * nonzero
+    if not q.any():
+        return math.inf  # every value lies beyond this threshold
+    return _kl(_smooth(p), _smooth(q))
+
+
+def _smooth(d: np.ndarray, eps: float = 1e-4) -> np.ndarray:
+    """Give empty bins a little mass (taken from the others) so that KL stays finite."""
+    zero = d == 0
+    n_zero, n_nonzero = int(zero.sum()), int((~zero).sum())
+    d = d / d.sum()
+    if n_zero == 0 or n_nonzero == 0:
+        return d
+    take = eps * n_zero / n_nonzero
+    return np.where(zero, eps, d - take).clip(min=1e-12)
+
+
+def _kl(p: np.ndarray, q: np.ndarray) -> float:
+    return float(np.sum(p * np.log(p / q)))
+
+
+def mse_range(h: Hist, grid: int = 100) -> tuple[float, float]:
+    """The [lo, hi] with the least int8 quantization MSE over the histogram: both ends shrunk together
+    from min/max, then each end on its own, each search a coarse grid refined around its best."""
+    values, counts = h.signed()
+    if h.lo >= h.hi:
+        return h.lo, h.hi
+
+    def err(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
+        scale = np.maximum((hi - lo) / float(QMAX - QMIN), EPS)[:, None]
+        zp = np.clip(QMIN - np.round(lo / scale[:, 0]), QMIN, QMAX)[:, None]
+        return ((values - fake_quant(values, scale, zp)) ** 2) @ counts
+
+    a = _search(lambda f: err(f * h.lo, f * h.hi), grid)
+    lo, hi = a * h.lo, a * h.hi
+    hi = _search(lambda f: err(np.full_like(f, lo), f * h.hi), grid) * h.hi
+    lo = _search(lambda f: err(f * h.lo, np.full_like(f, hi)), grid) * h.lo
+    return lo, hi
+
+
+def _search(errors: Any, grid: int) -> float:
+    """argmin over factors in (0, 1]: a grid of `grid` points, then `grid` points around the best."""
+    coarse = np.linspace(1.0 / grid, 1.0, grid)
+    best = coarse[int(np.argmin(errors(coarse)))]
+    fine = np.linspace(max(best - 1.0 / grid, 1e-6), min(best + 1.0 / grid, 1.0), grid)
+    cand = np.append(fine, best)
+    return float(cand[int(np.argmin(errors(cand)))])
+
+
+def choose_range(method: CalibMethod, h: Hist, percentile: float = 99.99) -> tuple[float, float]:
+    """The range a histogram-based method picks (min-max picks (h.lo, h.hi))."""
+    if method is CalibMethod.PERCENTILE:
+        return percentile_range(h, percentile)
+    if method is CalibMethod.ENTROPY:
+        return entropy_range(h)
+    if method is CalibMethod.MSE:
+        return mse_range(h)
+    if method is CalibMethod.MINMAX:
+        return h.lo, h.hi
+    raise ValueError(f"{method.value} is not chosen from a histogram")
+
+
+def describe(method: CalibMethod, percentile: float = 99.99) -> str:
+    """One line for the manifest: what the method does, with its parameters."""
+    return {
+        CalibMethod.MINMAX: "min-max: running min and max over all calibration batches",
+        CalibMethod.MOVING_AVERAGE: f"moving-average: EMA of per-batch min/max, constant {MOVING_AVERAGE_CONSTANT}",
+        CalibMethod.PERCENTILE: f"percentile: {100 - percentile:g}th..{percentile:g}th percentile "
+                                f"of a {HIST_BINS}-bin-per-sign histogram",
+        CalibMethod.ENTROPY: f"entropy: KL-optimal |x| threshold, {HIST_BINS}-bin histogram, "
+                             f"{ENTROPY_LEVELS} levels per side",
+        CalibMethod.MSE: "mse: range minimising int8 quantization MSE over the histogram",
+    }[method]
+
+
+# --- PT2E glue (imports torch inside) -------------------------------------------------------------
+
+def observer_ctr(method: CalibMethod | str, *, percentile: float = 99.99) -> Any:
+    """The torchao observer constructor for per-tensor asymmetric int8 activations with `method`."""
+    from edgeconv.calib import observers as ob
+
+    method = CalibMethod(method)
+    if not 50.0 < percentile <= 100.0:
+        from edgeconv.errors import UserError
+
+        raise UserError(f"--calib-percentile {percentile} must be above 50 and at most 100, e.g. 99.99")
+    common: dict[str, Any] = dict(dtype=_torch().int8, quant_min=QMIN, quant_max=QMAX,
+                                  qscheme=_torch().per_tensor_affine, eps=EPS)
+    if method is CalibMethod.MINMAX:
+        return ob.MinMaxObserver.with_args(**common)
+    if method is CalibMethod.MOVING_AVERAGE:
+        return ob.MovingAverageObserver.with_args(averaging_constant=MOVING_AVERAGE_CONSTANT, **common)
+    if method is CalibMethod.PERCENTILE:
+        return ob.PercentileObserver.with_args(percentile=percentile, **common)
+    if method is CalibMethod.ENTROPY:
+        return ob.EntropyObserver.with_args(**common)
+    return ob.MSEObserver.with_args(**common)
+
+
+def quantization_config(per_channel: bool = True, method: CalibMethod | str = CalibMethod.MINMAX,
+                        percentile: float = 99.99) -> "QuantizationConfig":
+    """litert-torch's TFLite PT2E config (int8 symmetric weights, per-channel unless `per_channel` is
+    False; fixed-qparams outputs for logistic/softmax) with `method` calibrating the activations."""
+    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
+
+    base = get_symmetric_quantization_config(is_per_channel=per_channel)
+    act = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=observer_ctr(
+        method, percentile=percentile))
+    return dataclasses.replace(base, input_activation=act, output_activation=act)
+
+
+def quantizer(per_channel: bool = True, method: CalibMethod | str = CalibMethod.MINMAX,
+              percentile: float = 99.99) -> Any:
+    """A litert-torch PT2EQuantizer with `quantization_config(...)` set globally."""
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
+
+    return PT2EQuantizer().set_global(quantization_config(per_channel, method, percentile))
+
+
+def clip_range(observer: Any) -> tuple[float, float]:
+    """The activation range an observer chose (for reports); (inf, -inf) before any data."""
+    if hasattr(observer, "clip_range"):
+        return observer.clip_range()
+    return float(observer.min_val), float(observer.max_val)
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
+

@@ -1,0 +1,133 @@
+"""torchao PT2E observers for the calibration methods of `edgeconv.calib.methods`.
+
+This module subclasses torch classes, so it imports torch at top level: import it only inside the
+functions that quantize (`methods.observer_ctr` does), never on the CLI's start-up path.
+
+Histogram observers keep one histogram per sign of x over [0, edge], with exact zeros counted apart.
+When a batch exceeds the edge, the edge doubles and adjacent bins merge pairwise, so the histogram
+stays exact (no re-binning guesswork) whatever order the batches come in.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchao.quantization.pt2e.observer import (
+    MinMaxObserver as _MinMax,
+    MovingAverageMinMaxObserver as _MovingAverage,
+    UniformQuantizationObserverBase,
+)
+
+from edgeconv.calib import methods
+from edgeconv.config import CalibMethod
+
+
+class MinMaxObserver(_MinMax):
+    """torchao's running min/max, with `clip_range` like the other observers."""
+
+    def clip_range(self) -> tuple[float, float]:
+        return float(self.min_val), float(self.max_val)
+
+
+class MovingAverageObserver(_MovingAverage):
+    """torchao's exponential moving average of per-batch min/max."""
+
+    def clip_range(self) -> tuple[float, float]:
+        return float(self.min_val), float(self.max_val)
+
+
+class HistogramRangeObserver(UniformQuantizationObserverBase):
+    """Collects the signed histogram; subclasses say which range to take from it (`method`)."""
+
+    method: CalibMethod = CalibMethod.MINMAX
+
+    def __init__(self, bins: int = methods.HIST_BINS, dtype=torch.int8, qscheme=torch.per_tensor_affine,
+                 quant_min: int = methods.QMIN, quant_max: int = methods.QMAX, eps: float = methods.EPS,
+                 **kwargs) -> None:
+        if qscheme not in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+            raise NotImplementedError(f"{type(self).__name__} is per-tensor only, got {qscheme}")
+        super().__init__(dtype=dtype, qscheme=qscheme, quant_min=quant_min, quant_max=quant_max,
+                         eps=eps, **kwargs)
+        if bins % 2:
+            raise ValueError("bins must be even: growing the range merges bins pairwise")
+        self.bins = bins
+        self.register_buffer("histogram", torch.zeros(2, bins, dtype=torch.float64))  # rows: x<0, x>0
+        self.register_buffer("zeros", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("edge", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("min_val", torch.tensor(float("inf")))
+        self.register_buffer("max_val", torch.tensor(float("-inf")))
+
+    def forward(self, x_orig: torch.Tensor) -> torch.Tensor:
+        x = x_orig.detach().float().flatten()
+        x = x[torch.isfinite(x)]  # an inf would make the range infinite; the model clamps it anyway
+        if x.numel() == 0:
+            return x_orig
+        lo, hi = torch.aminmax(x)
+        self.min_val.copy_(torch.minimum(self.min_val, lo))
+        self.max_val.copy_(torch.maximum(self.max_val, hi))
+        self._grow(float(torch.maximum(-lo, hi)))
+        edge = float(self.edge)
+        neg, pos = -x[x < 0], x[x > 0]
+        self.zeros += float((x == 0).sum())
+        if edge > 0:
+            if neg.numel():
+                self.histogram[0] += torch.histc(neg, self.bins, 0.0, edge).double()
+            if pos.numel():
+                self.histogram[1] += torch.histc(pos, self.bins, 0.0, edge).double()
+        return x_orig
+
+    def _grow(self, amax: float) -> None:
+        edge = float(self.edge)
+        if amax <= edge:
+            return
+        if edge == 0.0:
+            self.edge.fill_(amax)  # only zeros so far, and they are counted apart
+            return
+        while edge < amax:
+            merged = self.histogram.view(2, self.bins // 2, 2).sum(-1)
+            self.histogram.zero_()
+            self.histogram[:, : self.bins // 2] = merged
+            edge *= 2.0
+        self.edge.fill_(edge)
+
+    def hist(self) -> methods.Hist:
+        h = self.histogram.cpu().numpy()
+        return methods.Hist(np.array(h[0]), np.array(h[1]), float(self.zeros), float(self.edge),
+                            float(self.min_val), float(self.max_val))
+
+    def clip_range(self) -> tuple[float, float]:
+        if float(self.min_val) > float(self.max_val):
+            return float("inf"), float("-inf")  # nothing observed yet
+        return methods.choose_range(self.method, self.hist(), **self._method_args())
+
+    def _method_args(self) -> dict[str, float]:
+        return {}
+
+    @torch.jit.export
+    def calculate_qparams(self):
+        lo, hi = self.clip_range()
+        return self._calculate_qparams(torch.tensor(lo, dtype=torch.float32), torch.tensor(hi, dtype=torch.float32))
+
+    def extra_repr(self) -> str:
+        return f"method={self.method.value}, min_val={float(self.min_val)}, max_val={float(self.max_val)}"
+
+
+class PercentileObserver(HistogramRangeObserver):
+    method = CalibMethod.PERCENTILE
+
+    def __init__(self, percentile: float = 99.99, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.percentile = percentile
+
+    def _method_args(self) -> dict[str, float]:
+        return {"percentile": self.percentile}
+
+    def extra_repr(self) -> str:
+        return f"percentile={self.percentile}, " + super().extra_repr()
+
+
+class EntropyObserver(HistogramRangeObserver):
+    method = CalibMethod.ENTROPY
+
+
+class MSEObserver(HistogramRangeObserver):
+    method = CalibMethod.MSE
