@@ -9,10 +9,12 @@ import importlib
 
 MODULES = (
     "edgeconv.passes.fold_bn",
+    "edgeconv.passes.reparam_merge",
     "edgeconv.passes.quantize",
     "edgeconv.passes.cleanup",
     "edgeconv.exporters.onnx",
     "edgeconv.exporters.tflite",
+    "edgeconv.exporters.coreml",
     "edgeconv.devices.catalog",
 )
 
