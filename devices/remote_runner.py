@@ -176,7 +176,7 @@ def _ort_nodes(events: list[dict], runs: int) -> list[dict]:
             total[node] = 0.0
         total[node] += float(e.get("dur", 0))
         kinds[node] = e.get("args", {}).get("op_name", "")
-    return [{"name": n, "op": kinds[n], "avg_ms": total[n] / runs / 1e3, "unit": "ms"} for n in order]
+    return [{"name": n, "op": kinds[n], "avg": total[n] / runs / 1e3, "unit": "ms"} for n in order]
 
 
 def _fail(msg: str) -> int:

@@ -20,7 +20,7 @@ import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from edgeconv.devices.base import Device, ProfileOptions, connection, quote_command, report_from_runner
 from edgeconv.devices.host import RUNNER, check_artifact, parse_runner_output, runner_argv
@@ -133,35 +133,35 @@ def cleanup_script(remote_dir: str) -> str:
             f"rm -rf -- {quote(remote_dir)}")
 
 
-def measure_over_ssh(target: SshTarget, artifact: Path, device: Device, options: ProfileOptions,
-                     pin: tuple[int, ...]) -> dict:
-    """Push, run, read back, clean up. Returns the runner's JSON."""
-    delegate = options.delegate or device.default_delegate
-    step_timeout = target.connect_timeout + 30
+def run_remote(target: SshTarget, files: list[Path], build_argv: Callable[[str], list[str]],
+               timeout_s: float, what: str, recursive: bool = False) -> dict:
+    """Make a private temp dir on the remote, copy `files` into it, run `build_argv(dir)` there and
+    return its JSON; in `finally` kill what still runs and remove the dir."""
+    step = target.connect_timeout + 30
     made = target.run(target.ssh_argv(["mktemp", "-d", f"{target.remote_tmp}/edgeconv.XXXXXX"]),
-                      step_timeout, "make a temp dir")
+                      step, "make a temp dir")
     if made.returncode != 0:
         raise UserError(f"cannot make a temp dir under {target.remote_tmp} on {target.name}: "
                         f"{_last_line(made.stderr)}")
     remote_dir = made.stdout.strip()
     failure: UserError | None = None
     try:
-        files = [artifact, *onnx_external_files(artifact), RUNNER]
-        copied = target.run(target.scp_argv(files, remote_dir), options.timeout_s, "copy the model")
+        copy = target.scp_argv(files, remote_dir)
+        if recursive:  # an .mlpackage is a folder
+            copy.insert(1, "-r")
+        copied = target.run(copy, timeout_s, "copy the model")
         if copied.returncode != 0:
-            raise UserError(f"copying {artifact.name} to {target.name} failed: {_last_line(copied.stderr)}")
-        argv = runner_argv(target.python, f"{remote_dir}/{RUNNER.name}", f"{remote_dir}/{artifact.name}",
-                           options, delegate, remote_dir, pin)
-        proc = target.run(target.ssh_argv(argv), options.timeout_s + step_timeout, "run the benchmark")
+            raise UserError(f"copying {files[0].name} to {target.name} failed: {_last_line(copied.stderr)}")
+        proc = target.run(target.ssh_argv(build_argv(remote_dir)), timeout_s + step, what)
         return parse_runner_output(proc.stdout, proc.stderr, proc.returncode, f"{target.name} ({target.host})")
     except UserError as e:
         failure = e
         raise
     finally:
         try:
-            target.run(target.ssh_shell_argv(cleanup_script(remote_dir)), step_timeout, "clean up")
+            target.run(target.ssh_shell_argv(cleanup_script(remote_dir)), step, "clean up")
         except UserError as e:
-            raise UserError(f"{failure or e}; cleaning up failed too, so the board may still hold "
+            raise UserError(f"{failure or e}; cleaning up failed too, so {target.host} may still hold "
                             f"{remote_dir}") from None
 
 
@@ -182,6 +182,11 @@ class SshBackend:
         # Pin to the fastest cluster when the threads fit in it: that is the latency a user sees.
         big = device.big_cores
         pin = big if big and options.threads <= len(big) else ()
-        data = measure_over_ssh(target, artifact, device, options, pin)
+        delegate = options.delegate or device.default_delegate
+        data = run_remote(
+            target, [artifact, *onnx_external_files(artifact), RUNNER],
+            lambda d: runner_argv(target.python, f"{d}/{RUNNER.name}", f"{d}/{artifact.name}",
+                                  options, delegate, d, pin),
+            options.timeout_s, "run the benchmark")
         return report_from_runner(data, device, "measured-device", file_sha256(artifact),
                                   {"ssh_host": target.host, "pinned_cpus": ",".join(map(str, pin))})

@@ -63,7 +63,8 @@ def start_sshd(workdir: Path) -> Sshd:
     workdir.mkdir(parents=True, exist_ok=True)
     hostkey, idkey = workdir / "host_ed25519", workdir / "id_ed25519"
     for key in (hostkey, idkey):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True,
+                       stdin=subprocess.DEVNULL)
     (workdir / "authorized_keys").write_text(Path(f"{idkey}.pub").read_text())
     os.chmod(workdir / "authorized_keys", 0o600)
     port = _free_port()
