@@ -315,4 +315,7 @@ def _drop_attrs(gm: "GraphModule", names: set[str]) -> None:
     """Weights of merged-away branches would otherwise be re-captured as unused parameters."""
     for name in names:
         owner, _, leaf = name.rpartition(".")
-        delattr(gm.get_submodule(owner) if owner else gm, leaf)
+        mod = gm.get_submodule(owner) if owner else gm
+        delattr(mod, leaf)
+        if leaf == "running_mean" and hasattr(mod, "num_batches_tracked"):  # the BN is gone
+            delattr(mod, "num_batches_tracked")

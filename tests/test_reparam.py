@@ -1,0 +1,200 @@
+"""Reparameterization: the block library merged through the protocol and through the graph pass
+(on copies with the merge methods removed), fp64 per block, fp32 whole model, and refusals."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from edgeconv.errors import UserError
+from edgeconv.graph import capture
+from edgeconv.passes.reparam_merge import reparam_merge
+from edgeconv.registry import PASSES
+from edgeconv.reparam import algebra
+from edgeconv.reparam.protocol import ProtocolReport, reparameterize_model
+from zoo_reparam import BLOCK_ZOO, RepNet, randomize_bn, strip_methods
+
+CONV = torch.ops.aten.conv2d.default
+
+
+def _rel(a, b):
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def _convs(graph) -> int:
+    return sum(1 for n in graph.program.graph.nodes if n.target is CONV)
+
+
+def _adds(graph) -> int:
+    return sum(1 for n in graph.program.graph.nodes if n.target is torch.ops.aten.add.Tensor)
+
+
+@pytest.mark.parametrize("name,factory,shape", BLOCK_ZOO, ids=[z[0] for z in BLOCK_ZOO])
+def test_block_fp64_protocol_and_graph_pass(name, factory, shape):
+    torch.manual_seed(0)
+    block = randomize_bn(factory()).double().eval()
+    x = torch.randn(shape, dtype=torch.float64)
+    with torch.no_grad():
+        ref = block(x)
+
+    merged, report = reparameterize_model(block)
+    assert report.calls and report.calls[0].startswith("<root>: ")  # the root is a block itself
+    assert merged is not block and not hasattr(block, "reparam")     # the input is untouched
+    with torch.no_grad():
+        assert _rel(merged(x), ref) < 1e-9
+    assert sum(isinstance(m, nn.Conv2d) for m in merged.modules()) == 1
+
+    bare = strip_methods(copy.deepcopy(block))
+    assert reparameterize_model(bare)[1].calls == ()   # the protocol has nothing to call
+    graph = capture(bare, (x,))
+    result = reparam_merge(graph, None)
+    assert result.changed and len(result.notes) == 1 and "-> one" in result.notes[0]
+    assert _convs(result.graph) == 1 and _adds(result.graph) == 0
+    with torch.no_grad():
+        assert _rel(result.graph.module()(x), ref) < 1e-9
+    again = reparam_merge(result.graph, None)
+    assert not again.changed                                   # idempotent
+
+
+def test_whole_model_fp32_both_ways():
+    torch.manual_seed(0)
+    model = randomize_bn(RepNet()).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+    merged, report = reparameterize_model(model, example_inputs=(x,))
+    assert len(report.calls) == 7 and report.max_rel_error < 1e-5
+    with torch.no_grad():
+        assert _rel(merged(x), ref) < 1e-5
+    result = reparam_merge(capture(strip_methods(copy.deepcopy(model)), (x,)), None)
+    assert len(result.notes) == 7 and _convs(result.graph) == 7
+    with torch.no_grad():
+        assert _rel(result.graph.module()(x), ref) < 1e-5
+    # The merged-away branch weights are gone from the program, not carried as dead parameters.
+    n_params = sum(t.numel() for t in result.graph.program.state_dict.values())
+    assert n_params == sum(t.numel() for t in merged.state_dict().values())
+
+
+class _TwoBranches(nn.Module):
+    def __init__(self, a: nn.Module, b: nn.Module) -> None:
+        super().__init__()
+        self.a, self.b = a, b
+
+    def forward(self, x):
+        return self.a(x) + self.b(x)
+
+
+class _SeqWithBias(nn.Module):
+    """1×1 conv with a bias feeding a padded 3×3: composing would be wrong at the border."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.squeeze = nn.Conv2d(4, 4, 1, bias=True)
+        self.k = nn.Conv2d(4, 4, 3, padding=1)
+        self.other = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.k(self.squeeze(x)) + self.other(x)
+
+
+REFUSALS = [
+    ("strides", _TwoBranches(nn.Conv2d(4, 4, 3, 1, 0), nn.Conv2d(4, 4, 3, 2, 2)), (1, 4, 6, 6), "strides differ"),
+    ("groups", _TwoBranches(nn.Conv2d(4, 4, 3, 1, 1, groups=4), nn.Conv2d(4, 4, 1)), (1, 4, 6, 6), "groups differ"),
+    ("padding", _TwoBranches(nn.Conv2d(4, 4, 3, 2, 1), nn.Conv2d(4, 4, 2, 2, 0)), (1, 4, 8, 8), "paddings do not centre"),
+    ("bias-before-pad", _SeqWithBias(), (1, 4, 6, 6), "bias"),
+]
+
+
+@pytest.mark.parametrize("name,model,shape,reason", REFUSALS, ids=[r[0] for r in REFUSALS])
+def test_refusals_leave_the_graph_and_say_why(name, model, shape, reason):
+    model = model.eval()
+    x = torch.randn(shape)
+    graph = capture(model, (x,))
+    result = reparam_merge(graph, None)
+    assert not result.changed and result.graph is graph
+    assert any(reason in n for n in result.notes), result.notes
+
+
+def test_partial_merge_keeps_the_other_terms():
+    """conv3x3(x) + conv1x1(x) + relu(x): the two convs merge, the nonlinear term stays added."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            return self.a(x) + torch.relu(x) + self.b(x)
+
+    torch.manual_seed(0)
+    m = M().double().eval()
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    result = reparam_merge(capture(m, (x,)), None)
+    assert result.changed and _convs(result.graph) == 1 and _adds(result.graph) == 1
+    assert _rel(result.graph.module()(x), m(x)) < 1e-12
+
+
+def test_pass_is_registered():
+    assert PASSES.get("reparam-merge") is reparam_merge
+
+
+def test_protocol_fuse_convention_and_nested_blocks():
+    """timm's fuse() returns the replacement module; nested blocks are visited once each."""
+
+    class Fusable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            return self.bn(self.conv(x))
+
+        def fuse(self):
+            k, b = algebra.fuse_bn(self.conv.weight, self.conv.bias, self.bn.running_mean,
+                                   self.bn.running_var, self.bn.weight, self.bn.bias, self.bn.eps)
+            out = nn.Conv2d(3, 3, 3, padding=1)
+            out.weight.data, out.bias.data = k.detach(), b.detach()
+            return out
+
+    model = randomize_bn(nn.Sequential(Fusable(), nn.ReLU(), Fusable())).eval()
+    x = torch.randn(1, 3, 6, 6)
+    merged, report = reparameterize_model(model, example_inputs=(x,))
+    assert report.calls == ("0: fuse()", "2: fuse()")
+    assert isinstance(merged[0], nn.Conv2d) and report.max_rel_error < 1e-6
+    assert ProtocolReport.from_dict(report.to_dict()) == report
+
+
+def test_protocol_bad_merge_is_a_user_error():
+    class Liar(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+        def switch_to_deploy(self):
+            self.conv.weight.data.mul_(2)
+
+    class Broken(Liar):
+        def switch_to_deploy(self):
+            raise ValueError("kernel sizes 2 and 3 do not pad to one centre")
+
+    x = torch.randn(1, 3, 4, 4)
+    with pytest.raises(UserError, match="changed the model's output.*switch_to_deploy"):
+        reparameterize_model(Liar(), example_inputs=(x,))
+    with pytest.raises(UserError, match=r"<root>.switch_to_deploy\(\) failed.*cannot merge"):
+        reparameterize_model(Broken())
+
+
+def test_algebra_identity_and_dilation_kernels():
+    x = torch.randn(2, 6, 7, 7, dtype=torch.float64)
+    ident = algebra.identity_kernel(6, 3, torch.float64, (3, 3))
+    assert torch.equal(nn.functional.conv2d(x, ident, padding=1, groups=3), x)
+    k = torch.randn(6, 1, 3, 3, dtype=torch.float64)
+    dense = algebra.dilate(k, (2, 2))
+    assert dense.shape[-2:] == (5, 5)
+    a = nn.functional.conv2d(x, k, padding=2, dilation=2, groups=6)
+    assert _rel(nn.functional.conv2d(x, dense, padding=2, groups=6), a) < 1e-14
