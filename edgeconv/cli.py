@@ -6,7 +6,9 @@ command imports what it needs when it runs.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import warnings
 
 import click
 
@@ -35,6 +37,24 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="edgeconv")
 def main() -> None:
     """Export, verify and measure PyTorch conv nets for phones and boards."""
+    _quiet_converters()
+
+
+def _quiet_converters() -> None:
+    """Converters log build chatter (absl/TF info lines, deprecation warnings) that buries the
+    report; keep warnings and errors that matter, drop the rest."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|torchao|litert_torch|onnxscript)\b.*")
+    import logging
+
+    # torchao logs optional CUDA kernels it cannot load on a CPU machine at WARNING on the root logger.
+    logging.getLogger().addFilter(lambda r: "Failed to load" not in r.getMessage())
+    for name in ("torch.onnx", "torch._export", "torch.export", "torch.utils._pytree", "absl", "torchao"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 for _name in COMMAND_MODULES:

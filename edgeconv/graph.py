@@ -28,8 +28,14 @@ class Graph:
         return self.quantizer is not None
 
     def module(self) -> "torch.fx.GraphModule":
-        """A fresh unlifted GraphModule (parameters as get_attr) to edit or run."""
-        return self.program.module()
+        """A fresh unlifted GraphModule (parameters as get_attr) to edit or run.
+
+        The program was captured from an eval-mode model, but unlifted modules report
+        `training=True` and refuse `.eval()`; converters read the flag, so set it directly."""
+        gm = self.program.module()
+        for m in gm.modules():
+            m.training = False
+        return gm
 
     def with_module(self, gm: "torch.nn.Module", **changes: Any) -> "Graph":
         """Re-capture an edited module so the program stays a valid ExportedProgram."""

@@ -23,9 +23,14 @@ WEIGHT_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
 
 
 def _write(program_or_module, args, path: Path) -> None:
+    import logging
+
     import torch
 
     from edgeconv.exporters.lowering import lowering_errors
+
+    # torch.onnx warns about every torchvision op it cannot register; edgeconv never uses them.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
 
     with lowering_errors("onnx"):
         torch.onnx.export(program_or_module, args, str(path), dynamo=True, external_data=False,
@@ -86,7 +91,7 @@ class OnnxInt8(_Onnx):
     name = "onnx-int8"
     passes = ("fold-conv-bn", "quantize", "cleanup")
     quantized = True
-    tolerance = Tolerance(vs_fp32_min_cosine=0.95, vs_sim_max_steps=2.0, min_top1_agreement=0.9)
+    tolerance = Tolerance(vs_fp32_min_cosine=0.95, vs_sim_max_steps=3.0, min_top1_agreement=0.9)
     description = "ONNX QDQ int8 (per-channel weights), checked in onnxruntime"
 
     def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:

@@ -23,18 +23,14 @@ if TYPE_CHECKING:
 OUTPUT_KEY = "__output__"
 
 
-def make_quantizer(opts: "QuantOptions", *, is_qat: bool = False) -> Any:
+def make_quantizer(opts: "QuantOptions") -> Any:
     """litert-torch's PT2E quantizer: it both annotates the graph and, handed back to
     litert-torch at conversion, selects static Q/DQ lowering (it is not re-run there)."""
-    from litert_torch.quantize import pt2e_quantizer as pq
-
-    from edgeconv.calib.methods import quantization_config
+    from edgeconv.calib.methods import quantizer
     from edgeconv.config import Granularity
 
-    per_channel = opts.weights is Granularity.PER_CHANNEL
-    config = quantization_config(per_channel=per_channel, method=opts.method,
-                                 percentile=opts.percentile, is_qat=is_qat)
-    return pq.PT2EQuantizer().set_global(config)
+    return quantizer(per_channel=opts.weights is Granularity.PER_CHANNEL, method=opts.method,
+                     percentile=opts.percentile)
 
 
 def calibrate(prepared: Any, ctx: "Context") -> int:
