@@ -17,6 +17,7 @@ from edgeconv import __version__
 # Modules that contribute commands: each defines `commands`, a list of click.Command.
 COMMAND_MODULES: tuple[str, ...] = (
     "edgeconv.cli_export",
+    "edgeconv.cli_devices",
 )
 
 
