@@ -1,0 +1,126 @@
+"""`edgeconv devices` and `edgeconv profile`. Only click and the standard library at top level."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+DELEGATES = ("cpu", "xnnpack", "gpu", "nnapi", "hexagon", "qnn", "cuda", "ane", "all")
+
+
+@click.command("devices")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def devices_cmd(as_json: bool) -> None:
+    """List the device descriptors and whether each can be measured here and now."""
+    import json
+
+    from edgeconv.devices.base import backend_for
+    import edgeconv.devices.catalog  # noqa: F401  (fills DEVICES)
+    from edgeconv.registry import DEVICES
+
+    rows = []
+    for dev in {d.name: d for _, d in DEVICES.items()}.values():
+        why = backend_for(dev).reachable(dev)
+        rows.append({"name": dev.name, "aliases": list(dev.aliases), "kind": dev.kind.value, "soc": dev.soc,
+                     "cores": dev.cores, "delegates": [d.value for d in dev.delegates],
+                     "accelerators": [a.name for a in dev.accelerators],
+                     "reachable": why is None, "why_not": why or "",
+                     "cost_source": dev.cost.get("source", ""),
+                     "cost_calibrated": bool(dev.cost.get("calibrated", False))})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="devices")
+    for col in ("name", "kind", "SoC", "delegates", "here and now"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        name = r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else "")
+        table.add_row(name, r["kind"], r["soc"], ", ".join(r["delegates"]),
+                      "[green]reachable[/]" if r["reachable"] else f"[yellow]not reachable:[/] {r['why_not']}")
+    Console(width=max(Console().width, 140)).print(table)
+
+
+@click.command("profile")
+@click.argument("model_or_artifact")
+@click.option("--device", "-d", default="host", show_default=True, metavar="NAME",
+              help="A device name or alias (see `edgeconv devices`) or a descriptor .toml of your own.")
+@click.option("--threads", default=1, show_default=True, type=int)
+@click.option("--runs", default=50, show_default=True, type=int)
+@click.option("--warmup", default=5, show_default=True, type=int)
+@click.option("--delegate", default=None, metavar="NAME",
+              help=f"One of {', '.join(DELEGATES)}; default: the device's own.")
+@click.option("--benchmark-binary", default=None, metavar="PATH",
+              help="Android: a benchmark_model binary built for the phone (android_aarch64).")
+@click.option("--target", "-t", default="tflite-int8", show_default=True,
+              help="When given a model rather than an artifact: export to this target first.")
+@click.option("-o", "--out", "out_dir", default="edgeconv-out", show_default=True,
+              help="Where a model is exported to before profiling.")
+@click.option("--require-measured", is_flag=True, help="Fail (exit 2) instead of predicting when the device is unreachable.")
+@click.option("--timeout", "timeout_s", default=300.0, show_default=True, help="Seconds allowed for each remote step.")
+@click.option("--json", "as_json", is_flag=True, help="Print the LatencyReport as JSON.")
+@click.option("--save", default=None, metavar="FILE", help="Also write the LatencyReport JSON to FILE.")
+def profile_cmd(model_or_artifact, device, threads, runs, warmup, delegate, benchmark_binary, target,
+                out_dir, require_measured, timeout_s, as_json, save) -> None:
+    """Measure latency on a device (or this host); predict it when the device is not reachable."""
+    from pathlib import Path
+
+    from edgeconv.context import Progress
+    from edgeconv.devices.base import Delegate, ProfileOptions
+    from edgeconv.devices.profile import headline, profile
+    from edgeconv.errors import UserError
+    from edgeconv.results import atomic_write
+
+    if delegate is not None and delegate not in DELEGATES:
+        raise UserError(f"unknown delegate {delegate!r}; choose one of: {', '.join(DELEGATES)}")
+    options = ProfileOptions(threads=threads, runs=runs, warmup=warmup,
+                             delegate=Delegate(delegate) if delegate else None,
+                             benchmark_binary=benchmark_binary, timeout_s=timeout_s)
+    report = profile(model_or_artifact, device, options, target=target, out_dir=out_dir,
+                     require_measured=require_measured,
+                     progress=Progress(enabled=not as_json and sys.stderr.isatty()))
+    if save:
+        atomic_write(Path(save), report.to_json())
+    if as_json:
+        click.echo(report.to_json())
+    else:
+        print_report(report, headline(report))
+
+
+def print_report(report, first_line: str) -> None:
+    import math
+
+    from rich.console import Console
+    from rich.table import Table
+
+    def ms(v):
+        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g} ms"
+
+    console = Console()
+    console.print(first_line, markup=False, highlight=False)
+    t = Table(show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    for k, v in (("p50", ms(report.p50_ms)), ("p90", ms(report.p90_ms)), ("min", ms(report.min_ms)),
+                 ("std", ms(report.std_ms)), ("runs", f"{report.iterations} after {report.warmup} warm-up"),
+                 ("threads", str(report.threads)), ("runtime", report.runtime),
+                 ("delegate", report.environment.get("delegate", "")),
+                 ("peak memory", "n/a" if report.peak_memory_mb is None else f"{report.peak_memory_mb:.1f} MB"),
+                 ("artifact sha256", report.artifact_sha256)):
+        t.add_row(k, v)
+    console.print(t)
+    if report.per_op:
+        ops = Table(title="per op (slowest first)")
+        for col in ("op", "name", "avg", "unit"):
+            ops.add_column(col, overflow="fold")
+        for op in sorted(report.per_op, key=lambda o: -(o.get("avg") or 0))[:15]:
+            ops.add_row(str(op.get("op", "")), str(op.get("name", "")),
+                        f"{op['avg']:.4g}" if op.get("avg") is not None else "n/a", str(op.get("unit", "")))
+        console.print(ops)
+    elif report.environment.get("per_op"):
+        console.print(f"per op: {report.environment['per_op']}", markup=False, highlight=False)
+
+
+commands = [devices_cmd, profile_cmd]
