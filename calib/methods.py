@@ -135,14 +135,16 @@ def entropy_range(h: Hist, levels: int = ENTROPY_LEVELS) -> tuple[float, float]:
     if nb <= levels:
         return h.lo, h.hi  # fewer bins than levels: nothing to clip
     hist = hist[:nb]
-    step = max(1, (nb - levels) // 512)  # ~512 candidates bound the cost per observer
-    candidates = list(range(levels, nb, step)) + [nb]
+    # Never clip more than half of the values: below the median of |x| (data offset from zero, e.g.
+    # all in [0.3, 0.6]) everything is clipped onto one bin, and KL, which compares normalised
+    # distributions, sees a spike equal to itself and scores 0. Zero-centred data never come close.
+    median_bin = int(np.searchsorted(np.cumsum(hist), 0.5 * hist.sum())) + 1
+    first = max(levels, median_bin)
+    step = max(1, (nb - first) // 512)  # ~512 candidates bound the cost per observer
+    candidates = list(range(first, nb, step)) + [nb]
     kl = [_kl_for_threshold(hist, i, levels) for i in candidates]
     t = candidates[int(np.argmin(kl))] * h.width
-    lo, hi = max(h.lo, -t), min(h.hi, t)
-    if lo > hi:  # one-sided data lying wholly beyond T (all in [0.5, 2], T = 0.3): [0, T] or [-T, 0]
-        lo = hi = t if h.lo > 0 else -t
-    return lo, hi
+    return max(h.lo, -t), min(h.hi, t)  # t >= median |x|, so lo <= hi
 
 
 def _kl_for_threshold(hist: np.ndarray, i: int, levels: int) -> float:
