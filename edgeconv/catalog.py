@@ -9,7 +9,6 @@ import importlib
 
 MODULES = (
     "edgeconv.passes.fold_bn",
-    "edgeconv.passes.reparam_merge",
     "edgeconv.passes.quantize",
     "edgeconv.passes.cleanup",
     "edgeconv.exporters.onnx",

@@ -1,0 +1,469 @@
+"""CoreML targets: mlprogram `.mlpackage` files written by coremltools from the captured program.
+
+- `coreml`       fp32 compute, float weights.
+- `coreml-fp16`  fp16 compute and weights (coremltools' default for mlprogram).
+- `coreml-int8`  int8 per-channel symmetric weights on every conv and linear (weight_threshold
+                 lowered to 0 so stems and depthwise kernels are quantized too); float activations.
+- `coreml-w8a8`  the PT2E-quantized program itself: iOS17 `quantize`/`dequantize` activations and
+                 `constexpr_affine_dequantize` weights carrying edgeconv's own scales. coremltools
+                 calibrates activations only through MLModel.predict (macOS); instead the torch
+                 calibration's scales go through the converter. Two default MIL passes would alter
+                 them and are removed (see W8A8_REMOVED_PASSES), and compute stays FLOAT32 so scales
+                 are not stored in fp16.
+
+Every target honours `Graph.float_nodes`: the quantize pass already leaves them float in the
+w8a8 program; coreml-int8 skips their weights in linear_quantize_weights.
+
+On Linux the artifacts are run by exporters/mil_eval.py (numpy); on macOS by MLModel.predict.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import re
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from edgeconv.errors import UserError, missing_extra
+from edgeconv.exporters.base import ExportInfo, Target, Tolerance
+from edgeconv.registry import TARGETS
+from edgeconv.results import QuantParams, TensorSpec, WeightQuant
+
+if TYPE_CHECKING:
+    import torch
+
+    from edgeconv.context import Context
+    from edgeconv.graph import Graph
+
+# Default MIL passes that rewrite activation quantization: the first rescales the two branches
+# of a quantized add to one scale, the second turns int8 zero point -128 into uint8 zero point 0.
+W8A8_REMOVED_PASSES = (
+    "common::distributive_quantized_binary_op_scale_normalization",
+    "common::nullify_redundant_quantization_zero_point",
+)
+DEPLOYMENT_TARGET = "iOS17"  # first opset with quantize/dequantize activation ops
+WEIGHT_OPS = ("conv", "conv_transpose", "linear")
+
+
+def import_coremltools() -> Any:
+    """Import coremltools quietly (it logs about missing macOS libraries and untested torch)."""
+    import sys
+
+    # coremltools probes tensorflow / torchvision / torchaudio at import for converters edgeconv
+    # does not use: tensorflow alone costs ~15 s and torchvision fails beside the CPU torch.
+    # Hide the ones not already loaded for the duration of the import only.
+    hidden = [m for m in ("tensorflow", "torchvision", "torchaudio") if m not in sys.modules]
+    for m in hidden:
+        sys.modules[m] = None  # type: ignore[assignment]  # makes `import m` raise ImportError
+    try:
+        with _quiet():
+            import coremltools as ct
+    except ImportError:
+        raise missing_extra("coremltools", "coreml") from None
+    finally:
+        for m in hidden:
+            if sys.modules.get(m, 0) is None:
+                del sys.modules[m]
+    return ct
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    loggers = [logging.getLogger(n) for n in ("coremltools", "root")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+
+
+# --- program preparation -------------------------------------------------------------------
+
+def _quantize_node(node: "torch.fx.Node") -> bool:
+    import torch
+
+    qd = torch.ops.quantized_decomposed
+    return node.op == "call_function" and node.target in (
+        qd.quantize_per_channel.default, qd.quantize_per_tensor.default)
+
+
+def coreml_program(graph: "Graph") -> "torch.export.ExportedProgram":
+    """The program ct.convert accepts.
+
+    A quantized Graph holds `convert_pt2e(..., fold_quantize=False)`: float weights quantized by
+    `quantize_per_channel` at run time, which coremltools refuses ("Unsupported fx node").
+    Before: get_attr(w) -> quantize_per_channel -> dequantize_per_channel -> conv.
+    After:  get_attr(int8 w) -> dequantize_per_channel -> conv   (on a copy; the Graph is untouched).
+    The inference dialect (`run_decompositions({})`) is required: a training-dialect program is refused.
+    """
+    import torch
+
+    if not graph.quantized:
+        return graph.program.run_decompositions({})
+    from torchao.quantization.pt2e.constant_fold import constant_fold
+
+    gm = copy.deepcopy(graph.module())
+    constant_fold(gm, _quantize_node)
+    return torch.export.export(gm, graph.example_inputs, strict=False).run_decompositions({})
+
+
+def convert(program: "torch.export.ExportedProgram", precision: str = "fp32", keep_scales: bool = False) -> Any:
+    """ct.convert a `coreml_program` to an in-memory mlprogram MLModel (not loaded for prediction)."""
+    ct = import_coremltools()
+    pipeline = ct.PassPipeline.DEFAULT
+    if keep_scales:
+        pipeline.remove_passes(list(W8A8_REMOVED_PASSES))
+    compute = ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32
+    try:
+        with _quiet():
+            return ct.convert(program, convert_to="mlprogram", pass_pipeline=pipeline,
+                              minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
+                              compute_precision=compute, skip_model_load=True)
+    except Exception as e:  # the converter reports a missing op translation in several ways
+        op = _unsupported_op(str(e))
+        if op:
+            raise UserError(f"CoreML (coremltools {ct.__version__}) cannot express op {op!r} of this model; "
+                            "replace that op in the model or choose another target") from None
+        raise
+
+
+def _unsupported_op(message: str) -> str | None:
+    m = re.search(r"convert function for op '([^']+)' not implemented", message) or \
+        re.search(r"Unsupported fx node ([\w.:]+)", message)
+    return m.group(1) if m else None
+
+
+def weight_const_names(mlmodel: Any, skip_ops: tuple[str, ...] = ()) -> dict[str, str]:
+    """Weight const name -> consumer op name, for every conv/linear not listed in skip_ops."""
+    func = mlmodel._mil_program.functions["main"]
+    names = {}
+    for op in func.operations:
+        if op.op_type in WEIGHT_OPS and op.name not in skip_ops:
+            w = op.inputs["weight"].op
+            if w is not None and w.op_type == "const":
+                names[w.name] = op.name
+    return names
+
+
+def quantize_weights(mlmodel: Any, skip_ops: tuple[str, ...] = ()) -> Any:
+    """int8 per-channel symmetric weights on every conv/linear except skip_ops.
+
+    Configured per weight (op_name_configs) instead of globally, so that biases and other constants
+    stay float even with weight_threshold=0, the setting that includes small stem/depthwise kernels.
+    """
+    ct = import_coremltools()
+    from coremltools.optimize import coreml as cto
+
+    cfg = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
+                                      weight_threshold=0)
+    names = weight_const_names(mlmodel, skip_ops)
+    config = cto.OptimizationConfig(global_config=None, op_name_configs={n: cfg for n in names})
+    with _quiet():
+        return cto.linear_quantize_weights(mlmodel, config)
+
+
+# --- reading back ----------------------------------------------------------------------------
+
+def read_weights(path: Path | str) -> tuple[WeightQuant, ...]:
+    """How each conv/linear weight is stored in the package."""
+    from edgeconv.exporters.mil_eval import load_program
+
+    prog = load_program(path)
+    out = []
+    for step in prog.steps:
+        if step.op_type not in WEIGHT_OPS:
+            continue
+        wname = step.inputs["weight"]
+        src = prog.producer(wname)
+        if src is None:  # plain float const
+            w = prog.consts[wname]
+            out.append(WeightQuant(op=step.name, tensor=wname, shape=tuple(w.shape), dtype=str(w.dtype),
+                                   num_scales=0, axis=None))
+            continue
+        qp = constexpr_quant(prog, src)
+        out.append(WeightQuant(op=step.name, tensor=wname, shape=src.out_shapes[0] or (),
+                               dtype=qp.dtype if qp else src.out_dtypes[0],
+                               num_scales=len(qp.scale) if qp else 0, axis=qp.axis if qp else None))
+    return tuple(out)
+
+
+def constexpr_quant(prog: Any, step: Any) -> QuantParams | None:
+    """The quantization a constexpr weight op applies (dtype of the stored data, scales, axis)."""
+    c = prog.consts
+    if step.op_type == "constexpr_affine_dequantize":
+        data, scale = c[step.inputs["quantized_data"]], np.atleast_1d(c[step.inputs["scale"]])
+        zp = np.atleast_1d(c[step.inputs["zero_point"]])
+        axis = int(c[step.inputs["axis"]]) if scale.size > 1 else None
+        return QuantParams(dtype=str(data.dtype), scale=tuple(float(s) for s in scale.ravel()),
+                           zero_point=tuple(int(z) for z in zp.ravel()), axis=axis)
+    if step.op_type == "constexpr_blockwise_shift_scale":
+        data, scale = c[step.inputs["data"]], c[step.inputs["scale"]]
+        per = [i for i, n in enumerate(scale.shape) if n > 1]
+        zp = c.get(step.inputs.get("offset", ""), np.zeros(1))
+        return QuantParams(dtype=str(data.dtype), scale=tuple(float(s) for s in scale.ravel()),
+                           zero_point=tuple(int(z) for z in np.asarray(zp).ravel()),
+                           axis=per[0] if len(per) == 1 else None)
+    return None
+
+
+def activation_quant(path_or_prog: Any) -> list[tuple[str, QuantParams]]:
+    """(op name, params) of every activation `quantize` op, in program order."""
+    from edgeconv.exporters.mil_eval import MILProgram, load_program
+
+    prog = path_or_prog if isinstance(path_or_prog, MILProgram) else load_program(path_or_prog)
+    out = []
+    for s in prog.steps:
+        if s.op_type == "quantize":
+            scale = np.atleast_1d(prog.consts[s.inputs["scale"]])
+            zp = np.atleast_1d(prog.consts[s.inputs["zero_point"]])
+            out.append((s.name, QuantParams(dtype=str(prog.consts[s.inputs["output_dtype"]]),
+                                            scale=tuple(float(v) for v in scale),
+                                            zero_point=tuple(int(v) for v in zp))))
+    return out
+
+
+def pt2e_params(program: "torch.export.ExportedProgram") -> tuple[list[QuantParams], list[QuantParams]]:
+    """(activation, weight) quantization parameters of a PT2E program, in graph order.
+
+    Activations from `quantize_per_tensor` nodes, weights from `dequantize_per_channel/_tensor`
+    nodes fed by a constant.
+    """
+    import torch
+
+    qd = torch.ops.quantized_decomposed
+    consts = {**dict(program.named_parameters()), **dict(program.named_buffers()), **program.constants}
+    sig = program.graph_signature
+    lifted = {**sig.inputs_to_parameters, **sig.inputs_to_buffers, **sig.inputs_to_lifted_tensor_constants}
+
+    def value(a: Any) -> np.ndarray:
+        if isinstance(a, torch.fx.Node):
+            return consts[lifted[a.name]].detach().numpy()
+        return np.asarray(a)
+
+    acts, weights = [], []
+    for n in program.graph.nodes:
+        if n.op != "call_function":
+            continue
+        if n.target == qd.quantize_per_tensor.default and not _is_const(n.args[0], lifted):
+            acts.append(QuantParams(dtype=str(n.args[-1]).replace("torch.", ""),
+                                    scale=(float(value(n.args[1])),), zero_point=(int(value(n.args[2])),)))
+        elif n.target in (qd.dequantize_per_channel.default, qd.dequantize_per_tensor.default) \
+                and _is_const(n.args[0], lifted):
+            per_channel = n.target == qd.dequantize_per_channel.default
+            weights.append(QuantParams(
+                dtype=str(n.args[-1]).replace("torch.", ""),
+                scale=tuple(float(v) for v in np.atleast_1d(value(n.args[1]))),
+                zero_point=tuple(int(v) for v in np.atleast_1d(value(n.args[2]))),
+                axis=int(n.args[3]) if per_channel else None))
+    return acts, weights
+
+
+def _is_const(node: Any, lifted: dict[str, str]) -> bool:
+    import torch
+
+    if not isinstance(node, torch.fx.Node):
+        return True
+    if node.op == "placeholder":
+        return node.name in lifted
+    if node.op == "get_attr":
+        return True
+    if node.op == "call_function" and node.target is not None and "quantize_per_channel" in str(node.target):
+        return _is_const(node.args[0], lifted)
+    return False
+
+
+def check_scales(mlmodel: Any, program: "torch.export.ExportedProgram") -> str:
+    """Compare every activation and weight scale/zero point of the artifact with PT2E's, exactly.
+
+    Matched as multisets of values (names change in conversion; MIL dedups a shared requantize).
+    Returns a one-line summary; raises if the artifact lost or changed any of edgeconv's scales.
+    """
+    from edgeconv.errors import EdgeconvError
+    from edgeconv.exporters.mil_eval import from_pymil
+
+    prog = from_pymil(mlmodel._mil_program.functions["main"])
+    want_act, want_w = pt2e_params(program)
+    got_act = {(p.scale, p.zero_point) for _, p in activation_quant(prog)}
+    got_w = {(q.scale, q.zero_point) for s in prog.steps if (q := constexpr_quant(prog, s))}
+    missing_a = [p for p in want_act if (p.scale, p.zero_point) not in got_act]
+    missing_w = [p for p in want_w if (p.scale, p.zero_point) not in got_w]
+    if missing_a or missing_w:
+        raise EdgeconvError(f"coreml-w8a8 lost edgeconv's scales: {len(missing_a)} activation and "
+                            f"{len(missing_w)} weight parameter sets differ from PT2E's")
+    return (f"all {len(want_act)} activation and {len(want_w)} weight scale/zero-point sets equal PT2E's "
+            f"({len(got_act)} distinct activation quantize params in the artifact)")
+
+
+# --- runners -------------------------------------------------------------------------------
+
+def _specs(features: Any) -> tuple[TensorSpec, ...]:
+    out = []
+    for f in features:
+        arr = f.type.multiArrayType
+        dtype = {65568: "float32", 65552: "float16", 131104: "int32"}.get(arr.dataType, str(arr.dataType))
+        out.append(TensorSpec(name=f.name, dtype=dtype, shape=tuple(int(d) for d in arr.shape)))
+    return tuple(out)
+
+
+class MILRunner:
+    """Runs an .mlpackage with the numpy MIL evaluator (any OS). Raises UnverifiedOp on load."""
+
+    runtime = "mil-eval"
+
+    def __init__(self, path: Path | str) -> None:
+        from edgeconv.exporters.mil_eval import UnverifiedOp, load_program
+
+        ct = import_coremltools()
+        model = ct.models.MLModel(str(path), skip_model_load=True)
+        spec = model.get_spec()
+        self.inputs, self.outputs = _specs(spec.description.input), _specs(spec.description.output)
+        self.program = load_program(model)
+        unknown = self.program.unknown_ops()
+        if unknown:
+            raise UnverifiedOp(unknown[0])
+
+    def intermediates(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        from edgeconv.exporters.mil_eval import run
+
+        return run(self.program, {self.inputs[0].name: x}, keep=True)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        from edgeconv.exporters.mil_eval import run
+
+        x = np.asarray(x, dtype=np.float32)
+        batch = self.inputs[0].shape[0] if self.inputs[0].shape else x.shape[0]
+        chunks = [x] if x.shape[0] == batch else [x[i:i + batch] for i in range(0, len(x), batch)]
+        outs = [run(self.program, {self.inputs[0].name: c})[self.outputs[0].name] for c in chunks]
+        return np.concatenate(outs).astype(np.float32)
+
+
+class PredictRunner:
+    """Runs an .mlpackage in CoreML itself through MLModel.predict (macOS only)."""
+
+    runtime = "coreml"
+
+    def __init__(self, path: Path | str, threads: int = 1) -> None:
+        ct = import_coremltools()
+        self.model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
+        spec = self.model.get_spec()
+        self.inputs, self.outputs = _specs(spec.description.input), _specs(spec.description.output)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        batch = self.inputs[0].shape[0]
+        outs = [self.model.predict({self.inputs[0].name: x[i:i + batch]})[self.outputs[0].name]
+                for i in range(0, len(x), batch)]
+        return np.concatenate(outs).astype(np.float32)
+
+
+# --- targets -------------------------------------------------------------------------------
+
+class CoreMLTarget(Target):
+    suffix = ".mlpackage"
+    runtime = "coreml"
+    precision: ClassVar[str] = "fp32"
+    weight_int8: ClassVar[bool] = False
+
+    def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:
+        notes: list[str] = [f"mlprogram, minimum deployment target {DEPLOYMENT_TARGET}, compute {self.precision}"]
+        scales_from = ""
+        program = coreml_program(graph)
+        mlmodel = convert(program, self.precision, keep_scales=self.quantized)
+        if self.quantized:
+            summary = check_scales(mlmodel, program)
+            scales_from = (
+                "PT2E program lowered by ct.convert as iOS17 quantize/dequantize + constexpr_affine_dequantize "
+                f"ops; compute_precision FLOAT32 and default MIL passes {', '.join(W8A8_REMOVED_PASSES)} removed "
+                f"so no scale is rescaled, stored in fp16 or rewritten to uint8; checked: {summary}")
+            notes.append(scales_from)
+        if self.weight_int8:
+            skip = tuple(graph.float_nodes)
+            mlmodel = quantize_weights(mlmodel, skip)
+            n = len(weight_const_names_after(mlmodel))
+            notes.append(f"linear_quantize_weights linear_symmetric int8 per_channel, weight_threshold=0: "
+                         f"{n} conv/linear weights quantized" + (f"; kept float: {', '.join(skip)}" if skip else ""))
+        if graph.float_nodes and not self.weight_int8:
+            notes.append(f"float nodes honoured: {', '.join(graph.float_nodes)}")
+        save(mlmodel, path)
+        return ExportInfo(notes=tuple(notes), scales_from=scales_from)
+
+    def load(self, path: Path, threads: int = 1) -> Any:
+        from edgeconv.exporters.mil_eval import on_macos
+
+        return PredictRunner(path, threads) if on_macos() else MILRunner(path)
+
+    def weights(self, path: Path) -> tuple[WeightQuant, ...]:
+        return read_weights(path)
+
+
+def weight_const_names_after(mlmodel: Any) -> list[str]:
+    func = mlmodel._mil_program.functions["main"]
+    return [op.name for op in func.operations
+            if op.op_type in WEIGHT_OPS and op.inputs["weight"].op is not None
+            and op.inputs["weight"].op.op_type.startswith("constexpr_")]
+
+
+def save(mlmodel: Any, path: Path) -> None:
+    """Save the package under a temp name beside `path`, then rename: never a half-written package."""
+    path = Path(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        staged = tmp / "model.mlpackage"
+        with _quiet():
+            mlmodel.save(str(staged))
+        if path.exists():
+            shutil.rmtree(path)
+        staged.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+FLOAT_PASSES = ("fold-conv-bn", "cleanup")
+QUANT_PASSES = ("fold-conv-bn", "quantize", "cleanup")
+
+
+@TARGETS.register("coreml")
+class CoreMLFP32(CoreMLTarget):
+    name = "coreml"
+    passes = FLOAT_PASSES
+    tolerance = Tolerance(vs_fp32_max_abs=1e-4, vs_fp32_min_cosine=0.9999, min_top1_agreement=1.0)
+    description = "CoreML mlprogram, fp32 compute and weights"
+
+
+@TARGETS.register("coreml-fp16")
+class CoreMLFP16(CoreMLTarget):
+    name = "coreml-fp16"
+    precision = "fp16"
+    passes = FLOAT_PASSES
+    tolerance = Tolerance(vs_fp32_max_abs=None, vs_fp32_min_cosine=0.999, min_top1_agreement=0.98)
+    description = "CoreML mlprogram, fp16 compute and weights"
+
+
+@TARGETS.register("coreml-int8")
+class CoreMLInt8(CoreMLTarget):
+    name = "coreml-int8"
+    weight_int8 = True
+    passes = FLOAT_PASSES
+    tolerance = Tolerance(vs_fp32_min_cosine=0.99, min_top1_agreement=0.95)
+    description = "CoreML mlprogram, int8 per-channel weights on every conv/linear, fp32 activations"
+
+
+@TARGETS.register("coreml-w8a8")
+class CoreMLW8A8(CoreMLTarget):
+    name = "coreml-w8a8"
+    quantized = True
+    passes = QUANT_PASSES
+    tolerance = Tolerance(vs_sim_max_steps=1.0, vs_fp32_min_cosine=0.98, min_top1_agreement=0.9)
+    description = "CoreML mlprogram, int8 weights and activations with edgeconv's PT2E scales"

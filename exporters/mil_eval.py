@@ -1,0 +1,628 @@
+"""A numpy evaluator for the MIL program inside a CoreML `.mlpackage`, so CoreML parity runs on Linux.
+
+CoreML's own runtime (`MLModel.predict`) exists only on macOS. This module reads the program from
+the package (coremltools' milproto loader does the protobuf and weight-blob decoding, which works
+everywhere) into a flat list of `Step`s, then executes each op with numpy. Every op it knows is
+checked against torch by tests/test_mil_eval_ops.py. An op outside the table is never skipped: the
+program refuses to load with `UnverifiedOp`, and parity reports "unverified: op X".
+
+Numerics follow the op's declared output dtype: each result is computed in float32 (float64
+accumulation for conv/linear/matmul) and rounded to the dtype MIL declares for it, so an fp16
+program is evaluated with fp16 storage between ops. quantize mirrors torch's decomposition
+(`round(x * (1/scale)) + zp`, half to even) so a W8A8 program can be compared with the torch
+quantized simulation in units of quantization steps.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgeconv.errors import EdgeconvError
+
+# MIL dtype names (pymil's builtin type names) -> numpy dtypes.
+_DTYPES = {
+    "fp16": np.float16, "fp32": np.float32, "fp64": np.float64,
+    "int8": np.int8, "uint8": np.uint8, "int16": np.int16, "uint16": np.uint16,
+    "int32": np.int32, "int64": np.int64, "bool": np.bool_,
+}
+
+
+class UnverifiedOp(EdgeconvError):
+    """The program holds an op this evaluator cannot compute: its numerics cannot be checked here."""
+
+    exit_code = 1
+
+    def __init__(self, op_type: str) -> None:
+        super().__init__(f"unverified: op {op_type}")
+        self.op_type = op_type
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One MIL operation: input names per argument (a tuple for variadic ones like concat)."""
+
+    op_type: str
+    name: str
+    inputs: dict[str, str | tuple[str, ...]]
+    outputs: tuple[str, ...]
+    out_dtypes: tuple[str, ...]
+    out_shapes: tuple[tuple[int, ...] | None, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class MILProgram:
+    """The `main` function of an mlprogram: constants, steps in order, input and output names."""
+
+    inputs: tuple[str, ...]
+    input_dtypes: tuple[str, ...]
+    outputs: tuple[str, ...]
+    consts: dict[str, np.ndarray]
+    steps: tuple[Step, ...]
+
+    @property
+    def op_types(self) -> set[str]:
+        return {s.op_type for s in self.steps}
+
+    def unknown_ops(self) -> list[str]:
+        return sorted(self.op_types - set(OPS))
+
+    def producer(self, var: str) -> Step | None:
+        for s in self.steps:
+            if var in s.outputs:
+                return s
+        return None
+
+
+def load_program(path: Path | str, function: str = "main") -> MILProgram:
+    """Read the program of an .mlpackage (or an in-memory ct.models.MLModel) into a MILProgram."""
+    from edgeconv.exporters.coreml import import_coremltools
+
+    ct = import_coremltools()
+    from coremltools.converters.mil.frontend.milproto.load import load as load_milproto
+
+    model = path if isinstance(path, ct.models.MLModel) else ct.models.MLModel(str(path), skip_model_load=True)
+    spec = model.get_spec()
+    prog = load_milproto(spec, spec.specificationVersion, model.weights_dir)
+    return from_pymil(prog.functions[function])
+
+
+def from_pymil(func: Any) -> MILProgram:
+    """Flatten a pymil Function: const ops become values, every other op a Step."""
+    from coremltools.converters.mil.mil import types
+
+    consts: dict[str, np.ndarray] = {}
+    steps: list[Step] = []
+
+    def ref(var: Any) -> str:
+        # Inputs folded into the op (immediate values) have no producing op in the block.
+        if var.op is None and var.name not in func.inputs and var.val is not None:
+            consts.setdefault(var.name, _as_array(var.val))
+        return var.name
+
+    for op in func.operations:
+        if op.op_type == "const":
+            out = op.outputs[0]
+            consts[out.name] = _as_array(out.val)
+            continue
+        ins: dict[str, str | tuple[str, ...]] = {}
+        for arg, var in op.inputs.items():
+            ins[arg] = tuple(ref(v) for v in var) if isinstance(var, (list, tuple)) else ref(var)
+        steps.append(Step(
+            op_type=op.op_type, name=op.name, inputs=ins,
+            outputs=tuple(o.name for o in op.outputs),
+            out_dtypes=tuple(types.builtin_to_string(o.dtype) for o in op.outputs),
+            out_shapes=tuple(_static_shape(o) for o in op.outputs),
+        ))
+    in_names = tuple(func.inputs)
+    return MILProgram(
+        inputs=in_names,
+        input_dtypes=tuple(types.builtin_to_string(func.inputs[n].dtype) for n in in_names),
+        outputs=tuple(o.name for o in func.outputs),
+        consts=consts, steps=tuple(steps),
+    )
+
+
+def _as_array(val: Any) -> np.ndarray | Any:
+    if isinstance(val, (str, bytes)):
+        return val
+    arr = np.asarray(val)
+    return arr
+
+
+def _static_shape(var: Any) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(d) for d in var.shape)
+    except (TypeError, ValueError):
+        return None  # symbolic dimension
+
+
+def run(program: MILProgram, feeds: dict[str, np.ndarray], keep: bool = False) -> dict[str, np.ndarray]:
+    """Evaluate the program. Returns the outputs, or with keep=True every intermediate value too."""
+    unknown = program.unknown_ops()
+    if unknown:
+        raise UnverifiedOp(unknown[0])
+    env: dict[str, Any] = dict(program.consts)
+    for name, dt in zip(program.inputs, program.input_dtypes):
+        if name not in feeds:
+            raise KeyError(f"missing input {name!r}; the program takes {list(program.inputs)}")
+        env[name] = np.asarray(feeds[name]).astype(_DTYPES.get(dt, np.float32))
+    for step in program.steps:
+        args = {k: (tuple(env[n] for n in v) if isinstance(v, tuple) else env[v]) for k, v in step.inputs.items()}
+        result = OPS[step.op_type](args, step)
+        results = result if isinstance(result, tuple) else (result,)
+        for name, dt, val in zip(step.outputs, step.out_dtypes, results):
+            env[name] = np.asarray(val).astype(_DTYPES.get(dt, np.float32), copy=False)
+    if keep:
+        return {k: v for k, v in env.items() if k not in program.consts}
+    return {name: env[name] for name in program.outputs}
+
+
+# ---------------------------------------------------------------------------------------------
+# The op table. Each function takes (args: dict of numpy values, step) and returns a value or a
+# tuple of values (one per output).
+
+Fn = Callable[[dict[str, Any], Step], Any]
+OPS: dict[str, Fn] = {}
+
+
+def _op(*names: str) -> Callable[[Fn], Fn]:
+    def deco(fn: Fn) -> Fn:
+        for n in names:
+            OPS[n] = fn
+        return fn
+    return deco
+
+
+def _f(a: Any) -> np.ndarray:
+    return np.asarray(a, dtype=np.float32)
+
+
+def _scalar(args: dict[str, Any], key: str, default: Any) -> Any:
+    v = args.get(key)
+    return default if v is None else np.asarray(v).item() if np.ndim(v) == 0 else v
+
+
+# --- activations ---------------------------------------------------------------------------
+
+_op("identity")(lambda a, s: a["x"])
+_op("relu")(lambda a, s: np.maximum(_f(a["x"]), 0))
+_op("relu6")(lambda a, s: np.clip(_f(a["x"]), 0, 6))
+_op("clip")(lambda a, s: np.minimum(np.maximum(_f(a["x"]), _f(a["alpha"])), _f(a["beta"])))
+_op("sigmoid")(lambda a, s: _sigmoid(_f(a["x"])))
+_op("tanh")(lambda a, s: np.tanh(_f(a["x"])))
+_op("silu")(lambda a, s: _f(a["x"]) * _sigmoid(_f(a["x"])))
+_op("softplus")(lambda a, s: np.logaddexp(0, _f(a["x"])))
+_op("sigmoid_hard")(lambda a, s: np.clip(_scalar(a, "alpha", 0.2) * _f(a["x"]) + _scalar(a, "beta", 0.5), 0, 1))
+_op("leaky_relu")(lambda a, s: np.where(_f(a["x"]) >= 0, _f(a["x"]), _scalar(a, "alpha", 0.01) * _f(a["x"])))
+_op("elu")(lambda a, s: np.where(_f(a["x"]) > 0, _f(a["x"]), _scalar(a, "alpha", 1.0) * np.expm1(_f(a["x"]))))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # Split by sign so large |x| never overflows exp.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+@_op("prelu")
+def _prelu(a: dict[str, Any], s: Step) -> np.ndarray:
+    x = _f(a["x"])
+    alpha = _f(a["alpha"]).reshape((1, -1) + (1,) * (x.ndim - 2))  # one slope per channel (axis 1)
+    return np.where(x >= 0, x, alpha * x)
+
+
+@_op("gelu")
+def _gelu(a: dict[str, Any], s: Step) -> np.ndarray:
+    x = _f(a["x"]).astype(np.float64)
+    mode = str(_scalar(a, "mode", "EXACT"))
+    if mode == "TANH_APPROXIMATION":
+        y = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    elif mode == "SIGMOID_APPROXIMATION":
+        y = x * _sigmoid(1.702 * x)
+    else:
+        y = 0.5 * x * (1 + _erf(x / math.sqrt(2)))
+    return y
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    return np.vectorize(math.erf, otypes=[np.float64])(x)
+
+
+@_op("softmax")
+def _softmax(a: dict[str, Any], s: Step) -> np.ndarray:
+    x = _f(a["x"]).astype(np.float64)
+    axis = int(_scalar(a, "axis", -1))
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+# --- elementwise ---------------------------------------------------------------------------
+
+def _binary(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Fn:
+    def run_binary(a: dict[str, Any], s: Step) -> np.ndarray:
+        x, y = np.asarray(a["x"]), np.asarray(a["y"])
+        if x.dtype.kind == "f" or y.dtype.kind == "f":
+            x, y = _f(x), _f(y)
+        return fn(x, y)
+    return run_binary
+
+
+for _name, _fn in {
+    "add": np.add, "sub": np.subtract, "mul": np.multiply, "real_div": np.divide,
+    "maximum": np.maximum, "minimum": np.minimum, "pow": np.power, "floor_div": np.floor_divide,
+    "equal": np.equal, "greater": np.greater, "less": np.less,
+}.items():
+    OPS[_name] = _binary(_fn)
+
+for _name, _fn in {
+    "exp": np.exp, "abs": np.abs, "sqrt": np.sqrt, "square": np.square, "floor": np.floor,
+    "ceil": np.ceil, "round": np.round, "sign": np.sign, "sin": np.sin, "cos": np.cos, "erf": _erf,
+}.items():
+    OPS[_name] = (lambda fn: lambda a, s: fn(_f(a["x"]) if np.asarray(a["x"]).dtype.kind == "f" else a["x"]))(_fn)
+
+_op("rsqrt")(lambda a, s: 1 / np.sqrt(_f(a["x"]) + _scalar(a, "epsilon", 1e-12)))
+_op("inverse")(lambda a, s: 1 / (_f(a["x"]) + _scalar(a, "epsilon", 1e-4)))
+_op("log")(lambda a, s: np.log(_f(a["x"]) + _scalar(a, "epsilon", 1e-45)))
+_op("select")(lambda a, s: np.where(np.asarray(a["cond"]).astype(bool), _f(a["a"]), _f(a["b"])))
+
+
+@_op("cast")
+def _cast(a: dict[str, Any], s: Step) -> np.ndarray:
+    dtype = _DTYPES[str(_scalar(a, "dtype", "fp32"))]
+    x = np.asarray(a["x"])
+    if np.issubdtype(dtype, np.integer) and x.dtype.kind == "f":
+        x = np.trunc(x)  # MIL casts float to int toward zero
+    return x.astype(dtype)
+
+
+# --- linear algebra ------------------------------------------------------------------------
+
+@_op("linear")
+def _linear(a: dict[str, Any], s: Step) -> np.ndarray:
+    x, w = _f(a["x"]).astype(np.float64), _f(a["weight"]).astype(np.float64)
+    y = x @ w.T
+    if a.get("bias") is not None:
+        y = y + _f(a["bias"])
+    return y
+
+
+@_op("matmul")
+def _matmul(a: dict[str, Any], s: Step) -> np.ndarray:
+    x, y = _f(a["x"]).astype(np.float64), _f(a["y"]).astype(np.float64)
+    if bool(_scalar(a, "transpose_x", False)):
+        x = np.swapaxes(x, -1, -2)
+    if bool(_scalar(a, "transpose_y", False)):
+        y = np.swapaxes(y, -1, -2)
+    return np.matmul(x, y)
+
+
+def _pads(a: dict[str, Any], x_spatial: tuple[int, ...], kernel: tuple[int, ...], strides: tuple[int, ...],
+          dilations: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(before, after) per spatial dim for MIL's pad_type valid / same / same_lower / custom."""
+    pad_type = str(_scalar(a, "pad_type", "valid")).lower()
+    n = len(x_spatial)
+    if pad_type == "custom":
+        p = [int(v) for v in np.asarray(a["pad"]).ravel()] if a.get("pad") is not None else [0] * 2 * n
+        return [(p[2 * i], p[2 * i + 1]) for i in range(n)]
+    if pad_type in ("same", "same_lower"):
+        out = []
+        for size, k, st, d in zip(x_spatial, kernel, strides, dilations):
+            total = max((math.ceil(size / st) - 1) * st + (k - 1) * d + 1 - size, 0)
+            small, big = total // 2, total - total // 2
+            out.append((big, small) if pad_type == "same_lower" else (small, big))
+        return out
+    return [(0, 0)] * n
+
+
+def _windows(x: np.ndarray, kernel: tuple[int, ...], strides: tuple[int, ...], dilations: tuple[int, ...]) -> np.ndarray:
+    """(N, C, *out, *kernel) view of every window of the (already padded) input."""
+    n_sp = len(kernel)
+    span = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilations))
+    win = np.lib.stride_tricks.sliding_window_view(x, span, axis=tuple(range(2, 2 + n_sp)))
+    win = win[(Ellipsis,) + tuple(slice(None, None, d) for d in dilations)]
+    return win[(slice(None), slice(None)) + tuple(slice(None, None, st) for st in strides)]
+
+
+def _ints(a: dict[str, Any], key: str, n: int, default: int) -> tuple[int, ...]:
+    v = a.get(key)
+    return (default,) * n if v is None else tuple(int(t) for t in np.asarray(v).ravel())
+
+
+@_op("conv")
+def _conv(a: dict[str, Any], s: Step) -> np.ndarray:
+    x = _f(a["x"]).astype(np.float64)
+    w = _f(a["weight"]).astype(np.float64)  # (C_out, C_in/groups, *kernel)
+    n_sp = x.ndim - 2
+    kernel = tuple(w.shape[2:])
+    strides, dil = _ints(a, "strides", n_sp, 1), _ints(a, "dilations", n_sp, 1)
+    groups = int(_scalar(a, "groups", 1))
+    pads = _pads(a, x.shape[2:], kernel, strides, dil)
+    x = np.pad(x, [(0, 0), (0, 0)] + pads)
+    win = _windows(x, kernel, strides, dil)  # (N, C_in, *out, *kernel)
+    n, c_in = win.shape[:2]
+    out_sp = win.shape[2:2 + n_sp]
+    c_out = w.shape[0]
+    win = win.reshape((n, groups, c_in // groups) + out_sp + kernel)
+    wg = w.reshape((groups, c_out // groups, c_in // groups) + kernel)
+    # Contract channel-in-group and kernel axes: letters for the spatial and kernel axes.
+    sp, kk = "pqr"[:n_sp], "uvw"[:n_sp]
+    y = np.einsum(f"ngc{sp}{kk},gkc{kk}->ngk{sp}", win, wg, optimize=True)
+    y = y.reshape((n, c_out) + out_sp)
+    if a.get("bias") is not None:
+        y = y + _f(a["bias"]).reshape((1, -1) + (1,) * n_sp)
+    return y
+
+
+# --- pooling -------------------------------------------------------------------------------
+
+def _pool(a: dict[str, Any], s: Step, kind: str) -> np.ndarray:
+    x = _f(a["x"])
+    n_sp = x.ndim - 2
+    kernel = _ints(a, "kernel_sizes", n_sp, 1)
+    strides = _ints(a, "strides", n_sp, 1)
+    pads = _pads(a, x.shape[2:], kernel, strides, (1,) * n_sp)
+    out_shape = s.out_shapes[0]
+    # ceil_mode: grow the trailing pad until the window count reaches the declared output size.
+    if out_shape is not None:
+        pads = [(lo, max(hi, (o - 1) * st + k - size - lo))
+                for (lo, hi), o, st, k, size in zip(pads, out_shape[2:], strides, kernel, x.shape[2:])]
+    fill = -np.inf if kind == "max" else 0.0
+    xp = np.pad(x, [(0, 0), (0, 0)] + pads, constant_values=fill)
+    win = _windows(xp, kernel, strides, (1,) * n_sp)
+    k_axes = tuple(range(-n_sp, 0))
+    if out_shape is not None:  # drop any extra window from generous padding
+        win = win[(slice(None), slice(None)) + tuple(slice(0, o) for o in out_shape[2:])]
+    if kind == "max":
+        return win.max(axis=k_axes)
+    total = win.astype(np.float64).sum(axis=k_axes)
+    if bool(_scalar(a, "exclude_padding_from_average", False)):
+        ones = np.pad(np.ones(x.shape[2:]), pads)
+        count = _windows(ones[None, None], kernel, strides, (1,) * n_sp).sum(axis=k_axes)
+        count = count[(slice(None), slice(None)) + tuple(slice(0, d) for d in total.shape[2:])]
+        return total / count
+    return total / float(np.prod(kernel))
+
+
+_op("max_pool")(lambda a, s: _pool(a, s, "max"))
+_op("avg_pool")(lambda a, s: _pool(a, s, "avg"))
+
+
+# --- reductions ----------------------------------------------------------------------------
+
+def _reduce(fn: Callable[..., np.ndarray]) -> Fn:
+    def run_reduce(a: dict[str, Any], s: Step) -> np.ndarray:
+        x = np.asarray(a["x"])
+        x = x.astype(np.float64) if x.dtype.kind == "f" else x
+        axes = None if a.get("axes") is None else tuple(int(v) for v in np.asarray(a["axes"]).ravel())
+        return fn(x, axis=axes, keepdims=bool(_scalar(a, "keep_dims", False)))
+    return run_reduce
+
+
+for _name, _fn in {
+    "reduce_mean": np.mean, "reduce_sum": np.sum, "reduce_max": np.max, "reduce_min": np.min,
+    "reduce_prod": np.prod,
+    "reduce_l2_norm": lambda x, axis, keepdims: np.sqrt(np.sum(x * x, axis=axis, keepdims=keepdims)),
+    "reduce_l1_norm": lambda x, axis, keepdims: np.sum(np.abs(x), axis=axis, keepdims=keepdims),
+    "reduce_sum_square": lambda x, axis, keepdims: np.sum(x * x, axis=axis, keepdims=keepdims),
+}.items():
+    OPS[_name] = _reduce(_fn)
+
+
+@_op("reduce_argmax", "reduce_argmin")
+def _argreduce(a: dict[str, Any], s: Step) -> np.ndarray:
+    fn = np.argmax if s.op_type == "reduce_argmax" else np.argmin
+    axis = int(_scalar(a, "axis", -1))
+    y = fn(np.asarray(a["x"]), axis=axis)
+    return np.expand_dims(y, axis) if bool(_scalar(a, "keep_dims", False)) else y
+
+
+# --- normalisation -------------------------------------------------------------------------
+
+@_op("batch_norm")
+def _batch_norm(a: dict[str, Any], s: Step) -> np.ndarray:
+    x = _f(a["x"]).astype(np.float64)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    y = (x - _f(a["mean"]).reshape(shape)) / np.sqrt(_f(a["variance"]).reshape(shape) + _scalar(a, "epsilon", 1e-5))
+    if a.get("gamma") is not None:
+        y = y * _f(a["gamma"]).reshape(shape)
+    if a.get("beta") is not None:
+        y = y + _f(a["beta"]).reshape(shape)
+    return y
+
+
+@_op("layer_norm")
+def _layer_norm(a: dict[str, Any], s: Step) -> np.ndarray:
+    x = _f(a["x"]).astype(np.float64)
+    axes = tuple(int(v) for v in np.asarray(a["axes"]).ravel()) if a.get("axes") is not None else tuple(range(x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    y = (x - mean) / np.sqrt(var + _scalar(a, "epsilon", 1e-5))
+    if a.get("gamma") is not None:
+        y = y * _f(a["gamma"])
+    if a.get("beta") is not None:
+        y = y + _f(a["beta"])
+    return y
+
+
+@_op("instance_norm")
+def _instance_norm(a: dict[str, Any], s: Step) -> np.ndarray:
+    x = _f(a["x"]).astype(np.float64)
+    axes = tuple(range(2, x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    y = (x - mean) / np.sqrt(var + _scalar(a, "epsilon", 1e-5))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    if a.get("gamma") is not None:
+        y = y * _f(a["gamma"]).reshape(shape)
+    if a.get("beta") is not None:
+        y = y + _f(a["beta"]).reshape(shape)
+    return y
+
+
+# --- shape and layout ----------------------------------------------------------------------
+
+_op("reshape")(lambda a, s: np.reshape(a["x"], tuple(int(v) for v in np.asarray(a["shape"]).ravel())))
+_op("transpose")(lambda a, s: np.transpose(a["x"], tuple(int(v) for v in np.asarray(a["perm"]).ravel())))
+_op("expand_dims")(lambda a, s: np.expand_dims(a["x"], tuple(int(v) for v in np.asarray(a["axes"]).ravel())))
+_op("tile")(lambda a, s: np.tile(a["x"], tuple(int(v) for v in np.asarray(a["reps"]).ravel())))
+_op("shape")(lambda a, s: np.asarray(np.shape(a["x"]), dtype=np.int32))
+
+
+@_op("squeeze")
+def _squeeze(a: dict[str, Any], s: Step) -> np.ndarray:
+    x = np.asarray(a["x"])
+    if a.get("axes") is None:
+        return np.squeeze(x)
+    return np.squeeze(x, axis=tuple(int(v) for v in np.asarray(a["axes"]).ravel()))
+
+
+@_op("concat")
+def _concat(a: dict[str, Any], s: Step) -> np.ndarray:
+    values = [np.asarray(v) for v in a["values"]]
+    axis = int(_scalar(a, "axis", 0))
+    if bool(_scalar(a, "interleave", False)):
+        stacked = np.stack(values, axis=axis + 1 if axis >= 0 else axis)
+        shape = list(values[0].shape)
+        shape[axis] *= len(values)
+        return stacked.reshape(shape)
+    return np.concatenate(values, axis=axis)
+
+
+@_op("split")
+def _split(a: dict[str, Any], s: Step) -> tuple[np.ndarray, ...]:
+    x = np.asarray(a["x"])
+    axis = int(_scalar(a, "axis", 0))
+    if a.get("split_sizes") is not None:
+        cuts = np.cumsum(np.asarray(a["split_sizes"]).ravel())[:-1]
+    else:
+        cuts = int(_scalar(a, "num_splits", len(s.outputs)))
+    return tuple(np.split(x, cuts, axis=axis))
+
+
+@_op("slice_by_index")
+def _slice_by_index(a: dict[str, Any], s: Step) -> np.ndarray:
+    x = np.asarray(a["x"])
+    r = x.ndim
+    begin = np.asarray(a["begin"]).ravel().astype(int)
+    end = np.asarray(a["end"]).ravel().astype(int)
+    stride = np.asarray(a["stride"]).ravel().astype(int) if a.get("stride") is not None else np.ones(r, int)
+    bmask = np.asarray(a["begin_mask"]).ravel() if a.get("begin_mask") is not None else np.zeros(r, bool)
+    emask = np.asarray(a["end_mask"]).ravel() if a.get("end_mask") is not None else np.zeros(r, bool)
+    smask = np.asarray(a["squeeze_mask"]).ravel() if a.get("squeeze_mask") is not None else np.zeros(r, bool)
+    idx = []
+    for i in range(r):
+        if smask[i]:
+            idx.append(int(begin[i]))
+            continue
+        b = None if bmask[i] else int(begin[i])
+        e = None if emask[i] else int(end[i])
+        idx.append(slice(b, e, int(stride[i])))
+    return x[tuple(idx)]
+
+
+@_op("slice_by_size")
+def _slice_by_size(a: dict[str, Any], s: Step) -> np.ndarray:
+    x = np.asarray(a["x"])
+    begin = np.asarray(a["begin"]).ravel().astype(int)
+    size = np.asarray(a["size"]).ravel().astype(int)
+    return x[tuple(slice(b, None if n == -1 else b + n) for b, n in zip(begin, size))]
+
+
+@_op("pad")
+def _pad(a: dict[str, Any], s: Step) -> np.ndarray:
+    x = np.asarray(a["x"])
+    p = np.asarray(a["pad"]).ravel().astype(int)
+    k = len(p) // 2  # MIL pads the last k dims, (before, after) pairs
+    widths = [(0, 0)] * (x.ndim - k) + [(int(p[2 * i]), int(p[2 * i + 1])) for i in range(k)]
+    mode = str(_scalar(a, "mode", "constant"))
+    if mode == "constant":
+        return np.pad(x, widths, constant_values=_scalar(a, "constant_val", 0.0))
+    return np.pad(x, widths, mode={"reflect": "reflect", "replicate": "edge"}[mode])
+
+
+@_op("upsample_nearest_neighbor")
+def _upsample_nearest(a: dict[str, Any], s: Step) -> np.ndarray:
+    x = np.asarray(a["x"])
+    out_h, out_w = s.out_shapes[0][-2:] if s.out_shapes[0] else (
+        int(x.shape[-2] * _scalar(a, "scale_factor_height", 1)), int(x.shape[-1] * _scalar(a, "scale_factor_width", 1)))
+    sh = float(_scalar(a, "scale_factor_height", out_h / x.shape[-2]))
+    sw = float(_scalar(a, "scale_factor_width", out_w / x.shape[-1]))
+    # torch's "nearest": src = floor(dst / scale)
+    rows = np.minimum(np.floor(np.arange(out_h) / sh).astype(int), x.shape[-2] - 1)
+    cols = np.minimum(np.floor(np.arange(out_w) / sw).astype(int), x.shape[-1] - 1)
+    return x[..., rows[:, None], cols[None, :]]
+
+
+@_op("gather")
+def _gather(a: dict[str, Any], s: Step) -> np.ndarray:
+    return np.take(np.asarray(a["x"]), np.asarray(a["indices"]).astype(int), axis=int(_scalar(a, "axis", 0)))
+
+
+# --- quantization --------------------------------------------------------------------------
+
+def _along(v: Any, axis: Any, ndim: int) -> np.ndarray:
+    """Broadcast a per-channel vector along `axis` of an ndim tensor (a scalar stays a scalar)."""
+    v = np.asarray(v)
+    if v.ndim == 0 or v.size == 1 and axis is None:
+        return v.reshape(())
+    if v.ndim == ndim:
+        return v
+    ax = int(axis) % ndim
+    shape = [1] * ndim
+    shape[ax] = -1
+    return v.reshape(shape)
+
+
+@_op("quantize")
+def _quantize(a: dict[str, Any], s: Step) -> np.ndarray:
+    x = _f(a["input"])
+    axis = a.get("axis")
+    scale = _along(_f(a["scale"]), axis, x.ndim)
+    zp = _along(a["zero_point"], axis, x.ndim).astype(np.float32) if a.get("zero_point") is not None else np.float32(0)
+    info = np.iinfo(_DTYPES[str(_scalar(a, "output_dtype", "int8"))])
+    # Same arithmetic as torch's quantized_decomposed.quantize_per_tensor: multiply by 1/scale.
+    q = np.round(x * (np.float32(1.0) / scale)) + zp
+    return np.clip(q, info.min, info.max)
+
+
+@_op("dequantize")
+def _dequantize(a: dict[str, Any], s: Step) -> np.ndarray:
+    q = np.asarray(a["input"]).astype(np.float32)
+    axis = a.get("axis")
+    scale = _along(_f(a["scale"]), axis, q.ndim)
+    zp = _along(a["zero_point"], axis, q.ndim).astype(np.float32) if a.get("zero_point") is not None else np.float32(0)
+    return (q - zp) * scale
+
+
+@_op("constexpr_affine_dequantize")
+def _constexpr_affine_dequantize(a: dict[str, Any], s: Step) -> np.ndarray:
+    q = np.asarray(a["quantized_data"]).astype(np.float32)
+    axis = int(_scalar(a, "axis", 0))
+    scale = _along(_f(a["scale"]), axis, q.ndim)
+    zp = _along(a["zero_point"], axis, q.ndim).astype(np.float32)
+    return (q - zp) * scale
+
+
+def _blockwise(v: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Repeat each scale/offset over its block: scale dim i covers shape[i] / v.shape[i] elements."""
+    for i, (n, m) in enumerate(zip(shape, v.shape)):
+        if m != n:
+            v = np.repeat(v, n // m, axis=i)
+    return v
+
+
+@_op("constexpr_blockwise_shift_scale")
+def _constexpr_blockwise_shift_scale(a: dict[str, Any], s: Step) -> np.ndarray:
+    data = np.asarray(a["data"]).astype(np.float32)
+    scale = _blockwise(_f(a["scale"]), data.shape)
+    if a.get("offset") is not None:
+        data = data - _blockwise(np.asarray(a["offset"]).astype(np.float32), data.shape)
+    return data * scale
+
+
+def on_macos() -> bool:
+    return sys.platform == "darwin"
