@@ -9,6 +9,7 @@ import importlib
 
 MODULES = (
     "edgeconv.passes.fold_bn",
+    "edgeconv.passes.reparam_merge",
     "edgeconv.passes.quantize",
     "edgeconv.passes.cleanup",
     "edgeconv.exporters.onnx",
