@@ -298,7 +298,7 @@ class AndroidBackend:
             raise UserError(f"artifact {artifact} does not exist")
         if artifact.suffix != ".tflite":
             raise UserError(f"{artifact.name}: benchmark_model on Android times .tflite files; "
-                            "export with --target tflite-int8 or tflite-fp32")
+                            "export with --target tflite-int8 or tflite")
         delegate = options.delegate or device.default_delegate
         device.check_delegate(delegate)
         binary = benchmark_binary(device, options)

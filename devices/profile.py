@@ -52,7 +52,7 @@ def predict(artifact: Path, device: Device, why_not_measured: str) -> "LatencyRe
                         "is unavailable (edgeconv.devices.predict is not installed)")
     from edgeconv.devices.predict import predict as cost_model
 
-    report = cost_model(artifact, device)
+    report = cost_model(artifact, device.name)
     env = {**report.environment, "not_measured_because": why_not_measured}
     return dataclasses.replace(report, environment=env)
 

@@ -159,7 +159,8 @@ def _onnx(ort, args, rng, watch):
             os.remove(path)
         return _ort_nodes(events, n)
 
-    return sess.get_providers()[0], load_ms, once, per_op, ""
+    note = "onnxruntime profiler, from a separate profiled session (its overhead included)"
+    return sess.get_providers()[0], load_ms, once, per_op, note
 
 
 def _ort_nodes(events: list[dict], runs: int) -> list[dict]:

@@ -31,6 +31,7 @@ def devices_cmd(as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="devices")
@@ -39,7 +40,7 @@ def devices_cmd(as_json: bool) -> None:
     for r in rows:
         name = r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else "")
         table.add_row(name, r["kind"], r["soc"], ", ".join(r["delegates"]),
-                      "[green]reachable[/]" if r["reachable"] else f"[yellow]not reachable:[/] {r['why_not']}")
+                      "[green]reachable[/]" if r["reachable"] else f"[yellow]not reachable:[/] {escape(r['why_not'])}")
     Console(width=max(Console().width, 140)).print(table)
 
 
@@ -99,25 +100,32 @@ def print_report(report, first_line: str) -> None:
         return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g} ms"
 
     console = Console()
-    console.print(first_line, markup=False, highlight=False)
+    click.echo(first_line)  # one unwrapped line: scripts and CI logs read it
     t = Table(show_header=False)
     t.add_column(style="bold")
     t.add_column()
-    for k, v in (("p50", ms(report.p50_ms)), ("p90", ms(report.p90_ms)), ("min", ms(report.min_ms)),
-                 ("std", ms(report.std_ms)), ("runs", f"{report.iterations} after {report.warmup} warm-up"),
-                 ("threads", str(report.threads)), ("runtime", report.runtime),
-                 ("delegate", report.environment.get("delegate", "")),
-                 ("peak memory", "n/a" if report.peak_memory_mb is None else f"{report.peak_memory_mb:.1f} MB"),
-                 ("artifact sha256", report.artifact_sha256)):
+    if report.method == "predicted":
+        rows = [("latency", ms(report.p50_ms)), ("runtime", report.runtime)]
+    else:
+        rows = [("p50", ms(report.p50_ms)), ("p90", ms(report.p90_ms)), ("min", ms(report.min_ms)),
+                ("std", ms(report.std_ms)), ("runs", f"{report.iterations} after {report.warmup} warm-up"),
+                ("threads", str(report.threads)), ("runtime", report.runtime),
+                ("delegate", report.environment.get("delegate", "")),
+                ("peak memory", "n/a" if report.peak_memory_mb is None else f"{report.peak_memory_mb:.1f} MB")]
+    for k, v in (*rows, ("artifact sha256", report.artifact_sha256)):
         t.add_row(k, v)
     console.print(t)
     if report.per_op:
         ops = Table(title="per op (slowest first)")
         for col in ("op", "name", "avg", "unit"):
             ops.add_column(col, overflow="fold")
-        for op in sorted(report.per_op, key=lambda o: -(o.get("avg") or 0))[:15]:
-            ops.add_row(str(op.get("op", "")), str(op.get("name", "")),
-                        f"{op['avg']:.4g}" if op.get("avg") is not None else "n/a", str(op.get("unit", "")))
+        def avg(op):  # measured rows carry "avg" (+ "unit"); the cost model's carry "ms"
+            v = op.get("avg", op.get("ms"))
+            return -1.0 if v is None else float(v)
+
+        for op in sorted(report.per_op, key=avg, reverse=True)[:15]:
+            ops.add_row(str(op.get("op", op.get("class", ""))), str(op.get("name", "")),
+                        f"{avg(op):.4g}" if avg(op) >= 0 else "n/a", str(op.get("unit", "ms")))
         console.print(ops)
     elif report.environment.get("per_op"):
         console.print(f"per op: {report.environment['per_op']}", markup=False, highlight=False)

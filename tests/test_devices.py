@@ -1,0 +1,114 @@
+"""Device descriptors, the registry, delegates, the user's devices config and command quoting."""
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+import edgeconv.devices.catalog  # noqa: F401
+from edgeconv.devices.base import (
+    Delegate, Device, DeviceKind, ProfileOptions, backend_for, connection, load_descriptor, quote_command,
+    resolve, shipped_descriptors,
+)
+from edgeconv.errors import UserError
+from edgeconv.registry import DEVICES
+
+EXPECTED = {"pixel-7": DeviceKind.ANDROID, "galaxy-s24": DeviceKind.ANDROID,
+            "raspberry-pi-5": DeviceKind.LINUX_ARM, "jetson-orin-nano": DeviceKind.LINUX_ARM,
+            "iphone-15-pro": DeviceKind.APPLE, "host": DeviceKind.HOST}
+
+
+def test_every_shipped_descriptor_is_registered_under_its_name_and_aliases():
+    devices = shipped_descriptors()
+    names = {d.name for d in devices}
+    assert set(EXPECTED) <= names
+    for d in devices:
+        assert DEVICES.get(d.name) == d
+        for alias in d.aliases:
+            assert DEVICES.get(alias) is DEVICES.get(d.name)
+        if d.name in EXPECTED:
+            assert d.kind is EXPECTED[d.name]
+        assert d.default_delegate in d.delegates
+        for acc in d.accelerators:  # an accelerator is reachable through delegates the device offers
+            assert set(acc.delegates) <= set(d.delegates), (d.name, acc.name)
+        if d.kind is not DeviceKind.HOST:
+            assert d.cost.get("source"), f"{d.name}: cost constants without a source"
+            assert d.clusters and d.cores == sum(c.cores for c in d.clusters)
+
+
+def test_every_registered_device_has_a_backend_that_answers_reachable():
+    # Enumerates the registry: a device whose backend cannot say whether it is reachable fails here.
+    for name, device in DEVICES.items():
+        why = backend_for(device).reachable(device)
+        assert why is None or (isinstance(why, str) and why), name
+    assert backend_for(DEVICES.get("host")).reachable(DEVICES.get("host")) is None
+
+
+def test_pixel_alias_and_big_core_pinning():
+    pixel = resolve("pixel")
+    assert pixel.name == "pixel-7" and pixel.soc == "Google Tensor G2"
+    assert pixel.big_cores == (6, 7)  # the two Cortex-X1
+    assert resolve("s24").big_cores == (7,)  # the one Cortex-X4
+    assert pixel.cores == 8
+
+
+def test_unknown_device_lists_the_choices():
+    with pytest.raises(UserError, match=r"unknown device 'nokia-3310'; choose one of: .*pixel-7"):
+        resolve("nokia-3310")
+
+
+def test_delegate_the_device_lacks_is_a_user_error():
+    with pytest.raises(UserError, match="delegate 'hexagon' is not available on pixel-7; it offers: xnnpack, cpu, gpu, nnapi"):
+        resolve("pixel").check_delegate(Delegate.HEXAGON)
+    resolve("galaxy-s24").check_delegate(Delegate.QNN)  # offered: no error
+
+
+def test_malformed_descriptors_name_the_file_and_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\nkind = "android"\ndelegates = ["cpu"]\n')
+    with pytest.raises(UserError, match=r"bad.toml lacks the key 'soc'"):
+        load_descriptor(bad)
+    bad.write_text('name = "x"\nkind = "phone"\nsoc = "y"\ndelegates = ["cpu"]\n')
+    with pytest.raises(UserError, match=r"bad.toml: 'phone' is not a valid DeviceKind"):
+        load_descriptor(bad)
+    bad.write_text('name = "x"\nkind = "android"\nsoc = "y"\ndelegates = ["cpu"]\n[cost]\nmemory_gbps = 3\n')
+    with pytest.raises(UserError, match=r"must say where its constants came from"):
+        load_descriptor(bad)
+    bad.write_text('name = "x"\nkind = [')
+    with pytest.raises(UserError, match="is not readable TOML"):
+        load_descriptor(bad)
+
+
+def test_own_descriptor_file_and_user_config_override(tmp_path, monkeypatch):
+    own = tmp_path / "my-board.toml"
+    own.write_text('name = "my-board"\nkind = "linux-arm"\nsoc = "RK3588"\ndelegates = ["xnnpack"]\n'
+                   '[connection]\nhost = "pi@10.0.0.2"\nport = 22\n')
+    dev = resolve(str(own))
+    assert dev.name == "my-board" and dev.kind is DeviceKind.LINUX_ARM
+    cfg = tmp_path / "devices.toml"
+    cfg.write_text('[my-board]\nport = 2222\n[pixel]\nserial = "ABC123"\n')
+    monkeypatch.setenv("EDGECONV_DEVICES_CONFIG", str(cfg))
+    assert connection(dev) == {"host": "pi@10.0.0.2", "port": 2222}
+    assert connection(resolve("pixel-7"))["serial"] == "ABC123"  # keyed by alias works too
+    with pytest.raises(UserError, match=r"does not exist"):
+        resolve(str(tmp_path / "missing.toml"))
+
+
+def test_profile_options_refuse_nonsense():
+    with pytest.raises(UserError, match="--runs must be at least 1"):
+        ProfileOptions(runs=0)
+    with pytest.raises(UserError, match="--warmup must be 0 or more"):
+        ProfileOptions(warmup=-1)
+
+
+@pytest.mark.parametrize("piece", ["/tmp/my model.tflite", "/tmp/a;touch PWNED;.tflite", "it's $(x) `y`", "--flag=a b"])
+def test_quoted_remote_command_keeps_every_piece_whole(piece):
+    argv = ["python3", "runner.py", piece, "--threads", "4"]
+    assert shlex.split(quote_command(argv)) == argv
+
+
+def test_device_is_frozen():
+    d = resolve("host")
+    with pytest.raises(Exception):
+        d.name = "other"  # type: ignore[misc]
+    assert isinstance(d, Device)
