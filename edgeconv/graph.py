@@ -32,10 +32,9 @@ class Graph:
 
         The program was captured from an eval-mode model, but unlifted modules report
         `training=True` and refuse `.eval()`; converters read the flag, so set it directly."""
-        gm = self.program.module()
-        for m in gm.modules():
-            m.training = False
-        return gm
+        from edgeconv.models import set_eval
+
+        return set_eval(self.program.module())
 
     def with_module(self, gm: "torch.nn.Module", **changes: Any) -> "Graph":
         """Re-capture an edited module so the program stays a valid ExportedProgram."""
@@ -51,5 +50,7 @@ class Graph:
 def capture(model: "torch.nn.Module", example_inputs: tuple["torch.Tensor", ...]) -> Graph:
     import torch
 
-    program = torch.export.export(model.eval(), example_inputs, strict=False)
+    from edgeconv.models import set_eval
+
+    program = torch.export.export(set_eval(model), example_inputs, strict=False)
     return Graph(program=program, example_inputs=example_inputs)

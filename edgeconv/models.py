@@ -149,12 +149,20 @@ def _with_weights(spec: ModelSpec, path: Path) -> ModelSpec:
     return dataclasses.replace(spec, sha256=file_sha256(path))
 
 
+def set_eval(module: "torch.nn.Module") -> "torch.nn.Module":
+    """`module.eval()`, also for unlifted torch.export modules, which refuse `.eval()` but were
+    captured with their inference behaviour already fixed in the graph."""
+    for m in module.modules():
+        m.training = False
+    return module
+
+
 def _check_runs(spec: ModelSpec) -> None:
     import torch
 
     if not spec.example_inputs:
         raise UserError(f"{spec.name} declares no example input; pass --input-shape 1,3,H,W")
-    spec.module.eval()
+    set_eval(spec.module)
     try:
         with torch.no_grad():
             spec.module(*spec.example_inputs)

@@ -1,0 +1,3 @@
+from edgeconv.cli import main
+
+main()
