@@ -71,14 +71,30 @@ def export_cmd(model_ref, weights, input_shape, targets, out_dir, per_layer, cal
         raise ParityFailure(f"parity failed for {', '.join(failed)} (details in {out_dir}/edgeconv.json)")
 
 
+def targets_markdown() -> str:
+    """The README's targets table, generated from the registry."""
+    from edgeconv import catalog
+    from edgeconv.registry import TARGETS
+
+    catalog.load()
+    rows = ["| target | what | passes | checked in |", "|---|---|---|---|"]
+    for n, t in TARGETS.items():
+        rows.append(f"| `{n}` | {t.description} | {' → '.join(t.passes)} | {t.runtime} |")
+    return "\n".join(rows)
+
+
 @click.command("list")
 @click.option("--json", "as_json", is_flag=True)
-def list_cmd(as_json: bool) -> None:
+@click.option("--markdown", is_flag=True, help="The targets table as markdown (for the README).")
+def list_cmd(as_json: bool, markdown: bool) -> None:
     """List the registered targets, passes and devices."""
     from edgeconv import catalog
     from edgeconv.registry import DEVICES, PASSES, TARGETS
 
     catalog.load()
+    if markdown:
+        click.echo(targets_markdown())
+        return
     data = {
         "targets": {n: {"passes": list(t.passes), "runtime": t.runtime, "description": t.description}
                     for n, t in TARGETS.items()},

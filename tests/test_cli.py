@@ -181,3 +181,13 @@ def test_top_level_exporters_calib_devices_are_not_importable(tmp_path):
         assert res.returncode != 0 and b"ModuleNotFoundError" in res.stderr, name
         ok = subprocess.run([sys.executable, "-c", f"import edgeconv.{name}"], cwd=tmp_path, env=env)
         assert ok.returncode == 0, name
+
+
+def test_readme_targets_table_is_generated_from_the_registry():
+    import re
+
+    from edgeconv.cli_export import targets_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = re.search(r"<!-- targets:begin.*?-->\n(.*?)<!-- targets:end -->", readme, re.S).group(1).strip()
+    assert table == targets_markdown(), "README targets table is stale: regenerate with `edgeconv list --markdown`"
