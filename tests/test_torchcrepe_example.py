@@ -103,3 +103,24 @@ def test_write_calib_is_an_npz_of_frames(tmp_path):
     with np.load(path) as f:
         assert f["x"].shape == (20, crepe.WINDOW) and f["x"].dtype == np.float32
     assert [p.name for p in tmp_path.iterdir()] == ["calib.npz"]  # no temp file left behind
+
+
+def test_tflite_int8_through_the_pipeline_keeps_pitch_within_one_cent(model, clean, tmp_path):
+    """The spine end to end on a real pretrained model: fold-conv-bn refuses every BN-after-ReLU,
+    and the int8 .tflite in ai-edge-litert tracks pitch within 1 cent of torch fp32."""
+    from edgeconv.config import CalibSpec, ExportOptions, QuantOptions
+    from edgeconv.models import load_model
+    from edgeconv.pipeline import export
+
+    calib = crepe.write_calib(tmp_path / "calib.npz", n=10)  # 40 frames of tones not in `clean`
+    options = ExportOptions(targets=("tflite-int8",), out_dir=str(tmp_path / "out"),
+                            quant=QuantOptions(samples=32), calib=CalibSpec(source=str(calib)),
+                            eval_samples=8)
+    manifest = export(load_model("examples.torchcrepe_tiny:tiny"), options)
+    fold = [s for s in manifest.stages if s.stage == "fold-conv-bn"]
+    assert fold and not fold[0].changed
+    assert sum("refused" in n and "relu" in n for n in fold[0].notes) == 6, fold[0].notes
+    (artifact,) = manifest.artifacts
+    int8 = crepe.cents_error(crepe.artifact_predict(tmp_path / "out" / artifact.path), clean)
+    fp32 = crepe.cents_error(crepe.torch_predict(model), clean)
+    assert abs(int8 - fp32) < 1.0, (fp32, int8)
