@@ -3,8 +3,9 @@
 - min-max: the running minimum and maximum of every batch.
 - moving-average: an exponential moving average of each batch's min and max.
 - percentile: the (100 - p)-th and p-th percentiles of all values seen (p = 99.99 by default).
-- entropy: TensorRT's KL-divergence threshold on the histogram of non-zero |x| (1,025-2,048 bins up to
-  max |x|), each candidate quantized to 128 levels (256 when the data are one-sided).
+- entropy: TensorRT's KL-divergence threshold, on each side of zero's histogram of non-zero values
+  (1,025-2,048 bins up to the extreme), each candidate quantized to that side's share of the 256
+  levels (128 per side for zero-centred data, as TensorRT; 256 for a ReLU output).
 - mse: the range whose int8 quantization has the least mean squared error over the histogram.
 
 The range search is numpy over a `Hist` (this module, light to import); the torchao observers that
@@ -30,7 +31,7 @@ QMIN, QMAX = -128, 127
 # (input scale × weight scale) representable for the TFLite kernels.
 EPS = 2.0 ** -12
 HIST_BINS = 2048  # per sign; the |x| histogram spans 1,025-2,048 of them up to max |x|
-ENTROPY_LEVELS = 128  # int8 levels on one side of zero, as TensorRT quantizes |x|
+ENTROPY_LEVELS = 128  # int8 levels per side of zero for zero-centred data, as TensorRT quantizes |x|
 MOVING_AVERAGE_CONSTANT = 0.05  # ~20-batch window; torch's 0.01 is meant for thousands of QAT steps
 
 
@@ -123,28 +124,40 @@ def percentile_range(h: Hist, p: float) -> tuple[float, float]:
     return max(lo, h.lo), min(hi, h.hi)
 
 
-def entropy_range(h: Hist, levels: int = ENTROPY_LEVELS) -> tuple[float, float]:
-    """TensorRT's entropy calibration: the |x| threshold T whose clipped, `levels`-level quantized
-    distribution has the least KL divergence from the observed one; the range is [-T, T] ∩ [lo, hi]."""
-    one_sided = h.lo >= 0 or h.hi <= 0
-    levels = 2 * levels if one_sided else levels  # one-sided data get all 256 int8 levels
-    # Exact zeros (half of a ReLU output) are left out: the zero point represents them without error,
-    # and their spike in bin 0, smeared over a merged group, would pull T far too low.
-    hist = h.neg + h.pos
-    nb = int(np.count_nonzero(hist) and np.flatnonzero(hist)[-1] + 1)  # bins up to max |x|
+def entropy_range(h: Hist, levels: int = 2 * ENTROPY_LEVELS) -> tuple[float, float]:
+    """TensorRT's entropy calibration, on each side of zero: the threshold T whose clipped, quantized
+    distribution has the least KL divergence from the observed one.
+
+    TensorRT folds x into |x| for symmetric int8. These activations are asymmetric, so each side keeps
+    its own histogram and gets its share of the `levels` int8 levels in the min-max range (128 each
+    for zero-centred data, as in TensorRT; all 256 for a ReLU output). Folding would mix the sides:
+    a normalised image's background spike at -0.94 then pulls T to 0.95 and clips every stroke.
+    """
+    span = max(h.hi, 0.0) - min(h.lo, 0.0)
+    if span <= 0:
+        return h.lo, h.hi
+    lo = h.lo if h.lo >= 0 else -_kl_threshold(h.neg, max(1, round(levels * -h.lo / span))) * h.width
+    hi = h.hi if h.hi <= 0 else _kl_threshold(h.pos, max(1, round(levels * h.hi / span))) * h.width
+    return max(h.lo, lo), min(h.hi, hi)
+
+
+def _kl_threshold(side: np.ndarray, levels: int) -> float:
+    """The number of bins (from zero) to keep: TensorRT's KL search over one side's histogram.
+    Exact zeros are not in `side`: the zero point represents them without error, and their spike
+    (half of a ReLU output), smeared over a merged group, would pull the threshold far too low."""
+    nb = int(np.count_nonzero(side) and np.flatnonzero(side)[-1] + 1)  # bins up to the extreme
     if nb <= levels:
-        return h.lo, h.hi  # fewer bins than levels: nothing to clip
-    hist = hist[:nb]
-    # Never clip more than half of the values: below the median of |x| (data offset from zero, e.g.
-    # all in [0.3, 0.6]) everything is clipped onto one bin, and KL, which compares normalised
+        return math.inf  # fewer bins than levels: nothing to clip
+    hist = side[:nb]
+    # Never clip more than half of the values: below the median (data offset from zero, e.g. all in
+    # [0.3, 0.6]) everything is clipped onto one bin, and KL, which compares normalised
     # distributions, sees a spike equal to itself and scores 0. Zero-centred data never come close.
     median_bin = int(np.searchsorted(np.cumsum(hist), 0.5 * hist.sum())) + 1
     first = max(levels, median_bin)
     step = max(1, (nb - first) // 512)  # ~512 candidates bound the cost per observer
     candidates = list(range(first, nb, step)) + [nb]
     kl = [_kl_for_threshold(hist, i, levels) for i in candidates]
-    t = candidates[int(np.argmin(kl))] * h.width
-    return max(h.lo, -t), min(h.hi, t)  # t >= median |x|, so lo <= hi
+    return float(candidates[int(np.argmin(kl))])
 
 
 def _kl_for_threshold(hist: np.ndarray, i: int, levels: int) -> float:
@@ -228,8 +241,8 @@ def describe(method: CalibMethod, percentile: float = 99.99) -> str:
         CalibMethod.MOVING_AVERAGE: f"moving-average: EMA of per-batch min/max, constant {MOVING_AVERAGE_CONSTANT}",
         CalibMethod.PERCENTILE: f"percentile: {100 - percentile:g}th..{percentile:g}th percentile "
                                 f"of a {HIST_BINS}-bin-per-sign histogram",
-        CalibMethod.ENTROPY: f"entropy: KL-optimal |x| threshold, {HIST_BINS}-bin histogram, "
-                             f"{ENTROPY_LEVELS} levels per side",
+        CalibMethod.ENTROPY: f"entropy: KL-optimal threshold per side of zero, {HIST_BINS}-bin histograms, "
+                             "each side its share of the 256 levels",
         CalibMethod.MSE: "mse: range minimising int8 quantization MSE over the histogram",
     }[method]
 

@@ -61,8 +61,8 @@ def test_entropy_differs_from_minmax_because_bins_outnumber_levels(heavy):
     h = m.Hist.of(heavy)
     lo, hi = m.entropy_range(h)
     assert hi < 0.5 * h.hi
-    # With as few bins as levels (onnxruntime's default trap) there is no threshold to choose.
-    coarse = m.Hist.of(heavy, bins=m.ENTROPY_LEVELS)
+    # With no more bins than levels (onnxruntime's default trap) there is no threshold to choose.
+    coarse = m.Hist.of(heavy, bins=64)
     assert m.entropy_range(coarse) == (coarse.lo, coarse.hi)
 
 
@@ -108,6 +108,15 @@ def test_entropy_on_data_offset_from_zero_keeps_the_bulk():
         edge = hi if sign > 0 else -lo
         assert (lo if sign > 0 else -hi) == pytest.approx(0.5, abs=1e-3)  # the bulk's own end
         assert 2.0 <= edge < 10.0
+
+
+def test_entropy_keeps_each_side_apart():
+    # A normalised image: a third background at exactly -0.94, the strokes spread over (0, 2.14].
+    # Folding into |x| (TensorRT's symmetric view) would clip every stroke at ~0.95.
+    rng = np.random.default_rng(7)
+    x = np.concatenate([np.full(30_000, -0.94), rng.uniform(0, 2.14, 40_000), rng.uniform(-0.9, 0, 30_000)])
+    lo, hi = m.entropy_range(m.Hist.of(x))
+    assert lo == pytest.approx(-0.94) and hi > 0.95 * 2.14
 
 
 # --- moving average -------------------------------------------------------------------------------
