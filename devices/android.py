@@ -154,7 +154,7 @@ def parse_benchmark_output(text: str) -> dict[str, Any]:
     before the summary; newer builds add p5/median/p95 to it.
     """
     lines = [ln.rstrip() for ln in text.splitlines()]
-    summary = next((ln for ln in lines if "inference timings in us:" in ln.lower()), None)
+    summary = next((ln for ln in reversed(lines) if "inference timings in us:" in ln.lower()), None)
     if summary is None:
         tail = next((ln.strip() for ln in reversed(lines) if ln.strip()), "no output")
         raise UserError(f"benchmark_model printed no inference timings; its last line: {tail[:200]}")
@@ -166,7 +166,7 @@ def parse_benchmark_output(text: str) -> dict[str, Any]:
         except ValueError:
             pass
     runs: dict[str, float] = {}
-    for ln in lines[: lines.index(summary)]:
+    for ln in lines[: len(lines) - 1 - lines[::-1].index(summary)]:
         m = _COUNT.match(ln.strip())
         if m:
             runs = {"count": float(m.group(1)), **{k: float(v) for k, v in _KV.findall(m.group(2))}}
@@ -185,6 +185,8 @@ def _memory(lines: list[str]) -> dict[str, float]:
             mem["peak_periodic"] = float(ln.rsplit(":", 1)[1].split()[0])
         elif "memory footprint" in low and "overall=" in low:
             kv = dict(_KV.findall(ln))
+            if "overall" not in kv:
+                continue
             mem["overall"] = float(kv["overall"])
             if "init" in kv:
                 mem["init"] = float(kv["init"])
