@@ -291,6 +291,21 @@ def quantizer(per_channel: bool = True, method: CalibMethod | str = CalibMethod.
     return PT2EQuantizer().set_global(quantization_config(per_channel, method, percentile))
 
 
+def activation_ranges(prepared: Any) -> dict[str, tuple[float, float]]:
+    """{observed node name: chosen range} for every per-tensor affine (activation) observer of a
+    `prepare_pt2e` module after calibration. The names are those the converted graph's
+    quantize_per_tensor nodes take as input, so they key the scales in reports."""
+    import torch
+
+    out = {}
+    for node in prepared.graph.nodes:
+        if node.op == "call_module" and node.target.startswith("activation_post_process"):
+            obs = getattr(prepared, node.target)
+            if getattr(obs, "qscheme", None) == torch.per_tensor_affine:
+                out[node.args[0].name] = clip_range(obs)
+    return out
+
+
 def clip_range(observer: Any) -> tuple[float, float]:
     """The activation range an observer chose (for reports); (inf, -inf) before any data."""
     if hasattr(observer, "clip_range"):

@@ -216,6 +216,13 @@ def test_quantization_config_structure():
 
 
 @pytest.mark.parametrize("method", list(CalibMethod))
+def test_every_method_has_an_observer_and_a_description(method):
+    obs = m.observer_ctr(method.value)()  # the CLI's string works too
+    assert hasattr(obs, "clip_range") and obs.dtype == torch.int8
+    assert m.describe(method).startswith(method.value + ":")
+
+
+@pytest.mark.parametrize("method", list(CalibMethod))
 def test_pt2e_end_to_end_scales_are_the_observers(method):
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
@@ -230,20 +237,19 @@ def test_pt2e_end_to_end_scales_are_the_observers(method):
     prepared = prepare_pt2e(gm, m.quantizer(per_channel=True, method=method))
     for i in range(len(x)):
         prepared(x[i : i + 1])
-    want, ranges = {}, {}
-    for node in prepared.graph.nodes:
-        if node.op == "call_module" and node.target.startswith("activation_post_process"):
-            obs = getattr(prepared, node.target)
-            if obs.qscheme == torch.per_tensor_affine:
-                scale, zp = obs.calculate_qparams()
-                want[node.args[0].name] = (float(scale), int(zp))
-                ranges[node.args[0].name] = m.clip_range(obs)
+    ranges = m.activation_ranges(prepared)
+    want = {name: m.qparams(lo, hi) for name, (lo, hi) in ranges.items()}
     with torch.no_grad():
         ref = net(x)
     converted = convert_pt2e(prepared, fold_quantize=False)
     got = {n.args[0].name: (float(n.args[1]), int(n.args[2])) for n in converted.graph.nodes
            if n.target == torch.ops.quantized_decomposed.quantize_per_tensor.default}
     assert len(want) >= 5 and {k: got[k] for k in want} == want
+    q, dq = torch.ops.quantized_decomposed.quantize_per_tensor.default, \
+        torch.ops.quantized_decomposed.dequantize_per_tensor.default
+    pairs = [(n.args[0], n) for n in converted.graph.nodes if n.target == dq and n.args[0].target == q]
+    assert len(pairs) >= len(want)
+    assert all(tuple(a.args[1:3]) == tuple(b.args[1:3]) for a, b in pairs)  # dequantize uses the same
     per_channel = [n for n in converted.graph.nodes
                    if n.target == torch.ops.quantized_decomposed.dequantize_per_channel.default]
     assert len(per_channel) == 3  # conv, depthwise, linear weights
