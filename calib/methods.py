@@ -257,7 +257,7 @@ def observer_ctr(method: CalibMethod | str, *, percentile: float = 99.99) -> Any
     if not 50.0 < percentile <= 100.0:
         from edgeconv.errors import UserError
 
-        raise UserError(f"--calib-percentile {percentile} must be above 50 and at most 100, e.g. 99.99")
+        raise UserError(f"--percentile {percentile} must be above 50 and at most 100, e.g. 99.99")
     common: dict[str, Any] = dict(dtype=_torch().int8, quant_min=QMIN, quant_max=QMAX,
                                   qscheme=_torch().per_tensor_affine, eps=EPS)
     if method is CalibMethod.MINMAX:

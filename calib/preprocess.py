@@ -28,7 +28,7 @@ def model_shape_text(input_shape: Sequence[int]) -> str:
 
 def resolve_norm(spec_mean: Sequence[float], spec_std: Sequence[float], model_mean: Sequence[float],
                  model_std: Sequence[float]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The user's --calib-mean/--calib-std win over what the model declares."""
+    """The user's --mean/--std win over what the model declares."""
     mean = tuple(spec_mean) if spec_mean else tuple(model_mean)
     std = tuple(spec_std) if spec_std else tuple(model_std)
     return mean, std
@@ -42,7 +42,7 @@ def normalize(x: np.ndarray, mean: Sequence[float], std: Sequence[float], what: 
     m = _per_channel(mean, 0.0, channels, "mean", what)
     s = _per_channel(std, 1.0, channels, "std", what)
     if np.any(s <= 0):
-        raise UserError(f"std {list(std)} for {what} has a value <= 0; pass positive --calib-std values")
+        raise UserError(f"std {list(std)} for {what} has a value <= 0; pass positive --std values")
     bshape = (1, channels) + (1,) * (x.ndim - 2)
     return ((x - m.reshape(bshape)) / s.reshape(bshape)).astype(np.float32)
 
@@ -52,7 +52,7 @@ def _per_channel(values: Sequence[float], default: float, channels: int, name: s
         return np.full(channels, default, np.float32)
     if len(values) not in (1, channels):
         raise UserError(f"{name} {list(values)} for {what} has {len(values)} values but the model input has "
-                        f"{channels} channels; pass 1 or {channels} values to --calib-{name}")
+                        f"{channels} channels; pass 1 or {channels} values to --{name}")
     return np.broadcast_to(np.asarray(values, np.float32), (channels,)).copy()
 
 

@@ -109,7 +109,7 @@ def _arrays(path: Path, input_shape: Sequence[int], spec: "CalibSpec", mean: Seq
     if count:
         x, y = x[:count], (None if y is None else y[:count])
     x, pixels = pp.scale_pixels(x)
-    # Float arrays are model inputs already; only an explicit --calib-mean/--calib-std changes them.
+    # Float arrays are model inputs already; only an explicit --mean/--std changes them.
     x = pp.normalize(x, mean, std, what) if pixels else pp.normalize(x, spec.mean, spec.std, what)
     return DataSet(np.ascontiguousarray(x, dtype=np.float32), y, source=f"arrays {path}")
 

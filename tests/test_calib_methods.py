@@ -81,7 +81,7 @@ def test_percentile_matches_numpy_and_p100_is_minmax():
     want = np.percentile(x, [0.1, 99.9])
     assert abs(lo - want[0]) < h.width and abs(hi - want[1]) < h.width
     assert m.percentile_range(h, 100.0) == (h.lo, h.hi)
-    with pytest.raises(UserError, match="percentile"):
+    with pytest.raises(UserError, match="--percentile 30.0"):
         m.observer_ctr(CalibMethod.PERCENTILE, percentile=30.0)
 
 

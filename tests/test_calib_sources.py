@@ -86,7 +86,7 @@ def test_npy_float_nchw_is_taken_as_model_input(tmp_path):
     np.save(tmp_path / "x.npy", x)
     d = load(tmp_path / "x.npy", model_mean=(0.5,), model_std=(0.2,))  # model mean/std not applied
     np.testing.assert_array_equal(d.x, x)
-    d = load(tmp_path / "x.npy", mean=(1.0,), std=(2.0,))  # explicit --calib-mean/std are
+    d = load(tmp_path / "x.npy", mean=(1.0,), std=(2.0,))  # explicit --mean/--std are
     np.testing.assert_allclose(d.x, (x - 1.0) / 2.0, rtol=1e-6)
 
 
@@ -238,8 +238,8 @@ def test_unreadable_and_unlabelled_archives(tmp_path):
 def test_other_bad_specs(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((2, 3, 8, 8), np.float32))
     bad(tmp_path / "x.npy", "NCHW", "NHWC", layout="NCWH")
-    bad(tmp_path / "x.npy", "3 channels", "--calib-mean", mean=(0.1, 0.2))
-    bad(tmp_path / "x.npy", "--calib-std", mean=(0.1,), std=(0.0,))
+    bad(tmp_path / "x.npy", "3 channels", "--mean", mean=(0.1, 0.2))
+    bad(tmp_path / "x.npy", "--std", mean=(0.1,), std=(0.0,))
     bad(tmp_path / "x.npy", "--calib-samples", count=0)
     (tmp_path / "x.csv").write_text("1,2")
     bad(tmp_path / "x.csv", "x.csv", ".npy/.npz")
