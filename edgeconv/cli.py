@@ -18,6 +18,7 @@ from edgeconv import __version__
 COMMAND_MODULES: tuple[str, ...] = (
     "edgeconv.cli_export",
     "edgeconv.cli_devices",
+    "edgeconv.cli_gate",
 )
 
 

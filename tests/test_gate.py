@@ -1,0 +1,195 @@
+"""The gate's rules and reports as pure functions: budgets parsing, evaluation, baseline, JUnit, markdown."""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from edgeconv.errors import UserError
+from edgeconv.gate import (Measured, baseline_json, breach_lines, evaluate, junit_xml, load_baseline,
+                           load_budgets, markdown, parse_budgets)
+
+TARGETS = ["onnx-fp32", "tflite-fp32", "tflite-int8"]
+DEVICES = ["host", "pixel-7", "pixel", "galaxy-s24"]
+
+GOOD = """\
+[gate]
+runs = 20
+regression_pct = 10
+
+[[budget]]
+model = "edgeconv.demo:demo"
+target = "tflite-int8"
+device = "host"
+p50_ms = 2.0
+p90_ms = 3.0
+size_kb = 64
+accuracy_drop = 1.0
+
+[[budget]]
+model = "edgeconv.demo:demo"
+target = "tflite-int8"
+device = "pixel"
+p50_ms = 0.5
+regression_pct = 5
+"""
+
+
+def parse(text: str):
+    return parse_budgets(text, "b.toml", TARGETS, DEVICES)
+
+
+def measured(device="host", p50=1.0, p90=1.5, size=32 * 1024, acc=0.985, ref=0.99, method="measured-host",
+             sha="ab" * 32) -> Measured:
+    basis = "measured on this host" if method == "measured-host" else "predicted (uncalibrated: …)"
+    return Measured("edgeconv.demo:demo", "tflite-int8", device, sha, size, acc, ref, p50, p90, method, basis)
+
+
+def both(**host) -> dict[str, Measured]:
+    m = {"host": measured(**host), "pixel": measured("pixel", p50=0.3, p90=0.3, method="predicted")}
+    return {v.key: v for v in m.values()}
+
+
+def test_good_budgets_parse_with_settings_and_lines():
+    b = parse(GOOD)
+    assert b.settings.runs == 20 and b.settings.warmup == 5 and b.settings.regression_pct == 10.0
+    assert [e.device for e in b.entries] == ["host", "pixel"]
+    assert b.entries[0].line == 5 and b.entries[1].line == 14
+    assert b.entries[0].size_kb == 64.0 and b.entries[1].p90_ms is None and b.entries[1].regression_pct == 5.0
+
+
+def test_all_within_budget_passes_one_result_per_check():
+    results = evaluate(parse(GOOD), both())
+    assert [(r.metric, r.passed) for r in results] == [
+        ("p50_ms", True), ("p90_ms", True), ("size_kb", True), ("accuracy_drop", True), ("p50_ms", True)]
+    assert results[2].value == pytest.approx(32.0)
+    assert results[3].value == pytest.approx(0.5)  # 99.0 % -> 98.5 %: half a point
+    assert "predicted" in results[4].message  # a prediction says so in its row
+
+
+@pytest.mark.parametrize("field, value, metric", [
+    ("p50", 2.5, "p50_ms"), ("p90", 3.01, "p90_ms"), ("size", 65 * 1024, "size_kb"), ("acc", 0.97, "accuracy_drop"),
+])
+def test_each_limit_breaches_just_above_it(field, value, metric):
+    results = evaluate(parse(GOOD), both(**{field: value}))
+    bad = [r for r in results if not r.passed]
+    assert [r.metric for r in bad] == [metric]
+    assert bad[0].value > bad[0].limit
+    assert breach_lines(results)[0].startswith(f"BREACH edgeconv.demo:demo / tflite-int8 / host: {metric}")
+
+
+def test_budget_equal_to_measurement_passes_and_just_below_fails():
+    b = parse(GOOD.replace("p50_ms = 2.0", "p50_ms = 1.0"))
+    assert evaluate(b, both(p50=1.0))[0].passed
+    assert not evaluate(b, both(p50=1.0001))[0].passed
+
+
+def test_accuracy_budget_without_labels_is_a_breach_not_a_silent_pass():
+    r = [x for x in evaluate(parse(GOOD), both(acc=None)) if x.metric == "accuracy_drop"][0]
+    assert not r.passed and r.value is None and "no labels" in r.message
+
+
+def test_regression_against_baseline():
+    budgets = parse(GOOD)
+    base = {k: v for k, v in both().items()}
+    # host 12 % slower than its baseline: over the file-wide 10 %
+    results = evaluate(budgets, both(p50=1.12), base)
+    reg = [r for r in results if r.metric == "regression_pct"]
+    assert [r.name.endswith("host") for r in reg] == [True, False]
+    assert not reg[0].passed and reg[0].value == pytest.approx(12.0)
+    assert reg[1].passed and reg[1].value == pytest.approx(0.0) and reg[1].limit == 5.0  # per-budget limit
+    assert evaluate(budgets, both(p50=1.09), base)[-2].passed  # 9 % is within 10 %
+
+
+def test_prediction_is_never_compared_with_a_measured_baseline():
+    budgets = parse(GOOD)
+    base = both()
+    now = both()
+    key = next(k for k in now if k.endswith("pixel"))
+    base[key] = measured("pixel", p50=0.01, method="measured-device")
+    reg = [r for r in evaluate(budgets, now, base) if r.metric == "regression_pct"][1]
+    assert reg.passed and reg.value is None and "not compared" in reg.message
+
+
+def test_baseline_round_trip(tmp_path):
+    m = both()
+    p = tmp_path / "base.json"
+    p.write_text(baseline_json(m))
+    assert load_baseline(p) == m
+    p.write_text(json.dumps({"results": {}}))
+    with pytest.raises(UserError, match="not an edgeconv gate baseline"):
+        load_baseline(p)
+    with pytest.raises(UserError, match="does not exist; write one with --write-baseline"):
+        load_baseline(tmp_path / "none.json")
+
+
+def test_junit_xml_is_valid_with_one_testcase_per_check_and_failures_marked():
+    budgets = parse(GOOD)
+    results = evaluate(budgets, both(p50=9.0, size=100 * 1024), {})
+    root = ET.fromstring(junit_xml(results))
+    suite = root.find("testsuite")
+    cases = suite.findall("testcase")
+    assert len(cases) == len(results) == 7  # 5 limits + 2 regression checks without a baseline entry
+    assert suite.get("tests") == "7" and suite.get("failures") == "2" and suite.get("skipped") == "2"
+    failed = {(c.get("classname"), c.get("name")) for c in cases if c.find("failure") is not None}
+    assert failed == {("edgeconv.demo:demo / tflite-int8 / host", "p50_ms"),
+                      ("edgeconv.demo:demo / tflite-int8 / host", "size_kb")}
+    assert all(c.get("classname") and c.get("name") for c in cases)
+
+
+def test_junit_escapes_odd_names():
+    from edgeconv.results import GateResult
+
+    xml = junit_xml([GateResult('m<&>"', "p50_ms", 2.0, 1.0, False, "a < b & c")])
+    case = ET.fromstring(xml).find("testsuite/testcase")
+    assert case.get("classname") == 'm<&>"' and case.find("failure").get("message") == "a < b & c"
+
+
+def test_markdown_summary_names_state_and_rows():
+    md = markdown(evaluate(parse(GOOD), both(p50=9.0)))
+    lines = md.splitlines()
+    assert lines[0] == "## edgeconv gate: FAILED — 4 of 5 checks within budget"
+    table = [l for l in lines if l.startswith("| ")]
+    assert len(table) == 1 + 5  # header + one row per check
+    assert table[1].startswith("| ❌ | edgeconv.demo:demo / tflite-int8 / host | p50_ms | 9 | 2 |")
+    assert "predicted (uncalibrated" in md
+
+
+# --- strict validation: every problem names the line, key and fix ---------------------------------
+
+@pytest.mark.parametrize("text, pattern", [
+    ("[[budget]]\nmodel = 'm'\ntarget = 'tflite-int8'\ndevice = 'host'\np50_ms = \n",
+     r"b.toml is not valid TOML: .*line 5.*fix the syntax"),
+    (GOOD.replace("p90_ms = 3.0", "p90 = 3.0"), r"b.toml:10: unknown key 'p90' in budget 1; allowed: model, target"),
+    (GOOD.replace("runs = 20", "iterations = 20"), r"b.toml:2: unknown key 'iterations' in \[gate\]; allowed: runs"),
+    (GOOD + "\n[limits]\nx = 1\n", r"b.toml:\d+: unknown key 'limits'; the file holds a \[gate\] table"),
+    (GOOD.replace('target = "tflite-int8"\ndevice = "pixel"', 'device = "pixel"'),
+     r"b.toml:14: budget 2 lacks target \(a string\), e.g. target = \"tflite-int8\""),
+    (GOOD.replace('target = "tflite-int8"\ndevice = "host"', 'target = "tflite-int9"\ndevice = "host"'),
+     r"b.toml:7: budget 1 names target 'tflite-int9', which does not exist; choose one of: onnx-fp32"),
+    (GOOD.replace('device = "pixel"', 'device = "nokia"'),
+     r"b.toml:17: budget 2 names device 'nokia', which does not exist; choose one of: galaxy-s24"),
+    (GOOD.replace("p50_ms = 2.0", "p50_ms = -2.0"), r"b.toml:9: budget 1: p50_ms = -2.0 must be a number greater than 0"),
+    (GOOD.replace("size_kb = 64", 'size_kb = "64"'), r"b.toml:11: budget 1: size_kb = '64' must be a number"),
+    (GOOD.replace("runs = 20", "runs = 0"), r"b.toml:2: runs = 0 must be a whole number 1 or more"),
+    (GOOD.replace("p50_ms = 0.5\nregression_pct = 5\n", "regression_pct = 5\n"),
+     r"b.toml:14: budget 2 \(edgeconv.demo:demo / tflite-int8 / pixel\) sets no limit; add at least one of p50_ms"),
+    (GOOD.replace('device = "pixel"', 'device = "host"'), r"b.toml:14: budget for .* repeats the one at line 5"),
+    ("[gate]\nruns = 3\n", r"b.toml: no \[\[budget\]\] entries; add one"),
+])
+def test_malformed_budgets_are_one_line_user_errors(text, pattern):
+    with pytest.raises(UserError, match=pattern) as e:
+        parse(text)
+    assert "\n" not in str(e.value)
+
+
+def test_load_budgets_checks_names_against_the_registries(tmp_path):
+    p = tmp_path / "b.toml"
+    p.write_text(GOOD.replace('device = "pixel"', 'device = "pixel-9000"'))
+    with pytest.raises(UserError, match=r"device 'pixel-9000', which does not exist; choose one of: .*pixel-7"):
+        load_budgets(p)
+    p.write_text(GOOD)
+    assert len(load_budgets(p).entries) == 2
+    with pytest.raises(UserError, match="budgets file .* does not exist"):
+        load_budgets(tmp_path / "missing.toml")
