@@ -119,24 +119,27 @@ def coreml_program(graph: "Graph") -> "torch.export.ExportedProgram":
     return torch.export.export(gm, graph.example_inputs, strict=False).run_decompositions({})
 
 
-def convert(program: "torch.export.ExportedProgram", precision: str = "fp32", keep_scales: bool = False) -> Any:
+def convert(program: "torch.export.ExportedProgram", precision: str = "fp32", keep_scales: bool = False,
+            target: str = "coreml") -> Any:
     """ct.convert a `coreml_program` to an in-memory mlprogram MLModel (not loaded for prediction)."""
+    from edgeconv.exporters.lowering import lowering_errors
+
     ct = import_coremltools()
     pipeline = ct.PassPipeline.DEFAULT
     if keep_scales:
         pipeline.remove_passes(list(W8A8_REMOVED_PASSES))
     compute = ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32
-    try:
-        with _quiet():
+    with _quiet(), lowering_errors(target):
+        try:
             return ct.convert(program, convert_to="mlprogram", pass_pipeline=pipeline,
                               minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
                               compute_precision=compute, skip_model_load=True)
-    except Exception as e:  # the converter reports a missing op translation in several ways
-        op = _unsupported_op(str(e))
-        if op:
-            raise UserError(f"CoreML (coremltools {ct.__version__}) cannot express op {op!r} of this model; "
-                            "replace that op in the model or choose another target") from None
-        raise
+        except Exception as e:  # a missing op translation: name the op exactly
+            op = _unsupported_op(str(e))
+            if op:
+                raise UserError(f"{target}: coremltools {ct.__version__} cannot express op {op} of this "
+                                "model; replace that op in the model or choose another target") from None
+            raise
 
 
 def _unsupported_op(message: str) -> str | None:
@@ -380,7 +383,7 @@ class CoreMLTarget(Target):
         notes: list[str] = [f"mlprogram, minimum deployment target {DEPLOYMENT_TARGET}, compute {self.precision}"]
         scales_from = ""
         program = coreml_program(graph)
-        mlmodel = convert(program, self.precision, keep_scales=self.quantized)
+        mlmodel = convert(program, self.precision, keep_scales=self.quantized, target=self.name)
         if self.quantized:
             summary = check_scales(mlmodel, program)
             scales_from = (

@@ -199,6 +199,7 @@ _op("silu")(lambda a, s: _f(a["x"]) * _sigmoid(_f(a["x"])))
 _op("softplus")(lambda a, s: np.logaddexp(0, _f(a["x"])))
 _op("sigmoid_hard")(lambda a, s: np.clip(_scalar(a, "alpha", 0.2) * _f(a["x"]) + _scalar(a, "beta", 0.5), 0, 1))
 _op("leaky_relu")(lambda a, s: np.where(_f(a["x"]) >= 0, _f(a["x"]), _scalar(a, "alpha", 0.01) * _f(a["x"])))
+_op("thresholded_relu")(lambda a, s: np.where(_f(a["x"]) > _scalar(a, "alpha", 1.0), _f(a["x"]), 0))
 _op("elu")(lambda a, s: np.where(_f(a["x"]) > 0, _f(a["x"]), _scalar(a, "alpha", 1.0) * np.expm1(_f(a["x"]))))
 
 
@@ -584,8 +585,11 @@ def _quantize(a: dict[str, Any], s: Step) -> np.ndarray:
     scale = _along(_f(a["scale"]), axis, x.ndim)
     zp = _along(a["zero_point"], axis, x.ndim).astype(np.float32) if a.get("zero_point") is not None else np.float32(0)
     info = np.iinfo(_DTYPES[str(_scalar(a, "output_dtype", "int8"))])
-    # Same arithmetic as torch's quantized_decomposed.quantize_per_tensor: multiply by 1/scale.
-    q = np.round(x * (np.float32(1.0) / scale)) + zp
+    # Same arithmetic as torch's quantized_decomposed.quantize_per_tensor: 1/scale in double,
+    # then a float32 multiply (torch casts the scalar to the tensor's dtype), round half to even.
+    # (quantize_per_channel divides in float32: `1.0 / scales` on a float32 tensor.)
+    inv = (1.0 / scale.astype(np.float64)).astype(np.float32) if scale.size == 1 else np.float32(1.0) / scale
+    q = np.round(x * inv) + zp
     return np.clip(q, info.min, info.max)
 
 

@@ -86,6 +86,7 @@ CASES = [
     case("sigmoid_hard", [X4], lambda x: mb.sigmoid_hard(x=_k(x, 4), alpha=1 / 6, beta=0.5),
          lambda x: F.hardsigmoid(x * 4)),
     case("leaky_relu", [X4], lambda x: mb.leaky_relu(x=x, alpha=0.1), lambda x: F.leaky_relu(x, 0.1)),
+    case("thresholded_relu", [X4], lambda x: mb.thresholded_relu(x=x, alpha=0.3), lambda x: F.threshold(x, 0.3, 0.0)),
     case("elu", [X4], lambda x: mb.elu(x=x, alpha=0.7), lambda x: F.elu(x, 0.7)),
     case("prelu", [X4], lambda x: mb.prelu(x=x, alpha=ALPHA4), lambda x: F.prelu(x, T(ALPHA4).double())),
     case("gelu", [X4], lambda x: mb.gelu(x=x, mode="EXACT"), F.gelu, ident="gelu-exact"),
@@ -190,7 +191,7 @@ CASES = [
     # --- quantization -------------------------------------------------------------------------
     case("quantize", [X4], lambda x: mb.cast(x=mb.quantize(input=x, scale=f32(0.013), zero_point=np.int8(-5),
                                                             output_dtype="int8"), dtype="fp32"),
-         lambda x: torch.ops.quantized_decomposed.quantize_per_tensor(x.float(), 0.013, -5, -128, 127, torch.int8).double(),
+         lambda x: torch.ops.quantized_decomposed.quantize_per_tensor(x.float(), float(f32(0.013)), -5, -128, 127, torch.int8).double(),
          exact=True, ident="quantize-per-tensor"),
     case("quantize", [X4], lambda x: mb.cast(x=mb.quantize(input=x, scale=QS[:4] * 5, zero_point=np.zeros(4, np.int8), axis=1,
                                                             output_dtype="int8"), dtype="fp32"),
@@ -200,7 +201,7 @@ CASES = [
     case("dequantize", [X4], lambda x: mb.dequantize(
         input=mb.quantize(input=x, scale=f32(0.02), zero_point=np.uint8(128), output_dtype="uint8"),
         scale=f32(0.02), zero_point=np.uint8(128)),
-         lambda x: torch.fake_quantize_per_tensor_affine(x.float(), 0.02, 128, 0, 255).double(), exact=True,
+         lambda x: torch.fake_quantize_per_tensor_affine(x.float(), float(f32(0.02)), 128, 0, 255).double(), exact=True,
          ident="quantize-dequantize-uint8"),
     case("constexpr_affine_dequantize", [(1, 4, 7, 7)],
          lambda x: mb.conv(x=x, weight=mb.constexpr_affine_dequantize(quantized_data=QW, zero_point=np.int8(0), scale=QS, axis=0)),

@@ -1,0 +1,232 @@
+"""CoreML targets on the embedded demo, through the real passes (fold-conv-bn, quantize, cleanup),
+the real converter (coremltools 9.0) and the numpy MIL evaluator (the macOS runtime is tested
+separately and only on macOS)."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("coremltools", reason="needs coremltools (pip install 'edgeconv[coreml]')")
+
+from edgeconv import catalog  # noqa: E402
+from edgeconv.config import ExportOptions, Granularity, QuantOptions  # noqa: E402
+from edgeconv.context import Context  # noqa: E402
+from edgeconv.errors import UserError  # noqa: E402
+from edgeconv.exporters import coreml, mil_eval  # noqa: E402
+from edgeconv.graph import capture  # noqa: E402
+from edgeconv.pipeline import run_passes  # noqa: E402
+from edgeconv.registry import TARGETS  # noqa: E402
+
+catalog.load()
+COREML_TARGETS = ("coreml", "coreml-fp16", "coreml-int8", "coreml-w8a8")
+
+
+@pytest.fixture(scope="module")
+def demo():
+    from edgeconv.demo import demo as factory
+
+    torch.set_num_threads(1)
+    spec = factory()
+    data = spec.data()
+    calib, held = data.take(0, 64), data.take(64, 96)
+    ctx = Context(options=ExportOptions(quant=QuantOptions(samples=64)), model=spec, calib=calib)
+    root = capture(spec.module, spec.example_inputs)
+    return spec, ctx, root, held
+
+
+@pytest.fixture(scope="module")
+def artifacts(demo, tmp_path_factory):
+    """Every CoreML target of the demo, exported once: name -> (target, graph, path, info)."""
+    spec, ctx, root, _ = demo
+    out = tmp_path_factory.mktemp("coreml")
+    graphs: dict[tuple[str, ...], object] = {}
+    result = {}
+    for name in COREML_TARGETS:
+        target = TARGETS.get(name)()
+        if target.passes not in graphs:
+            graphs[target.passes] = run_passes(root, ctx, target.passes)
+        graph = graphs[target.passes]
+        path = out / f"demo-{name}.mlpackage"
+        info = target.export(graph, ctx, path)
+        result[name] = (target, graph, path, info)
+    return result
+
+
+def _torch(module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return torch.cat([module(torch.from_numpy(x[i:i + 1])) for i in range(len(x))]).numpy()
+
+
+def test_targets_registered_with_pass_lists():
+    for name in COREML_TARGETS:
+        t = TARGETS.get(name)
+        assert t.suffix == ".mlpackage" and t.passes[0] == "fold-conv-bn"
+        assert ("quantize" in t.passes) == t.quantized
+    assert TARGETS.get("coreml-w8a8").quantized and not TARGETS.get("coreml-int8").quantized
+
+
+def test_fp32_evaluator_matches_torch_within_1e4(demo, artifacts):
+    spec, _, _, held = demo
+    target, _, path, _ = artifacts["coreml"]
+    got = target.load(path)(held.x)
+    want = _torch(spec.module, held.x)
+    rel = np.abs(got - want).max() / np.abs(want).max()
+    assert rel < 1e-4, rel
+    assert (got.argmax(1) == want.argmax(1)).all()
+
+
+def test_fp16_is_fp16_and_close(demo, artifacts):
+    spec, _, _, held = demo
+    target, _, path, _ = artifacts["coreml-fp16"]
+    assert {w.dtype for w in target.weights(path)} == {"float16"}
+    prog = mil_eval.load_program(path)
+    assert "cast" in prog.op_types  # fp32 input cast to fp16 compute
+    got, want = target.load(path)(held.x), _torch(spec.module, held.x)
+    rel = np.abs(got - want).max() / np.abs(want).max()
+    assert 1e-5 < rel < 1e-2, rel  # fp16 rounding is visible, but small
+    assert (got.argmax(1) == want.argmax(1)).mean() >= 0.95
+
+
+def test_int8_every_conv_and_linear_weight_is_per_channel_int8(demo, artifacts):
+    spec, _, _, held = demo
+    target, _, path, info = artifacts["coreml-int8"]
+    weights = target.weights(path)
+    n_layers = sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in spec.module.modules())
+    assert len(weights) == n_layers == 8
+    for w in weights:
+        assert w.dtype == "int8" and w.axis == 0 and w.num_scales == w.shape[0], w
+    # the 27-element-per-channel stem (16x3x3x3 = 432 < 2048) and the depthwise kernels included
+    assert any(w.shape == (16, 3, 3, 3) for w in weights)
+    assert sum(w.shape[1] == 1 for w in weights) == 3
+    assert any("8 conv/linear weights quantized" in n for n in info.notes)
+    got, want = target.load(path)(held.x), _torch(spec.module, held.x)
+    assert (got.argmax(1) == want.argmax(1)).mean() >= 0.95
+
+
+def test_int8_weight_scales_are_symmetric_max_over_127(demo, artifacts):
+    """coremltools' linear_symmetric per-channel scale equals PT2E's weight observer: max|w| / 127."""
+    _, _, path, _ = artifacts["coreml-int8"]
+    prog = mil_eval.load_program(path)
+    for step in prog.steps:
+        if step.op_type == "constexpr_affine_dequantize":
+            qp = coreml.constexpr_quant(prog, step)
+            w = mil_eval.run(prog, {prog.inputs[0]: np.zeros((1, 3, 32, 32), np.float32)}, keep=True)[step.outputs[0]]
+            amax = np.abs(w.reshape(len(w), -1)).max(1)
+            np.testing.assert_allclose(np.asarray(qp.scale) * 127, amax, rtol=1e-6)
+
+
+def test_w8a8_carries_every_pt2e_scale_and_zero_point(artifacts):
+    from edgeconv.passes.quantize import read_qparams
+
+    target, graph, path, info = artifacts["coreml-w8a8"]
+    assert "equal PT2E's" in info.scales_from and "nullify_redundant_quantization_zero_point" in info.scales_from
+    ours = read_qparams(graph.module())
+    act_ours = {(q.scale, q.zero_point) for q in ours.values() if q.axis is None}
+    w_ours = {(q.scale, q.zero_point) for q in ours.values() if q.axis is not None}
+    prog = mil_eval.load_program(path)
+    act = {(p.scale, p.zero_point) for _, p in coreml.activation_quant(prog)}
+    w = {(q.scale, q.zero_point) for s in prog.steps if (q := coreml.constexpr_quant(prog, s))}
+    assert act == act_ours  # exact float equality: no fp16 storage, no rescaling
+    assert w == w_ours and len(w) == 8
+    assert all(dt == "int8" for dt in (p.dtype for _, p in coreml.activation_quant(prog)))
+
+
+def test_w8a8_default_pipeline_would_change_scales(demo, artifacts):
+    """Why the two passes are removed: with coremltools' defaults the artifact's scales differ."""
+    _, graph, _, _ = artifacts["coreml-w8a8"]
+    ct = coreml.import_coremltools()
+    program = coreml.coreml_program(graph)
+    with coreml._quiet():
+        default = ct.convert(program, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17,
+                             compute_precision=ct.precision.FLOAT32, skip_model_load=True)
+    with pytest.raises(Exception, match="lost edgeconv's scales"):
+        coreml.check_scales(default, program)
+
+
+def test_w8a8_evaluator_matches_torch_quant_sim(demo, artifacts):
+    from edgeconv.passes.quantize import OUTPUT_KEY
+
+    _, _, _, held = demo
+    target, graph, path, _ = artifacts["coreml-w8a8"]
+    got = target.load(path)(held.x)
+    want = _torch(graph.module(), held.x)
+    step = graph.qparams[OUTPUT_KEY].scale[0]
+    steps = np.abs(got - want) / step
+    assert steps.max() <= 1.0 + 1e-3, steps.max()  # float accumulation order may flip one rounding
+    assert (steps < 1e-3).mean() >= 0.85  # measured 0.93 on the demo (32 samples x 10 logits)
+
+
+def test_float_nodes_are_honoured_by_coreml_int8(demo, tmp_path):
+    spec, ctx, root, _ = demo
+    graph = run_passes(root, ctx, coreml.FLOAT_PASSES)
+    convs = [n.name for n in graph.program.graph.nodes if n.op == "call_function" and "conv" in str(n.target)]
+    keep = (convs[0],)
+    path = tmp_path / "keep.mlpackage"
+    info = TARGETS.get("coreml-int8")().export(dataclasses.replace(graph, float_nodes=keep), ctx, path)
+    weights = coreml.read_weights(path)
+    assert [w.dtype for w in weights].count("float32") == 1 and weights[0].dtype == "float32"
+    assert sum(w.dtype == "int8" for w in weights) == 7
+    assert any(keep[0] in n for n in info.notes)
+
+
+def test_unexpressible_op_names_op_and_format(tmp_path):
+    class Bessel(torch.nn.Module):
+        def forward(self, x):
+            return torch.special.i0(x)
+
+    graph = capture(Bessel(), (torch.randn(1, 8),))
+    with pytest.raises(UserError, match=r"coreml: .*cannot express op special_i0"):
+        TARGETS.get("coreml")().export(graph, None, tmp_path / "x.mlpackage")
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_package_written_whole_and_weights_readable(artifacts):
+    for name, (target, _, path, _) in artifacts.items():
+        assert path.is_dir() and (path / "Manifest.json").is_file()
+        assert not [p for p in path.parent.iterdir() if p.name.startswith(".")], "temp left behind"
+        assert len(target.weights(path)) == 8
+
+
+def test_runner_specs_and_batching(demo, artifacts):
+    _, _, _, held = demo
+    target, _, path, _ = artifacts["coreml"]
+    runner = target.load(path)
+    assert runner.inputs[0].shape == (1, 3, 32, 32) and runner.outputs[0].shape == (1, 10)
+    assert runner.inputs[0].dtype == "float32"
+    one = np.concatenate([runner(held.x[i:i + 1]) for i in range(4)])
+    np.testing.assert_array_equal(runner(held.x[:4]), one)
+
+
+def test_coremltools_import_does_not_load_tensorflow():
+    import subprocess
+
+    code = ("import sys; from edgeconv.exporters.coreml import import_coremltools; import_coremltools(); "
+            "print('tensorflow' in sys.modules, 'torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+@pytest.mark.skipif(sys.platform != "darwin", reason="needs macOS: MLModel.predict exists only there")
+def test_macos_predict_matches_evaluator(demo, artifacts):  # pragma: no cover - macOS only
+    _, _, _, held = demo
+    for name in ("coreml", "coreml-w8a8"):
+        target, _, path, _ = artifacts[name]
+        mac = coreml.PredictRunner(path)
+        lin = coreml.MILRunner(path)
+        np.testing.assert_allclose(mac(held.x[:8]), lin(held.x[:8]), rtol=1e-3, atol=1e-3)
+
+
+def test_per_layer_w8a8_has_one_scale_per_weight(demo, tmp_path):
+    spec, ctx, root, _ = demo
+    opts = dataclasses.replace(ctx.options, quant=dataclasses.replace(ctx.options.quant, weights=Granularity.PER_TENSOR,
+                                                                     samples=16))
+    ctx2 = dataclasses.replace(ctx, options=opts)
+    graph = run_passes(root, ctx2, coreml.QUANT_PASSES)
+    path = tmp_path / "pl.mlpackage"
+    TARGETS.get("coreml-w8a8")().export(graph, ctx2, path)
+    weights = coreml.read_weights(path)
+    assert len(weights) == 8 and all(w.dtype == "int8" and w.num_scales == 1 for w in weights)
