@@ -35,6 +35,19 @@ def _write(program_or_module, args, path: Path) -> None:
     with lowering_errors("onnx"):
         torch.onnx.export(program_or_module, args, str(path), dynamo=True, external_data=False,
                           optimize=True, verbose=False)
+    _strip_debug_metadata(path)
+
+
+def _strip_debug_metadata(path: Path) -> None:
+    """torch.onnx stores each node's Python stack trace and FX text (about half the file for a small
+    net, and the exporting machine's paths): useful to the exporter's authors, not in a shipped model."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    onnx.save(model, str(path))
 
 
 def read_weights(path: Path) -> list[tuple[WeightQuant, np.ndarray | None]]:
