@@ -106,7 +106,11 @@ class SshTarget:
 
 def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
+    last = lines[-1] if lines else ""
+    if "host key verification failed" in text.lower():
+        last += (" (the board's host key is not in the known_hosts file; check its fingerprint, then "
+                 "add it: ssh-keyscan -p PORT HOST >> KNOWN_HOSTS)")
+    return last
 
 
 def onnx_external_files(artifact: Path) -> list[Path]:

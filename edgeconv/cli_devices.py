@@ -59,12 +59,14 @@ def devices_cmd(as_json: bool) -> None:
               help="When given a model rather than an artifact: export to this target first.")
 @click.option("-o", "--out", "out_dir", default="edgeconv-out", show_default=True,
               help="Where a model is exported to before profiling.")
+@click.option("--per-op/--no-per-op", default=True, show_default=True,
+              help="Collect per-op times (benchmark_model's op profiling adds a little overhead).")
 @click.option("--require-measured", is_flag=True, help="Fail (exit 2) instead of predicting when the device is unreachable.")
 @click.option("--timeout", "timeout_s", default=300.0, show_default=True, help="Seconds allowed for each remote step.")
 @click.option("--json", "as_json", is_flag=True, help="Print the LatencyReport as JSON.")
 @click.option("--save", default=None, metavar="FILE", help="Also write the LatencyReport JSON to FILE.")
 def profile_cmd(model_or_artifact, device, threads, runs, warmup, delegate, benchmark_binary, target,
-                out_dir, require_measured, timeout_s, as_json, save) -> None:
+                out_dir, per_op, require_measured, timeout_s, as_json, save) -> None:
     """Measure latency on a device (or this host); predict it when the device is not reachable."""
     from pathlib import Path
 
@@ -78,7 +80,7 @@ def profile_cmd(model_or_artifact, device, threads, runs, warmup, delegate, benc
         raise UserError(f"unknown delegate {delegate!r}; choose one of: {', '.join(DELEGATES)}")
     options = ProfileOptions(threads=threads, runs=runs, warmup=warmup,
                              delegate=Delegate(delegate) if delegate else None,
-                             benchmark_binary=benchmark_binary, timeout_s=timeout_s)
+                             per_op=per_op, benchmark_binary=benchmark_binary, timeout_s=timeout_s)
     report = profile(model_or_artifact, device, options, target=target, out_dir=out_dir,
                      require_measured=require_measured,
                      progress=Progress(enabled=not as_json and sys.stderr.isatty()))
