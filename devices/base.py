@@ -34,6 +34,7 @@ class DeviceKind(enum.Enum):
     LINUX_ARM = "linux-arm"
     APPLE = "apple"
     HOST = "host"
+    EMULATED = "emulated"  # qemu-user arm64 (devices/arm64.py): behaviour only, never latency
 
 
 class Delegate(enum.Enum):
@@ -210,6 +211,9 @@ def backend_for(device: Device) -> Backend:
     if device.kind is DeviceKind.LINUX_ARM:
         from edgeconv.devices.ssh import SshBackend
         return SshBackend()
+    if device.kind is DeviceKind.EMULATED:
+        from edgeconv.devices.arm64 import EmulatedArm64Backend
+        return EmulatedArm64Backend()
     from edgeconv.devices.apple import AppleBackend
     return AppleBackend()
 

@@ -27,7 +27,10 @@ def headline(report: "LatencyReport") -> str:
         return "measured on this host"
     if report.method == "measured-device":
         return f"measured on {report.device}"
-    return f"predicted ({report.basis or 'basis not stated'})"
+    if report.method == "predicted":
+        return f"predicted ({report.basis or 'basis not stated'})"
+    note = report.environment.get("note", "")
+    return f"{report.method} on {report.device}" + (f" ({note})" if note else "")
 
 
 def artifact_for(ref: str, target: str, out_dir: str, progress: "Progress | None" = None) -> Path:
@@ -72,4 +75,6 @@ def profile(ref: str, device: str | Device, options: ProfileOptions, *, target: 
         raise UserError(f"{dev.name} is not reachable: {why} (--require-measured forbids a prediction)")
     if dev.kind is DeviceKind.HOST:
         raise UserError(f"this host cannot run {artifact.name}: {why}")
+    if dev.kind is DeviceKind.EMULATED:  # no prediction stands in for an emulator
+        raise UserError(f"{dev.name} is not available: {why}")
     return predict(artifact, dev, why)
