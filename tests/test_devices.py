@@ -112,3 +112,39 @@ def test_device_is_frozen():
     with pytest.raises(Exception):
         d.name = "other"  # type: ignore[misc]
     assert isinstance(d, Device)
+
+
+def test_headline_says_how_it_was_obtained():
+    from edgeconv.devices.profile import headline
+    from edgeconv.results import LatencyReport
+
+    base = dict(runtime="r", artifact_sha256="0" * 64, threads=1, warmup=0, iterations=1, p50_ms=1.0,
+                p90_ms=1.0, min_ms=1.0)
+    assert headline(LatencyReport(device="host", method="measured-host", **base)) == "measured on this host"
+    assert headline(LatencyReport(device="pixel-7", method="measured-device", **base)) == "measured on pixel-7"
+    assert headline(LatencyReport(device="galaxy-s24", method="predicted",
+                                  basis="calibrated on 40 models, held-out error 18%", **base)) == \
+        "predicted (calibrated on 40 models, held-out error 18%)"
+    assert headline(LatencyReport(device="arm64-emulated", method="emulated",
+                                  environment={"note": "behaviour only, NOT latency"}, **base)) == \
+        "emulated on arm64-emulated (behaviour only, NOT latency)"
+
+
+def test_cli_devices_lists_each_device_once_with_why_not(tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from edgeconv.cli import main
+
+    monkeypatch.setenv("EDGECONV_DEVICES_CONFIG", str(tmp_path / "none.toml"))
+    res = CliRunner().invoke(main, ["devices", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = {r["name"]: r for r in json.loads(res.output)}
+    assert set(EXPECTED) <= set(rows) and len(rows) == len(json.loads(res.output))
+    assert rows["host"]["reachable"] is True and rows["host"]["why_not"] == ""
+    assert rows["raspberry-pi-5"]["reachable"] is False
+    assert rows["raspberry-pi-5"]["why_not"].startswith("no ssh host configured for raspberry-pi-5")
+    assert rows["pixel-7"]["aliases"] == ["pixel"] and "nnapi" in rows["pixel-7"]["delegates"]
+    res = CliRunner().invoke(main, ["devices"])
+    assert res.exit_code == 0 and "raspberry-pi-5" in res.output and "reachable" in res.output
