@@ -197,3 +197,30 @@ def test_cli_require_measured_on_android_exits_2(adb_server, tmp_path):
     res = CliRunner().invoke(main, ["profile", str(model), "-d", "pixel", "--require-measured"])
     assert res.exit_code == 2
     assert res.output.strip().splitlines()[-1].startswith("edgeconv: error: pixel-7 is not reachable: no Android device attached")
+
+
+def test_npu_delegates_need_their_libraries(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGECONV_DEVICES_CONFIG", str(tmp_path / "none.toml"))
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"\0" * 16)
+    binary = tmp_path / "benchmark_model"
+    binary.write_bytes(b"\x7fELF")
+    opts = ProfileOptions(delegate=Delegate.QNN, benchmark_binary=str(binary))
+    with pytest.raises(UserError, match=r"the qnn delegate needs Qualcomm's libQnnTFLiteDelegate.so .*qnn_delegate"):
+        AndroidBackend().measure(model, resolve("galaxy-s24"), opts)
+    # With the library configured, its folder's .so files travel and the external-delegate flags are set.
+    lib_dir = tmp_path / "qnn"
+    lib_dir.mkdir()
+    for name in ("libQnnTFLiteDelegate.so", "libQnnHtp.so"):
+        (lib_dir / name).write_bytes(b"\0")
+    cfg = tmp_path / "devices.toml"
+    cfg.write_text(f'[galaxy-s24]\nqnn_delegate = "{lib_dir / "libQnnTFLiteDelegate.so"}"\n')
+    monkeypatch.setenv("EDGECONV_DEVICES_CONFIG", str(cfg))
+    from edgeconv.devices.android import _delegate_files
+
+    files, extra = _delegate_files(resolve("galaxy-s24"), Delegate.QNN)
+    assert sorted(f.name for f in files) == ["libQnnHtp.so", "libQnnTFLiteDelegate.so"]
+    argv = benchmark_argv("/d", "model.tflite", ProfileOptions(), Delegate.QNN, (7,), [e.format(dir="/d") for e in extra])
+    assert argv[:3] == ["env", "LD_LIBRARY_PATH=/d", "ADSP_LIBRARY_PATH=/d"] and argv[3:5] == ["taskset", "80"]
+    assert "--external_delegate_path=/d/libQnnTFLiteDelegate.so" in argv
+    assert "--external_delegate_options=backend_type:htp" in argv
