@@ -18,6 +18,8 @@ Budgets file:
     regression_pct = 10.0       # with --baseline: fail when p50 is more than this % slower
     require_measured = false    # true: an unreachable device is an error, never a prediction
     out_dir = "edgeconv-gate"   # where exports go
+    calib_samples = 128         # calibration and held-out accuracy samples, as `edgeconv export`
+    eval_samples = 256
 
     [[budget]]
     model = "edgeconv.demo:demo"   # what `edgeconv export --model` takes
@@ -63,6 +65,8 @@ class GateSettings:
     regression_pct: float = 10.0
     require_measured: bool = False
     out_dir: str = "edgeconv-gate"
+    calib_samples: int = 128  # as `edgeconv export`; fewer makes a CI gate faster
+    eval_samples: int = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,7 +189,7 @@ def _settings(raw: Any, text: str, path: str) -> GateSettings:
         where = f"{path}:{_key_line(text, key, start)}"
         if key not in fields:
             raise UserError(f"{where}: unknown key {key!r} in [gate]; allowed: {', '.join(fields)}")
-        if key in ("runs", "threads", "warmup"):
+        if key in ("runs", "threads", "warmup", "calib_samples", "eval_samples"):
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if key == "warmup" else 1):
                 raise UserError(f"{where}: {key} = {v!r} must be a whole number "
                                 f"{'0' if key == 'warmup' else '1'} or more")
@@ -383,7 +387,7 @@ def _slug(text: str) -> str:
 
 def collect(budgets: Budgets, progress: "Progress | None" = None) -> dict[str, Measured]:
     """Export every model once (all its budgeted targets), then profile each budgeted device."""
-    from edgeconv.config import ExportOptions
+    from edgeconv.config import ExportOptions, QuantOptions
     from edgeconv.devices.base import ProfileOptions
     from edgeconv.devices.profile import headline, profile
     from edgeconv.models import load_model
@@ -399,7 +403,9 @@ def collect(budgets: Budgets, progress: "Progress | None" = None) -> dict[str, M
         targets = tuple(dict.fromkeys(b.target for b in entries))
         resolve_targets(targets)
         out_dir = Path(s.out_dir) / _slug(model)
-        manifest = export(load_model(model), ExportOptions(targets=targets, out_dir=str(out_dir)), progress)
+        export_options = ExportOptions(targets=targets, out_dir=str(out_dir), eval_samples=s.eval_samples,
+                                       quant=QuantOptions(samples=s.calib_samples))
+        manifest = export(load_model(model), export_options, progress)
         arts = {a.target: a for a in manifest.artifacts}
         for b in entries:
             a = arts[b.target]
