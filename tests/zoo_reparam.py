@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from edgeconv.reparam.blocks import (ACBlock, DilatedReparamBlock, DiverseBranchBlock, MobileOneBlock,
-                                     RepVGGBlock)
+                                     RepVGGBlock, repvgg_a0)  # noqa: F401 (re-exported for tests)
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -158,19 +158,6 @@ class RepNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
-
-
-def repvgg_a0(num_classes: int = 1000, width: float = 1.0) -> nn.Sequential:
-    """RepVGG-A0 shape: stages of 1, 2, 4, 14, 1 blocks, widths 48·0.75.. (a=0.75, b=2.5)."""
-    widths = [min(64, int(64 * 0.75 * width)), int(64 * 0.75 * width), int(128 * 0.75 * width),
-              int(256 * 0.75 * width), int(512 * 2.5 * width)]
-    layers: list[nn.Module] = []
-    cin = 3
-    for depth, cout in zip((1, 2, 4, 14, 1), widths):
-        for i in range(depth):
-            layers.append(RepVGGBlock(cin, cout, stride=2 if i == 0 else 1))
-            cin = cout
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes))
 
 
 def strip_methods(model: nn.Module) -> nn.Module:

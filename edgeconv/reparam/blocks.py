@@ -221,3 +221,17 @@ class DilatedReparamBlock(_Reparam):
 
     def merge_dilated_branches(self) -> None:
         self._merge()
+
+
+def repvgg_a0(num_classes: int = 1000, width: float = 1.0) -> nn.Sequential:
+    """RepVGG-A0 shape: stages of 1, 2, 4, 14, 1 RepVGG blocks, widths 48, 48, 96, 192, 1280
+    (64·a with a = 0.75, last stage 512·b with b = 2.5), global pool, linear head."""
+    widths = [min(64, int(64 * 0.75 * width)), int(64 * 0.75 * width), int(128 * 0.75 * width),
+              int(256 * 0.75 * width), int(512 * 2.5 * width)]
+    layers: list[nn.Module] = []
+    cin = 3
+    for depth, cout in zip((1, 2, 4, 14, 1), widths):
+        for i in range(depth):
+            layers.append(RepVGGBlock(cin, cout, stride=2 if i == 0 else 1))
+            cin = cout
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes))
