@@ -120,8 +120,8 @@ def percentile_range(h: Hist, p: float) -> tuple[float, float]:
         frac = (target - cum[i - 1]) / (cum[i] - cum[i - 1])
         return float(edges[i - 1] + frac * (edges[i] - edges[i - 1]))
 
-    lo, hi = quantile(1.0 - p / 100.0), quantile(p / 100.0)
-    return max(lo, h.lo), min(hi, h.hi)
+    clamp = lambda v: min(max(v, h.lo), h.hi)  # noqa: E731 - interpolation can step past the data
+    return clamp(quantile(1.0 - p / 100.0)), clamp(quantile(p / 100.0))
 
 
 def entropy_range(h: Hist, levels: int = 2 * ENTROPY_LEVELS) -> tuple[float, float]:

@@ -259,3 +259,16 @@ def test_pt2e_end_to_end_scales_are_the_observers(method):
         out = torch.cat([converted(x[i : i + 1]) for i in clean])
     cos = torch.nn.functional.cosine_similarity(out.flatten(), ref[clean].flatten(), dim=0)
     assert float(cos) > 0.99
+
+
+@pytest.mark.parametrize("value", [0.0, 2.5, -1.0])
+def test_constant_activations_give_a_valid_grid(value):
+    for method in CalibMethod:
+        obs = observe(method, [np.full(64, value, np.float32)] * 3)
+        lo, hi = m.clip_range(obs)
+        assert (lo, hi) == (value, value), method
+        scale, zp = obs.calculate_qparams()
+        assert float(scale) > 0 and -128 <= int(zp) <= 127
+        # the constant itself is represented within half a step
+        deq = (np.clip(np.round(value / float(scale)) + int(zp), -128, 127) - int(zp)) * float(scale)
+        assert abs(deq - value) <= float(scale) / 2 + 1e-7, method
