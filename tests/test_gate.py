@@ -193,3 +193,14 @@ def test_load_budgets_checks_names_against_the_registries(tmp_path):
     assert len(load_budgets(p).entries) == 2
     with pytest.raises(UserError, match="budgets file .* does not exist"):
         load_budgets(tmp_path / "missing.toml")
+
+
+def test_example_ci_budgets_are_valid_against_the_registries():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "examples" / "ci"
+    b = load_budgets(root / "budgets.toml")
+    assert {e.device for e in b.entries} == {"host", "galaxy-s24", "pixel"}
+    assert b.settings.regression_pct == 25.0
+    workflow = (root / "edgeconv-gate.yml").read_text()
+    assert "edgeconv gate \"$BUDGETS\"" in workflow and "examples/ci/budgets.toml" in workflow
