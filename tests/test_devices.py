@@ -148,3 +148,14 @@ def test_cli_devices_lists_each_device_once_with_why_not(tmp_path, monkeypatch):
     assert rows["pixel-7"]["aliases"] == ["pixel"] and "nnapi" in rows["pixel-7"]["delegates"]
     res = CliRunner().invoke(main, ["devices"])
     assert res.exit_code == 0 and "raspberry-pi-5" in res.output and "reachable" in res.output
+
+
+def test_example_config_is_valid_and_applies(monkeypatch):
+    from pathlib import Path
+
+    example = Path(edgeconv.devices.catalog.__file__).with_name("config.example.toml")
+    monkeypatch.setenv("EDGECONV_DEVICES_CONFIG", str(example))
+    pi = connection(resolve("rpi5"))
+    assert pi["host"] == "pi@192.168.1.20" and pi["port"] == 22
+    assert connection(resolve("iphone"))["iphone"] is True
+    assert connection(resolve("s24"))["qnn_delegate"].endswith("libQnnTFLiteDelegate.so")
