@@ -191,3 +191,71 @@ def test_bad_inputs_are_one_line_user_errors(tmp_path):
     pt.write_bytes(b"x")
     with pytest.raises(UserError, match="reads .tflite and .onnx"):
         predict(pt, "galaxy-s24")
+
+
+def test_qdq_int8_onnx_parses_to_the_same_ops_as_float(artifacts, tmp_path):
+    """onnxruntime's own static quantizer (QDQ, per-channel): Q/DQ glue is not counted as ops."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    from edgeconv.devices.costmodel.parse import load_ops
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.items = iter([{"x": rng.standard_normal((1, 3, 32, 32), dtype=np.float32)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    import onnx
+
+    name = onnx.load(str(artifacts / "tiny.onnx")).graph.input[0].name
+    assert name == "x"
+    q = tmp_path / "tiny-int8.onnx"
+    quantize_static(str(artifacts / "tiny.onnx"), str(q), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
+    f_ops, f_prec = load_ops(artifacts / "tiny.onnx")
+    q_ops, q_prec = load_ops(q)
+    assert (f_prec, q_prec) == ("fp32", "int8")
+    key = [(o.cls, o.macs, o.weights) for o in f_ops if o.cls is not OpClass.MOVE]
+    assert [(o.cls, o.macs, o.weights) for o in q_ops if o.cls is not OpClass.MOVE] == key
+    r = predict(q, "galaxy-s24")
+    assert "NPU int8" in r.basis and r.environment["precision"] == "int8"
+
+
+def test_real_mobilenet_v2_export_parses_to_the_zoo_description():
+    """The ops the cost model reads from a user's artifact are the ops it was fitted on."""
+    import torch
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    from edgeconv.devices.costmodel.parse import load_ops
+    from examples.mobilenet_v2 import MobileNetV2
+
+    torch.manual_seed(0)
+    model = MobileNetV2().eval()
+
+    def fold(module):  # the deploy fold edgeconv's fold-conv-bn pass does before export
+        for child in module.children():
+            if isinstance(child, torch.nn.Sequential) and len(child) >= 2 and \
+                    isinstance(child[0], torch.nn.Conv2d) and isinstance(child[1], torch.nn.BatchNorm2d):
+                child[0] = fuse_conv_bn_eval(child[0], child[1])
+                child[1] = torch.nn.Identity()
+            else:
+                fold(child)
+
+    fold(model)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "mobilenet_v2.onnx"
+        torch.onnx.export(model, (torch.randn(1, 3, 224, 224),), str(path), dynamo=True)
+        ops, _ = load_ops(path)
+        report = predict(path, "galaxy-s24", precision="fp16")
+    zoo = ZOO["mobilenet_v2"]()
+    count = lambda xs: sorted((c.value, sum(o.cls is c for o in xs)) for c in OpClass)  # noqa: E731
+    assert count(ops) == count(zoo)
+    assert totals(ops)["macs"] == totals(zoo)["macs"] == 300_774_272
+    published = [m.ms for m in _published() if m.model == "mobilenet_v2" and m.device == "Samsung Galaxy S24"
+                 and m.precision == "fp16"]
+    assert published == [0.601]
+    # a fitted model, so this checks the parse path end to end, not held-out accuracy
+    assert report.p50_ms == pytest.approx(published[0], rel=0.15)
