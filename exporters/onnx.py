@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgeconv.exporters.base import ExportInfo, Target, Tolerance, scales_note
+from edgeconv.exporters.base import FLOAT_TOLERANCE, INT8_TOLERANCE, ExportInfo, Target, scales_note
 from edgeconv.registry import TARGETS
 from edgeconv.results import WeightQuant
 
@@ -91,7 +91,7 @@ class _Onnx(Target):
 class OnnxFp32(_Onnx):
     name = "onnx"
     passes = ("fold-conv-bn", "cleanup")
-    tolerance = Tolerance(vs_fp32_max_abs=1e-4, vs_fp32_min_cosine=0.99999, min_top1_agreement=0.99)
+    tolerance = FLOAT_TOLERANCE
     description = "ONNX fp32 (torch.onnx dynamo), checked in onnxruntime"
 
     def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:
@@ -104,7 +104,7 @@ class OnnxInt8(_Onnx):
     name = "onnx-int8"
     passes = ("fold-conv-bn", "quantize", "cleanup")
     quantized = True
-    tolerance = Tolerance(vs_fp32_min_cosine=0.95, vs_sim_max_steps=3.0, min_top1_agreement=0.9)
+    tolerance = INT8_TOLERANCE
     description = "ONNX QDQ int8 (per-channel weights), checked in onnxruntime"
 
     def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:

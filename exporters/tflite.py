@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from edgeconv.exporters.base import ExportInfo, Target, Tolerance, scales_note
+from edgeconv.exporters.base import FLOAT_TOLERANCE, INT8_TOLERANCE, ExportInfo, Target, scales_note
 from edgeconv.registry import TARGETS
 from edgeconv.results import WeightQuant
 
@@ -90,7 +90,7 @@ class _Tflite(Target):
 class TfliteFp32(_Tflite):
     name = "tflite"
     passes = ("fold-conv-bn", "cleanup")
-    tolerance = Tolerance(vs_fp32_max_abs=1e-4, vs_fp32_min_cosine=0.99999, min_top1_agreement=0.99)
+    tolerance = FLOAT_TOLERANCE
     description = "TFLite fp32 (litert-torch), checked in ai-edge-litert"
 
     def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:
@@ -103,7 +103,7 @@ class TfliteInt8(_Tflite):
     name = "tflite-int8"
     passes = ("fold-conv-bn", "quantize", "cleanup")
     quantized = True
-    tolerance = Tolerance(vs_fp32_min_cosine=0.95, vs_sim_max_steps=3.0, min_top1_agreement=0.9)
+    tolerance = INT8_TOLERANCE
     description = "TFLite full-integer int8 (per-channel weights), checked in ai-edge-litert"
 
     def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:
