@@ -36,3 +36,21 @@ def export_tflite(path: Path) -> Path:
     m, args = tiny_module()
     litert_torch.convert(m, args).export(str(path))
     return path
+
+
+def adb_server_started() -> bool:
+    """Start adb's local server (works offline, no phone needed); True when this call started it, so
+    the caller stops it again (`adb kill-server`) and leaves no daemon behind."""
+    import shutil
+    import subprocess
+
+    if shutil.which("adb") is None:
+        return False
+    out = subprocess.run(["adb", "start-server"], capture_output=True, text=True, timeout=60)
+    return "daemon started successfully" in out.stdout + out.stderr
+
+
+def adb_kill_server() -> None:
+    import subprocess
+
+    subprocess.run(["adb", "kill-server"], capture_output=True, timeout=30)

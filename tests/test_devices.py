@@ -6,12 +6,25 @@ import shlex
 import pytest
 
 import edgeconv.devices.catalog  # noqa: F401
+from devices_artifacts import adb_kill_server, adb_server_started
 from edgeconv.devices.base import (
     Delegate, Device, DeviceKind, ProfileOptions, backend_for, connection, load_descriptor, quote_command,
     resolve, shipped_descriptors,
 )
 from edgeconv.errors import UserError
 from edgeconv.registry import DEVICES
+
+
+
+@pytest.fixture(scope="module", autouse=True)
+def adb_server():
+    """reachable() for the phones runs the real `adb devices`, which starts adb's server: stop it
+    afterwards if this module started it."""
+    started = adb_server_started()
+    yield
+    if started:
+        adb_kill_server()
+
 
 EXPECTED = {"pixel-7": DeviceKind.ANDROID, "galaxy-s24": DeviceKind.ANDROID,
             "raspberry-pi-5": DeviceKind.LINUX_ARM, "jetson-orin-nano": DeviceKind.LINUX_ARM,

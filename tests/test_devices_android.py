@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from devices_artifacts import adb_kill_server, adb_server_started
 from edgeconv.devices.android import (
     AndroidBackend, Attached, attached_devices, benchmark_argv, cleanup_script, find_phone,
     parse_adb_devices, parse_benchmark_output, run_script, to_report,
@@ -147,13 +148,13 @@ def test_remote_script_keeps_odd_paths_whole_in_a_real_shell(tmp_path):
 adb_missing = shutil.which("adb") is None
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", autouse=True)
 def adb_server():
     """Start adb's local server (works offline) and stop it afterwards if we started it."""
-    started = subprocess.run(["adb", "start-server"], capture_output=True, text=True, timeout=60)
+    started = adb_server_started()
     yield
-    if "daemon started successfully" in started.stdout + started.stderr:
-        subprocess.run(["adb", "kill-server"], capture_output=True, timeout=30)
+    if started:
+        adb_kill_server()
 
 
 @pytest.mark.skipif(adb_missing, reason="adb is not installed: apt-get install adb (see .ci/services.sh)")
