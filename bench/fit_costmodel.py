@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import sys
 import time
 from collections import defaultdict
@@ -96,7 +97,8 @@ def main() -> None:
             pred = 1e3 * model_seconds(graphs[m.model], consts[m.device])
             split = "held_out" if m.model in HELD_OUT else "fit"
             per_dev[m.device][split].append(F.ape(pred, m.ms))
-            predictions.append({**m.to_dict(), "predicted_ms": round(pred, 4), "split": split})
+            predictions.append({**m.to_dict(), "predicted_ms": round(pred, 4), "ape": F.ape(pred, m.ms),
+                                "split": split})
         ho_all = [e for d in per_dev.values() for e in d["held_out"]]
         fit_all = [e for d in per_dev.values() for e in d["fit"]]
         report[f"{unit}/{prec}"] = {"held_out": F.summarize(ho_all), "fit": F.summarize(fit_all),
@@ -110,7 +112,10 @@ def main() -> None:
             }
 
     all_ho = [p for p in predictions if p["split"] == "held_out"]
-    overall = F.summarize([F.ape(p["predicted_ms"], p["ms"]) for p in all_ho])
+    by_model: dict[str, list[float]] = defaultdict(list)
+    for p in all_ho:
+        by_model[f"{p['model']} ({p['precision']})"].append(p["ape"])
+    overall = F.summarize([p["ape"] for p in all_ho])
     meta = {"source": SOURCE, "held_out_models": list(HELD_OUT),
             "fit_models": sorted(set(ZOO) - set(HELD_OUT)), "ridge": args.ridge}
     atomic_write(ROOT / "devices/costmodel/published.json",
@@ -119,9 +124,13 @@ def main() -> None:
                  json.dumps({**meta, "held_out_overall": overall, "entries": fitted}, indent=1))
     (ROOT / "bench/results").mkdir(parents=True, exist_ok=True)
     atomic_write(ROOT / "bench/results/costmodel_fit.json",
-                 json.dumps({**meta, "held_out_overall": overall, "groups": report,
+                 json.dumps({**meta, "held_out_overall": overall,
+                             "held_out_by_model": {k: F.summarize(v) for k, v in sorted(by_model.items())},
+                             "devices": sorted({m.device for m in meas}), "groups": report,
                              "seconds": round(time.perf_counter() - t0, 1), "predictions": predictions},
                             indent=1))
+    for name in ("devices/costmodel/published.json", "devices/costmodel/fitted.json", "bench/results/costmodel_fit.json"):
+        os.chmod(ROOT / name, 0o644)  # package data: readable by everyone (the temp file was 0600)
     print(f"held-out: n={overall['n']} median APE {overall['median_ape']:.1f} % p90 {overall['p90_ape']:.1f} %")
     for g, r in report.items():
         if "held_out" in r:
