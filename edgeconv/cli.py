@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edgeconv.cli_export",
     "edgeconv.cli_devices",
     "edgeconv.cli_gate",
+    "edgeconv.cli_analyze",
 )
 
 

@@ -1,0 +1,250 @@
+"""Automatic float fallback: `--max-drop X` keeps the fewest, most sensitive conv/linear layers in
+float until the task metric drops by at most X from the float model.
+
+The search runs on the quantized simulation (edgeconv.analyze: bypassing a layer's dequantize
+nodes is that layer in float, same calibration), in the order `analyze` ranks the layers: add
+layers until the drop is within budget, then drop any that the budget does not need. The result
+is `Graph.float_nodes`; the quantize pass then leaves those nodes unannotated (`keep_float`), so
+every exporter lowers them in float.
+
+The metric, higher is better: a user's `module:fn` called as `fn(outputs, data) -> float`
+(`outputs` the model's outputs as a numpy array, `data` the DataSet with `.x` and `.y`), or the
+built-in label accuracy (data with labels) / top-1 agreement with the float model (logits
+without labels) / 1 - relative L2 error (anything else).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+import numpy as np
+
+from edgeconv.errors import UserError
+from edgeconv.results import Record
+
+if TYPE_CHECKING:
+    from edgeconv.analyze import SensitivityReport
+    from edgeconv.calib.data import DataSet
+    from edgeconv.graph import Graph
+
+Metric = Callable[[np.ndarray, "DataSet"], float]
+
+
+@dataclasses.dataclass(frozen=True)
+class FallbackStep(Record):
+    node: str
+    module: str
+    score: float  # metric with this and every earlier layer in float
+
+
+@dataclasses.dataclass(frozen=True)
+class FallbackResult(Record):
+    metric: str
+    max_drop: float
+    float_score: float
+    int8_score: float
+    final_score: float
+    float_nodes: tuple[str, ...]
+    float_modules: tuple[str, ...]
+    steps: tuple[FallbackStep, ...]
+
+    @property
+    def drop(self) -> float:
+        return self.float_score - self.final_score
+
+
+# --- metrics -------------------------------------------------------------------------------------
+
+def load_evaluator(ref: str | None) -> tuple[str, Metric | None]:
+    """(name, fn) for `module:fn`; (builtin name, None) when no reference is given."""
+    if not ref:
+        return "built-in", None
+    mod_name, sep, fn_name = ref.partition(":")
+    if not sep or not mod_name or not fn_name:
+        raise UserError(f"--evaluator {ref!r} is not module:function, e.g. mypkg.metrics:top1")
+    try:
+        mod = importlib.import_module(mod_name)
+    except Exception as e:  # a user module may fail in any way on import
+        raise UserError(f"cannot import {mod_name!r} for --evaluator {ref}: {type(e).__name__}: {e}") from None
+    fn = getattr(mod, fn_name, None)
+    if not callable(fn):
+        raise UserError(f"{mod_name} has no callable {fn_name!r}; --evaluator wants module:function "
+                        "taking (outputs, data) and returning a number")
+    return ref, fn
+
+
+def builtin_name(data: "DataSet", ref: np.ndarray) -> str:
+    if data.y is not None and ref.ndim == 2 and ref.shape[1] > 1:
+        return "label accuracy"
+    if ref.ndim == 2 and ref.shape[1] > 1:
+        return "top-1 agreement with float"
+    return "1 - relative L2 error vs float"
+
+
+def score(outputs: np.ndarray, data: "DataSet", ref: np.ndarray, fn: Metric | None, name: str) -> float:
+    """The metric of `outputs` (higher is better), checked to be a finite number."""
+    if fn is None:
+        from edgeconv.analyze import rel_error
+
+        kind = builtin_name(data, ref)
+        if kind == "label accuracy":
+            return float((outputs.argmax(1) == np.asarray(data.y)).mean())
+        if kind.startswith("top-1"):
+            return float((outputs.argmax(1) == ref.argmax(1)).mean())
+        return 1.0 - rel_error(outputs, ref)
+    try:
+        value = fn(outputs, data)
+    except Exception as e:
+        raise UserError(f"evaluator {name} raised {type(e).__name__}: {e}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or (np.ndim(value) != 0):
+        raise UserError(f"evaluator {name} returned {type(value).__name__} {value!r:.60}, not a number; "
+                        "it must return one float (higher is better)")
+    value = float(value)
+    if not math.isfinite(value):
+        raise UserError(f"evaluator {name} returned {value}, not a finite number")
+    return value
+
+
+# --- the search ----------------------------------------------------------------------------------
+
+def choose_float_nodes(quantized: "Graph", data: "DataSet", report: "SensitivityReport", max_drop: float,
+                       evaluator: str | None = None) -> FallbackResult:
+    """The fewest most-sensitive layers to keep float so that float score - int8 score <= max_drop."""
+    from edgeconv.analyze import all_dq, find_layers, forward, simulate
+
+    if not max_drop >= 0:
+        raise UserError(f"--max-drop {max_drop} must be a number >= 0 (in the metric's units)")
+    name, fn = load_evaluator(evaluator)
+    gm = quantized.module()
+    layers = {lay.node: lay for lay in find_layers(gm)}
+    every = all_dq(gm)
+    ref = forward(simulate(gm, every), data.x)
+    metric = name if fn else builtin_name(data, ref)
+
+    def run(float_layers: Iterable[str]) -> float:
+        bypass = set().union(*(layers[n].dq_nodes for n in float_layers)) if float_layers else set()
+        return score(forward(simulate(gm, bypass), data.x), data, ref, fn, name)
+
+    float_score = score(ref, data, ref, fn, name)
+    int8_score = run(())
+    order = [r.node for r in report.layers if r.node in layers]
+    chosen: list[str] = []
+    steps: list[FallbackStep] = []
+    current = int8_score
+    for node in order:
+        if float_score - current <= max_drop:
+            break
+        chosen.append(node)
+        current = run(chosen)
+        steps.append(FallbackStep(node, layers[node].module, current))
+    if float_score - current > max_drop:
+        raise UserError(
+            f"--max-drop {max_drop:g} cannot be met: with all {len(order)} conv/linear layers in float the "
+            f"model scores {current:.4g} ({metric}) against {float_score:.4g} for the float model "
+            f"(drop {float_score - current:.4g}); raise --max-drop or improve calibration")
+    # Fewest: a layer added early may be unnecessary once later ones are float.
+    for node in list(reversed(chosen[:-1])):
+        trial = [n for n in chosen if n != node]
+        s = run(trial)
+        if float_score - s <= max_drop:
+            chosen, current = trial, s
+    return FallbackResult(metric=metric, max_drop=max_drop, float_score=float_score, int8_score=int8_score,
+                          final_score=current, float_nodes=tuple(chosen),
+                          float_modules=tuple(layers[n].module for n in chosen), steps=tuple(steps))
+
+
+# --- making the quantizer honour Graph.float_nodes ---------------------------------------------
+
+PASS_THROUGH = ("relu", "hardtanh", "clamp", "relu6", "max_pool", "avg_pool", "adaptive_avg_pool",
+                "mean", "flatten", "view", "reshape", "squeeze", "unsqueeze", "permute", "transpose",
+                "hardswish", "hardsigmoid", "sigmoid", "tanh", "silu", "gelu", "dropout", "batch_norm")
+
+
+def float_region(gm: Any, names: Iterable[str]) -> set[str]:
+    """The named nodes plus the single-input ops after them (relu, pool, reshape...) up to the next
+    conv/linear or multi-input op: the tensors that a float layer's output flows through unchanged."""
+    names = set(names)
+    nodes = {n.name: n for n in gm.graph.nodes}
+    region = set()
+    todo = [nodes[n] for n in names if n in nodes]
+    while todo:
+        n = todo.pop()
+        if n.name in region:
+            continue
+        region.add(n.name)
+        for user in n.users:
+            if user.op == "call_function" and any(p in str(user.target) for p in PASS_THROUGH) \
+                    and sum(hasattr(a, "op") for a in user.args) == 1:
+                todo.append(user)
+    return region
+
+
+def strip_annotations(gm: Any, names: Iterable[str]) -> list[str]:
+    """Remove PT2E quantization annotations from the float region of `names` and from every edge
+    into or out of it; returns the nodes changed. Run after a quantizer's annotate()."""
+    region = float_region(gm, names)
+    changed = []
+    for n in gm.graph.nodes:
+        ann = n.meta.get("quantization_annotation")
+        if ann is None:
+            continue
+        if n.name in region:
+            del n.meta["quantization_annotation"]
+            changed.append(n.name)
+            continue
+        drop = [inp for inp in ann.input_qspec_map if getattr(inp, "name", None) in region]
+        for inp in drop:
+            del ann.input_qspec_map[inp]
+        if drop:
+            changed.append(n.name)
+    # A shared spec pointing into the region would refer to an edge that is no longer observed.
+    for n in gm.graph.nodes:
+        ann = n.meta.get("quantization_annotation")
+        if ann is None:
+            continue
+        for inp, spec in list(ann.input_qspec_map.items()):
+            if _shares_region(spec, region):
+                del ann.input_qspec_map[inp]
+        if _shares_region(ann.output_qspec, region):
+            ann.output_qspec = None
+    return changed
+
+
+def _shares_region(spec: Any, region: set[str]) -> bool:
+    edge = getattr(spec, "edge_or_node", None)
+    if edge is None:
+        return False
+    parts = edge if isinstance(edge, tuple) else (edge,)
+    return any(getattr(p, "name", None) in region for p in parts)
+
+
+def keep_float(quantizer: Any, names: Iterable[str]) -> Any:
+    """The same quantizer, except that `names` (FX node names) and their output stay float.
+
+    Returns an instance of a subclass of the quantizer's own class (litert-torch checks the type
+    it is handed), sharing its configuration. With no names, the quantizer itself.
+    """
+    names = tuple(names)
+    if not names:
+        return quantizer
+    base = type(quantizer)
+
+    class KeepFloat(base):  # type: ignore[misc, valid-type]
+        float_nodes = names
+
+        def annotate(self, model: Any) -> Any:
+            model = base.annotate(self, model)
+            strip_annotations(model, self.float_nodes)
+            return model
+
+    KeepFloat.__name__ = KeepFloat.__qualname__ = f"KeepFloat{base.__name__}"
+    q = object.__new__(KeepFloat)
+    q.__dict__.update(quantizer.__dict__)
+    return q
+
+
+def with_float_nodes(graph: "Graph", result: FallbackResult) -> "Graph":
+    return dataclasses.replace(graph, float_nodes=tuple(result.float_nodes))
