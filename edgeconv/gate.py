@@ -6,6 +6,9 @@ profiles (measured where the device is reachable, predicted — and marked so �
                                                                                        ├ markdown
                                                                                        └ baseline_json
 
+Besides the budgeted limits, every exported artifact must pass its parity check (an artifact that
+does not compute what its model computes fails the gate whatever its speed).
+
 `evaluate` is a pure function of the budgets, the measurements and an optional baseline, so the
 rules are tested without exporting anything; `collect` is the only part that runs exports/profiles.
 
@@ -112,6 +115,8 @@ class Measured(Record):
     p90_ms: float | None = None
     method: str = ""  # LatencyReport.method: measured-device | measured-host | predicted
     basis: str = ""  # how: "measured on this host", "predicted (calibrated on …)"
+    parity_failures: int | None = None  # the artifact's failed parity comparisons (None: not checked)
+    parity_note: str = ""
 
     @property
     def key(self) -> str:
@@ -289,10 +294,16 @@ def evaluate(budgets: Budgets, measured: Mapping[str, Measured],
              baseline: Mapping[str, Measured] | None = None) -> tuple[GateResult, ...]:
     """One GateResult per check. Pure: no I/O, no exports, no clocks."""
     out: list[GateResult] = []
+    parity_seen: set[tuple[str, str]] = set()
     for b in budgets.entries:
         m = measured.get(b.key)
         if m is None:
             raise UserError(f"no result for {b.key}: the gate measured nothing for this budget")
+        if m.parity_failures is not None and (b.model, b.target) not in parity_seen:
+            # an artifact that does not match its model fails the gate whatever its speed; once per artifact
+            parity_seen.add((b.model, b.target))
+            out.append(GateResult(f"{b.model} / {b.target}", "parity_failures", float(m.parity_failures), 0.0,
+                                  m.parity_failures == 0, m.parity_note or "parity checked"))
         how = m.basis or "measured"
         checks = [("p50_ms", b.p50_ms, m.p50_ms, how), ("p90_ms", b.p90_ms, m.p90_ms, how),
                   ("size_kb", b.size_kb, m.size_bytes / 1024.0, f"sha256 {m.artifact_sha256[:12]}"),
@@ -418,8 +429,12 @@ def collect(budgets: Budgets, progress: "Progress | None" = None) -> dict[str, M
                     raise UserError(f"{b.key}: the profiled bytes are not the exported artifact")
                 p50, p90, method, basis = rep.p50_ms, rep.p90_ms, rep.method, headline(rep)
             ref = a.parity.reference_accuracy if a.parity else None
+            failed = [d for d in a.parity.diffs if not d.passed] if a.parity else []
+            note = "; ".join(f"vs {d.reference}: {d.reason}" for d in failed) if failed else (
+                f"matches {', '.join(d.reference for d in a.parity.diffs)} in {a.parity.runtime}" if a.parity else "")
             out[b.key] = Measured(model=b.model, target=b.target, device=b.device, artifact_sha256=a.sha256,
                                   size_bytes=a.size_bytes, accuracy=a.parity.accuracy if a.parity else None,
                                   reference_accuracy=ref if ref is not None else manifest.reference_accuracy,
-                                  p50_ms=p50, p90_ms=p90, method=method, basis=basis)
+                                  p50_ms=p50, p90_ms=p90, method=method, basis=basis,
+                                  parity_failures=len(failed) if a.parity else None, parity_note=note)
     return out

@@ -204,3 +204,17 @@ def test_example_ci_budgets_are_valid_against_the_registries():
     assert b.settings.regression_pct == 25.0
     workflow = (root / "edgeconv-gate.yml").read_text()
     assert "edgeconv gate \"$BUDGETS\"" in workflow and "examples/ci/budgets.toml" in workflow
+
+
+def test_parity_failure_fails_the_gate_once_per_artifact():
+    import dataclasses
+
+    m = {k: dataclasses.replace(v, parity_failures=1, parity_note="vs torch-fp32: cosine 0.91 < 0.999")
+         for k, v in both().items()}
+    results = evaluate(parse(GOOD), m)
+    parity = [r for r in results if r.metric == "parity_failures"]
+    assert len(parity) == 1  # host and pixel budgets share the one tflite-int8 artifact
+    assert not parity[0].passed and parity[0].name == "edgeconv.demo:demo / tflite-int8"
+    assert "cosine 0.91" in parity[0].message
+    ok = {k: dataclasses.replace(v, parity_failures=0) for k, v in both().items()}
+    assert all(r.passed for r in evaluate(parse(GOOD), ok))

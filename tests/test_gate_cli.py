@@ -64,8 +64,8 @@ def test_generous_budget_passes_and_writes_reports(generous):
     assert 0 < host["p50_ms"] < 1000 and host["size_bytes"] > 1000
     assert host["accuracy"] is not None and host["reference_accuracy"] > 0.9
     suite = ET.parse(d / "ok.xml").getroot().find("testsuite")
-    assert suite.get("tests") == "4" and suite.get("failures") == "0"
-    assert (d / "ok.md").read_text().startswith("## edgeconv gate: passed — 4 of 4 checks within budget")
+    assert suite.get("tests") == "5" and suite.get("failures") == "0"  # 4 limits + parity of the one artifact
+    assert (d / "ok.md").read_text().startswith("## edgeconv gate: passed — 5 of 5 checks within budget")
     base = json.loads((d / "base.json").read_text())
     assert set(base["results"]) == {HOST, PIXEL}
 
@@ -85,7 +85,7 @@ def test_budget_below_measured_p50_fails_and_regression_is_detected(generous, tm
     assert len(breaches) == 2
     assert breaches[0].startswith(f"BREACH {HOST}: p50_ms")
     assert breaches[1].startswith(f"BREACH {HOST}: regression_pct")
-    assert r.stderr.strip().splitlines()[-1] == "edgeconv: error: 2 of 6 checks breached their budget"
+    assert r.stderr.strip().splitlines()[-1] == "edgeconv: error: 2 of 7 checks breached their budget"
     suite = ET.parse(tmp_path / "t.xml").getroot().find("testsuite")
     failed = [c.get("name") for c in suite.findall("testcase") if c.find("failure") is not None]
     assert failed == ["p50_ms", "regression_pct"]
