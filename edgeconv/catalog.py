@@ -17,6 +17,8 @@ MODULES = (
     "edgeconv.exporters.tflite",
     "edgeconv.exporters.coreml",
     "edgeconv.devices.catalog",
+    "edgeconv.passes.sparsify",
+    "edgeconv.exporters.tflite_sparse",
 )
 
 

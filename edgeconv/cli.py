@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edgeconv.cli_devices",
     "edgeconv.cli_gate",
     "edgeconv.cli_analyze",
+    "edgeconv.cli_sparse",
 )
 
 

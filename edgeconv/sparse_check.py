@@ -290,8 +290,10 @@ def builtin(model: Any, op: Any, names: dict[int, str]) -> str:
 
 
 def tensor_name(t: Any) -> str:
-    name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
-    return name.split(";")[-1][-60:]  # the converter joins every fused source name with ';'
+    """A readable tail of a tensor name: the converter joins every fused source with ';'."""
+    name = t.name.decode(errors="replace") if isinstance(t.name, bytes) else str(t.name or "")
+    part = max(name.split(";"), key=len)
+    return "/".join(part.split("/")[-2:])[-80:]
 
 
 def const_array(model: Any, t: Any) -> np.ndarray | None:
@@ -479,7 +481,7 @@ def _tfl_depthwise(op: Any, pad: tuple[int, int, int, int] | None, w: np.ndarray
 
 # --- either -----------------------------------------------------------------------------------
 
-def check_path(ref: str, sparsity: float | None = None) -> SparseReport:
+def check_path(ref: str, sparsity: float | None = None, input_shape: tuple[int, ...] | None = None) -> SparseReport:
     """`edgeconv check-sparse`: a .tflite is read as is; anything else is loaded as a model
     (package.module:factory or .pt2), optionally pruned first with the sparsify pass."""
     p = Path(ref)
@@ -499,7 +501,7 @@ def check_path(ref: str, sparsity: float | None = None) -> SparseReport:
         from edgeconv.passes.sparsify import SparseOptions
 
         opts = SparseOptions(sparsity)  # validated before the model is loaded
-    spec = load_model(ref)
+    spec = load_model(ref, input_shape=input_shape)
     graph = capture(spec.module, spec.example_inputs)
     if opts is not None:
         from edgeconv.passes.sparsify import prune

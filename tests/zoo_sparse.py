@@ -102,3 +102,34 @@ def mobilenet_v2ish(seed: int = 0, **kw) -> MobileNetV2ish:
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.2, 0.2)
     return model.eval()
+
+
+# --- shared, cached builders: every sparse test file reuses one conversion per model variant ---
+
+_CACHE: dict = {}
+
+
+def pruned_graph(sparsity: float = 0.9, **kw):
+    """The zoo model captured, BN folded and pruned in 4x1 blocks: what tflite-sparse lowers."""
+    key = ("graph", sparsity, tuple(sorted(kw.items())))
+    if key not in _CACHE:
+        from edgeconv.graph import capture
+        from edgeconv.passes.fold_bn import fold_conv_bn
+        from edgeconv.passes.sparsify import SparseOptions, prune
+
+        torch.manual_seed(0)
+        graph = capture(mobilenet_v2ish(**kw), (torch.randn(INPUT_SHAPE),))
+        graph = fold_conv_bn(graph, None).graph
+        _CACHE[key] = prune(graph, SparseOptions(sparsity)).graph
+    return _CACHE[key]
+
+
+def dense_tflite(sparsity: float = 0.9, **kw) -> bytes:
+    """The litert-torch conversion of `pruned_graph` before any sparse rewrite."""
+    key = ("dense", sparsity, tuple(sorted(kw.items())))
+    if key not in _CACHE:
+        from edgeconv.exporters.tflite_sparse import convert_dense
+
+        g = pruned_graph(sparsity, **kw)
+        _CACHE[key] = convert_dense(g.module(), g.example_inputs)
+    return _CACHE[key]
