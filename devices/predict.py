@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
 FITTED = Path(__file__).parent / "costmodel" / "fitted.json"
 PRECISIONS = ("fp32", "fp16", "int8")
+UNITS = ("npu", "cpu")
+# Which compute unit a delegate reaches: the calibrated constants are for the NPU (QNN/NNAPI path).
+DELEGATE_UNIT = {"cpu": "cpu", "xnnpack": "cpu", "qnn": "npu", "nnapi": "npu", "hexagon": "npu", "ane": "npu",
+                 "all": "npu"}
 
 # Descriptor name -> the device's name in qai-hub-models perf.yaml. A descriptor may also say it
 # itself with `[cost] published_device = "…"`.
@@ -91,19 +95,22 @@ def _calibrated(published: str, precision: str) -> tuple["Constants", str] | Non
     return Constants.from_dict(e["constants"]), basis
 
 
-def _uncalibrated(desc: "Device", precision: str) -> tuple["Constants", str]:
+def _uncalibrated(desc: "Device", precision: str, unit: str | None) -> tuple["Constants", str]:
     from edgeconv.devices.costmodel.roofline import BYTES_PER_ELEMENT, Constants
 
     cost = desc.cost
-    if "npu_int8_tops" in cost:  # Apple: the Neural Engine runs fp16 and int8 alike
+    if "npu_int8_tops" in cost and unit != "cpu":  # Apple: the Neural Engine runs fp16 and int8 alike
         peak_ops, what = float(cost["npu_int8_tops"]) * 1e12, f"Neural Engine {cost['npu_int8_tops']} TOPS"
+    elif unit == "npu":
+        raise UserError(f"{desc.name} has neither calibrated nor published NPU rates ([cost] npu_int8_tops in "
+                        f"{desc.source or 'its descriptor'}); predict its CPU with --delegate xnnpack, or measure it")
     elif "big_cluster_fp32_gflops" in cost:
         fp32 = float(cost["big_cluster_fp32_gflops"]) * 1e9
         int8 = float(cost.get("big_cluster_int8_gops", 4 * cost["big_cluster_fp32_gflops"])) * 1e9
         peak_ops = {"fp32": fp32, "fp16": 2 * fp32, "int8": int8}[precision]
         what = f"big CPU cluster {peak_ops / 1e9:.0f} G{'FLOP' if precision != 'int8' else 'OP'}/s {precision}"
     else:
-        raise UserError(f"{desc.name} has no published peak rates to predict from; add "
+        raise UserError(f"{desc.name} has no published {'CPU ' if unit == 'cpu' else ''}peak rates to predict from; add "
                         f"big_cluster_fp32_gflops and memory_gbps to [cost] in {desc.source or 'its descriptor'}")
     if "memory_gbps" not in cost:
         raise UserError(f"{desc.name} has no memory_gbps in [cost] of {desc.source or 'its descriptor'}; "
@@ -120,18 +127,23 @@ def _uncalibrated(desc: "Device", precision: str) -> tuple["Constants", str]:
     return c, basis
 
 
-def constants_for(device: str, precision: str) -> tuple["Constants", str, str]:
-    """(constants, basis, device display name) for a device name, alias or published device slug."""
+def constants_for(device: str, precision: str, unit: str | None = None) -> tuple["Constants", str, str]:
+    """(constants, basis, device display name) for a device name, alias or published device slug.
+
+    unit None takes the best basis there is (calibrated NPU constants first); "cpu" or "npu" asks
+    for that compute unit, e.g. because the profile asked for the XNNPACK delegate."""
     if precision not in PRECISIONS:
         raise UserError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if unit is not None and unit not in UNITS:
+        raise UserError(f"compute unit {unit!r} is not one of {', '.join(UNITS)}")
     desc = _descriptor(device)
     published = _published_name(device, desc)
-    if published:
+    if published and unit != "cpu":
         got = _calibrated(published, precision)
         if got:
             return (*got, desc.name if desc else slug(published))
     if desc is not None and desc.cost:
-        return (*_uncalibrated(desc, precision), desc.name)
+        return (*_uncalibrated(desc, precision, unit), desc.name)
     if desc is not None:
         raise UserError(f"{desc.name} has no cost-model constants ([cost] in its descriptor); "
                         "measure it instead, or pick a calibrated device: " + ", ".join(sorted(calibrated_devices())))
@@ -141,8 +153,12 @@ def constants_for(device: str, precision: str) -> tuple["Constants", str, str]:
     raise UserError(f"unknown device {device!r} for prediction; choose one of: {', '.join(choices)}")
 
 
-def predict(artifact: "str | Path | Sequence[Op]", device: str, precision: str | None = None) -> "LatencyReport":
-    """Predicted latency of an artifact (.tflite/.onnx) or an op list on a device, per op."""
+def predict(artifact: "str | Path | Sequence[Op]", device: str, precision: str | None = None,
+            delegate: str | None = None) -> "LatencyReport":
+    """Predicted latency of an artifact (.tflite/.onnx) or an op list on a device, per op.
+
+    precision: as stored in the artifact unless given. delegate (xnnpack, cpu, qnn, nnapi …): the
+    compute unit to predict for; None takes the best-calibrated one."""
     from edgeconv.devices.costmodel.parse import load_ops
     from edgeconv.devices.costmodel.roofline import op_seconds
     from edgeconv.results import LatencyReport
@@ -157,7 +173,10 @@ def predict(artifact: "str | Path | Sequence[Op]", device: str, precision: str |
     else:
         ops, stored, source = list(artifact), "fp32", "op list"
     precision = precision or stored
-    consts, basis, name = constants_for(device, precision)
+    if delegate is not None and delegate not in DELEGATE_UNIT:
+        raise UserError(f"the cost model has no compute unit for delegate {delegate!r}; "
+                        f"choose one of: {', '.join(DELEGATE_UNIT)}")
+    consts, basis, name = constants_for(device, precision, DELEGATE_UNIT.get(delegate or ""))
     per_op = []
     for op in ops:
         s, bound = op_seconds(op, consts)
@@ -166,7 +185,7 @@ def predict(artifact: "str | Path | Sequence[Op]", device: str, precision: str |
     per_op.append({"name": "(invocation overhead)", "class": "fixed", "macs": 0, "bytes": 0,
                    "ms": consts.fixed_s * 1e3, "bound": "fixed"})
     total = sum(p["ms"] for p in per_op)
-    env = {"precision": precision, "stored_precision": stored, "ops": str(len(ops)), "source": source,
+    env = {"precision": precision, "delegate": delegate or "", "stored_precision": stored, "ops": str(len(ops)), "source": source,
            "macs": str(sum(o.macs for o in ops if o.cls.value in ("conv", "conv1x1", "depthwise", "fc")))}
     return LatencyReport(device=name, method="predicted", runtime="roofline cost model", artifact_sha256=sha,
                          threads=0, warmup=0, iterations=0, p50_ms=total, p90_ms=total, min_ms=total,
@@ -184,4 +203,4 @@ class PredictedBackend:
         return None
 
     def measure(self, artifact: Path, device: "Device", options: "ProfileOptions") -> "LatencyReport":
-        return predict(artifact, device.name)
+        return predict(artifact, device.name, delegate=options.delegate.value if options.delegate else None)

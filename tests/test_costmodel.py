@@ -259,3 +259,18 @@ def test_real_mobilenet_v2_export_parses_to_the_zoo_description():
     assert published == [0.601]
     # a fitted model, so this checks the parse path end to end, not held-out accuracy
     assert report.p50_ms == pytest.approx(published[0], rel=0.15)
+
+
+def test_delegate_picks_the_compute_unit_and_its_basis():
+    ops = ZOO["mobilenet_v2"]()
+    npu = predict(ops, "galaxy-s24", "int8")
+    assert predict(ops, "galaxy-s24", "int8", delegate="qnn").p50_ms == npu.p50_ms
+    cpu = predict(ops, "galaxy-s24", "int8", delegate="xnnpack")
+    assert cpu.basis.startswith("uncalibrated: from published peak rates (big CPU cluster 434 GOP/s int8")
+    assert cpu.p50_ms > 3 * npu.p50_ms  # the NPU is the faster unit by far, as published
+    with pytest.raises(UserError, match="pixel-7 has neither calibrated nor published NPU rates"):
+        predict(ops, "pixel", "int8", delegate="nnapi")
+    with pytest.raises(UserError, match="iphone-15-pro has no published CPU peak rates"):
+        predict(ops, "iphone", "fp16", delegate="cpu")
+    with pytest.raises(UserError, match="no compute unit for delegate 'cuda'"):
+        predict(ops, "galaxy-s24", delegate="cuda")
