@@ -111,12 +111,31 @@ def coreml_program(graph: "Graph") -> "torch.export.ExportedProgram":
     import torch
 
     if not graph.quantized:
-        return graph.program.run_decompositions({})
+        return _explicit_pool_strides(graph.program.run_decompositions({}))
     from torchao.quantization.pt2e.constant_fold import constant_fold
 
     gm = copy.deepcopy(graph.module())
     constant_fold(gm, _quantize_node)
-    return torch.export.export(gm, graph.example_inputs, strict=False).run_decompositions({})
+    return _explicit_pool_strides(torch.export.export(gm, graph.example_inputs, strict=False).run_decompositions({}))
+
+
+def _explicit_pool_strides(program: "torch.export.ExportedProgram") -> "torch.export.ExportedProgram":
+    """Spell out pooling's default stride (= kernel size): coremltools 9.0 refuses a max_pool2d node
+    whose stride argument was left out, as `F.max_pool2d(x, 2)` exports.
+    Before: max_pool2d(x, [2, 2]).  After: max_pool2d(x, [2, 2], [2, 2])."""
+    import torch
+
+    aten = torch.ops.aten
+    pools = {aten.max_pool2d.default, aten.avg_pool2d.default, aten.max_pool1d.default, aten.avg_pool1d.default,
+             aten.max_pool2d_with_indices.default}
+    changed = False
+    for n in program.graph.nodes:
+        if n.op == "call_function" and n.target in pools and len(n.args) == 2 and "stride" not in n.kwargs:
+            n.args = (n.args[0], n.args[1], n.args[1])
+            changed = True
+    if changed:
+        program.graph_module.recompile()
+    return program
 
 
 def convert(program: "torch.export.ExportedProgram", precision: str = "fp32", keep_scales: bool = False,
