@@ -32,6 +32,7 @@ Budgets file:
     size_kb = 64
     accuracy_drop = 1.0
     regression_pct = 5.0           # optional, overrides [gate]
+    delegate = "xnnpack"           # optional: the device's default otherwise
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
     from edgeconv.context import Progress
 
 LIMITS = ("p50_ms", "p90_ms", "size_kb", "accuracy_drop")
-BUDGET_KEYS = ("model", "target", "device", *LIMITS, "regression_pct")
+BUDGET_KEYS = ("model", "target", "device", "delegate", *LIMITS, "regression_pct")
 BASELINE_VERSION = 1
 
 
@@ -82,11 +83,12 @@ class Budget:
     size_kb: float | None = None
     accuracy_drop: float | None = None  # percentage points below the fp32 reference
     regression_pct: float | None = None  # None: the [gate] value
+    delegate: str | None = None  # None: the device's default
     line: int = 0  # where the entry starts in the budgets file
 
     @property
     def key(self) -> str:
-        return f"{self.model} / {self.target} / {self.device}"
+        return _key(self.model, self.target, self.device, self.delegate)
 
     @property
     def needs_latency(self) -> bool:
@@ -117,16 +119,21 @@ class Measured(Record):
     basis: str = ""  # how: "measured on this host", "predicted (calibrated on …)"
     parity_failures: int | None = None  # the artifact's failed parity comparisons (None: not checked)
     parity_note: str = ""
+    delegate: str = ""
 
     @property
     def key(self) -> str:
-        return f"{self.model} / {self.target} / {self.device}"
+        return _key(self.model, self.target, self.device, self.delegate)
 
     @property
     def accuracy_drop(self) -> float | None:
         if self.accuracy is None or self.reference_accuracy is None:
             return None
         return (self.reference_accuracy - self.accuracy) * 100.0
+
+
+def _key(model: str, target: str, device: str, delegate: str | None) -> str:
+    return f"{model} / {target} / {device}" + (f" @ {delegate}" if delegate else "")
 
 
 # --- reading the budgets file ------------------------------------------------------------------
@@ -153,7 +160,8 @@ def _number(where: str, key: str, v: Any, minimum: float, strict: bool) -> float
 
 
 def parse_budgets(text: str, path: str = "budgets.toml", known_targets: Iterable[str] | None = None,
-                  known_devices: Iterable[str] | None = None) -> Budgets:
+                  known_devices: Iterable[str] | None = None, known_delegates: Iterable[str] | None = None
+                  ) -> Budgets:
     """Strictly validated budgets; every problem is one UserError naming the line, key and fix."""
     try:
         data = tomllib.loads(text)
@@ -172,10 +180,11 @@ def parse_budgets(text: str, path: str = "budgets.toml", known_targets: Iterable
     headers = [i for i, line in enumerate(text.splitlines(), 1) if re.match(r"^\s*\[\[\s*budget\s*\]\]", line)]
     targets = set(known_targets) if known_targets is not None else None
     devices = set(known_devices) if known_devices is not None else None
+    delegates = set(known_delegates) if known_delegates is not None else None
     entries, seen = [], {}
     for n, entry in enumerate(raw):
         start = headers[n] if n < len(headers) else 1
-        b = _budget(entry, n + 1, start, text, path, targets, devices)
+        b = _budget(entry, n + 1, start, text, path, targets, devices, delegates)
         if b.key in seen:
             raise UserError(f"{path}:{start}: budget for {b.key} repeats the one at line {seen[b.key]}; "
                             "merge them into one entry")
@@ -213,7 +222,7 @@ def _settings(raw: Any, text: str, path: str) -> GateSettings:
 
 
 def _budget(entry: Any, n: int, start: int, text: str, path: str, targets: set[str] | None,
-            devices: set[str] | None) -> Budget:
+            devices: set[str] | None, delegates: set[str] | None) -> Budget:
     where0 = f"{path}:{start}: budget {n}"
     if not isinstance(entry, dict):
         raise UserError(f"{where0} must be a table ([[budget]])")
@@ -233,6 +242,10 @@ def _budget(entry: Any, n: int, start: int, text: str, path: str, targets: set[s
     if devices is not None and entry["device"] not in devices and not entry["device"].endswith(".toml"):
         raise UserError(f"{path}:{_key_line(text, 'device', start)}: budget {n} names device "
                         f"{entry['device']!r}, which does not exist; choose one of: {', '.join(sorted(devices))}")
+    delegate = entry.get("delegate")
+    if delegate is not None and (not isinstance(delegate, str) or (delegates is not None and delegate not in delegates)):
+        raise UserError(f"{path}:{_key_line(text, 'delegate', start)}: budget {n}: delegate = {delegate!r} is not "
+                        f"a delegate; choose one of: {', '.join(sorted(delegates or ())) or 'a delegate name'}")
     limits: dict[str, float] = {}
     for key in (*LIMITS, "regression_pct"):
         if key in entry:
@@ -241,7 +254,8 @@ def _budget(entry: Any, n: int, start: int, text: str, path: str, targets: set[s
     if not any(k in limits for k in LIMITS):
         raise UserError(f"{where0} ({entry['model']} / {entry['target']} / {entry['device']}) sets no limit; "
                         f"add at least one of {', '.join(LIMITS)}")
-    return Budget(model=entry["model"], target=entry["target"], device=entry["device"], line=start, **limits)
+    return Budget(model=entry["model"], target=entry["target"], device=entry["device"], delegate=delegate,
+                  line=start, **limits)
 
 
 def load_budgets(path: str | Path, check_names: bool = True) -> Budgets:
@@ -253,15 +267,16 @@ def load_budgets(path: str | Path, check_names: bool = True) -> Budgets:
         raise UserError(f"budgets file {p} does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"budgets file {p} is not readable: {e}") from None
-    targets = devices = None
+    targets = devices = delegates = None
     if check_names:
         from edgeconv import catalog
+        from edgeconv.devices.base import Delegate
         import edgeconv.devices.catalog  # noqa: F401  (fills DEVICES)
         from edgeconv.registry import DEVICES, TARGETS
 
         catalog.load()
-        targets, devices = TARGETS.names(), DEVICES.names()
-    return parse_budgets(text, str(p), targets, devices)
+        targets, devices, delegates = TARGETS.names(), DEVICES.names(), [d.value for d in Delegate]
+    return parse_budgets(text, str(p), targets, devices, delegates)
 
 
 # --- baseline ----------------------------------------------------------------------------------
@@ -399,7 +414,7 @@ def _slug(text: str) -> str:
 def collect(budgets: Budgets, progress: "Progress | None" = None) -> dict[str, Measured]:
     """Export every model once (all its budgeted targets), then profile each budgeted device."""
     from edgeconv.config import ExportOptions, QuantOptions
-    from edgeconv.devices.base import ProfileOptions
+    from edgeconv.devices.base import Delegate, ProfileOptions
     from edgeconv.devices.profile import headline, profile
     from edgeconv.models import load_model
     from edgeconv.pipeline import export, resolve_targets
@@ -408,7 +423,6 @@ def collect(budgets: Budgets, progress: "Progress | None" = None) -> dict[str, M
     by_model: dict[str, list[Budget]] = {}
     for b in budgets.entries:
         by_model.setdefault(b.model, []).append(b)
-    options = ProfileOptions(threads=s.threads, runs=s.runs, warmup=s.warmup)
     out: dict[str, Measured] = {}
     for model, entries in by_model.items():
         targets = tuple(dict.fromkeys(b.target for b in entries))
@@ -423,6 +437,8 @@ def collect(budgets: Budgets, progress: "Progress | None" = None) -> dict[str, M
             p50 = p90 = None
             method = basis = ""
             if b.needs_latency:
+                options = ProfileOptions(threads=s.threads, runs=s.runs, warmup=s.warmup,
+                                         delegate=Delegate(b.delegate) if b.delegate else None)
                 rep = profile(str(out_dir / a.path), b.device, options, require_measured=s.require_measured,
                               progress=progress)
                 if rep.artifact_sha256 and rep.artifact_sha256 != a.sha256:
@@ -436,5 +452,6 @@ def collect(budgets: Budgets, progress: "Progress | None" = None) -> dict[str, M
                                   size_bytes=a.size_bytes, accuracy=a.parity.accuracy if a.parity else None,
                                   reference_accuracy=ref if ref is not None else manifest.reference_accuracy,
                                   p50_ms=p50, p90_ms=p90, method=method, basis=basis,
-                                  parity_failures=len(failed) if a.parity else None, parity_note=note)
+                                  parity_failures=len(failed) if a.parity else None, parity_note=note,
+                                  delegate=b.delegate or "")
     return out

@@ -218,3 +218,19 @@ def test_parity_failure_fails_the_gate_once_per_artifact():
     assert "cosine 0.91" in parity[0].message
     ok = {k: dataclasses.replace(v, parity_failures=0) for k, v in both().items()}
     assert all(r.passed for r in evaluate(parse(GOOD), ok))
+
+
+def test_delegate_is_part_of_a_budget_key_and_validated():
+    text = GOOD.replace('device = "pixel"', 'device = "pixel"\ndelegate = "xnnpack"')
+    b = parse_budgets(text, "b.toml", TARGETS, DEVICES, ["xnnpack", "nnapi"])
+    assert b.entries[1].delegate == "xnnpack" and b.entries[1].key.endswith("/ pixel @ xnnpack")
+    # the same device twice is fine when the delegates differ
+    twice = text + '\n[[budget]]\nmodel = "edgeconv.demo:demo"\ntarget = "tflite-int8"\ndevice = "pixel"\n' \
+                   'delegate = "nnapi"\np50_ms = 1.0\n'
+    assert len(parse_budgets(twice, "b.toml", TARGETS, DEVICES, ["xnnpack", "nnapi"]).entries) == 3
+    with pytest.raises(UserError, match=r"b.toml:18: budget 2: delegate = 'tpu' is not a delegate; choose one of: nnapi"):
+        parse_budgets(text.replace('"xnnpack"', '"tpu"'), "b.toml", TARGETS, DEVICES, ["xnnpack", "nnapi"])
+    m = measured("pixel", method="predicted")
+    import dataclasses
+    m = dataclasses.replace(m, delegate="xnnpack")
+    assert m.key == b.entries[1].key
