@@ -5,11 +5,11 @@ effective rates, but the *shape* across op classes (how much slower a depthwise 
 dense one, per MAC) is shared and each device may deviate from it only at a ridge penalty:
 
     log θ_c[d, class] = s[d] + r[class] + δ[d, class],   penalty λ·δ²
-    log θ_m[d], log t_launch[d], log t_fixed[d]          free per device
+    log θ_w[d], log θ_a[d], log t_launch[d], log t_fixed[d]   free per device
 
-A device has 15 or so fitted models, too few for 9 free rates of its own; pooling the op-class
-shape across devices is what keeps held-out error low. Residuals are log(pred / measured), so
-every model counts by its relative error whatever its size.
+A device has 11 to 15 fitted models, too few to determine 11 free constants of its own; pooling
+the op-class shape across the devices of a group keeps the fit determined. Residuals are
+log(pred / measured), so every model counts by its relative error whatever its size.
 """
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ def _mbv3(b: Builder, cfg: list[tuple], last: int, hidden: int) -> None:
         x = b.eltwise("add", x, y) if s == 1 and x.c == out else y
     x = b.eltwise("hardswish", b.conv(x, last, 1))
     x = b.eltwise("hardswish", b.fc(b.gpool(x), hidden))
-    _done(b, b.fc(x, 1000))
+    b.fc(x, 1000)
 
 
 def mobilenet_v3_large(res: int = 224) -> list[Op]:
