@@ -73,6 +73,7 @@ def extract(root: Path) -> list[F.Measurement]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ridge", type=float, default=1.0, help="penalty on a device's deviation from the shared op-class shape")
+    ap.add_argument("--no-write", action="store_true", help="print the errors only (e.g. to see another --ridge)")
     args = ap.parse_args()
     t0 = time.perf_counter()
     meas = extract(perf_root())
@@ -118,6 +119,10 @@ def main() -> None:
     overall = F.summarize([p["ape"] for p in all_ho])
     meta = {"source": SOURCE, "held_out_models": list(HELD_OUT),
             "fit_models": sorted(set(ZOO) - set(HELD_OUT)), "ridge": args.ridge}
+    if args.no_write:
+        print(f"ridge {args.ridge}: held-out n={overall['n']} median APE {overall['median_ape']:.1f} % "
+              f"p90 {overall['p90_ape']:.1f} % (nothing written)")
+        return
     atomic_write(ROOT / "devices/costmodel/published.json",
                  json.dumps({"source": SOURCE, "measurements": [m.to_dict() for m in meas]}, indent=1))
     atomic_write(ROOT / "devices/costmodel/fitted.json",
