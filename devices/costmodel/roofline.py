@@ -4,9 +4,9 @@
 
 θ_c = η_c · P is the effective multiply-accumulate rate of an op class, θ_w = η_m · BW the rate
 weights stream from DRAM. Activations get their own rate θ_a because an NPU keeps most feature
-maps in on-chip memory (one shared memory rate fitted NPU int8 latencies twice as badly). Only the
-products η·P are identifiable from latencies, so the fit estimates θ directly; η = θ / P for a
-device whose peak P is published.
+maps in on-chip memory (with one shared memory rate the NPU int8 fit-set median error was
+12.4 %, not 7.3 %). Only the products η·P are identifiable from latencies, so the fit estimates θ
+directly; η = θ / P for a device whose peak P is published.
 """
 from __future__ import annotations
 
