@@ -1,6 +1,7 @@
 """Fit the roofline cost model to qai-hub-models' published TFLite latencies.
 
-    pip install 'edgeconv[fit]'          # qai-hub-models==0.65.0 (--no-deps is enough)
+    pip install --no-deps qai-hub-models==0.65.0   # the `fit` extra; its own deps are not needed
+    pip install pyyaml==6.0.4 scipy==1.17.1        # if not already there
     python bench/fit_costmodel.py        # writes the three files below
 
 Reads models/<id>/perf.yaml straight from the installed package (never imports it), keeps the
