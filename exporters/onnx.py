@@ -74,6 +74,26 @@ def read_weights(path: Path) -> list[tuple[WeightQuant, np.ndarray | None]]:
     return out
 
 
+def read_activation_scales(path: Path) -> list[float]:
+    """Scales of the QuantizeLinear nodes: with weights folded to int8, these are the activations."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    consts = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant"}
+    out = []
+    for node in model.graph.node:
+        if node.op_type != "QuantizeLinear":
+            continue
+        name = node.input[1]
+        if name in inits:
+            out.append(float(numpy_helper.to_array(inits[name]).ravel()[0]))
+        elif name in consts:
+            out.append(float(numpy_helper.to_array(consts[name].attribute[0].t).ravel()[0]))
+    return out
+
+
 class _Onnx(Target):
     suffix = ".onnx"
     runtime = "onnxruntime"
@@ -115,4 +135,4 @@ class OnnxInt8(_Onnx):
         constant_fold(gm, _quant_node_constraint)
         _write(gm, graph.example_inputs, path)
         found = [s for _, s in read_weights(path) if s is not None]
-        return ExportInfo(scales_from=scales_note("QDQ ONNX", found, graph))
+        return ExportInfo(scales_from=scales_note("QDQ ONNX", found, graph, read_activation_scales(path)))

@@ -73,6 +73,21 @@ def read_weights(path: Path) -> list[tuple[WeightQuant, np.ndarray | None]]:
     return out
 
 
+def read_activation_scales(path: Path) -> list[float]:
+    """Scales of the int8 tensors that are not weights (inputs, outputs, intermediate activations)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+    weights = {int(op["inputs"][1]) for op in it._get_ops_details()  # noqa: SLF001
+               if op["op_name"] in WEIGHT_OPS and len(op["inputs"]) > 1}
+    out = []
+    for t in it.get_tensor_details():
+        scales = (t.get("quantization_parameters") or {}).get("scales", [])
+        if np.dtype(t["dtype"]) == np.int8 and len(scales) == 1 and t["index"] not in weights:
+            out.append(float(scales[0]))
+    return out
+
+
 class _Tflite(Target):
     suffix = ".tflite"
     runtime = "ai-edge-litert"
@@ -109,4 +124,4 @@ class TfliteInt8(_Tflite):
     def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:
         convert(graph.module(), graph.example_inputs, path, quantizer=graph.quantizer, target=self.name)
         found = [s for _, s in read_weights(path) if s is not None]
-        return ExportInfo(scales_from=scales_note("litert-torch TFLite", found, graph))
+        return ExportInfo(scales_from=scales_note("litert-torch TFLite", found, graph, read_activation_scales(path)))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -66,6 +67,8 @@ def test_per_channel_weights_one_scale_per_output_channel(demo_run):
         note = _art(m, t).scales_from
         n = len(_art(m, t).weights)
         assert f"{n}/{n} weight scale vectors equal edgeconv's" in note
+        acts = re.search(r"(\d+)/(\d+) activation scales equal", note)
+        assert acts and acts.group(1) == acts.group(2) and int(acts.group(1)) >= 10, note
 
 
 def test_manifest_on_disk_round_trips(demo_run):
