@@ -8,11 +8,10 @@ pipeline, and the artifact it produced is what is measured (its sha256 is in the
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgeconv.devices.base import Device, DeviceKind, ProfileOptions, backend_for, resolve
+from edgeconv.devices.base import Delegate, Device, DeviceKind, ProfileOptions, backend_for, resolve
 from edgeconv.errors import UserError
 
 if TYPE_CHECKING:
@@ -49,13 +48,12 @@ def artifact_for(ref: str, target: str, out_dir: str, progress: "Progress | None
     return Path(out_dir) / manifest.artifacts[0].path
 
 
-def predict(artifact: Path, device: Device, why_not_measured: str) -> "LatencyReport":
-    if importlib.util.find_spec("edgeconv.devices.predict") is None:
-        raise UserError(f"{device.name} cannot be measured here ({why_not_measured}) and prediction "
-                        "is unavailable (edgeconv.devices.predict is not installed)")
+def predict(artifact: Path, device: Device, why_not_measured: str,
+            delegate: "Delegate | None" = None) -> "LatencyReport":
     from edgeconv.devices.predict import predict as cost_model
 
-    report = cost_model(artifact, device.name)
+    # The delegate picks the compute unit the prediction is for (xnnpack/cpu → CPU, qnn/nnapi → NPU).
+    report = cost_model(artifact, device.name, delegate=delegate.value if delegate else None)
     env = {**report.environment, "not_measured_because": why_not_measured}
     return dataclasses.replace(report, environment=env)
 
@@ -77,4 +75,4 @@ def profile(ref: str, device: str | Device, options: ProfileOptions, *, target: 
         raise UserError(f"this host cannot run {artifact.name}: {why}")
     if dev.kind is DeviceKind.EMULATED:  # no prediction stands in for an emulator
         raise UserError(f"{dev.name} is not available: {why}")
-    return predict(artifact, dev, why)
+    return predict(artifact, dev, why, options.delegate)
