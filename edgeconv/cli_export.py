@@ -99,7 +99,8 @@ def list_cmd(as_json: bool, markdown: bool) -> None:
         "targets": {n: {"passes": list(t.passes), "runtime": t.runtime, "description": t.description}
                     for n, t in TARGETS.items()},
         "passes": PASSES.names(),
-        "devices": DEVICES.names(),
+        # the registry holds each device under its name and its aliases: list each device once
+        "devices": sorted({getattr(d, "name", n) for n, d in DEVICES.items()}),
     }
     if as_json:
         click.echo(json.dumps(data, indent=2))
