@@ -1,0 +1,341 @@
+"""Cross-format divergence: where does an int8 artifact start to differ from the torch quantized
+simulation it was lowered from?
+
+Every int8 activation of the torch program (each `quantize_per_tensor` node) is compared, as
+integers, with the matching int8 tensor inside the artifact:
+
+- ONNX: every activation QuantizeLinear output is added as an extra graph output (onnxruntime);
+- TFLite: the interpreter keeps every intermediate (`experimental_preserve_all_tensors=True`);
+- CoreML: the MIL evaluator keeps every `quantize` op's output.
+
+Tensors are matched by name where the format keeps it (ONNX), else by order, scale, zero point and
+size (names change in litert-torch and coremltools). A tensor that only exists before a fused
+activation (conv -> quantize -> relu -> quantize with the same scale: formats fuse the pair) is
+left out on every side. The report names the first layer whose tensor differs by more than N steps.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgeconv.errors import UserError
+from edgeconv.results import Record
+
+if TYPE_CHECKING:
+    from edgeconv.graph import Graph
+
+FUSABLE = ("relu", "hardtanh", "clamp", "clip", "Relu", "Clip", "relu6")
+
+
+@dataclasses.dataclass(frozen=True)
+class QTensor:
+    name: str
+    scale: float
+    zero_point: int
+    values: np.ndarray  # int values, one row per sample (N, ...)
+    layer: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorDrift(Record):
+    tensor: str  # FX name of the float tensor torch quantized
+    layer: str  # the conv/linear (module path) whose output it is, else the op
+    artifact_tensor: str
+    scale: float
+    zero_point: int
+    max_steps: float
+    mean_steps: float
+    share_off: float  # fraction of elements that differ at all
+
+
+@dataclasses.dataclass(frozen=True)
+class DivergenceReport(Record):
+    artifact: str
+    format: str
+    threshold_steps: float
+    samples: int
+    matched: int
+    unmatched: tuple[str, ...]  # torch tensors with no counterpart in the artifact
+    tensors: tuple[TensorDrift, ...]
+    first_divergent: TensorDrift | None
+
+    def summary(self) -> str:
+        head = f"{self.format} {Path(self.artifact).name}: {self.matched} int8 tensors compared on {self.samples} samples"
+        if self.first_divergent is None:
+            worst = max((t.max_steps for t in self.tensors), default=0.0)
+            return f"{head}; none drifts by more than {self.threshold_steps:g} steps (worst {worst:g})"
+        d = self.first_divergent
+        return (f"{head}; first drift > {self.threshold_steps:g} steps at {d.layer or d.tensor} "
+                f"(tensor {d.tensor}: max {d.max_steps:g} steps, {100 * d.share_off:.1f}% of values differ)")
+
+
+# --- torch quantized simulation ------------------------------------------------------------------
+
+def torch_tensors(graph: "Graph", x: np.ndarray) -> list[QTensor]:
+    """Int8 activations of the torch quantized program, in graph order (fused pre-activations left out)."""
+    import torch
+
+    from edgeconv.analyze import _is_q, _owner, module_path, simulate
+
+    gm = simulate(graph.module(), ())  # a copy without the batch-1 guard
+    qnodes = [n for n in gm.graph.nodes if _is_q(n) and "per_tensor" in str(n.target)
+              and getattr(n.args[0], "op", None) != "get_attr"]
+    fused = {q.name for q in qnodes if _torch_fused(q)}
+    keep = [q for q in qnodes if q.name not in fused]
+    rows: dict[str, list[np.ndarray]] = {q.name: [] for q in keep}
+
+    class Record_(torch.fx.Interpreter):
+        def run_node(self, n: Any) -> Any:
+            out = super().run_node(n)
+            if n.name in rows:
+                rows[n.name].append(out.detach().numpy().astype(np.int32))
+            return out
+
+    with torch.no_grad():
+        for i in range(len(x)):
+            Record_(gm).run(torch.from_numpy(x[i:i + 1]))
+    out = []
+    for q in keep:
+        src = q.args[0]
+        owner = _owner(src)
+        layer = module_path(owner) if owner is not None else module_path(src) if hasattr(src, "meta") else ""
+        out.append(QTensor(src.name if hasattr(src, "name") else q.name, float(q.args[1]), int(q.args[2]),
+                           np.concatenate(rows[q.name]), layer or getattr(src, "name", "")))
+    return out
+
+
+def _torch_fused(q: Any) -> bool:
+    """q quantizes a tensor whose only consumers are activations re-quantized with the same params."""
+    from edgeconv.analyze import _is_dq, _is_q
+
+    users = [u for d in q.users if _is_dq(d) for u in d.users]
+    if not users or any(not _is_dq(d) for d in q.users):
+        return False
+    for u in users:
+        if not any(f in str(u.target) for f in FUSABLE):
+            return False
+        nxt = [w for w in u.users if _is_q(w)]
+        if len(nxt) != 1 or (float(nxt[0].args[1]), int(nxt[0].args[2])) != (float(q.args[1]), int(q.args[2])):
+            return False
+    return True
+
+
+# --- artifacts ------------------------------------------------------------------------------------
+
+def onnx_tensors(path: Path, x: np.ndarray) -> list[QTensor]:
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    g = model.graph
+    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    for n in g.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    consts[n.output[0]] = numpy_helper.to_array(a.t)
+    qnodes = [n for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] not in consts
+              and np.asarray(consts.get(n.input[1], np.zeros(2))).size == 1]
+    fused = {n.output[0] for n in qnodes if _onnx_fused(n, g, consts)}
+    keep = [n for n in qnodes if n.output[0] not in fused]
+    existing = {o.name for o in g.output}
+    for n in keep:
+        if n.output[0] not in existing:
+            zp = consts.get(n.input[2]) if len(n.input) > 2 else None
+            elem = onnx.helper.np_dtype_to_tensor_dtype(np.asarray(zp).dtype) if zp is not None else onnx.TensorProto.UINT8
+            g.output.append(onnx.helper.make_tensor_value_info(n.output[0], elem, None))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    # No graph optimisation: fusing QDQ pairs into QLinear ops would remove the tensors we read.
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    in_name = sess.get_inputs()[0].name
+    names = [n.output[0] for n in keep]
+    rows = [sess.run(names, {in_name: x[i:i + 1].astype(np.float32)}) for i in range(len(x))]
+    out = []
+    for j, n in enumerate(keep):
+        zp = consts.get(n.input[2]) if len(n.input) > 2 else np.uint8(0)
+        out.append(QTensor(n.input[0], float(np.asarray(consts[n.input[1]]).ravel()[0]), int(np.asarray(zp).ravel()[0]),
+                           np.concatenate([r[j].astype(np.int32) for r in rows])))
+    return out
+
+
+def _onnx_fused(q: Any, g: Any, consts: dict) -> bool:
+    by_input: dict[str, list[Any]] = {}
+    for n in g.node:
+        for i in n.input:
+            by_input.setdefault(i, []).append(n)
+    dqs = by_input.get(q.output[0], [])
+    if not dqs or any(d.op_type != "DequantizeLinear" for d in dqs):
+        return False
+    for d in dqs:
+        for u in by_input.get(d.output[0], []):
+            if u.op_type not in ("Relu", "Clip"):
+                return False
+            nxt = [w for w in by_input.get(u.output[0], []) if w.op_type == "QuantizeLinear"]
+            if len(nxt) != 1 or not _same_params(nxt[0], q, consts):
+                return False
+    return True
+
+
+def _same_params(a: Any, b: Any, consts: dict) -> bool:
+    def params(n: Any) -> tuple:
+        return tuple(np.asarray(consts.get(i, np.nan)).ravel().tolist() for i in n.input[1:3])
+    return params(a) == params(b)
+
+
+def tflite_tensors(path: Path, x: np.ndarray) -> list[QTensor]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeconv.exporters.runtimes import quantize
+
+    it = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True, num_threads=1)
+    it.allocate_tensors()
+    details = {d["index"]: d for d in it.get_tensor_details()}
+    order: list[int] = []
+    for op in it._get_ops_details():  # noqa: SLF001 — the only op-level view the Python API gives
+        for t in op["outputs"]:
+            d = details.get(int(t))
+            if d is None or np.dtype(d["dtype"]) not in (np.int8, np.uint8):
+                continue
+            qp = d.get("quantization_parameters") or {}
+            if len(qp.get("scales", [])) == 1 and int(t) not in order:
+                order.append(int(t))
+    inp = it.get_input_details()[0]
+    rows: dict[int, list[np.ndarray]] = {t: [] for t in order}
+    for i in range(len(x)):
+        it.set_tensor(inp["index"], quantize(x[i:i + 1], inp))
+        it.invoke()
+        for t in order:
+            rows[t].append(it.get_tensor(t).astype(np.int32))
+    out = []
+    for t in order:
+        qp = details[t]["quantization_parameters"]
+        v = np.concatenate(rows[t])
+        if v.ndim == 4:  # op outputs inside a litert-torch model are NHWC (its NCHW I/O is transposed)
+            v = v.transpose(0, 3, 1, 2)
+        out.append(QTensor(details[t]["name"], float(qp["scales"][0]), int(qp["zero_points"][0]), v))
+    return out
+
+
+def coreml_tensors(path: Path, x: np.ndarray) -> list[QTensor]:
+    from edgeconv.exporters.coreml import MILRunner
+
+    runner = MILRunner(path)
+    prog = runner.program
+    steps = [s for s in prog.steps if s.op_type == "quantize"]
+    fused = {s.name for s in steps if _mil_fused(prog, s)}
+    keep = [s for s in steps if s.name not in fused]
+    rows: dict[str, list[np.ndarray]] = {s.outputs[0]: [] for s in keep}
+    for i in range(len(x)):
+        env = runner.intermediates(x[i:i + 1])
+        for k in rows:
+            rows[k].append(env[k].astype(np.int32))
+    out = []
+    for s in keep:
+        scale = np.asarray(prog.consts[s.inputs["scale"]]).ravel()
+        zp = np.asarray(prog.consts[s.inputs["zero_point"]]).ravel()
+        if scale.size != 1:
+            continue
+        out.append(QTensor(s.name, float(scale[0]), int(zp[0]), np.concatenate(rows[s.outputs[0]])))
+    return out
+
+
+def _mil_fused(prog: Any, q: Any) -> bool:
+    users = [s for s in prog.steps if q.outputs[0] in _inputs_of(s)]
+    if not users or any(u.op_type != "dequantize" for u in users):
+        return False
+    for d in users:
+        for u in [s for s in prog.steps if d.outputs[0] in _inputs_of(s)]:
+            if u.op_type not in ("relu", "clip", "relu6"):
+                return False
+            nxt = [s for s in prog.steps if u.outputs[0] in _inputs_of(s) and s.op_type == "quantize"]
+            if len(nxt) != 1 or _mil_params(prog, nxt[0]) != _mil_params(prog, q):
+                return False
+    return True
+
+
+def _inputs_of(step: Any) -> set[str]:
+    out: set[str] = set()
+    for v in step.inputs.values():
+        out.update(v if isinstance(v, tuple) else (v,))
+    return out
+
+
+def _mil_params(prog: Any, s: Any) -> tuple:
+    return (np.asarray(prog.consts[s.inputs["scale"]]).ravel().tolist(),
+            np.asarray(prog.consts[s.inputs["zero_point"]]).ravel().tolist())
+
+
+READERS = {".onnx": ("onnx", onnx_tensors), ".tflite": ("tflite", tflite_tensors),
+           ".mlpackage": ("coreml", coreml_tensors)}
+
+
+# --- matching and the report ----------------------------------------------------------------------
+
+def _align(t: np.ndarray, a: np.ndarray) -> np.ndarray | None:
+    """The artifact tensor `a` in the torch tensor's layout, or None if they cannot be the same."""
+    if a.shape == t.shape:
+        return a
+    if a.size != t.size:
+        return None
+    return a.reshape(t.shape)  # e.g. (1, 64) vs (1, 64, 1, 1) around a flatten
+
+
+def match(ours: list[QTensor], theirs: list[QTensor]) -> list[tuple[QTensor, QTensor | None]]:
+    """Pair each torch tensor with an artifact tensor: same name if present, else the next unused
+    one (in order) with the same scale, zero point and size."""
+    by_name = {t.name: t for t in theirs}
+    used: set[int] = set()
+    pairs = []
+    cursor = 0
+    for q in ours:
+        hit = by_name.get(q.name)
+        if hit is not None and _compatible(q, hit):
+            used.add(id(hit))
+            pairs.append((q, hit))
+            continue
+        cands = [j for j in list(range(cursor, len(theirs))) + list(range(0, cursor))
+                 if id(theirs[j]) not in used and _compatible(q, theirs[j])]
+        if cands:
+            j = cands[0]
+            used.add(id(theirs[j]))
+            cursor = j + 1
+            pairs.append((q, theirs[j]))
+        else:
+            pairs.append((q, None))
+    return pairs
+
+
+def _compatible(q: QTensor, a: QTensor) -> bool:
+    return (abs(q.scale - a.scale) <= 1e-6 * q.scale and q.zero_point == a.zero_point
+            and q.values.size == a.values.size)
+
+
+def divergence(graph: "Graph", artifact: Path | str, x: np.ndarray, steps: float = 3.0) -> DivergenceReport:
+    """Compare every int8 activation of `artifact` with the torch quantized simulation of `graph`."""
+    path = Path(artifact)
+    fmt_reader = READERS.get(path.suffix)
+    if fmt_reader is None:
+        raise UserError(f"cannot compare {path.name}: divergence reads {', '.join(READERS)} artifacts")
+    if not graph.quantized:
+        raise UserError("divergence compares int8 artifacts with the torch quantized simulation; "
+                        "quantize the graph first")
+    fmt, reader = fmt_reader
+    ours = torch_tensors(graph, x)
+    theirs = reader(path, x)
+    drifts, unmatched = [], []
+    for q, a in match(ours, theirs):
+        if a is None:
+            unmatched.append(q.name)
+            continue
+        av = _align(q.values, a.values)
+        diff = np.abs(av.astype(np.int64) - q.values.astype(np.int64))
+        drifts.append(TensorDrift(q.name, q.layer, a.name, q.scale, q.zero_point, float(diff.max()),
+                                  float(diff.mean()), float((diff > 0).mean())))
+    first = next((d for d in drifts if d.max_steps > steps), None)
+    return DivergenceReport(str(path), fmt, steps, len(x), len(drifts), tuple(unmatched), tuple(drifts), first)

@@ -1,0 +1,157 @@
+"""Cross-format divergence on the demo: real ONNX (onnxruntime), TFLite (ai-edge-litert) and CoreML
+(MIL evaluator) artifacts of one quantized program agree with the torch simulation tensor by tensor,
+and an artifact with one deliberately mis-quantized layer is caught at that layer."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from edgeconv import catalog
+from edgeconv.config import ExportOptions, QuantOptions
+from edgeconv.context import Context
+from edgeconv.divergence import QTensor, divergence, match
+from edgeconv.errors import UserError
+from edgeconv.graph import capture
+from edgeconv.pipeline import run_passes, split_data
+from edgeconv.registry import TARGETS
+
+catalog.load()
+FORMATS = ["onnx-int8", "tflite-int8", "coreml-w8a8"]
+BAD_LAYER = "blocks.1.depthwise.0"
+
+
+@pytest.fixture(scope="module")
+def demo():
+    from edgeconv.demo import demo as factory
+
+    torch.set_num_threads(1)
+    spec = factory()
+    options = ExportOptions(quant=QuantOptions(samples=32), eval_samples=8)
+    calib, evalset = split_data(spec, options, need_calib=True)
+    ctx = Context(options=options, model=spec, calib=calib)
+    graph = run_passes(capture(spec.module, spec.example_inputs), ctx, ("fold-conv-bn", "quantize", "cleanup"))
+    return spec, ctx, graph, evalset
+
+
+def mis_quantized(graph):
+    """The same program with one layer's int8 weights dequantized with 1.5x their scale (quantized
+    with the true one): that layer computes with 1.5x its weights; nothing else changes."""
+    from edgeconv.analyze import module_path
+
+    gm = graph.module()
+    conv = next(n for n in gm.graph.nodes if n.op == "call_function" and "conv2d" in str(n.target)
+                and module_path(n) == BAD_LAYER)
+    dq = conv.args[1]  # conv <- dequantize_per_channel(quantize_per_channel(w, s, ...), s, ...)
+    gm.register_buffer("_ec_wrong_scale", getattr(gm, dq.args[1].target) * 1.5)
+    with gm.graph.inserting_before(dq):
+        wrong = gm.graph.get_attr("_ec_wrong_scale")
+    dq.args = (dq.args[0], wrong) + tuple(dq.args[2:])
+    gm.recompile()
+    return graph.with_module(gm, quantizer=graph.quantizer, qparams=graph.qparams)
+
+
+@pytest.fixture(scope="module")
+def artifacts(demo, tmp_path_factory):
+    _, ctx, graph, _ = demo
+    out = tmp_path_factory.mktemp("div")
+    bad = mis_quantized(graph)
+    paths = {}
+    for name in FORMATS:
+        if name == "coreml-w8a8":
+            pytest.importorskip("coremltools", reason="needs coremltools (pip install 'edgeconv[coreml]')")
+        target = TARGETS.get(name)()
+        good, wrong = out / f"good{target.suffix}", out / f"bad{target.suffix}"
+        target.export(graph, ctx, good)
+        if name == "tflite-int8":
+            # litert-torch re-derives int8 weights from the quantize node, so the edited dequantize
+            # scale never reaches the file: edit the file's int8 weight bytes instead (x1.5).
+            _scale_tflite_weights(good, wrong, _depthwise_index(graph), 1.5)
+        else:
+            target.export(bad, ctx, wrong)
+        paths[name] = (good, wrong)
+    return paths
+
+
+def _depthwise_index(graph) -> int:
+    """Position of BAD_LAYER among the convs, in graph order."""
+    from edgeconv.analyze import module_path
+
+    convs = [n for n in graph.module().graph.nodes if n.op == "call_function" and "conv2d" in str(n.target)]
+    return [module_path(n) for n in convs].index(BAD_LAYER)
+
+
+def _scale_tflite_weights(src, dst, conv_index: int, factor: float) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(src))
+    it.allocate_tensors()
+    ops = [op for op in it._get_ops_details() if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    w = it.get_tensor(int(ops[conv_index]["inputs"][1]))
+    raw = src.read_bytes()
+    assert raw.count(w.tobytes()) == 1, "weight bytes not unique in the file"
+    wrong = np.clip(np.round(w.astype(np.float32) * factor), -127, 127).astype(np.int8)
+    dst.write_bytes(raw.replace(w.tobytes(), wrong.tobytes()))
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_faithful_artifact_has_no_divergent_layer(demo, artifacts, name):
+    _, _, graph, evalset = demo
+    report = divergence(graph, artifacts[name][0], evalset.x, steps=3)
+    assert report.first_divergent is None, report.summary()
+    assert report.matched >= 9  # input, every conv/activation output, the add and the pool
+    assert {t.layer for t in report.tensors} >= {"stem.0", "blocks.0.depthwise.0", "blocks.2.pointwise.0"}
+    if name != "tflite-int8":  # same float arithmetic as torch: at most one rounding flip
+        assert all(t.max_steps <= 1 for t in report.tensors)
+        assert np.mean([t.share_off for t in report.tensors]) < 0.01
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_mis_quantized_layer_is_named(demo, artifacts, name):
+    _, _, graph, evalset = demo
+    report = divergence(graph, artifacts[name][1], evalset.x, steps=3)
+    first = report.first_divergent
+    assert first is not None and first.layer == BAD_LAYER, report.summary()
+    assert first.max_steps > 10 and first.share_off > 0.2
+    before = report.tensors[:report.tensors.index(first)]
+    assert before and all(t.max_steps <= 3 for t in before)  # everything upstream still agrees
+    assert BAD_LAYER in report.summary()
+
+
+def test_report_round_trips(demo, artifacts):
+    from edgeconv.divergence import DivergenceReport
+
+    _, _, graph, evalset = demo
+    report = divergence(graph, artifacts["onnx-int8"][1], evalset.x[:2])
+    assert DivergenceReport.from_dict(json.loads(report.to_json())) == report
+
+
+def test_match_prefers_name_then_order_scale_and_size():
+    v = np.zeros((1, 4), np.int32)
+    ours = [QTensor("a", 0.1, 0, v), QTensor("b", 0.2, 3, v), QTensor("c", 0.1, 0, v)]
+    theirs = [QTensor("x1", 0.1, 0, v), QTensor("x2", 0.2, 3, v), QTensor("c", 0.1, 0, v), QTensor("x3", 0.1, 0, v)]
+    pairs = match(ours, theirs)
+    assert [(q.name, a.name if a else None) for q, a in pairs] == [("a", "x1"), ("b", "x2"), ("c", "c")]
+    assert match([QTensor("z", 0.5, 0, v)], theirs) == [(QTensor("z", 0.5, 0, v), None)]
+
+
+def test_unknown_artifact_and_float_graph_are_user_errors(demo, tmp_path):
+    spec, _, graph, evalset = demo
+    with pytest.raises(UserError, match="divergence reads"):
+        divergence(graph, tmp_path / "model.pt", evalset.x)
+    with pytest.raises(UserError, match="quantize the graph first"):
+        divergence(capture(spec.module, spec.example_inputs), tmp_path / "m.onnx", evalset.x)
+
+
+def test_cli_names_the_layer_and_exits_1(artifacts):
+    from click.testing import CliRunner
+
+    from edgeconv.cli import main
+
+    good, bad = artifacts["onnx-int8"]
+    res = CliRunner().invoke(main, ["divergence", "--calib-samples", "32", "--samples", "8", str(good), str(bad)])
+    assert res.exit_code == 1, res.output
+    lines = res.output.strip().splitlines()
+    assert "none drifts" in lines[0] and BAD_LAYER in lines[1]
