@@ -344,7 +344,7 @@ def densify(values: np.ndarray, shape: tuple[int, ...], sp: Any) -> np.ndarray:
 
 _TFL_ELEMENTWISE = {"ADD", "MUL", "SUB", "RELU", "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1", "LOGISTIC",
                     "HARD_SWISH", "LEAKY_RELU", "ELU", "ABS", "NEG", "SQUARE"}
-_INT_TYPES = {2: "int32", 3: "uint8", 9: "int8", 7: "int16"}
+_INT_TYPES = {3: "uint8", 9: "int8", 7: "int16"}  # quantized activations (schema TensorType)
 
 
 def check_tflite(path: Path | str) -> SparseReport:
@@ -485,7 +485,7 @@ def check_path(ref: str, sparsity: float | None = None, input_shape: tuple[int, 
     """`edgeconv check-sparse`: a .tflite is read as is; anything else is loaded as a model
     (package.module:factory or .pt2), optionally pruned first with the sparsify pass."""
     p = Path(ref)
-    if p.suffix == ".tflite" or (p.is_file() and p.read_bytes()[4:8] == b"TFL3"):
+    if p.suffix == ".tflite" or (p.is_file() and _head(p)[4:8] == b"TFL3"):
         if not p.is_file():
             raise UserError(f"{ref} does not exist")
         if sparsity is not None:
@@ -508,3 +508,8 @@ def check_path(ref: str, sparsity: float | None = None, input_shape: tuple[int, 
 
         graph = prune(graph, opts).graph
     return check_graph(graph, spec.name)
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(8)

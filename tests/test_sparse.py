@@ -154,6 +154,9 @@ def test_checker_graph_names_each_failing_condition():
     bad = [f for f in odd.findings if f.blocking]
     assert [f.condition for f in bad] == ["unsupported-op"] and "3x3 conv (groups 1" in bad[0].reason
 
+    int8 = check_graph(dataclasses.replace(pruned_graph(0.9), quantizer=object()))
+    assert not int8.eligible and [f.condition for f in int8.findings] == ["int8"]
+
     same = check_graph(pruned_graph(0.9, tf_same_padding=True))
     stem = [f for f in same.findings if f.blocking]
     assert not same.eligible and [f.condition for f in stem] == ["stem"]
