@@ -37,6 +37,11 @@ def emulated(tmp_path_factory):
         rewrite(dense, d / f"{case}-twin.tflite", encode=False)
         models[f"{case}-sparse"], models[f"{case}-twin"] = d / f"{case}-sparse.tflite", d / f"{case}-twin.tflite"
         verdicts[case] = check_tflite(d / f"{case}-sparse.tflite").eligible
+    dense = dense_tflite(0.9)  # tflite-sparse-fp16: float16 weights, DENSIFY then DEQUANTIZE
+    for kind, enc in (("sparse", True), ("twin", False)):
+        models[f"fp16-{kind}"] = d / f"fp16-{kind}.tflite"
+        rewrite(dense, models[f"fp16-{kind}"], fp16=True, encode=enc)
+    verdicts["fp16"] = check_tflite(models["fp16-sparse"]).eligible
     x = np.random.default_rng(0).standard_normal((3, *INPUT_SHAPE[1:])).astype(np.float32)
     outs, times = arm64.run(models, x)
     return x, models, outs, times, verdicts
@@ -46,10 +51,11 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
-def test_eligible_artifact_engages_sparse_path(emulated):
+@pytest.mark.parametrize("case", ["eligible", "fp16"])
+def test_eligible_artifact_engages_sparse_path(emulated, case):
     _, _, outs, _, verdicts = emulated
-    assert verdicts["eligible"]
-    a, b = outs["eligible-sparse"], outs["eligible-twin"]
+    assert verdicts[case]
+    a, b = outs[f"{case}-sparse"], outs[f"{case}-twin"]
     assert not np.array_equal(a, b), "sparse and dense twin bit-identical on arm64: sparse path not engaged"
     assert 0 < _rel(a, b) < 1e-5  # low bits only: same function, other summation order
 
