@@ -182,5 +182,6 @@ class EmulatedArm64Backend:
             device=getattr(device, "name", "arm64-emulated"), method=METHOD, runtime="ai-edge-litert (aarch64, qemu-user)",
             artifact_sha256=file_sha256(artifact), threads=threads, warmup=warmup, iterations=len(samples),
             samples_ms=samples, environment={"note": "qemu-user emulation: behaviour only, NOT latency",
+                                             "delegate": "xnnpack (ai-edge-litert default)",
                                              "rootfs": str(rootfs()), "wall_s": f"{time.perf_counter() - t0:.1f}"},
             **stats(samples))
