@@ -287,6 +287,23 @@ def test_sparse_target_export_writes_eligible_file_with_sizes(tmp_path):
     assert runner.outputs[0].shape == (1, 10)
 
 
+def test_pipeline_exports_both_sparse_targets_with_parity_and_report(tmp_path):
+    from edgeconv.config import CalibSpec, ExportOptions
+    from edgeconv.pipeline import export
+    from zoo_sparse import pruned_spec
+
+    m = export(pruned_spec(), ExportOptions(targets=("tflite-sparse", "tflite-sparse-fp16"), out_dir=str(tmp_path),
+                                            calib=CalibSpec(source="random"), eval_samples=8))
+    assert [a.target for a in m.artifacts] == ["tflite-sparse", "tflite-sparse-fp16"]
+    for a in m.artifacts:
+        assert a.parity.passed, (a.target, a.parity.diffs)
+        notes = "\n".join(n for s in a.stages if s.stage == f"export:{a.target}" for n in s.notes)
+        assert "size: dense" in notes and "ELIGIBLE" in notes and "NOT ELIGIBLE" not in notes, notes
+        sparsify = next(s for s in a.stages if s.stage == "sparsify")
+        assert not sparsify.changed  # already pruned to 90 %: the default 80 % removes nothing more
+    assert m.artifacts[1].size_bytes < m.artifacts[0].size_bytes
+
+
 def test_sparse_target_refuses_int8():
     from edgeconv.exporters.tflite_sparse import TfliteSparse
 

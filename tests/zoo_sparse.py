@@ -104,6 +104,18 @@ def mobilenet_v2ish(seed: int = 0, **kw) -> MobileNetV2ish:
     return model.eval()
 
 
+def pruned_spec():
+    """A ModelSpec of the zoo model already pruned to 90 % (as after the user's gradual pruning):
+    `edgeconv export -t tflite-sparse --model zoo_sparse:pruned_spec` then changes no weight, so
+    parity against the model itself is meaningful."""
+    from edgeconv.models import ModelSpec
+    from edgeconv.passes.sparsify import GradualPruner, PolynomialSchedule
+
+    model = mobilenet_v2ish()
+    GradualPruner(model, PolynomialSchedule(final=0.9, end_step=1, frequency=1)).step(1)
+    return ModelSpec(module=model, example_inputs=(torch.zeros(INPUT_SHAPE),), name="mnv2ish-pruned90")
+
+
 # --- shared, cached builders: every sparse test file reuses one conversion per model variant ---
 
 _CACHE: dict = {}
