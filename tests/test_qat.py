@@ -1,0 +1,148 @@
+"""QAT: Tune-mode BN fold before fake-quant, BN statistics frozen after N steps, convert to a
+quantized Graph that the real tflite-int8 exporter lowers with the QAT-learned scales."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from edgeconv import qat
+from edgeconv.calib.data import DataSet
+from edgeconv.demo import demo, heldout
+from edgeconv.errors import UserError
+
+MUL = torch.ops.aten.mul.Tensor
+CONV = torch.ops.aten.conv2d.default
+
+
+@pytest.fixture(scope="module")
+def spec():
+    torch.set_num_threads(1)
+    return demo()
+
+
+@pytest.fixture(scope="module")
+def trained(spec):
+    """A short real QAT run on the digits training split (per-channel), its QATModel and Graph."""
+    data = qat.demo_train_data()
+    opts = qat.QATOptions(per_channel=True, freeze_bn_after=5, freeze_observers_after=8)
+    qm = qat.prepare(spec.module, "tflite-int8", spec.example_inputs, opts)
+    opt = torch.optim.AdamW(qm.parameters(), lr=1e-3)
+    x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
+    stats = []
+    for i in range(12):
+        idx = torch.arange(i * 16, (i + 1) * 16)  # batch 16: the capture's batch dimension is dynamic
+        loss = torch.nn.functional.cross_entropy(qm(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        stats.append(dict(qm.module.named_buffers())["stem.1.running_var"].clone())
+    qm.eval()
+    with torch.no_grad():
+        fq_out = qm(torch.from_numpy(heldout().x[:8]))
+    return qm, stats, fq_out, qat.convert(qm)
+
+
+def test_bn_folded_in_tune_mode_form_before_fake_quant(spec):
+    qm = qat.prepare(spec.module, "tflite-int8", spec.example_inputs)
+    g = qm.module.graph
+    assert not [n for n in g.nodes if "batch_norm" in str(n.target)]
+    convs = [n for n in g.nodes if n.target is CONV]
+    assert len(convs) == 7 and len(qm.tracks) == 7
+    for conv in convs:
+        fq = conv.args[1]  # the weight goes through a fake-quant module...
+        assert fq.op == "call_module" and "FakeQuantize" in type(getattr(qm.module, fq.target)).__name__
+        mul = fq.args[0]  # ...whose input is W·c computed from the parameters every step
+        assert mul.target is MUL and mul.args[0].op == "get_attr" and mul.args[0].target.endswith(".weight")
+    assert [p for p in spec.module.modules() if "forward" in p.__dict__] == []  # the user's model untouched
+
+
+def test_bn_statistics_follow_the_batch_then_freeze(trained):
+    qm, stats, _, _ = trained
+    assert qm.bn_frozen and qm.observers_frozen and qm.steps == 12
+    moved = [float((b - a).abs().max()) for a, b in zip(stats, stats[1:])]
+    assert all(m > 0 for m in moved[:4])           # steps 1-5 update the running statistics
+    assert all(m == 0 for m in moved[5:])          # from step 6 on they are frozen
+
+
+def test_convert_gives_a_clean_quantized_graph(trained):
+    qm, _, fq_out, graph = trained
+    assert graph.quantized and graph.history[-1].stage == "qat"
+    ops = [str(n.target) for n in graph.program.graph.nodes if n.op == "call_function"]
+    assert not [o for o in ops if "batch_norm" in o or o.endswith("_.Tensor") or "var" in o]
+    per_channel = [q for q in graph.qparams.values() if q.axis == 0]
+    assert len(per_channel) == 8  # 7 convs (BN folded) and the linear
+    assert graph.program.module()(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    with torch.no_grad():  # the real Q/DQ program tracks the fake-quant model it came from
+        out = torch.cat([graph.program.module()(torch.from_numpy(heldout().x[i:i + 1])) for i in range(8)])
+    step = graph.qparams["__output__"].scale[0]
+    assert torch.equal(out.argmax(1), fq_out.argmax(1))
+    assert float((out - fq_out).abs().max()) <= 6 * step  # fake-quant rounds in float: a few steps
+
+
+def test_tflite_artifact_carries_the_qat_scales(trained, tmp_path, spec):
+    from edgeconv.catalog import load
+    from edgeconv.context import Context
+    from edgeconv.config import ExportOptions
+    from edgeconv.registry import TARGETS
+
+    _, _, _, graph = trained
+    load()
+    target = TARGETS.get("tflite-int8")()
+    path = tmp_path / "qat.tflite"
+    target.export(graph, Context(options=ExportOptions(), model=spec), path)
+    weights = target.weights(path)
+    assert [w.dtype for w in weights] == ["int8"] * 8
+    conv_scales = sorted(q.scale[0] for q in graph.qparams.values() if q.axis == 0)
+    from edgeconv.exporters.tflite import read_weights
+
+    file_scales = sorted(float(s[0]) for _, s in read_weights(path) if s is not None)
+    assert np.allclose(file_scales, conv_scales, rtol=1e-6)
+    x = heldout().x[:16]
+    ref = torch.cat([graph.program.module()(torch.from_numpy(x[i:i + 1])) for i in range(16)]).detach().numpy()
+    out = target.load(path)(x)
+    step = graph.qparams["__output__"].scale[0]
+    assert np.abs(out - ref).max() <= 2 * step + 1e-6
+
+
+def test_train_qat_keeps_accuracy(spec):
+    data = qat.demo_train_data().take(0, 320)
+    graph = qat.train_qat(spec, data, epochs=1, per_channel=False)
+    held = heldout().take(0, 100)
+    m = graph.program.module()
+    pred = [int(m(torch.from_numpy(held.x[i:i + 1])).argmax()) for i in range(len(held))]
+    assert np.mean(np.asarray(pred) == held.y) >= 0.9
+    assert any("per-layer" in n for n in graph.history[-1].notes)
+
+
+def test_bad_input_is_one_line(spec):
+    with pytest.raises(UserError, match="QAT needs an int8 target; tflite is float"):
+        qat.prepare(spec.module, "tflite", spec.example_inputs)
+    with pytest.raises(UserError, match="unknown target"):
+        qat.prepare(spec.module, "tflite-int4", spec.example_inputs)
+    with pytest.raises(UserError, match="example_inputs"):
+        qat.prepare(spec.module, "tflite-int8", None)
+    good = qat.demo_train_data().take(0, 8)
+    wrong_shape = dataclasses.replace(good, x=good.x[:, :, :16, :16])
+    with pytest.raises(UserError, match=r"shape \[3, 16, 16\].*takes \[3, 32, 32\]"):
+        qat.train_qat(spec, wrong_shape, epochs=1)
+    with pytest.raises(UserError, match="labelled"):
+        qat.train_qat(spec, dataclasses.replace(good, y=None), epochs=1)
+    with pytest.raises(UserError, match="at least 1"):
+        qat.train_qat(spec, good, epochs=0)
+    with pytest.raises(UserError, match="package.module:function"):
+        qat.load_train_data("nocolon", spec)
+    with pytest.raises(UserError, match="cannot load --train-data"):
+        qat.load_train_data("edgeconv.nonexistent:fn", spec)
+
+
+def _pairs():  # a user's training-data function returning (x, y)
+    d = qat.demo_train_data().take(0, 4)
+    return d.x, d.y
+
+
+def test_load_train_data_accepts_pairs(spec):
+    data = qat.load_train_data("test_qat:_pairs", spec)
+    assert isinstance(data, DataSet) and data.x.shape == (4, 3, 32, 32) and len(data.y) == 4
