@@ -38,11 +38,15 @@ def _floats(text: str | None) -> tuple[float, ...]:
 @click.option("--mean", default=None, metavar="M,M,M", help="Preprocessing mean (overrides the model's).")
 @click.option("--std", default=None, metavar="S,S,S", help="Preprocessing std (overrides the model's).")
 @click.option("--eval-samples", default=256, show_default=True, type=click.IntRange(1))
+@click.option("--sparsity", default=0.8, show_default=True, type=float,
+              help="Sparse targets: fraction of 1x1/linear weights pruned (0 < s < 1).")
+@click.option("--block", type=click.Choice(["4", "2", "1"]), default="4", show_default=True,
+              help="Sparse targets: output channels pruned together.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of a table.")
 def export_cmd(model_ref, weights, input_shape, targets, out_dir, per_layer, calib, calib_samples,
-               calib_method, percentile, calib_layout, mean, std, eval_samples, as_json) -> None:
+               calib_method, percentile, calib_layout, mean, std, eval_samples, sparsity, block, as_json) -> None:
     """Export a PyTorch model to verified ONNX / TFLite artifacts with a manifest."""
-    from edgeconv.config import CalibSpec, ExportOptions, Granularity, QuantOptions
+    from edgeconv.config import BlockSize, CalibSpec, ExportOptions, Granularity, QuantOptions, SparseOptions
     from edgeconv.context import Progress
     from edgeconv.errors import ParityFailure
     from edgeconv.models import load_model, parse_shape
@@ -54,6 +58,7 @@ def export_cmd(model_ref, weights, input_shape, targets, out_dir, per_layer, cal
                            method=CalibMethod(calib_method), samples=calib_samples, percentile=percentile),
         calib=CalibSpec(source=calib, mean=_floats(mean), std=_floats(std), layout=calib_layout),
         eval_samples=eval_samples,
+        sparse=SparseOptions(sparsity=sparsity, block=BlockSize(int(block))),
     )
     from edgeconv.pipeline import resolve_targets
 

@@ -5,6 +5,7 @@ import dataclasses
 import enum
 from pathlib import Path
 
+from edgeconv.errors import UserError
 from edgeconv.results import Record
 
 
@@ -39,11 +40,36 @@ class CalibSpec(Record):
     layout: str = "NCHW"  # layout of the arrays on disk (NCHW or NHWC)
 
 
+class BlockSize(enum.Enum):
+    """Output channels pruned together. 4 lets XNNPACK use its 4-channel sparse kernels."""
+
+    FOUR = 4
+    TWO = 2
+    ONE = 1
+
+
+def check_sparsity(value: float) -> float:
+    if not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
+        raise UserError(f"--sparsity {value!r} is outside (0, 1); give the fraction of 1x1 weights "
+                        "to zero, e.g. --sparsity 0.8")
+    return float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class SparseOptions(Record):
+    sparsity: float = 0.8
+    block: BlockSize = BlockSize.FOUR
+
+    def __post_init__(self) -> None:
+        check_sparsity(self.sparsity)
+
+
 @dataclasses.dataclass(frozen=True)
 class ExportOptions(Record):
     targets: tuple[str, ...] = ("tflite-int8",)
     out_dir: str = "edgeconv-out"
     quant: QuantOptions = QuantOptions()
+    sparse: SparseOptions = SparseOptions()
     calib: CalibSpec = CalibSpec()
     eval_samples: int = 256
     seed: int = 0

@@ -52,9 +52,10 @@ def accuracy(out: np.ndarray, labels: np.ndarray | None) -> float | None:
 
 
 def check(runner: Runner, runtime: str, x: np.ndarray, labels: np.ndarray | None, tol: Tolerance,
-          ref_fp32: np.ndarray, ref_sim: np.ndarray | None, out_quant: QuantParams | None) -> ParityReport:
+          ref_fp32: np.ndarray, ref_sim: np.ndarray | None, out_quant: QuantParams | None,
+          reference: str = "torch-fp32") -> ParityReport:
     out = runner(x)
-    diffs = [diff(out, ref_fp32, "torch-fp32", tol, out_quant)]
+    diffs = [diff(out, ref_fp32, reference, tol, out_quant)]
     if ref_sim is not None:
         diffs.append(diff(out, ref_sim, "torch-quant-sim", tol, out_quant))
     return ParityReport(runtime, len(x), tuple(diffs), accuracy(out, labels), accuracy(ref_fp32, labels))

@@ -51,7 +51,14 @@ def resolve_targets(names: tuple[str, ...]) -> list["Target"]:
     catalog.load()
     if not names:
         raise UserError("no --target given; choose from: " + ", ".join(TARGETS.names()))
-    return [TARGETS.get(n)() for n in dict.fromkeys(names)]
+    targets = [TARGETS.get(n)() for n in dict.fromkeys(names)]
+    sparse = [t.name for t in targets if "sparsify" in t.passes]
+    int8 = [t.name for t in targets if t.quantized]
+    if sparse and int8:
+        raise UserError(f"{', '.join(sparse)} cannot be combined with int8 ({', '.join(int8)}): XNNPACK's sparse "
+                        "path is float-only (any int8 tensor disables it), so there is no sparse int8 artifact; "
+                        "export the sparse and the int8 targets in separate runs")
+    return targets
 
 
 def prepare_out_dir(path: Path) -> Path:
@@ -181,12 +188,14 @@ def _one(target: "Target", graph: "Graph", ctx: Context, evalset: "DataSet", ref
                              info.notes + ((info.scales_from,) if info.scales_from else ()))
     t0 = time.perf_counter()
     runner = target.load(path)
+    if target.parity_reference == "torch-after-passes":
+        ref_fp32 = torch_outputs(graph.module(), evalset.x, progress, "torch reference after passes")
     ref_sim = None
     if graph.quantized:
         ref_sim = torch_outputs(graph.module(), evalset.x, progress, "torch quantized simulation")
     with progress.task(f"parity {target.name} in {target.runtime}"):
         report = parity.check(runner, target.runtime, evalset.x, evalset.y, target.tolerance,
-                              ref_fp32, ref_sim, graph.qparams.get(OUTPUT_KEY))
+                              ref_fp32, ref_sim, graph.qparams.get(OUTPUT_KEY), target.parity_reference)
     parity_rec = StageRecord(f"parity:{target.name}", False, round(time.perf_counter() - t0, 3),
                              tuple(f"vs {d.reference}: {'ok' if d.passed else 'FAILED ' + d.reason}" for d in report.diffs))
     return Artifact(

@@ -26,7 +26,7 @@ def print_manifest(m: Manifest, out_dir: str) -> None:
         table.add_column(col)
     for a in m.artifacts:
         p = a.parity
-        f32 = next((d for d in p.diffs if d.reference == "torch-fp32"), None) if p else None
+        f32 = next((d for d in p.diffs if d.reference != "torch-quant-sim"), None) if p else None
         sim = next((d for d in p.diffs if d.reference == "torch-quant-sim"), None) if p else None
         table.add_row(
             a.target, a.path, f"{a.size_bytes / 1024:.1f} KB", _pct(p.accuracy if p else None),
@@ -36,4 +36,11 @@ def print_manifest(m: Manifest, out_dir: str) -> None:
             "[green]ok[/green]" if p and p.passed else "[red]FAILED[/red]",
         )
     con.print(table)
+    for a in m.artifacts:
+        acc, ref = (a.parity.accuracy if a.parity else None), m.reference_accuracy
+        if acc is not None and ref is not None and acc < ref - 0.01:
+            con.print(f"[yellow]{a.target}: accuracy {_pct(acc)} is {100 * (ref - acc):.1f} points below the source "
+                      f"model's {_pct(ref)}[/yellow]"
+                      + (" (compared against the pruned torch program; prune gradually while fine-tuning "
+                         "to keep accuracy, see docs/sparse.md)" if a.parity.diffs[0].reference == "torch-after-passes" else ""))
     con.print(f"manifest: {out_dir}/edgeconv.json")

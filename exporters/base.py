@@ -59,6 +59,10 @@ class Target:
     quantized: ClassVar[bool] = False
     tolerance: ClassVar[Tolerance] = Tolerance()
     description: ClassVar[str] = ""
+    # What the float comparison is against: the user's model, or — for targets whose passes change
+    # the function on purpose (pruning) — the torch program after those passes. The accuracy drop
+    # from the user's model is reported either way.
+    parity_reference: ClassVar[str] = "torch-fp32"
 
     def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:
         """Write the artifact to `path` (a temp name; the pipeline renames it when complete)."""

@@ -191,3 +191,15 @@ def test_readme_targets_table_is_generated_from_the_registry():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     table = re.search(r"<!-- targets:begin.*?-->\n(.*?)<!-- targets:end -->", readme, re.S).group(1).strip()
     assert table == targets_markdown(), "README targets table is stale: regenerate with `edgeconv list --markdown`"
+
+
+def test_sparse_target_with_int8_is_refused(tmp_path):
+    code, out = run("export", "-t", "tflite-sparse", "-t", "onnx-int8", "-o", str(tmp_path))
+    assert_user_error(code, out, "tflite-sparse", "float-only", "separate runs")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", ["0", "1", "1.5", "-0.2"])
+def test_sparsity_outside_open_unit_interval(tmp_path, value):
+    code, out = run("export", "-t", "tflite-sparse", "--sparsity", value, "-o", str(tmp_path))
+    assert_user_error(code, out, "--sparsity", "outside (0, 1)")

@@ -21,7 +21,6 @@ user's own fine-tuning along a polynomial schedule (Zhu & Gupta 2017) so accurac
 from __future__ import annotations
 
 import dataclasses
-import enum
 from typing import TYPE_CHECKING, Any
 
 from edgeconv.errors import UserError
@@ -36,28 +35,8 @@ if TYPE_CHECKING:
     from edgeconv.graph import Graph
 
 
-class BlockSize(enum.Enum):
-    """Output channels pruned together. 4 lets XNNPACK use its 4-channel sparse kernels."""
-
-    FOUR = 4
-    TWO = 2
-    ONE = 1
-
-
-def check_sparsity(value: float) -> float:
-    if not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
-        raise UserError(f"--sparsity {value!r} is outside (0, 1); give the fraction of 1x1 weights "
-                        "to zero, e.g. --sparsity 0.8")
-    return float(value)
-
-
-@dataclasses.dataclass(frozen=True)
-class SparseOptions(Record):
-    sparsity: float = 0.8
-    block: BlockSize = BlockSize.FOUR
-
-    def __post_init__(self) -> None:
-        check_sparsity(self.sparsity)
+# The options live with the other export options; re-exported here for the pass's users.
+from edgeconv.config import BlockSize, SparseOptions, check_sparsity  # noqa: E402,F401
 
 
 def options_from(ctx: "Context | None") -> SparseOptions:
