@@ -238,7 +238,7 @@ def coreml_tensors(path: Path, x: np.ndarray) -> list[QTensor]:
     out = []
     for s in keep:
         scale = np.asarray(prog.consts[s.inputs["scale"]]).ravel()
-        zp = np.asarray(prog.consts[s.inputs["zero_point"]]).ravel()
+        zp = np.asarray(prog.consts[s.inputs["zero_point"]]).ravel() if "zero_point" in s.inputs else np.zeros(1, int)
         if scale.size != 1:
             continue
         out.append(QTensor(s.name, float(scale[0]), int(zp[0]), np.concatenate(rows[s.outputs[0]])))
@@ -267,8 +267,8 @@ def _inputs_of(step: Any) -> set[str]:
 
 
 def _mil_params(prog: Any, s: Any) -> tuple:
-    return (np.asarray(prog.consts[s.inputs["scale"]]).ravel().tolist(),
-            np.asarray(prog.consts[s.inputs["zero_point"]]).ravel().tolist())
+    zp = prog.consts[s.inputs["zero_point"]] if "zero_point" in s.inputs else 0
+    return (np.asarray(prog.consts[s.inputs["scale"]]).ravel().tolist(), np.asarray(zp).ravel().tolist())
 
 
 READERS = {".onnx": ("onnx", onnx_tensors), ".tflite": ("tflite", tflite_tensors),

@@ -226,7 +226,7 @@ def constexpr_quant(prog: Any, step: Any) -> QuantParams | None:
     c = prog.consts
     if step.op_type == "constexpr_affine_dequantize":
         data, scale = c[step.inputs["quantized_data"]], np.atleast_1d(c[step.inputs["scale"]])
-        zp = np.atleast_1d(c[step.inputs["zero_point"]])
+        zp = np.atleast_1d(c[step.inputs["zero_point"]]) if "zero_point" in step.inputs else np.zeros(1, int)
         axis = int(c[step.inputs["axis"]]) if scale.size > 1 else None
         return QuantParams(dtype=str(data.dtype), scale=tuple(float(s) for s in scale.ravel()),
                            zero_point=tuple(int(z) for z in zp.ravel()), axis=axis)
@@ -249,7 +249,8 @@ def activation_quant(path_or_prog: Any) -> list[tuple[str, QuantParams]]:
     for s in prog.steps:
         if s.op_type == "quantize":
             scale = np.atleast_1d(prog.consts[s.inputs["scale"]])
-            zp = np.atleast_1d(prog.consts[s.inputs["zero_point"]])
+            # coremltools leaves out a zero point of 0 (optional input, default 0)
+            zp = np.atleast_1d(prog.consts[s.inputs["zero_point"]]) if "zero_point" in s.inputs else np.zeros(1, int)
             out.append((s.name, QuantParams(dtype=str(prog.consts[s.inputs["output_dtype"]]),
                                             scale=tuple(float(v) for v in scale),
                                             zero_point=tuple(int(v) for v in zp))))
@@ -260,7 +261,9 @@ def pt2e_params(program: "torch.export.ExportedProgram") -> tuple[list[QuantPara
     """(activation, weight) quantization parameters of a PT2E program, in graph order.
 
     Activations from `quantize_per_tensor` nodes, weights from `dequantize_per_channel/_tensor`
-    nodes fed by a constant.
+    nodes fed by a constant and used as a conv/linear weight. (Other quantized constants, e.g. a
+    bias added after a squeeze-excite conv, coremltools folds into float constants holding the same
+    dequantized values: numerically identical, so not counted.)
     """
     import torch
 
@@ -282,7 +285,7 @@ def pt2e_params(program: "torch.export.ExportedProgram") -> tuple[list[QuantPara
             acts.append(QuantParams(dtype=str(n.args[-1]).replace("torch.", ""),
                                     scale=(float(value(n.args[1])),), zero_point=(int(value(n.args[2])),)))
         elif n.target in (qd.dequantize_per_channel.default, qd.dequantize_per_tensor.default) \
-                and _is_const(n.args[0], lifted):
+                and _is_const(n.args[0], lifted) and _feeds_weight(n):
             per_channel = n.target == qd.dequantize_per_channel.default
             weights.append(QuantParams(
                 dtype=str(n.args[-1]).replace("torch.", ""),
@@ -290,6 +293,11 @@ def pt2e_params(program: "torch.export.ExportedProgram") -> tuple[list[QuantPara
                 zero_point=tuple(int(v) for v in np.atleast_1d(value(n.args[2]))),
                 axis=int(n.args[3]) if per_channel else None))
     return acts, weights
+
+
+def _feeds_weight(dq: Any) -> bool:
+    return any(u.op == "call_function" and any(k in str(u.target) for k in ("conv", "linear"))
+               and len(u.args) > 1 and u.args[1] is dq for u in dq.users)
 
 
 def _is_const(node: Any, lifted: dict[str, str]) -> bool:
