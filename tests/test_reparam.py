@@ -198,3 +198,14 @@ def test_algebra_identity_and_dilation_kernels():
     assert dense.shape[-2:] == (5, 5)
     a = nn.functional.conv2d(x, k, padding=2, dilation=2, groups=6)
     assert _rel(nn.functional.conv2d(x, dense, padding=2, groups=6), a) < 1e-14
+
+
+def test_quantized_program_is_left_alone():
+    import dataclasses
+
+    from edgeconv.reparam.blocks import RepVGGBlock
+
+    block = RepVGGBlock(4, 4).eval()
+    graph = dataclasses.replace(capture(block, (torch.randn(1, 4, 5, 5),)), quantizer=object())
+    result = reparam_merge(graph, None)
+    assert not result.changed and result.graph is graph and "already quantized" in result.notes[0]

@@ -140,6 +140,7 @@ BLOCK_ZOO = [
     ("acnet", lambda: ACBlock(6, 8), (2, 6, 9, 9)),
     ("acnet-stride2", lambda: ACBlock(6, 8, stride=2, k=5), (2, 6, 11, 11)),
     ("dbb", lambda: DiverseBranchBlock(6), (2, 6, 9, 9)),
+    ("dbb-stride2", lambda: DiverseBranchBlock(6, stride=2), (2, 6, 9, 9)),
     ("dilated-reparam-7", lambda: DilatedReparamBlock(6, k=7), (2, 6, 15, 15)),
     ("dilated-reparam-13", lambda: DilatedReparamBlock(4, k=13), (2, 4, 21, 21)),
 ]

@@ -54,6 +54,8 @@ class Branch:
 
 @PASSES.register("reparam-merge")
 def reparam_merge(graph: "Graph", ctx: "Context | None" = None) -> PassResult:
+    if graph.quantized:  # merged kernels must be quantized afresh: merge first, then quantize
+        return PassResult(graph, False, ("reparam-merge skipped: the program is already quantized",))
     gm = graph.module()
     attrs_before = _attrs_used(gm)
     notes: list[str] = []
@@ -120,8 +122,6 @@ def _refusal(branches: list[Branch]) -> str | None:
     groups = {b.groups for b in branches if b.groups is not None}
     if len(groups) > 1:
         return f"groups differ ({', '.join(str(g) for g in sorted(groups))}): merging would change the conv's grouping"
-    if any(not b.is_conv for b in branches) and strides != {(1, 1)}:
-        return "an identity or pooling branch with stride > 1 has no kernel form here"
     offsets = {b.twice_offset() for b in branches}
     if len(offsets) > 1:
         return ("paddings do not centre the kernels on the same input pixel "
