@@ -15,7 +15,6 @@ without labels) / 1 - relative L2 error (anything else).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -61,17 +60,9 @@ def load_evaluator(ref: str | None) -> tuple[str, Metric | None]:
     """(name, fn) for `module:fn`; (builtin name, None) when no reference is given."""
     if not ref:
         return "built-in", None
-    mod_name, sep, fn_name = ref.partition(":")
-    if not sep or not mod_name or not fn_name:
-        raise UserError(f"--evaluator {ref!r} is not module:function, e.g. mypkg.metrics:top1")
-    try:
-        mod = importlib.import_module(mod_name)
-    except Exception as e:  # a user module may fail in any way on import
-        raise UserError(f"cannot import {mod_name!r} for --evaluator {ref}: {type(e).__name__}: {e}") from None
-    fn = getattr(mod, fn_name, None)
-    if not callable(fn):
-        raise UserError(f"{mod_name} has no callable {fn_name!r}; --evaluator wants module:function "
-                        "taking (outputs, data) and returning a number")
+    from edgeconv.models import resolve_ref
+
+    fn = resolve_ref(ref, "--evaluator", "taking (outputs, data) and returning a number")
     return ref, fn
 
 

@@ -30,6 +30,7 @@ class ModelSpec:
     mean: tuple[float, ...] = ()  # preprocessing the model expects (applied by calib/ sources)
     std: tuple[float, ...] = ()
     data: "Callable[[], DataSet] | None" = None  # bundled labelled data, e.g. the demo's held-out split
+    train_data: "Callable[[], DataSet] | None" = None  # labelled training data for QAT, if bundled
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -85,27 +86,40 @@ def load_model(ref: str | None = None, weights: str | None = None,
     return spec
 
 
-def _from_factory(ref: str) -> ModelSpec:
-    import torch
-
+def resolve_ref(ref: str, flag: str, wants: str = "a function") -> Callable[..., Any]:
+    """The callable behind a `package.module:function` reference given to `flag`, or a one-line
+    error. Like `python -m`, the user's own modules resolve from the current folder."""
     import os
     import sys
 
-    mod_name, _, fn_name = ref.partition(":")
-    # Like `python -m`, resolve the user's own modules from the current folder.
+    mod_name, sep, fn_name = ref.partition(":")
+    if not sep or not mod_name or not fn_name:
+        raise UserError(f"{flag} {ref!r} is not package.module:function")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         mod = importlib.import_module(mod_name)
     except Exception as e:  # a user module may fail in any way on import
-        raise UserError(f"cannot import {mod_name!r} for --model {ref}: {type(e).__name__}: {e}") from None
+        raise UserError(f"cannot import {mod_name!r} for {flag} {ref}: {type(e).__name__}: {e}") from None
     fn = getattr(mod, fn_name, None)
     if not callable(fn):
-        raise UserError(f"{mod_name} has no callable {fn_name!r}; --model wants package.module:factory")
+        raise UserError(f"{mod_name} has no callable {fn_name!r}; {flag} wants package.module:function ({wants})")
+    return fn
+
+
+def call_ref(ref: str, flag: str, *args: Any) -> Any:
+    """Resolve and call a reference; whatever it raises becomes a one-line error naming it."""
+    fn = resolve_ref(ref, flag)
     try:
-        out: Any = fn()
+        return fn(*args)
     except Exception as e:
-        raise UserError(f"model factory {ref} raised {type(e).__name__}: {e}") from None
+        raise UserError(f"{flag} {ref} raised {type(e).__name__}: {e}") from None
+
+
+def _from_factory(ref: str) -> ModelSpec:
+    import torch
+
+    out: Any = call_ref(ref, "--model")
     if isinstance(out, ModelSpec):
         spec = out
     elif isinstance(out, torch.nn.Module):

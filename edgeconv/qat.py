@@ -28,7 +28,6 @@ the `is_qat=True` config names just the same.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -230,17 +229,9 @@ def load_train_data(ref: str, spec: "ModelSpec") -> "DataSet":
     """`--train-data package.module:fn`: fn() returns a DataSet (or an (x, y) pair of arrays)."""
     from edgeconv.calib.data import DataSet
 
-    mod_name, _, fn_name = ref.partition(":")
-    if not fn_name:
-        raise UserError(f"--train-data {ref!r} must be package.module:function")
-    try:
-        fn: Callable[[], Any] = getattr(importlib.import_module(mod_name), fn_name)
-    except Exception as e:
-        raise UserError(f"cannot load --train-data {ref}: {type(e).__name__}: {e}") from None
-    try:
-        out = fn()
-    except Exception as e:
-        raise UserError(f"--train-data {ref} raised {type(e).__name__}: {e}") from None
+    from edgeconv.models import call_ref
+
+    out = call_ref(ref, "--train-data")
     if isinstance(out, tuple) and len(out) == 2:
         out = DataSet(np.asarray(out[0], dtype=np.float32), np.asarray(out[1]), source=ref)
     if not isinstance(out, DataSet):
@@ -250,14 +241,9 @@ def load_train_data(ref: str, spec: "ModelSpec") -> "DataSet":
 
 
 def demo_train_data() -> "DataSet":
-    """The demo's training split of sklearn digits (disjoint from the bundled held-out split)."""
-    from edgeconv.calib.data import DataSet
-    from edgeconv.demo.train import load_digits, preprocess, split_indices
+    from edgeconv.demo import training
 
-    images, labels = load_digits()
-    train_idx, _ = split_indices(labels)
-    return DataSet(preprocess(images[train_idx]), labels[train_idx],
-                   source="demo: sklearn digits training split")
+    return training()
 
 
 def _check_target(target: str) -> None:

@@ -161,7 +161,7 @@ def test_unmeetable_budget_says_what_float_scores(setup, evaluators):
 @pytest.mark.parametrize("ref, match", [
     ("no_such_module_xyz:fn", "cannot import 'no_such_module_xyz'"),
     ("my_metrics:missing", "has no callable 'missing'"),
-    ("my_metrics", "is not module:function"),
+    ("my_metrics", "is not package.module:function"),
     ("my_metrics:text", "returned str 'good'.*not a number"),
     ("my_metrics:nan", "not a finite number"),
 ])

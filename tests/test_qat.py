@@ -134,7 +134,7 @@ def test_bad_input_is_one_line(spec):
         qat.train_qat(spec, good, epochs=0)
     with pytest.raises(UserError, match="package.module:function"):
         qat.load_train_data("nocolon", spec)
-    with pytest.raises(UserError, match="cannot load --train-data"):
+    with pytest.raises(UserError, match="cannot import .edgeconv.nonexistent. for --train-data"):
         qat.load_train_data("edgeconv.nonexistent:fn", spec)
 
 

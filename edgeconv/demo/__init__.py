@@ -29,6 +29,16 @@ def heldout() -> "DataSet":
     return DataSet(x, y, source="demo: sklearn digits held-out split", real=True)
 
 
+def training() -> "DataSet":
+    """The demo's training split of sklearn digits (disjoint from the held-out split), for QAT."""
+    from edgeconv.calib.data import DataSet
+    from edgeconv.demo.train import load_digits, preprocess, split_indices
+
+    images, labels = load_digits()
+    train_idx, _ = split_indices(labels)
+    return DataSet(preprocess(images[train_idx]), labels[train_idx], source="demo: sklearn digits training split")
+
+
 def demo() -> "ModelSpec":
     import torch
 
@@ -38,4 +48,5 @@ def demo() -> "ModelSpec":
     model = DemoNet()
     model.load_state_dict(torch.load(WEIGHTS, map_location="cpu", weights_only=True))
     return ModelSpec(module=model.eval(), example_inputs=(torch.zeros(INPUT_SHAPE),),
-                     name="edgeconv-demo", mean=MEAN, std=STD, data=heldout)
+                     name="edgeconv-demo", mean=MEAN, std=STD, data=heldout,
+                     train_data=training)
