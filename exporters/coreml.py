@@ -116,7 +116,48 @@ def coreml_program(graph: "Graph") -> "torch.export.ExportedProgram":
 
     gm = copy.deepcopy(graph.module())
     constant_fold(gm, _quantize_node)
+    # Quantized constants that are not conv/linear weights (a scalar multiplier, a bias added after
+    # a squeeze-excite conv) are dequantized here, in torch: coremltools 9.0 folds
+    # dequantize(int8 const) with int8 arithmetic, so (127 - (-128)) wraps to -1 and 0.2 becomes
+    # -0.00078 in the file. Their values are the same either way; only the weights stay int8.
+    _dequantize_constants(gm)
     return _explicit_pool_strides(torch.export.export(gm, graph.example_inputs, strict=False).run_decompositions({}))
+
+
+def _dequantize_constants(gm: "torch.fx.GraphModule") -> int:
+    """Replace dequantize(constant) nodes that are not conv/linear weights by float constants.
+    (torchao's constant folder treats dequantize as impure, so this is done here.)"""
+    import torch
+
+    qd = torch.ops.quantized_decomposed
+    dqs = (qd.dequantize_per_tensor.default, qd.dequantize_per_channel.default)
+
+    def value(a: Any) -> Any:
+        return _get_attr(gm, a.target) if isinstance(a, torch.fx.Node) else a
+
+    done = 0
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n.target not in dqs or _feeds_weight(n):
+            continue
+        if any(isinstance(a, torch.fx.Node) and a.op != "get_attr" for a in n.args):
+            continue
+        name = f"_ec_dequantized_{done}"
+        gm.register_buffer(name, n.target(*[value(a) for a in n.args]))
+        with gm.graph.inserting_before(n):
+            const = gm.graph.get_attr(name)
+        n.replace_all_uses_with(const)
+        gm.graph.erase_node(n)
+        done += 1
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return done
+
+
+def _get_attr(gm: Any, target: str) -> Any:
+    obj = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def _explicit_pool_strides(program: "torch.export.ExportedProgram") -> "torch.export.ExportedProgram":
@@ -460,8 +501,7 @@ def save(mlmodel: Any, path: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-FLOAT_PASSES = ("fold-conv-bn", "cleanup")
-QUANT_PASSES = ("fold-conv-bn", "quantize", "cleanup")
+from edgeconv.exporters.base import FLOAT_PASSES, INT8_PASSES as QUANT_PASSES  # noqa: E402
 
 
 @TARGETS.register("coreml")
