@@ -501,7 +501,8 @@ def save(mlmodel: Any, path: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-from edgeconv.exporters.base import FLOAT_PASSES, INT8_PASSES as QUANT_PASSES  # noqa: E402
+FLOAT_PASSES = ("fold-conv-bn", "cleanup")
+QUANT_PASSES = ("fold-conv-bn", "quantize", "cleanup")
 
 
 @TARGETS.register("coreml")
