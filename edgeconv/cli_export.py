@@ -42,11 +42,17 @@ def _floats(text: str | None) -> tuple[float, ...]:
               help="Sparse targets: fraction of 1x1/linear weights pruned (0 < s < 1).")
 @click.option("--block", type=click.Choice(["4", "2", "1"]), default="4", show_default=True,
               help="Sparse targets: output channels pruned together.")
+@click.option("--qat-epochs", default=0, show_default=True, type=click.IntRange(0),
+              help="Quantization-aware training for N epochs instead of calibration (int8 targets).")
+@click.option("--train-data", default="", metavar="MOD:FN",
+              help="QAT data: package.module:function returning a labelled DataSet or (x, y). Default: bundled.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of a table.")
 def export_cmd(model_ref, weights, input_shape, targets, out_dir, per_layer, calib, calib_samples,
-               calib_method, percentile, calib_layout, mean, std, eval_samples, sparsity, block, as_json) -> None:
+               calib_method, percentile, calib_layout, mean, std, eval_samples, sparsity, block,
+               qat_epochs, train_data, as_json) -> None:
     """Export a PyTorch model to verified ONNX / TFLite artifacts with a manifest."""
-    from edgeconv.config import BlockSize, CalibSpec, ExportOptions, Granularity, QuantOptions, SparseOptions
+    from edgeconv.config import (BlockSize, CalibSpec, ExportOptions, Granularity, QATOptions, QuantOptions,
+                                 SparseOptions)
     from edgeconv.context import Progress
     from edgeconv.errors import ParityFailure
     from edgeconv.models import load_model, parse_shape
@@ -59,6 +65,7 @@ def export_cmd(model_ref, weights, input_shape, targets, out_dir, per_layer, cal
         calib=CalibSpec(source=calib, mean=_floats(mean), std=_floats(std), layout=calib_layout),
         eval_samples=eval_samples,
         sparse=SparseOptions(sparsity=sparsity, block=BlockSize(int(block))),
+        qat=QATOptions(epochs=qat_epochs, train_data=train_data),
     )
     from edgeconv.pipeline import resolve_targets
 

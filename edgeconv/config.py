@@ -65,11 +65,20 @@ class SparseOptions(Record):
 
 
 @dataclasses.dataclass(frozen=True)
+class QATOptions(Record):
+    """Quantization-aware training in place of calibration (epochs 0: post-training only)."""
+
+    epochs: int = 0
+    train_data: str = ""  # package.module:function; empty: the model's bundled training data
+
+
+@dataclasses.dataclass(frozen=True)
 class ExportOptions(Record):
     targets: tuple[str, ...] = ("tflite-int8",)
     out_dir: str = "edgeconv-out"
     quant: QuantOptions = QuantOptions()
     sparse: SparseOptions = SparseOptions()
+    qat: QATOptions = QATOptions()
     calib: CalibSpec = CalibSpec()
     eval_samples: int = 256
     seed: int = 0

@@ -122,23 +122,39 @@ def torch_outputs(module, x: np.ndarray, progress: Progress, what: str) -> np.nd
     return np.concatenate(outs)
 
 
+def prepare(spec: "ModelSpec") -> tuple["ModelSpec", StageRecord]:
+    """The one eager step before capture: eval mode and the blocks' own reparameterization
+    methods (fuse / reparameterize / switch_to_deploy / merge_dilated_branches), on a copy."""
+    from edgeconv.reparam.protocol import reparameterize_model
+
+    t0 = time.perf_counter()
+    module, report = reparameterize_model(spec.module, spec.example_inputs)
+    notes = report.calls or ("no block with a reparameterization method",)
+    if report.max_rel_error is not None and report.calls:
+        notes += (f"merged vs original: {report.max_rel_error:.1e} relative",)
+    return dataclasses.replace(spec, module=module), StageRecord("prepare", report.changed, round(time.perf_counter() - t0, 3), notes)
+
+
 def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None = None) -> Manifest:
     from edgeconv.graph import capture
 
     progress = progress or Progress(False)
     targets = resolve_targets(options.targets)
+    if options.qat.epochs and not any(t.quantized for t in targets):
+        raise UserError("--qat-epochs trains int8 scales, but no int8 target was asked for; add e.g. -t tflite-int8")
     out_dir = prepare_out_dir(options.out_path)
     calib, evalset = split_data(spec, options, any(t.quantized for t in targets))
-    ctx = Context(options=options, model=spec, calib=calib, progress=progress)
+    prepared, prep_rec = prepare(spec)
+    ctx = Context(options=options, model=prepared, calib=calib, progress=progress)
 
     t0 = time.perf_counter()
     with progress.task("capturing with torch.export"):
         try:
-            root = capture(spec.module, spec.example_inputs)
+            root = capture(prepared.module, prepared.example_inputs)
         except Exception as e:
             raise UserError(f"torch.export cannot capture {spec.name}: {str(e).strip().splitlines()[0][:200]}") from None
-    root = root.record(StageRecord("capture", True, round(time.perf_counter() - t0, 3),
-                                   (f"torch.export, input {list(spec.input_shape)}",)))
+    root = root.record(prep_rec).record(StageRecord("capture", True, round(time.perf_counter() - t0, 3),
+                                                    (f"torch.export, input {list(spec.input_shape)}",)))
     ref_fp32 = torch_outputs(spec.module, evalset.x, progress, "torch fp32 reference")
     cache = _PassCache(root, ctx)
 

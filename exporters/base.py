@@ -29,6 +29,10 @@ class Tolerance:
     min_top1_agreement: float = 0.95
 
 
+# The standard pass chains; a target's own tuple is the order, registration order never is.
+FLOAT_PASSES = ("reparam-merge", "fold-conv-bn", "cleanup")
+INT8_PASSES = ("reparam-merge", "fold-conv-bn", "check-quant", "quantize", "cleanup")
+
 # Float artifacts must reproduce torch fp32 to float rounding.
 FLOAT_TOLERANCE = Tolerance(vs_fp32_max_abs=1e-4, vs_fp32_min_cosine=0.99999, min_top1_agreement=0.99)
 # Integer kernels requantize at every layer (rounding, fused activations), so an int8 artifact

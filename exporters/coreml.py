@@ -501,8 +501,7 @@ def save(mlmodel: Any, path: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-FLOAT_PASSES = ("fold-conv-bn", "cleanup")
-QUANT_PASSES = ("fold-conv-bn", "quantize", "cleanup")
+from edgeconv.exporters.base import FLOAT_PASSES, INT8_PASSES as QUANT_PASSES  # noqa: E402
 
 
 @TARGETS.register("coreml")

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgeconv.exporters.base import FLOAT_TOLERANCE, INT8_TOLERANCE, ExportInfo, Target, scales_note
+from edgeconv.exporters.base import (FLOAT_PASSES, FLOAT_TOLERANCE, INT8_PASSES, INT8_TOLERANCE, ExportInfo, Target,
+                                     scales_note)
 from edgeconv.registry import TARGETS
 from edgeconv.results import WeightQuant
 
@@ -110,7 +111,7 @@ class _Onnx(Target):
 @TARGETS.register("onnx")
 class OnnxFp32(_Onnx):
     name = "onnx"
-    passes = ("fold-conv-bn", "cleanup")
+    passes = FLOAT_PASSES
     tolerance = FLOAT_TOLERANCE
     description = "ONNX fp32 (torch.onnx dynamo), checked in onnxruntime"
 
@@ -122,7 +123,7 @@ class OnnxFp32(_Onnx):
 @TARGETS.register("onnx-int8")
 class OnnxInt8(_Onnx):
     name = "onnx-int8"
-    passes = ("fold-conv-bn", "quantize", "cleanup")
+    passes = INT8_PASSES
     quantized = True
     tolerance = INT8_TOLERANCE
     description = "ONNX QDQ int8 (per-channel weights), checked in onnxruntime"

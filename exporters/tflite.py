@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from edgeconv.exporters.base import FLOAT_TOLERANCE, INT8_TOLERANCE, ExportInfo, Target, scales_note
+from edgeconv.exporters.base import (FLOAT_PASSES, FLOAT_TOLERANCE, INT8_PASSES, INT8_TOLERANCE, ExportInfo, Target,
+                                     scales_note)
 from edgeconv.registry import TARGETS
 from edgeconv.results import WeightQuant
 
@@ -104,7 +105,7 @@ class _Tflite(Target):
 @TARGETS.register("tflite")
 class TfliteFp32(_Tflite):
     name = "tflite"
-    passes = ("fold-conv-bn", "cleanup")
+    passes = FLOAT_PASSES
     tolerance = FLOAT_TOLERANCE
     description = "TFLite fp32 (litert-torch), checked in ai-edge-litert"
 
@@ -116,7 +117,7 @@ class TfliteFp32(_Tflite):
 @TARGETS.register("tflite-int8")
 class TfliteInt8(_Tflite):
     name = "tflite-int8"
-    passes = ("fold-conv-bn", "quantize", "cleanup")
+    passes = INT8_PASSES
     quantized = True
     tolerance = INT8_TOLERANCE
     description = "TFLite full-integer int8 (per-channel weights), checked in ai-edge-litert"

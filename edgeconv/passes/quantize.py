@@ -117,6 +117,8 @@ def quantize(graph: "Graph", ctx: "Context") -> PassResult:
 
     if graph.quantized:
         return PassResult(graph, False, ("already quantized",))
+    if ctx.options.qat.epochs:
+        return _qat(graph, ctx)
     opts = ctx.options.quant
     quantizer = make_quantizer(opts)
     prepared = prepare_pt2e(graph.module(), quantizer)
@@ -133,3 +135,27 @@ def quantize(graph: "Graph", ctx: "Context") -> PassResult:
     )
     new = graph.with_module(converted, quantizer=quantizer, qparams=qparams)
     return PassResult(dataclasses.replace(new), True, notes)
+
+
+def _qat(graph: "Graph", ctx: "Context") -> PassResult:
+    """Quantization-aware training instead of calibration. QAT trains the eager model (BN in
+    Tune-mode form under the fake-quant, which a captured, already-folded program cannot give),
+    then captures and converts it; the result replaces the graph the earlier passes produced."""
+    from edgeconv import qat
+    from edgeconv.config import Granularity
+
+    opts = ctx.options
+    spec = ctx.model
+    if opts.qat.train_data:
+        data = qat.load_train_data(opts.qat.train_data, spec)
+    elif spec.train_data is not None:
+        data = spec.train_data()
+    else:
+        raise UserError(f"--qat-epochs needs training data: {spec.name} bundles none; pass --train-data "
+                        "package.module:function returning a labelled DataSet or (x, y) arrays")
+    per_channel = opts.quant.weights is Granularity.PER_CHANNEL
+    with ctx.progress.task(f"QAT, {opts.qat.epochs} epoch(s) on {len(data)} samples"):
+        trained = qat.train_qat(spec, data, opts.qat.epochs, per_channel=per_channel, seed=opts.seed)
+    notes = (f"QAT instead of calibration: weights int8 {opts.quant.weights.value}, scales learned",) + tuple(
+        n for s in trained.history for n in s.notes)
+    return PassResult(dataclasses.replace(trained, history=graph.history), True, notes)

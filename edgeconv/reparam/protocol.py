@@ -47,15 +47,16 @@ def reparameterize_model(model: "nn.Module", example_inputs: tuple[Any, ...] | N
     """
     import torch
 
-    model.eval()
+    from edgeconv.models import set_eval
+
+    set_eval(model)
     merged = model if inplace else copy.deepcopy(model)
     reference = None
     if example_inputs is not None:
         with torch.no_grad():
             reference = model(*example_inputs)  # before any block is touched
     calls: list[str] = []
-    merged = _visit(merged, "", calls)
-    merged.eval()
+    merged = set_eval(_visit(merged, "", calls))
     err = None
     if reference is not None:
         with torch.no_grad():
