@@ -1,0 +1,41 @@
+"""Every registered pass, target and device has a test that names it; the registry rules hold."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgeconv import catalog
+from edgeconv.errors import UserError
+from edgeconv.registry import DEVICES, PASSES, TARGETS, Registry
+
+catalog.load()
+TESTS = "\n".join(p.read_text() for p in Path(__file__).parent.glob("test_*.py") if p.name != "test_registry.py")
+
+
+@pytest.mark.parametrize("name", PASSES.names())
+def test_every_pass_is_tested(name):
+    assert f'"{name}"' in TESTS, f"pass {name} has no test naming it"
+
+
+@pytest.mark.parametrize("name", TARGETS.names())
+def test_every_target_is_tested(name):
+    assert f'"{name}"' in TESTS, f"target {name} has no test naming it"
+    t = TARGETS.get(name)
+    assert t.name == name and t.suffix.startswith(".") and t.passes and t.runtime
+    assert all(p in PASSES for p in t.passes), t.passes
+    assert ("quantize" in t.passes) == t.quantized
+
+
+@pytest.mark.parametrize("name", sorted({d.name for _, d in DEVICES.items()}))
+def test_every_device_is_tested(name):
+    assert f'"{name}"' in TESTS, f"device {name} has no test naming it"
+
+
+def test_unknown_name_lists_the_choices():
+    r: Registry = Registry("widget")
+    r.add("a-b", 1)
+    with pytest.raises(UserError, match=r"unknown widget 'c'; choose one of: a-b"):
+        r.get("c")
+    with pytest.raises(ValueError, match="registered twice"):
+        r.add("a-b", 2)
