@@ -117,8 +117,6 @@ def evaluate(fn: Callable[[np.ndarray], np.ndarray], case: Case) -> dict[str, di
 
 
 def run_case(case: Case, methods: tuple[str, ...], out_dir: Path) -> dict[str, Any]:
-    import torch
-
     from edgeconv import catalog
     from edgeconv.calib.data import DataSet
     from edgeconv.config import CalibMethod, ExportOptions, Granularity, QuantOptions
@@ -171,7 +169,6 @@ def run_case(case: Case, methods: tuple[str, ...], out_dir: Path) -> dict[str, A
     except Exception as e:
         result["artifacts"]["per-channel/coreml-int8 (weights only)"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
     result["seconds"]["coreml-int8"] = round(time.perf_counter() - t0, 2)
-    del torch
     return result
 
 
