@@ -203,3 +203,16 @@ def test_cli_max_drop_on_planted_model(tmp_path, monkeypatch):
     fb = json.loads(out.read_text())["fallback"]
     assert "c2" in fb["float_modules"] and fb["float_score"] - fb["final_score"] <= MAX_DROP
     assert "keep in float" in res.output
+
+
+def test_apply_max_drop_marks_the_pre_quantize_graph(setup):
+    from edgeconv.fallback import apply_max_drop
+
+    _, ctx, folded, _, evalset, _ = setup
+    graph, res, report = apply_max_drop(folded, ctx, evalset, MAX_DROP)
+    assert not graph.quantized and graph.float_nodes == res.float_nodes and "conv2d_1" in res.float_nodes
+    assert report.layers[0].node == "conv2d_1"
+    # the names are the pre-quantize graph's: re-quantizing with them keeps exactly that conv float
+    requant = requantize(graph, ctx)
+    convs = {lay.node: lay for lay in find_layers(requant.module())}
+    assert not convs["conv2d_1"].dq_nodes and convs["conv2d"].dq_nodes
