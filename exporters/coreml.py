@@ -535,5 +535,6 @@ class CoreMLW8A8(CoreMLTarget):
     name = "coreml-w8a8"
     quantized = True
     passes = QUANT_PASSES
-    tolerance = Tolerance(vs_sim_max_steps=1.0, vs_fp32_min_cosine=0.98, min_top1_agreement=0.9)
+    # Float arithmetic like the torch simulation: at most one rounding flip (plus float slack).
+    tolerance = Tolerance(vs_sim_max_steps=1.5, vs_fp32_min_cosine=0.98, min_top1_agreement=0.9)
     description = "CoreML mlprogram, int8 weights and activations with edgeconv's PT2E scales"

@@ -230,3 +230,18 @@ def test_per_layer_w8a8_has_one_scale_per_weight(demo, tmp_path):
     TARGETS.get("coreml-w8a8")().export(graph, ctx2, path)
     weights = coreml.read_weights(path)
     assert len(weights) == 8 and all(w.dtype == "int8" and w.num_scales == 1 for w in weights)
+
+
+def test_parity_check_passes_for_every_coreml_target(demo, artifacts):
+    """edgeconv's own parity (as the export pipeline runs it) on the MIL-evaluated artifacts."""
+    from edgeconv import parity
+    from edgeconv.passes.quantize import OUTPUT_KEY
+
+    spec, _, _, held = demo
+    ref = _torch(spec.module, held.x)
+    for name, (target, graph, path, _) in artifacts.items():
+        sim = _torch(graph.module(), held.x) if graph.quantized else None
+        report = parity.check(target.load(path), target.runtime, held.x, held.y, target.tolerance, ref, sim,
+                              graph.qparams.get(OUTPUT_KEY))
+        assert report.passed, (name, report.diffs)
+        assert report.accuracy is not None and report.accuracy >= report.reference_accuracy - 0.04
