@@ -60,18 +60,9 @@ def to_report(data: dict, device: Device, delegate: Delegate, options: ProfileOp
 
 
 def artifact_sha256(path: Path) -> str:
-    """sha256 of a file, or of an .mlpackage folder's files (relative names and bytes, sorted)."""
-    import hashlib
+    from edgeconv.models import file_sha256  # handles .mlpackage folders too
 
-    from edgeconv.models import file_sha256
-
-    if path.is_file():
-        return file_sha256(path)
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(path)).encode())
-        h.update(bytes.fromhex(file_sha256(f)))
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 class AppleBackend:

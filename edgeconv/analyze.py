@@ -288,21 +288,15 @@ class AnalysisResult(Record):
 def analyze_model(spec: Any, options: Any, max_drop: float | None = None, evaluator: str | None = None,
                   progress: Any = None) -> AnalysisResult:
     """Capture, fold, quantize (one calibration), rank layers, and with max_drop choose float layers."""
-    from edgeconv import catalog
-    from edgeconv.context import Context, Progress
+    from edgeconv.context import Progress
     from edgeconv.fallback import choose_float_nodes, load_evaluator
-    from edgeconv.graph import capture
-    from edgeconv.pipeline import run_passes, split_data
+    from edgeconv.pipeline import quantized_graph
 
     if evaluator:
         load_evaluator(evaluator)  # a bad reference fails before any work
-    catalog.load()
     progress = progress or Progress(False)
-    calib, evalset = split_data(spec, options, need_calib=True)
-    ctx = Context(options=options, model=spec, calib=calib, progress=progress)
-    with progress.task("capturing with torch.export"):
-        root = capture(spec.module, spec.example_inputs)
-    graph = run_passes(root, ctx, ("fold-conv-bn", "quantize"))
+    graph, ctx, evalset = quantized_graph(spec, options, progress)
+    calib = ctx.calib
     with progress.task("sensitivity per layer"):
         report = analyze(graph, evalset.x, spec.name)
     fallback = None

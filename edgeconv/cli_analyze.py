@@ -6,20 +6,12 @@ import sys
 
 import click
 
-from edgeconv.config import CalibMethod
+from edgeconv.cli_common import load_spec, model_options, progress, quant_and_calib, quant_options
 
 
 @click.command("analyze")
-@click.option("--model", "model_ref", default=None, metavar="REF",
-              help="package.module:factory or a .pt2 file. Default: the embedded demo.")
-@click.option("--weights", default=None, metavar="FILE", help="State-dict checkpoint (loaded with weights_only=True).")
-@click.option("--input-shape", default=None, metavar="1,3,H,W", help="Override the example input shape.")
-@click.option("--per-layer", is_flag=True, help="Per-tensor int8 weights instead of per-channel.")
-@click.option("--calib", default="demo", show_default=True, metavar="SRC",
-              help="demo | random | image folder | .npy/.npz (calibration; the rest is evaluated).")
-@click.option("--calib-samples", default=128, show_default=True, type=click.IntRange(1))
-@click.option("--calib-method", type=click.Choice([m.value for m in CalibMethod]), default="min-max", show_default=True)
-@click.option("--percentile", default=99.99, show_default=True, help="For --calib-method percentile.")
+@model_options
+@quant_options
 @click.option("--eval-samples", default=128, show_default=True, type=click.IntRange(1))
 @click.option("--max-drop", type=float, default=None, metavar="X",
               help="Keep the fewest most-sensitive layers in float until the metric drops by at most X.")
@@ -28,29 +20,20 @@ from edgeconv.config import CalibMethod
                    "else agreement with the float model.")
 @click.option("-o", "--out", "out_path", default=None, metavar="FILE", help="Also write the report as JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def analyze_cmd(model_ref, weights, input_shape, per_layer, calib, calib_samples, calib_method, percentile,
-                eval_samples, max_drop, evaluator, out_path, as_json) -> None:
+def analyze_cmd(**kw) -> None:
     """Rank conv/linear layers by int8 sensitivity; optionally choose layers to keep in float."""
     from pathlib import Path
 
     from edgeconv.analyze import analyze_model
-    from edgeconv.config import CalibSpec, ExportOptions, Granularity, QuantOptions
-    from edgeconv.context import Progress
+    from edgeconv.config import ExportOptions
     from edgeconv.fallback import load_evaluator
-    from edgeconv.models import load_model, parse_shape
     from edgeconv.results import atomic_write
 
+    as_json, out_path, max_drop, evaluator = kw.pop("as_json"), kw.pop("out_path"), kw.pop("max_drop"), kw.pop("evaluator")
     if evaluator:
         load_evaluator(evaluator)  # fail on a bad reference before loading the model
-    options = ExportOptions(
-        targets=(), quant=QuantOptions(weights=Granularity.PER_TENSOR if per_layer else Granularity.PER_CHANNEL,
-                                       method=CalibMethod(calib_method), samples=calib_samples,
-                                       percentile=percentile),
-        calib=CalibSpec(source=calib), eval_samples=eval_samples,
-    )
-    spec = load_model(model_ref, weights, parse_shape(input_shape) if input_shape else None)
-    result = analyze_model(spec, options, max_drop, evaluator,
-                           Progress(enabled=not as_json and sys.stderr.isatty()))
+    options = ExportOptions(targets=(), **quant_and_calib(kw), eval_samples=kw.pop("eval_samples"))
+    result = analyze_model(load_spec(kw), options, max_drop, evaluator, progress(as_json))
     text = json.dumps(result.to_dict(), indent=2)
     if out_path:
         atomic_write(Path(out_path), text)
@@ -67,44 +50,23 @@ def analyze_cmd(model_ref, weights, input_shape, per_layer, calib, calib_samples
 
 @click.command("divergence")
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--model", "model_ref", default=None, metavar="REF",
-              help="The model the artifacts were exported from. Default: the embedded demo.")
-@click.option("--weights", default=None, metavar="FILE", help="State-dict checkpoint (loaded with weights_only=True).")
-@click.option("--input-shape", default=None, metavar="1,3,H,W", help="Override the example input shape.")
-@click.option("--per-layer", is_flag=True, help="The artifacts were exported with --per-layer.")
-@click.option("--calib", default="demo", show_default=True, metavar="SRC", help="Same calibration as the export.")
-@click.option("--calib-samples", default=128, show_default=True, type=click.IntRange(1))
-@click.option("--calib-method", type=click.Choice([m.value for m in CalibMethod]), default="min-max", show_default=True)
-@click.option("--percentile", default=99.99, show_default=True)
+@model_options
+@quant_options
 @click.option("--samples", default=8, show_default=True, type=click.IntRange(1), help="Held-out inputs compared.")
 @click.option("--steps", default=3.0, show_default=True,
               help="Name the first tensor off by more than this many steps (TFLite's fixed-point "
                    "requantization alone reaches 3 on deep chains).")
 @click.option("--json", "as_json", is_flag=True)
-def divergence_cmd(artifacts, model_ref, weights, input_shape, per_layer, calib, calib_samples, calib_method,
-                   percentile, samples, steps, as_json) -> None:
+def divergence_cmd(artifacts, samples, steps, as_json, **kw) -> None:
     """Name the first layer where each int8 artifact (.onnx, .tflite, .mlpackage) drifts from torch."""
     from pathlib import Path
 
-    from edgeconv import catalog
-    from edgeconv.config import CalibSpec, ExportOptions, Granularity, QuantOptions
-    from edgeconv.context import Context
+    from edgeconv.config import ExportOptions
     from edgeconv.divergence import divergence
-    from edgeconv.graph import capture
-    from edgeconv.models import load_model, parse_shape
-    from edgeconv.pipeline import run_passes, split_data
+    from edgeconv.pipeline import quantized_graph
 
-    catalog.load()
-    options = ExportOptions(
-        targets=(), quant=QuantOptions(weights=Granularity.PER_TENSOR if per_layer else Granularity.PER_CHANNEL,
-                                       method=CalibMethod(calib_method), samples=calib_samples,
-                                       percentile=percentile),
-        calib=CalibSpec(source=calib), eval_samples=samples,
-    )
-    spec = load_model(model_ref, weights, parse_shape(input_shape) if input_shape else None)
-    calib_set, evalset = split_data(spec, options, need_calib=True)
-    ctx = Context(options=options, model=spec, calib=calib_set)
-    graph = run_passes(capture(spec.module, spec.example_inputs), ctx, ("fold-conv-bn", "quantize", "cleanup"))
+    options = ExportOptions(targets=(), **quant_and_calib(kw), eval_samples=samples)
+    graph, _, evalset = quantized_graph(load_spec(kw), options, progress(as_json), upto="cleanup")
     reports = [divergence(graph, Path(a), evalset.x, steps) for a in artifacts]
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in reports], indent=2))

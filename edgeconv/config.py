@@ -79,6 +79,9 @@ class ExportOptions(Record):
     quant: QuantOptions = QuantOptions()
     sparse: SparseOptions = SparseOptions()
     qat: QATOptions = QATOptions()
+    max_drop: float | None = None  # keep the fewest most-sensitive layers float until the drop is within this
+    evaluator: str = ""  # package.module:function(outputs, data) -> float for --max-drop; empty: built-in
+    analyze: bool = False  # also write the per-layer int8 sensitivity (analyze.json)
     calib: CalibSpec = CalibSpec()
     eval_samples: int = 256
     seed: int = 0

@@ -57,11 +57,27 @@ def module_sha256(module: "torch.nn.Module") -> str:
 
 
 def file_sha256(path: Path | str) -> str:
+    """sha256 of a file, or of a folder artifact (an .mlpackage): its files' relative names and
+    bytes, in sorted order, so the same bytes give the same hash wherever they lie."""
+    path = Path(path)
+    if path.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(str(f.relative_to(path)).encode())
+            h.update(bytes.fromhex(file_sha256(f)))
+        return h.hexdigest()
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def artifact_size(path: Path | str) -> int:
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
 
 
 def load_model(ref: str | None = None, weights: str | None = None,

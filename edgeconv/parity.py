@@ -59,3 +59,9 @@ def check(runner: Runner, runtime: str, x: np.ndarray, labels: np.ndarray | None
     if ref_sim is not None:
         diffs.append(diff(out, ref_sim, "torch-quant-sim", tol, out_quant))
     return ParityReport(runtime, len(x), tuple(diffs), accuracy(out, labels), accuracy(ref_fp32, labels))
+
+
+def unverified(runtime: str, reason: str, reference: str = "torch-fp32") -> ParityReport:
+    """A report for an artifact whose runtime cannot run it here: a failure that says why."""
+    nan = float("nan")
+    return ParityReport(runtime, 0, (OutputDiff(reference, nan, nan, None, nan, None, False, reason),))

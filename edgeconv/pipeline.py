@@ -20,7 +20,7 @@ import numpy as np
 from edgeconv import __version__
 from edgeconv.config import ExportOptions
 from edgeconv.context import Context, Progress
-from edgeconv.errors import UserError
+from edgeconv.errors import ParityFailure, UserError
 from edgeconv.registry import PASSES, TARGETS
 from edgeconv.results import Artifact, Manifest, StageRecord, atomic_write
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from edgeconv.models import ModelSpec
 
 MANIFEST = "edgeconv.json"
+ANALYSIS = "analyze.json"
 TOOLS = ("torch", "torchao", "litert-torch", "ai-edge-litert", "onnx", "onnxruntime", "onnxscript",
          "numpy", "coremltools", "tensorflow-cpu")
 
@@ -135,37 +136,63 @@ def prepare(spec: "ModelSpec") -> tuple["ModelSpec", StageRecord]:
     return dataclasses.replace(spec, module=module), StageRecord("prepare", report.changed, round(time.perf_counter() - t0, 3), notes)
 
 
-def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None = None) -> Manifest:
+def capture_prepared(spec: "ModelSpec", progress: Progress) -> tuple["ModelSpec", "Graph"]:
+    """prepare() then torch.export capture, with both stage records on the graph."""
     from edgeconv.graph import capture
 
-    progress = progress or Progress(False)
-    targets = resolve_targets(options.targets)
-    if options.qat.epochs and not any(t.quantized for t in targets):
-        raise UserError("--qat-epochs trains int8 scales, but no int8 target was asked for; add e.g. -t tflite-int8")
-    out_dir = prepare_out_dir(options.out_path)
-    calib, evalset = split_data(spec, options, any(t.quantized for t in targets))
     prepared, prep_rec = prepare(spec)
-    ctx = Context(options=options, model=prepared, calib=calib, progress=progress)
-
     t0 = time.perf_counter()
     with progress.task("capturing with torch.export"):
         try:
             root = capture(prepared.module, prepared.example_inputs)
         except Exception as e:
             raise UserError(f"torch.export cannot capture {spec.name}: {str(e).strip().splitlines()[0][:200]}") from None
-    root = root.record(prep_rec).record(StageRecord("capture", True, round(time.perf_counter() - t0, 3),
-                                                    (f"torch.export, input {list(spec.input_shape)}",)))
+    return prepared, root.record(prep_rec).record(StageRecord(
+        "capture", True, round(time.perf_counter() - t0, 3), (f"torch.export, input {list(spec.input_shape)}",)))
+
+
+def quantized_graph(spec: "ModelSpec", options: ExportOptions, progress: Progress | None = None,
+                    upto: str = "quantize") -> tuple["Graph", Context, "DataSet"]:
+    """The int8 program every int8 target lowers (the standard chain up to `upto`), its context and
+    the held-out evaluation data — for analysis tools that work on the quantized program."""
+    from edgeconv import catalog
+    from edgeconv.exporters.base import INT8_PASSES
+
+    catalog.load()
+    progress = progress or Progress(False)
+    calib, evalset = split_data(spec, options, need_calib=True)
+    prepared, root = capture_prepared(spec, progress)
+    ctx = Context(options=options, model=prepared, calib=calib, progress=progress)
+    chain = INT8_PASSES[:INT8_PASSES.index(upto) + 1]
+    return run_passes(root, ctx, chain), ctx, evalset
+
+
+def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None = None) -> Manifest:
+    progress = progress or Progress(False)
+    targets = resolve_targets(options.targets)
+    if options.qat.epochs and not any(t.quantized for t in targets):
+        raise UserError("--qat-epochs trains int8 scales, but no int8 target was asked for; add e.g. -t tflite-int8")
+    out_dir = prepare_out_dir(options.out_path)
+    calib, evalset = split_data(spec, options, any(t.quantized for t in targets))
+    prepared, root = capture_prepared(spec, progress)
+    ctx = Context(options=options, model=prepared, calib=calib, progress=progress)
     ref_fp32 = torch_outputs(spec.module, evalset.x, progress, "torch fp32 reference")
     cache = _PassCache(root, ctx)
 
     work = Path(tempfile.mkdtemp(prefix=".edgeconv-tmp-", dir=out_dir))
     try:
         artifacts = [_one(t, cache.get(t.passes), ctx, evalset, ref_fp32, work, progress) for t in targets]
+        if options.analyze:
+            _analyze(targets, cache, evalset, spec.name, work, progress)
         final = []
         for a in artifacts:  # every target succeeded: move into place
             dest = out_dir / Path(a.path).name
+            if dest.is_dir():  # a folder artifact (.mlpackage) from an earlier run: os.replace cannot overwrite it
+                shutil.rmtree(dest)
             os.replace(a.path, dest)
             final.append(dataclasses.replace(a, path=dest.name))
+        if (work / ANALYSIS).is_file():
+            os.replace(work / ANALYSIS, out_dir / ANALYSIS)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -183,6 +210,19 @@ def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None 
     return manifest
 
 
+def _analyze(targets: list["Target"], cache: _PassCache, evalset: "DataSet", name: str, work: Path,
+             progress: Progress) -> None:
+    """`--analyze`: per-layer int8 sensitivity of the quantized program the int8 targets share."""
+    from edgeconv.analyze import analyze
+
+    chain = next((t.passes for t in targets if t.quantized), None)
+    if chain is None:
+        raise UserError("--analyze ranks layers by int8 sensitivity; add an int8 target, e.g. -t tflite-int8")
+    with progress.task("analyzing per-layer int8 sensitivity"):
+        report = analyze(cache.get(chain), evalset.x[:64], name)
+    atomic_write(work / ANALYSIS, report.to_json())
+
+
 def _acc(out: np.ndarray, data: "DataSet") -> float | None:
     from edgeconv.parity import accuracy
 
@@ -192,7 +232,7 @@ def _acc(out: np.ndarray, data: "DataSet") -> float | None:
 def _one(target: "Target", graph: "Graph", ctx: Context, evalset: "DataSet", ref_fp32: np.ndarray,
          work: Path, progress: Progress) -> Artifact:
     from edgeconv import parity
-    from edgeconv.models import file_sha256
+    from edgeconv.models import artifact_size, file_sha256
     from edgeconv.passes.quantize import OUTPUT_KEY
 
     stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in ctx.model.name).strip("-") or "model"
@@ -203,20 +243,24 @@ def _one(target: "Target", graph: "Graph", ctx: Context, evalset: "DataSet", ref
     export_rec = StageRecord(f"export:{target.name}", True, round(time.perf_counter() - t0, 3),
                              info.notes + ((info.scales_from,) if info.scales_from else ()))
     t0 = time.perf_counter()
-    runner = target.load(path)
-    if target.parity_reference == "torch-after-passes":
-        ref_fp32 = torch_outputs(graph.module(), evalset.x, progress, "torch reference after passes")
-    ref_sim = None
-    if graph.quantized:
-        ref_sim = torch_outputs(graph.module(), evalset.x, progress, "torch quantized simulation")
-    with progress.task(f"parity {target.name} in {target.runtime}"):
-        report = parity.check(runner, target.runtime, evalset.x, evalset.y, target.tolerance,
-                              ref_fp32, ref_sim, graph.qparams.get(OUTPUT_KEY), target.parity_reference)
+    try:
+        runner = target.load(path)
+    except ParityFailure as e:  # the runtime cannot compute this artifact here: unverified, never a pass
+        runner, report = None, parity.unverified(target.runtime, str(e), target.parity_reference)
+    if runner is not None:
+        if target.parity_reference == "torch-after-passes":
+            ref_fp32 = torch_outputs(graph.module(), evalset.x, progress, "torch reference after passes")
+        ref_sim = None
+        if graph.quantized:
+            ref_sim = torch_outputs(graph.module(), evalset.x, progress, "torch quantized simulation")
+        with progress.task(f"parity {target.name} in {target.runtime}"):
+            report = parity.check(runner, target.runtime, evalset.x, evalset.y, target.tolerance,
+                                  ref_fp32, ref_sim, graph.qparams.get(OUTPUT_KEY), target.parity_reference)
     parity_rec = StageRecord(f"parity:{target.name}", False, round(time.perf_counter() - t0, 3),
                              tuple(f"vs {d.reference}: {'ok' if d.passed else 'FAILED ' + d.reason}" for d in report.diffs))
     return Artifact(
-        target=target.name, path=str(path), sha256=file_sha256(path), size_bytes=path.stat().st_size,
-        inputs=runner.inputs, outputs=runner.outputs, parity=report,
+        target=target.name, path=str(path), sha256=file_sha256(path), size_bytes=artifact_size(path),
+        inputs=runner.inputs if runner else (), outputs=runner.outputs if runner else (), parity=report,
         stages=graph.history + (export_rec, parity_rec), weights=target.weights(path),
-        scales_from=info.scales_from,
+        scales_from=info.scales_from, float_layers=graph.float_nodes,
     )

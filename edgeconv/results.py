@@ -148,6 +148,9 @@ class ParityReport(Record):
     def passed(self) -> bool:
         return all(d.passed for d in self.diffs)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "passed": self.passed}  # derived, but what a CI script reads first
+
 
 @dataclasses.dataclass(frozen=True)
 class WeightQuant(Record):
@@ -173,6 +176,7 @@ class Artifact(Record):
     stages: tuple[StageRecord, ...] = ()
     weights: tuple[WeightQuant, ...] = ()
     scales_from: str = ""  # how the artifact's scales were ensured to be edgeconv's
+    float_layers: tuple[str, ...] = ()  # layers kept in float (--max-drop), honoured by every int8 exporter
 
 
 @dataclasses.dataclass(frozen=True)

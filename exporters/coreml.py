@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from edgeconv.errors import UserError, missing_extra
-from edgeconv.exporters.base import ExportInfo, Target, Tolerance
+from edgeconv.exporters.base import FLOAT_PASSES, INT8_PASSES, ExportInfo, Target, Tolerance
 from edgeconv.registry import TARGETS
 from edgeconv.results import QuantParams, TensorSpec, WeightQuant
 
@@ -501,7 +501,6 @@ def save(mlmodel: Any, path: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-from edgeconv.exporters.base import FLOAT_PASSES, INT8_PASSES as QUANT_PASSES  # noqa: E402
 
 
 @TARGETS.register("coreml")
@@ -534,7 +533,7 @@ class CoreMLInt8(CoreMLTarget):
 class CoreMLW8A8(CoreMLTarget):
     name = "coreml-w8a8"
     quantized = True
-    passes = QUANT_PASSES
+    passes = INT8_PASSES
     # Float arithmetic like the torch simulation: at most one rounding flip (plus float slack).
     tolerance = Tolerance(vs_sim_max_steps=1.5, vs_fp32_min_cosine=0.98, min_top1_agreement=0.9)
     description = "CoreML mlprogram, int8 weights and activations with edgeconv's PT2E scales"

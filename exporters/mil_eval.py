@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgeconv.errors import EdgeconvError
+from edgeconv.errors import ParityFailure
 
 # MIL dtype names (pymil's builtin type names) -> numpy dtypes.
 _DTYPES = {
@@ -32,10 +32,9 @@ _DTYPES = {
 }
 
 
-class UnverifiedOp(EdgeconvError):
+class UnverifiedOp(ParityFailure):
     """The program holds an op this evaluator cannot compute: its numerics cannot be checked here."""
 
-    exit_code = 1
 
     def __init__(self, op_type: str) -> None:
         super().__init__(f"unverified: op {op_type}")

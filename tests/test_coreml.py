@@ -225,7 +225,7 @@ def test_per_layer_w8a8_has_one_scale_per_weight(demo, tmp_path):
     opts = dataclasses.replace(ctx.options, quant=dataclasses.replace(ctx.options.quant, weights=Granularity.PER_TENSOR,
                                                                      samples=16))
     ctx2 = dataclasses.replace(ctx, options=opts)
-    graph = run_passes(root, ctx2, coreml.QUANT_PASSES)
+    graph = run_passes(root, ctx2, coreml.INT8_PASSES)
     path = tmp_path / "pl.mlpackage"
     TARGETS.get("coreml-w8a8")().export(graph, ctx2, path)
     weights = coreml.read_weights(path)

@@ -52,7 +52,7 @@ def test_coreml_w8a8_keeps_every_scale(model, lines, tmp_path):
     catalog.load()
     calib = rc.dataset(rc.CALIB_SEED, 8)
     ctx = Context(options=ExportOptions(quant=QuantOptions(samples=8)), model=None, calib=calib)
-    graph = run_passes(capture(model, (torch.zeros(rc.INPUT_SHAPE),)), ctx, coreml.QUANT_PASSES)
+    graph = run_passes(capture(model, (torch.zeros(rc.INPUT_SHAPE),)), ctx, coreml.INT8_PASSES)
     path = tmp_path / "cls.mlpackage"
     info = TARGETS.get("coreml-w8a8")().export(graph, ctx, path)
     assert "53 weight scale/zero-point sets equal PT2E's" in info.scales_from or \

@@ -73,3 +73,32 @@ def test_qat_without_int8_target_or_data_is_refused(tmp_path):
     r = CliRunner().invoke(main, ["export", "--model", "zoo:conv_relu_bn", "-t", "onnx-int8", "--calib", "random",
                                   "--qat-epochs", "1", "-o", str(tmp_path)])
     assert r.exit_code == 2 and "--train-data" in r.output and "bundles none" in r.output
+
+
+def test_export_max_drop_keeps_the_planted_layer_float_in_every_format(tmp_path):
+    """A layer with one channel scaled ×1000 collapses per-layer int8; --max-drop keeps it float,
+    every int8 exporter honours that, and held-out accuracy comes back."""
+    import json
+
+    args = ["export", "--model", "zoo_planted:planted_spec", "-t", "tflite-int8", "-t", "onnx-int8",
+            "--per-layer", "--calib-samples", "64", "--eval-samples", "128", "--max-drop", "0.03",
+            "--analyze", "-o", str(tmp_path), "--json"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.output)
+    q = next(s for s in m["stages"] if s["stage"] == "quantize")
+    assert any("kept in float: c2" in n for n in q["notes"]), q["notes"]
+    for a in m["artifacts"]:
+        assert a["float_layers"] and a["parity"]["passed"]
+        assert a["parity"]["accuracy"] >= m["reference_accuracy"] - 0.05
+        # the float layer's weight is stored float in the file, the others int8
+        dtypes = sorted(w["dtype"] for w in a["weights"])
+        assert "float32" in dtypes and "int8" in dtypes, dtypes
+    # --analyze ranks the program as exported: with c2 float, c2 no longer dominates
+    ranking = json.loads((tmp_path / "analyze.json").read_text())["layers"]
+    assert ranking and ranking[0]["module"] != "c2"
+
+
+def test_export_max_drop_with_qat_is_refused(tmp_path):
+    r = CliRunner().invoke(main, ["export", "--qat-epochs", "1", "--max-drop", "0.01", "-o", str(tmp_path)])
+    assert r.exit_code == 2 and "--max-drop" in r.output and "--qat-epochs" in r.output

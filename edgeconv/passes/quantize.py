@@ -118,9 +118,15 @@ def quantize(graph: "Graph", ctx: "Context") -> PassResult:
     if graph.quantized:
         return PassResult(graph, False, ("already quantized",))
     if ctx.options.qat.epochs:
+        if ctx.options.max_drop is not None:
+            raise UserError("--max-drop chooses float layers for post-training calibration; it cannot be "
+                            "combined with --qat-epochs (QAT learns the scales instead) — drop one of them")
         return _qat(graph, ctx)
+    from edgeconv.fallback import keep_float
+
     opts = ctx.options.quant
-    quantizer = make_quantizer(opts)
+    graph, fallback_notes = _choose_float_layers(graph, ctx)
+    quantizer = keep_float(make_quantizer(opts), graph.float_nodes)
     prepared = prepare_pt2e(graph.module(), quantizer)
     n = calibrate(prepared, ctx)
     converted = convert_pt2e(prepared, fold_quantize=False)
@@ -132,9 +138,24 @@ def quantize(graph: "Graph", ctx: "Context") -> PassResult:
         + ("" if data.real else " — NOT a real calibration (random inputs)"),
         f"{sum(1 for q in qparams.values() if q.axis is not None)} per-channel and "
         f"{sum(1 for q in qparams.values() if q.axis is None)} per-tensor quantized tensors",
-    )
+    ) + fallback_notes
     new = graph.with_module(converted, quantizer=quantizer, qparams=qparams)
     return PassResult(dataclasses.replace(new), True, notes)
+
+
+def _choose_float_layers(graph: "Graph", ctx: "Context") -> tuple["Graph", tuple[str, ...]]:
+    """--max-drop: rank layers by int8 sensitivity and keep the fewest most sensitive in float.
+    Chosen on the calibration samples, so the held-out parity stays an independent check."""
+    if ctx.options.max_drop is None or graph.float_nodes:
+        return graph, ()
+    from edgeconv.fallback import apply_max_drop
+
+    inner = dataclasses.replace(ctx, options=dataclasses.replace(ctx.options, max_drop=None))
+    with ctx.progress.task("choosing layers to keep in float (--max-drop)"):
+        graph, fb, _ = apply_max_drop(graph, inner, ctx.calib, ctx.options.max_drop, ctx.options.evaluator or None)
+    kept = ", ".join(m or n for n, m in zip(fb.float_nodes, fb.float_modules)) or "none needed"
+    return graph, (f"--max-drop {fb.max_drop:g} ({fb.metric}, on the calibration samples): float "
+                   f"{fb.float_score:.4g}, all int8 {fb.int8_score:.4g}, final {fb.final_score:.4g}; kept in float: {kept}",)
 
 
 def _qat(graph: "Graph", ctx: "Context") -> PassResult:
