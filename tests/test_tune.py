@@ -137,3 +137,43 @@ def test_idempotent():
     tune_mode(model)
     r2 = tune_mode(model)
     assert len(r2.switched) == 4 and _rel(model(x), ref) < 1e-12
+
+
+def _saved_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """Bytes autograd keeps for the backward (distinct storages)."""
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x).sum()
+    return sum(seen.values())
+
+
+def test_relu6_after_a_tuned_bn_saves_a_mask_not_its_input():
+    from zoo_reparam import Depthwise
+
+    torch.manual_seed(0)
+    model = randomize_bn(Depthwise()).double().eval()
+    x = torch.randn(2, 4, 9, 9, dtype=torch.float64, requires_grad=True)
+    x.data[0, 0, 0, :3] = torch.tensor([0.0, 6.0, -0.0])  # boundary values: gradient 0 exactly there
+    ref_out, ref_grads = _fwd_bwd(model, x)
+    eval_bytes = _saved_bytes(model, x)
+
+    plain = tune_mode(model, example_inputs=(x,), mask_activations=False)
+    assert plain.masked_activations == ()
+    plain_bytes = _saved_bytes(model, x)
+    eval_mode(model)
+
+    report = tune_mode(model, example_inputs=(x,))
+    assert len(report.masked_activations) == 1
+    out, grads = _fwd_bwd(model, x)
+    assert _rel(out, ref_out) < 1e-12
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert _rel(g, r) < 1e-12
+    masked_bytes = _saved_bytes(model, x)
+    assert masked_bytes < plain_bytes < eval_bytes
+    assert eval_mode(model) == len(report.switched)
+    assert not any("forward" in m.__dict__ for m in model.modules())
