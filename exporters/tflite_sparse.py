@@ -332,7 +332,7 @@ def float_only_refusal(graph: "Graph", target: str) -> str | None:
 
 
 class _SparseTflite(_Tflite):
-    passes: ClassVar[tuple[str, ...]] = ("fold-conv-bn", "sparsify", "cleanup")
+    passes: ClassVar[tuple[str, ...]] = ("reparam-merge", "fold-conv-bn", "sparsify", "cleanup")
     fp16: ClassVar[bool] = False
     # The pruned program is a different function from the dense model: parity compares against
     # the torch program after the passes (pruned), not the user's dense model.

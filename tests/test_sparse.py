@@ -273,7 +273,7 @@ def test_sparse_targets_registered_with_their_pass_lists():
     assert "sparsify" in PASSES
     for name in ("tflite-sparse", "tflite-sparse-fp16"):
         t = TARGETS.get(name)
-        assert t.passes == ("fold-conv-bn", "sparsify", "cleanup") and not t.quantized
+        assert t.passes == ("reparam-merge", "fold-conv-bn", "sparsify", "cleanup") and not t.quantized
 
 
 def test_sparse_target_export_writes_eligible_file_with_sizes(tmp_path):
