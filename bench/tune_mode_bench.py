@@ -110,9 +110,9 @@ def child(net: str, mode: str, batch: int, size: int, iters: int) -> dict:
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.eval()  # frozen statistics: the fine-tuning set-up Tune mode is for
-    # "tune": Tune mode as shipped (ReLU6 after a tuned BN keeps a 1-byte mask, not its input);
+    # "tune": Tune mode as shipped (a ReLU6 after a tuned BN saves its output, kept anyway by the next conv);
     # "tune-plain": the conv-BN rewrite alone.
-    pairs = len(tune_mode(model, mask_activations=mode == "tune").switched) if mode.startswith("tune") else 0
+    pairs = len(tune_mode(model, slim_activations=mode == "tune").switched) if mode.startswith("tune") else 0
     x = torch.randn(batch, 3, size, size)
 
     saved: dict[int, int] = {}
@@ -181,8 +181,8 @@ def main() -> None:
               "note": ("ReLU6 is hardtanh, whose autograd formula needs its *input*: an in-place ReLU6 "
                        "saves a clone of it, so with the conv-BN rewrite alone ('tune-plain') a MobileNetV2 "
                        "layer still keeps 2 activations where Eval keeps 3 (ratio >= 2/3); Tune mode as "
-                       "shipped ('tune') gives such a ReLU6 a bool-mask backward (same values and "
-                       "gradients). ReLU saves its output, so ResNet layers go from 2 to 1 either way.")}
+                       "shipped ('tune') gives such a ReLU6 an output-saving backward (same values and "
+                       "gradients; its output is the next conv's saved input). ReLU saves its output, so ResNet layers go from 2 to 1 either way.")}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(OUT, json.dumps(result, indent=2))
     print(json.dumps(summary, indent=2))

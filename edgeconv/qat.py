@@ -269,7 +269,7 @@ def _tune_for_qat(model: "torch.nn.Module", example_inputs: tuple[Any, ...]) -> 
 
     model.eval()
     # plain activations: the QAT program is captured with torch.export and annotated by op type
-    report = tune.tune_mode(model, example_inputs, mask_activations=False)
+    report = tune.tune_mode(model, example_inputs, slim_activations=False)
     modules = dict(model.named_modules())
     tracks = []
     for pair in report.switched:

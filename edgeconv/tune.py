@@ -14,10 +14,11 @@ objects (optimizers, state dicts and checkpoints keep working). The switch is an
 Pairs are found by tracing (torch.fx, or torch.export when `example_inputs` are given and the
 model does not fx-trace) so that "the conv output is used only by the BN" is known, not guessed.
 
-A ReLU6 / Hardtanh module that is the only user of a switched BN also gets a mask forward: PyTorch's
-hardtanh keeps its whole float input for the backward, although the gradient needs only where the
-input lay inside (min, max). The mask (1 byte per element instead of 4) gives the same values and
-the same gradients; without it a MobileNet block keeps 2 of its 3 Eval-mode activations instead of 1.
+A ReLU6 / Hardtanh module that is the only user of a switched BN also gets an output-saving forward:
+PyTorch's hardtanh keeps its whole float input for the backward, although the gradient needs only
+where the input lay inside (min, max), which its output tells as well — and the output is kept
+anyway as the next conv's input. Same values, same gradients; without it a MobileNet block keeps 2
+of its 3 Eval-mode activations instead of 1.
 """
 from __future__ import annotations
 
@@ -45,15 +46,15 @@ class TuneReport(Record):
     switched: tuple[TunePair, ...] = ()
     left_alone: tuple[TunePair, ...] = ()
     traced_with: str = "torch.fx"
-    masked_activations: tuple[str, ...] = ()  # ReLU6/Hardtanh modules given the mask forward
+    slim_activations: tuple[str, ...] = ()  # ReLU6/Hardtanh modules given the output-saving backward
 
     def summary(self) -> str:
         return (f"Tune mode: {len(self.switched)} conv-BN pairs switched, {len(self.left_alone)} left alone, "
-                f"{len(self.masked_activations)} ReLU6/Hardtanh with mask backward")
+                f"{len(self.slim_activations)} ReLU6/Hardtanh saving their output")
 
 
 def tune_mode(model: "nn.Module", example_inputs: tuple[Any, ...] | None = None,
-              mask_activations: bool = True) -> TuneReport:
+              slim_activations: bool = True) -> TuneReport:
     """Switch every eligible Conv -> BN(eval) pair of `model` to the Tune-mode forward, in place.
 
     Freeze the BNs first (`model.eval()`, or `bn.eval()` on each BN inside a `model.train()` loop).
@@ -78,13 +79,13 @@ def tune_mode(model: "nn.Module", example_inputs: tuple[Any, ...] | None = None,
         raise UserError(f"Tune mode needs frozen BatchNorm, but {len(training)} BN layers "
                         f"(e.g. {training[0].bn!r}) are in training mode; call model.eval() "
                         "(or .eval() on the BN modules) before tune_mode")
-    masked = _mask_activations(gm, modules, {p.bn for p in switched}) if mask_activations and traced_with == "torch.fx" else ()
-    return TuneReport(tuple(switched), tuple(left), traced_with, masked)
+    slim = _slim_activations(gm, modules, {p.bn for p in switched}) if slim_activations and traced_with == "torch.fx" else ()
+    return TuneReport(tuple(switched), tuple(left), traced_with, slim)
 
 
-def _mask_activations(gm: Any, modules: dict[str, Any], bns: set[str]) -> tuple[str, ...]:
-    """Give the mask forward to each Hardtanh/ReLU6 module that is the only user of a switched BN
-    and is called once."""
+def _slim_activations(gm: Any, modules: dict[str, Any], bns: set[str]) -> tuple[str, ...]:
+    """Give the output-saving forward to each Hardtanh/ReLU6 module that is the only user of a
+    switched BN and is called once."""
     from torch import nn
 
     calls: dict[str, int] = {}
@@ -98,7 +99,7 @@ def _mask_activations(gm: Any, modules: dict[str, Any], bns: set[str]) -> tuple[
         (user,) = n.users
         act = modules.get(user.target) if user.op == "call_module" else None
         if isinstance(act, nn.Hardtanh) and type(act).forward is nn.Hardtanh.forward and calls[user.target] == 1:
-            act.forward = functools.partial(_hardtanh_mask_forward, act)
+            act.forward = functools.partial(_hardtanh_output_saving_forward, act)
             done.append(user.target)
     return tuple(done)
 
@@ -109,7 +110,7 @@ def eval_mode(model: "nn.Module") -> int:
     for m in model.modules():
         fwd = m.__dict__.get("forward")
         if isinstance(fwd, functools.partial) and fwd.func in (_conv_tune_forward, _bn_tune_forward,
-                                                                _hardtanh_mask_forward):
+                                                                _hardtanh_output_saving_forward):
             del m.__dict__["forward"]
             restored += fwd.func is _conv_tune_forward
     return restored
@@ -149,29 +150,35 @@ def _bn_tune_forward(bn: "nn.Module", x: "torch.Tensor") -> "torch.Tensor":
     return type(bn).forward(bn, x) if bn.training else x
 
 
-def _hardtanh_mask_forward(act: "nn.Module", x: "torch.Tensor") -> "torch.Tensor":
-    return _hardtanh_mask_fn().apply(x, act.min_val, act.max_val)
+def _hardtanh_output_saving_forward(act: "nn.Module", x: "torch.Tensor") -> "torch.Tensor":
+    return _hardtanh_output_saving_fn().apply(x, act.min_val, act.max_val)
 
 
 @functools.cache
-def _hardtanh_mask_fn() -> Any:
+def _hardtanh_output_saving_fn() -> Any:
     import torch
 
-    class HardtanhMask(torch.autograd.Function):
-        """clamp(x, lo, hi) that saves a bool mask, not x: the gradient is 1 strictly inside
-        (lo, hi) and 0 elsewhere, exactly as PyTorch's hardtanh_backward."""
+    class HardtanhSavingOutput(torch.autograd.Function):
+        """clamp(x, lo, hi) that saves its *output*, not its input: the gradient is 1 strictly
+        inside (lo, hi) and 0 elsewhere — exactly PyTorch's hardtanh_backward — and lo < y < hi
+        holds exactly where lo < x < hi. The output is the next conv's input, which autograd keeps
+        anyway, so the activation costs no extra memory (an in-place edit of it later is caught by
+        autograd's version check, never silently wrong)."""
 
         @staticmethod
         def forward(ctx: Any, x: "torch.Tensor", lo: float, hi: float) -> "torch.Tensor":
-            ctx.save_for_backward((x > lo) & (x < hi))
-            return x.clamp(lo, hi)
+            y = x.clamp(lo, hi)
+            ctx.save_for_backward(y)
+            ctx.bounds = (lo, hi)
+            return y
 
         @staticmethod
         def backward(ctx: Any, grad: "torch.Tensor") -> tuple[Any, None, None]:
-            (mask,) = ctx.saved_tensors
-            return grad * mask, None, None
+            (y,) = ctx.saved_tensors
+            # hardtanh_backward masks by lo < arg < hi: fed the output, it gives the same mask.
+            return torch.ops.aten.hardtanh_backward(grad, y, *ctx.bounds), None, None
 
-    return HardtanhMask
+    return HardtanhSavingOutput
 
 
 # --- eligibility --------------------------------------------------------------------------------

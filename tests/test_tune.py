@@ -152,7 +152,7 @@ def _saved_bytes(model: nn.Module, x: torch.Tensor) -> int:
     return sum(seen.values())
 
 
-def test_relu6_after_a_tuned_bn_saves_a_mask_not_its_input():
+def test_relu6_after_a_tuned_bn_keeps_no_extra_activation():
     from zoo_reparam import Depthwise
 
     torch.manual_seed(0)
@@ -162,18 +162,18 @@ def test_relu6_after_a_tuned_bn_saves_a_mask_not_its_input():
     ref_out, ref_grads = _fwd_bwd(model, x)
     eval_bytes = _saved_bytes(model, x)
 
-    plain = tune_mode(model, example_inputs=(x,), mask_activations=False)
-    assert plain.masked_activations == ()
+    plain = tune_mode(model, example_inputs=(x,), slim_activations=False)
+    assert plain.slim_activations == ()
     plain_bytes = _saved_bytes(model, x)
     eval_mode(model)
 
     report = tune_mode(model, example_inputs=(x,))
-    assert len(report.masked_activations) == 1
+    assert len(report.slim_activations) == 1
     out, grads = _fwd_bwd(model, x)
     assert _rel(out, ref_out) < 1e-12
     for g, r in zip(grads, ref_grads, strict=True):
         assert _rel(g, r) < 1e-12
-    masked_bytes = _saved_bytes(model, x)
-    assert masked_bytes < plain_bytes < eval_bytes
+    slim_bytes = _saved_bytes(model, x)
+    assert slim_bytes < plain_bytes < eval_bytes
     assert eval_mode(model) == len(report.switched)
     assert not any("forward" in m.__dict__ for m in model.modules())
