@@ -170,8 +170,12 @@ def quantized_graph(spec: "ModelSpec", options: ExportOptions, progress: Progres
 def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None = None) -> Manifest:
     progress = progress or Progress(False)
     targets = resolve_targets(options.targets)
-    if options.qat.epochs and not any(t.quantized for t in targets):
-        raise UserError("--qat-epochs trains int8 scales, but no int8 target was asked for; add e.g. -t tflite-int8")
+    if not any(t.quantized for t in targets):
+        for flag, asked in (("--qat-epochs", options.qat.epochs), ("--max-drop", options.max_drop is not None),
+                            ("--analyze", options.analyze)):
+            if asked:
+                raise UserError(f"{flag} works on the int8 program, but no int8 target was asked for; "
+                                "add e.g. -t tflite-int8")
     out_dir = prepare_out_dir(options.out_path)
     calib, evalset = split_data(spec, options, any(t.quantized for t in targets))
     prepared, root = capture_prepared(spec, progress)
@@ -215,9 +219,7 @@ def _analyze(targets: list["Target"], cache: _PassCache, evalset: "DataSet", nam
     """`--analyze`: per-layer int8 sensitivity of the quantized program the int8 targets share."""
     from edgeconv.analyze import analyze
 
-    chain = next((t.passes for t in targets if t.quantized), None)
-    if chain is None:
-        raise UserError("--analyze ranks layers by int8 sensitivity; add an int8 target, e.g. -t tflite-int8")
+    chain = next(t.passes for t in targets if t.quantized)  # export() checked there is one
     with progress.task("analyzing per-layer int8 sensitivity"):
         report = analyze(cache.get(chain), evalset.x[:64], name)
     atomic_write(work / ANALYSIS, report.to_json())

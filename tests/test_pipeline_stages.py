@@ -68,8 +68,10 @@ def test_qat_through_the_cli(tmp_path):
 
 
 def test_qat_without_int8_target_or_data_is_refused(tmp_path):
-    r = CliRunner().invoke(main, ["export", "-t", "onnx", "--qat-epochs", "1", "-o", str(tmp_path)])
-    assert r.exit_code == 2 and "no int8 target" in r.output
+    for flags in (["--qat-epochs", "1"], ["--max-drop", "0.01"], ["--analyze"]):
+        r = CliRunner().invoke(main, ["export", "-t", "onnx", *flags, "-o", str(tmp_path)])
+        assert r.exit_code == 2 and flags[0] in r.output and "no int8 target" in r.output
+        assert list(tmp_path.iterdir()) == []
     r = CliRunner().invoke(main, ["export", "--model", "zoo:conv_relu_bn", "-t", "onnx-int8", "--calib", "random",
                                   "--qat-epochs", "1", "-o", str(tmp_path)])
     assert r.exit_code == 2 and "--train-data" in r.output and "bundles none" in r.output
