@@ -140,7 +140,7 @@ def quantize(graph: "Graph", ctx: "Context") -> PassResult:
         f"{sum(1 for q in qparams.values() if q.axis is None)} per-tensor quantized tensors",
     ) + fallback_notes
     new = graph.with_module(converted, quantizer=quantizer, qparams=qparams)
-    return PassResult(dataclasses.replace(new), True, notes)
+    return PassResult(new, True, notes)
 
 
 def _choose_float_layers(graph: "Graph", ctx: "Context") -> tuple["Graph", tuple[str, ...]]:
