@@ -75,9 +75,13 @@ class Target:
     def load(self, path: Path, threads: int = 1) -> Runner:
         raise NotImplementedError
 
+    def read_weights(self, path: Path) -> list[tuple[WeightQuant, "np.ndarray | None"]]:
+        """Each conv/linear weight as stored in the file, with its scales when quantized."""
+        return []
+
     def weights(self, path: Path) -> tuple[WeightQuant, ...]:
         """Read back how each conv/linear weight is stored (dtype, number of scales, axis)."""
-        return ()
+        return tuple(w for w, _ in self.read_weights(path))
 
 
 def scales_note(fmt: str, weights: list[np.ndarray], graph: "Graph", activations: list[float] = ()) -> str:

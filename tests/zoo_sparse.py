@@ -14,17 +14,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from examples.mobilenet_v2 import conv_bn  # the same Conv-BN(-ReLU6) unit as the full-size example
+
 # (expansion, output channels, repeats, first stride): MobileNetV2's table, narrowed for test speed.
 SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64, 2, 2), (6, 96, 1, 1))
 INPUT_SHAPE = (1, 3, 64, 64)
-
-
-def conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
-                               nn.BatchNorm2d(cout)]
-    if act:
-        layers.append(nn.ReLU6())
-    return nn.Sequential(*layers)
 
 
 class TfSamePad(nn.Module):
