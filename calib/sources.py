@@ -26,7 +26,8 @@ def load_data(spec: "CalibSpec", input_shape: tuple[int, ...], *, model_mean: Se
               model_std: Sequence[float] = (), count: int | None = None, seed: int = 0,
               bundled: Callable[[], DataSet] | None = None) -> DataSet:
     """Load `spec.source` as model inputs of shape (N, *input_shape[1:]); at most `count` samples
-    (the first ones, in file or array order)."""
+    (the first ones in array order; from an image folder, drawn evenly across its sub-folders with
+    `seed` — see `draw_files`)."""
     if count is not None and count <= 0:
         raise UserError(f"--calib-samples {count} must be a positive number of samples")
     source = spec.source.strip()
@@ -41,7 +42,7 @@ def load_data(spec: "CalibSpec", input_shape: tuple[int, ...], *, model_mean: Se
             raise UserError(f"calibration data {source} does not exist; pass an image folder, a .npy/.npz file, "
                             "'demo' or 'random' to --calib")
         if path.is_dir():
-            data = _folder(path, input_shape, mean, std, count)
+            data = _folder(path, input_shape, mean, std, count, seed)
         elif path.suffix.lower() in (".npy", ".npz"):
             data = _arrays(path, input_shape, spec, mean, std, count)
         else:
@@ -67,19 +68,40 @@ def _bundled(bundled: Callable[[], DataSet] | None, input_shape: Sequence[int], 
 
 
 def _folder(path: Path, input_shape: Sequence[int], mean: Sequence[float], std: Sequence[float],
-            count: int | None) -> DataSet:
+            count: int | None, seed: int = 0) -> DataSet:
     if len(input_shape) != 4:
         raise UserError(f"calibration folder {path} holds images but the model takes "
                         f"{pp.model_shape_text(input_shape)}; pass a .npy/.npz array instead")
-    files = image_files(path)
-    if not files:
+    found = image_files(path)
+    if not found:
         raise UserError(f"calibration folder {path} has no images (looked for "
                         f"{', '.join(IMAGE_SUFFIXES)}); put images there or pass a .npy/.npz file")
-    files = files[:count] if count else files
+    files = draw_files(found, path, count, seed)
     _, c, h, w = input_shape
     x = np.stack([pp.image_to_chw(_open(f), h, w, c) for f in files])
     x = pp.normalize(x, mean, std, f"calibration folder {path}")
-    return DataSet(x, None, source=f"image folder {path} ({len(files)} images)")
+    groups = len({f.parent for f in found})
+    how = f"{len(files)} of {len(found)} images" if len(files) < len(found) else f"{len(files)} images"
+    spread = f", drawn evenly from {groups} sub-folders" if groups > 1 else ""
+    return DataSet(x, None, source=f"image folder {path} ({how}{spread}, seed {seed})")
+
+
+def draw_files(files: Sequence[Path], root: Path, count: int | None, seed: int = 0) -> list[Path]:
+    """`count` of `files` (all when None), drawn evenly and reproducibly across their folders.
+
+    Each folder (on a class-per-folder dataset: each class) is shuffled with `seed`, the folders are
+    put in a seeded order, and the draw takes one file from each folder in turn: any prefix of the
+    result — the calibration samples, then the held-out ones after them — spans as many folders as
+    it can, never just the first classes in name order. Same files and seed: same draw."""
+    rng = np.random.default_rng(seed)
+    groups: dict[Path, list[Path]] = {}
+    for f in sorted(files):
+        groups.setdefault(f.parent.relative_to(root) if f.is_relative_to(root) else f.parent, []).append(f)
+    keys = sorted(groups)
+    queues = [[groups[keys[g]][i] for i in rng.permutation(len(groups[keys[g]]))]
+              for g in rng.permutation(len(keys))]
+    drawn = [q[r] for r in range(max(map(len, queues))) for q in queues if r < len(q)]
+    return drawn[:count] if count else drawn
 
 
 def image_files(path: Path) -> list[Path]:

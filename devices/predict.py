@@ -188,7 +188,7 @@ def predict(artifact: "str | Path | Sequence[Op]", device: str, precision: str |
     env = {"precision": precision, "delegate": delegate or "", "stored_precision": stored, "ops": str(len(ops)), "source": source,
            "macs": str(sum(o.macs for o in ops if o.cls.value in ("conv", "conv1x1", "depthwise", "fc")))}
     return LatencyReport(device=name, method="predicted", runtime="roofline cost model", artifact_sha256=sha,
-                         threads=0, warmup=0, iterations=0, p50_ms=total, p90_ms=total, min_ms=total,
+                         threads=0, warmup=0, iterations=0, p50_ms=total, p90_ms=None, min_ms=total,
                          environment=env, per_op=tuple(per_op), basis=basis)
 
 

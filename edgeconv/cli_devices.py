@@ -62,11 +62,14 @@ def devices_cmd(as_json: bool) -> None:
 @click.option("--per-op/--no-per-op", default=True, show_default=True,
               help="Collect per-op times (benchmark_model's op profiling adds a little overhead).")
 @click.option("--require-measured", is_flag=True, help="Fail (exit 2) instead of predicting when the device is unreachable.")
+@click.option("--allow-failed-parity", is_flag=True,
+              help="When given a model: profile its export even if it failed parity (the failure is printed "
+                   "first and recorded in the report); otherwise that is exit 1.")
 @click.option("--timeout", "timeout_s", default=300.0, show_default=True, help="Seconds allowed for each remote step.")
 @click.option("--json", "as_json", is_flag=True, help="Print the LatencyReport as JSON.")
 @click.option("--save", default=None, metavar="FILE", help="Also write the LatencyReport JSON to FILE.")
 def profile_cmd(model_or_artifact, device, threads, runs, warmup, delegate, benchmark_binary, target,
-                out_dir, per_op, require_measured, timeout_s, as_json, save) -> None:
+                out_dir, per_op, require_measured, allow_failed_parity, timeout_s, as_json, save) -> None:
     """Measure latency on a device (or this host); predict it when the device is not reachable."""
     from pathlib import Path
 
@@ -82,7 +85,8 @@ def profile_cmd(model_or_artifact, device, threads, runs, warmup, delegate, benc
                              delegate=Delegate(delegate) if delegate else None,
                              per_op=per_op, benchmark_binary=benchmark_binary, timeout_s=timeout_s)
     report = profile(model_or_artifact, device, options, target=target, out_dir=out_dir,
-                     require_measured=require_measured,
+                     require_measured=require_measured, allow_failed_parity=allow_failed_parity,
+                     warn=lambda line: click.echo(line, err=True),
                      progress=Progress(enabled=not as_json and sys.stderr.isatty()))
     if save:
         atomic_write(Path(save), report.to_json())
@@ -114,6 +118,8 @@ def print_report(report, first_line: str) -> None:
                 ("threads", str(report.threads)), ("runtime", report.runtime),
                 ("delegate", report.environment.get("delegate", "")),
                 ("peak memory", "n/a" if report.peak_memory_mb is None else f"{report.peak_memory_mb:.1f} MB")]
+    if report.environment.get("parity"):  # --allow-failed-parity: the number is for a failed artifact
+        rows.append(("parity", report.environment["parity"]))
     for k, v in (*rows, ("artifact sha256", report.artifact_sha256)):
         t.add_row(k, v)
     console.print(t)

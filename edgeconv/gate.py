@@ -29,6 +29,7 @@ Budgets file:
     target = "tflite-int8"
     device = "host"
     p50_ms = 2.0                   # any of p50_ms, p90_ms, size_kb, accuracy_drop (percentage points)
+                                   # (p90_ms needs a measurement: against a prediction that row fails)
     size_kb = 64
     accuracy_drop = 1.0
     regression_pct = 5.0           # optional, overrides [gate]
@@ -326,6 +327,9 @@ def evaluate(budgets: Budgets, measured: Mapping[str, Measured],
         for metric, limit, value, note in checks:
             if limit is None:
                 continue
+            if metric == "p90_ms" and (value is None or math.isnan(value)):
+                out.append(GateResult(b.key, metric, None, limit, False, _no_p90(b, m)))
+                continue
             if value is None:
                 out.append(GateResult(b.key, metric, None, limit, False,
                                       f"no value to check ({note}); remove the limit or supply what it needs"))
@@ -336,6 +340,15 @@ def evaluate(budgets: Budgets, measured: Mapping[str, Measured],
         if baseline is not None and b.needs_latency:
             out.append(_regression(b, m, baseline.get(b.key), budgets.settings))
     return tuple(out)
+
+
+def _no_p90(b: Budget, m: Measured) -> str:
+    """Why a p90 budget has nothing to check: never a p50 standing in for it."""
+    if m.method == "predicted":
+        return (f"not measured: p90 needs a measurement; {m.basis or 'a prediction'} is one number, with no "
+                f"spread — make {b.device} reachable (see `edgeconv devices`) or budget p50_ms instead")
+    return (f"not measured: {m.basis or m.method or 'the measurement'} reported no p90; "
+            "budget p50_ms for this device instead")
 
 
 def _acc_note(m: Measured) -> str:
@@ -444,6 +457,8 @@ def collect(budgets: Budgets, progress: "Progress | None" = None) -> dict[str, M
                 if rep.artifact_sha256 and rep.artifact_sha256 != a.sha256:
                     raise UserError(f"{b.key}: the profiled bytes are not the exported artifact")
                 p50, p90, method, basis = rep.p50_ms, rep.p90_ms, rep.method, headline(rep)
+                if p90 is not None and math.isnan(p90):  # a runtime that reports no p90 (benchmark_model)
+                    p90 = None
             ref = a.parity.reference_accuracy if a.parity else None
             failed = [d for d in a.parity.diffs if not d.passed] if a.parity else []
             note = "; ".join(f"vs {d.reference}: {d.reason}" for d in failed) if failed else (

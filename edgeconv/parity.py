@@ -1,18 +1,30 @@
 """Parity: an artifact in its real runtime against torch fp32 and the torch quantized simulation,
-on held-out inputs that calibration never saw. Tolerances come from the target."""
+on held-out inputs that calibration never saw. Tolerances come from the target.
+
+Every limit scales with the net (fractions of the output's range, output quantization steps), so a
+regression head in pixel units and a classifier's logits are judged alike; every comparison states
+the criteria it applied, and one with nothing to compare fails instead of passing.
+"""
 from __future__ import annotations
 
 import numpy as np
 
-from edgeconv.exporters.base import Runner, Tolerance
-from edgeconv.results import OutputDiff, ParityReport, QuantParams
+from edgeconv.exporters.base import Tolerance
+from edgeconv.results import HostKernelCheck, OutputDiff, ParityReport, QuantParams
+
+SIM = "torch-quant-sim"
+GRID_LEVELS = 255  # a float output is judged in steps of an 8-bit grid over its range
+# Steps are integer multiples of the scale up to float32 rounding of the dequantized values:
+# round them so that 3 steps compared with a limit of 3 never reads "3.0 > 3.0".
+STEP_DECIMALS = 3
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
     num = (a * b).sum(1)
     den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    per = np.where(den > 0, num / np.maximum(den, 1e-300), 1.0)
+    both_zero = (np.linalg.norm(a, axis=1) == 0) & (np.linalg.norm(b, axis=1) == 0)
+    per = np.where(den > 0, num / np.maximum(den, 1e-300), np.where(both_zero, 1.0, 0.0))
     return float(per.mean())
 
 
@@ -22,26 +34,91 @@ def top1(out: np.ndarray) -> np.ndarray | None:
     return out.argmax(1)
 
 
+def value_range(ref: np.ndarray) -> float:
+    """The reference output's range over the held-out samples: what "relative" is relative to."""
+    ref = ref.astype(np.float64)
+    return float(ref.max() - ref.min()) if ref.size else 0.0
+
+
+def decisive(ref: np.ndarray, margin: float) -> np.ndarray | None:
+    """Samples whose top-1 leads the runner-up by more than `margin` (absolute): only these can
+    fairly be asked to keep their class under an allowed error."""
+    if top1(ref) is None:
+        return None
+    part = np.sort(ref.astype(np.float64), axis=1)
+    return (part[:, -1] - part[:, -2]) > margin
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
 def diff(out: np.ndarray, ref: np.ndarray, reference: str, tol: Tolerance,
-         out_quant: QuantParams | None) -> OutputDiff:
+         out_quant: QuantParams | None = None) -> OutputDiff:
+    """One comparison. Against the simulation (`reference == SIM`): output steps; otherwise the
+    fp32 criteria. The verdict says which limits it checked."""
+    if out.size == 0 or out.shape != ref.shape:
+        nan = float("nan")
+        why = "no output to compare" if out.size == 0 else f"output shape {out.shape} != reference {ref.shape}"
+        return OutputDiff(reference, nan, nan, None, nan, None, False, why)
     err = np.abs(out.astype(np.float64) - ref.astype(np.float64))
+    max_abs = float(err.max())
+    rng = value_range(ref)
+    max_rel = max_abs / rng if rng > 0 else (0.0 if max_abs == 0 else float("inf"))
     t_out, t_ref = top1(out), top1(ref)
-    agree = None if t_out is None else float((t_out == t_ref).mean())
-    steps = float(err.max() / out_quant.scale[0]) if out_quant is not None else None
+    raw_agree = None if t_out is None else float((t_out == t_ref).mean())
     cos = cosine(out, ref)
-    fails = []
-    if reference == "torch-quant-sim":
-        if tol.vs_sim_max_steps is not None and steps is not None and steps > tol.vs_sim_max_steps:
-            fails.append(f"{steps:.1f} output steps > {tol.vs_sim_max_steps}")
+    fails: list[str] = []
+    checked: list[str] = []
+    steps = unit = None
+    n_dec = agree_dec = None
+
+    if not np.isfinite(out).all():
+        fails.append("the artifact's output has NaN/inf")
+    elif reference == SIM:
+        steps, unit = _steps(max_abs, ref, out_quant)
+        if tol.vs_sim_max_steps is None:
+            fails.append("the target states no limit against the simulation")
+        else:
+            checked.append(f"max steps ({unit}) <= {tol.vs_sim_max_steps:g}")
+            if steps > tol.vs_sim_max_steps:
+                fails.append(f"{_fmt(steps)} steps ({unit}) > {tol.vs_sim_max_steps:g}")
+        if out_quant is None:  # a float output: a cosine floor too, so a bent output cannot slip through
+            checked.append(f"cosine >= {tol.vs_sim_min_cosine:g}")
+            if cos < tol.vs_sim_min_cosine:
+                fails.append(f"cosine {cos:.5f} < {tol.vs_sim_min_cosine:g}")
     else:
-        if tol.vs_fp32_max_abs is not None and err.max() > tol.vs_fp32_max_abs:
-            fails.append(f"max abs {err.max():.3g} > {tol.vs_fp32_max_abs}")
+        if tol.vs_fp32_max_rel is not None:
+            checked.append(f"max |Δ|/range <= {tol.vs_fp32_max_rel:g}")
+            if max_rel > tol.vs_fp32_max_rel:
+                fails.append(f"max |Δ| {_fmt(max_abs)} is {_fmt(max_rel)} of the output range {_fmt(rng)} "
+                             f"> {tol.vs_fp32_max_rel:g}")
+        checked.append(f"cosine >= {tol.vs_fp32_min_cosine:g}")
         if cos < tol.vs_fp32_min_cosine:
-            fails.append(f"cosine {cos:.5f} < {tol.vs_fp32_min_cosine}")
-        if agree is not None and agree < tol.min_top1_agreement:
-            fails.append(f"top-1 agreement {agree:.3f} < {tol.min_top1_agreement}")
-    return OutputDiff(reference, float(err.max()), float(err.mean()), steps, cos, agree,
-                      not fails, "; ".join(fails))
+            fails.append(f"cosine {cos:.5f} < {tol.vs_fp32_min_cosine:g}")
+        # Both sides of a top-1/top-2 pair may move by the allowed error: twice it is a near-tie.
+        margin = max(tol.decisive_margin, 2 * (tol.vs_fp32_max_rel or 0.0)) * rng
+        mask = decisive(ref, margin)
+        if mask is not None:
+            n_dec = int(mask.sum())
+            if n_dec:
+                agree_dec = float((t_out[mask] == t_ref[mask]).mean())
+                checked.append(f"top-1 agreement on {n_dec}/{len(mask)} decisive samples >= {tol.min_top1_agreement:g}")
+                if agree_dec < tol.min_top1_agreement:
+                    fails.append(f"top-1 agreement {agree_dec:.3f} on {n_dec} decisive samples "
+                                 f"< {tol.min_top1_agreement:g}")
+    return OutputDiff(reference, max_abs, float(err.mean()), steps, cos, raw_agree,
+                      not fails, "; ".join(fails), max_rel=max_rel, step_unit=unit or "",
+                      decisive_samples=n_dec, top1_agreement_decisive=agree_dec, checked=tuple(checked))
+
+
+def _steps(max_abs: float, ref: np.ndarray, out_quant: QuantParams | None) -> tuple[float, str]:
+    if out_quant is not None:
+        return round(max_abs / out_quant.scale[0], STEP_DECIMALS), "output scale"
+    grid = value_range(ref) / GRID_LEVELS
+    if grid <= 0:  # a constant simulation output: any difference is infinitely many steps
+        return (0.0 if max_abs == 0 else float("inf")), "range/255"
+    return round(max_abs / grid, STEP_DECIMALS), "range/255"
 
 
 def accuracy(out: np.ndarray, labels: np.ndarray | None) -> float | None:
@@ -51,14 +128,45 @@ def accuracy(out: np.ndarray, labels: np.ndarray | None) -> float | None:
     return float((t == labels).mean())
 
 
-def check(runner: Runner, runtime: str, x: np.ndarray, labels: np.ndarray | None, tol: Tolerance,
+def source_drop(out: np.ndarray, source: np.ndarray, labels: np.ndarray | None, max_drop: float) -> OutputDiff:
+    """For targets that change the function on purpose (pruning): the task metric of the artifact
+    against the user's unchanged model — accuracy where labels exist, else top-1 agreement with it."""
+    acc, ref_acc = accuracy(out, labels), accuracy(source, labels)
+    t_out, t_src = top1(out), top1(source)
+    err = np.abs(out.astype(np.float64) - source.astype(np.float64))
+    base = dict(reference="source-model", max_abs=float(err.max()), mean_abs=float(err.mean()), max_steps=None,
+                cosine=cosine(out, source), top1_agreement=None if t_out is None else float((t_out == t_src).mean()),
+                max_rel=float(err.max()) / value_range(source) if value_range(source) > 0 else None)
+    if acc is not None and ref_acc is not None:
+        drop, what = ref_acc - acc, f"accuracy {100 * acc:.2f}% vs the source model's {100 * ref_acc:.2f}%"
+    elif t_out is not None:
+        drop, what = 1.0 - base["top1_agreement"], f"top-1 agreement with the source model {base['top1_agreement']:.3f}"
+    else:  # no classes: the cosine to the source model, as a drop from 1
+        drop, what = 1.0 - base["cosine"], f"cosine to the source model {base['cosine']:.4f}"
+    ok = drop <= max_drop
+    reason = "" if ok else f"{what}: drop {drop:.3f} > --max-drop {max_drop:g}"
+    return OutputDiff(**base, passed=ok, reason=reason, checked=(f"drop from the source model <= {max_drop:g}",))
+
+
+def check(out: np.ndarray, runtime: str, labels: np.ndarray | None, tol: Tolerance,
           ref_fp32: np.ndarray, ref_sim: np.ndarray | None, out_quant: QuantParams | None,
           reference: str = "torch-fp32") -> ParityReport:
-    out = runner(x)
-    diffs = [diff(out, ref_fp32, reference, tol, out_quant)]
+    """The verdict on an artifact's outputs (from `runtime`, its reference kernels) on the held-out inputs."""
+    diffs = [diff(out, ref_fp32, reference, tol)]
     if ref_sim is not None:
-        diffs.append(diff(out, ref_sim, "torch-quant-sim", tol, out_quant))
-    return ParityReport(runtime, len(x), tuple(diffs), accuracy(out, labels), accuracy(ref_fp32, labels))
+        diffs.append(diff(out, ref_sim, SIM, tol, out_quant))
+    return ParityReport(runtime, len(out), tuple(diffs), accuracy(out, labels), accuracy(ref_fp32, labels))
+
+
+def host_kernels(fast_out: np.ndarray, reference_out: np.ndarray, engine: str, tol: Tolerance,
+                 out_quant: QuantParams | None, advice: str) -> HostKernelCheck:
+    """This host's fast kernels against the reference kernels on the same artifact and inputs."""
+    d = diff(fast_out, reference_out, SIM, tol, out_quant)  # same yardstick as the verdict: output steps
+    limit = tol.vs_sim_max_steps if tol.vs_sim_max_steps is not None else 0.0
+    deviates = not d.passed
+    msg = (f"{engine} on this CPU differ from the reference kernels by {_fmt(d.max_steps)} steps "
+           f"({d.step_unit}) > {limit:g}: this host's kernels, not the artifact; {advice}") if deviates else ""
+    return HostKernelCheck(engine, d.max_abs, d.max_steps, limit, deviates, msg)
 
 
 def unverified(runtime: str, reason: str, reference: str = "torch-fp32") -> ParityReport:

@@ -21,6 +21,7 @@ from edgeconv import __version__
 from edgeconv.config import ExportOptions
 from edgeconv.context import Context, Progress
 from edgeconv.errors import ParityFailure, UserError
+from edgeconv.host import host_info
 from edgeconv.registry import PASSES, TARGETS
 from edgeconv.results import Artifact, Manifest, StageRecord, atomic_write
 
@@ -123,24 +124,26 @@ def torch_outputs(module, x: np.ndarray, progress: Progress, what: str) -> np.nd
     return np.concatenate(outs)
 
 
-def prepare(spec: "ModelSpec") -> tuple["ModelSpec", StageRecord]:
+def prepare(spec: "ModelSpec", calib_x: "np.ndarray | None" = None, seed: int = 0) -> tuple["ModelSpec", StageRecord]:
     """The one eager step before capture: eval mode and the blocks' own reparameterization
-    methods (fuse / reparameterize / switch_to_deploy / merge_dilated_branches), on a copy."""
+    methods (fuse / reparameterize / switch_to_deploy / merge_dilated_branches), on a copy,
+    checked on seeded random inputs and on calibration inputs when there are some."""
     from edgeconv.reparam.protocol import reparameterize_model
 
     t0 = time.perf_counter()
-    module, report = reparameterize_model(spec.module, spec.example_inputs)
+    module, report = reparameterize_model(spec.module, spec.example_inputs, calib_inputs=calib_x, seed=seed)
     notes = report.calls or ("no block with a reparameterization method",)
-    if report.max_rel_error is not None and report.calls:
-        notes += (f"merged vs original: {report.max_rel_error:.1e} relative",)
+    if report.calls:
+        notes += (report.summary(),)
     return dataclasses.replace(spec, module=module), StageRecord("prepare", report.changed, round(time.perf_counter() - t0, 3), notes)
 
 
-def capture_prepared(spec: "ModelSpec", progress: Progress) -> tuple["ModelSpec", "Graph"]:
+def capture_prepared(spec: "ModelSpec", progress: Progress, calib_x: "np.ndarray | None" = None,
+                     seed: int = 0) -> tuple["ModelSpec", "Graph"]:
     """prepare() then torch.export capture, with both stage records on the graph."""
     from edgeconv.graph import capture
 
-    prepared, prep_rec = prepare(spec)
+    prepared, prep_rec = prepare(spec, calib_x, seed)
     t0 = time.perf_counter()
     with progress.task("capturing with torch.export"):
         try:
@@ -161,7 +164,7 @@ def quantized_graph(spec: "ModelSpec", options: ExportOptions, progress: Progres
     catalog.load()
     progress = progress or Progress(False)
     calib, evalset = split_data(spec, options, need_calib=True)
-    prepared, root = capture_prepared(spec, progress)
+    prepared, root = capture_prepared(spec, progress, calib.x if calib is not None else None, options.seed)
     ctx = Context(options=options, model=prepared, calib=calib, progress=progress)
     chain = INT8_PASSES[:INT8_PASSES.index(upto) + 1]
     return run_passes(root, ctx, chain), ctx, evalset
@@ -171,14 +174,18 @@ def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None 
     progress = progress or Progress(False)
     targets = resolve_targets(options.targets)
     if not any(t.quantized for t in targets):
-        for flag, asked in (("--qat-epochs", options.qat.epochs), ("--max-drop", options.max_drop is not None),
+        pruned = any(t.parity_reference == "torch-after-passes" for t in targets)  # --max-drop bounds pruning too
+        for flag, asked in (("--qat-epochs", options.qat.epochs),
+                            ("--max-drop", options.max_drop is not None and not pruned),
                             ("--analyze", options.analyze)):
             if asked:
                 raise UserError(f"{flag} works on the int8 program, but no int8 target was asked for; "
                                 "add e.g. -t tflite-int8")
     out_dir = prepare_out_dir(options.out_path)
     calib, evalset = split_data(spec, options, any(t.quantized for t in targets))
-    prepared, root = capture_prepared(spec, progress)
+    # float-only runs have no calibration split: check the reparameterization on the held-out inputs
+    real = calib if calib is not None else evalset
+    prepared, root = capture_prepared(spec, progress, real.x, options.seed)
     ctx = Context(options=options, model=prepared, calib=calib, progress=progress)
     ref_fp32 = torch_outputs(spec.module, evalset.x, progress, "torch fp32 reference")
     cache = _PassCache(root, ctx)
@@ -208,7 +215,7 @@ def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None 
                      "real": calib.real if calib else None, "eval_source": evalset.source,
                      "eval_samples": len(evalset), "eval_real": evalset.real},
         stages=stages, artifacts=tuple(final), tool_versions=tool_versions(),
-        reference_accuracy=_acc(ref_fp32, evalset),
+        reference_accuracy=_acc(ref_fp32, evalset), host=host_info(),
     )
     atomic_write(out_dir / MANIFEST, manifest.to_json())
     return manifest
@@ -235,7 +242,6 @@ def _one(target: "Target", graph: "Graph", ctx: Context, evalset: "DataSet", ref
          work: Path, progress: Progress) -> Artifact:
     from edgeconv import parity
     from edgeconv.models import artifact_size, file_sha256
-    from edgeconv.passes.quantize import OUTPUT_KEY
 
     stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in ctx.model.name).strip("-") or "model"
     path = work / f"{stem}-{target.name}{target.suffix}"
@@ -248,21 +254,53 @@ def _one(target: "Target", graph: "Graph", ctx: Context, evalset: "DataSet", ref
     try:
         runner = target.load(path)
     except ParityFailure as e:  # the runtime cannot compute this artifact here: unverified, never a pass
-        runner, report = None, parity.unverified(target.runtime, str(e), target.parity_reference)
+        runner, report = None, parity.unverified(getattr(e, "runtime", target.runtime), str(e), target.parity_reference)
     if runner is not None:
-        if target.parity_reference == "torch-after-passes":
-            ref_fp32 = torch_outputs(graph.module(), evalset.x, progress, "torch reference after passes")
-        ref_sim = None
-        if graph.quantized:
-            ref_sim = torch_outputs(graph.module(), evalset.x, progress, "torch quantized simulation")
-        with progress.task(f"parity {target.name} in {target.runtime}"):
-            report = parity.check(runner, target.runtime, evalset.x, evalset.y, target.tolerance,
-                                  ref_fp32, ref_sim, graph.qparams.get(OUTPUT_KEY), target.parity_reference)
-    parity_rec = StageRecord(f"parity:{target.name}", False, round(time.perf_counter() - t0, 3),
-                             tuple(f"vs {d.reference}: {'ok' if d.passed else 'FAILED ' + d.reason}" for d in report.diffs))
+        report = _parity(target, runner, path, graph, ctx, evalset, ref_fp32, progress)
+    notes = tuple(f"vs {d.reference} in {report.runtime}: {'ok' if d.passed else 'FAILED ' + d.reason}"
+                  + (f" [{'; '.join(d.checked)}]" if d.checked else "") for d in report.diffs)
+    if report.host_kernels and report.host_kernels.deviates:
+        notes += ("WARNING host kernels: " + report.host_kernels.message,)
+    parity_rec = StageRecord(f"parity:{target.name}", False, round(time.perf_counter() - t0, 3), notes)
     return Artifact(
         target=target.name, path=str(path), sha256=file_sha256(path), size_bytes=artifact_size(path),
         inputs=runner.inputs if runner else (), outputs=runner.outputs if runner else (), parity=report,
         stages=graph.history + (export_rec, parity_rec), weights=target.weights(path),
         scales_from=info.scales_from, float_layers=graph.float_nodes,
     )
+
+
+# Pruning changes the function on purpose; by default the pruned artifact may lose at most this
+# much of the source model's task metric (accuracy points, or top-1 agreement with it). --max-drop overrides.
+SPARSE_MAX_DROP = 0.02
+
+
+def _parity(target: "Target", runner, path: Path, graph: "Graph", ctx: Context, evalset: "DataSet",
+            ref_fp32: np.ndarray, progress: Progress):
+    """The verdict from the artifact's reference kernels; for targets whose host has faster kernels
+    that may compute something else (onnxruntime's fused integer kernels), those too, as a warning."""
+    from edgeconv import parity
+    from edgeconv.passes.quantize import OUTPUT_KEY
+
+    source = ref_fp32
+    if target.parity_reference == "torch-after-passes":
+        ref_fp32 = torch_outputs(graph.module(), evalset.x, progress, "torch reference after passes")
+    ref_sim = torch_outputs(graph.module(), evalset.x, progress, "torch quantized simulation") if graph.quantized else None
+    out_quant = graph.qparams.get(OUTPUT_KEY)
+    engine = getattr(runner, "engine", None) or getattr(runner, "runtime", None) or target.runtime
+    with progress.task(f"parity {target.name} in {engine}"):
+        out = runner(evalset.x)
+    report = parity.check(out, engine, evalset.y, target.tolerance, ref_fp32, ref_sim, out_quant,
+                          target.parity_reference)
+    if target.parity_reference == "torch-after-passes":
+        max_drop = ctx.options.max_drop if ctx.options.max_drop is not None else SPARSE_MAX_DROP
+        report = dataclasses.replace(report, diffs=report.diffs + (parity.source_drop(out, source, evalset.y, max_drop),))
+    if getattr(target, "host_kernels", False):
+        fast = target.load(path, kernels="fast")
+        fast_engine = getattr(fast, "engine", "fast kernels")
+        with progress.task(f"host kernels {target.name} in {fast_engine}"):
+            fast_out = fast(evalset.x)
+        check = parity.host_kernels(fast_out, out, fast_engine, target.tolerance, out_quant,
+                                    getattr(target, "host_kernel_advice", ""))
+        report = dataclasses.replace(report, host_kernels=check)
+    return report

@@ -8,6 +8,26 @@ def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.2f}%"
 
 
+def _rel(d) -> str:
+    if d is None or d.max_rel is None:
+        return "—"
+    return f"{d.max_rel:.1e}"
+
+
+def _agree(d) -> str:
+    if d is None or d.top1_agreement is None:
+        return "—"
+    if d.top1_agreement_decisive is None:
+        return f"{_pct(d.top1_agreement)} (no decisive)"
+    return f"{_pct(d.top1_agreement)} ({_pct(d.top1_agreement_decisive)} of {d.decisive_samples})"
+
+
+def _steps(d) -> str:
+    if d is None or d.max_steps is None:
+        return "—"
+    return f"{d.max_steps:g}" + ("" if d.step_unit == "output scale" else f" ({d.step_unit})")
+
+
 def print_manifest(m: Manifest, out_dir: str) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -22,20 +42,29 @@ def print_manifest(m: Manifest, out_dir: str) -> None:
         note = "" if cal.get("real") else "  [red]NOT a real calibration[/red]"
         con.print(f"calibrated on {cal['samples']} samples ({cal['source']}){note}")
     table = Table()
-    for col in ("target", "file", "size", "accuracy", "vs fp32 max|Δ|", "cos", "top-1 agree", "vs sim (steps)", "parity"):
+    for col in ("target", "file", "size", "accuracy", "vs fp32 max|Δ|/range", "cos", "top-1 agree (decisive)",
+                "vs sim (steps)", "checked in", "parity"):
         table.add_column(col)
     for a in m.artifacts:
         p = a.parity
-        f32 = next((d for d in p.diffs if d.reference != "torch-quant-sim"), None) if p else None
+        f32 = next((d for d in p.diffs if d.reference not in ("torch-quant-sim", "source-model")), None) if p else None
         sim = next((d for d in p.diffs if d.reference == "torch-quant-sim"), None) if p else None
         table.add_row(
             a.target, a.path, f"{a.size_bytes / 1024:.1f} KB", _pct(p.accuracy if p else None),
-            f"{f32.max_abs:.2e}" if f32 else "—", f"{f32.cosine:.5f}" if f32 else "—",
-            _pct(f32.top1_agreement) if f32 else "—",
-            f"{sim.max_steps:.1f}" if sim and sim.max_steps is not None else "—",
+            _rel(f32), f"{f32.cosine:.5f}" if f32 else "—", _agree(f32),
+            _steps(sim), p.runtime if p else "—",
             "[green]ok[/green]" if p and p.passed else "[red]FAILED[/red]",
         )
     con.print(table)
+    if m.host:
+        con.print(f"host: {m.host.get('cpu', '?')} ({m.host.get('isa', '')})")
+    for a in m.artifacts:
+        for d in (a.parity.diffs if a.parity else ()):
+            if not d.passed:
+                con.print(f"[red]{a.target}: vs {d.reference}: {d.reason}[/red]")
+        hk = a.parity.host_kernels if a.parity else None
+        if hk and hk.deviates:
+            con.print(f"[yellow]WARNING {a.target}: {hk.message}[/yellow]")
     for a in m.artifacts:
         acc, ref = (a.parity.accuracy if a.parity else None), m.reference_accuracy
         if acc is not None and ref is not None and acc < ref - 0.01:

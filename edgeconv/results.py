@@ -126,23 +126,42 @@ class TensorSpec(Record):
 class OutputDiff(Record):
     """One artifact's outputs against one reference, on the held-out inputs."""
 
-    reference: str  # "torch-fp32" or "torch-quant-sim"
+    reference: str  # "torch-fp32", "torch-quant-sim", "torch-after-passes", "source-model"
     max_abs: float
     mean_abs: float
-    max_steps: float | None  # error in units of the output quantization step, int8 outputs only
+    max_steps: float | None  # error in steps (see step_unit), comparisons against the simulation only
     cosine: float
-    top1_agreement: float | None
+    top1_agreement: float | None  # raw, on every sample
     passed: bool
     reason: str = ""
+    max_rel: float | None = None  # max |Δ| / the reference output's range (max − min)
+    step_unit: str = ""  # "output scale" (int8 output) or "range/255" (float output: 8-bit grid over its range)
+    decisive_samples: int | None = None  # samples whose fp32 top-1/top-2 margin exceeds the tolerance
+    top1_agreement_decisive: float | None = None  # what the verdict uses
+    checked: tuple[str, ...] = ()  # the criteria applied, with their limits: no comparison passes unstated
+
+
+@dataclasses.dataclass(frozen=True)
+class HostKernelCheck(Record):
+    """The same artifact through this host's fast kernels against the reference kernels that
+    gave the verdict: a deviation is this CPU's kernels, not the artifact (a warning, not a fail)."""
+
+    engine: str
+    max_abs: float
+    max_steps: float | None
+    limit: float
+    deviates: bool
+    message: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
 class ParityReport(Record):
-    runtime: str
+    runtime: str  # the engine that ran the verdict's check, exactly
     samples: int
     diffs: tuple[OutputDiff, ...]
     accuracy: float | None = None  # task accuracy of the artifact where labels exist
     reference_accuracy: float | None = None  # fp32 torch on the same samples
+    host_kernels: HostKernelCheck | None = None
 
     @property
     def passed(self) -> bool:
@@ -190,6 +209,7 @@ class Manifest(Record):
     artifacts: tuple[Artifact, ...]
     tool_versions: dict[str, str]
     reference_accuracy: float | None = None
+    host: dict[str, str] = dataclasses.field(default_factory=dict)  # CPU model and the ISA flags int8 kernels use
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,7 +224,7 @@ class LatencyReport(Record):
     warmup: int
     iterations: int
     p50_ms: float
-    p90_ms: float
+    p90_ms: float | None  # None: not measured (a prediction is one number, with no spread)
     min_ms: float
     std_ms: float = 0.0
     samples_ms: tuple[float, ...] = ()

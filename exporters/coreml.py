@@ -32,7 +32,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from edgeconv.errors import UserError, missing_extra
-from edgeconv.exporters.base import FLOAT_PASSES, INT8_PASSES, ExportInfo, Target, Tolerance
+from edgeconv.exporters.base import (FLOAT_PASSES, FLOAT_TOLERANCE, FP16_TOLERANCE, INT8_PASSES, ExportInfo, Target,
+                                     Tolerance)
+from edgeconv.exporters.mil_eval import ENGINE as MIL_EVAL_ENGINE
 from edgeconv.registry import TARGETS
 from edgeconv.results import QuantParams, TensorSpec, WeightQuant
 
@@ -388,10 +390,23 @@ def _specs(features: Any) -> tuple[TensorSpec, ...]:
     return tuple(out)
 
 
+# The engine that computed a CoreML artifact's outputs, named exactly: Core ML itself runs only on
+# macOS; elsewhere edgeconv's own numpy MIL evaluator reads the same program (exporters/mil_eval.py).
+ENGINE_PREDICT = "coreml: MLModel.predict"
+ENGINE_MIL_EVAL = MIL_EVAL_ENGINE
+
+
+def engine_here() -> str:
+    """The engine `CoreMLTarget.load` runs on this machine."""
+    from edgeconv.exporters.mil_eval import on_macos
+
+    return ENGINE_PREDICT if on_macos() else ENGINE_MIL_EVAL
+
+
 class MILRunner:
     """Runs an .mlpackage with the numpy MIL evaluator (any OS). Raises UnverifiedOp on load."""
 
-    runtime = "mil-eval"
+    runtime = ENGINE_MIL_EVAL
 
     def __init__(self, path: Path | str) -> None:
         from edgeconv.exporters.mil_eval import UnverifiedOp, load_program
@@ -423,7 +438,7 @@ class MILRunner:
 class PredictRunner:
     """Runs an .mlpackage in CoreML itself through MLModel.predict (macOS only)."""
 
-    runtime = "coreml"
+    runtime = ENGINE_PREDICT
 
     def __init__(self, path: Path | str, threads: int = 1) -> None:
         ct = import_coremltools()
@@ -443,7 +458,9 @@ class PredictRunner:
 
 class CoreMLTarget(Target):
     suffix = ".mlpackage"
-    runtime = "coreml"
+    # Both engines, platform-independent (the README table is generated from it); the runner that
+    # load() returns names the one that actually ran (its `runtime`).
+    runtime = f"{ENGINE_PREDICT} (macOS) / {ENGINE_MIL_EVAL.removeprefix('coreml: ')} (elsewhere)"
     precision: ClassVar[str] = "fp32"
     weight_int8: ClassVar[bool] = False
 
@@ -470,7 +487,7 @@ class CoreMLTarget(Target):
         save(mlmodel, path)
         return ExportInfo(notes=tuple(notes), scales_from=scales_from)
 
-    def load(self, path: Path, threads: int = 1) -> Any:
+    def load(self, path: Path, threads: int = 1, kernels: str = "reference") -> Any:
         from edgeconv.exporters.mil_eval import on_macos
 
         return PredictRunner(path, threads) if on_macos() else MILRunner(path)
@@ -507,7 +524,7 @@ def save(mlmodel: Any, path: Path) -> None:
 class CoreMLFP32(CoreMLTarget):
     name = "coreml"
     passes = FLOAT_PASSES
-    tolerance = Tolerance(vs_fp32_max_abs=1e-4, vs_fp32_min_cosine=0.9999, min_top1_agreement=1.0)
+    tolerance = FLOAT_TOLERANCE
     description = "CoreML mlprogram, fp32 compute and weights"
 
 
@@ -516,7 +533,7 @@ class CoreMLFP16(CoreMLTarget):
     name = "coreml-fp16"
     precision = "fp16"
     passes = FLOAT_PASSES
-    tolerance = Tolerance(vs_fp32_max_abs=None, vs_fp32_min_cosine=0.999, min_top1_agreement=0.98)
+    tolerance = FP16_TOLERANCE
     description = "CoreML mlprogram, fp16 compute and weights"
 
 

@@ -24,6 +24,9 @@ import numpy as np
 
 from edgeconv.errors import ParityFailure
 
+# What parity reports and the manifest call this engine: never plain "coreml", which it is not.
+ENGINE = "coreml: edgeconv MIL evaluator"
+
 # MIL dtype names (pymil's builtin type names) -> numpy dtypes.
 _DTYPES = {
     "fp16": np.float16, "fp32": np.float32, "fp64": np.float64,
@@ -35,6 +38,7 @@ _DTYPES = {
 class UnverifiedOp(ParityFailure):
     """The program holds an op this evaluator cannot compute: its numerics cannot be checked here."""
 
+    runtime = ENGINE  # the engine that refused: the pipeline's "unverified" report names it
 
     def __init__(self, op_type: str) -> None:
         super().__init__(f"unverified: op {op_type}")

@@ -3,6 +3,14 @@
 onnx-int8 is QDQ: the PT2E-converted program's weight quantization is constant-folded on a copy
 first, so weights are stored as int8 initializers (not float weights quantized at run time) with
 per-axis scales equal to PT2E's.
+
+onnx-int8-u8 is the same QDQ file re-encoded U8U8 (`to_u8u8`): every int8 tensor q with zero point z
+becomes uint8 q+128 with zero point z+128 — the same real values, scales and rounding, so the torch
+simulation stays the reference. onnxruntime then fuses it into its u8u8 integer kernels, which on x86
+without VNNI have no int16 saturation (its docs: "When and why do I need to try U8U8?", quantization
+page of onnxruntime.ai). The session option `session.x64quantprecision=1` would do the same rewrite of
+the weights at load time, but only where the deployer sets it, and in onnxruntime 1.32 it fails session
+creation on the demo's onnx-int8 file on an (emulated) AVX2 host ("Attempt to replace the existing tensor").
 """
 from __future__ import annotations
 
@@ -99,10 +107,10 @@ class _Onnx(Target):
     suffix = ".onnx"
     runtime = "onnxruntime"
 
-    def load(self, path: Path, threads: int = 1):
+    def load(self, path: Path, threads: int = 1, kernels: str = "reference"):
         from edgeconv.exporters.runtimes import OnnxRunner
 
-        return OnnxRunner(path, threads)
+        return OnnxRunner(path, threads, kernels)
 
     def read_weights(self, path: Path) -> list[tuple[WeightQuant, np.ndarray | None]]:
         return read_weights(path)
@@ -125,8 +133,11 @@ class OnnxInt8(_Onnx):
     name = "onnx-int8"
     passes = INT8_PASSES
     quantized = True
+    host_kernels = True
     tolerance = INT8_TOLERANCE
     description = "ONNX QDQ int8 (per-channel weights), checked in onnxruntime"
+    host_kernel_advice = ("onnxruntime's u8s8 kernels saturate int16 pair sums on x86 without VNNI: deploy "
+                          "-t onnx-int8-u8 there (same values, u8u8 kernels)")
 
     def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:
         from torchao.quantization.pt2e.constant_fold import constant_fold
@@ -137,3 +148,117 @@ class OnnxInt8(_Onnx):
         _write(gm, graph.example_inputs, path)
         found = [s for _, s in read_weights(path) if s is not None]
         return ExportInfo(scales_from=scales_note("QDQ ONNX", found, graph, read_activation_scales(path)))
+
+
+@TARGETS.register("onnx-int8-u8")
+class OnnxInt8U8(OnnxInt8):
+    name = "onnx-int8-u8"
+    description = ("ONNX QDQ int8 re-encoded u8u8: no int16 saturation in onnxruntime's x86 kernels "
+                   "without VNNI")
+    host_kernel_advice = "u8u8 kernels do not saturate: report this onnxruntime build and CPU (edgeconv.json host)"
+
+    def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:
+        info = super().export(graph, ctx, path)
+        weights, activations = to_u8u8(path, path, self.name)
+        found = [s for _, s in read_weights(path) if s is not None]
+        note = (f"re-encoded u8u8: {weights} int8 weight initializers -> uint8 q+128 (zero point 128), "
+                f"{activations} int8 activation zero points z -> uint8 z+128; real values and scales unchanged")
+        return ExportInfo(notes=info.notes + (note,),
+                          scales_from=scales_note("QDQ ONNX (u8u8)", found, graph, read_activation_scales(path)))
+
+
+def to_u8u8(src: Path, dst: Path, target: str = "onnx-int8-u8") -> tuple[int, int]:
+    """Re-encode a QDQ int8 ONNX file as uint8, losslessly: int8 q with zero point z -> uint8 q+128
+    with zero point z+128 (QuantizeLinear rounds and saturates identically, shifted by 128).
+
+    Every int8 zero point must belong to QuantizeLinear/DequantizeLinear only; every int8 tensor they
+    touch must be a weight initializer read only by those DequantizeLinears, or a QuantizeLinear output
+    read only by DequantizeLinears — anything else (an op on int8 data, an int8 graph input) is refused,
+    naming the tensor. Returns (weight initializers converted, zero points converted)."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    from edgeconv.errors import UserError
+
+    model = onnx.load(str(src))
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    consts = {n.output[0]: n for n in g.node if n.op_type == "Constant"}
+    consumers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    graph_outputs = {o.name for o in g.output}
+
+    def refuse(what: str) -> UserError:
+        return UserError(f"{target}: cannot re-encode {what} as uint8; use -t onnx-int8")
+
+    def const_array(name: str) -> np.ndarray | None:
+        if name in inits:
+            return numpy_helper.to_array(inits[name])
+        if name in consts:
+            attr = next((a for a in consts[name].attribute if a.name == "value"), None)
+            return None if attr is None else numpy_helper.to_array(attr.t)
+        return None
+
+    def set_const(name: str, arr: np.ndarray) -> None:
+        t = numpy_helper.from_array(arr, name)
+        if name in inits:
+            inits[name].CopyFrom(t)
+        else:
+            attr = next(a for a in consts[name].attribute if a.name == "value")
+            attr.t.CopyFrom(numpy_helper.from_array(arr, attr.t.name))
+
+    qdq = [n for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    zps: set[str] = set()
+    for n in qdq:
+        if len(n.input) > 2 and n.input[2]:
+            zp = const_array(n.input[2])
+            if zp is None:
+                raise refuse(f"the non-constant zero point {n.input[2]!r} of {n.name or n.op_type}")
+            if zp.dtype == np.int8:
+                zps.add(n.input[2])
+        elif (n.op_type == "DequantizeLinear" and n.input[0] in inits
+              and inits[n.input[0]].data_type == TensorProto.INT8):
+            raise refuse(f"{n.input[0]!r} (int8 without a zero point)")
+    converted = [n for n in qdq if len(n.input) > 2 and n.input[2] in zps]
+    for z in zps:
+        if any(c not in converted or list(c.input).index(z) != 2 for c in consumers.get(z, [])):
+            raise refuse(f"the zero point {z!r} (read by an op other than Q/DQ)")
+
+    weights: set[str] = set()
+    q_outputs: set[str] = set()
+    for n in converted:
+        if n.op_type == "QuantizeLinear":
+            out = n.output[0]
+            if out in graph_outputs or any(c not in converted or c.op_type != "DequantizeLinear"
+                                           for c in consumers.get(out, [])):
+                raise refuse(f"the int8 tensor {out!r} (read by an op other than DequantizeLinear)")
+            q_outputs.add(out)
+    for n in converted:
+        if n.op_type != "DequantizeLinear":
+            continue
+        x = n.input[0]
+        if x in q_outputs:
+            continue
+        arr = const_array(x)
+        if arr is None or arr.dtype != np.int8 or x not in inits:
+            raise refuse(f"the int8 tensor {x!r} (neither a weight initializer nor a QuantizeLinear output)")
+        if any(c not in converted or c.op_type != "DequantizeLinear" for c in consumers.get(x, [])):
+            raise refuse(f"the weight {x!r} (read by an op other than DequantizeLinear)")
+        weights.add(x)
+
+    for w in weights:
+        set_const(w, (const_array(w).astype(np.int16) + 128).astype(np.uint8))
+    for z in zps:
+        set_const(z, (const_array(z).astype(np.int16) + 128).astype(np.uint8))
+    for n in converted:  # opset >= 21: an explicit output type must follow the zero point
+        for a in n.attribute:
+            if a.name == "output_dtype" and a.i == TensorProto.INT8:
+                a.i = TensorProto.UINT8
+    for vi in list(g.value_info) + list(g.output):
+        if vi.name in q_outputs and vi.type.tensor_type.elem_type == TensorProto.INT8:
+            vi.type.tensor_type.elem_type = TensorProto.UINT8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+    return len(weights), len(zps)

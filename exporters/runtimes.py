@@ -69,15 +69,34 @@ def dequantize(q: np.ndarray, details: dict) -> np.ndarray:
     return ((q.astype(np.float32) - zp) * scale).astype(np.float32)
 
 
+KERNELS = ("reference", "fast")
+
+
 class OnnxRunner:
+    """An .onnx file in onnxruntime's CPU provider.
+
+    `kernels="reference"` runs with every graph optimization off (ORT_DISABLE_ALL): a QDQ artifact
+    executes node by node — DequantizeLinear, the float op, QuantizeLinear — which is what the file
+    means and what the torch quantized simulation computes, on any host. `kernels="fast"`
+    (ORT_ENABLE_ALL) lets onnxruntime fuse QDQ groups into its integer kernels (QLinearConv, QGemm,
+    …) as a deployment would: on x86 without VNNI their u8s8 path sums pairs in saturating int16, so
+    fast outputs may deviate from the reference there (edgeconv.host.host_info says which host this is).
+    """
+
     runtime = "onnxruntime"
 
-    def __init__(self, path: Path, threads: int = 1) -> None:
+    def __init__(self, path: Path, threads: int = 1, kernels: str = "reference") -> None:
         import onnxruntime as ort
 
+        if kernels not in KERNELS:
+            raise ValueError(f"kernels must be one of {KERNELS}, not {kernels!r}")
+        self.kernels = kernels
+        level = "ORT_DISABLE_ALL" if kernels == "reference" else "ORT_ENABLE_ALL"
+        self.engine = f"onnxruntime ({kernels} kernels: {level})"  # for reports
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self._in = self.session.get_inputs()
         self.inputs = tuple(self._spec(a) for a in self._in)

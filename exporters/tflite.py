@@ -93,7 +93,7 @@ class _Tflite(Target):
     suffix = ".tflite"
     runtime = "ai-edge-litert"
 
-    def load(self, path: Path, threads: int = 1):
+    def load(self, path: Path, threads: int = 1, kernels: str = "reference"):
         from edgeconv.exporters.runtimes import TfliteRunner
 
         return TfliteRunner(path, threads)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from edgeconv.errors import UserError
-from edgeconv.exporters.base import ExportInfo, Tolerance
+from edgeconv.exporters.base import FLOAT_TOLERANCE, FP16_TOLERANCE, ExportInfo
 from edgeconv.exporters.tflite import _Tflite
 from edgeconv.registry import TARGETS
 
@@ -353,7 +353,7 @@ class _SparseTflite(_Tflite):
 class TfliteSparse(_SparseTflite):
     name = "tflite-sparse"
     # On x86 XNNPACK densifies the weights and runs dense: the same function as the pruned torch model.
-    tolerance = Tolerance(vs_fp32_max_abs=1e-4, vs_fp32_min_cosine=0.99999, min_top1_agreement=0.99)
+    tolerance = FLOAT_TOLERANCE
     description = "TFLite fp32 with DENSIFY-encoded block-sparse 1x1 weights for XNNPACK sparse inference"
 
 
@@ -361,5 +361,5 @@ class TfliteSparse(_SparseTflite):
 class TfliteSparseFp16(_SparseTflite):
     name = "tflite-sparse-fp16"
     fp16 = True
-    tolerance = Tolerance(vs_fp32_max_abs=None, vs_fp32_min_cosine=0.999, min_top1_agreement=0.98)
+    tolerance = FP16_TOLERANCE
     description = "TFLite with float16 block-sparse weights (DENSIFY → DEQUANTIZE) for XNNPACK sparse inference"

@@ -36,10 +36,12 @@ def test_folder_rgb_grey_rgba_resized_scaled_nchw(tmp_path):
     d = load(tmp_path)
     assert d.real and d.y is None and "4 images" in d.source
     assert d.x.shape == (4, 3, 8, 8) and d.x.dtype == np.float32
-    np.testing.assert_allclose(d.x[0, :, 3, 3], [1.0, 0.0, 0.2], atol=1e-6)
-    np.testing.assert_allclose(d.x[1, :, 3, 3], [0.4] * 3, atol=1e-6)  # grey replicated to 3 channels
-    np.testing.assert_allclose(d.x[2, :, 3, 3], np.array([10, 20, 30]) / 255, atol=1e-6)
-    np.testing.assert_allclose(d.x[3], 1.0)
+    # drawn in a seeded order: find each image by its pixels
+    got = sorted(tuple(np.round(d.x[i, :, 3, 3], 6)) for i in range(4))
+    want = sorted(tuple(np.round(v, 6)) for v in ([1.0, 0.0, 0.2], [0.4] * 3,  # grey replicated to 3 channels
+                                                  np.array([10, 20, 30]) / 255, [1.0] * 3))
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert any(np.allclose(d.x[i], 1.0) for i in range(4))
 
 
 def test_folder_bilinear_resize_keeps_layout(tmp_path):
@@ -68,15 +70,56 @@ def test_folder_one_channel_and_16_bit(tmp_path):
     png(tmp_path / "b.png", np.full((8, 8), 30000, np.uint16))  # 16-bit greyscale PNG
     d = load(tmp_path, shape=(1, 1, 4, 4))
     assert d.x.shape == (2, 1, 4, 4)
-    np.testing.assert_allclose(d.x[0], 1.0, atol=1e-6)
-    np.testing.assert_allclose(d.x[1], 30000 / 65535, atol=1e-6)
+    np.testing.assert_allclose(np.sort(d.x[:, 0, 0, 0]), [30000 / 65535, 1.0], atol=1e-6)
+    for i in range(2):
+        np.testing.assert_allclose(d.x[i], d.x[i, 0, 0, 0], atol=1e-6)  # each image is uniform
 
 
-def test_folder_count_takes_first_files_in_name_order(tmp_path):
+def test_folder_count_draws_a_seeded_sample_not_the_first_files(tmp_path):
     for i in range(5):
         png(tmp_path / f"{i}.png", np.full((8, 8, 3), i * 50, np.uint8))
     d = load(tmp_path, count=2)
-    np.testing.assert_allclose(d.x[:, 0, 0, 0], [0.0, 50 / 255], atol=1e-6)
+    assert d.x.shape == (2, 3, 8, 8) and "2 of 5 images" in d.source and "seed 0" in d.source
+    values = set(np.round(d.x[:, 0, 0, 0] * 255).astype(int))
+    assert len(values) == 2 and values <= {0, 50, 100, 150, 200}
+    np.testing.assert_array_equal(load(tmp_path, count=2).x, d.x)  # same seed, same draw
+    whole = load(tmp_path)  # the whole folder, each image once
+    assert sorted(np.round(whole.x[:, 0, 0, 0] * 255).astype(int)) == [0, 50, 100, 150, 200]
+
+
+def _class_folders(root, classes=4, per_class=10):
+    """A class-per-folder dataset: image value encodes class*per_class + index."""
+    for c in range(classes):
+        for i in range(per_class):
+            png(root / f"class_{c}" / f"img_{i:02d}.png", np.full((8, 8, 3), c * per_class + i, np.uint8))
+
+
+def _drawn(d):
+    return [int(v) for v in np.round(d.x[:, 0, 0, 0] * 255)]
+
+
+def test_folder_draws_evenly_across_class_folders_and_reproducibly(tmp_path):
+    _class_folders(tmp_path)
+    d = load(tmp_path, count=8)
+    ids = _drawn(d)
+    assert len(ids) == 8 == len(set(ids))
+    assert sorted({i // 10 for i in ids}) == [0, 1, 2, 3]  # every class, not the first ones in name order
+    assert all(sum(i // 10 == c for i in ids) == 2 for c in range(4))  # and evenly: 2 per class
+    assert "8 of 40 images, drawn evenly from 4 sub-folders, seed 0" in d.source
+    assert _drawn(load(tmp_path, count=8)) == ids  # same seed: same selection, same order
+    draws = {tuple(_drawn(load(tmp_path, count=8, seed=s))) for s in range(5)}
+    assert len(draws) > 1  # other seeds draw other images
+    for s in range(5):
+        assert all(sum(i // 10 == c for i in _drawn(load(tmp_path, count=8, seed=s))) == 2 for c in range(4))
+
+
+def test_calibration_and_held_out_split_both_span_the_classes(tmp_path):
+    """The pipeline calibrates on the first samples and checks parity on the ones after: each part
+    of one draw covers every class."""
+    _class_folders(tmp_path)
+    ids = _drawn(load(tmp_path, count=16))
+    assert sorted({i // 10 for i in ids[:8]}) == [0, 1, 2, 3] == sorted({i // 10 for i in ids[8:]})
+    assert not set(ids[:8]) & set(ids[8:])
 
 
 # --- arrays ---------------------------------------------------------------------------------------

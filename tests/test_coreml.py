@@ -241,7 +241,40 @@ def test_parity_check_passes_for_every_coreml_target(demo, artifacts):
     ref = _torch(spec.module, held.x)
     for name, (target, graph, path, _) in artifacts.items():
         sim = _torch(graph.module(), held.x) if graph.quantized else None
-        report = parity.check(target.load(path), target.runtime, held.x, held.y, target.tolerance, ref, sim,
+        report = parity.check(target.load(path)(held.x), target.runtime, held.y, target.tolerance, ref, sim,
                               graph.qparams.get(OUTPUT_KEY))
         assert report.passed, (name, report.diffs)
         assert report.accuracy is not None and report.accuracy >= report.reference_accuracy - 0.04
+
+
+def test_every_coreml_label_names_the_engine_that_ran(artifacts, monkeypatch):
+    """Off macOS the outputs come from edgeconv's own MIL evaluator, and every label says so: the
+    runner (what parity and the manifest record), the refusal of an op it cannot compute, and the
+    target's platform-independent label in `edgeconv list` / the README."""
+    target, _, path, _ = artifacts["coreml"]
+    runner = target.load(path)
+    assert runner.runtime == coreml.engine_here()
+    if sys.platform != "darwin":
+        assert isinstance(runner, coreml.MILRunner)
+        assert runner.runtime == "coreml: edgeconv MIL evaluator"
+    assert coreml.PredictRunner.runtime == "coreml: MLModel.predict"
+    assert mil_eval.UnverifiedOp("gelu").runtime == "coreml: edgeconv MIL evaluator"
+    assert target.runtime == "coreml: MLModel.predict (macOS) / edgeconv MIL evaluator (elsewhere)"
+    for name in COREML_TARGETS:
+        assert TARGETS.get(name).runtime == target.runtime
+    monkeypatch.setattr(mil_eval, "on_macos", lambda: True)
+    assert coreml.engine_here() == "coreml: MLModel.predict"
+    monkeypatch.setattr(mil_eval, "on_macos", lambda: False)
+    assert coreml.engine_here() == "coreml: edgeconv MIL evaluator"
+
+
+def test_export_manifest_names_the_engine_that_checked_parity(tmp_path):
+    """Through the pipeline: the manifest's parity runtime is the runner's engine, not "coreml"."""
+    from edgeconv.demo import demo as factory
+    from edgeconv.pipeline import export
+
+    m = export(factory(), ExportOptions(targets=("coreml",), out_dir=str(tmp_path), eval_samples=16))
+    (a,) = m.artifacts
+    assert a.parity is not None and a.parity.passed, a.parity
+    assert a.parity.runtime == coreml.engine_here()
+    assert a.parity.runtime != "coreml"

@@ -32,7 +32,13 @@ def test_converter_matches_onnxruntime(model, lines):
     want = np.concatenate([sess.run(None, {"x": lines.x[i:i + 1]})[0] for i in range(len(lines))])
     with torch.no_grad():
         got = torch.cat([model(torch.from_numpy(lines.x[i:i + 1])) for i in range(len(lines))]).numpy()
-    np.testing.assert_allclose(got, want, atol=1e-5)
+    # edgeconv's fp32 parity criterion (1e-4 of the output range): onnxruntime's fp32 conv kernels
+    # accumulate in an ISA-dependent order (2.8e-5 apart on an AVX2-only host, ~1e-6 with AVX-512).
+    from edgeconv.exporters.base import FLOAT_TOLERANCE
+    from edgeconv.parity import diff
+
+    d = diff(got, want, "onnxruntime", FLOAT_TOLERANCE)
+    assert d.passed and d.max_rel < 1e-4, d
     convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     bns = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert (convs, bns) == (53, 35)  # as DATA.md describes the file

@@ -141,6 +141,7 @@ def test_predict_on_real_artifact_gives_per_op_breakdown_summing_to_total(artifa
     assert r.basis.startswith("calibrated on Samsung Galaxy S24 (15 models")
     assert "held-out median APE" in r.basis
     assert sum(p["ms"] for p in r.per_op) == pytest.approx(r.p50_ms, rel=1e-9)
+    assert r.p90_ms is None and json.loads(r.to_json())["p90_ms"] is None  # one number: no invented spread
     classes = [p["class"] for p in r.per_op]
     assert classes.count("depthwise") == 1 and classes.count("conv1x1") == 1 and classes.count("fc") == 1
     assert int(r.environment["macs"]) == TINY_MACS

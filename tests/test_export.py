@@ -128,3 +128,28 @@ def test_passes_are_idempotent():
 
     x = torch.randn(1, 3, 32, 32)
     np.testing.assert_allclose(g.module()(x).detach(), spec.module(x).detach(), atol=1e-4)
+
+
+def test_float_output_program_is_judged_against_the_simulation(tmp_path):
+    """A quantized program whose output is float (no output scale) still gets a real check against
+    its simulation — an 8-bit grid over the output range plus a cosine floor — never a free pass."""
+    from edgeconv.config import CalibSpec
+    from zoo import float_tail
+
+    m = export(float_tail(), ExportOptions(targets=("tflite-int8", "onnx-int8"), out_dir=str(tmp_path),
+                                           calib=CalibSpec(source="random"), quant=QuantOptions(samples=32),
+                                           eval_samples=32))
+    for a in m.artifacts:
+        sim = next(d for d in a.parity.diffs if d.reference == "torch-quant-sim")
+        assert sim.step_unit == "range/255" and sim.max_steps is not None and sim.max_steps <= 3.0, a.target
+        assert any("cosine" in c for c in sim.checked) and sim.cosine > 0.999
+        assert a.parity.passed, (a.target, a.parity.diffs)
+
+
+def test_manifest_records_the_host_and_the_engine_of_each_check(demo_run):
+    out, m = demo_run
+    assert m.host.get("machine") and m.host.get("isa_source")
+    engines = {a.target: a.parity.runtime for a in m.artifacts}
+    assert "reference kernels" in engines["onnx-int8"] and engines["tflite-int8"].startswith("ai-edge-litert")
+    saved = json.loads((out / "edgeconv.json").read_text())
+    assert saved["host"] == m.host

@@ -47,7 +47,7 @@ def measured(device="host", p50=1.0, p90=1.5, size=32 * 1024, acc=0.985, ref=0.9
 
 
 def both(**host) -> dict[str, Measured]:
-    m = {"host": measured(**host), "pixel": measured("pixel", p50=0.3, p90=0.3, method="predicted")}
+    m = {"host": measured(**host), "pixel": measured("pixel", p50=0.3, p90=None, method="predicted")}
     return {v.key: v for v in m.values()}
 
 
@@ -83,6 +83,33 @@ def test_budget_equal_to_measurement_passes_and_just_below_fails():
     b = parse(GOOD.replace("p50_ms = 2.0", "p50_ms = 1.0"))
     assert evaluate(b, both(p50=1.0))[0].passed
     assert not evaluate(b, both(p50=1.0001))[0].passed
+
+
+def test_p90_budget_against_a_prediction_fails_saying_it_needs_a_measurement():
+    """A prediction has no p90: the row fails and says so, never checking the p50 in its place."""
+    b = parse(GOOD.replace("p50_ms = 0.5\n", "p50_ms = 0.5\np90_ms = 1.0\n"))
+    rows = {(r.name.rsplit(" / ", 1)[1], r.metric): r for r in evaluate(b, both())}
+    p90 = rows[("pixel", "p90_ms")]
+    assert not p90.passed and p90.value is None and p90.limit == 1.0
+    assert p90.message.startswith("not measured: p90 needs a measurement; predicted (")
+    assert "budget p50_ms instead" in p90.message
+    assert rows[("pixel", "p50_ms")].passed  # the p50 budget of the same prediction still checks
+    assert rows[("host", "p90_ms")].passed  # a measured p90 is checked as before
+    assert [ln for ln in breach_lines(evaluate(b, both())) if "p90_ms" in ln] == [
+        f"BREACH edgeconv.demo:demo / tflite-int8 / pixel: p90_ms n/a (limit 1) — {p90.message}"]
+    case = [c for c in ET.fromstring(junit_xml([p90])).iter("testcase")][0]
+    assert case.find("failure") is not None and case.find("skipped") is None
+
+
+def test_p90_budget_against_a_runtime_without_p90_fails_too():
+    # benchmark_model reports no p90 (NaN in its LatencyReport, None once collected)
+    m = both()
+    key = next(k for k in m if k.endswith("host"))
+    for missing in (None, float("nan")):
+        m[key] = measured(p90=missing)
+        r = [x for x in evaluate(parse(GOOD), m) if x.metric == "p90_ms"][0]
+        assert not r.passed and r.value is None and r.message.startswith("not measured:")
+        assert "reported no p90" in r.message
 
 
 def test_accuracy_budget_without_labels_is_a_breach_not_a_silent_pass():

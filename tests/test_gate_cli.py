@@ -60,6 +60,8 @@ def test_generous_budget_passes_and_writes_reports(generous):
     host, pixel = out["measured"][HOST], out["measured"][PIXEL]
     assert host["method"] == "measured-host" and host["basis"] == "measured on this host"
     assert pixel["method"] == "predicted" and pixel["basis"].startswith("predicted (uncalibrated: from published peak")
+    assert pixel["p50_ms"] > 0 and pixel["p90_ms"] is None  # a prediction carries no invented p90
+    assert host["p90_ms"] >= host["p50_ms"]
     assert host["artifact_sha256"] == pixel["artifact_sha256"]  # one export, two devices
     assert 0 < host["p50_ms"] < 1000 and host["size_bytes"] > 1000
     assert host["accuracy"] is not None and host["reference_accuracy"] > 0.9

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -124,3 +125,47 @@ def test_profile_exports_a_model_reference_first(tmp_path):
     assert len(produced) == 1 and r.artifact_sha256 == file_sha256(produced[0])
     assert r.method == "measured-host" and not math.isnan(r.p50_ms)
     assert (out / "edgeconv.json").is_file()
+
+
+def test_profile_refuses_a_model_whose_export_failed_parity(tmp_path, monkeypatch):
+    """An impossible tolerance makes the onnx export fail parity: profile says why and exits 1
+    instead of timing it; --allow-failed-parity times it, but prints the failure first and records it."""
+    from edgeconv import catalog
+    from edgeconv.exporters.base import Tolerance
+    from edgeconv.registry import TARGETS
+
+    catalog.load()
+    monkeypatch.setattr(TARGETS.get("onnx"), "tolerance", Tolerance(vs_fp32_min_cosine=1.1))  # cosine is at most 1
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["profile", "edgeconv.demo:demo", "-t", "onnx", "-o", str(out), "--runs", "3",
+                                    "--warmup", "0"])
+    assert res.exit_code == 1, res.output
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("edgeconv: error:")]
+    assert len(errors) == 1, res.output
+    assert re.search(r"parity failed for onnx in onnxruntime.*: vs torch-fp32: cosine", errors[0]), errors[0]
+    assert "--allow-failed-parity" in errors[0]
+    assert "measured on this host" not in res.output and "Traceback" not in res.output
+    assert (out / "edgeconv.json").is_file()  # the evidence stays
+
+    res = CliRunner().invoke(main, ["profile", "edgeconv.demo:demo", "-t", "onnx", "-o", str(out), "--runs", "3",
+                                    "--warmup", "0", "--allow-failed-parity"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert re.match(r"warning: parity failed for onnx in onnxruntime.*: vs torch-fp32: cosine", lines[0]), lines[:2]
+    assert lines[1] == "measured on this host"
+    assert "FAILED: parity failed for onnx" in res.output  # the report's own table says it too
+
+
+def test_profile_api_records_an_allowed_parity_failure(tmp_path, monkeypatch):
+    from edgeconv import catalog
+    from edgeconv.exporters.base import Tolerance
+    from edgeconv.registry import TARGETS
+
+    catalog.load()
+    monkeypatch.setattr(TARGETS.get("onnx"), "tolerance", Tolerance(vs_fp32_min_cosine=1.1))  # cosine is at most 1
+    warned: list[str] = []
+    r = profile("edgeconv.demo:demo", "host", ProfileOptions(runs=2, warmup=0), target="onnx",
+                out_dir=str(tmp_path), allow_failed_parity=True, warn=warned.append)
+    assert len(warned) == 1 and warned[0].startswith("warning: parity failed for onnx")
+    assert r.environment["parity"].startswith("FAILED: parity failed for onnx")
+    assert LatencyReport.from_dict(json.loads(r.to_json())).environment["parity"] == r.environment["parity"]

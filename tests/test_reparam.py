@@ -50,7 +50,8 @@ def test_block_fp64_protocol_and_graph_pass(name, factory, shape):
     assert reparameterize_model(bare)[1].calls == ()   # the protocol has nothing to call
     graph = capture(bare, (x,))
     result = reparam_merge(graph, None)
-    assert result.changed and len(result.notes) == 1 and "-> one" in result.notes[0]
+    assert result.changed and len(result.notes) == 2 and "-> one" in result.notes[0]
+    assert result.notes[1].startswith("reparam-merge checked: merged vs original: ")
     assert _convs(result.graph) == 1 and _adds(result.graph) == 0
     with torch.no_grad():
         assert _rel(result.graph.module()(x), ref) < 1e-9
@@ -69,7 +70,7 @@ def test_whole_model_fp32_both_ways():
     with torch.no_grad():
         assert _rel(merged(x), ref) < 1e-5
     result = reparam_merge(capture(strip_methods(copy.deepcopy(model)), (x,)), None)
-    assert len(result.notes) == 7 and _convs(result.graph) == 7
+    assert len(result.notes) == 8 and _convs(result.graph) == 7
     with torch.no_grad():
         assert _rel(result.graph.module()(x), ref) < 1e-5
     # The merged-away branch weights are gone from the program, not carried as dead parameters.
@@ -209,3 +210,91 @@ def test_quantized_program_is_left_alone():
     graph = dataclasses.replace(capture(block, (torch.randn(1, 4, 5, 5),)), quantizer=object())
     result = reparam_merge(graph, None)
     assert not result.changed and result.graph is graph and "already quantized" in result.notes[0]
+
+
+# --- exactness is checked on inputs that can tell (never only the all-zeros example) ---------------
+
+class _ZeroedKernelRep(nn.Module):
+    """A deliberately broken merge: kernels zeroed, bias kept. On an all-zeros input the original
+    outputs only its biases too, so a check on the zeros example cannot see the difference."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 1)
+        self.merged = None
+
+    def forward(self, x):
+        return self.merged(x) if self.merged is not None else self.a(x) + self.b(x)
+
+    def switch_to_deploy(self):
+        conv = nn.Conv2d(3, 4, 3, padding=1)
+        conv.weight.data.zero_()
+        conv.bias.data = (self.a.bias + self.b.bias).detach()
+        self.merged = conv
+
+
+def test_protocol_zeroed_kernel_merge_is_caught_on_random_inputs_despite_zeros_example():
+    torch.manual_seed(0)
+    zeros = torch.zeros(1, 3, 6, 6)
+    with pytest.raises(UserError, match=r"changed the model's output by .* relative on seeded N\(0,1\) inputs "
+                                        r".*<root>: switch_to_deploy\(\)"):
+        reparameterize_model(_ZeroedKernelRep(), example_inputs=(zeros,))
+
+
+def test_protocol_zeroed_kernel_merge_is_caught_on_calibration_inputs():
+    # no example input at all: the calibration samples alone catch it
+    calib = torch.randn(5, 3, 6, 6).numpy()
+    with pytest.raises(UserError, match=r"relative on calibration inputs"):
+        reparameterize_model(_ZeroedKernelRep(), calib_inputs=calib)
+
+
+def test_protocol_reports_both_relative_errors():
+    torch.manual_seed(0)
+    model = randomize_bn(RepNet()).eval()
+    calib = torch.randn(6, 3, 32, 32).numpy()
+    _, report = reparameterize_model(model, example_inputs=(torch.zeros(2, 3, 32, 32),), calib_inputs=calib)
+    assert report.rel_error_random is not None and 0 < report.rel_error_random < 1e-5
+    assert report.rel_error_calib is not None and 0 < report.rel_error_calib < 1e-5
+    assert report.calib_samples == 6  # three batches of the example's batch size 2
+    assert report.max_rel_error == max(report.rel_error_random, report.rel_error_calib)
+    assert report.summary().startswith("merged vs original: ") and "on 6 calibration inputs" in report.summary()
+    assert ProtocolReport.from_dict(report.to_dict()) == report
+    _, alone = reparameterize_model(model, example_inputs=(torch.zeros(1, 3, 32, 32),))
+    assert alone.rel_error_calib is None and "no calibration inputs" in alone.summary()
+
+
+def test_pass_undoes_a_zeroed_kernel_merge_and_says_so(monkeypatch):
+    """The graph pass checks its own rewrite the same way: a broken combine is undone, with a note."""
+    import edgeconv.passes.reparam_merge as rm
+
+    real = rm._combine
+
+    def zero_kernels(branches):
+        kernel, bias, *rest = real(branches)
+        return (torch.zeros_like(kernel), bias, *rest)
+
+    monkeypatch.setattr(rm, "_combine", zero_kernels)
+    m = _TwoBranches(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 1)).eval()
+    graph = capture(m, (torch.zeros(1, 3, 6, 6),))  # the zeros example the pipeline captures with
+    result = reparam_merge(graph, None)
+    assert not result.changed and result.graph is graph
+    assert result.notes[-1].startswith("reparam-merge FAILED its exactness check and was undone")
+    assert "relative on seeded N(0,1) inputs" in result.notes[-1]
+
+
+def test_pass_checks_on_the_context_calibration_data():
+    from edgeconv.calib.data import DataSet
+    from edgeconv.config import ExportOptions
+    from edgeconv.context import Context
+    from edgeconv.models import ModelSpec
+
+    torch.manual_seed(0)
+    m = _TwoBranches(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 1)).eval()
+    x = torch.zeros(1, 3, 6, 6)
+    calib = DataSet(torch.randn(4, 3, 6, 6).numpy(), None, source="test")
+    ctx = Context(options=ExportOptions(), model=ModelSpec(module=m, example_inputs=(x,)), calib=calib)
+    result = reparam_merge(capture(m, (x,)), ctx)
+    assert result.changed
+    note = result.notes[-1]
+    assert note.startswith("reparam-merge checked: merged vs original: ")
+    assert "relative on seeded N(0,1) inputs" in note and "on 4 calibration inputs" in note

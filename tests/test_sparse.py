@@ -7,6 +7,7 @@ twin bit for bit. The engaged sparse path is shown on emulated arm64 in test_spa
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -349,3 +350,17 @@ def test_check_sparse_cli_non_model_files_exit_2(tmp_path):
     for path, needle in ((text, "is not a model"), (fake, "not a TFLite flatbuffer")):
         code, out = _cli("check-sparse", str(path))
         assert code == 2 and needle in out
+
+
+def test_sparse_verdict_fails_when_pruning_drops_the_source_models_accuracy(tmp_path):
+    """Parity against the pruned program alone passed a demo pruned to chance (10.5 %); the verdict
+    also bounds the drop from the user's dense model (default 0.02, --max-drop overrides)."""
+    code, out = _cli("export", "-t", "tflite-sparse", "--sparsity", "0.8", "--eval-samples", "64",
+                     "-o", str(tmp_path / "a"))
+    m = json.loads((tmp_path / "a" / "edgeconv.json").read_text())
+    drop = next(d for d in m["artifacts"][0]["parity"]["diffs"] if d["reference"] == "source-model")
+    assert code == 1 and not drop["passed"] and "--max-drop 0.02" in drop["reason"], out
+    assert m["artifacts"][0]["parity"]["accuracy"] < m["reference_accuracy"] - 0.5
+    code, out = _cli("export", "-t", "tflite-sparse", "--sparsity", "0.8", "--eval-samples", "64",
+                     "--max-drop", "1.0", "-o", str(tmp_path / "b"))
+    assert code == 0, out

@@ -68,3 +68,20 @@ def needs_32() -> ModelSpec:
     """A model with a fixed-size linear head: any other spatial size fails."""
     m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 32 * 32, 10)).eval()
     return ModelSpec(module=m, example_inputs=(torch.randn(1, 3, 32, 32),), name="needs-32")
+
+
+class FloatTail(nn.Module):
+    """Ends in an op the quantizer leaves float (cumsum): the program's output has no int8 step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return torch.cumsum(self.fc(torch.relu(self.conv(x)).mean((2, 3))), 1)
+
+
+def float_tail() -> ModelSpec:
+    return ModelSpec(module=FloatTail().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),), name="float-tail")

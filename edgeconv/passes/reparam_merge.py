@@ -11,6 +11,12 @@ branches from the same source, one of them a conv, is rewritten with the branch 
 `edgeconv.reparam.algebra` (TECHNIQUES.md §2). Branches that cannot merge — different strides or
 groups, paddings that do not centre the kernels on the same pixel, a bias in front of a padded
 k×k conv — are left as they are and the reason goes into the notes.
+
+Every merge is checked: the rewritten program against the original on seeded N(0,1) inputs shaped
+like the example (never only the all-zeros example, on which a merge that lost its kernels but kept
+its bias would agree) and on calibration samples when the context has them. Both relative errors go
+into the notes; above the limit the merge is undone — the graph is left as it was — and a FAILED note
+says by how much.
 """
 from __future__ import annotations
 
@@ -52,6 +58,9 @@ class Branch:
         return (2 * self.padding[0] - (k[0] - 1), 2 * self.padding[1] - (k[1] - 1))
 
 
+RTOL = 1e-4  # merged vs original, relative to the output's largest magnitude (float rounding only)
+
+
 @PASSES.register("reparam-merge")
 def reparam_merge(graph: "Graph", ctx: "Context | None" = None) -> PassResult:
     if graph.quantized:  # merged kernels must be quantized afresh: merge first, then quantize
@@ -67,7 +76,30 @@ def reparam_merge(graph: "Graph", ctx: "Context | None" = None) -> PassResult:
     gm.graph.eliminate_dead_code()
     _drop_attrs(gm, attrs_before - _attrs_used(gm))
     gm.recompile()
-    return PassResult(graph.with_module(gm), True, tuple(notes))
+    failure, checked = _check_exact(graph, gm, ctx)
+    if failure:
+        return PassResult(graph, False, tuple(notes) + (failure,))
+    return PassResult(graph.with_module(gm), True, tuple(notes) + (checked,))
+
+
+def _check_exact(graph: "Graph", gm: "GraphModule", ctx: "Context | None") -> tuple[str | None, str]:
+    """(FAILED note or None, the note with both relative errors) for the merged `gm` vs `graph`."""
+    from edgeconv.reparam.protocol import (CALIB_INPUTS, RANDOM_INPUTS, calib_count, check_sets, exactness_note,
+                                           rel_errors, run_sets)
+
+    calib = ctx.calib.x if ctx is not None and ctx.calib is not None else None
+    seed = ctx.options.seed if ctx is not None else 0
+    sets = check_sets(graph.example_inputs, calib, seed)
+    errors = rel_errors(run_sets(graph.module(), sets), run_sets(gm, sets))
+    by_set = dict(zip((what for what, _ in sets), errors))
+    note = "reparam-merge checked: " + exactness_note(by_set.get(RANDOM_INPUTS), by_set.get(CALIB_INPUTS),
+                                                      calib_count(sets))
+    for (what, _), err in zip(sets, errors):
+        if err > RTOL:
+            return (f"reparam-merge FAILED its exactness check and was undone (the graph is left unmerged): the "
+                    f"merged program differs from the original by {err:.2e} relative on {what} (limit {RTOL:.0e}); "
+                    "this is an edgeconv bug, please report it with the model"), note
+    return None, note
 
 
 # --- one add tree -------------------------------------------------------------------------------

@@ -1,0 +1,132 @@
+"""The parity verdict itself, on constructed outputs whose right answer is known: tolerances that
+scale with the output, comparisons that cannot mis-fire at their own boundary, near-ties that are
+not failures, and no comparison that passes with nothing to compare."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeconv import parity
+from edgeconv.exporters.base import FLOAT_TOLERANCE, FP16_TOLERANCE, INT8_TOLERANCE
+from edgeconv.results import QuantParams
+
+RNG = np.random.default_rng(0)
+
+
+def _logits(n=32, classes=10, scale=5.0):
+    return (RNG.standard_normal((n, classes)) * scale).astype(np.float32)
+
+
+def test_fp32_limit_scales_with_the_output_range():
+    # A super-resolution-like output in pixel units (range ~1e4): float rounding of 1e-7 relative
+    # is ~1e-3 absolute, which the old absolute 1e-4 limit failed.
+    ref = (RNG.random((4, 3, 16, 16)) * 10_000).astype(np.float32)
+    out = ref * np.float32(1 + 1e-7) + np.float32(1e-3)
+    d = parity.diff(out, ref, "torch-fp32", FLOAT_TOLERANCE)
+    assert d.passed, d.reason
+    assert d.max_abs > 1e-4 and d.max_rel < 1e-6
+    # ... and a real error of 1 % of that range still fails
+    bad = ref.copy()
+    bad[0, 0, 0, 0] += 100.0
+    d = parity.diff(bad, ref, "torch-fp32", FLOAT_TOLERANCE)
+    assert not d.passed and "of the output range" in d.reason
+
+
+def test_small_outputs_are_not_excused_by_a_relative_limit():
+    ref = _logits(scale=0.01)  # range ~0.05
+    out = ref + np.float32(1e-4)  # 2e-3 of the range: far above float rounding
+    d = parity.diff(out, ref, "torch-fp32", FLOAT_TOLERANCE)
+    assert not d.passed and d.max_rel > 1e-3
+
+
+def test_steps_at_the_limit_do_not_fail():
+    # int8 outputs dequantized in float32 (as the runtimes return them): exactly 3 steps apart, but
+    # float32 rounding makes |Δ|/scale 3.0000001 — the old check printed "3.0 output steps > 3.0".
+    scale = 0.0731
+    q = RNG.integers(-100, 100, size=(16, 10))
+    ref = (q * np.float32(scale)).astype(np.float32)
+    out = ((q + 3) * np.float32(scale)).astype(np.float32)
+    assert float(np.abs(out.astype(np.float64) - ref).max() / scale) != 3.0  # the float noise is there
+    qp = QuantParams("int8", (scale,), (0,))
+    d = parity.diff(out, ref, parity.SIM, INT8_TOLERANCE, qp)
+    assert d.passed and d.max_steps == 3.0 and d.step_unit == "output scale"
+    out4 = ((q + 4) * np.float32(scale)).astype(np.float32)
+    d = parity.diff(out4, ref, parity.SIM, INT8_TOLERANCE, qp)
+    assert not d.passed and d.max_steps == 4.0 and "4 steps (output scale) > 3" in d.reason
+
+
+def test_flip_between_near_tied_classes_is_not_a_failure():
+    ref = _logits(n=32)
+    ref[np.arange(32), ref.argmax(1)] += 5.0  # every sample decisive...
+    ref[0, :2] = [30.0, 30.0 - 1e-4]  # ...but sample 0: two classes tied to 1e-4
+    out = ref.copy()
+    out[0, :2] = [30.0 - 1e-4, 30.0]  # the artifact's fp16 rounding flips it
+    d = parity.diff(out, ref, "torch-fp32", FP16_TOLERANCE)
+    assert d.top1_agreement == pytest.approx(31 / 32)  # raw agreement 96.9 %, still reported
+    assert d.decisive_samples == 31 and d.top1_agreement_decisive == 1.0
+    assert d.passed, d.reason
+    # a flip on a decisive sample is a failure
+    i = int(np.argmax(np.sort(ref, 1)[:, -1] - np.sort(ref, 1)[:, -2]))
+    worse = out.copy()
+    worse[i] = ref[i][::-1]
+    d = parity.diff(worse, ref, "torch-fp32", FP16_TOLERANCE.__class__(min_top1_agreement=1.0, vs_fp32_min_cosine=0.0))
+    assert not d.passed and "decisive" in d.reason
+
+
+def test_float_output_is_checked_against_the_simulation():
+    # The program's output is float (a float head after int8 layers, or --max-drop kept it):
+    # no output scale, so the old check passed whatever the values (seen at cosine 0.946).
+    sim = _logits(n=16)
+    bent = sim + RNG.standard_normal(sim.shape).astype(np.float32) * 1.7  # cosine ~0.95
+    d = parity.diff(bent, sim, parity.SIM, INT8_TOLERANCE, None)
+    assert d.cosine < 0.97
+    assert not d.passed and d.step_unit == "range/255" and d.max_steps > 3
+    assert any("range/255" in c for c in d.checked) and any("cosine" in c for c in d.checked)
+    # kernel rounding of a faithful artifact: well within an 8-bit grid step of the range
+    close = sim + np.float32(1e-3)
+    assert parity.diff(close, sim, parity.SIM, INT8_TOLERANCE, None).passed
+
+
+@pytest.mark.parametrize("out", [np.zeros((0, 10), np.float32), np.full((4, 10), np.nan, np.float32)])
+def test_nothing_to_compare_fails(out):
+    ref = np.zeros((len(out), 10), np.float32)
+    for reference, tol in (("torch-fp32", FLOAT_TOLERANCE), (parity.SIM, INT8_TOLERANCE)):
+        d = parity.diff(out, ref, reference, tol, None)
+        assert not d.passed and d.reason
+
+
+def test_sim_comparison_without_a_limit_fails():
+    sim = _logits()
+    d = parity.diff(sim, sim, parity.SIM, FLOAT_TOLERANCE, None)  # a target that states no step limit
+    assert not d.passed and "no limit" in d.reason
+
+
+def test_every_passing_comparison_states_what_it_checked():
+    ref = _logits()
+    for reference, tol in (("torch-fp32", FLOAT_TOLERANCE), ("torch-fp32", INT8_TOLERANCE), (parity.SIM, INT8_TOLERANCE)):
+        d = parity.diff(ref, ref, reference, tol, QuantParams("int8", (0.1,), (0,)))
+        assert d.passed and d.checked
+
+
+def test_source_drop_fails_a_pruned_model_at_chance():
+    labels = RNG.integers(0, 10, size=64)
+    dense = np.eye(10, dtype=np.float32)[labels] * 5  # the source model: 100 % accurate
+    chance = _logits(n=64)  # pruned to noise
+    d = parity.source_drop(chance, dense, labels, 0.02)
+    assert not d.passed and "drop" in d.reason and d.reference == "source-model"
+    assert parity.source_drop(dense, dense, labels, 0.02).passed
+    assert parity.source_drop(chance, dense, labels, 1.0).passed  # --max-drop overrides
+    # without labels: top-1 agreement with the source model
+    d = parity.source_drop(chance, dense, None, 0.02)
+    assert not d.passed and "agreement" in d.reason
+
+
+def test_host_kernel_check_names_the_engine_and_the_deviation():
+    scale = 0.05
+    ref = (RNG.integers(-100, 100, size=(8, 10)) * scale).astype(np.float32)
+    fast = ref.copy()
+    fast[3, 4] += 27 * scale
+    qp = QuantParams("int8", (scale,), (0,))
+    hk = parity.host_kernels(fast, ref, "onnxruntime fast kernels", INT8_TOLERANCE, qp, "use X")
+    assert hk.deviates and hk.max_steps == 27.0 and "onnxruntime fast kernels" in hk.message and "use X" in hk.message
+    assert not parity.host_kernels(ref, ref, "e", INT8_TOLERANCE, qp, "").deviates
