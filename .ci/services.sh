@@ -9,12 +9,15 @@
 # - openssh-client: ssh/scp, the real client the linux-arm and apple backends use.
 # - adb: the real Android client; with no phone attached the tests check the "no device" path. The
 #   tests start adb's local server (offline) and stop it again if they started it.
+# - qemu-user-static: tests/test_onnx_host_kernels.py runs onnxruntime on an emulated AVX2-only x86
+#   CPU (qemu-x86_64-static -cpu Haswell), where its u8s8 int8 kernels saturate.
 set -euo pipefail
 
 need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null && command -v scp >/dev/null && command -v ssh-keygen >/dev/null || need+=(openssh-client)
 command -v adb >/dev/null || need+=(adb)
+[ -x /usr/bin/qemu-x86_64-static ] || need+=(qemu-user-static)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"

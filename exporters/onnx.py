@@ -159,22 +159,23 @@ class OnnxInt8U8(OnnxInt8):
 
     def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:
         info = super().export(graph, ctx, path)
-        weights, activations = to_u8u8(path, path, self.name)
+        weights, activations, zero_points = to_u8u8(path, path, self.name)
         found = [s for _, s in read_weights(path) if s is not None]
-        note = (f"re-encoded u8u8: {weights} int8 weight initializers -> uint8 q+128 (zero point 128), "
-                f"{activations} int8 activation zero points z -> uint8 z+128; real values and scales unchanged")
+        note = (f"re-encoded u8u8: {weights} int8 weight initializers and {activations} int8 activation "
+                f"tensors q -> uint8 q+128, {zero_points} zero points z -> z+128; real values and scales unchanged")
         return ExportInfo(notes=info.notes + (note,),
                           scales_from=scales_note("QDQ ONNX (u8u8)", found, graph, read_activation_scales(path)))
 
 
-def to_u8u8(src: Path, dst: Path, target: str = "onnx-int8-u8") -> tuple[int, int]:
+def to_u8u8(src: Path, dst: Path, target: str = "onnx-int8-u8") -> tuple[int, int, int]:
     """Re-encode a QDQ int8 ONNX file as uint8, losslessly: int8 q with zero point z -> uint8 q+128
     with zero point z+128 (QuantizeLinear rounds and saturates identically, shifted by 128).
 
     Every int8 zero point must belong to QuantizeLinear/DequantizeLinear only; every int8 tensor they
     touch must be a weight initializer read only by those DequantizeLinears, or a QuantizeLinear output
-    read only by DequantizeLinears — anything else (an op on int8 data, an int8 graph input) is refused,
-    naming the tensor. Returns (weight initializers converted, zero points converted)."""
+    read only by DequantizeLinears — anything else (an op on int8 data, an int8 graph output) is refused,
+    naming the tensor. Returns how many weight initializers, activation tensors (QuantizeLinear
+    outputs) and zero points were converted."""
     import onnx
     from onnx import TensorProto, numpy_helper
 
@@ -182,12 +183,13 @@ def to_u8u8(src: Path, dst: Path, target: str = "onnx-int8-u8") -> tuple[int, in
 
     model = onnx.load(str(src))
     g = model.graph
+    nodes = list(g.node)
     inits = {i.name: i for i in g.initializer}
-    consts = {n.output[0]: n for n in g.node if n.op_type == "Constant"}
-    consumers: dict[str, list] = {}
-    for n in g.node:
+    consts = {n.output[0]: n for n in nodes if n.op_type == "Constant"}
+    consumers: dict[str, list[int]] = {}  # tensor -> indices of the nodes reading it
+    for k, n in enumerate(nodes):
         for i in n.input:
-            consumers.setdefault(i, []).append(n)
+            consumers.setdefault(i, []).append(k)
     graph_outputs = {o.name for o in g.output}
 
     def refuse(what: str) -> UserError:
@@ -202,16 +204,16 @@ def to_u8u8(src: Path, dst: Path, target: str = "onnx-int8-u8") -> tuple[int, in
         return None
 
     def set_const(name: str, arr: np.ndarray) -> None:
-        t = numpy_helper.from_array(arr, name)
         if name in inits:
-            inits[name].CopyFrom(t)
+            inits[name].CopyFrom(numpy_helper.from_array(arr, name))
         else:
             attr = next(a for a in consts[name].attribute if a.name == "value")
             attr.t.CopyFrom(numpy_helper.from_array(arr, attr.t.name))
 
-    qdq = [n for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     zps: set[str] = set()
-    for n in qdq:
+    for n in nodes:
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
         if len(n.input) > 2 and n.input[2]:
             zp = const_array(n.input[2])
             if zp is None:
@@ -221,44 +223,38 @@ def to_u8u8(src: Path, dst: Path, target: str = "onnx-int8-u8") -> tuple[int, in
         elif (n.op_type == "DequantizeLinear" and n.input[0] in inits
               and inits[n.input[0]].data_type == TensorProto.INT8):
             raise refuse(f"{n.input[0]!r} (int8 without a zero point)")
-    converted = [n for n in qdq if len(n.input) > 2 and n.input[2] in zps]
+    converted = {k for k, n in enumerate(nodes) if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                 and len(n.input) > 2 and n.input[2] in zps}
+    dq = {k for k in converted if nodes[k].op_type == "DequantizeLinear"}
     for z in zps:
-        if any(c not in converted or list(c.input).index(z) != 2 for c in consumers.get(z, [])):
+        if any(k not in converted or list(nodes[k].input).index(z) != 2 for k in consumers.get(z, [])):
             raise refuse(f"the zero point {z!r} (read by an op other than Q/DQ)")
 
+    q_outputs = {nodes[k].output[0] for k in converted - dq}
+    for out in q_outputs:
+        if out in graph_outputs or any(k not in dq for k in consumers.get(out, [])):
+            raise refuse(f"the int8 tensor {out!r} (read by an op other than DequantizeLinear)")
     weights: set[str] = set()
-    q_outputs: set[str] = set()
-    for n in converted:
-        if n.op_type == "QuantizeLinear":
-            out = n.output[0]
-            if out in graph_outputs or any(c not in converted or c.op_type != "DequantizeLinear"
-                                           for c in consumers.get(out, [])):
-                raise refuse(f"the int8 tensor {out!r} (read by an op other than DequantizeLinear)")
-            q_outputs.add(out)
-    for n in converted:
-        if n.op_type != "DequantizeLinear":
-            continue
-        x = n.input[0]
+    for k in dq:
+        x = nodes[k].input[0]
         if x in q_outputs:
             continue
         arr = const_array(x)
         if arr is None or arr.dtype != np.int8 or x not in inits:
             raise refuse(f"the int8 tensor {x!r} (neither a weight initializer nor a QuantizeLinear output)")
-        if any(c not in converted or c.op_type != "DequantizeLinear" for c in consumers.get(x, [])):
+        if any(c not in dq for c in consumers.get(x, [])):
             raise refuse(f"the weight {x!r} (read by an op other than DequantizeLinear)")
         weights.add(x)
 
-    for w in weights:
-        set_const(w, (const_array(w).astype(np.int16) + 128).astype(np.uint8))
-    for z in zps:
-        set_const(z, (const_array(z).astype(np.int16) + 128).astype(np.uint8))
-    for n in converted:  # opset >= 21: an explicit output type must follow the zero point
-        for a in n.attribute:
+    for name in weights | zps:
+        set_const(name, (const_array(name).astype(np.int16) + 128).astype(np.uint8))
+    for k in converted:  # opset >= 21: an explicit output type must follow the zero point
+        for a in nodes[k].attribute:
             if a.name == "output_dtype" and a.i == TensorProto.INT8:
                 a.i = TensorProto.UINT8
-    for vi in list(g.value_info) + list(g.output):
+    for vi in g.value_info:
         if vi.name in q_outputs and vi.type.tensor_type.elem_type == TensorProto.INT8:
             vi.type.tensor_type.elem_type = TensorProto.UINT8
     onnx.checker.check_model(model)
     onnx.save(model, str(dst))
-    return len(weights), len(zps)
+    return len(weights), len(q_outputs), len(zps)

@@ -146,7 +146,7 @@ def test_parity_failure_is_exit_1(tmp_path, monkeypatch):
 
     catalog.load()
     cls = TARGETS.get("onnx")
-    monkeypatch.setattr(cls, "tolerance", Tolerance(vs_fp32_max_abs=0.0, vs_fp32_min_cosine=1.1))
+    monkeypatch.setattr(cls, "tolerance", Tolerance(vs_fp32_max_rel=0.0, vs_fp32_min_cosine=1.1))
     code, out = run("export", "-t", "onnx", "-o", str(tmp_path))
     assert code == 1 and "parity failed for onnx" in out
     assert (tmp_path / "edgeconv.json").is_file()  # the evidence is kept
