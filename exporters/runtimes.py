@@ -25,6 +25,9 @@ def _quant(details: dict) -> QuantParams | None:
 
 class TfliteRunner:
     runtime = "ai-edge-litert"
+    # The interpreter's default resolver: XNNPACK delegate where it supports the op, builtin kernels
+    # elsewhere: what a phone runs on its default CPU path.
+    engine = "ai-edge-litert (XNNPACK delegate + builtin kernels)"
 
     def __init__(self, path: Path, threads: int = 1) -> None:
         from ai_edge_litert.interpreter import Interpreter
