@@ -27,7 +27,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgeconv.devices.base import Delegate, Device, ProfileOptions, connection, quote_command, user_config_path
+from edgeconv.devices.base import (Delegate, Device, ProfileOptions, check_serial, connection, quote_command,
+                                   user_config_path)
 from edgeconv.errors import UserError
 from edgeconv.results import LatencyReport
 
@@ -90,6 +91,11 @@ def adb_binary() -> str:
 
 
 def _adb(args: list[str], timeout: float, step: str, serial: str | None = None) -> subprocess.CompletedProcess:
+    if serial:
+        try:
+            check_serial(serial)  # never an option to adb, wherever the serial came from
+        except ValueError as e:
+            raise UserError(str(e)) from None
     argv = [adb_binary(), *(["-s", serial] if serial else []), *args]
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
@@ -257,7 +263,7 @@ def benchmark_binary(device: Device, options: ProfileOptions) -> Path:
     if not path:
         raise UserError(f"no benchmark_model binary for {device.name}: "
                         + HOW_TO_GET_BINARY.format(name=device.name, config=user_config_path()))
-    p = Path(path).expanduser()
+    p = Path(path).expanduser().absolute()  # absolute: `adb push` never reads it as an option
     if not p.is_file():
         raise UserError(f"benchmark_model binary {p} does not exist: "
                         + HOW_TO_GET_BINARY.format(name=device.name, config=user_config_path()))
@@ -286,6 +292,7 @@ def _delegate_files(device: Device, delegate: Delegate) -> tuple[list[Path], lis
 
 class AndroidBackend:
     def reachable(self, device: Device) -> str | None:
+        connection(device)  # a malformed serial in the config is bad input (exit 2), not "unreachable"
         try:
             found = find_phone(device, attached_devices(timeout=15))
         except UserError as e:
@@ -332,9 +339,10 @@ class AndroidBackend:
         try:
             adb(["shell", quote_command(["mkdir", "-p", remote_dir])], step, "make the run dir")
             adb(["push", str(binary), f"{remote_dir}/benchmark_model"], step * 5, "push benchmark_model")
-            adb(["push", str(artifact), f"{remote_dir}/model.tflite"], step * 5, "push the model")
+            # local paths absolute: a file named "-x.tflite" is never read as an adb option
+            adb(["push", str(artifact.absolute()), f"{remote_dir}/model.tflite"], step * 5, "push the model")
             for lib in libs:
-                adb(["push", str(lib), f"{remote_dir}/{lib.name}"], step * 5, f"push {lib.name}")
+                adb(["push", str(lib.absolute()), f"{remote_dir}/{lib.name}"], step * 5, f"push {lib.name}")
             adb(["shell", quote_command(["chmod", "755", f"{remote_dir}/benchmark_model"])], step, "chmod")
             ran = _adb(["shell", run_script(remote_dir, argv)], options.timeout_s + step, "benchmark", serial)
             with tempfile.TemporaryDirectory(prefix="edgeconv-adb-") as local:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
+import re
 import shlex
 import tomllib
 from pathlib import Path
@@ -157,9 +158,13 @@ def _device_from_dict(d: dict[str, Any], path: Path) -> Device:
     cost = d.get("cost", {})
     if cost and "source" not in cost:
         raise ValueError("[cost] must say where its constants came from (key 'source')")
+    conn = d.get("connection", {})
+    if not isinstance(conn, dict):
+        raise ValueError("[connection] must be a table")
+    check_connection(conn)  # ValueError: named with the file by load_descriptor
     return Device(name=d["name"], kind=kind, soc=d["soc"], clusters=clusters, delegates=delegates,
                   default_delegate=default, aliases=tuple(d.get("aliases", ())), accelerators=accels,
-                  cost=cost, connection=dict(d.get("connection", {})),
+                  cost=cost, connection=dict(conn),
                   android_models=tuple(d.get("android", {}).get("models", ())),
                   description=d.get("description", ""), source=str(path))
 
@@ -176,7 +181,13 @@ def user_config_path() -> Path:
 
 
 def connection(device: Device) -> dict[str, Any]:
-    """The descriptor's [connection] table with the user's config for this device laid over it."""
+    """The descriptor's [connection] table with the user's config for this device laid over it.
+    Every field is checked (see check_connection): a malformed one is a one-line UserError naming
+    where it came from, never an argument handed to ssh/scp/adb."""
+    try:
+        check_connection(device.connection)
+    except ValueError as e:
+        raise UserError(f"device {device.name} ({device.source or 'its descriptor'}) [connection]: {e}") from None
     merged = dict(device.connection)
     path = user_config_path()
     if path.is_file():
@@ -185,8 +196,87 @@ def connection(device: Device) -> dict[str, Any]:
         except tomllib.TOMLDecodeError as e:
             raise UserError(f"devices config {path} is not valid TOML: {e}") from None
         for key in (device.name, *device.aliases):
-            merged.update(cfg.get(key, {}))
+            table = cfg.get(key, {})
+            try:
+                if not isinstance(table, dict):
+                    raise ValueError("must be a table of connection keys")
+                check_connection(table)
+            except ValueError as e:
+                raise UserError(f"devices config {path} [{key}]: {e}") from None
+            merged.update(table)
     return merged
+
+
+# ---------------------------------------------------------------- connection fields (validation)
+#
+# Connection fields end up as arguments of ssh, scp and adb (and of the remote command). A value that
+# starts with "-" would be read as an option (`host = "-oProxyCommand=..."` runs a command), so each
+# field is checked here, once, for every source (descriptor, user config, a Device built in code).
+
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+_USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")
+_SERIAL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+_PATH_KEYS = ("identity", "known_hosts", "python", "remote_tmp", "benchmark_binary", "hexagon_libs", "qnn_delegate")
+
+
+def split_host(value: Any) -> tuple[str, str]:
+    """(user or "", host) of an ssh `[user@]host`; ValueError unless the user looks like a login
+    name and the host like a hostname, an IPv4 or an IPv6 address (brackets optional)."""
+    import ipaddress
+
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"host = {value!r} must be a non-empty string like \"user@192.168.1.20\"")
+    user, _, host = value.rpartition("@")
+    if user and not _USER_RE.fullmatch(user):
+        raise ValueError(f"host = {value!r}: the user name {user!r} must be letters, digits, '.', '_' or '-' "
+                         "and may not start with '-'")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        if ":" in bare:
+            ipaddress.IPv6Address(bare)
+            return user, bare
+    except ValueError:
+        pass
+    if not _HOSTNAME_RE.fullmatch(host) or len(host) > 253:
+        raise ValueError(f"host = {value!r} is not a hostname or IP address (write it like \"pi@192.168.1.20\" "
+                         "or \"board.local\"; it may not start with '-')")
+    return user, host
+
+
+def check_serial(value: Any) -> str:
+    if not isinstance(value, str) or not _SERIAL_RE.fullmatch(value):
+        raise ValueError(f"serial = {value!r} is not an adb serial (letters, digits, '.', '_', ':', '-', "
+                         "not starting with '-'; copy it from `adb devices`)")
+    return value
+
+
+def check_connection(conn: dict[str, Any]) -> None:
+    """ValueError naming the first malformed connection field."""
+    for key, value in conn.items():
+        if key == "host":
+            split_host(value)
+        elif key == "serial":
+            check_serial(value)
+        elif key in ("port",):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+                raise ValueError(f"port = {value!r} must be a whole number from 1 to 65535")
+        elif key == "connect_timeout":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"connect_timeout = {value!r} must be a positive number of seconds")
+        elif key == "development_team":
+            if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9]{1,20}", value):
+                raise ValueError(f"development_team = {value!r} must be an Apple team id like \"ABCDE12345\"")
+        elif key in _PATH_KEYS:
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"{key} = {value!r} must be a non-empty path")
+            if value.startswith("-"):
+                raise ValueError(f"{key} = {value!r} may not start with '-' (it would be read as an option); "
+                                 "write ./" + value + " for a relative path")
+            if any(ord(c) < 32 or ord(c) == 127 for c in value):
+                raise ValueError(f"{key} = {value!r} holds a control character")
+            if key == "remote_tmp" and not value.startswith("/"):
+                raise ValueError(f"remote_tmp = {value!r} must be an absolute path on the board, like \"/tmp\"")
 
 
 def resolve(name_or_path: str) -> Device:

@@ -17,12 +17,14 @@ Connection keys (descriptor [connection] table or the user's devices config):
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
-from edgeconv.devices.base import Device, ProfileOptions, connection, quote_command, report_from_runner
+from edgeconv.devices.base import (Device, ProfileOptions, check_connection, connection, quote_command,
+                                   report_from_runner, split_host)
 from edgeconv.devices.host import RUNNER, check_artifact, parse_runner_output, runner_argv
 from edgeconv.errors import UserError
 from edgeconv.results import LatencyReport
@@ -40,6 +42,21 @@ class SshTarget:
     python: str = "python3"
     remote_tmp: str = "/tmp"
     connect_timeout: int = 10
+
+    def __post_init__(self) -> None:
+        # Also for a target built in code: nothing that reaches ssh's argv may be read as an option.
+        try:
+            check_connection({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                              if f.name != "name" and (getattr(self, f.name) or f.name == "host")})
+        except ValueError as e:
+            raise UserError(f"ssh connection for {self.name}: {e}") from None
+
+    @property
+    def scp_host(self) -> str:
+        """The destination as scp's `host:path` needs it: an IPv6 address in brackets."""
+        user, host = split_host(self.host)
+        host = f"[{host}]" if ":" in host else host
+        return f"{user}@{host}" if user else host
 
     @classmethod
     def from_device(cls, device: Device) -> "SshTarget | str":
@@ -68,17 +85,20 @@ class SshTarget:
         return opts
 
     def ssh_argv(self, remote_argv: list[str]) -> list[str]:
-        # ssh joins everything after the host into one string for the remote shell: quote each piece.
-        return ["ssh", "-p", str(self.port), *self._options(), self.host, "--", quote_command(remote_argv)]
+        # `--` ends ssh's options before the destination, so neither the host nor the command can be
+        # read as an option (OpenSSH stops option parsing for good after `--`). ssh joins everything
+        # after the host into one string for the remote shell: quote each piece.
+        return ["ssh", "-p", str(self.port), *self._options(), "--", self.host, quote_command(remote_argv)]
 
     def ssh_shell_argv(self, script: str) -> list[str]:
         """For the few steps that need the shell (`$(cat pid)`); `script` must hold only quoted parts."""
-        return ["ssh", "-p", str(self.port), *self._options(), self.host, "--", script]
+        return ["ssh", "-p", str(self.port), *self._options(), "--", self.host, script]
 
     def scp_argv(self, local: list[Path], remote_dir: str) -> list[str]:
         # -s: SFTP protocol, so the remote path is taken literally, never parsed by a shell.
-        return ["scp", "-q", "-s", "-P", str(self.port), *self._options(),
-                *[str(p) for p in local], f"{self.host}:{remote_dir}/"]
+        # `--` before the operands; local files absolute, so none reads as an option or as `host:path`.
+        return ["scp", "-q", "-s", "-P", str(self.port), *self._options(), "--",
+                *[os.path.abspath(p) for p in local], f"{self.scp_host}:{remote_dir}/"]
 
     def run(self, argv: list[str], timeout: float, step: str) -> subprocess.CompletedProcess:
         try:

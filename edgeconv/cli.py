@@ -35,6 +35,13 @@ class _Group(click.Group):
         except EdgeconvError as e:
             click.echo(f"edgeconv: error: {e}", err=True)
             sys.exit(e.exit_code)
+        except click.UsageError as e:  # a subcommand's bad option/argument: one line too, exit 2
+            where = e.ctx.command_path if e.ctx is not None else ctx.command_path
+            hint = (" (a value that starts with '-' goes after --, e.g. ./-name)"
+                    if isinstance(e, click.NoSuchOption) else "")
+            msg = " ".join(e.format_message().split()).rstrip(".")
+            click.echo(f"edgeconv: error: {msg}{hint}; see '{where} --help'", err=True)
+            sys.exit(2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -62,9 +62,11 @@ def divergence_cmd(artifacts, samples, steps, as_json, **kw) -> None:
     from pathlib import Path
 
     from edgeconv.config import ExportOptions
-    from edgeconv.divergence import divergence
+    from edgeconv.divergence import check_artifact, divergence
     from edgeconv.pipeline import quantized_graph
 
+    for a in artifacts:  # a wrong or corrupt artifact fails before any calibration work
+        check_artifact(a)
     options = ExportOptions(targets=(), **quant_and_calib(kw), eval_samples=samples)
     graph, _, evalset = quantized_graph(load_spec(kw), options, progress(as_json), upto="cleanup")
     reports = [divergence(graph, Path(a), evalset.x, steps) for a in artifacts]

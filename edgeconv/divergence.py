@@ -316,6 +316,41 @@ def _compatible(q: QTensor, a: QTensor) -> bool:
             and q.values.size == a.values.size)
 
 
+def check_artifact(artifact: Path | str) -> None:
+    """A one-line UserError unless `artifact` is a kind divergence reads and opens in its runtime
+    (checked before any quantization work, so a corrupt file fails at once)."""
+    path = Path(artifact)
+    if path.suffix not in READERS:
+        raise UserError(f"cannot compare {path.name}: divergence reads {', '.join(READERS)} artifacts")
+    if not path.exists():
+        raise UserError(f"artifact {path} does not exist")
+    fmt = READERS[path.suffix][0]
+    if (fmt == "coreml") != path.is_dir():
+        is_a, wants = ("a folder", "file") if path.is_dir() else ("a file", "package folder")
+        raise UserError(f"artifact {path} is {is_a}, not a {path.suffix} {wants}; "
+                        "give the artifact edgeconv export wrote")
+    try:
+        if fmt == "tflite":
+            from ai_edge_litert.interpreter import Interpreter
+
+            Interpreter(model_path=str(path), num_threads=1)
+        elif fmt == "onnx":
+            import onnx
+
+            if not onnx.load(str(path), load_external_data=False).graph.node:  # b"" parses as an empty model
+                raise ValueError("it holds no graph")
+        else:
+            from edgeconv.exporters.coreml import import_coremltools
+
+            import_coremltools().models.MLModel(str(path), skip_model_load=True)
+    except UserError:
+        raise
+    except Exception as e:  # each runtime has its own exception types for a corrupt file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise UserError(f"{path} is not a readable {fmt} artifact ({type(e).__name__}: {first}); "
+                        "give the file edgeconv export wrote") from None
+
+
 def divergence(graph: "Graph", artifact: Path | str, x: np.ndarray, steps: float = 3.0) -> DivergenceReport:
     """Compare every int8 activation of `artifact` with the torch quantized simulation of `graph`."""
     path = Path(artifact)
@@ -325,6 +360,7 @@ def divergence(graph: "Graph", artifact: Path | str, x: np.ndarray, steps: float
     if not graph.quantized:
         raise UserError("divergence compares int8 artifacts with the torch quantized simulation; "
                         "quantize the graph first")
+    check_artifact(path)
     fmt, reader = fmt_reader
     ours = torch_tensors(graph, x)
     theirs = reader(path, x)

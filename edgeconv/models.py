@@ -147,18 +147,20 @@ def _from_factory(ref: str) -> ModelSpec:
 
 
 def _from_pt2(path: Path) -> ModelSpec:
-    import torch
+    from edgeconv.pt2 import PT2_HOW, load_pt2, torch_logging_off
 
     if not path.is_file():
-        raise UserError(f"model file {path} does not exist")
-    try:
-        program = torch.export.load(str(path))
-    except Exception as e:
-        raise UserError(f"{path} is not a readable torch.export .pt2 file ({type(e).__name__}); "
-                        "write one with torch.export.save(torch.export.export(model, args), path)") from None
+        raise UserError(f"model file {path} {'is a folder' if path.is_dir() else 'does not exist'}; "
+                        f"give a .pt2 file: {PT2_HOW}")
+    program = load_pt2(path)
     args = program.example_inputs[0] if program.example_inputs else ()
-    return ModelSpec(module=program.module(), example_inputs=tuple(args), name=path.name,
-                     sha256=file_sha256(path))
+    try:
+        with torch_logging_off():
+            module = program.module()
+    except Exception as e:
+        raise UserError(f"{path} holds a program torch cannot turn into a module ({type(e).__name__}); "
+                        f"{PT2_HOW}") from None
+    return ModelSpec(module=module, example_inputs=tuple(args), name=path.name, sha256=file_sha256(path))
 
 
 def _with_weights(spec: ModelSpec, path: Path) -> ModelSpec:

@@ -188,6 +188,8 @@ def test_ssh_argv_never_uses_a_local_shell():
     t = SshTarget(name="b", host="pi@10.0.0.2", port=2222, identity="/k/id", known_hosts="/k/kh")
     argv = t.ssh_argv(["python3", "/tmp/x y/r.py", "a;b"])
     assert argv[:3] == ["ssh", "-p", "2222"] and "BatchMode=yes" in argv and "StrictHostKeyChecking=yes" in argv
-    assert argv[-1] == "python3 '/tmp/x y/r.py' 'a;b'" and argv[-2] == "--"
+    # `--` ends ssh's options before the destination: neither host nor command can be an option
+    assert argv[-3:] == ["--", "pi@10.0.0.2", "python3 '/tmp/x y/r.py' 'a;b'"]
+    assert argv.count("--") == 1
     scp = t.scp_argv([Path("/m/a b.tflite")], "/tmp/edgeconv.1")
-    assert scp[:3] == ["scp", "-q", "-s"] and scp[-1] == "pi@10.0.0.2:/tmp/edgeconv.1/"
+    assert scp[:3] == ["scp", "-q", "-s"] and scp[-3:] == ["--", "/m/a b.tflite", "pi@10.0.0.2:/tmp/edgeconv.1/"]
