@@ -17,7 +17,6 @@ Connection keys (descriptor [connection] or the user's devices config):
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import secrets
 import shlex
@@ -385,6 +384,6 @@ def to_report(parsed: dict[str, Any], device: Device, delegate: Delegate, option
     return LatencyReport(
         device=device.name, method="measured-device", runtime="benchmark_model", artifact_sha256=sha256,
         threads=options.threads, warmup=options.warmup, iterations=int(runs.get("count", options.runs)),
-        p50_ms=(median if median is not None else avg) / 1e3, p90_ms=math.nan,
+        p50_ms=(median if median is not None else avg) / 1e3, p90_ms=None,
         min_ms=runs.get("min", avg) / 1e3, std_ms=runs.get("std", 0.0) / 1e3, peak_memory_mb=peak,
         environment=env, per_op=per_op)
