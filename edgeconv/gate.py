@@ -457,8 +457,6 @@ def collect(budgets: Budgets, progress: "Progress | None" = None) -> dict[str, M
                 if rep.artifact_sha256 and rep.artifact_sha256 != a.sha256:
                     raise UserError(f"{b.key}: the profiled bytes are not the exported artifact")
                 p50, p90, method, basis = rep.p50_ms, rep.p90_ms, rep.method, headline(rep)
-                if p90 is not None and math.isnan(p90):  # a runtime that reports no p90 (benchmark_model)
-                    p90 = None
             ref = a.parity.reference_accuracy if a.parity else None
             failed = [d for d in a.parity.diffs if not d.passed] if a.parity else []
             note = "; ".join(f"vs {d.reference}: {d.reason}" for d in failed) if failed else (

@@ -287,7 +287,7 @@ def _parity(target: "Target", runner, path: Path, graph: "Graph", ctx: Context, 
         ref_fp32 = torch_outputs(graph.module(), evalset.x, progress, "torch reference after passes")
     ref_sim = torch_outputs(graph.module(), evalset.x, progress, "torch quantized simulation") if graph.quantized else None
     out_quant = graph.qparams.get(OUTPUT_KEY)
-    engine = getattr(runner, "engine", None) or getattr(runner, "runtime", None) or target.runtime
+    engine = runner.engine
     with progress.task(f"parity {target.name} in {engine}"):
         out = runner(evalset.x)
     report = parity.check(out, engine, evalset.y, target.tolerance, ref_fp32, ref_sim, out_quant,
@@ -295,12 +295,11 @@ def _parity(target: "Target", runner, path: Path, graph: "Graph", ctx: Context, 
     if target.parity_reference == "torch-after-passes":
         max_drop = ctx.options.max_drop if ctx.options.max_drop is not None else SPARSE_MAX_DROP
         report = dataclasses.replace(report, diffs=report.diffs + (parity.source_drop(out, source, evalset.y, max_drop),))
-    if getattr(target, "host_kernels", False):
+    if target.host_kernels:
         fast = target.load(path, kernels="fast")
-        fast_engine = getattr(fast, "engine", "fast kernels")
-        with progress.task(f"host kernels {target.name} in {fast_engine}"):
+        with progress.task(f"host kernels {target.name} in {fast.engine}"):
             fast_out = fast(evalset.x)
-        check = parity.host_kernels(fast_out, out, fast_engine, target.tolerance, out_quant,
-                                    getattr(target, "host_kernel_advice", ""))
+        check = parity.host_kernels(fast_out, out, fast.engine, target.tolerance, out_quant,
+                                    target.host_kernel_advice)
         report = dataclasses.replace(report, host_kernels=check)
     return report

@@ -59,6 +59,7 @@ INT8_TOLERANCE = Tolerance(vs_fp32_min_cosine=0.95, vs_sim_max_steps=3.0, min_to
 class Runner(Protocol):
     """A loaded artifact in its real runtime: float NCHW in, float (dequantized) out."""
 
+    engine: str  # exactly what computes the outputs (runtime and kernels): parity reports name it
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
 
@@ -87,6 +88,7 @@ class Target:
     # its reference semantics (ONNX int8: onnxruntime's fused integer kernels; u8s8 saturates on x86
     # without VNNI). Such targets are judged on load(kernels="reference"); "fast" is what deploys.
     host_kernels: ClassVar[bool] = False
+    host_kernel_advice: ClassVar[str] = ""  # what to deploy instead when the fast kernels deviate
 
     def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:
         """Write the artifact to `path` (a temp name; the pipeline renames it when complete)."""

@@ -406,7 +406,7 @@ def engine_here() -> str:
 class MILRunner:
     """Runs an .mlpackage with the numpy MIL evaluator (any OS). Raises UnverifiedOp on load."""
 
-    runtime = ENGINE_MIL_EVAL
+    engine = ENGINE_MIL_EVAL
 
     def __init__(self, path: Path | str) -> None:
         from edgeconv.exporters.mil_eval import UnverifiedOp, load_program
@@ -438,7 +438,7 @@ class MILRunner:
 class PredictRunner:
     """Runs an .mlpackage in CoreML itself through MLModel.predict (macOS only)."""
 
-    runtime = ENGINE_PREDICT
+    engine = ENGINE_PREDICT
 
     def __init__(self, path: Path | str, threads: int = 1) -> None:
         ct = import_coremltools()

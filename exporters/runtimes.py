@@ -24,7 +24,6 @@ def _quant(details: dict) -> QuantParams | None:
 
 
 class TfliteRunner:
-    runtime = "ai-edge-litert"
     # The interpreter's default resolver: XNNPACK delegate where it supports the op, builtin kernels
     # elsewhere: what a phone runs on its default CPU path.
     engine = "ai-edge-litert (XNNPACK delegate + builtin kernels)"
@@ -85,8 +84,6 @@ class OnnxRunner:
     …) as a deployment would: on x86 without VNNI their u8s8 path sums pairs in saturating int16, so
     fast outputs may deviate from the reference there (edgeconv.host.host_info says which host this is).
     """
-
-    runtime = "onnxruntime"
 
     def __init__(self, path: Path, threads: int = 1, kernels: str = "reference") -> None:
         import onnxruntime as ort

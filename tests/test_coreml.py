@@ -253,11 +253,11 @@ def test_every_coreml_label_names_the_engine_that_ran(artifacts, monkeypatch):
     target's platform-independent label in `edgeconv list` / the README."""
     target, _, path, _ = artifacts["coreml"]
     runner = target.load(path)
-    assert runner.runtime == coreml.engine_here()
+    assert runner.engine == coreml.engine_here()
     if sys.platform != "darwin":
         assert isinstance(runner, coreml.MILRunner)
-        assert runner.runtime == "coreml: edgeconv MIL evaluator"
-    assert coreml.PredictRunner.runtime == "coreml: MLModel.predict"
+        assert runner.engine == "coreml: edgeconv MIL evaluator"
+    assert coreml.PredictRunner.engine == "coreml: MLModel.predict"
     assert mil_eval.UnverifiedOp("gelu").runtime == "coreml: edgeconv MIL evaluator"
     assert target.runtime == "coreml: MLModel.predict (macOS) / edgeconv MIL evaluator (elsewhere)"
     for name in COREML_TARGETS:
