@@ -84,21 +84,18 @@ def reparam_merge(graph: "Graph", ctx: "Context | None" = None) -> PassResult:
 
 def _check_exact(graph: "Graph", gm: "GraphModule", ctx: "Context | None") -> tuple[str | None, str]:
     """(FAILED note or None, the note with both relative errors) for the merged `gm` vs `graph`."""
-    from edgeconv.reparam.protocol import (CALIB_INPUTS, RANDOM_INPUTS, calib_count, check_sets, exactness_note,
-                                           rel_errors, run_sets)
+    from edgeconv.reparam.exactness import check_sets, measure, run_sets
 
     calib = ctx.calib.x if ctx is not None and ctx.calib is not None else None
-    seed = ctx.options.seed if ctx is not None else 0
-    sets = check_sets(graph.example_inputs, calib, seed)
-    errors = rel_errors(run_sets(graph.module(), sets), run_sets(gm, sets))
-    by_set = dict(zip((what for what, _ in sets), errors))
-    note = "reparam-merge checked: " + exactness_note(by_set.get(RANDOM_INPUTS), by_set.get(CALIB_INPUTS),
-                                                      calib_count(sets))
-    for (what, _), err in zip(sets, errors):
-        if err > RTOL:
-            return (f"reparam-merge FAILED its exactness check and was undone (the graph is left unmerged): the "
-                    f"merged program differs from the original by {err:.2e} relative on {what} (limit {RTOL:.0e}); "
-                    "this is an edgeconv bug, please report it with the model"), note
+    sets = check_sets(graph.example_inputs, calib, ctx.options.seed if ctx is not None else 0)
+    ex = measure(sets, run_sets(graph.module(), sets), run_sets(gm, sets))
+    note = "reparam-merge checked: " + ex.note()
+    worst = ex.worst(RTOL)
+    if worst is not None:
+        what, err = worst
+        return (f"reparam-merge FAILED its exactness check and was undone (the graph is left unmerged): the "
+                f"merged program differs from the original by {err:.2e} relative on {what} (limit {RTOL:.0e}); "
+                "this is an edgeconv bug, please report it with the model"), note
     return None, note
 
 

@@ -21,9 +21,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from edgeconv.errors import UserError
+from edgeconv.reparam.exactness import Exactness, check_sets, measure, run_sets
 from edgeconv.results import Record
 
 if TYPE_CHECKING:
@@ -32,9 +33,6 @@ if TYPE_CHECKING:
     from torch import nn
 
 METHODS = ("fuse", "reparameterize", "switch_to_deploy", "merge_dilated_branches")
-RANDOM_INPUTS = "seeded N(0,1) inputs"
-CALIB_INPUTS = "calibration inputs"
-CHECK_SAMPLES = 8  # calibration samples the merge is checked on (a few forward passes, twice)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +49,7 @@ class ProtocolReport(Record):
 
     def summary(self) -> str:
         """One line for the manifest: both relative errors, each on what it was measured."""
-        return exactness_note(self.rel_error_random, self.rel_error_calib, self.calib_samples)
+        return Exactness(self.rel_error_random, self.rel_error_calib, self.calib_samples).note()
 
 
 def reparameterize_model(model: "nn.Module", example_inputs: tuple[Any, ...] | None = None,
@@ -73,98 +71,14 @@ def reparameterize_model(model: "nn.Module", example_inputs: tuple[Any, ...] | N
     reference = run_sets(model, sets)  # before any block is touched
     calls: list[str] = []
     merged = set_eval(_visit(merged, "", calls))
-    errors = rel_errors(reference, run_sets(merged, sets))
-    for (what, _), err in zip(sets, errors):
-        if err > rtol:
-            raise UserError(f"reparameterization changed the model's output by {err:.2e} relative on {what} "
-                            f"(limit {rtol:.0e}) after {', '.join(calls)}; a block does not merge exactly; "
-                            "fix that block's merge method or export the model without merging it")
-    by_set = dict(zip((what for what, _ in sets), errors))
-    return merged, ProtocolReport(tuple(calls), max(errors) if errors else None, by_set.get(RANDOM_INPUTS),
-                                  by_set.get(CALIB_INPUTS), calib_count(sets))
-
-
-# --- the exactness check (shared with the reparam-merge graph pass) -----------------------------
-
-InputSets = list[tuple[str, list[tuple[Any, ...]]]]
-
-
-def check_sets(example_inputs: Sequence[Any] | None, calib_inputs: "np.ndarray | torch.Tensor | None" = None,
-               seed: int = 0) -> InputSets:
-    """What a merge is checked on: [(label, [args, ...])]. Seeded N(0,1) tensors shaped like each
-    float example input; calibration samples in batches of the example's batch size (single-input
-    models whose samples fit the example's shape; a partial last batch is dropped)."""
-    import numpy as np
-    import torch
-
-    sets: InputSets = []
-    example = tuple(example_inputs or ())
-    if example:
-        g = torch.Generator().manual_seed(seed)
-        sets.append((RANDOM_INPUTS, [tuple(
-            torch.randn(t.shape, generator=g, dtype=t.dtype)
-            if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in example)]))
-    if calib_inputs is None or len(calib_inputs) == 0 or len(example) > 1:
-        return sets
-    x = torch.as_tensor(np.asarray(calib_inputs[:CHECK_SAMPLES]) if not isinstance(calib_inputs, torch.Tensor)
-                        else calib_inputs[:CHECK_SAMPLES])
-    first = example[0] if example else None
-    if isinstance(first, torch.Tensor):
-        if first.dim() == 0 or tuple(x.shape[1:]) != tuple(first.shape[1:]):
-            return sets  # not this model's input layout: nothing to check it with
-        x, batch = x.to(first.dtype), max(int(first.shape[0]), 1)
-    else:
-        x, batch = x.float(), 1
-    batches = [(x[i:i + batch],) for i in range(0, len(x) - batch + 1, batch)]
-    if batches:
-        sets.append((CALIB_INPUTS, batches))
-    return sets
-
-
-def calib_count(sets: InputSets) -> int:
-    return sum(len(args[0]) for what, batches in sets if what == CALIB_INPUTS for args in batches)
-
-
-def run_sets(fn: Callable[..., Any], sets: InputSets) -> list[list["torch.Tensor"]]:
-    import torch
-
-    with torch.no_grad():
-        return [[_flat(fn(*args)) for args in batches] for _, batches in sets]
-
-
-def rel_errors(reference: list[list["torch.Tensor"]], got: list[list["torch.Tensor"]]) -> list[float]:
-    """Per input set: max |got − reference| / max |reference| over all its batches."""
-    out = []
-    for ref_set, got_set in zip(reference, got):
-        diff = max(float((g - r).abs().max()) if r.numel() else 0.0 for r, g in zip(ref_set, got_set))
-        scale = max(float(r.abs().max()) if r.numel() else 0.0 for r in ref_set)
-        out.append(diff / max(scale, 1e-30))
-    return out
-
-
-def exactness_note(random_err: float | None, calib_err: float | None, calib_samples: int) -> str:
-    parts = []
-    if random_err is not None:
-        parts.append(f"{random_err:.1e} relative on {RANDOM_INPUTS}")
-    if calib_err is not None:
-        parts.append(f"{calib_err:.1e} on {calib_samples} {CALIB_INPUTS}")
-    elif random_err is not None:
-        parts.append("no calibration inputs to check on")
-    return "merged vs original: " + ", ".join(parts) if parts else "merged vs original: not checked (no inputs)"
-
-
-def _flat(out: Any) -> "torch.Tensor":
-    """Every tensor of a (nested) model output as one float64 vector."""
-    import torch
-
-    if isinstance(out, torch.Tensor):
-        return out.detach().double().flatten()
-    if isinstance(out, dict):
-        out = list(out.values())
-    if isinstance(out, (tuple, list)):
-        parts = [_flat(o) for o in out]
-        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
-    return torch.zeros(0, dtype=torch.float64)
+    ex = measure(sets, reference, run_sets(merged, sets))
+    worst = ex.worst(rtol)
+    if worst is not None:
+        what, err = worst
+        raise UserError(f"reparameterization changed the model's output by {err:.2e} relative on {what} "
+                        f"(limit {rtol:.0e}) after {', '.join(calls)}; a block does not merge exactly; "
+                        "fix that block's merge method or export the model without merging it")
+    return merged, ProtocolReport(tuple(calls), ex.max_rel_error, ex.random, ex.calib, ex.calib_samples)
 
 
 def _visit(module: "nn.Module", path: str, calls: list[str]) -> "nn.Module":
