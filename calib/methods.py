@@ -10,7 +10,8 @@
 - mse: the range whose int8 quantization has the least mean squared error over the histogram.
 
 The range search is numpy over a `Hist` (this module, light to import); the torchao observers that
-collect the histogram during PT2E calibration are in `edgeconv.calib.observers` (imports torch).
+collect the histogram during PT2E calibration, and the PT2E quantizer built from them, are in
+`edgeconv.calib.observers` (imports torch).
 Activations are per-tensor asymmetric int8 (quant range -128..127); `qparams` reproduces torchao's
 scale/zero-point formula so that a range can be scored exactly as it will be quantized.
 """
@@ -18,14 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from edgeconv.config import CalibMethod
-
-if TYPE_CHECKING:
-    from litert_torch.quantize.pt2e_quantizer_utils import QuantizationConfig
 
 QMIN, QMAX = -128, 127
 # Smallest scale, as litert-torch's own TFLite config sets it: keeps int32 bias scales
@@ -278,76 +276,3 @@ def describe(method: CalibMethod, percentile: float = 99.99) -> str:
                              "each side its share of the 256 levels",
         CalibMethod.MSE: "mse: range minimising int8 quantization MSE over the histogram",
     }[method]
-
-
-# --- PT2E glue (imports torch inside) -------------------------------------------------------------
-
-def observer_ctr(method: CalibMethod | str, *, percentile: float = 99.99) -> Any:
-    """The torchao observer constructor for per-tensor asymmetric int8 activations with `method`."""
-    from edgeconv.calib import observers as ob
-
-    method = CalibMethod(method)
-    if not 50.0 < percentile <= 100.0:
-        from edgeconv.errors import UserError
-
-        raise UserError(f"--percentile {percentile} must be above 50 and at most 100, e.g. 99.99")
-    common: dict[str, Any] = dict(dtype=_torch().int8, quant_min=QMIN, quant_max=QMAX,
-                                  qscheme=_torch().per_tensor_affine, eps=EPS)
-    if method is CalibMethod.MINMAX:
-        return ob.MinMaxObserver.with_args(**common)
-    if method is CalibMethod.MOVING_AVERAGE:
-        return ob.MovingAverageObserver.with_args(averaging_constant=MOVING_AVERAGE_CONSTANT, **common)
-    if method is CalibMethod.PERCENTILE:
-        return ob.PercentileObserver.with_args(percentile=percentile, **common)
-    if method is CalibMethod.ENTROPY:
-        return ob.EntropyObserver.with_args(**common)
-    return ob.MSEObserver.with_args(**common)
-
-
-def quantization_config(per_channel: bool = True, method: CalibMethod | str = CalibMethod.MINMAX,
-                        percentile: float = 99.99) -> "QuantizationConfig":
-    """litert-torch's TFLite PT2E config (int8 symmetric weights, per-channel unless `per_channel` is
-    False; fixed-qparams outputs for logistic/softmax) with `method` calibrating the activations."""
-    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
-
-    base = get_symmetric_quantization_config(is_per_channel=per_channel)
-    act = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=observer_ctr(
-        method, percentile=percentile))
-    return dataclasses.replace(base, input_activation=act, output_activation=act)
-
-
-def quantizer(per_channel: bool = True, method: CalibMethod | str = CalibMethod.MINMAX,
-              percentile: float = 99.99) -> Any:
-    """A litert-torch PT2EQuantizer with `quantization_config(...)` set globally."""
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
-
-    return PT2EQuantizer().set_global(quantization_config(per_channel, method, percentile))
-
-
-def activation_ranges(prepared: Any) -> dict[str, tuple[float, float]]:
-    """{observed node name: chosen range} for every per-tensor affine (activation) observer of a
-    `prepare_pt2e` module after calibration. The names are those the converted graph's
-    quantize_per_tensor nodes take as input, so they key the scales in reports."""
-    import torch
-
-    out = {}
-    for node in prepared.graph.nodes:
-        if node.op == "call_module" and node.target.startswith("activation_post_process"):
-            obs = getattr(prepared, node.target)
-            if getattr(obs, "qscheme", None) == torch.per_tensor_affine:
-                out[node.args[0].name] = clip_range(obs)
-    return out
-
-
-def clip_range(observer: Any) -> tuple[float, float]:
-    """The activation range an observer chose (for reports); (inf, -inf) before any data."""
-    if hasattr(observer, "clip_range"):
-        return observer.clip_range()
-    return float(observer.min_val), float(observer.max_val)
-
-
-def _torch() -> Any:
-    import torch
-
-    return torch
-

@@ -1,13 +1,16 @@
 """torchao PT2E observers for the calibration methods of `edgeconv.calib.methods`.
 
 This module subclasses torch classes, so it imports torch at top level: import it only inside the
-functions that quantize (`methods.observer_ctr` does), never on the CLI's start-up path.
+functions that quantize (`passes/quantize.py`, QAT), never on the CLI's start-up path.
 
 Histogram observers keep one histogram per sign of x over [0, edge], with exact zeros counted apart.
 When a batch exceeds the edge, the edge doubles and adjacent bins merge pairwise, so the histogram
 stays exact (no re-binning guesswork) whatever order the batches come in.
 """
 from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +22,9 @@ from torchao.quantization.pt2e.observer import (
 
 from edgeconv.calib import methods
 from edgeconv.config import CalibMethod
+
+if TYPE_CHECKING:
+    from litert_torch.quantize.pt2e_quantizer_utils import QuantizationConfig
 
 
 class MinMaxObserver(_MinMax):
@@ -131,3 +137,65 @@ class EntropyObserver(HistogramRangeObserver):
 
 class MSEObserver(HistogramRangeObserver):
     method = CalibMethod.MSE
+
+
+# --- the PT2E quantizer with these observers -----------------------------------------------------
+
+def observer_ctr(method: CalibMethod | str, *, percentile: float = 99.99) -> Any:
+    """The torchao observer constructor for per-tensor asymmetric int8 activations with `method`."""
+    method = CalibMethod(method)
+    if not 50.0 < percentile <= 100.0:
+        from edgeconv.errors import UserError
+
+        raise UserError(f"--percentile {percentile} must be above 50 and at most 100, e.g. 99.99")
+    common: dict[str, Any] = dict(dtype=torch.int8, quant_min=methods.QMIN, quant_max=methods.QMAX,
+                                  qscheme=torch.per_tensor_affine, eps=methods.EPS)
+    if method is CalibMethod.MINMAX:
+        return MinMaxObserver.with_args(**common)
+    if method is CalibMethod.MOVING_AVERAGE:
+        return MovingAverageObserver.with_args(averaging_constant=methods.MOVING_AVERAGE_CONSTANT, **common)
+    if method is CalibMethod.PERCENTILE:
+        return PercentileObserver.with_args(percentile=percentile, **common)
+    if method is CalibMethod.ENTROPY:
+        return EntropyObserver.with_args(**common)
+    return MSEObserver.with_args(**common)
+
+
+def quantization_config(per_channel: bool = True, method: CalibMethod | str = CalibMethod.MINMAX,
+                        percentile: float = 99.99) -> "QuantizationConfig":
+    """litert-torch's TFLite PT2E config (int8 symmetric weights, per-channel unless `per_channel` is
+    False; fixed-qparams outputs for logistic/softmax) with `method` calibrating the activations."""
+    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
+
+    base = get_symmetric_quantization_config(is_per_channel=per_channel)
+    act = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=observer_ctr(
+        method, percentile=percentile))
+    return dataclasses.replace(base, input_activation=act, output_activation=act)
+
+
+def quantizer(per_channel: bool = True, method: CalibMethod | str = CalibMethod.MINMAX,
+              percentile: float = 99.99) -> Any:
+    """A litert-torch PT2EQuantizer with `quantization_config(...)` set globally."""
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
+
+    return PT2EQuantizer().set_global(quantization_config(per_channel, method, percentile))
+
+
+def activation_ranges(prepared: Any) -> dict[str, tuple[float, float]]:
+    """{observed node name: chosen range} for every per-tensor affine (activation) observer of a
+    `prepare_pt2e` module after calibration. The names are those the converted graph's
+    quantize_per_tensor nodes take as input, so they key the scales in reports."""
+    out = {}
+    for node in prepared.graph.nodes:
+        if node.op == "call_module" and node.target.startswith("activation_post_process"):
+            obs = getattr(prepared, node.target)
+            if getattr(obs, "qscheme", None) == torch.per_tensor_affine:
+                out[node.args[0].name] = clip_range(obs)
+    return out
+
+
+def clip_range(observer: Any) -> tuple[float, float]:
+    """The activation range an observer chose (for reports); (inf, -inf) before any data."""
+    if hasattr(observer, "clip_range"):
+        return observer.clip_range()
+    return float(observer.min_val), float(observer.max_val)

@@ -332,7 +332,7 @@ def _qat_quantizer(per_channel: bool) -> Any:
 
 def _export_quantizer(per_channel: bool) -> Any:
     """What the exporters hand litert-torch (it selects static Q/DQ lowering, it is not re-run)."""
-    from edgeconv.calib.methods import quantizer
+    from edgeconv.calib.observers import quantizer
 
     return quantizer(per_channel=per_channel)
 

@@ -18,22 +18,19 @@ On Linux the artifacts are run by exporters/mil_eval.py (numpy); on macOS by MLM
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
-import logging
 import re
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from edgeconv.errors import UserError, missing_extra
+from edgeconv.errors import UserError
 from edgeconv.exporters.base import (FLOAT_PASSES, FLOAT_TOLERANCE, FP16_TOLERANCE, INT8_PASSES, ExportInfo, Target,
                                      Tolerance)
+from edgeconv.exporters.coremltools_import import import_coremltools, quiet as _quiet
 from edgeconv.exporters.mil_eval import ENGINE as MIL_EVAL_ENGINE
 from edgeconv.registry import TARGETS
 from edgeconv.results import QuantParams, TensorSpec, WeightQuant
@@ -52,43 +49,6 @@ W8A8_REMOVED_PASSES = (
 )
 DEPLOYMENT_TARGET = "iOS17"  # first opset with quantize/dequantize activation ops
 WEIGHT_OPS = ("conv", "conv_transpose", "linear")
-
-
-def import_coremltools() -> Any:
-    """Import coremltools quietly (it logs about missing macOS libraries and untested torch)."""
-    import sys
-
-    # coremltools probes tensorflow / torchvision / torchaudio at import for converters edgeconv
-    # does not use: tensorflow alone costs ~15 s and torchvision fails beside the CPU torch.
-    # Hide the ones not already loaded for the duration of the import only.
-    hidden = [m for m in ("tensorflow", "torchvision", "torchaudio") if m not in sys.modules]
-    for m in hidden:
-        sys.modules[m] = None  # type: ignore[assignment]  # makes `import m` raise ImportError
-    try:
-        with _quiet():
-            import coremltools as ct
-    except ImportError:
-        raise missing_extra("coremltools", "coreml") from None
-    finally:
-        for m in hidden:
-            if sys.modules.get(m, 0) is None:
-                del sys.modules[m]
-    return ct
-
-
-@contextlib.contextmanager
-def _quiet() -> Any:
-    loggers = [logging.getLogger(n) for n in ("coremltools", "root")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, lv in zip(loggers, levels):
-            lg.setLevel(lv)
 
 
 # --- program preparation -------------------------------------------------------------------

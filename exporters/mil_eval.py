@@ -83,7 +83,7 @@ class MILProgram:
 
 def load_program(path: Path | str, function: str = "main") -> MILProgram:
     """Read the program of an .mlpackage (or an in-memory ct.models.MLModel) into a MILProgram."""
-    from edgeconv.exporters.coreml import import_coremltools
+    from edgeconv.exporters.coremltools_import import import_coremltools
 
     ct = import_coremltools()
     from coremltools.converters.mil.frontend.milproto.load import load as load_milproto

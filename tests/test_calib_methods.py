@@ -7,6 +7,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the observers need torch (a core dependency)")
 
 from edgeconv.calib import methods as m  # noqa: E402
+from edgeconv.calib import observers  # noqa: E402
 from edgeconv.config import CalibMethod  # noqa: E402
 from edgeconv.errors import UserError  # noqa: E402
 
@@ -31,7 +32,7 @@ def heavy():
 
 
 def observe(method, batches, **kw):
-    obs = m.observer_ctr(method, **kw)()
+    obs = observers.observer_ctr(method, **kw)()
     for b in batches:
         obs(torch.as_tensor(b))
     return obs
@@ -44,14 +45,14 @@ def test_clipping_methods_clip_and_lower_bulk_error(heavy, method):
     bulk = heavy[np.abs(heavy) < np.percentile(np.abs(heavy), 99)]
     mm = observe(CalibMethod.MINMAX, np.array_split(heavy, 20))
     ob = observe(method, np.array_split(heavy, 20))
-    (mlo, mhi), (lo, hi) = m.clip_range(mm), m.clip_range(ob)
+    (mlo, mhi), (lo, hi) = observers.clip_range(mm), observers.clip_range(ob)
     assert (mlo, mhi) == (float(heavy.min()), float(heavy.max()))
     assert mlo < lo < 0 < hi < mhi and (hi - lo) < 0.9 * (mhi - mlo)
     assert m.quant_mse(bulk, lo, hi) < 0.5 * m.quant_mse(bulk, mlo, mhi)
 
 
 def test_mse_method_has_least_error_over_all_data(heavy):
-    errs = {meth: m.quant_mse(heavy, *m.clip_range(observe(meth, np.array_split(heavy, 20))))
+    errs = {meth: m.quant_mse(heavy, *observers.clip_range(observe(meth, np.array_split(heavy, 20))))
             for meth in CalibMethod}
     assert errs[CalibMethod.MSE] == min(errs.values())
     assert errs[CalibMethod.MSE] < 0.8 * errs[CalibMethod.MINMAX]
@@ -82,7 +83,7 @@ def test_percentile_matches_numpy_and_p100_is_minmax():
     assert abs(lo - want[0]) < h.width and abs(hi - want[1]) < h.width
     assert m.percentile_range(h, 100.0) == (h.lo, h.hi)
     with pytest.raises(UserError, match="--percentile 30.0"):
-        m.observer_ctr(CalibMethod.PERCENTILE, percentile=30.0)
+        observers.observer_ctr(CalibMethod.PERCENTILE, percentile=30.0)
 
 
 def test_relu_outputs_zeros_counted_apart_and_ranges_one_sided():
@@ -91,11 +92,11 @@ def test_relu_outputs_zeros_counted_apart_and_ranges_one_sided():
     h = obs[CalibMethod.MSE].hist()
     assert h.zeros == float((x == 0).sum()) and h.neg.sum() == 0
     for meth, ob in obs.items():
-        lo, hi = m.clip_range(ob)
+        lo, hi = observers.clip_range(ob)
         scale, zp = ob.calculate_qparams()
         assert lo == 0.0 and int(zp) == -128, meth  # all 256 levels on [0, hi]
     # Entropy ignores the zero spike (exactly representable): it clips a half-normal near 3.5σ, not 1.5σ.
-    assert 3.0 < m.clip_range(obs[CalibMethod.ENTROPY])[1] < 4.2
+    assert 3.0 < observers.clip_range(obs[CalibMethod.ENTROPY])[1] < 4.2
 
 
 def test_entropy_on_data_offset_from_zero_keeps_the_bulk():
@@ -135,7 +136,7 @@ def test_entropy_keeps_relu_outputs_with_point_masses(seed):
     # bins a level spans, so KL preferred thresholds near the 90th percentile (clip at 0.6-1.4 here;
     # the MNIST CNN's int8 accuracy fell from 91 % to 29 %). Point masses must not steer the search.
     x = relu_with_point_masses(seed)
-    lo, hi = m.clip_range(observe(CalibMethod.ENTROPY, np.array_split(x, 10)))
+    lo, hi = observers.clip_range(observe(CalibMethod.ENTROPY, np.array_split(x, 10)))
     assert lo == 0.0
     assert np.percentile(x, 99.9) <= hi < x.max()  # keeps the bulk, still clips the extreme
     # Over all the data: the clipped 3.4 sigma tail plus the point masses' rounding, which varies
@@ -167,10 +168,10 @@ def test_moving_average_follows_the_ema_on_drifting_batches():
     lo, hi = float(batches[0].min()), float(batches[0].max())
     for b in batches[1:]:
         lo, hi = lo + c * (float(b.min()) - lo), hi + c * (float(b.max()) - hi)
-    ma_lo, ma_hi = m.clip_range(ma)
+    ma_lo, ma_hi = observers.clip_range(ma)
     assert ma_lo == pytest.approx(lo, rel=1e-5) and ma_hi == pytest.approx(hi, rel=1e-5)
-    assert m.clip_range(mm) == (float(batches[-1].min()), float(batches[-1].max()))
-    assert ma_hi < 0.6 * m.clip_range(mm)[1]
+    assert observers.clip_range(mm) == (float(batches[-1].min()), float(batches[-1].max()))
+    assert ma_hi < 0.6 * observers.clip_range(mm)[1]
 
 
 # --- observers: qparams formula, histogram bookkeeping --------------------------------------------
@@ -178,7 +179,7 @@ def test_moving_average_follows_the_ema_on_drifting_batches():
 @pytest.mark.parametrize("method", list(CalibMethod))
 def test_calculate_qparams_is_the_range_formula(heavy, method):
     obs = observe(method, np.array_split(heavy[:50_000] + 3.0, 5))  # asymmetric around zero
-    lo, hi = m.clip_range(obs)
+    lo, hi = observers.clip_range(obs)
     scale, zp = obs.calculate_qparams()
     assert scale.dtype == torch.float32 and scale.shape == (1,) and zp.shape == (1,)
     lo0, hi0 = min(lo, 0.0), max(hi, 0.0)
@@ -191,7 +192,7 @@ def test_calculate_qparams_is_the_range_formula(heavy, method):
 
 def test_unobserved_observer_gives_default_qparams():
     for method in CalibMethod:
-        obs = m.observer_ctr(method)()
+        obs = observers.observer_ctr(method)()
         with pytest.warns(UserWarning):
             scale, zp = obs.calculate_qparams()
         assert (float(scale), int(zp)) == (1.0, 0)
@@ -200,7 +201,7 @@ def test_unobserved_observer_gives_default_qparams():
 def test_histogram_grows_exactly_and_ignores_inf():
     rng = np.random.default_rng(6)
     small, big = rng.uniform(-1, 1, 5000), rng.uniform(-3, 3, 5000)
-    obs = m.observer_ctr(CalibMethod.PERCENTILE)()
+    obs = observers.observer_ctr(CalibMethod.PERCENTILE)()
     obs(torch.tensor(small, dtype=torch.float32))
     obs(torch.tensor([np.inf, -np.inf, 0.0], dtype=torch.float32))
     obs(torch.tensor(big, dtype=torch.float32))
@@ -220,7 +221,7 @@ def test_observers_survive_deepcopy_and_state_dict(heavy):
     obs = observe(CalibMethod.ENTROPY, [heavy[:10_000]])
     twin = copy.deepcopy(obs)
     assert twin.clip_range() == obs.clip_range()
-    fresh = m.observer_ctr(CalibMethod.ENTROPY)()
+    fresh = observers.observer_ctr(CalibMethod.ENTROPY)()
     fresh(torch.ones(3))  # any data, so that buffers exist; then overwritten
     fresh.load_state_dict(obs.state_dict())
     assert fresh.clip_range() == obs.clip_range()
@@ -244,7 +245,7 @@ class TinyNet(torch.nn.Module):
 
 def test_quantization_config_structure():
     for per_channel, qscheme in ((True, torch.per_channel_symmetric), (False, torch.per_tensor_symmetric)):
-        cfg = m.quantization_config(per_channel, CalibMethod.ENTROPY)
+        cfg = observers.quantization_config(per_channel, CalibMethod.ENTROPY)
         assert cfg.weight.qscheme == qscheme and cfg.weight.dtype == torch.int8
         act = cfg.input_activation
         assert act is cfg.output_activation
@@ -255,7 +256,7 @@ def test_quantization_config_structure():
 
 @pytest.mark.parametrize("method", list(CalibMethod))
 def test_every_method_has_an_observer_and_a_description(method):
-    obs = m.observer_ctr(method.value)()  # the CLI's string works too
+    obs = observers.observer_ctr(method.value)()  # the CLI's string works too
     assert hasattr(obs, "clip_range") and obs.dtype == torch.int8
     assert m.describe(method).startswith(method.value + ":")
 
@@ -272,10 +273,10 @@ def test_pt2e_end_to_end_scales_are_the_observers(method):
     x = torch.randn(24, 3, 8, 8)
     x[5, 0, 2, 2] = 25.0  # one outlier pixel: the clipping methods must clip the input range
     gm = torch.export.export(net, (x[:1],)).module()
-    prepared = prepare_pt2e(gm, m.quantizer(per_channel=True, method=method))
+    prepared = prepare_pt2e(gm, observers.quantizer(per_channel=True, method=method))
     for i in range(len(x)):
         prepared(x[i : i + 1])
-    ranges = m.activation_ranges(prepared)
+    ranges = observers.activation_ranges(prepared)
     want = {name: m.qparams(lo, hi) for name, (lo, hi) in ranges.items()}
     with torch.no_grad():
         ref = net(x)
@@ -303,7 +304,7 @@ def test_pt2e_end_to_end_scales_are_the_observers(method):
 def test_constant_activations_give_a_valid_grid(value):
     for method in CalibMethod:
         obs = observe(method, [np.full(64, value, np.float32)] * 3)
-        lo, hi = m.clip_range(obs)
+        lo, hi = observers.clip_range(obs)
         assert (lo, hi) == (value, value), method
         scale, zp = obs.calculate_qparams()
         assert float(scale) > 0 and -128 <= int(zp) <= 127

@@ -26,7 +26,7 @@ OUTPUT_KEY = "__output__"
 def make_quantizer(opts: "QuantOptions") -> Any:
     """litert-torch's PT2E quantizer: it both annotates the graph and, handed back to
     litert-torch at conversion, selects static Q/DQ lowering (it is not re-run there)."""
-    from edgeconv.calib.methods import quantizer
+    from edgeconv.calib.observers import quantizer
     from edgeconv.config import Granularity
 
     return quantizer(per_channel=opts.weights is Granularity.PER_CHANNEL, method=opts.method,
