@@ -40,7 +40,8 @@ def export_model(ref: str | None, calib: str, out: Path) -> dict:
 
 
 def measure(paths: dict[str, Path], runs: int, rounds: int = 3) -> dict:
-    from edgeconv.devices.base import ProfileOptions, backend_for, resolve
+    from edgeconv.devices.base import ProfileOptions
+    from edgeconv.devices.catalog import backend_for, resolve
 
     device = resolve("host")
     backend = backend_for(device)

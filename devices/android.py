@@ -26,9 +26,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgeconv.devices.base import (Delegate, Device, ProfileOptions, check_serial, connection, quote_command,
+from edgeconv.devices.base import (Delegate, Device, DeviceKind, ProfileOptions, check_serial, connection, quote_command,
                                    user_config_path)
 from edgeconv.errors import UserError
+from edgeconv.registry import BACKENDS
 from edgeconv.results import LatencyReport
 
 REMOTE_ROOT = "/data/local/tmp"
@@ -289,6 +290,7 @@ def _delegate_files(device: Device, delegate: Delegate) -> tuple[list[Path], lis
     return [], []
 
 
+@BACKENDS.register(DeviceKind.ANDROID.value)
 class AndroidBackend:
     def reachable(self, device: Device) -> str | None:
         connection(device)  # a malformed serial in the config is bad input (exit 2), not "unreachable"

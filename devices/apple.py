@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeconv.devices.base import Delegate, Device, ProfileOptions, connection, stats
+from edgeconv.devices.base import Delegate, Device, DeviceKind, ProfileOptions, connection, stats
 from edgeconv.devices.ssh import SshTarget, run_remote
 from edgeconv.errors import UserError
+from edgeconv.registry import BACKENDS
 from edgeconv.results import LatencyReport
 
 RUNNER = Path(__file__).with_name("apple_runner.py")
@@ -65,6 +66,7 @@ def artifact_sha256(path: Path) -> str:
     return file_sha256(path)
 
 
+@BACKENDS.register(DeviceKind.APPLE.value)
 class AppleBackend:
     def reachable(self, device: Device) -> str | None:
         target = SshTarget.from_device(device)

@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
+from edgeconv.devices.base import DeviceKind
 from edgeconv.errors import UserError
+from edgeconv.registry import BACKENDS
 
 if TYPE_CHECKING:
     from edgeconv.results import LatencyReport
@@ -156,6 +158,7 @@ def run(models: dict[str, Path], x: np.ndarray, threads: int = 1,
         shutil.rmtree(work, ignore_errors=True)
 
 
+@BACKENDS.register(DeviceKind.EMULATED.value)
 class EmulatedArm64Backend:
     """Backend protocol (reachable / measure) for the `arm64-emulated` device descriptor."""
 

@@ -279,35 +279,6 @@ def check_connection(conn: dict[str, Any]) -> None:
                 raise ValueError(f"remote_tmp = {value!r} must be an absolute path on the board, like \"/tmp\"")
 
 
-def resolve(name_or_path: str) -> Device:
-    """A registered device name or alias, or a path to a descriptor .toml of the user's own."""
-    if name_or_path.endswith(".toml"):
-        if not Path(name_or_path).is_file():
-            raise UserError(f"device descriptor {name_or_path} does not exist")
-        return load_descriptor(Path(name_or_path))
-    from edgeconv.registry import DEVICES
-    import edgeconv.devices.catalog  # noqa: F401  (fills DEVICES)
-
-    return DEVICES.get(name_or_path)
-
-
-def backend_for(device: Device) -> Backend:
-    if device.kind is DeviceKind.HOST:
-        from edgeconv.devices.host import HostBackend
-        return HostBackend()
-    if device.kind is DeviceKind.ANDROID:
-        from edgeconv.devices.android import AndroidBackend
-        return AndroidBackend()
-    if device.kind is DeviceKind.LINUX_ARM:
-        from edgeconv.devices.ssh import SshBackend
-        return SshBackend()
-    if device.kind is DeviceKind.EMULATED:
-        from edgeconv.devices.arm64 import EmulatedArm64Backend
-        return EmulatedArm64Backend()
-    from edgeconv.devices.apple import AppleBackend
-    return AppleBackend()
-
-
 def quote_command(argv: list[str]) -> str:
     """One remote command line from an argument list, every piece quoted.
 

@@ -11,8 +11,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edgeconv.devices.base import Delegate, Device, ProfileOptions, report_from_runner
+from edgeconv.devices.base import Delegate, Device, DeviceKind, ProfileOptions, report_from_runner
 from edgeconv.errors import UserError
+from edgeconv.registry import BACKENDS
 from edgeconv.results import LatencyReport
 
 RUNNER = Path(__file__).with_name("remote_runner.py")
@@ -49,6 +50,7 @@ def check_artifact(artifact: Path) -> None:
                         f"this backend times {' and '.join(SUFFIXES)} artifacts")
 
 
+@BACKENDS.register(DeviceKind.HOST.value)
 class HostBackend:
     def reachable(self, device: Device) -> str | None:
         import importlib.util

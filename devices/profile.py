@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from edgeconv.devices.base import Delegate, Device, DeviceKind, ProfileOptions, backend_for, resolve
+from edgeconv.devices.base import Delegate, Device, DeviceKind, ProfileOptions
+from edgeconv.devices.catalog import backend_for, resolve
 from edgeconv.errors import ParityFailure, UserError
 
 if TYPE_CHECKING:

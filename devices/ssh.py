@@ -23,10 +23,11 @@ import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
-from edgeconv.devices.base import (Device, ProfileOptions, check_connection, connection, quote_command,
+from edgeconv.devices.base import (Device, DeviceKind, ProfileOptions, check_connection, connection, quote_command,
                                    report_from_runner, split_host)
 from edgeconv.devices.host import RUNNER, check_artifact, parse_runner_output, runner_argv
 from edgeconv.errors import UserError
+from edgeconv.registry import BACKENDS
 from edgeconv.results import LatencyReport
 
 CONFIG_HINT = "set host = \"user@address\" under [{name}] in {config}"
@@ -189,6 +190,7 @@ def run_remote(target: SshTarget, files: list[Path], build_argv: Callable[[str],
                             f"{remote_dir}") from None
 
 
+@BACKENDS.register(DeviceKind.LINUX_ARM.value)
 class SshBackend:
     def reachable(self, device: Device) -> str | None:
         target = SshTarget.from_device(device)

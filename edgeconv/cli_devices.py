@@ -14,7 +14,7 @@ def devices_cmd(as_json: bool) -> None:
     """List the device descriptors and whether each can be measured here and now."""
     import json
 
-    from edgeconv.devices.base import backend_for
+    from edgeconv.devices.catalog import backend_for
     import edgeconv.devices.catalog  # noqa: F401  (fills DEVICES)
     from edgeconv.registry import DEVICES
 

@@ -50,3 +50,4 @@ class Registry(Generic[T]):
 PASSES: Registry = Registry("pass")
 TARGETS: Registry = Registry("target")
 DEVICES: Registry = Registry("device")
+BACKENDS: Registry = Registry("device backend")  # keyed by DeviceKind value

@@ -8,9 +8,9 @@ import pytest
 import edgeconv.devices.catalog  # noqa: F401
 from devices_artifacts import adb_kill_server, adb_server_started
 from edgeconv.devices.base import (
-    Delegate, Device, DeviceKind, ProfileOptions, backend_for, connection, load_descriptor, quote_command,
-    resolve, shipped_descriptors,
+    Delegate, Device, DeviceKind, ProfileOptions, connection, load_descriptor, quote_command, shipped_descriptors,
 )
+from edgeconv.devices.catalog import backend_for, resolve
 from edgeconv.errors import UserError
 from edgeconv.registry import DEVICES
 

@@ -17,7 +17,8 @@ from edgeconv.devices.android import (
     AndroidBackend, Attached, attached_devices, benchmark_argv, cleanup_script, find_phone,
     parse_adb_devices, parse_benchmark_output, run_script, to_report,
 )
-from edgeconv.devices.base import Delegate, ProfileOptions, resolve
+from edgeconv.devices.base import Delegate, ProfileOptions
+from edgeconv.devices.catalog import resolve
 from edgeconv.errors import UserError
 from edgeconv.results import LatencyReport
 

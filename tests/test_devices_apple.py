@@ -13,7 +13,8 @@ import pytest
 
 from edgeconv.devices.apple import AppleBackend, artifact_sha256, runner_argv, to_report
 from edgeconv.devices.apple_runner import main as apple_runner_main
-from edgeconv.devices.base import Delegate, Device, DeviceKind, ProfileOptions, resolve
+from edgeconv.devices.base import Delegate, Device, DeviceKind, ProfileOptions
+from edgeconv.devices.catalog import resolve
 from edgeconv.devices.profile import headline
 from edgeconv.errors import UserError
 from sshd_fixture import sshd_missing, start_sshd, stop_sshd

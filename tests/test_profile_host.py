@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from devices_artifacts import export_onnx, export_tflite
 from edgeconv.cli import main
-from edgeconv.devices.base import Delegate, ProfileOptions, resolve
+from edgeconv.devices.base import Delegate, ProfileOptions
+from edgeconv.devices.catalog import resolve
 from edgeconv.devices.host import HostBackend
 from edgeconv.devices.profile import headline, profile
 from edgeconv.errors import UserError
