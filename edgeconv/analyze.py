@@ -283,26 +283,3 @@ class AnalysisResult(Record):
         return {"sensitivity": self.sensitivity.to_dict(),
                 "fallback": self.fallback.to_dict() if self.fallback is not None else None,
                 "calibration": dict(self.calibration)}
-
-
-def analyze_model(spec: Any, options: Any, max_drop: float | None = None, evaluator: str | None = None,
-                  progress: Any = None) -> AnalysisResult:
-    """Capture, fold, quantize (one calibration), rank layers, and with max_drop choose float layers."""
-    from edgeconv.context import Progress
-    from edgeconv.fallback import choose_float_nodes, load_evaluator
-    from edgeconv.pipeline import quantized_graph
-
-    if evaluator:
-        load_evaluator(evaluator)  # a bad reference fails before any work
-    progress = progress or Progress(False)
-    graph, ctx, evalset = quantized_graph(spec, options, progress)
-    calib = ctx.calib
-    with progress.task("sensitivity per layer"):
-        report = analyze(graph, evalset.x, spec.name)
-    fallback = None
-    if max_drop is not None:
-        with progress.task("choosing float layers"):
-            fallback = choose_float_nodes(graph, evalset, report, max_drop, evaluator)
-    return AnalysisResult(report, fallback, {"source": calib.source, "samples": len(calib),
-                                             "eval_samples": len(evalset), "method": options.quant.method.value,
-                                             "weights": options.quant.weights.value})

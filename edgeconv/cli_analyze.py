@@ -24,7 +24,7 @@ def analyze_cmd(**kw) -> None:
     """Rank conv/linear layers by int8 sensitivity; optionally choose layers to keep in float."""
     from pathlib import Path
 
-    from edgeconv.analyze import analyze_model
+    from edgeconv.pipeline import analyze_model
     from edgeconv.config import ExportOptions
     from edgeconv.fallback import load_evaluator
     from edgeconv.results import atomic_write

@@ -239,19 +239,3 @@ def keep_float(quantizer: Any, names: Iterable[str]) -> Any:
 
 def with_float_nodes(graph: "Graph", result: FallbackResult) -> "Graph":
     return dataclasses.replace(graph, float_nodes=tuple(result.float_nodes))
-
-
-def apply_max_drop(graph: "Graph", ctx: Any, data: "DataSet", max_drop: float,
-                   evaluator: str | None = None) -> tuple["Graph", FallbackResult, "SensitivityReport"]:
-    """For `export --max-drop`: quantize a copy of `graph` (the graph just before the quantize pass),
-    rank its layers, choose the float ones; returns `graph` with `float_nodes` set (unquantized: the
-    pipeline's quantize pass then runs with `keep_float`), the choice and the ranking."""
-    from edgeconv.analyze import analyze
-    from edgeconv.pipeline import run_passes
-
-    if graph.quantized:
-        raise ValueError("apply_max_drop wants the graph before the quantize pass")
-    quantized = run_passes(graph, ctx, ("quantize",))
-    report = analyze(quantized, data.x, getattr(ctx.model, "name", "model"))
-    result = choose_float_nodes(quantized, data, report, max_drop, evaluator)
-    return with_float_nodes(graph, result), result, report

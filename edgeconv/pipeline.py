@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,8 +26,10 @@ from edgeconv.registry import PASSES, TARGETS
 from edgeconv.results import Artifact, Manifest, StageRecord, atomic_write
 
 if TYPE_CHECKING:
+    from edgeconv.analyze import AnalysisResult, SensitivityReport
     from edgeconv.calib.data import DataSet
     from edgeconv.exporters.base import Target
+    from edgeconv.fallback import FallbackResult
     from edgeconv.graph import Graph
     from edgeconv.models import ModelSpec
 
@@ -74,11 +76,46 @@ def prepare_out_dir(path: Path) -> Path:
 
 
 def run_passes(graph: "Graph", ctx: Context, names: tuple[str, ...]) -> "Graph":
+    """The pass manager: each pass in order, its record on the graph. `--max-drop` is a step of its
+    own right before `quantize` (it sets the float layers quantize honours), never the pass's."""
     for name in names:
         t0 = time.perf_counter()
+        extra: tuple[str, ...] = ()
+        if name == "quantize":
+            graph, extra = _choose_float_layers(graph, ctx)
         res = PASSES.get(name)(graph, ctx)
-        graph = res.graph.record(StageRecord(name, res.changed, round(time.perf_counter() - t0, 3), res.notes))
+        graph = res.graph.record(StageRecord(name, res.changed, round(time.perf_counter() - t0, 3), res.notes + extra))
     return graph
+
+
+def _choose_float_layers(graph: "Graph", ctx: "Context") -> tuple["Graph", tuple[str, ...]]:
+    """--max-drop: rank layers by int8 sensitivity and keep the fewest most sensitive in float.
+    Chosen on the calibration samples, so the held-out parity stays an independent check."""
+    # Nothing to choose when already chosen or quantized; with QAT the quantize pass refuses --max-drop.
+    if ctx.options.max_drop is None or graph.float_nodes or graph.quantized or ctx.options.qat.epochs:
+        return graph, ()
+    inner = dataclasses.replace(ctx, options=dataclasses.replace(ctx.options, max_drop=None))
+    with ctx.progress.task("choosing layers to keep in float (--max-drop)"):
+        graph, fb, _ = apply_max_drop(graph, inner, ctx.calib, ctx.options.max_drop, ctx.options.evaluator or None)
+    kept = ", ".join(m or n for n, m in zip(fb.float_nodes, fb.float_modules)) or "none needed"
+    return graph, (f"--max-drop {fb.max_drop:g} ({fb.metric}, on the calibration samples): float "
+                   f"{fb.float_score:.4g}, all int8 {fb.int8_score:.4g}, final {fb.final_score:.4g}; kept in float: {kept}",)
+
+
+def apply_max_drop(graph: "Graph", ctx: Any, data: "DataSet", max_drop: float,
+                   evaluator: str | None = None) -> tuple["Graph", FallbackResult, "SensitivityReport"]:
+    """For `export --max-drop`: quantize a copy of `graph` (the graph just before the quantize pass),
+    rank its layers, choose the float ones; returns `graph` with `float_nodes` set (unquantized: the
+    pipeline's quantize pass then runs with `keep_float`), the choice and the ranking."""
+    from edgeconv.analyze import analyze
+    from edgeconv.fallback import choose_float_nodes, with_float_nodes
+
+    if graph.quantized:
+        raise ValueError("apply_max_drop wants the graph before the quantize pass")
+    quantized = run_passes(graph, ctx, ("quantize",))
+    report = analyze(quantized, data.x, getattr(ctx.model, "name", "model"))
+    result = choose_float_nodes(quantized, data, report, max_drop, evaluator)
+    return with_float_nodes(graph, result), result, report
 
 
 class _PassCache:
@@ -280,7 +317,7 @@ def _parity(target: "Target", runner, path: Path, graph: "Graph", ctx: Context, 
     """The verdict from the artifact's reference kernels; for targets whose host has faster kernels
     that may compute something else (onnxruntime's fused integer kernels), those too, as a warning."""
     from edgeconv import parity
-    from edgeconv.passes.quantize import OUTPUT_KEY
+    from edgeconv.qparams import OUTPUT_KEY
 
     source = ref_fp32
     if target.parity_reference == "torch-after-passes":
@@ -303,3 +340,25 @@ def _parity(target: "Target", runner, path: Path, graph: "Graph", ctx: Context, 
                                     target.host_kernel_advice)
         report = dataclasses.replace(report, host_kernels=check)
     return report
+
+
+def analyze_model(spec: Any, options: Any, max_drop: float | None = None, evaluator: str | None = None,
+                  progress: Any = None) -> AnalysisResult:
+    """Capture, fold, quantize (one calibration), rank layers, and with max_drop choose float layers."""
+    from edgeconv.analyze import AnalysisResult, analyze
+    from edgeconv.fallback import choose_float_nodes, load_evaluator
+
+    if evaluator:
+        load_evaluator(evaluator)  # a bad reference fails before any work
+    progress = progress or Progress(False)
+    graph, ctx, evalset = quantized_graph(spec, options, progress)
+    calib = ctx.calib
+    with progress.task("sensitivity per layer"):
+        report = analyze(graph, evalset.x, spec.name)
+    fallback = None
+    if max_drop is not None:
+        with progress.task("choosing float layers"):
+            fallback = choose_float_nodes(graph, evalset, report, max_drop, evaluator)
+    return AnalysisResult(report, fallback, {"source": calib.source, "samples": len(calib),
+                                             "eval_samples": len(evalset), "method": options.quant.method.value,
+                                             "weights": options.quant.weights.value})

@@ -148,7 +148,7 @@ def convert(qm: QATModel, notes: tuple[str, ...] = ()) -> "Graph":
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     from edgeconv.graph import Graph
-    from edgeconv.passes.quantize import read_qparams
+    from edgeconv.qparams import read_qparams
     from edgeconv.results import StageRecord
 
     t0 = time.perf_counter()

@@ -206,7 +206,7 @@ def test_cli_max_drop_on_planted_model(tmp_path, monkeypatch):
 
 
 def test_apply_max_drop_marks_the_pre_quantize_graph(setup):
-    from edgeconv.fallback import apply_max_drop
+    from edgeconv.pipeline import apply_max_drop
 
     _, ctx, folded, _, evalset, _ = setup
     graph, res, report = apply_max_drop(folded, ctx, evalset, MAX_DROP)

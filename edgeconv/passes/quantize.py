@@ -13,15 +13,12 @@ from typing import TYPE_CHECKING, Any
 from edgeconv.errors import UserError
 from edgeconv.passes import PassResult
 from edgeconv.registry import PASSES
-from edgeconv.results import QuantParams
+from edgeconv.qparams import OUTPUT_KEY, read_qparams  # noqa: F401  (OUTPUT_KEY: re-exported)
 
 if TYPE_CHECKING:
     from edgeconv.config import QuantOptions
     from edgeconv.context import Context
     from edgeconv.graph import Graph
-
-OUTPUT_KEY = "__output__"
-
 
 def make_quantizer(opts: "QuantOptions") -> Any:
     """litert-torch's PT2E quantizer: it both annotates the graph and, handed back to
@@ -48,69 +45,6 @@ def calibrate(prepared: Any, ctx: "Context") -> int:
     return n
 
 
-def read_qparams(gm: Any) -> dict[str, QuantParams]:
-    """Scales and zero points of every dequantize node, keyed by the FX name of the float
-    tensor that was quantized (for weights, the get_attr name)."""
-    import torch
-
-    qd = torch.ops.quantized_decomposed
-    out: dict[str, QuantParams] = {}
-    for node in gm.graph.nodes:
-        if node.op != "call_function":
-            continue
-        if node.target == qd.dequantize_per_tensor.default:
-            key = _source(node)
-            out[key] = QuantParams(_dtype(node.args[-1]), (float(node.args[1]),), (int(node.args[2]),))
-        elif node.target == qd.dequantize_per_channel.default:
-            from edgeconv.passes.fx import attr
-
-            scale = attr(gm, node.args[1].target).flatten().tolist()
-            zp = attr(gm, node.args[2].target).flatten().tolist()
-            out[_source(node)] = QuantParams(_dtype(node.args[-1]), tuple(float(s) for s in scale),
-                                             tuple(int(z) for z in zp), int(node.args[3]))
-    result = _output_node(gm)
-    if result is not None and result.target == qd.dequantize_per_tensor.default:
-        out[OUTPUT_KEY] = _output_step(result, out[_source(result)])
-    return out
-
-
-# Largest slope of an output activation with fixed output qparams: one step of rounding in its
-# input moves its output by up to slope × input step, which can be several output steps
-# (torchcrepe: fc at scale 0.099 into a sigmoid at 1/256 → 6.4 output steps per input step).
-_SLOPE = {"sigmoid": 0.25, "softmax": 0.5, "tanh": 1.0}
-
-
-def _output_step(dq: Any, q: QuantParams) -> QuantParams:
-    """The step parity measures output error in: the output scale, widened through a final
-    sigmoid/softmax/tanh to what one step of rounding before it can cause."""
-    import torch
-
-    src = dq.args[0].args[0] if getattr(dq.args[0], "op", None) == "call_function" else None
-    name = str(getattr(getattr(src, "target", None), "__name__", ""))
-    slope = next((v for k, v in _SLOPE.items() if k in name), None)
-    pre = src.args[0] if slope is not None else None
-    if pre is None or getattr(pre, "target", None) != torch.ops.quantized_decomposed.dequantize_per_tensor.default:
-        return q
-    step = max(q.scale[0], slope * float(pre.args[1]))
-    return dataclasses.replace(q, scale=(step,))
-
-
-def _source(dq: Any) -> str:
-    q = dq.args[0]
-    src = q.args[0] if getattr(q, "op", None) == "call_function" else q
-    return str(getattr(src, "target", None) if getattr(src, "op", None) == "get_attr" else src.name)
-
-
-def _output_node(gm: Any) -> Any:
-    out = next(n for n in gm.graph.nodes if n.op == "output")
-    first = out.args[0][0] if isinstance(out.args[0], (tuple, list)) else out.args[0]
-    return first if getattr(first, "op", None) == "call_function" else None
-
-
-def _dtype(d: Any) -> str:
-    return str(d).replace("torch.", "")
-
-
 @PASSES.register("quantize")
 def quantize(graph: "Graph", ctx: "Context") -> PassResult:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -125,7 +59,6 @@ def quantize(graph: "Graph", ctx: "Context") -> PassResult:
     from edgeconv.fallback import keep_float
 
     opts = ctx.options.quant
-    graph, fallback_notes = _choose_float_layers(graph, ctx)
     quantizer = keep_float(make_quantizer(opts), graph.float_nodes)
     prepared = prepare_pt2e(graph.module(), quantizer)
     n = calibrate(prepared, ctx)
@@ -138,24 +71,9 @@ def quantize(graph: "Graph", ctx: "Context") -> PassResult:
         + ("" if data.real else " — NOT a real calibration (random inputs)"),
         f"{sum(1 for q in qparams.values() if q.axis is not None)} per-channel and "
         f"{sum(1 for q in qparams.values() if q.axis is None)} per-tensor quantized tensors",
-    ) + fallback_notes
+    )
     new = graph.with_module(converted, quantizer=quantizer, qparams=qparams)
     return PassResult(new, True, notes)
-
-
-def _choose_float_layers(graph: "Graph", ctx: "Context") -> tuple["Graph", tuple[str, ...]]:
-    """--max-drop: rank layers by int8 sensitivity and keep the fewest most sensitive in float.
-    Chosen on the calibration samples, so the held-out parity stays an independent check."""
-    if ctx.options.max_drop is None or graph.float_nodes:
-        return graph, ()
-    from edgeconv.fallback import apply_max_drop
-
-    inner = dataclasses.replace(ctx, options=dataclasses.replace(ctx.options, max_drop=None))
-    with ctx.progress.task("choosing layers to keep in float (--max-drop)"):
-        graph, fb, _ = apply_max_drop(graph, inner, ctx.calib, ctx.options.max_drop, ctx.options.evaluator or None)
-    kept = ", ".join(m or n for n, m in zip(fb.float_nodes, fb.float_modules)) or "none needed"
-    return graph, (f"--max-drop {fb.max_drop:g} ({fb.metric}, on the calibration samples): float "
-                   f"{fb.float_score:.4g}, all int8 {fb.int8_score:.4g}, final {fb.final_score:.4g}; kept in float: {kept}",)
 
 
 def _qat(graph: "Graph", ctx: "Context") -> PassResult:
