@@ -2,7 +2,7 @@
 import re
 from pathlib import Path
 
-from edgeconv.cli_export import targets_markdown
+from edgeconv.cli.export import targets_markdown
 
 readme = Path(__file__).resolve().parents[1] / "README.md"
 text = readme.read_text()

@@ -105,7 +105,7 @@ CASES = {"crepe": crepe_case, "ocr": ocr_case, "mnist": mnist_case}
 
 
 def torch_out(module: Any, x: np.ndarray) -> np.ndarray:
-    from edgeconv.analyze import forward, simulate
+    from edgeconv.quant.program import forward, simulate
 
     if hasattr(module, "graph"):  # a quantized GraphModule: drop the batch-1 guard, run batches
         module = simulate(module, ())
@@ -117,16 +117,16 @@ def evaluate(fn: Callable[[np.ndarray], np.ndarray], case: Case) -> dict[str, di
 
 
 def run_case(case: Case, methods: tuple[str, ...], out_dir: Path) -> dict[str, Any]:
-    from edgeconv import catalog
+    from edgeconv import registrations
     from edgeconv.calib.data import DataSet
     from edgeconv.config import CalibMethod, ExportOptions, Granularity, QuantOptions
     from edgeconv.context import Context
     from edgeconv.graph import capture
     from edgeconv.models import ModelSpec
-    from edgeconv.pipeline import run_passes
+    from edgeconv.passes.manager import run_passes
     from edgeconv.registry import TARGETS
 
-    catalog.load()
+    registrations.load()
     spec = ModelSpec(module=case.module.eval(), example_inputs=(case.example,), name=case.name)
     calib = DataSet(case.calib, None, source=case.note)
     root = capture(spec.module, spec.example_inputs)

@@ -9,7 +9,7 @@ diverging per-channel ranges. Evaluated on the bundled held-out split (400 digit
 
 - fp32;
 - PTQ per-channel and per-layer: the `quantize` pass (PT2E, min-max, 128 training samples);
-- QAT per-layer and per-channel: `edgeconv.qat.train_qat` for `--qat-epochs` epochs, timed;
+- QAT per-layer and per-channel: `edgeconv.quant.qat.train_qat` for `--qat-epochs` epochs, timed;
 - each int8 Graph also exported by the `tflite-int8` target and run in ai-edge-litert.
 
 Recovered fraction = (QAT − PTQ) / (fp32 − PTQ), per-layer. Target (issue 5): PTQ per-layer loses
@@ -35,7 +35,7 @@ EPOCHS, BATCH = 8, 32
 def mobileone_digits():
     from torch import nn
 
-    from edgeconv.reparam.blocks import MobileOneBlock, RepVGGBlock
+    from edgeconv.prepare.reparam.blocks import MobileOneBlock, RepVGGBlock
 
     def dwpw(cin, cout, stride):
         return [MobileOneBlock(cin, cin, stride, groups=cin, num_branches=2),
@@ -96,8 +96,8 @@ def main() -> None:
 
     import torch
 
-    from edgeconv import qat
-    from edgeconv.catalog import load
+    from edgeconv.quant import qat
+    from edgeconv.registrations import load
     from edgeconv.demo import heldout
     from edgeconv.results import atomic_write
 
@@ -131,14 +131,14 @@ def main() -> None:
 def one_seed(seed: int, train, held, qat_epochs: int) -> dict:
     import torch
 
-    from edgeconv import qat
+    from edgeconv.quant import qat
     from edgeconv.config import ExportOptions, Granularity, QuantOptions
     from edgeconv.context import Context
     from edgeconv.graph import capture
     from edgeconv.models import ModelSpec
-    from edgeconv.quantcheck import check_graph
+    from edgeconv.passes.check_quant import per_layer_weight_check
     from edgeconv.registry import PASSES
-    from edgeconv.reparam.protocol import reparameterize_model
+    from edgeconv.prepare.reparam.protocol import reparameterize_model
 
     t0 = time.perf_counter()
     model = train_float(train, seed)
@@ -163,7 +163,7 @@ def one_seed(seed: int, train, held, qat_epochs: int) -> dict:
                                   "tflite": tflite_accuracy(qgraph, ctx, work, f"qat-{key}", held),
                                   "qat_seconds": qat_s, "notes": list(qgraph.history[-1].notes)}
     return {"seed": seed, "float_train_seconds": float_train_s, "accuracy": rows,
-            "quantcheck_warning": check_graph(capture(merged, ex)).warning()}
+            "quantcheck_warning": per_layer_weight_check(capture(merged, ex)).warning()}
 
 
 if __name__ == "__main__":

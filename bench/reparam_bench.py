@@ -42,7 +42,7 @@ def _randomize_bn(model, seed: int = 0):
 
 
 def _strip(model):
-    from edgeconv.reparam.protocol import METHODS
+    from edgeconv.prepare.reparam.protocol import METHODS
 
     for m in model.modules():
         if any(hasattr(type(m), n) for n in METHODS):
@@ -75,8 +75,8 @@ def main() -> None:
 
     from edgeconv.graph import capture
     from edgeconv.passes.reparam_merge import reparam_merge
-    from edgeconv.reparam.blocks import repvgg_a0
-    from edgeconv.reparam.protocol import reparameterize_model
+    from edgeconv.prepare.reparam.blocks import repvgg_a0
+    from edgeconv.prepare.reparam.protocol import reparameterize_model
     from edgeconv.results import atomic_write
 
     torch.set_num_threads(1)

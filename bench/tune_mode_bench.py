@@ -102,7 +102,7 @@ def _status(field: str) -> int:
 def child(net: str, mode: str, batch: int, size: int, iters: int) -> dict:
     import torch
 
-    from edgeconv.tune import tune_mode
+    from edgeconv.prepare.tune_mode import tune_mode
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -7,8 +7,8 @@ __version__ = "0.1.0"
 
 # Public API, imported on first use so `import edgeconv` (and the CLI) stays light.
 _LAZY = {
-    "tune_mode": "edgeconv.tune",
-    "eval_mode": "edgeconv.tune",
+    "tune_mode": "edgeconv.prepare.tune_mode",
+    "eval_mode": "edgeconv.prepare.tune_mode",
     "load_model": "edgeconv.models",
     "ModelSpec": "edgeconv.models",
     "export": "edgeconv.pipeline",

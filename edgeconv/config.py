@@ -66,10 +66,15 @@ class SparseOptions(Record):
 
 @dataclasses.dataclass(frozen=True)
 class QATOptions(Record):
-    """Quantization-aware training in place of calibration (epochs 0: post-training only)."""
+    """Quantization-aware training in place of calibration (epochs 0: post-training only). The
+    schedule fields are for `edgeconv.quant.qat.prepare` in the user's own loop; `export
+    --qat-epochs` sets them from its step count."""
 
     epochs: int = 0
     train_data: str = ""  # package.module:function; empty: the model's bundled training data
+    per_channel: bool = True
+    freeze_bn_after: int = 200  # steps during which BN statistics follow the batch, then frozen
+    freeze_observers_after: int = 400  # steps after which activation ranges are fixed
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,14 +22,15 @@ from edgeconv.config import ExportOptions
 from edgeconv.context import Context, Progress
 from edgeconv.errors import ParityFailure, UserError
 from edgeconv.host import host_info
-from edgeconv.registry import PASSES, TARGETS
+from edgeconv.passes.manager import PassCache, Step, run_passes
+from edgeconv.registry import TARGETS
 from edgeconv.results import Artifact, Manifest, StageRecord, atomic_write
 
 if TYPE_CHECKING:
-    from edgeconv.analyze import AnalysisResult, SensitivityReport
+    from edgeconv.quant.sensitivity import AnalysisResult, SensitivityReport
     from edgeconv.calib.data import DataSet
     from edgeconv.exporters.base import Target
-    from edgeconv.fallback import FallbackResult
+    from edgeconv.quant.fallback import FallbackResult
     from edgeconv.graph import Graph
     from edgeconv.models import ModelSpec
 
@@ -50,9 +51,9 @@ def tool_versions() -> dict[str, str]:
 
 
 def resolve_targets(names: tuple[str, ...]) -> list["Target"]:
-    from edgeconv import catalog
+    from edgeconv import registrations
 
-    catalog.load()
+    registrations.load()
     if not names:
         raise UserError("no --target given; choose from: " + ", ".join(TARGETS.names()))
     targets = [TARGETS.get(n)() for n in dict.fromkeys(names)]
@@ -75,24 +76,21 @@ def prepare_out_dir(path: Path) -> Path:
     return path
 
 
-def run_passes(graph: "Graph", ctx: Context, names: tuple[str, ...]) -> "Graph":
-    """The pass manager: each pass in order, its record on the graph. `--max-drop` is a step of its
-    own right before `quantize` (it sets the float layers quantize honours), never the pass's."""
-    for name in names:
-        t0 = time.perf_counter()
-        extra: tuple[str, ...] = ()
-        if name == "quantize":
-            graph, extra = _choose_float_layers(graph, ctx)
-        res = PASSES.get(name)(graph, ctx)
-        graph = res.graph.record(StageRecord(name, res.changed, round(time.perf_counter() - t0, 3), res.notes + extra))
-    return graph
+def quantize_steps(qat: "Graph | None") -> dict[str, Step]:
+    """The pipeline's own work right before the `quantize` pass: a QAT-trained program stands in
+    for calibration; otherwise `--max-drop` chooses the layers quantize keeps in float."""
+    def before_quantize(graph: "Graph", ctx: Context) -> tuple["Graph", tuple[str, ...]]:
+        if qat is not None and not graph.quantized:
+            return dataclasses.replace(qat, history=graph.history), qat.history[-1].notes
+        return _choose_float_layers(graph, ctx)
+    return {"quantize": before_quantize}
 
 
 def _choose_float_layers(graph: "Graph", ctx: "Context") -> tuple["Graph", tuple[str, ...]]:
     """--max-drop: rank layers by int8 sensitivity and keep the fewest most sensitive in float.
     Chosen on the calibration samples, so the held-out parity stays an independent check."""
-    # Nothing to choose when already chosen or quantized; with QAT the quantize pass refuses --max-drop.
-    if ctx.options.max_drop is None or graph.float_nodes or graph.quantized or ctx.options.qat.epochs:
+    # Nothing to choose when already chosen or quantized (export() refuses --max-drop with QAT).
+    if ctx.options.max_drop is None or graph.float_nodes or graph.quantized:
         return graph, ()
     inner = dataclasses.replace(ctx, options=dataclasses.replace(ctx.options, max_drop=None))
     with ctx.progress.task("choosing layers to keep in float (--max-drop)"):
@@ -107,8 +105,8 @@ def apply_max_drop(graph: "Graph", ctx: Any, data: "DataSet", max_drop: float,
     """For `export --max-drop`: quantize a copy of `graph` (the graph just before the quantize pass),
     rank its layers, choose the float ones; returns `graph` with `float_nodes` set (unquantized: the
     pipeline's quantize pass then runs with `keep_float`), the choice and the ranking."""
-    from edgeconv.analyze import analyze
-    from edgeconv.fallback import choose_float_nodes, with_float_nodes
+    from edgeconv.quant.sensitivity import analyze
+    from edgeconv.quant.fallback import choose_float_nodes, with_float_nodes
 
     if graph.quantized:
         raise ValueError("apply_max_drop wants the graph before the quantize pass")
@@ -116,22 +114,6 @@ def apply_max_drop(graph: "Graph", ctx: Any, data: "DataSet", max_drop: float,
     report = analyze(quantized, data.x, getattr(ctx.model, "name", "model"))
     result = choose_float_nodes(quantized, data, report, max_drop, evaluator)
     return with_float_nodes(graph, result), result, report
-
-
-class _PassCache:
-    """Targets that share a pass prefix share its result: one calibration for every int8 target."""
-
-    def __init__(self, root: "Graph", ctx: Context) -> None:
-        self._done: dict[tuple[str, ...], "Graph"] = {(): root}
-        self._ctx = ctx
-
-    def get(self, names: tuple[str, ...]) -> "Graph":
-        k = max(i for i in range(len(names) + 1) if names[:i] in self._done)
-        graph = self._done[names[:k]]
-        for i in range(k, len(names)):
-            graph = run_passes(graph, self._ctx, names[i:i + 1])
-            self._done[names[:i + 1]] = graph
-        return graph
 
 
 def split_data(spec: "ModelSpec", options: ExportOptions, need_calib: bool) -> tuple["DataSet | None", "DataSet"]:
@@ -161,11 +143,11 @@ def torch_outputs(module, x: np.ndarray, progress: Progress, what: str) -> np.nd
     return np.concatenate(outs)
 
 
-def prepare(spec: "ModelSpec", calib_x: "np.ndarray | None" = None, seed: int = 0) -> tuple["ModelSpec", StageRecord]:
+def prepare_eager(spec: "ModelSpec", calib_x: "np.ndarray | None" = None, seed: int = 0) -> tuple["ModelSpec", StageRecord]:
     """The one eager step before capture: eval mode and the blocks' own reparameterization
     methods (fuse / reparameterize / switch_to_deploy / merge_dilated_branches), on a copy,
     checked on seeded random inputs and on calibration inputs when there are some."""
-    from edgeconv.reparam.protocol import reparameterize_model
+    from edgeconv.prepare.reparam.protocol import reparameterize_model
 
     t0 = time.perf_counter()
     module, report = reparameterize_model(spec.module, spec.example_inputs, calib_inputs=calib_x, seed=seed)
@@ -175,12 +157,35 @@ def prepare(spec: "ModelSpec", calib_x: "np.ndarray | None" = None, seed: int = 
     return dataclasses.replace(spec, module=module), StageRecord("prepare", report.changed, round(time.perf_counter() - t0, 3), notes)
 
 
+def qat_stage(spec: "ModelSpec", options: ExportOptions, progress: Progress) -> "Graph":
+    """Quantization-aware training in place of calibration, part of the prepare stage: it trains
+    the eager model (BN in Tune-mode form under the fake-quant, which a captured, already folded
+    program cannot give), then captures and converts it. The int8 chain takes the result at
+    `quantize` (see `quantize_steps`)."""
+    from edgeconv.config import Granularity
+    from edgeconv.quant import qat
+
+    if options.qat.train_data:
+        data = qat.load_train_data(options.qat.train_data, spec)
+    elif spec.train_data is not None:
+        data = spec.train_data()
+    else:
+        raise UserError(f"--qat-epochs needs training data: {spec.name} bundles none; pass --train-data "
+                        "package.module:function returning a labelled DataSet or (x, y) arrays")
+    per_channel = options.quant.weights is Granularity.PER_CHANNEL
+    with progress.task(f"QAT, {options.qat.epochs} epoch(s) on {len(data)} samples"):
+        trained = qat.train_qat(spec, data, options.qat.epochs, per_channel=per_channel, seed=options.seed)
+    notes = (f"QAT instead of calibration: weights int8 {options.quant.weights.value}, scales learned",) + tuple(
+        n for s in trained.history for n in s.notes)
+    return trained.record(StageRecord("qat", True, 0.0, notes))
+
+
 def capture_prepared(spec: "ModelSpec", progress: Progress, calib_x: "np.ndarray | None" = None,
                      seed: int = 0) -> tuple["ModelSpec", "Graph"]:
     """prepare() then torch.export capture, with both stage records on the graph."""
     from edgeconv.graph import capture
 
-    prepared, prep_rec = prepare(spec, calib_x, seed)
+    prepared, prep_rec = prepare_eager(spec, calib_x, seed)
     t0 = time.perf_counter()
     with progress.task("capturing with torch.export"):
         try:
@@ -195,16 +200,16 @@ def quantized_graph(spec: "ModelSpec", options: ExportOptions, progress: Progres
                     upto: str = "quantize") -> tuple["Graph", Context, "DataSet"]:
     """The int8 program every int8 target lowers (the standard chain up to `upto`), its context and
     the held-out evaluation data — for analysis tools that work on the quantized program."""
-    from edgeconv import catalog
+    from edgeconv import registrations
     from edgeconv.exporters.base import INT8_PASSES
 
-    catalog.load()
+    registrations.load()
     progress = progress or Progress(False)
     calib, evalset = split_data(spec, options, need_calib=True)
     prepared, root = capture_prepared(spec, progress, calib.x if calib is not None else None, options.seed)
     ctx = Context(options=options, model=prepared, calib=calib, progress=progress)
     chain = INT8_PASSES[:INT8_PASSES.index(upto) + 1]
-    return run_passes(root, ctx, chain), ctx, evalset
+    return run_passes(root, ctx, chain, quantize_steps(None)), ctx, evalset
 
 
 def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None = None) -> Manifest:
@@ -218,14 +223,18 @@ def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None 
             if asked:
                 raise UserError(f"{flag} works on the int8 program, but no int8 target was asked for; "
                                 "add e.g. -t tflite-int8")
+    if options.qat.epochs and options.max_drop is not None:
+        raise UserError("--max-drop chooses float layers for post-training calibration; it cannot be "
+                        "combined with --qat-epochs (QAT learns the scales instead) — drop one of them")
     out_dir = prepare_out_dir(options.out_path)
     calib, evalset = split_data(spec, options, any(t.quantized for t in targets))
     # float-only runs have no calibration split: check the reparameterization on the held-out inputs
     real = calib if calib is not None else evalset
     prepared, root = capture_prepared(spec, progress, real.x, options.seed)
     ctx = Context(options=options, model=prepared, calib=calib, progress=progress)
+    qat = qat_stage(prepared, options, progress) if options.qat.epochs else None
     ref_fp32 = torch_outputs(spec.module, evalset.x, progress, "torch fp32 reference")
-    cache = _PassCache(root, ctx)
+    cache = PassCache(root, ctx, quantize_steps(qat))
 
     work = Path(tempfile.mkdtemp(prefix=".edgeconv-tmp-", dir=out_dir))
     try:
@@ -258,10 +267,10 @@ def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None 
     return manifest
 
 
-def _analyze(targets: list["Target"], cache: _PassCache, evalset: "DataSet", name: str, work: Path,
+def _analyze(targets: list["Target"], cache: PassCache, evalset: "DataSet", name: str, work: Path,
              progress: Progress) -> None:
     """`--analyze`: per-layer int8 sensitivity of the quantized program the int8 targets share."""
-    from edgeconv.analyze import analyze
+    from edgeconv.quant.sensitivity import analyze
 
     chain = next(t.passes for t in targets if t.quantized)  # export() checked there is one
     with progress.task("analyzing per-layer int8 sensitivity"):
@@ -317,7 +326,7 @@ def _parity(target: "Target", runner, path: Path, graph: "Graph", ctx: Context, 
     """The verdict from the artifact's reference kernels; for targets whose host has faster kernels
     that may compute something else (onnxruntime's fused integer kernels), those too, as a warning."""
     from edgeconv import parity
-    from edgeconv.qparams import OUTPUT_KEY
+    from edgeconv.quant.qparams import OUTPUT_KEY
 
     source = ref_fp32
     if target.parity_reference == "torch-after-passes":
@@ -345,8 +354,8 @@ def _parity(target: "Target", runner, path: Path, graph: "Graph", ctx: Context, 
 def analyze_model(spec: Any, options: Any, max_drop: float | None = None, evaluator: str | None = None,
                   progress: Any = None) -> AnalysisResult:
     """Capture, fold, quantize (one calibration), rank layers, and with max_drop choose float layers."""
-    from edgeconv.analyze import AnalysisResult, analyze
-    from edgeconv.fallback import choose_float_nodes, load_evaluator
+    from edgeconv.quant.sensitivity import AnalysisResult, analyze
+    from edgeconv.quant.fallback import choose_float_nodes, load_evaluator
 
     if evaluator:
         load_evaluator(evaluator)  # a bad reference fails before any work

@@ -46,7 +46,7 @@ class Registry(Generic[T]):
         return name in self._items
 
 
-# Populated by the modules that define entries; `edgeconv.catalog.load()` imports them all.
+# Populated by the modules that define entries; `edgeconv.registrations.load()` imports them all.
 PASSES: Registry = Registry("pass")
 TARGETS: Registry = Registry("target")
 DEVICES: Registry = Registry("device")

@@ -125,10 +125,10 @@ _GRAPH_ELEMENTWISE = {"add", "add_", "mul", "mul_", "relu", "relu_", "relu6", "h
 def check_module(module: "torch.nn.Module", example_inputs: tuple, subject: str = "") -> SparseReport:
     from edgeconv.graph import capture
 
-    return check_graph(capture(module, example_inputs), subject or type(module).__name__)
+    return sparse_path_check(capture(module, example_inputs), subject or type(module).__name__)
 
 
-def check_graph(graph: "Graph", subject: str = "model") -> SparseReport:
+def sparse_path_check(graph: "Graph", subject: str = "model") -> SparseReport:
     """Walk the captured program from the stem conv to the global pool."""
     from edgeconv.passes.fx import CONV_OPS, const, op_name
 
@@ -507,7 +507,7 @@ def check_path(ref: str, sparsity: float | None = None, input_shape: tuple[int, 
         from edgeconv.passes.sparsify import prune
 
         graph = prune(graph, opts).graph
-    return check_graph(graph, spec.name)
+    return sparse_path_check(graph, spec.name)
 
 
 def _head(path: Path) -> bytes:

@@ -2,24 +2,23 @@
 tensors back to float through the simulation is exact, and the CLI writes the ranked JSON."""
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from edgeconv import catalog
-from edgeconv.analyze import all_dq, analyze, find_layers, forward, rel_error, simulate
-from edgeconv.calib.data import DataSet
+from edgeconv import registrations
+from edgeconv.quant.program import all_dq, find_layers, forward, simulate
+from edgeconv.quant.sensitivity import analyze
 from edgeconv.config import ExportOptions, QuantOptions
 from edgeconv.context import Context
 from edgeconv.demo import heldout
 from edgeconv.graph import capture
-from edgeconv.pipeline import run_passes
+from edgeconv.passes.manager import run_passes
 from zoo_planted import planted_net
 
-catalog.load()
+registrations.load()
 
 
 def quantize(net, calib_n: int = 32):
@@ -87,7 +86,7 @@ def test_unplanted_model_has_no_collapsed_layer():
 
 
 def test_report_json_round_trip_and_table(planted):
-    from edgeconv.analyze import SensitivityReport
+    from edgeconv.quant.sensitivity import SensitivityReport
 
     report = planted[3]
     again = SensitivityReport.from_dict(json.loads(report.to_json()))

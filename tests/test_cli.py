@@ -140,11 +140,11 @@ def test_op_the_converter_cannot_lower_leaves_nothing(tmp_path):
 
 
 def test_parity_failure_is_exit_1(tmp_path, monkeypatch):
-    from edgeconv import catalog
+    from edgeconv import registrations
     from edgeconv.exporters.base import Tolerance
     from edgeconv.registry import TARGETS
 
-    catalog.load()
+    registrations.load()
     cls = TARGETS.get("onnx")
     monkeypatch.setattr(cls, "tolerance", Tolerance(vs_fp32_max_rel=0.0, vs_fp32_min_cosine=1.1))
     code, out = run("export", "-t", "onnx", "-o", str(tmp_path))
@@ -186,7 +186,7 @@ def test_top_level_exporters_calib_devices_are_not_importable(tmp_path):
 def test_readme_targets_table_is_generated_from_the_registry():
     import re
 
-    from edgeconv.cli_export import targets_markdown
+    from edgeconv.cli.export import targets_markdown
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     table = re.search(r"<!-- targets:begin.*?-->\n(.*?)<!-- targets:end -->", readme, re.S).group(1).strip()

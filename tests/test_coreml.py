@@ -12,16 +12,16 @@ import torch
 
 pytest.importorskip("coremltools", reason="needs coremltools (pip install 'edgeconv[coreml]')")
 
-from edgeconv import catalog  # noqa: E402
+from edgeconv import registrations  # noqa: E402
 from edgeconv.config import ExportOptions, Granularity, QuantOptions  # noqa: E402
 from edgeconv.context import Context  # noqa: E402
 from edgeconv.errors import UserError  # noqa: E402
 from edgeconv.exporters import coreml, mil_eval  # noqa: E402
 from edgeconv.graph import capture  # noqa: E402
-from edgeconv.pipeline import run_passes  # noqa: E402
+from edgeconv.passes.manager import run_passes  # noqa: E402
 from edgeconv.registry import TARGETS  # noqa: E402
 
-catalog.load()
+registrations.load()
 COREML_TARGETS = ("coreml", "coreml-fp16", "coreml-int8", "coreml-w8a8")
 
 
@@ -120,7 +120,7 @@ def test_int8_weight_scales_are_symmetric_max_over_127(demo, artifacts):
 
 
 def test_w8a8_carries_every_pt2e_scale_and_zero_point(artifacts):
-    from edgeconv.passes.quantize import read_qparams
+    from edgeconv.quant.qparams import read_qparams
 
     target, graph, path, info = artifacts["coreml-w8a8"]
     assert "equal PT2E's" in info.scales_from and "nullify_redundant_quantization_zero_point" in info.scales_from
@@ -148,7 +148,7 @@ def test_w8a8_default_pipeline_would_change_scales(demo, artifacts):
 
 
 def test_w8a8_evaluator_matches_torch_quant_sim(demo, artifacts):
-    from edgeconv.passes.quantize import OUTPUT_KEY
+    from edgeconv.quant.qparams import OUTPUT_KEY
 
     _, _, _, held = demo
     target, graph, path, _ = artifacts["coreml-w8a8"]
@@ -235,7 +235,7 @@ def test_per_layer_w8a8_has_one_scale_per_weight(demo, tmp_path):
 def test_parity_check_passes_for_every_coreml_target(demo, artifacts):
     """edgeconv's own parity (as the export pipeline runs it) on the MIL-evaluated artifacts."""
     from edgeconv import parity
-    from edgeconv.passes.quantize import OUTPUT_KEY
+    from edgeconv.quant.qparams import OUTPUT_KEY
 
     spec, _, _, held = demo
     ref = _torch(spec.module, held.x)

@@ -47,15 +47,15 @@ def test_converter_matches_onnxruntime(model, lines):
 
 def test_coreml_w8a8_keeps_every_scale(model, lines, tmp_path):
     pytest.importorskip("coremltools", reason="needs coremltools (pip install 'edgeconv[coreml]')")
-    from edgeconv import catalog
+    from edgeconv import registrations
     from edgeconv.config import ExportOptions, QuantOptions
     from edgeconv.context import Context
     from edgeconv.exporters import coreml
     from edgeconv.graph import capture
-    from edgeconv.pipeline import run_passes
+    from edgeconv.passes.manager import run_passes
     from edgeconv.registry import TARGETS
 
-    catalog.load()
+    registrations.load()
     calib = rc.dataset(rc.CALIB_SEED, 8)
     ctx = Context(options=ExportOptions(quant=QuantOptions(samples=8)), model=None, calib=calib)
     graph = run_passes(capture(model, (torch.zeros(rc.INPUT_SHAPE),)), ctx, coreml.INT8_PASSES)
@@ -67,7 +67,7 @@ def test_coreml_w8a8_keeps_every_scale(model, lines, tmp_path):
     assert len(weights) == 54 and all(w.dtype == "int8" and w.num_scales == w.shape[0] for w in weights)
     runner = TARGETS.get("coreml-w8a8")().load(path)
     got = runner(lines.x[:8])
-    from edgeconv.analyze import forward, simulate
+    from edgeconv.quant.program import forward, simulate
 
     want = forward(simulate(graph.module(), ()), lines.x[:8])
     # softmax output: the last activation is float; compare probabilities

@@ -9,16 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from edgeconv import catalog
+from edgeconv import registrations
 from edgeconv.config import ExportOptions, QuantOptions
 from edgeconv.context import Context
-from edgeconv.divergence import QTensor, divergence, match
+from edgeconv.quant.divergence import QTensor, divergence, match
 from edgeconv.errors import UserError
 from edgeconv.graph import capture
-from edgeconv.pipeline import run_passes, split_data
+from edgeconv.passes.manager import run_passes
+from edgeconv.pipeline import split_data
 from edgeconv.registry import TARGETS
 
-catalog.load()
+registrations.load()
 FORMATS = ["onnx-int8", "tflite-int8", "coreml-w8a8"]
 BAD_LAYER = "blocks.1.depthwise.0"
 
@@ -39,7 +40,7 @@ def demo():
 def mis_quantized(graph):
     """The same program with one layer's int8 weights dequantized with 1.5x their scale (quantized
     with the true one): that layer computes with 1.5x its weights; nothing else changes."""
-    from edgeconv.analyze import module_path
+    from edgeconv.quant.program import module_path
 
     gm = graph.module()
     conv = next(n for n in gm.graph.nodes if n.op == "call_function" and "conv2d" in str(n.target)
@@ -77,7 +78,7 @@ def artifacts(demo, tmp_path_factory):
 
 def _depthwise_index(graph) -> int:
     """Position of BAD_LAYER among the convs, in graph order."""
-    from edgeconv.analyze import module_path
+    from edgeconv.quant.program import module_path
 
     convs = [n for n in graph.module().graph.nodes if n.op == "call_function" and "conv2d" in str(n.target)]
     return [module_path(n) for n in convs].index(BAD_LAYER)
@@ -121,7 +122,7 @@ def test_mis_quantized_layer_is_named(demo, artifacts, name):
 
 
 def test_report_round_trips(demo, artifacts):
-    from edgeconv.divergence import DivergenceReport
+    from edgeconv.quant.divergence import DivergenceReport
 
     _, _, graph, evalset = demo
     report = divergence(graph, artifacts["onnx-int8"][1], evalset.x[:2])

@@ -110,12 +110,12 @@ def test_fold_refuses_bn_after_relu_and_stays_exact(tmp_path):
 
 
 def test_passes_are_idempotent():
-    from edgeconv import catalog
+    from edgeconv import registrations
     from edgeconv.context import Context
     from edgeconv.graph import capture
     from edgeconv.registry import PASSES
 
-    catalog.load()
+    registrations.load()
     spec = load_model(None)
     ctx = Context(options=ExportOptions(), model=spec)
     g = capture(spec.module, spec.example_inputs)

@@ -3,25 +3,25 @@ fewest layers float, checked again after a real re-quantization with those nodes
 the exported artifacts; bad budgets and bad evaluators are one-line user errors (exit 2)."""
 from __future__ import annotations
 
-import dataclasses
 import sys
 import textwrap
 
 import pytest
 import torch
 
-from edgeconv import catalog
-from edgeconv.analyze import analyze, find_layers, forward
+from edgeconv import registrations
+from edgeconv.quant.program import find_layers, forward
+from edgeconv.quant.sensitivity import analyze
 from edgeconv.config import ExportOptions, QuantOptions
 from edgeconv.context import Context
 from edgeconv.demo import heldout
 from edgeconv.errors import UserError
-from edgeconv.fallback import choose_float_nodes, keep_float, with_float_nodes
+from edgeconv.quant.fallback import choose_float_nodes, keep_float, with_float_nodes
 from edgeconv.graph import capture
-from edgeconv.pipeline import run_passes
+from edgeconv.passes.manager import run_passes
 from zoo_planted import EVAL, planted_net
 
-catalog.load()
+registrations.load()
 MAX_DROP = 0.03
 
 
@@ -43,7 +43,8 @@ def requantize(folded, ctx):
     """What the quantize pass does, with the quantizer wrapped by keep_float(Graph.float_nodes)."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from edgeconv.passes.quantize import calibrate, make_quantizer, read_qparams
+    from edgeconv.passes.quantize import calibrate, make_quantizer
+    from edgeconv.quant.qparams import read_qparams
 
     quantizer = keep_float(make_quantizer(ctx.options.quant), folded.float_nodes)
     prepared = prepare_pt2e(folded.module(), quantizer)

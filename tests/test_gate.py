@@ -7,8 +7,9 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from edgeconv.errors import UserError
-from edgeconv.gate import (Measured, baseline_json, breach_lines, evaluate, junit_xml, load_baseline,
-                           load_budgets, markdown, parse_budgets)
+from edgeconv.gate.budgets import Measured, baseline_json, load_baseline, load_budgets, parse_budgets
+from edgeconv.gate.reports import breach_lines, junit_xml, markdown
+from edgeconv.gate.rules import evaluate
 
 TARGETS = ["onnx-fp32", "tflite-fp32", "tflite-int8"]
 DEVICES = ["host", "pixel-7", "pixel", "galaxy-s24"]

@@ -37,7 +37,7 @@ EMULATED_SAMPLES = 16
 def demo(tmp_path_factory):
     """The demo's int8 program (one small calibration), both ONNX encodings of it, the held-out
     inputs, the torch simulation's outputs and the output step."""
-    from edgeconv.passes.quantize import OUTPUT_KEY
+    from edgeconv.quant.qparams import OUTPUT_KEY
 
     out = tmp_path_factory.mktemp("onnx-host")
     opts = ExportOptions(targets=("onnx-int8", "onnx-int8-u8"), out_dir=str(out),

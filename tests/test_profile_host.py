@@ -131,11 +131,11 @@ def test_profile_exports_a_model_reference_first(tmp_path):
 def test_profile_refuses_a_model_whose_export_failed_parity(tmp_path, monkeypatch):
     """An impossible tolerance makes the onnx export fail parity: profile says why and exits 1
     instead of timing it; --allow-failed-parity times it, but prints the failure first and records it."""
-    from edgeconv import catalog
+    from edgeconv import registrations
     from edgeconv.exporters.base import Tolerance
     from edgeconv.registry import TARGETS
 
-    catalog.load()
+    registrations.load()
     monkeypatch.setattr(TARGETS.get("onnx"), "tolerance", Tolerance(vs_fp32_min_cosine=1.1))  # cosine is at most 1
     out = tmp_path / "out"
     res = CliRunner().invoke(main, ["profile", "edgeconv.demo:demo", "-t", "onnx", "-o", str(out), "--runs", "3",
@@ -158,11 +158,11 @@ def test_profile_refuses_a_model_whose_export_failed_parity(tmp_path, monkeypatc
 
 
 def test_profile_api_records_an_allowed_parity_failure(tmp_path, monkeypatch):
-    from edgeconv import catalog
+    from edgeconv import registrations
     from edgeconv.exporters.base import Tolerance
     from edgeconv.registry import TARGETS
 
-    catalog.load()
+    registrations.load()
     monkeypatch.setattr(TARGETS.get("onnx"), "tolerance", Tolerance(vs_fp32_min_cosine=1.1))  # cosine is at most 1
     warned: list[str] = []
     r = profile("edgeconv.demo:demo", "host", ProfileOptions(runs=2, warmup=0), target="onnx",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgeconv import qat
+from edgeconv.quant import qat
 from edgeconv.calib.data import DataSet
 from edgeconv.demo import demo, heldout
 from edgeconv.errors import UserError
@@ -83,7 +83,7 @@ def test_convert_gives_a_clean_quantized_graph(trained):
 
 
 def test_tflite_artifact_carries_the_qat_scales(trained, tmp_path, spec):
-    from edgeconv.catalog import load
+    from edgeconv.registrations import load
     from edgeconv.context import Context
     from edgeconv.config import ExportOptions
     from edgeconv.registry import TARGETS

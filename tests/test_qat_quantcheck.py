@@ -9,7 +9,7 @@ from edgeconv.config import ExportOptions, Granularity, QuantOptions
 from edgeconv.context import Context
 from edgeconv.graph import capture
 from edgeconv.models import ModelSpec
-from edgeconv.quantcheck import QuantCheck, channel_sqnr_db, check_graph, check_quant
+from edgeconv.passes.check_quant import QuantCheck, channel_sqnr_db, per_layer_weight_check, check_quant
 from edgeconv.registry import PASSES
 
 
@@ -39,7 +39,7 @@ def test_sqnr_matches_int8_levels():
 
 def test_wrecked_layer_is_named_and_others_are_not():
     model = _net(spread=300.0)
-    check = check_graph(capture(model, (torch.randn(1, 3, 6, 6),)))
+    check = per_layer_weight_check(capture(model, (torch.randn(1, 3, 6, 6),)))
     by_weight = {layer.weight: layer for layer in check.layers}
     assert set(by_weight) == {"0.weight", "3.weight", "6.weight"}
     dw = by_weight["3.weight"]

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from edgeconv import catalog
+from edgeconv import registrations
 from edgeconv.errors import UserError
 from edgeconv.registry import DEVICES, PASSES, TARGETS, Registry
 
-catalog.load()
+registrations.load()
 TESTS = "\n".join(p.read_text() for p in Path(__file__).parent.glob("test_*.py") if p.name != "test_registry.py")
 
 

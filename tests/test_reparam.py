@@ -12,8 +12,8 @@ from edgeconv.errors import UserError
 from edgeconv.graph import capture
 from edgeconv.passes.reparam_merge import reparam_merge
 from edgeconv.registry import PASSES
-from edgeconv.reparam import algebra
-from edgeconv.reparam.protocol import ProtocolReport, reparameterize_model
+from edgeconv.prepare.reparam import algebra
+from edgeconv.prepare.reparam.protocol import ProtocolReport, reparameterize_model
 from zoo_reparam import BLOCK_ZOO, RepNet, randomize_bn, strip_methods
 
 CONV = torch.ops.aten.conv2d.default
@@ -204,7 +204,7 @@ def test_algebra_identity_and_dilation_kernels():
 def test_quantized_program_is_left_alone():
     import dataclasses
 
-    from edgeconv.reparam.blocks import RepVGGBlock
+    from edgeconv.prepare.reparam.blocks import RepVGGBlock
 
     block = RepVGGBlock(4, 4).eval()
     graph = dataclasses.replace(capture(block, (torch.randn(1, 4, 5, 5),)), quantizer=object())

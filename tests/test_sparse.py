@@ -134,9 +134,9 @@ def test_gradual_pruner_reaches_the_target_and_keeps_weights_pruned():
 # --- the checker on the torch graph ------------------------------------------------------------
 
 def test_checker_graph_eligible_after_pruning_with_4x1_blocks():
-    from edgeconv.sparse_check import check_graph
+    from edgeconv.sparse_check import sparse_path_check
 
-    rep = check_graph(pruned_graph(0.9), "mnv2")
+    rep = sparse_path_check(pruned_graph(0.9), "mnv2")
     assert rep.eligible, rep.lines()
     assert rep.zeros_1x1 == pytest.approx(0.9, abs=0.005)
     assert len(rep.layers) == N_POINTWISE and {layer.block for layer in rep.layers} == {4}
@@ -144,21 +144,21 @@ def test_checker_graph_eligible_after_pruning_with_4x1_blocks():
 
 def test_checker_graph_names_each_failing_condition():
     from edgeconv.graph import capture
-    from edgeconv.sparse_check import check_graph
+    from edgeconv.sparse_check import sparse_path_check
 
-    dense = check_graph(capture(mobilenet_v2ish(), (torch.zeros(INPUT_SHAPE),)))
+    dense = sparse_path_check(capture(mobilenet_v2ish(), (torch.zeros(INPUT_SHAPE),)))
     assert not dense.eligible and [f.condition for f in dense.findings] == ["sparsity"]
     assert "more than 66.7%" in dense.findings[0].reason
 
-    odd = check_graph(pruned_graph(0.9, with_unsupported_op=True))
+    odd = sparse_path_check(pruned_graph(0.9, with_unsupported_op=True))
     assert not odd.eligible
     bad = [f for f in odd.findings if f.blocking]
     assert [f.condition for f in bad] == ["unsupported-op"] and "3x3 conv (groups 1" in bad[0].reason
 
-    int8 = check_graph(dataclasses.replace(pruned_graph(0.9), quantizer=object()))
+    int8 = sparse_path_check(dataclasses.replace(pruned_graph(0.9), quantizer=object()))
     assert not int8.eligible and [f.condition for f in int8.findings] == ["int8"]
 
-    same = check_graph(pruned_graph(0.9, tf_same_padding=True))
+    same = sparse_path_check(pruned_graph(0.9, tf_same_padding=True))
     stem = [f for f in same.findings if f.blocking]
     assert not same.eligible and [f.condition for f in stem] == ["stem"]
     assert "(0, 1, 0, 1)" in stem[0].reason and stem[0].node == "conv2d"
@@ -267,10 +267,10 @@ def test_ineligible_artifacts_say_why(artifacts):
 # --- targets ---------------------------------------------------------------------------------
 
 def test_sparse_targets_registered_with_their_pass_lists():
-    from edgeconv import catalog
+    from edgeconv import registrations
     from edgeconv.registry import PASSES, TARGETS
 
-    catalog.load()
+    registrations.load()
     assert "sparsify" in PASSES
     for name in ("tflite-sparse", "tflite-sparse-fp16"):
         t = TARGETS.get(name)

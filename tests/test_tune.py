@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from edgeconv.errors import UserError
-from edgeconv.tune import TuneReport, eval_mode, is_tuned, tune_mode
+from edgeconv.prepare.tune_mode import TuneReport, eval_mode, is_tuned, tune_mode
 from zoo_reparam import TUNE_ZOO, Bottleneck, ConvOutputReused, Plain, randomize_bn
 
 

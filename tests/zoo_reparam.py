@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edgeconv.reparam.blocks import (ACBlock, DilatedReparamBlock, DiverseBranchBlock, MobileOneBlock,
+from edgeconv.prepare.reparam.blocks import (ACBlock, DilatedReparamBlock, DiverseBranchBlock, MobileOneBlock,
                                      RepVGGBlock, repvgg_a0)  # noqa: F401 (re-exported for tests)
 
 
@@ -164,7 +164,7 @@ class RepNet(nn.Module):
 def strip_methods(model: nn.Module) -> nn.Module:
     """Turn every reparam block into a plain module of the same forward without any merge method,
     so only the graph pass can merge it (the pass must not rely on the protocol)."""
-    from edgeconv.reparam.protocol import METHODS
+    from edgeconv.prepare.reparam.protocol import METHODS
 
     for m in model.modules():
         cls = type(m)

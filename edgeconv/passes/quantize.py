@@ -7,13 +7,12 @@ and every exporter lowers it, so all int8 artifacts carry the same scales.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from edgeconv.errors import UserError
 from edgeconv.passes import PassResult
 from edgeconv.registry import PASSES
-from edgeconv.qparams import OUTPUT_KEY, read_qparams  # noqa: F401  (OUTPUT_KEY: re-exported)
+from edgeconv.quant.qparams import read_qparams
 
 if TYPE_CHECKING:
     from edgeconv.config import QuantOptions
@@ -51,12 +50,7 @@ def quantize(graph: "Graph", ctx: "Context") -> PassResult:
 
     if graph.quantized:
         return PassResult(graph, False, ("already quantized",))
-    if ctx.options.qat.epochs:
-        if ctx.options.max_drop is not None:
-            raise UserError("--max-drop chooses float layers for post-training calibration; it cannot be "
-                            "combined with --qat-epochs (QAT learns the scales instead) — drop one of them")
-        return _qat(graph, ctx)
-    from edgeconv.fallback import keep_float
+    from edgeconv.quant.fallback import keep_float
 
     opts = ctx.options.quant
     quantizer = keep_float(make_quantizer(opts), graph.float_nodes)
@@ -74,27 +68,3 @@ def quantize(graph: "Graph", ctx: "Context") -> PassResult:
     )
     new = graph.with_module(converted, quantizer=quantizer, qparams=qparams)
     return PassResult(new, True, notes)
-
-
-def _qat(graph: "Graph", ctx: "Context") -> PassResult:
-    """Quantization-aware training instead of calibration. QAT trains the eager model (BN in
-    Tune-mode form under the fake-quant, which a captured, already-folded program cannot give),
-    then captures and converts it; the result replaces the graph the earlier passes produced."""
-    from edgeconv import qat
-    from edgeconv.config import Granularity
-
-    opts = ctx.options
-    spec = ctx.model
-    if opts.qat.train_data:
-        data = qat.load_train_data(opts.qat.train_data, spec)
-    elif spec.train_data is not None:
-        data = spec.train_data()
-    else:
-        raise UserError(f"--qat-epochs needs training data: {spec.name} bundles none; pass --train-data "
-                        "package.module:function returning a labelled DataSet or (x, y) arrays")
-    per_channel = opts.quant.weights is Granularity.PER_CHANNEL
-    with ctx.progress.task(f"QAT, {opts.qat.epochs} epoch(s) on {len(data)} samples"):
-        trained = qat.train_qat(spec, data, opts.qat.epochs, per_channel=per_channel, seed=opts.seed)
-    notes = (f"QAT instead of calibration: weights int8 {opts.quant.weights.value}, scales learned",) + tuple(
-        n for s in trained.history for n in s.notes)
-    return PassResult(dataclasses.replace(trained, history=graph.history), True, notes)

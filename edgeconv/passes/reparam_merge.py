@@ -8,7 +8,7 @@ A branch is a chain of linear ops fed by one tensor (the source): conv2d with co
 eval batch_norm, avg_pool2d (count_include_pad), dilated convs, and a 1×1 conv followed by a k×k
 conv; the source itself is the identity branch. Every add tree whose leaves include two or more
 branches from the same source, one of them a conv, is rewritten with the branch algebra of
-`edgeconv.reparam.algebra` (TECHNIQUES.md §2). Branches that cannot merge — different strides or
+`edgeconv.prepare.reparam.algebra` (TECHNIQUES.md §2). Branches that cannot merge — different strides or
 groups, paddings that do not centre the kernels on the same pixel, a bias in front of a padded
 k×k conv — are left as they are and the reason goes into the notes.
 
@@ -84,7 +84,7 @@ def reparam_merge(graph: "Graph", ctx: "Context | None" = None) -> PassResult:
 
 def _check_exact(graph: "Graph", gm: "GraphModule", ctx: "Context | None") -> tuple[str | None, str]:
     """(FAILED note or None, the note with both relative errors) for the merged `gm` vs `graph`."""
-    from edgeconv.reparam.exactness import check_sets, measure, run_sets
+    from edgeconv.prepare.reparam.exactness import check_sets, measure, run_sets
 
     calib = ctx.calib.x if ctx is not None and ctx.calib is not None else None
     sets = check_sets(graph.example_inputs, calib, ctx.options.seed if ctx is not None else 0)
@@ -159,7 +159,7 @@ def _refusal(branches: list[Branch]) -> str | None:
 
 
 def _combine(branches: list[Branch]) -> tuple["torch.Tensor", "torch.Tensor", tuple[int, int], tuple[int, int], int]:
-    from edgeconv.reparam import algebra
+    from edgeconv.prepare.reparam import algebra
 
     groups = next(b.groups for b in branches if b.groups is not None)
     kbs = []
@@ -213,7 +213,7 @@ def _identity(node: "Node") -> Branch:
 
 
 def _bn(gm: "GraphModule", node: "Node", inner: Branch) -> Branch:
-    from edgeconv.reparam import algebra
+    from edgeconv.prepare.reparam import algebra
 
     w, b, mean, var = (_fetch(gm, node.args[i]) for i in (1, 2, 3, 4))
     eps = float(_arg(node, 7, 1e-5))
@@ -224,7 +224,7 @@ def _bn(gm: "GraphModule", node: "Node", inner: Branch) -> Branch:
 def _conv(gm: "GraphModule", node: "Node", inner: Branch, notes: list[str]) -> Branch:
     import torch
 
-    from edgeconv.reparam import algebra
+    from edgeconv.prepare.reparam import algebra
 
     w = _fetch(gm, node.args[1])
     bias = _fetch(gm, _arg(node, 2, None))

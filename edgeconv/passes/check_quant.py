@@ -93,7 +93,7 @@ def layer_spread(name: str, weight_name: str, w: np.ndarray, groups: int = 1,
     return LayerSpread(name, weight_name, kind, int(w.shape[0]), spread, p10_t, p10_c, p10_t < min_sqnr_db)
 
 
-def check_graph(graph: "Graph", min_sqnr_db: float = MIN_SQNR_DB) -> QuantCheck:
+def per_layer_weight_check(graph: "Graph", min_sqnr_db: float = MIN_SQNR_DB) -> QuantCheck:
     """Every conv/linear of the captured program, an eval BN right after a conv folded in first."""
     return check_module(graph.module(), min_sqnr_db)
 
@@ -145,5 +145,5 @@ def check_quant(graph: "Graph", ctx: "Context | None" = None) -> PassResult:
 
     if ctx is None or ctx.options.quant.weights is not Granularity.PER_TENSOR:
         return PassResult(graph, False)
-    warning = check_graph(graph).warning()
+    warning = per_layer_weight_check(graph).warning()
     return PassResult(graph, False, (warning,) if warning else ())

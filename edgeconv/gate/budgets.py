@@ -1,16 +1,4 @@
-"""The CI gate: a budgets file of model × target × device limits, checked against fresh exports and
-profiles (measured where the device is reachable, predicted — and marked so — where it is not).
-
-    budgets (TOML) ──load_budgets──▶ Budgets ──collect──▶ {key: Measured} ──evaluate──▶ GateResults
-                                                                                       ├ junit_xml
-                                                                                       ├ markdown
-                                                                                       └ baseline_json
-
-Besides the budgeted limits, every exported artifact must pass its parity check (an artifact that
-does not compute what its model computes fails the gate whatever its speed).
-
-`evaluate` is a pure function of the budgets, the measurements and an optional baseline, so the
-rules are tested without exporting anything; `collect` is the only part that runs exports/profiles.
+"""The budgets file and the baseline: parsed into frozen data with line-numbered errors.
 
 Budgets file:
 
@@ -43,13 +31,10 @@ import math
 import re
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from edgeconv.errors import EdgeconvError, UserError
-from edgeconv.results import GateResult, Record
-
-if TYPE_CHECKING:
-    from edgeconv.context import Progress
+from edgeconv.results import Record
 
 LIMITS = ("p50_ms", "p90_ms", "size_kb", "accuracy_drop")
 BUDGET_KEYS = ("model", "target", "device", "delegate", *LIMITS, "regression_pct")
@@ -270,12 +255,12 @@ def load_budgets(path: str | Path, check_names: bool = True) -> Budgets:
         raise UserError(f"budgets file {p} is not readable: {e}") from None
     targets = devices = delegates = None
     if check_names:
-        from edgeconv import catalog
+        from edgeconv import registrations
         from edgeconv.devices.base import Delegate
         import edgeconv.devices.catalog  # noqa: F401  (fills DEVICES)
         from edgeconv.registry import DEVICES, TARGETS
 
-        catalog.load()
+        registrations.load()
         targets, devices, delegates = TARGETS.names(), DEVICES.names(), [d.value for d in Delegate]
     return parse_budgets(text, str(p), targets, devices, delegates)
 
@@ -302,169 +287,3 @@ def load_baseline(path: str | Path) -> dict[str, Measured]:
         return {k: Measured.from_dict(v) for k, v in data["results"].items()}
     except (KeyError, TypeError) as e:
         raise UserError(f"baseline file {p} lacks {e}; write a fresh one with --write-baseline") from None
-
-
-# --- the rules ---------------------------------------------------------------------------------
-
-def evaluate(budgets: Budgets, measured: Mapping[str, Measured],
-             baseline: Mapping[str, Measured] | None = None) -> tuple[GateResult, ...]:
-    """One GateResult per check. Pure: no I/O, no exports, no clocks."""
-    out: list[GateResult] = []
-    parity_seen: set[tuple[str, str]] = set()
-    for b in budgets.entries:
-        m = measured.get(b.key)
-        if m is None:
-            raise UserError(f"no result for {b.key}: the gate measured nothing for this budget")
-        if m.parity_failures is not None and (b.model, b.target) not in parity_seen:
-            # an artifact that does not match its model fails the gate whatever its speed; once per artifact
-            parity_seen.add((b.model, b.target))
-            out.append(GateResult(f"{b.model} / {b.target}", "parity_failures", float(m.parity_failures), 0.0,
-                                  m.parity_failures == 0, m.parity_note or "parity checked"))
-        how = m.basis or "measured"
-        checks = [("p50_ms", b.p50_ms, m.p50_ms, how), ("p90_ms", b.p90_ms, m.p90_ms, how),
-                  ("size_kb", b.size_kb, m.size_bytes / 1024.0, f"sha256 {m.artifact_sha256[:12]}"),
-                  ("accuracy_drop", b.accuracy_drop, m.accuracy_drop, _acc_note(m))]
-        for metric, limit, value, note in checks:
-            if limit is None:
-                continue
-            if metric == "p90_ms" and (value is None or math.isnan(value)):
-                out.append(GateResult(b.key, metric, None, limit, False, _no_p90(b, m)))
-                continue
-            if value is None:
-                out.append(GateResult(b.key, metric, None, limit, False,
-                                      f"no value to check ({note}); remove the limit or supply what it needs"))
-                continue
-            ok = value <= limit
-            out.append(GateResult(b.key, metric, value, limit, ok,
-                                  f"{value:.4g} {'<=' if ok else '>'} {limit:.4g}; {note}"))
-        if baseline is not None and b.needs_latency:
-            out.append(_regression(b, m, baseline.get(b.key), budgets.settings))
-    return tuple(out)
-
-
-def _no_p90(b: Budget, m: Measured) -> str:
-    """Why a p90 budget has nothing to check: never a p50 standing in for it."""
-    if m.method == "predicted":
-        return (f"not measured: p90 needs a measurement; {m.basis or 'a prediction'} is one number, with no "
-                f"spread — make {b.device} reachable (see `edgeconv devices`) or budget p50_ms instead")
-    return (f"not measured: {m.basis or m.method or 'the measurement'} reported no p90; "
-            "budget p50_ms for this device instead")
-
-
-def _acc_note(m: Measured) -> str:
-    if m.accuracy is None or m.reference_accuracy is None:
-        return "the evaluation data has no labels, so no accuracy was measured"
-    return f"accuracy {m.accuracy:.2%} vs fp32 {m.reference_accuracy:.2%}"
-
-
-def _regression(b: Budget, m: Measured, base: Measured | None, s: GateSettings) -> GateResult:
-    limit = b.regression_pct if b.regression_pct is not None else s.regression_pct
-    if base is None or base.p50_ms is None or m.p50_ms is None:
-        return GateResult(b.key, "regression_pct", None, limit, True, "not compared: no baseline entry")
-    if base.method != m.method:  # a prediction is never compared with a measurement
-        return GateResult(b.key, "regression_pct", None, limit, True,
-                          f"not compared: baseline {base.method}, now {m.method}")
-    slower = (m.p50_ms / base.p50_ms - 1.0) * 100.0
-    ok = slower <= limit
-    same = " (same artifact bytes)" if base.artifact_sha256 == m.artifact_sha256 else ""
-    return GateResult(b.key, "regression_pct", slower, limit, ok,
-                      f"p50 {m.p50_ms:.4g} ms vs baseline {base.p50_ms:.4g} ms: {slower:+.1f} %{same}")
-
-
-# --- reports -----------------------------------------------------------------------------------
-
-def junit_xml(results: Iterable[GateResult], suite: str = "edgeconv gate") -> str:
-    """JUnit XML: one <testcase> per check; a breach is a <failure>, an uncompared check <skipped>."""
-    import xml.etree.ElementTree as ET
-
-    results = list(results)
-    failures = sum(not r.passed for r in results)
-    skipped = sum(r.passed and r.value is None for r in results)
-    root = ET.Element("testsuites", name=suite, tests=str(len(results)), failures=str(failures),
-                      errors="0", skipped=str(skipped))
-    ts = ET.SubElement(root, "testsuite", name=suite, tests=str(len(results)), failures=str(failures),
-                       errors="0", skipped=str(skipped))
-    for r in results:
-        tc = ET.SubElement(ts, "testcase", classname=r.name, name=r.metric)
-        if not r.passed:
-            ET.SubElement(tc, "failure", message=r.message, type="BudgetBreached").text = (
-                f"{r.name}: {r.metric} {'n/a' if r.value is None else f'{r.value:.6g}'} exceeds {r.limit:g}\n{r.message}")
-        elif r.value is None:
-            ET.SubElement(tc, "skipped", message=r.message)
-        ET.SubElement(tc, "system-out").text = r.message
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def markdown(results: Iterable[GateResult]) -> str:
-    """A GitHub-flavoured summary, fit for $GITHUB_STEP_SUMMARY."""
-    results = list(results)
-    bad = [r for r in results if not r.passed]
-    head = (f"## edgeconv gate: {'FAILED' if bad else 'passed'} — "
-            f"{len(results) - len(bad)} of {len(results)} checks within budget\n")
-    rows = ["| | model / target / device | check | value | limit | how |", "|---|---|---|---|---|---|"]
-    for r in results:
-        mark = "❌" if not r.passed else ("➖" if r.value is None else "✅")
-        value = "n/a" if r.value is None else f"{r.value:.4g}"
-        rows.append(f"| {mark} | {_cell(r.name)} | {r.metric} | {value} | {r.limit:g} | {_cell(r.message)} |")
-    return head + "\n" + "\n".join(rows) + "\n"
-
-
-def breach_lines(results: Iterable[GateResult]) -> list[str]:
-    return [f"BREACH {r.name}: {r.metric} {'n/a' if r.value is None else f'{r.value:.4g}'} "
-            f"(limit {r.limit:g}) — {r.message}" for r in results if not r.passed]
-
-
-# --- running exports and profiles ----------------------------------------------------------------
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "model"
-
-
-def collect(budgets: Budgets, progress: "Progress | None" = None) -> dict[str, Measured]:
-    """Export every model once (all its budgeted targets), then profile each budgeted device."""
-    from edgeconv.config import ExportOptions, QuantOptions
-    from edgeconv.devices.base import Delegate, ProfileOptions
-    from edgeconv.devices.profile import headline, profile
-    from edgeconv.models import load_model
-    from edgeconv.pipeline import export, resolve_targets
-
-    s = budgets.settings
-    by_model: dict[str, list[Budget]] = {}
-    for b in budgets.entries:
-        by_model.setdefault(b.model, []).append(b)
-    out: dict[str, Measured] = {}
-    for model, entries in by_model.items():
-        targets = tuple(dict.fromkeys(b.target for b in entries))
-        resolve_targets(targets)
-        out_dir = Path(s.out_dir) / _slug(model)
-        export_options = ExportOptions(targets=targets, out_dir=str(out_dir), eval_samples=s.eval_samples,
-                                       quant=QuantOptions(samples=s.calib_samples))
-        manifest = export(load_model(model), export_options, progress)
-        arts = {a.target: a for a in manifest.artifacts}
-        for b in entries:
-            a = arts[b.target]
-            p50 = p90 = None
-            method = basis = ""
-            if b.needs_latency:
-                options = ProfileOptions(threads=s.threads, runs=s.runs, warmup=s.warmup,
-                                         delegate=Delegate(b.delegate) if b.delegate else None)
-                rep = profile(str(out_dir / a.path), b.device, options, require_measured=s.require_measured,
-                              progress=progress)
-                if rep.artifact_sha256 and rep.artifact_sha256 != a.sha256:
-                    raise UserError(f"{b.key}: the profiled bytes are not the exported artifact")
-                p50, p90, method, basis = rep.p50_ms, rep.p90_ms, rep.method, headline(rep)
-            ref = a.parity.reference_accuracy if a.parity else None
-            failed = [d for d in a.parity.diffs if not d.passed] if a.parity else []
-            note = "; ".join(f"vs {d.reference}: {d.reason}" for d in failed) if failed else (
-                f"matches {', '.join(d.reference for d in a.parity.diffs)} in {a.parity.runtime}" if a.parity else "")
-            out[b.key] = Measured(model=b.model, target=b.target, device=b.device, artifact_sha256=a.sha256,
-                                  size_bytes=a.size_bytes, accuracy=a.parity.accuracy if a.parity else None,
-                                  reference_accuracy=ref if ref is not None else manifest.reference_accuracy,
-                                  p50_ms=p50, p90_ms=p90, method=method, basis=basis,
-                                  parity_failures=len(failed) if a.parity else None, parity_note=note,
-                                  delegate=b.delegate or "")
-    return out

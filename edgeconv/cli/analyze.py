@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from edgeconv.cli_common import load_spec, model_options, progress, quant_and_calib, quant_options
+from edgeconv.cli.options import load_spec, model_options, progress, quant_and_calib, quant_options
 
 
 @click.command("analyze")
@@ -26,7 +26,7 @@ def analyze_cmd(**kw) -> None:
 
     from edgeconv.pipeline import analyze_model
     from edgeconv.config import ExportOptions
-    from edgeconv.fallback import load_evaluator
+    from edgeconv.quant.fallback import load_evaluator
     from edgeconv.results import atomic_write
 
     as_json, out_path, max_drop, evaluator = kw.pop("as_json"), kw.pop("out_path"), kw.pop("max_drop"), kw.pop("evaluator")
@@ -62,7 +62,7 @@ def divergence_cmd(artifacts, samples, steps, as_json, **kw) -> None:
     from pathlib import Path
 
     from edgeconv.config import ExportOptions
-    from edgeconv.divergence import check_artifact, divergence
+    from edgeconv.quant.divergence import check_artifact, divergence
     from edgeconv.pipeline import quantized_graph
 
     for a in artifacts:  # a wrong or corrupt artifact fails before any calibration work

@@ -21,8 +21,10 @@ def gate_cmd(budgets, baseline, write_baseline, junit, summary, as_json) -> None
     from pathlib import Path
 
     from edgeconv.context import Progress
-    from edgeconv.gate import (GateBreach, baseline_json, breach_lines, collect, evaluate, junit_xml,
-                               load_baseline, load_budgets, markdown)
+    from edgeconv.gate.budgets import GateBreach, baseline_json, load_baseline, load_budgets
+    from edgeconv.gate.collect import collect
+    from edgeconv.gate.reports import breach_lines, junit_xml, markdown
+    from edgeconv.gate.rules import evaluate
     from edgeconv.results import atomic_write
 
     spec = load_budgets(budgets)

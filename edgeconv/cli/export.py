@@ -5,7 +5,7 @@ import json
 
 import click
 
-from edgeconv.cli_common import load_spec, model_options, progress, quant_and_calib, quant_options
+from edgeconv.cli.options import load_spec, model_options, progress, quant_and_calib, quant_options
 
 
 @click.command("export")
@@ -46,7 +46,7 @@ def export_cmd(**kw) -> None:
     )
     resolve_targets(options.targets)  # unknown target: fail before loading anything
     if options.evaluator:
-        from edgeconv.fallback import load_evaluator
+        from edgeconv.quant.fallback import load_evaluator
 
         load_evaluator(options.evaluator)
     manifest = export(load_spec(kw), options, progress(as_json))
@@ -59,7 +59,7 @@ def export_cmd(**kw) -> None:
         if options.analyze:
             from pathlib import Path
 
-            from edgeconv.analyze import SensitivityReport
+            from edgeconv.quant.sensitivity import SensitivityReport
             from edgeconv.pipeline import ANALYSIS
 
             path = Path(options.out_dir) / ANALYSIS
@@ -72,10 +72,10 @@ def export_cmd(**kw) -> None:
 
 def targets_markdown() -> str:
     """The README's targets table, generated from the registry."""
-    from edgeconv import catalog
+    from edgeconv import registrations
     from edgeconv.registry import TARGETS
 
-    catalog.load()
+    registrations.load()
     rows = ["| target | what | passes | checked in |", "|---|---|---|---|"]
     for n, t in TARGETS.items():
         rows.append(f"| `{n}` | {t.description} | {' → '.join(t.passes)} | {t.runtime} |")
@@ -87,10 +87,10 @@ def targets_markdown() -> str:
 @click.option("--markdown", is_flag=True, help="The targets table as markdown (for the README).")
 def list_cmd(as_json: bool, markdown: bool) -> None:
     """List the registered targets, passes and devices."""
-    from edgeconv import catalog
+    from edgeconv import registrations
     from edgeconv.registry import DEVICES, PASSES, TARGETS
 
-    catalog.load()
+    registrations.load()
     if markdown:
         click.echo(targets_markdown())
         return

@@ -2,7 +2,7 @@
 
 Each block trains with parallel linear branches and collapses, in eval mode, to a single conv
 (TECHNIQUES.md §2). The merge method carries the name its origin uses, so the protocol caller
-(`edgeconv.reparam.protocol`) and third-party walkers such as timm's find it:
+(`edgeconv.prepare.reparam.protocol`) and third-party walkers such as timm's find it:
 
 | block               | origin                          | branches (all from the same input, summed)            | merge method             |
 |---------------------|---------------------------------|--------------------------------------------------------|--------------------------|
@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgeconv.reparam import algebra
+from edgeconv.prepare.reparam import algebra
 
 
 def conv_bn(cin: int, cout: int, k: int | tuple[int, int], stride: int = 1, padding: int | tuple[int, int] = 0,

@@ -78,10 +78,10 @@ def torch_tensors(graph: "Graph", x: np.ndarray) -> list[QTensor]:
     """Int8 activations of the torch quantized program, in graph order (fused pre-activations left out)."""
     import torch
 
-    from edgeconv.analyze import _is_q, _owner, module_path, simulate
+    from edgeconv.quant.program import is_q, module_path, producing_layer, simulate
 
     gm = simulate(graph.module(), ())  # a copy without the batch-1 guard
-    qnodes = [n for n in gm.graph.nodes if _is_q(n) and "per_tensor" in str(n.target)
+    qnodes = [n for n in gm.graph.nodes if is_q(n) and "per_tensor" in str(n.target)
               and getattr(n.args[0], "op", None) != "get_attr"]
     fused = {q.name for q in qnodes if _torch_fused(q)}
     keep = [q for q in qnodes if q.name not in fused]
@@ -100,7 +100,7 @@ def torch_tensors(graph: "Graph", x: np.ndarray) -> list[QTensor]:
     out = []
     for q in keep:
         src = q.args[0]
-        owner = _owner(src)
+        owner = producing_layer(src)
         layer = module_path(owner) if owner is not None else module_path(src) if hasattr(src, "meta") else ""
         out.append(QTensor(src.name if hasattr(src, "name") else q.name, float(q.args[1]), int(q.args[2]),
                            np.concatenate(rows[q.name]), layer or getattr(src, "name", "")))
@@ -109,15 +109,15 @@ def torch_tensors(graph: "Graph", x: np.ndarray) -> list[QTensor]:
 
 def _torch_fused(q: Any) -> bool:
     """q quantizes a tensor whose only consumers are activations re-quantized with the same params."""
-    from edgeconv.analyze import _is_dq, _is_q
+    from edgeconv.quant.program import is_dq, is_q
 
-    users = [u for d in q.users if _is_dq(d) for u in d.users]
-    if not users or any(not _is_dq(d) for d in q.users):
+    users = [u for d in q.users if is_dq(d) for u in d.users]
+    if not users or any(not is_dq(d) for d in q.users):
         return False
     for u in users:
         if not any(f in str(u.target) for f in FUSABLE):
             return False
-        nxt = [w for w in u.users if _is_q(w)]
+        nxt = [w for w in u.users if is_q(w)]
         if len(nxt) != 1 or (float(nxt[0].args[1]), int(nxt[0].args[2])) != (float(q.args[1]), int(q.args[2])):
             return False
     return True

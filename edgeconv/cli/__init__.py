@@ -16,11 +16,11 @@ from edgeconv import __version__
 
 # Modules that contribute commands: each defines `commands`, a list of click.Command.
 COMMAND_MODULES: tuple[str, ...] = (
-    "edgeconv.cli_export",
-    "edgeconv.cli_devices",
-    "edgeconv.cli_gate",
-    "edgeconv.cli_analyze",
-    "edgeconv.cli_sparse",
+    "edgeconv.cli.export",
+    "edgeconv.cli.devices",
+    "edgeconv.cli.gate",
+    "edgeconv.cli.analyze",
+    "edgeconv.cli.sparse",
 )
 
 

@@ -10,7 +10,7 @@ import importlib
 MODULES = (
     "edgeconv.passes.fold_bn",
     "edgeconv.passes.reparam_merge",
-    "edgeconv.quantcheck",
+    "edgeconv.passes.check_quant",
     "edgeconv.passes.quantize",
     "edgeconv.passes.cleanup",
     "edgeconv.exporters.onnx",

@@ -1,7 +1,7 @@
 """Automatic float fallback: `--max-drop X` keeps the fewest, most sensitive conv/linear layers in
 float until the task metric drops by at most X from the float model.
 
-The search runs on the quantized simulation (edgeconv.analyze: bypassing a layer's dequantize
+The search runs on the quantized simulation (edgeconv.quant.sensitivity: bypassing a layer's dequantize
 nodes is that layer in float, same calibration), in the order `analyze` ranks the layers: add
 layers until the drop is within budget, then drop any that the budget does not need. The result
 is `Graph.float_nodes`; the quantize pass then leaves those nodes unannotated (`keep_float`), so
@@ -24,7 +24,7 @@ from edgeconv.errors import UserError
 from edgeconv.results import Record
 
 if TYPE_CHECKING:
-    from edgeconv.analyze import SensitivityReport
+    from edgeconv.quant.sensitivity import SensitivityReport
     from edgeconv.calib.data import DataSet
     from edgeconv.graph import Graph
 
@@ -77,7 +77,7 @@ def builtin_name(data: "DataSet", ref: np.ndarray) -> str:
 def score(outputs: np.ndarray, data: "DataSet", ref: np.ndarray, fn: Metric | None, name: str) -> float:
     """The metric of `outputs` (higher is better), checked to be a finite number."""
     if fn is None:
-        from edgeconv.analyze import rel_error
+        from edgeconv.quant.sensitivity import rel_error
 
         kind = builtin_name(data, ref)
         if kind == "label accuracy":
@@ -104,7 +104,7 @@ def score(outputs: np.ndarray, data: "DataSet", ref: np.ndarray, fn: Metric | No
 def choose_float_nodes(quantized: "Graph", data: "DataSet", report: "SensitivityReport", max_drop: float,
                        evaluator: str | None = None) -> FallbackResult:
     """The fewest most-sensitive layers to keep float so that float score - int8 score <= max_drop."""
-    from edgeconv.analyze import all_dq, find_layers, forward, simulate
+    from edgeconv.quant.program import all_dq, find_layers, forward, simulate
 
     if not max_drop >= 0:
         raise UserError(f"--max-drop {max_drop} must be a number >= 0 (in the metric's units)")

@@ -24,7 +24,7 @@ import inspect
 from typing import TYPE_CHECKING, Any
 
 from edgeconv.errors import UserError
-from edgeconv.reparam.exactness import Exactness, check_sets, measure, run_sets
+from edgeconv.prepare.reparam.exactness import Exactness, check_sets, measure, run_sets
 from edgeconv.results import Record
 
 if TYPE_CHECKING:

@@ -1,13 +1,13 @@
 """Quantization-aware training: prepare -> the user's own training loop -> convert -> the same exporters.
 
-    qm = edgeconv.qat.prepare(model, target="tflite-int8", example_inputs=(x,))
+    qm = edgeconv.quant.qat.prepare(model, target="tflite-int8", example_inputs=(x,))
     opt = torch.optim.AdamW(qm.parameters(), lr=1e-3)
     for xb, yb in loader:                      # qm counts training steps
         loss = F.cross_entropy(qm(xb), yb); opt.zero_grad(); loss.backward(); opt.step()
-    graph = edgeconv.qat.convert(qm)          # a quantized Graph, like the `quantize` pass makes
+    graph = edgeconv.quant.qat.convert(qm)          # a quantized Graph, like the `quantize` pass makes
 
 How (TECHNIQUES.md §3 QAT, §7 QAT): every eligible Conv -> BN pair is switched to the Tune-mode
-form (edgeconv.tune) so the BN is folded into the weight *before* fake-quant: c = γ·rsqrt(σ² + eps)
+form (edgeconv.prepare.tune_mode) so the BN is folded into the weight *before* fake-quant: c = γ·rsqrt(σ² + eps)
 is recomputed each step inside autograd and the conv runs on fq(W·c) with bias β + c·(b − μ). The
 model is captured with torch.export in train mode with a dynamic batch and prepared with
 litert-torch's PT2E quantizer and its QAT fake-quant (straight-through estimator; per-channel or
@@ -27,12 +27,12 @@ the `is_qat=True` config names just the same.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
+from edgeconv.config import QATOptions
 from edgeconv.errors import UserError
 
 if TYPE_CHECKING:
@@ -41,13 +41,6 @@ if TYPE_CHECKING:
     from edgeconv.calib.data import DataSet
     from edgeconv.graph import Graph
     from edgeconv.models import ModelSpec
-
-
-@dataclasses.dataclass(frozen=True)
-class QATOptions:
-    per_channel: bool = True
-    freeze_bn_after: int = 200  # steps during which BN statistics follow the batch, then frozen
-    freeze_observers_after: int = 400  # steps after which activation ranges are fixed
 
 
 TRACK = "_edgeconv_track"  # per-BN buffer: 1 while its statistics follow the batch, 0 when frozen
@@ -123,7 +116,7 @@ def prepare(model: "torch.nn.Module", target: str = "tflite-int8",
 
     _check_target(target)
     if not example_inputs:
-        raise UserError("edgeconv.qat.prepare needs example_inputs, e.g. (torch.zeros(1, 3, 224, 224),)")
+        raise UserError("edgeconv.quant.qat.prepare needs example_inputs, e.g. (torch.zeros(1, 3, 224, 224),)")
     model = copy.deepcopy(model)
     tracks, notes = _tune_for_qat(model, example_inputs)
     x = example_inputs[0]
@@ -148,7 +141,7 @@ def convert(qm: QATModel, notes: tuple[str, ...] = ()) -> "Graph":
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     from edgeconv.graph import Graph
-    from edgeconv.qparams import read_qparams
+    from edgeconv.quant.qparams import read_qparams
     from edgeconv.results import StageRecord
 
     t0 = time.perf_counter()
@@ -247,7 +240,7 @@ def demo_train_data() -> "DataSet":
 
 
 def _check_target(target: str) -> None:
-    from edgeconv.catalog import load
+    from edgeconv.registrations import load
     from edgeconv.registry import TARGETS
 
     load()
@@ -265,11 +258,11 @@ def _tune_for_qat(model: "torch.nn.Module", example_inputs: tuple[Any, ...]) -> 
 
     import torch
 
-    from edgeconv import tune
+    from edgeconv.prepare.tune_mode import tune_mode
 
     model.eval()
     # plain activations: the QAT program is captured with torch.export and annotated by op type
-    report = tune.tune_mode(model, example_inputs, slim_activations=False)
+    report = tune_mode(model, example_inputs, slim_activations=False)
     modules = dict(model.named_modules())
     tracks = []
     for pair in report.switched:
@@ -290,7 +283,7 @@ def _qat_conv_forward(conv: Any, bn: Any, x: "torch.Tensor") -> "torch.Tensor":
     statistics from this batch, scaled by the BN's track flag (0 once frozen)."""
     import torch
 
-    from edgeconv.tune import tune_weight_bias
+    from edgeconv.prepare.tune_mode import tune_weight_bias
 
     w, b = tune_weight_bias(conv, bn)
     y = conv._conv_forward(x, w, b)

@@ -1,0 +1,174 @@
+"""The quantized program, read and switched: its layers (a conv/linear with its weight and output
+quantization), the node helpers that see through quantize/dequantize pairs, and a simulation in
+which any set of dequantize nodes is bypassed (that tensor back in float).
+
+Works on the PT2E-converted program (`fold_quantize=False`: every quantized tensor is an explicit
+quantize -> dequantize pair). Sensitivity analysis, float fallback, cross-format divergence and
+parity all read the program through this module.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import TYPE_CHECKING, Any, Iterable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+COMPUTE = ("conv1d", "conv2d", "conv3d", "convolution", "linear", "addmm", "matmul", "mm")
+MULTI_INPUT = ("add", "mul", "cat", "sub", "div", "stack")
+
+
+def _is(node: Any, *names: str) -> bool:
+    return getattr(node, "op", None) == "call_function" and any(n in str(node.target) for n in names)
+
+
+def compute_name(node: Any) -> str | None:
+    if getattr(node, "op", None) != "call_function":
+        return None
+    name = getattr(node.target, "__name__", str(node.target)).split(".")[0]
+    return name if name in COMPUTE else None
+
+
+def is_q(node: Any) -> bool:
+    return _is(node, "quantized_decomposed.quantize_per")
+
+
+def is_dq(node: Any) -> bool:
+    return _is(node, "quantized_decomposed.dequantize_per")
+
+
+def through_qdq(node: Any) -> Any:
+    """The float tensor behind dq(q(x)) (x itself if not quantized)."""
+    while is_dq(node) and is_q(node.args[0]):
+        node = node.args[0].args[0]
+    return node
+
+
+def module_path(node: Any) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path = list(stack.values())[-1][0]
+    return path.replace("L['self'].", "").replace("L__self___", "")
+
+
+@dataclasses.dataclass
+class Layer:
+    node: str
+    op: str
+    module: str
+    dq_nodes: set[str]  # dequantize nodes that make up this layer's quantization
+    weight: np.ndarray | None
+    act: tuple[float, float, float] | None  # (min, max, scale) of its output activation
+
+
+def producing_layer(node: Any) -> Any:
+    """The conv/linear whose output this tensor is (through single-input ops), or None."""
+    seen = 0
+    while node is not None and seen < 10_000:
+        seen += 1
+        node = through_qdq(node)
+        if compute_name(node):
+            return node
+        if getattr(node, "op", None) != "call_function" or any(m in str(node.target) for m in MULTI_INPUT):
+            return None
+        tensors = [a for a in node.args if hasattr(a, "op")]
+        if len(tensors) != 1:
+            return None
+        node = tensors[0]
+    return None
+
+
+def find_layers(gm: "torch.fx.GraphModule") -> list[Layer]:
+    """Every conv/linear of a converted program with the dequantize nodes that belong to it."""
+    import torch
+
+    layers: dict[str, Layer] = {}
+    for n in gm.graph.nodes:
+        name = compute_name(n)
+        if name:
+            layers[n.name] = Layer(n.name, name, module_path(n), set(), None, None)
+    for n in gm.graph.nodes:
+        if not is_dq(n) or not is_q(n.args[0]):
+            continue
+        src = n.args[0].args[0]
+        if getattr(src, "op", None) == "get_attr":  # a weight: belongs to the layer that uses it
+            for user in n.users:
+                if user.name in layers:
+                    layers[user.name].dq_nodes.add(n.name)
+                    layers[user.name].weight = _get_attr(gm, src.target).detach().float().numpy()
+            continue
+        owner = producing_layer(src)
+        if owner is not None and owner.name in layers:
+            lay = layers[owner.name]
+            lay.dq_nodes.add(n.name)
+            scale, zp, qmin, qmax = (float(n.args[1]), int(n.args[2]), int(n.args[3]), int(n.args[4])) \
+                if not isinstance(n.args[1], torch.fx.Node) else (float("nan"), 0, 0, 0)
+            if compute_name(through_qdq(src)) or lay.act is None:
+                lay.act = ((qmin - zp) * scale, (qmax - zp) * scale, scale)
+    for lay in layers.values():
+        if lay.weight is None:  # weight-less or not quantized: read the float weight if constant
+            node = next(n for n in gm.graph.nodes if n.name == lay.node)
+            w = node.args[1] if len(node.args) > 1 else None
+            if getattr(w, "op", None) == "get_attr":
+                lay.weight = _get_attr(gm, w.target).detach().float().numpy()
+    return list(layers.values())
+
+
+def _get_attr(gm: Any, target: str) -> Any:
+    obj = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def simulate(gm: "torch.fx.GraphModule", bypass: Iterable[str]) -> "torch.fx.GraphModule":
+    """A copy of the converted program with the named dequantize nodes replaced by their float input.
+
+    Before: x -> quantize -> dequantize(d) -> conv.   After (d bypassed): x -> conv.
+    """
+    bypass = set(bypass)
+    gm = copy.deepcopy(gm)
+    for n in list(gm.graph.nodes):
+        if n.name in bypass and is_dq(n) and is_q(n.args[0]):
+            n.replace_all_uses_with(n.args[0].args[0])
+    _drop_batch_guard(gm)
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return gm
+
+
+def _drop_batch_guard(gm: Any) -> None:
+    """torch.export's unlifted module asserts the example's batch size; the analysis runs batches."""
+    for n in list(gm.graph.nodes):
+        if n.op == "call_module" and n.target == "_guards_fn" and not n.users:
+            gm.graph.erase_node(n)
+
+
+def all_dq(gm: Any) -> set[str]:
+    return {n.name for n in gm.graph.nodes if is_dq(n) and is_q(n.args[0])}
+
+
+def forward(module: Any, x: np.ndarray, batch: int = 32) -> np.ndarray:
+    """Outputs of a (simulated) program on float NCHW samples; falls back to one at a time when the
+    program's shapes are tied to its batch-1 example."""
+    import torch
+
+    outs = []
+    with torch.no_grad():
+        try:
+            for i in range(0, len(x), batch):
+                y = module(torch.from_numpy(np.ascontiguousarray(x[i:i + batch])))
+                outs.append(_first(y).detach().float().numpy())
+                if outs[-1].shape[0] != min(batch, len(x) - i):
+                    raise RuntimeError("batch dimension not preserved")
+        except Exception:
+            outs = [_first(module(torch.from_numpy(x[i:i + 1]))).detach().float().numpy() for i in range(len(x))]
+    return np.concatenate(outs)
+
+
+def _first(y: Any) -> Any:
+    return y[0] if isinstance(y, (tuple, list)) else y
