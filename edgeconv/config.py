@@ -30,6 +30,50 @@ class QuantOptions(Record):
     percentile: float = 99.99  # used by CalibMethod.PERCENTILE only
 
 
+INT8 = "int8"
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantConfig(Record):
+    """Which conv/linear layers are int8, as data with levels, the way coremltools'
+    OptimizationConfig does: `global_`, then per op type (`conv2d`, `linear`, ...), then per layer
+    (module path, or FX node name where a path is ambiguous). The most specific level that names
+    a layer decides; a setting is "int8" or None (float). `--max-drop` writes one into
+    edgeconv.json; `--quant-config FILE` replays it."""
+
+    global_: str | None = INT8
+    op_type: tuple[tuple[str, str | None], ...] = ()
+    layer: tuple[tuple[str, str | None], ...] = ()
+
+    def __post_init__(self) -> None:
+        for where, value in (("global", self.global_), *self.op_type, *self.layer):
+            if value not in (INT8, None):
+                raise UserError(f"quant config: {where} is {value!r}; a setting is \"int8\" or null (float)")
+
+    def setting(self, layer: str, node: str, op_type: str) -> str | None:
+        layers = dict(self.layer)
+        for key in (layer, node):
+            if key and key in layers:
+                return layers[key]
+        return dict(self.op_type).get(op_type, self.global_)
+
+    def to_file(self) -> dict:
+        """The file form: {"global": ..., "op_type": {op: setting}, "layer": {name: setting}}."""
+        return {"global": self.global_, "op_type": dict(self.op_type), "layer": dict(self.layer)}
+
+    @classmethod
+    def from_file(cls, data: object, where: str) -> "QuantConfig":
+        if not isinstance(data, dict) or not set(data) <= {"global", "op_type", "layer"}:
+            raise UserError(f"{where} is not an edgeconv quant config: want an object with keys global, "
+                            "op_type, layer (as `quant_config` in edgeconv.json)")
+        levels = {k: data.get(k) or {} for k in ("op_type", "layer")}
+        for k, v in levels.items():
+            if not isinstance(v, dict) or not all(isinstance(n, str) for n in v):
+                raise UserError(f"{where}: {k} must map names to \"int8\" or null")
+        return cls(data.get("global", INT8), tuple(sorted(levels["op_type"].items())),
+                   tuple(sorted(levels["layer"].items())))
+
+
 @dataclasses.dataclass(frozen=True)
 class CalibSpec(Record):
     """Where calibration/evaluation data come from: `demo`, `random`, a folder, or .npy/.npz."""
@@ -85,6 +129,7 @@ class ExportOptions(Record):
     sparse: SparseOptions = SparseOptions()
     qat: QATOptions = QATOptions()
     max_drop: float | None = None  # keep the fewest most-sensitive layers float until the drop is within this
+    quant_config: QuantConfig | None = None  # which layers are int8 (--quant-config); None: all, or --max-drop's choice
     evaluator: str = ""  # package.module:function(outputs, data) -> float for --max-drop; empty: built-in
     analyze: bool = False  # also write the per-layer int8 sensitivity (analyze.json)
     calib: CalibSpec = CalibSpec()

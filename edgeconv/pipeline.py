@@ -27,6 +27,7 @@ from edgeconv.registry import TARGETS
 from edgeconv.results import Artifact, Manifest, StageRecord, atomic_write
 
 if TYPE_CHECKING:
+    from edgeconv.config import QuantConfig
     from edgeconv.quant.sensitivity import AnalysisResult, SensitivityReport
     from edgeconv.calib.data import DataSet
     from edgeconv.exporters.base import Target
@@ -82,8 +83,19 @@ def quantize_steps(qat: "Graph | None") -> dict[str, Step]:
     def before_quantize(graph: "Graph", ctx: Context) -> tuple["Graph", tuple[str, ...]]:
         if qat is not None and not graph.quantized:
             return dataclasses.replace(qat, history=graph.history), qat.history[-1].notes
+        if ctx.options.quant_config is not None and not graph.quantized:
+            return _replay_config(graph, ctx.options.quant_config)
         return _choose_float_layers(graph, ctx)
     return {"quantize": before_quantize}
+
+
+def _replay_config(graph: "Graph", config: "QuantConfig") -> tuple["Graph", tuple[str, ...]]:
+    """--quant-config: the float layers a config names (e.g. an earlier --max-drop's choice)."""
+    from edgeconv.quant.fallback import float_nodes_for
+
+    nodes = float_nodes_for(config, graph)
+    return dataclasses.replace(graph, float_nodes=nodes), (
+        f"--quant-config: kept in float: {', '.join(nodes) or 'none'}",)
 
 
 def _choose_float_layers(graph: "Graph", ctx: "Context") -> tuple["Graph", tuple[str, ...]]:
@@ -226,6 +238,9 @@ def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None 
     if options.qat.epochs and options.max_drop is not None:
         raise UserError("--max-drop chooses float layers for post-training calibration; it cannot be "
                         "combined with --qat-epochs (QAT learns the scales instead) — drop one of them")
+    if options.quant_config is not None and (options.max_drop is not None or options.qat.epochs):
+        raise UserError("--quant-config already says which layers are float; drop "
+                        + ("--max-drop" if options.max_drop is not None else "--qat-epochs"))
     out_dir = prepare_out_dir(options.out_path)
     calib, evalset = split_data(spec, options, any(t.quantized for t in targets))
     # float-only runs have no calibration split: check the reparameterization on the held-out inputs
@@ -261,10 +276,22 @@ def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None 
                      "real": calib.real if calib else None, "eval_source": evalset.source,
                      "eval_samples": len(evalset), "eval_real": evalset.real},
         stages=stages, artifacts=tuple(final), tool_versions=tool_versions(),
-        reference_accuracy=_acc(ref_fp32, evalset), host=host_info(),
+        reference_accuracy=_acc(ref_fp32, evalset), host=host_info(), quant_config=_quant_config(targets, cache),
     )
     atomic_write(out_dir / MANIFEST, manifest.to_json())
     return manifest
+
+
+def _quant_config(targets: list["Target"], cache: PassCache) -> dict[str, Any] | None:
+    """The layer choice the int8 artifacts carry, as a replayable QuantConfig (None: no int8 target)."""
+    from edgeconv.quant.fallback import config_for
+
+    chain = next((t.passes for t in targets if t.quantized), None)
+    if chain is None:
+        return None
+    graph = cache.get(chain[:chain.index("quantize")])  # layer names are read on the float program
+    float_nodes = cache.get(chain[:chain.index("quantize") + 1]).float_nodes
+    return config_for(graph, float_nodes).to_file()
 
 
 def _analyze(targets: list["Target"], cache: PassCache, evalset: "DataSet", name: str, work: Path,

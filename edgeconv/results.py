@@ -210,6 +210,8 @@ class Manifest(Record):
     tool_versions: dict[str, str]
     reference_accuracy: float | None = None
     host: dict[str, str] = dataclasses.field(default_factory=dict)  # CPU model and the ISA flags int8 kernels use
+    # which layers the int8 artifacts quantize (QuantConfig file form): `--quant-config` replays it
+    quant_config: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

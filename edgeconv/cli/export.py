@@ -28,6 +28,9 @@ from edgeconv.cli.options import load_spec, model_options, progress, quant_and_c
 @click.option("--evaluator", default="", metavar="MOD:FN",
               help="Task metric fn(outputs, data) -> float for --max-drop. Default: label accuracy, else "
                    "agreement with float.")
+@click.option("--quant-config", "quant_config", default=None, metavar="FILE",
+              help="Which layers are int8, as data (global / op type / layer; null = float): a file, or an "
+                   "edgeconv.json whose quant_config (e.g. an earlier --max-drop's choice) is replayed.")
 @click.option("--analyze", is_flag=True, help="Also rank layers by int8 sensitivity (analyze.json).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of a table.")
 def export_cmd(**kw) -> None:
@@ -37,12 +40,18 @@ def export_cmd(**kw) -> None:
     from edgeconv.pipeline import export, resolve_targets
 
     as_json = kw.pop("as_json")
+    config_file = kw.pop("quant_config")
+    if config_file:
+        from edgeconv.quant.fallback import read_quant_config
+
+        kw["quant_config"] = read_quant_config(config_file)
     options = ExportOptions(
         targets=tuple(kw.pop("targets")) or ("tflite-int8",), out_dir=kw.pop("out_dir"),
         **quant_and_calib(kw), eval_samples=kw.pop("eval_samples"),
         sparse=SparseOptions(sparsity=kw.pop("sparsity"), block=BlockSize(int(kw.pop("block")))),
         qat=QATOptions(epochs=kw.pop("qat_epochs"), train_data=kw.pop("train_data")),
         max_drop=kw.pop("max_drop"), evaluator=kw.pop("evaluator"), analyze=kw.pop("analyze"),
+        quant_config=kw.pop("quant_config", None),
     )
     resolve_targets(options.targets)  # unknown target: fail before loading anything
     if options.evaluator:

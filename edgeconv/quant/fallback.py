@@ -24,6 +24,7 @@ from edgeconv.errors import UserError
 from edgeconv.results import Record
 
 if TYPE_CHECKING:
+    from edgeconv.config import QuantConfig
     from edgeconv.quant.sensitivity import SensitivityReport
     from edgeconv.calib.data import DataSet
     from edgeconv.graph import Graph
@@ -239,3 +240,54 @@ def keep_float(quantizer: Any, names: Iterable[str]) -> Any:
 
 def with_float_nodes(graph: "Graph", result: FallbackResult) -> "Graph":
     return dataclasses.replace(graph, float_nodes=tuple(result.float_nodes))
+
+
+# --- the choice as data: a QuantConfig ----------------------------------------------------------
+
+def compute_layers(graph: "Graph") -> list[tuple[str, str, str]]:
+    """(FX node name, op type, layer name) of every conv/linear of a graph. The layer name is the
+    module path where it names one node only, else the node name (two calls in one module)."""
+    from edgeconv.quant.program import compute_name, module_path
+
+    nodes = [(n.name, compute_name(n), module_path(n)) for n in graph.module().graph.nodes if compute_name(n)]
+    paths = [p for _, _, p in nodes]
+    return [(name, op, path if path and paths.count(path) == 1 else name) for name, op, path in nodes]
+
+
+def float_nodes_for(config: "QuantConfig", graph: "Graph") -> tuple[str, ...]:
+    """The FX nodes `config` keeps float in `graph`; a layer name it lists that the graph lacks is an
+    error (a config replayed on another model must not silently quantize everything)."""
+    layers = compute_layers(graph)
+    known = {k for name, _, layer in layers for k in (name, layer)}
+    missing = sorted(n for n, _ in config.layer if n not in known)
+    if missing:
+        raise UserError(f"quant config names layer(s) this model does not have: {', '.join(missing[:5])}; "
+                        "was it written for another model? (`edgeconv analyze` lists the layers)")
+    return tuple(name for name, op, layer in layers if config.setting(layer, name, op) is None)
+
+
+def config_for(graph: "Graph", float_nodes: Iterable[str]) -> "QuantConfig":
+    """The QuantConfig that keeps exactly `float_nodes` of `graph` in float."""
+    from edgeconv.config import QuantConfig
+
+    keep = set(float_nodes)
+    return QuantConfig(layer=tuple(sorted((layer, None) for name, _, layer in compute_layers(graph) if name in keep)))
+
+
+def read_quant_config(path: str) -> "QuantConfig":
+    """A QuantConfig from a file: the config itself, or an edgeconv.json whose `quant_config` it is."""
+    import json
+
+    from edgeconv.config import QuantConfig
+
+    try:
+        data = json.loads(open(path, encoding="utf-8").read())
+    except OSError as e:
+        raise UserError(f"--quant-config {path}: {e.strerror or e}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"--quant-config {path} is not JSON ({e}); pass a quant config or an edgeconv.json") from None
+    if isinstance(data, dict) and "artifacts" in data and "quant_config" in data:
+        if data["quant_config"] is None:
+            raise UserError(f"--quant-config {path}: that manifest has no int8 artifact, so no quant config")
+        data = data["quant_config"]
+    return QuantConfig.from_file(data, f"--quant-config {path}")
