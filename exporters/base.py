@@ -41,6 +41,16 @@ class Tolerance:
 
 
 # The standard pass chains; a target's own tuple is the order, registration order never is.
+# - reparam-merge first: merging parallel branches into one conv must see the BNs still separate
+#   per branch (each branch's BN folds into its own kernel before the sum).
+# - fold-conv-bn next: every later pass (and the quantizer) should see one conv, not conv + BN —
+#   quantizing an unfolded BN would give it its own int8 grid.
+# - check-quant before quantize: it judges the folded float weights (per-tensor int8 harm per
+#   layer) and warns before calibration spends its time; it never changes the graph.
+# - quantize: calibration once; the pipeline's steps run right before it (--max-drop, a QAT
+#   program, --quant-config: see edgeconv.pipeline.quantize_steps).
+# - cleanup last: the earlier passes and PT2E conversion leave clones, aliases and dead nodes;
+#   removing them once at the end keeps each exporter's input minimal.
 FLOAT_PASSES = ("reparam-merge", "fold-conv-bn", "cleanup")
 INT8_PASSES = ("reparam-merge", "fold-conv-bn", "check-quant", "quantize", "cleanup")
 

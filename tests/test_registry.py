@@ -39,3 +39,20 @@ def test_unknown_name_lists_the_choices():
         r.get("c")
     with pytest.raises(ValueError, match="registered twice"):
         r.add("a-b", 2)
+
+
+def test_every_pass_declares_the_options_it_reads():
+    """`@reads(...)` on each pass matches the `ctx.options.X` its module's code reads."""
+    import inspect
+    import re
+
+    from edgeconv.registry import PASSES
+
+    for name, fn in PASSES.items():
+        declared = set(getattr(fn, "reads", ("<missing>",)))
+        assert "<missing>" not in declared, f"pass {name} has no @reads(...)"
+        src = inspect.getsource(inspect.getmodule(fn))
+        used = set(re.findall(r"ctx\.options\.([a-z_]+(?:\.[a-z_]+)?)", src))
+        # `opts = ctx.options.quant` then opts.samples: a section read counts as reading its declared fields
+        missing = {u for u in used if not any(d == u or d.startswith(u + ".") for d in declared)}
+        assert not missing, f"pass {name} reads {sorted(missing)} without declaring them in @reads"

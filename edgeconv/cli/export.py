@@ -107,6 +107,7 @@ def list_cmd(as_json: bool, markdown: bool) -> None:
         "targets": {n: {"passes": list(t.passes), "runtime": t.runtime, "description": t.description}
                     for n, t in TARGETS.items()},
         "passes": PASSES.names(),
+        "pass_options": {n: list(getattr(fn, "reads", ())) for n, fn in PASSES.items()},
         # the registry holds each device under its name and its aliases: list each device once
         "devices": sorted({getattr(d, "name", n) for n, d in DEVICES.items()}),
     }
@@ -116,7 +117,9 @@ def list_cmd(as_json: bool, markdown: bool) -> None:
     click.echo("targets:")
     for n, t in data["targets"].items():
         click.echo(f"  {n:<20} {t['description']}  [passes: {' → '.join(t['passes'])}]")
-    click.echo("passes:  " + ", ".join(data["passes"]))
+    click.echo("passes (and the options each reads):")
+    for n, reads in data["pass_options"].items():
+        click.echo(f"  {n:<20} {', '.join(reads) or '—'}")
     click.echo("devices: " + (", ".join(data["devices"]) or "(none)"))
 
 

@@ -20,3 +20,12 @@ class PassResult:
 
 
 Pass = Callable[["Graph", "Context"], PassResult]
+
+
+def reads(*fields: str) -> Callable[[Pass], Pass]:
+    """Declares the ExportOptions fields a pass reads (dotted, e.g. "quant.weights"): the options
+    that can change its result, which `edgeconv list` shows and a test checks against the code."""
+    def deco(fn: Pass) -> Pass:
+        fn.reads = fields  # type: ignore[attr-defined]
+        return fn
+    return deco

@@ -16,7 +16,10 @@ channel, not over the whole tensor where the big channels hide the small ones.
 Registered as the pass `check-quant`: it never changes the graph; it reads the requested weight
 granularity from the options and, when per-layer int8 is asked for, notes a warning naming the
 layers and suggesting per-channel weights or a float fallback (`Graph.float_nodes`).
-"""
+
+Before / after: the same graph; with --per-layer the stage notes gain e.g. "per-layer int8 weights
+would wreck 2 of 9 layers (stage.0.conv.weight: spread 95x, SQNR 8 dB per-layer vs 41 dB
+per-channel; ...); use per-channel weights (drop --per-layer) or keep these layers in float"."""
 from __future__ import annotations
 
 import dataclasses
@@ -24,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeconv.passes import PassResult
+from edgeconv.passes import PassResult, reads
 from edgeconv.registry import PASSES
 from edgeconv.results import Record
 
@@ -139,6 +142,7 @@ def _attr(gm: Any, target: str) -> "torch.Tensor":
 
 
 @PASSES.register("check-quant")
+@reads("quant.weights")
 def check_quant(graph: "Graph", ctx: "Context | None" = None) -> PassResult:
     """Notes (never changes the graph) when per-layer int8 is requested on layers it would wreck."""
     from edgeconv.config import Granularity

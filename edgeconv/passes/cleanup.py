@@ -1,10 +1,14 @@
 """cleanup: drop ops that do nothing at inference (dropout in eval, clone, alias, detach, identity
-contiguous) and dead code, so every exporter sees the same minimal graph."""
+contiguous) and dead code, so every exporter sees the same minimal graph.
+
+Before:  y = relu(clone(dropout(conv2d(x, W), p, train=False)))
+After:   y = relu(conv2d(x, W))
+"""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from edgeconv.passes import PassResult
+from edgeconv.passes import PassResult, reads
 from edgeconv.registry import PASSES
 
 if TYPE_CHECKING:
@@ -21,6 +25,7 @@ def _noop_targets():
 
 
 @PASSES.register("cleanup")
+@reads()
 def cleanup(graph: "Graph", ctx: "Context") -> PassResult:
     from edgeconv.passes.fx import finish
 

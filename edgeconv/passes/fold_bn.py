@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from edgeconv.passes import PassResult
+from edgeconv.passes import PassResult, reads
 from edgeconv.registry import PASSES
 
 if TYPE_CHECKING:
@@ -85,6 +85,7 @@ def _fold(gm, bn) -> None:
 
 
 @PASSES.register("fold-conv-bn")
+@reads()
 def fold_conv_bn(graph: "Graph", ctx: "Context") -> PassResult:
     from edgeconv.passes.fx import BN_OPS, finish
 

@@ -4,13 +4,16 @@ Per-channel symmetric int8 weights and per-tensor asymmetric int8 activations by
 (`--per-layer` makes weights per-tensor). The result stays a torch program (Q/DQ around float
 ops, `convert_pt2e(fold_quantize=False)`): it *is* the quantized simulation parity compares to,
 and every exporter lowers it, so all int8 artifacts carry the same scales.
+
+Before:  y = relu(conv2d(x, W, b))
+After:   xq = dq(q(x, s_x, z_x));  y = dq(q(relu(conv2d(xq, dq(W_int8, s_w[c]), b)), s_y, z_y))
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from edgeconv.errors import UserError
-from edgeconv.passes import PassResult
+from edgeconv.passes import PassResult, reads
 from edgeconv.registry import PASSES
 from edgeconv.quant.qparams import read_qparams
 
@@ -45,6 +48,7 @@ def calibrate(prepared: Any, ctx: "Context") -> int:
 
 
 @PASSES.register("quantize")
+@reads("quant.weights", "quant.method", "quant.samples", "quant.percentile")
 def quantize(graph: "Graph", ctx: "Context") -> PassResult:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 

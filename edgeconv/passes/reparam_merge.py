@@ -24,7 +24,7 @@ import dataclasses
 import operator
 from typing import TYPE_CHECKING, Any
 
-from edgeconv.passes import PassResult
+from edgeconv.passes import PassResult, reads
 from edgeconv.registry import PASSES
 
 if TYPE_CHECKING:
@@ -62,6 +62,7 @@ RTOL = 1e-4  # merged vs original, relative to the output's largest magnitude (f
 
 
 @PASSES.register("reparam-merge")
+@reads("seed")
 def reparam_merge(graph: "Graph", ctx: "Context | None" = None) -> PassResult:
     if graph.quantized:  # merged kernels must be quantized afresh: merge first, then quantize
         return PassResult(graph, False, ("reparam-merge skipped: the program is already quantized",))

@@ -24,7 +24,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from edgeconv.errors import UserError
-from edgeconv.passes import PassResult
+from edgeconv.passes import PassResult, reads
 from edgeconv.registry import PASSES
 from edgeconv.results import Record
 
@@ -100,6 +100,7 @@ def _groups(node: Any) -> int:
 
 
 @PASSES.register("sparsify")
+@reads("sparse.sparsity", "sparse.block")
 def sparsify(graph: "Graph", ctx: "Context | None") -> PassResult:
     return prune(graph, options_from(ctx))
 
