@@ -14,21 +14,14 @@ from edgeconv.passes.reparam_merge import reparam_merge
 from edgeconv.registry import PASSES
 from edgeconv.prepare.reparam import algebra
 from edgeconv.prepare.reparam.protocol import ProtocolReport, reparameterize_model
+from graphcase import GraphCase
 from zoo_reparam import BLOCK_ZOO, RepNet, randomize_bn, strip_methods
 
-CONV = torch.ops.aten.conv2d.default
+CONV, ADD = "aten.conv2d.default", "aten.add.Tensor"
 
 
 def _rel(a, b):
     return float((a - b).abs().max() / b.abs().max())
-
-
-def _convs(graph) -> int:
-    return sum(1 for n in graph.program.graph.nodes if n.target is CONV)
-
-
-def _adds(graph) -> int:
-    return sum(1 for n in graph.program.graph.nodes if n.target is torch.ops.aten.add.Tensor)
 
 
 @pytest.mark.parametrize("name,factory,shape", BLOCK_ZOO, ids=[z[0] for z in BLOCK_ZOO])
@@ -48,15 +41,13 @@ def test_block_fp64_protocol_and_graph_pass(name, factory, shape):
 
     bare = strip_methods(copy.deepcopy(block))
     assert reparameterize_model(bare)[1].calls == ()   # the protocol has nothing to call
-    graph = capture(bare, (x,))
-    result = reparam_merge(graph, None)
-    assert result.changed and len(result.notes) == 2 and "-> one" in result.notes[0]
-    assert result.notes[1].startswith("reparam-merge checked: merged vs original: ")
-    assert _convs(result.graph) == 1 and _adds(result.graph) == 0
+    case = GraphCase(bare, (x,)).capture().run("reparam-merge").changed(True).present(CONV, count=1).absent(ADD)
+    notes = case.result.notes
+    assert len(notes) == 2 and "-> one" in notes[0]
+    assert notes[1].startswith("reparam-merge checked: merged vs original: ")
     with torch.no_grad():
-        assert _rel(result.graph.module()(x), ref) < 1e-9
-    again = reparam_merge(result.graph, None)
-    assert not again.changed                                   # idempotent
+        assert _rel(case.graph.module()(x), ref) < 1e-9
+    case.idempotent()
 
 
 def test_whole_model_fp32_both_ways():
@@ -69,12 +60,12 @@ def test_whole_model_fp32_both_ways():
     assert len(report.calls) == 7 and report.max_rel_error < 1e-5
     with torch.no_grad():
         assert _rel(merged(x), ref) < 1e-5
-    result = reparam_merge(capture(strip_methods(copy.deepcopy(model)), (x,)), None)
-    assert len(result.notes) == 8 and _convs(result.graph) == 7
+    case = GraphCase(strip_methods(copy.deepcopy(model)), (x,)).capture().run("reparam-merge").present(CONV, count=7)
+    assert len(case.result.notes) == 8
     with torch.no_grad():
-        assert _rel(result.graph.module()(x), ref) < 1e-5
+        assert _rel(case.graph.module()(x), ref) < 1e-5
     # The merged-away branch weights are gone from the program, not carried as dead parameters.
-    n_params = sum(t.numel() for t in result.graph.program.state_dict.values())
+    n_params = sum(t.numel() for t in case.graph.program.state_dict.values())
     assert n_params == sum(t.numel() for t in merged.state_dict().values())
 
 
@@ -110,12 +101,7 @@ REFUSALS = [
 
 @pytest.mark.parametrize("name,model,shape,reason", REFUSALS, ids=[r[0] for r in REFUSALS])
 def test_refusals_leave_the_graph_and_say_why(name, model, shape, reason):
-    model = model.eval()
-    x = torch.randn(shape)
-    graph = capture(model, (x,))
-    result = reparam_merge(graph, None)
-    assert not result.changed and result.graph is graph
-    assert any(reason in n for n in result.notes), result.notes
+    GraphCase(model.eval(), (torch.randn(shape),)).capture().run("reparam-merge").unchanged().notes_contain(reason)
 
 
 def test_partial_merge_keeps_the_other_terms():
@@ -132,9 +118,8 @@ def test_partial_merge_keeps_the_other_terms():
     torch.manual_seed(0)
     m = M().double().eval()
     x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
-    result = reparam_merge(capture(m, (x,)), None)
-    assert result.changed and _convs(result.graph) == 1 and _adds(result.graph) == 1
-    assert _rel(result.graph.module()(x), m(x)) < 1e-12
+    case = GraphCase(m, (x,)).capture().run("reparam-merge").changed(True).present(CONV, count=1).present(ADD, count=1)
+    assert _rel(case.graph.module()(x), m(x)) < 1e-12
 
 
 def test_pass_is_registered():
@@ -275,26 +260,16 @@ def test_pass_undoes_a_zeroed_kernel_merge_and_says_so(monkeypatch):
 
     monkeypatch.setattr(rm, "_combine", zero_kernels)
     m = _TwoBranches(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 1)).eval()
-    graph = capture(m, (torch.zeros(1, 3, 6, 6),))  # the zeros example the pipeline captures with
-    result = reparam_merge(graph, None)
-    assert not result.changed and result.graph is graph
-    assert result.notes[-1].startswith("reparam-merge FAILED its exactness check and was undone")
-    assert "relative on seeded N(0,1) inputs" in result.notes[-1]
+    # the zeros example the pipeline captures with
+    case = GraphCase(m, (torch.zeros(1, 3, 6, 6),)).capture().run("reparam-merge").unchanged()
+    assert case.result.notes[-1].startswith("reparam-merge FAILED its exactness check and was undone")
+    assert "relative on seeded N(0,1) inputs" in case.result.notes[-1]
 
 
 def test_pass_checks_on_the_context_calibration_data():
-    from edgeconv.calib.data import DataSet
-    from edgeconv.config import ExportOptions
-    from edgeconv.context import Context
-    from edgeconv.models import ModelSpec
-
     torch.manual_seed(0)
     m = _TwoBranches(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 1)).eval()
-    x = torch.zeros(1, 3, 6, 6)
-    calib = DataSet(torch.randn(4, 3, 6, 6).numpy(), None, source="test")
-    ctx = Context(options=ExportOptions(), model=ModelSpec(module=m, example_inputs=(x,)), calib=calib)
-    result = reparam_merge(capture(m, (x,)), ctx)
-    assert result.changed
-    note = result.notes[-1]
+    case = GraphCase(m, (torch.zeros(1, 3, 6, 6),), calib=torch.randn(4, 3, 6, 6).numpy())
+    note = case.capture().run("reparam-merge").changed(True).result.notes[-1]
     assert note.startswith("reparam-merge checked: merged vs original: ")
     assert "relative on seeded N(0,1) inputs" in note and "on 4 calibration inputs" in note

@@ -40,9 +40,11 @@ def cleanup(graph: "Graph", ctx: "Context") -> PassResult:
             node.replace_all_uses_with(node.args[0])
             gm.graph.erase_node(node)
             removed.append(node.name)
-    before = len(gm.graph.nodes)
+    # Unused get_attr nodes (a BN's num_batches_tracked) are dead but not work: the next capture
+    # lifts those buffers again, so removing them changes nothing. Only dead computation counts.
+    ops = sum(n.op == "call_function" for n in gm.graph.nodes)
     gm.graph.eliminate_dead_code()
-    dead = before - len(gm.graph.nodes)
+    dead = ops - sum(n.op == "call_function" for n in gm.graph.nodes)
     if not removed and not dead:
         return PassResult(graph, False, ("nothing to remove",))
     finish(gm)
