@@ -175,10 +175,12 @@ def quantization_config(per_channel: bool = True, method: CalibMethod | str = Ca
 
 def quantizer(per_channel: bool = True, method: CalibMethod | str = CalibMethod.MINMAX,
               percentile: float = 99.99) -> Any:
-    """A litert-torch PT2EQuantizer with `quantization_config(...)` set globally."""
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
+    """edgeconv's PT2E quantizer (`edgeconv.calib.annotate`: every activation edge int8, shared
+    scales where the integer kernels need them) with `quantization_config(...)` set globally. It
+    is a litert-torch PT2EQuantizer subclass, so litert-torch accepts it for static lowering."""
+    from edgeconv.calib.annotate import quantizer_class
 
-    return PT2EQuantizer().set_global(quantization_config(per_channel, method, percentile))
+    return quantizer_class()().set_global(quantization_config(per_channel, method, percentile))
 
 
 def activation_ranges(prepared: Any) -> dict[str, tuple[float, float]]:

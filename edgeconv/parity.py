@@ -7,10 +7,17 @@ the criteria it applied, and one with nothing to compare fails instead of passin
 """
 from __future__ import annotations
 
+import dataclasses
+
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from edgeconv.exporters.base import Tolerance
-from edgeconv.results import HostKernelCheck, OutputDiff, ParityReport, QuantParams
+from edgeconv.results import HostKernelCheck, LayerIsolation, OutputDiff, ParityReport, QuantParams
+
+if TYPE_CHECKING:
+    from edgeconv.quant.divergence import TensorDrift
 
 SIM = "torch-quant-sim"
 GRID_LEVELS = 255  # a float output is judged in steps of an 8-bit grid over its range
@@ -53,10 +60,30 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
+def rel_l2(out: np.ndarray, ref: np.ndarray) -> float:
+    """‖out − ref‖ / ‖ref‖ over all samples."""
+    a, b = out.astype(np.float64).ravel(), ref.astype(np.float64).ravel()
+    den = float(np.linalg.norm(b))
+    num = float(np.linalg.norm(a - b))
+    return num / den if den > 0 else (0.0 if num == 0 else float("inf"))
+
+
+@dataclasses.dataclass(frozen=True)
+class SimQuality:
+    """How far the quantized program itself is from fp32: what an int8 artifact is measured against
+    when quantization, not the lowering, has moved the outputs."""
+
+    rel_l2: float
+    cosine: float
+    top1_agreement_decisive: float | None
+
+
 def diff(out: np.ndarray, ref: np.ndarray, reference: str, tol: Tolerance,
-         out_quant: QuantParams | None = None) -> OutputDiff:
-    """One comparison. Against the simulation (`reference == SIM`): output steps; otherwise the
-    fp32 criteria. The verdict says which limits it checked."""
+         out_quant: QuantParams | None = None, sim: SimQuality | None = None) -> OutputDiff:
+    """One comparison. Against the simulation (`reference == SIM`): output steps, or — past them —
+    L2 error relative to the simulation's own error vs fp32 (`sim`); otherwise the fp32 criteria,
+    for an int8 artifact (`sim` given) floored at the simulation's own quality. The verdict says
+    which limits it checked."""
     if out.size == 0 or out.shape != ref.shape:
         nan = float("nan")
         why = "no output to compare" if out.size == 0 else f"output shape {out.shape} != reference {ref.shape}"
@@ -73,12 +100,23 @@ def diff(out: np.ndarray, ref: np.ndarray, reference: str, tol: Tolerance,
     steps = unit = None
     n_dec = agree_dec = None
 
+    rel = limit_rel = None
+    warning = ""
     if not np.isfinite(out).all():
         fails.append("the artifact's output has NaN/inf")
     elif reference == SIM:
         steps, unit = _steps(max_abs, ref, out_quant)
+        rel = rel_l2(out, ref)
         if tol.vs_sim_max_steps is None:
             fails.append("the target states no limit against the simulation")
+        elif sim is not None and tol.vs_sim_max_rel_quant_error is not None:
+            limit_rel = tol.vs_sim_max_rel_quant_error * sim.rel_l2
+            checked.append(f"max steps ({unit}) <= {tol.vs_sim_max_steps:g}, or L2 error <= "
+                           f"{tol.vs_sim_max_rel_quant_error:g}x the simulation's own vs fp32 ({_fmt(sim.rel_l2)})")
+            if steps > tol.vs_sim_max_steps and rel > limit_rel:
+                fails.append(f"{_fmt(steps)} steps ({unit}) > {tol.vs_sim_max_steps:g} and L2 error {_fmt(rel)} > "
+                             f"{_fmt(limit_rel)} ({tol.vs_sim_max_rel_quant_error:g}x the simulation's own "
+                             f"{_fmt(sim.rel_l2)} vs fp32)")
         else:
             checked.append(f"max steps ({unit}) <= {tol.vs_sim_max_steps:g}")
             if steps > tol.vs_sim_max_steps:
@@ -93,9 +131,12 @@ def diff(out: np.ndarray, ref: np.ndarray, reference: str, tol: Tolerance,
             if max_rel > tol.vs_fp32_max_rel:
                 fails.append(f"max |Δ| {_fmt(max_abs)} is {_fmt(max_rel)} of the output range {_fmt(rng)} "
                              f"> {tol.vs_fp32_max_rel:g}")
-        checked.append(f"cosine >= {tol.vs_fp32_min_cosine:g}")
-        if cos < tol.vs_fp32_min_cosine:
-            fails.append(f"cosine {cos:.5f} < {tol.vs_fp32_min_cosine:g}")
+        min_cos, min_agree = tol.vs_fp32_min_cosine, tol.min_top1_agreement
+        if sim is not None:  # int8: quantization may cost more than the floors; the lowering may not add to it
+            min_cos, min_agree, warning = _floors_at_sim(tol, sim)
+        checked.append(f"cosine >= {min_cos:.5g}")
+        if cos < min_cos:
+            fails.append(f"cosine {cos:.5f} < {min_cos:.5g}")
         # Both sides of a top-1/top-2 pair may move by the allowed error: twice it is a near-tie.
         margin = max(tol.decisive_margin, 2 * (tol.vs_fp32_max_rel or 0.0)) * rng
         mask = decisive(ref, margin)
@@ -103,13 +144,47 @@ def diff(out: np.ndarray, ref: np.ndarray, reference: str, tol: Tolerance,
             n_dec = int(mask.sum())
             if n_dec:
                 agree_dec = float((t_out[mask] == t_ref[mask]).mean())
-                checked.append(f"top-1 agreement on {n_dec}/{len(mask)} decisive samples >= {tol.min_top1_agreement:g}")
-                if agree_dec < tol.min_top1_agreement:
+                checked.append(f"top-1 agreement on {n_dec}/{len(mask)} decisive samples >= {min_agree:.3g}")
+                if agree_dec < min_agree:
                     fails.append(f"top-1 agreement {agree_dec:.3f} on {n_dec} decisive samples "
-                                 f"< {tol.min_top1_agreement:g}")
+                                 f"< {min_agree:.3g}")
     return OutputDiff(reference, max_abs, float(err.mean()), steps, cos, raw_agree,
                       not fails, "; ".join(fails), max_rel=max_rel, step_unit=unit or "",
-                      decisive_samples=n_dec, top1_agreement_decisive=agree_dec, checked=tuple(checked))
+                      decisive_samples=n_dec, top1_agreement_decisive=agree_dec, checked=tuple(checked),
+                      rel_l2=rel, sim_rel_l2_vs_fp32=sim.rel_l2 if sim is not None and reference == SIM else None,
+                      warning=warning)
+
+
+# An int8 artifact may lose against fp32 what the simulation loses, plus as much again in cosine
+# distance and this much decisive top-1 agreement: the lowering's own rounding on top of quantization.
+SIM_AGREEMENT_SLACK = 0.1
+
+
+def _floors_at_sim(tol: Tolerance, sim: SimQuality) -> tuple[float, float, str]:
+    """The fp32 floors for an int8 artifact: the target's, or — where the quantized program itself
+    is below them — the program's own quality less the lowering's slack, with a warning that says
+    so (that loss is the quantization's: `--max-drop`, per-channel weights or QAT address it)."""
+    min_cos = min(tol.vs_fp32_min_cosine, sim.cosine - (1.0 - sim.cosine))
+    min_agree = tol.min_top1_agreement
+    if sim.top1_agreement_decisive is not None:
+        min_agree = min(min_agree, sim.top1_agreement_decisive - SIM_AGREEMENT_SLACK)
+    below = []
+    if sim.cosine < tol.vs_fp32_min_cosine:
+        below.append(f"cosine {sim.cosine:.4f} < {tol.vs_fp32_min_cosine:g}")
+    if sim.top1_agreement_decisive is not None and sim.top1_agreement_decisive < tol.min_top1_agreement:
+        below.append(f"decisive top-1 agreement {sim.top1_agreement_decisive:.3f} < {tol.min_top1_agreement:g}")
+    warning = ("the quantized program itself is far from fp32 (" + "; ".join(below) + "): the int8 model, "
+               "not this artifact, loses that — try --max-drop, per-channel weights or QAT") if below else ""
+    return min_cos, min_agree, warning
+
+
+def sim_quality(ref_sim: np.ndarray, ref_fp32: np.ndarray, tol: Tolerance) -> SimQuality:
+    """The torch quantized simulation against torch fp32, with the target's own decisive margin."""
+    agree = None
+    mask = decisive(ref_fp32, tol.decisive_margin * value_range(ref_fp32))
+    if mask is not None and mask.any():
+        agree = float((top1(ref_sim)[mask] == top1(ref_fp32)[mask]).mean())
+    return SimQuality(rel_l2(ref_sim, ref_fp32), cosine(ref_sim, ref_fp32), agree)
 
 
 def _steps(max_abs: float, ref: np.ndarray, out_quant: QuantParams | None) -> tuple[float, str]:
@@ -152,9 +227,10 @@ def check(out: np.ndarray, runtime: str, labels: np.ndarray | None, tol: Toleran
           ref_fp32: np.ndarray, ref_sim: np.ndarray | None, out_quant: QuantParams | None,
           reference: str = "torch-fp32") -> ParityReport:
     """The verdict on an artifact's outputs (from `runtime`, its reference kernels) on the held-out inputs."""
-    diffs = [diff(out, ref_fp32, reference, tol)]
+    quality = sim_quality(ref_sim, ref_fp32, tol) if ref_sim is not None and ref_sim.shape == ref_fp32.shape else None
+    diffs = [diff(out, ref_fp32, reference, tol, sim=quality)]
     if ref_sim is not None:
-        diffs.append(diff(out, ref_sim, SIM, tol, out_quant))
+        diffs.append(diff(out, ref_sim, SIM, tol, out_quant, sim=quality))
     return ParityReport(runtime, len(out), tuple(diffs), accuracy(out, labels), accuracy(ref_fp32, labels))
 
 
@@ -173,3 +249,19 @@ def unverified(runtime: str, reason: str, reference: str = "torch-fp32") -> Pari
     """A report for an artifact whose runtime cannot run it here: a failure that says why."""
     nan = float("nan")
     return ParityReport(runtime, 0, (OutputDiff(reference, nan, nan, None, nan, None, False, reason),))
+
+
+def layers_in_isolation(drifts: "tuple[TensorDrift, ...]", unmatched: int, samples: int,
+                        tol: Tolerance) -> LayerIsolation | None:
+    """The verdict on each int8 layer alone (from `quant.divergence.isolated_drifts`); None when the
+    target states no per-layer limit. Nothing matched is a failure, never a pass."""
+    if tol.layer_max_steps is None:
+        return None
+    if not drifts:
+        return LayerIsolation(samples, 0, unmatched, tol.layer_max_steps, "", float("nan"),
+                              ("no int8 tensor of the artifact matched the simulation",), False)
+    worst = max(drifts, key=lambda d: d.max_steps)
+    over = tuple(f"{d.layer or d.tensor}: {d.max_steps:g} steps ({100 * d.share_off:.1f}% of values)"
+                 for d in drifts if d.max_steps > tol.layer_max_steps)
+    return LayerIsolation(samples, len(drifts), unmatched, tol.layer_max_steps, worst.layer or worst.tensor,
+                          worst.max_steps, over, not over)

@@ -28,6 +28,14 @@ def _steps(d) -> str:
     return f"{d.max_steps:g}" + ("" if d.step_unit == "output scale" else f" ({d.step_unit})")
 
 
+def _float_ops(a) -> str:
+    """int8 artifacts: 0 when full-integer, else the count (in red)."""
+    f = getattr(a, "float_ops", None)
+    if f is None:
+        return "—"
+    return "0" if f.count == 0 else f"[red]{f.count}[/red]"
+
+
 def print_manifest(m: Manifest, out_dir: str) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -43,7 +51,7 @@ def print_manifest(m: Manifest, out_dir: str) -> None:
         con.print(f"calibrated on {cal['samples']} samples ({cal['source']}){note}")
     table = Table()
     for col in ("target", "file", "size", "accuracy", "vs fp32 max|Δ|/range", "cos", "top-1 agree (decisive)",
-                "vs sim (steps)", "checked in", "parity"):
+                "vs sim (steps)", "float ops", "checked in", "parity"):
         table.add_column(col)
     for a in m.artifacts:
         p = a.parity
@@ -52,7 +60,7 @@ def print_manifest(m: Manifest, out_dir: str) -> None:
         table.add_row(
             a.target, a.path, f"{a.size_bytes / 1024:.1f} KB", _pct(p.accuracy if p else None),
             _rel(f32), f"{f32.cosine:.5f}" if f32 else "—", _agree(f32),
-            _steps(sim), p.runtime if p else "—",
+            _steps(sim), _float_ops(a), p.runtime if p else "—",
             "[green]ok[/green]" if p and p.passed else "[red]FAILED[/red]",
         )
     con.print(table)
@@ -62,6 +70,10 @@ def print_manifest(m: Manifest, out_dir: str) -> None:
         for d in (a.parity.diffs if a.parity else ()):
             if not d.passed:
                 con.print(f"[red]{a.target}: vs {d.reference}: {d.reason}[/red]")
+        f = getattr(a, "float_ops", None)
+        if f is not None and f.count:
+            shown = ", ".join(f.ops[:6]) + (" …" if f.count > 6 else "")
+            con.print(f"[yellow]{a.target}: {f.count} op(s) run in float: {shown}[/yellow]")
         hk = a.parity.host_kernels if a.parity else None
         if hk and hk.deviates:
             con.print(f"[yellow]WARNING {a.target}: {hk.message}[/yellow]")

@@ -139,6 +139,10 @@ class OutputDiff(Record):
     decisive_samples: int | None = None  # samples whose fp32 top-1/top-2 margin exceeds the tolerance
     top1_agreement_decisive: float | None = None  # what the verdict uses
     checked: tuple[str, ...] = ()  # the criteria applied, with their limits: no comparison passes unstated
+    # int8 vs the simulation: relative L2 error ‖out − sim‖/‖sim‖, and the simulation's own ‖sim − fp32‖/‖fp32‖
+    rel_l2: float | None = None
+    sim_rel_l2_vs_fp32: float | None = None
+    warning: str = ""  # e.g. the quantized program itself is far from fp32 (quality, not faithfulness)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +159,22 @@ class HostKernelCheck(Record):
 
 
 @dataclasses.dataclass(frozen=True)
+class LayerIsolation(Record):
+    """Each int8 layer of an artifact judged alone: the simulation's layer fed the artifact's own
+    int8 inputs, its output compared in steps. Separates a lowering error (one layer off) from
+    rounding flips that cascade through a deep net (every layer within a step, the output not)."""
+
+    samples: int
+    layers: int  # int8 tensors matched between the artifact and the simulation
+    unmatched: int  # simulation tensors the artifact has no counterpart for (computed, not judged)
+    limit: float
+    worst_layer: str
+    worst_steps: float
+    over: tuple[str, ...] = ()  # "layer: N steps (x % of values)" for each layer above the limit
+    passed: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
 class ParityReport(Record):
     runtime: str  # the engine that ran the verdict's check, exactly
     samples: int
@@ -162,10 +182,11 @@ class ParityReport(Record):
     accuracy: float | None = None  # task accuracy of the artifact where labels exist
     reference_accuracy: float | None = None  # fp32 torch on the same samples
     host_kernels: HostKernelCheck | None = None
+    layers: LayerIsolation | None = None  # int8 targets: each layer in isolation
 
     @property
     def passed(self) -> bool:
-        return all(d.passed for d in self.diffs)
+        return all(d.passed for d in self.diffs) and (self.layers is None or self.layers.passed)
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "passed": self.passed}  # derived, but what a CI script reads first
@@ -184,6 +205,18 @@ class WeightQuant(Record):
 
 
 @dataclasses.dataclass(frozen=True)
+class FloatOps(Record):
+    """What of an int8 artifact still computes in float, read back from the file: each entry
+    'OP tensor' (TFLite: DEQUANTIZE, QUANTIZE from float, ops with float inputs; ONNX: ops fed by
+    something other than DequantizeLinear; CoreML: ops fed by something other than dequantize)."""
+
+    count: int
+    ops: tuple[str, ...] = ()
+    requantize: int = 0  # int8 → int8 QUANTIZE ops (integer rescaling, not float)
+    how: str = ""  # what was read to find them
+
+
+@dataclasses.dataclass(frozen=True)
 class Artifact(Record):
     target: str
     path: str
@@ -196,6 +229,7 @@ class Artifact(Record):
     weights: tuple[WeightQuant, ...] = ()
     scales_from: str = ""  # how the artifact's scales were ensured to be edgeconv's
     float_layers: tuple[str, ...] = ()  # layers kept in float (--max-drop), honoured by every int8 exporter
+    float_ops: FloatOps | None = None  # int8 artifacts: what still runs in float (None: not an int8 target)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
 
-from edgeconv.results import TensorSpec, WeightQuant
+from edgeconv.results import FloatOps, TensorSpec, WeightQuant
 
 if TYPE_CHECKING:
     from edgeconv.context import Context
@@ -38,6 +38,12 @@ class Tolerance:
     vs_sim_min_cosine: float = 0.99  # vs the simulation when its output is float (no step count)
     min_top1_agreement: float = 0.95  # on decisive samples
     decisive_margin: float = 0.02  # fraction of the output range: smaller fp32 margins are near-ties
+    # int8, end to end: past vs_sim_max_steps the artifact still passes when its L2 error against the
+    # simulation is at most this fraction of the simulation's own L2 error against fp32 — rounding
+    # flips cascade through deep nets, but the lowering must add less error than quantization did.
+    vs_sim_max_rel_quant_error: float | None = None
+    # int8, layer by layer: each layer fed the artifact's own inputs, within this many steps.
+    layer_max_steps: float | None = None
 
 
 # The standard pass chains; a target's own tuple is the order, registration order never is.
@@ -63,7 +69,8 @@ FLOAT_TOLERANCE = Tolerance(vs_fp32_max_rel=1e-4, vs_fp32_min_cosine=0.99999, mi
 FP16_TOLERANCE = Tolerance(vs_fp32_min_cosine=0.999, min_top1_agreement=0.98, decisive_margin=0.01)
 # Integer kernels requantize at every layer (rounding, fused activations), so an int8 artifact
 # may differ from the torch simulation by a few output steps; against fp32 only the task matters.
-INT8_TOLERANCE = Tolerance(vs_fp32_min_cosine=0.95, vs_sim_max_steps=3.0, min_top1_agreement=0.9)
+INT8_TOLERANCE = Tolerance(vs_fp32_min_cosine=0.95, vs_sim_max_steps=3.0, min_top1_agreement=0.9,
+                           vs_sim_max_rel_quant_error=1.0, layer_max_steps=1.0)
 
 
 class Runner(Protocol):
@@ -80,6 +87,23 @@ class Runner(Protocol):
 class ExportInfo:
     notes: tuple[str, ...] = ()
     scales_from: str = ""  # how the artifact was made to carry edgeconv's scales
+    float_ops: FloatOps | None = None  # int8 targets: what the file still computes in float, read back
+
+    def __post_init__(self) -> None:
+        # The count also goes into the export stage's notes, so it reaches the manifest through
+        # every path that records notes.
+        if self.float_ops is not None:
+            object.__setattr__(self, "notes", self.notes + (float_ops_note(self.float_ops),))
+
+
+def float_ops_note(f: FloatOps) -> str:
+    """One line: how many ops still run in float, and the first few of them."""
+    if f.count == 0:
+        head = "full integer: 0 float ops"
+    else:
+        shown = ", ".join(f.ops[:8]) + (f", … (+{f.count - 8})" if f.count > 8 else "")
+        head = f"NOT full integer: {f.count} float op(s): {shown}"
+    return head + (f"; {f.requantize} int8→int8 requantize op(s)" if f.requantize else "")
 
 
 class Target:

@@ -22,7 +22,7 @@ import numpy as np
 from edgeconv.exporters.base import (FLOAT_PASSES, FLOAT_TOLERANCE, INT8_PASSES, INT8_TOLERANCE, ExportInfo, Target,
                                      scales_note)
 from edgeconv.registry import TARGETS
-from edgeconv.results import WeightQuant
+from edgeconv.results import FloatOps, WeightQuant
 
 if TYPE_CHECKING:
     from edgeconv.context import Context
@@ -103,6 +103,51 @@ def read_activation_scales(path: Path) -> list[float]:
     return out
 
 
+_BIAS_OPS = ("Conv", "Gemm", "ConvTranspose")
+_FUSED_ACTIVATIONS = ("Relu", "Clip")
+
+
+def float_ops(path: Path) -> FloatOps:
+    """The nodes of a QDQ ONNX file that compute in float: any node (other than Q/DQ and
+    constants) with a float input that does not come from a DequantizeLinear — a float initializer,
+    a graph input or another op's float output."""
+    import onnx
+
+    model = onnx.load(str(path))
+    try:
+        model = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 — types only sharpen the answer
+        pass
+    g = model.graph
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+    elem = {v.name: v.type.tensor_type.elem_type for v in list(g.value_info) + list(g.input) + list(g.output)}
+    elem.update({i.name: i.data_type for i in g.initializer})
+    producer = {o: n for n in g.node for o in n.output}
+    for n in g.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].HasField("t"):
+            elem[n.output[0]] = n.attribute[0].t.data_type
+    found = []
+    for n in g.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear", "Constant"):
+            continue
+        for k, name in enumerate(n.input):
+            if not name or elem.get(name) not in floats:
+                continue
+            src = producer.get(name)
+            if src is not None and src.op_type == "DequantizeLinear":
+                continue
+            if k >= 1 and n.op_type == "Clip" and (src is None or src.op_type == "Constant"):
+                continue  # Clip's bounds
+            if k == 2 and n.op_type in _BIAS_OPS and src is None:
+                continue  # a float bias: the integer kernel takes it as int32 with scale s_in·s_w
+            if n.op_type in _FUSED_ACTIVATIONS and src is not None and src.op_type in _BIAS_OPS + ("Add",):
+                continue  # Conv → Relu/Clip: one fused integer kernel (QDQ node-unit fusion)
+            found.append(f"{n.op_type} {n.name or n.output[0]}")
+            break
+    return FloatOps(len(found), tuple(found), 0, "ONNX nodes with a float input not from DequantizeLinear "
+                    "(Q/DQ and constants excluded)")
+
+
 class _Onnx(Target):
     suffix = ".onnx"
     runtime = "onnxruntime"
@@ -147,7 +192,8 @@ class OnnxInt8(_Onnx):
         constant_fold(gm, _quant_node_constraint)
         _write(gm, graph.example_inputs, path)
         found = [s for _, s in read_weights(path) if s is not None]
-        return ExportInfo(scales_from=scales_note("QDQ ONNX", found, graph, read_activation_scales(path)))
+        return ExportInfo(scales_from=scales_note("QDQ ONNX", found, graph, read_activation_scales(path)),
+                          float_ops=float_ops(path))
 
 
 @TARGETS.register("onnx-int8-u8")
@@ -164,7 +210,8 @@ class OnnxInt8U8(OnnxInt8):
         note = (f"re-encoded u8u8: {weights} int8 weight initializers and {activations} int8 activation "
                 f"tensors q -> uint8 q+128, {zero_points} zero points z -> z+128; real values and scales unchanged")
         return ExportInfo(notes=info.notes + (note,),
-                          scales_from=scales_note("QDQ ONNX (u8u8)", found, graph, read_activation_scales(path)))
+                          scales_from=scales_note("QDQ ONNX (u8u8)", found, graph, read_activation_scales(path)),
+                          float_ops=float_ops(path))
 
 
 def to_u8u8(src: Path, dst: Path, target: str = "onnx-int8-u8") -> tuple[int, int, int]:

@@ -18,7 +18,7 @@ import numpy as np
 from edgeconv.exporters.base import (FLOAT_PASSES, FLOAT_TOLERANCE, INT8_PASSES, INT8_TOLERANCE, ExportInfo, Target,
                                      scales_note)
 from edgeconv.registry import TARGETS
-from edgeconv.results import WeightQuant
+from edgeconv.results import FloatOps, WeightQuant
 
 if TYPE_CHECKING:
     from edgeconv.context import Context
@@ -43,8 +43,9 @@ def _quiet_litert() -> Iterator[None]:
 def convert(module: Any, args: tuple, path: Path, quantizer: Any = None, target: str = "tflite") -> None:
     import litert_torch
 
-    from edgeconv.exporters.lowering import lowering_errors
+    from edgeconv.exporters.lowering import drop_expand, lowering_errors
 
+    drop_expand(module)  # litert-torch's BROADCAST_TO for expand_as is refused (fp32) or unloadable (int8)
     kwargs = {}
     if quantizer is not None:
         from litert_torch.quantize.quant_config import QuantConfig
@@ -89,14 +90,55 @@ def read_activation_scales(path: Path) -> list[float]:
     return out
 
 
+# Ops whose int8 → int8 form only moves or rescales integers.
+_INTEGER_MOVES = {"QUANTIZE"}
+
+
+def float_ops(path: Path) -> FloatOps:
+    """The ops of a .tflite that compute in float: DEQUANTIZE, QUANTIZE from float, and any op
+    with a float32/float16 input or output (constants included: a float weight is a float op).
+    QUANTIZE int8 → int8 is an integer requantization, counted apart."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+
+    def is_float(i: int) -> bool:
+        return i >= 0 and np.dtype(tensors[int(i)]["dtype"]).kind == "f"
+
+    found, requant = [], 0
+    for op in it._get_ops_details():  # noqa: SLF001
+        name = op["op_name"]
+        ins, outs = [int(i) for i in op["inputs"]], [int(i) for i in op["outputs"]]
+        if name in _INTEGER_MOVES and not any(map(is_float, ins + outs)):
+            requant += 1
+            continue
+        if name == "DELEGATE":
+            continue
+        if name in ("DEQUANTIZE", "QUANTIZE") or any(map(is_float, ins + outs)):
+            out = tensors[outs[0]]["name"] if outs else ""
+            found.append(f"{name} {out}")
+    return FloatOps(len(found), tuple(found), requant, "TFLite ops with a float input/output, DEQUANTIZE, "
+                    "QUANTIZE from float (read from the flatbuffer with ai-edge-litert)")
+
+
 class _Tflite(Target):
     suffix = ".tflite"
     runtime = "ai-edge-litert"
 
     def load(self, path: Path, threads: int = 1, kernels: str = "reference"):
+        from edgeconv.errors import ParityFailure
         from edgeconv.exporters.runtimes import TfliteRunner
 
-        return TfliteRunner(path, threads)
+        try:
+            return TfliteRunner(path, threads)
+        except (RuntimeError, ValueError) as e:
+            # The converter wrote a file the runtime cannot prepare (e.g. a BROADCAST_TO whose
+            # shapes it rejects): a failed artifact, said in one line, never a traceback.
+            line = " ".join(str(e).split())[:300]
+            err = ParityFailure(f"{self.name}: ai-edge-litert cannot load the converted file: {line}")
+            err.runtime = TfliteRunner.engine  # type: ignore[attr-defined]
+            raise err from None
 
     def read_weights(self, path: Path) -> list[tuple[WeightQuant, np.ndarray | None]]:
         return read_weights(path)
@@ -125,4 +167,5 @@ class TfliteInt8(_Tflite):
     def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:
         convert(graph.module(), graph.example_inputs, path, quantizer=graph.quantizer, target=self.name)
         found = [s for _, s in read_weights(path) if s is not None]
-        return ExportInfo(scales_from=scales_note("litert-torch TFLite", found, graph, read_activation_scales(path)))
+        return ExportInfo(scales_from=scales_note("litert-torch TFLite", found, graph, read_activation_scales(path)),
+                          float_ops=float_ops(path))

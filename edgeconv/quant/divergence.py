@@ -37,6 +37,7 @@ class QTensor:
     zero_point: int
     values: np.ndarray  # int values, one row per sample (N, ...)
     layer: str = ""
+    qnode: str = ""  # torch side: the quantize node that produced it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,15 +62,30 @@ class DivergenceReport(Record):
     unmatched: tuple[str, ...]  # torch tensors with no counterpart in the artifact
     tensors: tuple[TensorDrift, ...]
     first_divergent: TensorDrift | None
+    # each layer in isolation: the simulation's layer fed the artifact's own int8 inputs (None: not run)
+    isolated: tuple[TensorDrift, ...] | None = None
+
+    @property
+    def worst_isolated(self) -> TensorDrift | None:
+        return max(self.isolated, key=lambda d: d.max_steps) if self.isolated else None
 
     def summary(self) -> str:
         head = f"{self.format} {Path(self.artifact).name}: {self.matched} int8 tensors compared on {self.samples} samples"
         if self.first_divergent is None:
             worst = max((t.max_steps for t in self.tensors), default=0.0)
-            return f"{head}; none drifts by more than {self.threshold_steps:g} steps (worst {worst:g})"
+            return (f"{head}; none drifts by more than {self.threshold_steps:g} steps (worst {worst:g})"
+                    + self.isolated_summary())
         d = self.first_divergent
         return (f"{head}; first drift > {self.threshold_steps:g} steps at {d.layer or d.tensor} "
-                f"(tensor {d.tensor}: max {d.max_steps:g} steps, {100 * d.share_off:.1f}% of values differ)")
+                f"(tensor {d.tensor}: max {d.max_steps:g} steps, {100 * d.share_off:.1f}% of values differ)"
+                + self.isolated_summary())
+
+    def isolated_summary(self) -> str:
+        w = self.worst_isolated
+        if w is None:
+            return ""
+        return (f"; each layer in isolation (fed the artifact's own inputs): worst {w.max_steps:g} steps at "
+                f"{w.layer or w.tensor}")
 
 
 # --- torch quantized simulation ------------------------------------------------------------------
@@ -103,7 +119,7 @@ def torch_tensors(graph: "Graph", x: np.ndarray) -> list[QTensor]:
         owner = producing_layer(src)
         layer = module_path(owner) if owner is not None else module_path(src) if hasattr(src, "meta") else ""
         out.append(QTensor(src.name if hasattr(src, "name") else q.name, float(q.args[1]), int(q.args[2]),
-                           np.concatenate(rows[q.name]), layer or getattr(src, "name", "")))
+                           np.concatenate(rows[q.name]), layer or getattr(src, "name", ""), q.name))
     return out
 
 
@@ -193,7 +209,11 @@ def tflite_tensors(path: Path, x: np.ndarray) -> list[QTensor]:
 
     from edgeconv.exporters.runtimes import quantize
 
-    it = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True, num_threads=1)
+    import warnings
+
+    with warnings.catch_warnings():  # "intended for debugging": reading intermediates is what this is
+        warnings.simplefilter("ignore")
+        it = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True, num_threads=1)
     it.allocate_tensors()
     details = {d["index"]: d for d in it.get_tensor_details()}
     order: list[int] = []
@@ -215,9 +235,7 @@ def tflite_tensors(path: Path, x: np.ndarray) -> list[QTensor]:
     out = []
     for t in order:
         qp = details[t]["quantization_parameters"]
-        v = np.concatenate(rows[t])
-        if v.ndim == 4:  # op outputs inside a litert-torch model are NHWC (its NCHW I/O is transposed)
-            v = v.transpose(0, 3, 1, 2)
+        v = np.concatenate(rows[t])  # NHWC inside a litert-torch model, mostly: `_align` decides
         out.append(QTensor(details[t]["name"], float(qp["scales"][0]), int(qp["zero_points"][0]), v))
     return out
 
@@ -278,12 +296,26 @@ READERS = {".onnx": ("onnx", onnx_tensors), ".tflite": ("tflite", tflite_tensors
 # --- matching and the report ----------------------------------------------------------------------
 
 def _align(t: np.ndarray, a: np.ndarray) -> np.ndarray | None:
-    """The artifact tensor `a` in the torch tensor's layout, or None if they cannot be the same."""
-    if a.shape == t.shape:
-        return a
+    """The artifact tensor `a` in the torch tensor's layout, or None if they cannot be the same.
+    Inside a TFLite model most 4-D tensors are NHWC but a transposed copy is NCHW: of the layouts
+    that fit the shape, the one whose values are closer is the tensor's."""
     if a.size != t.size:
         return None
-    return a.reshape(t.shape)  # e.g. (1, 64) vs (1, 64, 1, 1) around a flatten
+    views = [a] if a.shape == t.shape else []
+    if a.ndim == 4 and t.ndim == 4 and a.shape[3] == t.shape[1] and a.transpose(0, 3, 1, 2).shape == t.shape:
+        views.append(a.transpose(0, 3, 1, 2))
+    if not views:
+        return a.reshape(t.shape)  # e.g. (1, 64) vs (1, 64, 1, 1) around a flatten
+    return min(views, key=lambda v: _gap(t, v))
+
+
+def _gap(t: np.ndarray, a: np.ndarray) -> float:
+    return float(np.abs(t.astype(np.int64) - a.astype(np.int64)).mean())
+
+
+# Ops that share their input's scale (pool, reshape, transpose) make runs of tensors with equal
+# scale, zero point and size: among the next few such candidates, the closest values decide.
+MATCH_WINDOW = 3
 
 
 def match(ours: list[QTensor], theirs: list[QTensor]) -> list[tuple[QTensor, QTensor | None]]:
@@ -302,7 +334,7 @@ def match(ours: list[QTensor], theirs: list[QTensor]) -> list[tuple[QTensor, QTe
         cands = [j for j in list(range(cursor, len(theirs))) + list(range(0, cursor))
                  if id(theirs[j]) not in used and _compatible(q, theirs[j])]
         if cands:
-            j = cands[0]
+            j = min(cands[:MATCH_WINDOW], key=lambda k: _gap(q.values, _align(q.values, theirs[k].values)))
             used.add(id(theirs[j]))
             cursor = j + 1
             pairs.append((q, theirs[j]))
@@ -351,7 +383,48 @@ def check_artifact(artifact: Path | str) -> None:
                         "give the file edgeconv export wrote") from None
 
 
-def divergence(graph: "Graph", artifact: Path | str, x: np.ndarray, steps: float = 3.0) -> DivergenceReport:
+def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]], x: np.ndarray) -> tuple[TensorDrift, ...]:
+    """Each layer judged alone: the torch simulation runs with every matched int8 tensor replaced by
+    the artifact's own, so each quantize node computes from exactly the inputs the artifact's op
+    saw. What remains is that op's lowering (requantization, rounding, kernel), not errors that
+    rounding flips upstream cascaded into it — the check that separates a lowering bug from a
+    deep net's accumulated rounding."""
+    import torch
+
+    from edgeconv.quant.program import simulate
+
+    gm = simulate(graph.module(), ())
+    given = {q.qnode: (q, a) for q, a in pairs if a is not None and q.qnode}
+    diffs: dict[str, list[np.ndarray]] = {k: [] for k in given}
+
+    class Forced(torch.fx.Interpreter):
+        def __init__(self, module: Any, i: int) -> None:
+            super().__init__(module)
+            self.i = i
+
+        def run_node(self, n: Any) -> Any:
+            out = super().run_node(n)
+            if n.name not in given:
+                return out
+            q, a = given[n.name]
+            theirs = _align(q.values[self.i:self.i + 1], a.values[self.i:self.i + 1])
+            mine = out.detach().numpy().astype(np.int64)
+            diffs[n.name].append(np.abs(mine - theirs.reshape(mine.shape).astype(np.int64)).ravel())
+            return torch.from_numpy(theirs.reshape(mine.shape)).to(out.dtype)
+
+    with torch.no_grad():
+        for i in range(len(x)):
+            Forced(gm, i).run(torch.from_numpy(x[i:i + 1]))
+    out = []
+    for name, (q, a) in given.items():
+        d = np.concatenate(diffs[name]) if diffs[name] else np.zeros(1)
+        out.append(TensorDrift(q.name, q.layer, a.name, q.scale, q.zero_point, float(d.max()), float(d.mean()),
+                               float((d > 0).mean())))
+    return tuple(out)
+
+
+def divergence(graph: "Graph", artifact: Path | str, x: np.ndarray, steps: float = 3.0,
+               isolate: bool = False) -> DivergenceReport:
     """Compare every int8 activation of `artifact` with the torch quantized simulation of `graph`."""
     path = Path(artifact)
     fmt_reader = READERS.get(path.suffix)
@@ -365,7 +438,8 @@ def divergence(graph: "Graph", artifact: Path | str, x: np.ndarray, steps: float
     ours = torch_tensors(graph, x)
     theirs = reader(path, x)
     drifts, unmatched = [], []
-    for q, a in match(ours, theirs):
+    pairs = match(ours, theirs)
+    for q, a in pairs:
         if a is None:
             unmatched.append(q.name)
             continue
@@ -374,4 +448,6 @@ def divergence(graph: "Graph", artifact: Path | str, x: np.ndarray, steps: float
         drifts.append(TensorDrift(q.name, q.layer, a.name, q.scale, q.zero_point, float(diff.max()),
                                   float(diff.mean()), float((diff > 0).mean())))
     first = next((d for d in drifts if d.max_steps > steps), None)
-    return DivergenceReport(str(path), fmt, steps, len(x), len(drifts), tuple(unmatched), tuple(drifts), first)
+    isolated = isolated_drifts(graph, pairs, x) if isolate else None
+    return DivergenceReport(str(path), fmt, steps, len(x), len(drifts), tuple(unmatched), tuple(drifts), first,
+                            isolated)

@@ -1,0 +1,211 @@
+"""int8 that is right on real-world nets: full-integer TFLite (no DEQUANTIZE/QUANTIZE island), the
+scales TFLite requires shared (PAD, CONCATENATION, pooling, RESHAPE), the simulation within the
+tolerance, ECA's expand_as lowered, and a file the runtime cannot load reported in one line."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from torch import nn
+
+from examples.mobilenet_v2 import MobileNetV2
+
+
+def _images(n: int, size: int, seed: int = 0) -> np.ndarray:
+    from examples.zoo.images import batch
+
+    return batch(n, size, size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), seed=seed)
+
+
+def _quantize(model: nn.Module, x: np.ndarray):
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from edgeconv.calib.observers import quantizer
+
+    q = quantizer()
+    ex = (torch.from_numpy(x[:1]),)
+    prepared = prepare_pt2e(torch.export.export(model.eval(), ex, strict=False).module(), q)
+    with torch.no_grad():
+        for i in range(len(x)):
+            prepared(torch.from_numpy(x[i:i + 1]))
+    return convert_pt2e(prepared, fold_quantize=False), q, ex
+
+
+def _tflite(conv, q, ex, path):
+    from edgeconv.exporters.tflite import convert
+
+    convert(torch.export.export(conv, ex, strict=False).module(), ex, path, quantizer=q, target="tflite-int8")
+    return path
+
+
+def _run(path, x: np.ndarray) -> tuple[np.ndarray, float]:
+    from edgeconv.exporters.runtimes import TfliteRunner
+
+    r = TfliteRunner(path)
+    return r(x), r.outputs[0].quant.scale[0]
+
+
+def _ops(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    return it._get_ops_details(), tensors  # noqa: SLF001
+
+
+@pytest.fixture(scope="module")
+def mobilenet(tmp_path_factory):
+    """MobileNetV2 (real layout, width 0.5 of the channel table, 64²) with BN statistics from photos."""
+    torch.manual_seed(0)
+    settings = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 2, 2), (6, 96, 2, 1))
+    model = MobileNetV2(num_classes=10, settings=settings, last=256)
+    model.train()
+    with torch.no_grad():
+        model(torch.from_numpy(_images(8, 64, seed=1)))
+    x = _images(24, 64, seed=3)
+    conv, q, ex = _quantize(model, x[:16])
+    path = _tflite(conv, q, ex, tmp_path_factory.mktemp("mnv2") / "m.tflite")
+    return conv, path, x[16:]
+
+
+def test_mobilenet_residual_adds_are_int8(mobilenet):
+    from edgeconv.exporters.tflite import float_ops
+
+    _, path, _ = mobilenet
+    ops, tensors = _ops(path)
+    names = [o["op_name"] for o in ops]
+    assert names.count("ADD") == 5  # every residual ADD of this layout
+    assert "DEQUANTIZE" not in names and "QUANTIZE" not in names, names
+    f = float_ops(path)
+    assert f.count == 0, f.ops
+    for o in ops:
+        if o["op_name"] == "ADD":
+            assert all(np.dtype(tensors[i]["dtype"]) == np.int8 for i in list(o["inputs"]) + list(o["outputs"]))
+
+
+def test_mobilenet_matches_simulation(mobilenet):
+    conv, path, x = mobilenet
+    with torch.no_grad():
+        sim = torch.cat([conv(torch.from_numpy(x[i:i + 1])) for i in range(len(x))]).numpy()
+    out, scale = _run(path, x)
+    assert np.abs(out - sim).max() / scale <= 3.0
+
+
+class Zoo(nn.Module):
+    """The ops whose int8 form must keep one scale (PAD, CONCATENATION, pooling, RESHAPE), a
+    standalone BatchNorm after a concat, a hard-sigmoid SE gate, a product of two activations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(3, 8, 1)
+        self.bn = nn.BatchNorm2d(16)
+        self.se = nn.Conv2d(16, 16, 1)
+        self.c = nn.Conv2d(16, 16, 3, stride=2)
+        self.fc = nn.Linear(16 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.cat([F.relu(self.a(x)), self.b(x)], 1)
+        y = self.bn(y)
+        y = y * F.hardsigmoid(self.se(y.mean((2, 3), keepdim=True)))
+        y = y * torch.sigmoid(y)
+        y = self.c(F.pad(y, (1, 1, 1, 1)))
+        y = F.max_pool2d(y, 2) + F.avg_pool2d(y, 2)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(y, 2), 1))
+
+
+def test_shared_scales_and_no_float_island(tmp_path):
+    from edgeconv.exporters.tflite import float_ops
+
+    torch.manual_seed(0)
+    model = Zoo()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.5, 0.5)
+        model.bn.running_var.uniform_(0.5, 2.0)
+    x = _images(12, 16)
+    conv, q, ex = _quantize(model, x[:8])
+    path = _tflite(conv, q, ex, tmp_path / "zoo.tflite")
+    f = float_ops(path)
+    assert f.count == 0, f.ops
+    ops, tensors = _ops(path)
+    seen = set()
+    for o in ops:
+        if o["op_name"] in ("PAD", "CONCATENATION", "MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE"):
+            seen.add(o["op_name"])
+            qs = [tensors[int(i)]["quantization_parameters"] for i in o["inputs"]
+                  if np.dtype(tensors[int(i)]["dtype"]) == np.int8] + \
+                 [tensors[int(i)]["quantization_parameters"] for i in o["outputs"]]
+            scales = {(float(p["scales"][0]), int(p["zero_points"][0])) for p in qs}
+            assert len(scales) == 1, (o["op_name"], scales)
+    assert {"PAD", "CONCATENATION", "MAX_POOL_2D", "AVERAGE_POOL_2D"} <= seen, seen
+    with torch.no_grad():
+        sim = torch.cat([conv(torch.from_numpy(x[i:i + 1])) for i in range(8, 12)]).numpy()
+    out, scale = _run(path, x[8:])
+    assert np.abs(out - sim).max() / scale <= 3.0
+
+
+class ECA(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.att = nn.Conv1d(1, 1, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        y = F.adaptive_avg_pool2d(x, 1)
+        y = self.att(y.squeeze(-1).transpose(-1, -2)).transpose(-1, -2).unsqueeze(-1)
+        return x * torch.sigmoid(y).expand_as(x)
+
+
+def eca():
+    from edgeconv.models import ModelSpec
+
+    torch.manual_seed(0)
+    return ModelSpec(module=ECA().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),), name="eca-tiny")
+
+
+def test_eca_expand_as_lowers_to_tflite(tmp_path):
+    from edgeconv.exporters.tflite import convert, float_ops
+    from edgeconv.exporters.runtimes import TfliteRunner
+
+    spec = eca()
+    x = _images(10, 16)
+    program = torch.export.export(spec.module, spec.example_inputs, strict=False).module()
+    convert(program, spec.example_inputs, tmp_path / "f.tflite")  # fp32: was "broadcast-compatible" refused
+    with torch.no_grad():
+        ref = spec.module(torch.from_numpy(x)).numpy()
+    out = TfliteRunner(tmp_path / "f.tflite")(x)
+    assert np.abs(out - ref).max() <= 1e-4 * (ref.max() - ref.min())
+    conv, q, ex = _quantize(spec.module, x[:6])
+    path = _tflite(conv, q, ex, tmp_path / "q.tflite")
+    names = [o["op_name"] for o in _ops(path)[0]]
+    assert "BROADCAST_TO" not in names
+    assert float_ops(path).count == 0
+    TfliteRunner(path)  # loads (BROADCAST_TO failed to prepare before)
+
+
+def test_unloadable_artifact_is_a_recorded_failure(tmp_path, monkeypatch):
+    """A .tflite ai-edge-litert cannot prepare: one line, exit 1, manifest written, no traceback."""
+    from edgeconv.cli import main
+    from edgeconv.exporters import runtimes
+
+    def refuse(self, path, threads=1):  # what ai-edge-litert said of ECA's BROADCAST_TO before drop_expand
+        raise RuntimeError("tflite/kernels/broadcast_to.cc Output shape must be broadcastable from input shape."
+                           "Node number 23 (BROADCAST_TO) failed to prepare.\n")
+
+    monkeypatch.setattr(runtimes.TfliteRunner, "__init__", refuse)
+    np.save(tmp_path / "calib.npy", _images(12, 16))
+    res = CliRunner().invoke(main, ["export", "--model", "tests.test_int8_fullint:eca", "-t", "tflite-int8",
+                                    "--calib", str(tmp_path / "calib.npy"), "--calib-samples", "6",
+                                    "-o", str(tmp_path / "out")])
+    assert res.exit_code == 1, res.output
+    assert "Traceback" not in res.output
+    manifest = json.loads((tmp_path / "out" / "edgeconv.json").read_text())
+    (art,) = manifest["artifacts"]
+    assert not art["parity"]["passed"]
+    reason = art["parity"]["diffs"][0]["reason"]
+    assert "cannot load" in reason and "\n" not in reason
