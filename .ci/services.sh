@@ -11,6 +11,9 @@
 #   tests start adb's local server (offline) and stop it again if they started it.
 # - qemu-user-static: tests/test_onnx_host_kernels.py runs onnxruntime on an emulated AVX2-only x86
 #   CPU (qemu-x86_64-static -cpu Haswell), where its u8s8 int8 kernels saturate.
+# - chromium (headless) and fonts-dejavu-core: tests/test_report_html.py opens the HTML reports in a
+#   real browser (every chart drawn, no console error, nothing fetched) and bench/report_bench.py
+#   takes the screenshots in docs/img/.
 set -euo pipefail
 
 need=()
@@ -18,6 +21,8 @@ need=()
 command -v ssh >/dev/null && command -v scp >/dev/null && command -v ssh-keygen >/dev/null || need+=(openssh-client)
 command -v adb >/dev/null || need+=(adb)
 [ -x /usr/bin/qemu-x86_64-static ] || need+=(qemu-user-static)
+command -v chromium >/dev/null || need+=(chromium)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -35,3 +40,4 @@ fi
 if [ "$(id -u)" -eq 0 ]; then mkdir -p /run/sshd; fi
 /usr/sbin/sshd -V 2>&1 | head -n1 || true   # prints the OpenSSH version (sshd -V exits non-zero on some builds)
 adb version | head -n1
+chromium --version 2>/dev/null | head -n1 || true

@@ -130,3 +130,51 @@ def test_host_kernel_check_names_the_engine_and_the_deviation():
     hk = parity.host_kernels(fast, ref, "onnxruntime fast kernels", INT8_TOLERANCE, qp, "use X")
     assert hk.deviates and hk.max_steps == 27.0 and "onnxruntime fast kernels" in hk.message and "use X" in hk.message
     assert not parity.host_kernels(ref, ref, "e", INT8_TOLERANCE, qp, "").deviates
+
+
+def _seeded_logits(n=64, k=10, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, k)).astype(np.float32) * 3
+
+
+def test_deep_net_cascade_passes_within_the_simulations_own_error():
+    """Past 3 steps an int8 artifact still passes when it is closer to the simulation than the
+    simulation is to fp32; farther than that it fails, whatever the cause."""
+    fp32 = _seeded_logits()
+    rng = np.random.default_rng(1)
+    sim = fp32 + rng.normal(size=fp32.shape).astype(np.float32) * 0.6  # quantization: rel L2 ~0.2
+    qp = QuantParams(scale=(0.05,), zero_point=(0,), dtype="int8")
+    quality = parity.sim_quality(sim, fp32, INT8_TOLERANCE)
+    near = sim + rng.normal(size=sim.shape).astype(np.float32) * 0.3  # > 3 steps, rel L2 ~0.1
+    d = parity.diff(near, sim, parity.SIM, INT8_TOLERANCE, qp, sim=quality)
+    assert d.max_steps > 3 and d.rel_l2 < quality.rel_l2 and d.passed, d.reason
+    assert d.sim_rel_l2_vs_fp32 == quality.rel_l2 and "the simulation's own" in d.checked[0]
+    far = sim + rng.normal(size=sim.shape).astype(np.float32) * 1.2
+    d = parity.diff(far, sim, parity.SIM, INT8_TOLERANCE, qp, sim=quality)
+    assert not d.passed and d.rel_l2 > quality.rel_l2 and "L2 error" in d.reason
+    assert not parity.diff(near, sim, parity.SIM, INT8_TOLERANCE, qp).passed  # without it: steps only
+
+
+def test_fp32_floors_follow_a_poor_simulation_and_warn():
+    fp32 = _seeded_logits()
+    rng = np.random.default_rng(2)
+    sim = fp32 + rng.normal(size=fp32.shape).astype(np.float32) * 4.0  # int8 program far from fp32
+    quality = parity.sim_quality(sim, fp32, INT8_TOLERANCE)
+    assert quality.cosine < INT8_TOLERANCE.vs_fp32_min_cosine
+    d = parity.diff(sim, fp32, "torch-fp32", INT8_TOLERANCE, sim=quality)
+    assert d.passed and "quantized program itself" in d.warning  # the artifact is the simulation
+    good = parity.diff(fp32 + 0.01, fp32, "torch-fp32", INT8_TOLERANCE, sim=parity.sim_quality(fp32, fp32, INT8_TOLERANCE))
+    assert good.passed and not good.warning
+
+
+def test_layers_in_isolation_verdict():
+    from edgeconv.quant.divergence import TensorDrift
+
+    ok = TensorDrift("a", "stem", "t0", 0.1, 0, 1.0, 0.01, 0.02)
+    bad = TensorDrift("b", "blocks.3.conv", "t1", 0.1, 0, 7.0, 2.0, 0.6)
+    v = parity.layers_in_isolation((ok,), 0, 8, INT8_TOLERANCE)
+    assert v.passed and v.worst_steps == 1.0 and v.layers == 1
+    v = parity.layers_in_isolation((ok, bad), 1, 8, INT8_TOLERANCE)
+    assert not v.passed and v.worst_layer == "blocks.3.conv" and "blocks.3.conv: 7 steps" in v.over[0]
+    assert not parity.layers_in_isolation((), 3, 8, INT8_TOLERANCE).passed  # nothing matched never passes
+    assert parity.layers_in_isolation((ok,), 0, 8, FLOAT_TOLERANCE) is None

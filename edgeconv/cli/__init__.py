@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edgeconv.cli.gate",
     "edgeconv.cli.analyze",
     "edgeconv.cli.sparse",
+    "edgeconv.cli.report",
 )
 
 

@@ -56,8 +56,10 @@ def analyze_cmd(**kw) -> None:
 @click.option("--steps", default=3.0, show_default=True,
               help="Name the first tensor off by more than this many steps (TFLite's fixed-point "
                    "requantization alone reaches 3 on deep chains).")
+@click.option("-o", "--out", "out_path", default=None, metavar="FILE",
+              help="Also write the reports as JSON (`edgeconv report` reads OUT_DIR/divergence.json).")
 @click.option("--json", "as_json", is_flag=True)
-def divergence_cmd(artifacts, samples, steps, as_json, **kw) -> None:
+def divergence_cmd(artifacts, samples, steps, out_path, as_json, **kw) -> None:
     """Name the first layer where each int8 artifact (.onnx, .tflite, .mlpackage) drifts from torch."""
     from pathlib import Path
 
@@ -69,9 +71,14 @@ def divergence_cmd(artifacts, samples, steps, as_json, **kw) -> None:
         check_artifact(a)
     options = ExportOptions(targets=(), **quant_and_calib(kw), eval_samples=samples)
     graph, _, evalset = quantized_graph(load_spec(kw), options, progress(as_json), upto="cleanup")
-    reports = [divergence(graph, Path(a), evalset.x, steps) for a in artifacts]
+    reports = [divergence(graph, Path(a), evalset.x, steps, isolate=True) for a in artifacts]
+    text = json.dumps([r.to_dict() for r in reports], indent=2)
+    if out_path:
+        from edgeconv.results import atomic_write
+
+        atomic_write(Path(out_path), text)
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in reports], indent=2))
+        click.echo(text)
     else:
         for r in reports:
             click.echo(r.summary())

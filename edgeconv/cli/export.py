@@ -32,6 +32,8 @@ from edgeconv.cli.options import load_spec, model_options, progress, quant_and_c
               help="Which layers are int8, as data (global / op type / layer; null = float): a file, or an "
                    "edgeconv.json whose quant_config (e.g. an earlier --max-drop's choice) is replayed.")
 @click.option("--analyze", is_flag=True, help="Also rank layers by int8 sensitivity (analyze.json).")
+@click.option("--report", "html_report", is_flag=True,
+              help="Also write OUT/report.html: charts of parity, sensitivity, ranges and timings (no network).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of a table.")
 def export_cmd(**kw) -> None:
     """Export a PyTorch model to verified ONNX / TFLite / CoreML artifacts with a manifest."""
@@ -39,7 +41,7 @@ def export_cmd(**kw) -> None:
     from edgeconv.errors import ParityFailure
     from edgeconv.pipeline import export, resolve_targets
 
-    as_json = kw.pop("as_json")
+    as_json, html_report = kw.pop("as_json"), kw.pop("html_report")
     config_file = kw.pop("quant_config")
     if config_file:
         from edgeconv.quant.fallback import read_quant_config
@@ -74,6 +76,11 @@ def export_cmd(**kw) -> None:
             path = Path(options.out_dir) / ANALYSIS
             click.echo(SensitivityReport.from_dict(json.loads(path.read_text())).table())
             click.echo(f"sensitivity: {path}")
+    if html_report:  # written whatever the parity verdict: a failed export is when it helps most
+        from edgeconv.report_html import write_report
+
+        w = write_report(options.out_dir)
+        click.echo(f"report: {w.path}", err=as_json)
     failed = [a.target for a in manifest.artifacts if a.parity and not a.parity.passed]
     if failed:
         raise ParityFailure(f"parity failed for {', '.join(failed)} (details in {options.out_dir}/edgeconv.json)")
