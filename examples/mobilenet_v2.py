@@ -5,47 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# (expansion t, output channels c, repeats n, first stride s): MobileNetV2's table.
-SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+from examples.zoo._common import conv_bn as _conv_bn
+from examples.zoo.mobilenet import V2_SETTINGS as SETTINGS  # noqa: F401  (MobileNetV2's table)
+from examples.zoo.mobilenet import InvertedResidual, MobileNetV2  # noqa: F401  (one definition: the zoo's)
 
 
 def conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
-    if act:
-        layers.append(nn.ReLU6())
-    return nn.Sequential(*layers)
-
-
-class InvertedResidual(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
-        super().__init__()
-        hidden = cin * expand
-        layers = [conv_bn(cin, hidden, 1)] if expand != 1 else []
-        layers += [conv_bn(hidden, hidden, 3, stride, groups=hidden), conv_bn(hidden, cout, 1, act=False)]
-        self.conv = nn.Sequential(*layers)
-        self.residual = stride == 1 and cin == cout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
-        return x + y if self.residual else y
-
-
-class MobileNetV2(nn.Module):
-    def __init__(self, num_classes: int = 1000, settings=SETTINGS, last: int = 1280) -> None:
-        super().__init__()
-        blocks: list[nn.Module] = [conv_bn(3, 32, 3, 2)]
-        cin = 32
-        for t, c, n, s in settings:
-            for i in range(n):
-                blocks.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
-                cin = c
-        blocks.append(conv_bn(cin, last, 1))
-        self.features = nn.Sequential(*blocks)
-        self.classifier = nn.Linear(last, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
-        return self.classifier(torch.flatten(x, 1))
+    """Conv → BN (→ ReLU6): MobileNetV2's unit."""
+    return _conv_bn(cin, cout, k, stride, groups, act=nn.ReLU6 if act else None)
 
 
 def realistic_bn(model: nn.Module, seed: int = 0) -> nn.Module:
