@@ -8,7 +8,7 @@ the criteria it applied, and one with nothing to compare fails instead of passin
 from __future__ import annotations
 
 import dataclasses
-
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -76,6 +76,7 @@ class SimQuality:
     rel_l2: float
     cosine: float
     top1_agreement_decisive: float | None
+    decisive_samples: int = 0
 
 
 def diff(out: np.ndarray, ref: np.ndarray, reference: str, tol: Tolerance,
@@ -180,7 +181,9 @@ def _floors_at_sim(tol: Tolerance, sim: SimQuality) -> tuple[float | None, float
         min_cos = floor if floor > 0 else None
     if sim.top1_agreement_decisive is not None and sim.top1_agreement_decisive < tol.min_top1_agreement:
         below.append(f"decisive top-1 agreement {sim.top1_agreement_decisive:.3f} < {tol.min_top1_agreement:g}")
-        floor = sim.top1_agreement_decisive - SIM_AGREEMENT_SLACK
+        p, n = sim.top1_agreement_decisive, max(sim.decisive_samples, 1)
+        # the slack, widened by two standard errors of an agreement measured on n samples
+        floor = p - SIM_AGREEMENT_SLACK - 2 * math.sqrt(p * (1 - p) / n)
         min_agree = floor if floor > 0 else None
     warning = ("the quantized program itself is far from fp32 (" + "; ".join(below) + "): the int8 model, "
                "not this artifact, loses that — try --max-drop, per-channel weights or QAT") if below else ""
@@ -189,11 +192,11 @@ def _floors_at_sim(tol: Tolerance, sim: SimQuality) -> tuple[float | None, float
 
 def sim_quality(ref_sim: np.ndarray, ref_fp32: np.ndarray, tol: Tolerance) -> SimQuality:
     """The torch quantized simulation against torch fp32, with the target's own decisive margin."""
-    agree = None
+    agree, n = None, 0
     mask = decisive(ref_fp32, tol.decisive_margin * value_range(ref_fp32))
     if mask is not None and mask.any():
-        agree = float((top1(ref_sim)[mask] == top1(ref_fp32)[mask]).mean())
-    return SimQuality(rel_l2(ref_sim, ref_fp32), cosine(ref_sim, ref_fp32), agree)
+        agree, n = float((top1(ref_sim)[mask] == top1(ref_fp32)[mask]).mean()), int(mask.sum())
+    return SimQuality(rel_l2(ref_sim, ref_fp32), cosine(ref_sim, ref_fp32), agree, n)
 
 
 def _steps(max_abs: float, ref: np.ndarray, out_quant: QuantParams | None) -> tuple[float, str]:
