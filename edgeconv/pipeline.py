@@ -6,6 +6,7 @@ only when every target has exported, so a failed run leaves no half-written file
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.metadata
 import os
@@ -144,15 +145,40 @@ def split_data(spec: "ModelSpec", options: ExportOptions, need_calib: bool) -> t
 
 
 def torch_outputs(module, x: np.ndarray, progress: Progress, what: str) -> np.ndarray:
+    """Outputs one sample at a time, on one intra-op thread (`one_thread`). One at a time: the
+    captured program has a static batch of 1, and a batch of 8 through the eager model is no faster
+    here (memory-bound at 224x224) and not bit-identical (a batched linear is a GEMM, one sample a GEMV)."""
     import torch
 
     outs = []
-    with torch.no_grad(), progress.task(what, total=len(x)) as task:
+    with torch.no_grad(), one_thread(), progress.task(what, total=len(x)) as task:
         for i in range(len(x)):
             y = module(torch.from_numpy(x[i:i + 1]))
             outs.append((y[0] if isinstance(y, (tuple, list)) else y).detach().float().numpy())
             task.advance()
     return np.concatenate(outs)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """torch (and, where threadpoolctl is installed, numpy's BLAS) on one thread for per-sample work.
+    A batch-1 forward of a small net gains little from a second thread on an idle 2-core host, but
+    when other processes hold the cores, OpenMP's spin-waiting barriers made each sample 5-30x
+    slower (MobileNetV2 224x224: 36 ms on one thread, 0.19-1.15 s on two, at load average 5)."""
+    import torch
+
+    n = torch.get_num_threads()
+    try:
+        from threadpoolctl import threadpool_limits
+        blas = threadpool_limits(1)
+    except ImportError:
+        blas = contextlib.nullcontext()
+    torch.set_num_threads(1)
+    try:
+        with blas:
+            yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def prepare_eager(spec: "ModelSpec", calib_x: "np.ndarray | None" = None, seed: int = 0) -> tuple["ModelSpec", StageRecord]:
@@ -252,8 +278,9 @@ def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None 
     cache = PassCache(root, ctx, quantize_steps(qat))
 
     work = Path(tempfile.mkdtemp(prefix=".edgeconv-tmp-", dir=out_dir))
+    sims: dict[Any, Any] = {}  # torch outputs (and int8 tensors) per pass-chain result, shared by its targets
     try:
-        artifacts = [_one(t, cache.get(t.passes), ctx, evalset, ref_fp32, work, progress) for t in targets]
+        artifacts = [_one(t, cache.get(t.passes), ctx, evalset, ref_fp32, work, progress, sims) for t in targets]
         if options.analyze:
             _analyze(targets, cache, evalset, spec.name, work, progress)
         final = []
@@ -312,7 +339,7 @@ def _acc(out: np.ndarray, data: "DataSet") -> float | None:
 
 
 def _one(target: "Target", graph: "Graph", ctx: Context, evalset: "DataSet", ref_fp32: np.ndarray,
-         work: Path, progress: Progress) -> Artifact:
+         work: Path, progress: Progress, sims: dict[Any, Any] | None = None) -> Artifact:
     from edgeconv import parity
     from edgeconv.models import artifact_size, file_sha256
 
@@ -329,17 +356,23 @@ def _one(target: "Target", graph: "Graph", ctx: Context, evalset: "DataSet", ref
     except ParityFailure as e:  # the runtime cannot compute this artifact here: unverified, never a pass
         runner, report = None, parity.unverified(getattr(e, "runtime", target.runtime), str(e), target.parity_reference)
     if runner is not None:
-        report = _parity(target, runner, path, graph, ctx, evalset, ref_fp32, progress)
+        report = _parity(target, runner, path, graph, ctx, evalset, ref_fp32, progress, sims)
     notes = tuple(f"vs {d.reference} in {report.runtime}: {'ok' if d.passed else 'FAILED ' + d.reason}"
                   + (f" [{'; '.join(d.checked)}]" if d.checked else "") for d in report.diffs)
     if report.host_kernels and report.host_kernels.deviates:
         notes += ("WARNING host kernels: " + report.host_kernels.message,)
+    notes += tuple(f"WARNING {d.reference}: {d.warning}" for d in report.diffs if d.warning)
+    if report.layers is not None:
+        lay = report.layers
+        notes += (f"each int8 layer in isolation ({lay.layers} layers, {lay.samples} samples): worst "
+                  f"{lay.worst_steps:g} steps at {lay.worst_layer}"
+                  + ("" if lay.passed else f" — FAILED: {'; '.join(lay.over[:5])} > {lay.limit:g}"),)
     parity_rec = StageRecord(f"parity:{target.name}", False, round(time.perf_counter() - t0, 3), notes)
     return Artifact(
         target=target.name, path=str(path), sha256=file_sha256(path), size_bytes=artifact_size(path),
         inputs=runner.inputs if runner else (), outputs=runner.outputs if runner else (), parity=report,
         stages=graph.history + (export_rec, parity_rec), weights=target.weights(path),
-        scales_from=info.scales_from, float_layers=graph.float_nodes,
+        scales_from=info.scales_from, float_layers=graph.float_nodes, float_ops=info.float_ops,
     )
 
 
@@ -349,7 +382,7 @@ SPARSE_MAX_DROP = 0.02
 
 
 def _parity(target: "Target", runner, path: Path, graph: "Graph", ctx: Context, evalset: "DataSet",
-            ref_fp32: np.ndarray, progress: Progress):
+            ref_fp32: np.ndarray, progress: Progress, sims: dict[Any, Any] | None = None):
     """The verdict from the artifact's reference kernels; for targets whose host has faster kernels
     that may compute something else (onnxruntime's fused integer kernels), those too, as a warning."""
     from edgeconv import parity
@@ -357,11 +390,11 @@ def _parity(target: "Target", runner, path: Path, graph: "Graph", ctx: Context, 
 
     source = ref_fp32
     if target.parity_reference == "torch-after-passes":
-        ref_fp32 = torch_outputs(graph.module(), evalset.x, progress, "torch reference after passes")
-    ref_sim = torch_outputs(graph.module(), evalset.x, progress, "torch quantized simulation") if graph.quantized else None
+        ref_fp32 = _program_outputs(graph, evalset, progress, "torch reference after passes", sims)
+    ref_sim = _program_outputs(graph, evalset, progress, "torch quantized simulation", sims) if graph.quantized else None
     out_quant = graph.qparams.get(OUTPUT_KEY)
     engine = runner.engine
-    with progress.task(f"parity {target.name} in {engine}"):
+    with progress.task(f"parity {target.name} in {engine}"), one_thread():
         out = runner(evalset.x)
     report = parity.check(out, engine, evalset.y, target.tolerance, ref_fp32, ref_sim, out_quant,
                           target.parity_reference)
@@ -370,12 +403,53 @@ def _parity(target: "Target", runner, path: Path, graph: "Graph", ctx: Context, 
         report = dataclasses.replace(report, diffs=report.diffs + (parity.source_drop(out, source, evalset.y, max_drop),))
     if target.host_kernels:
         fast = target.load(path, kernels="fast")
-        with progress.task(f"host kernels {target.name} in {fast.engine}"):
+        with progress.task(f"host kernels {target.name} in {fast.engine}"), one_thread():
             fast_out = fast(evalset.x)
         check = parity.host_kernels(fast_out, out, fast.engine, target.tolerance, out_quant,
                                     target.host_kernel_advice)
         report = dataclasses.replace(report, host_kernels=check)
+    if graph.quantized and target.tolerance.layer_max_steps is not None:
+        with one_thread():  # per-sample torch and runtime work, like the rest of parity
+            report = dataclasses.replace(report, layers=_layers_in_isolation(target, path, graph, evalset, progress, sims))
     return report
+
+
+# Layer-by-layer isolation reads every int8 tensor of the artifact: a few samples tell a lowering
+# error (a layer off on most inputs) from rounding; the end-to-end check uses all of them.
+ISOLATION_SAMPLES = 8
+
+
+def _layers_in_isolation(target: "Target", path: Path, graph: "Graph", evalset: "DataSet", progress: Progress,
+                         sims: dict[Any, Any] | None = None):
+    from edgeconv import parity
+    from edgeconv.quant.divergence import READERS, divergence, torch_tensors
+
+    if path.suffix not in READERS:
+        return None
+    x = evalset.x[:ISOLATION_SAMPLES]
+    with progress.task(f"each int8 layer of {target.name} in isolation"):
+        key = (id(graph), "int8 tensors")  # the program's own tensors: once for all its int8 targets
+        ours = sims.get(key) if sims is not None else None
+        if ours is None:
+            ours = torch_tensors(graph, x)
+            if sims is not None:
+                sims[key] = ours
+        rep = divergence(graph, path, x, isolate=True, ours=ours)
+    return parity.layers_in_isolation(rep.isolated or (), len(rep.unmatched), len(x), target.tolerance)
+
+
+def _program_outputs(graph: "Graph", evalset: "DataSet", progress: Progress, what: str,
+                     sims: dict[Any, Any] | None) -> np.ndarray:
+    """The torch program's outputs on the held-out samples, once per pass-chain result: the int8
+    targets share one quantized program (PassCache), so its simulation runs once, not per target."""
+    from edgeconv.quant.program import folded_simulation
+
+    if sims is not None and id(graph) in sims:
+        return sims[id(graph)]
+    out = torch_outputs(folded_simulation(graph), evalset.x, progress, what)
+    if sims is not None:
+        sims[id(graph)] = out
+    return out
 
 
 def analyze_model(spec: Any, options: Any, max_drop: float | None = None, evaluator: str | None = None,

@@ -186,6 +186,12 @@ CASES = [
          lambda x: F.pad(x, (2, 1, 1, 2), mode="replicate"), ident="pad-replicate"),
     case("upsample_nearest_neighbor", [X4], lambda x: mb.upsample_nearest_neighbor(x=x, scale_factor_height=2, scale_factor_width=3),
          lambda x: F.interpolate(x, scale_factor=(2, 3), mode="nearest")),
+    case("pixel_shuffle", [(2, 12, 3, 5)], lambda x: mb.pixel_shuffle(x=x, upscale_factor=2),
+         lambda x: F.pixel_shuffle(x, 2), exact=True),
+    case("pixel_shuffle", [(1, 9, 4, 2)], lambda x: mb.pixel_shuffle(x=x, upscale_factor=3),
+         lambda x: F.pixel_shuffle(x, 3), exact=True, ident="pixel_shuffle-3"),
+    case("pixel_unshuffle", [(2, 3, 6, 4)], lambda x: mb.pixel_unshuffle(x=x, downscale_factor=np.uint32(2)),
+         lambda x: F.pixel_unshuffle(x, 2), exact=True, opset="iOS16"),
     case("gather", [X4], lambda x: mb.gather(x=x, indices=np.array([3, 0, 0], np.int32), axis=1),
          lambda x: x[:, [3, 0, 0]]),
     # --- quantization -------------------------------------------------------------------------

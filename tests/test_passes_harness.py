@@ -144,16 +144,8 @@ def _case(name: str, options: ExportOptions | None = None) -> GraphCase:
 
 # --- known bugs (strict: the matrix fails once they are fixed, so the marks come off) -------------
 
-# A conv whose output feeds a BN *and* another op (z = conv(x); bn(z) + z): fold-conv-bn rightly
-# refuses it, but quantize's prepare_pt2e (torchao 0.18 _fuse_conv_bn_) folds the BN into the conv
-# anyway, without checking the conv's other users: the quantized program computes bn(z) + bn(z).
-QUANTIZE_BUG = ("quantize bug: prepare_pt2e's conv-BN fusion folds a BN into a conv whose output has "
-                "other users, so quantize computes bn(z) + bn(z) for bn(z) + z (~35% relative error)")
-
-
 def _known_bug(pass_name: str, net: str) -> str | None:
-    if pass_name == "quantize" and net == "conv-output-reused":
-        return QUANTIZE_BUG
+    """Known pass bugs, as strict xfails (they come off when fixed); none open."""
     return None
 
 
@@ -233,7 +225,6 @@ def test_a_target_chain_runs_in_order():
     assert case.rel_error() < EXPECT["quantize"].tol
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=QUANTIZE_BUG)
 def test_int8_target_chain_keeps_a_shared_conv_output_intact():
     """The pass chain of every int8 target: fold-conv-bn refuses the BN (its conv output is shared),
     then quantize must not fold it either."""

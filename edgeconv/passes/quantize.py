@@ -33,18 +33,61 @@ def make_quantizer(opts: "QuantOptions") -> Any:
 
 
 def calibrate(prepared: Any, ctx: "Context") -> int:
+    """Run the calibration samples through the observed program, one at a time on one thread.
+
+    One at a time: the captured program has a static batch of 1, a batch is no faster (the
+    observers' min/max and the convs are memory-bound at 224x224) and, on two threads, mkldnn's
+    batched convs round some activations differently, so batched min-max scales would not be
+    identical. One thread: see `edgeconv.pipeline.one_thread` (5-30x per sample on a busy host).
+    Observers of constants (the weights) see the same tensor every sample; a min-max one has its
+    answer after the first, so it is bypassed after it (same scales, a fifth less time)."""
     import torch
 
     data = ctx.calib
     if data is None or len(data) == 0:
         raise UserError("quantization needs calibration data; pass --calib (a folder, .npy/.npz, demo or random)")
     n = min(len(data), ctx.options.quant.samples)
-    with torch.no_grad(), ctx.progress.task(f"calibrating on {n} samples", total=n) as task:
-        for i in range(n):
-            # The captured program has a static batch of 1.
-            prepared(torch.from_numpy(data.x[i:i + 1]))
-            task.advance()
+    constant = _constant_minmax_observers(prepared)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad(), ctx.progress.task(f"calibrating on {n} samples", total=n) as task:
+            for i in range(n):
+                prepared(torch.from_numpy(data.x[i:i + 1]))
+                if i == 0:
+                    for obs in constant:
+                        obs.forward = _identity
+                task.advance()
+    finally:
+        torch.set_num_threads(threads)
+        for obs in constant:
+            obs.__dict__.pop("forward", None)
     return n
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def _constant_minmax_observers(prepared: Any) -> list[Any]:
+    """Observers called only on tensors that depend on no input (weights), whose state is a
+    running min/max: seeing the same tensor again changes nothing. Histogram observers are never
+    bypassed (their counts grow with every sample), nor an observer shared with an activation."""
+    from torchao.quantization.pt2e.observer import MinMaxObserver, PerChannelMinMaxObserver
+
+    from edgeconv.calib.observers import MinMaxObserver as EdgeconvMinMax
+
+    constant: set[Any] = set()
+    calls: dict[str, bool] = {}  # observer target -> every call on a constant
+    for node in prepared.graph.nodes:
+        is_const = node.op == "get_attr" or (node.op in ("call_function", "call_module") and bool(node.all_input_nodes)
+                                             and all(a in constant for a in node.all_input_nodes))
+        if is_const:
+            constant.add(node)
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, True) and is_const
+    idempotent = (MinMaxObserver, PerChannelMinMaxObserver, EdgeconvMinMax)
+    return [obs for t, ok in calls.items() if ok and type(obs := prepared.get_submodule(t)) in idempotent]
 
 
 @PASSES.register("quantize")
@@ -54,11 +97,15 @@ def quantize(graph: "Graph", ctx: "Context") -> PassResult:
 
     if graph.quantized:
         return PassResult(graph, False, ("already quantized",))
+    from edgeconv.calib.annotate import transform
     from edgeconv.quant.fallback import keep_float
 
     opts = ctx.options.quant
     quantizer = keep_float(make_quantizer(opts), graph.float_nodes)
-    prepared = prepare_pt2e(graph.module(), quantizer)
+    # prepare_pt2e fuses every conv -> BN pair before it annotates, even where the conv's output has
+    # other users (fold-conv-bn refused those: bn(z) + z would become bn(z) + bn(z)). Rewriting the
+    # BNs fold-conv-bn left as depthwise 1x1 convs first leaves it nothing to fuse.
+    prepared = prepare_pt2e(transform(graph.module()), quantizer)
     n = calibrate(prepared, ctx)
     converted = convert_pt2e(prepared, fold_quantize=False)
     qparams = read_qparams(converted)

@@ -94,9 +94,9 @@ def torch_tensors(graph: "Graph", x: np.ndarray) -> list[QTensor]:
     """Int8 activations of the torch quantized program, in graph order (fused pre-activations left out)."""
     import torch
 
-    from edgeconv.quant.program import is_q, module_path, producing_layer, simulate
+    from edgeconv.quant.program import folded_simulation, is_q, module_path, producing_layer
 
-    gm = simulate(graph.module(), ())  # a copy without the batch-1 guard
+    gm = folded_simulation(graph)  # weights quantized once, not on every sample
     qnodes = [n for n in gm.graph.nodes if is_q(n) and "per_tensor" in str(n.target)
               and getattr(n.args[0], "op", None) != "get_attr"]
     fused = {q.name for q in qnodes if _torch_fused(q)}
@@ -391,9 +391,9 @@ def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]],
     deep net's accumulated rounding."""
     import torch
 
-    from edgeconv.quant.program import simulate
+    from edgeconv.quant.program import folded_simulation
 
-    gm = simulate(graph.module(), ())
+    gm = folded_simulation(graph)
     given = {q.qnode: (q, a) for q, a in pairs if a is not None and q.qnode}
     diffs: dict[str, list[np.ndarray]] = {k: [] for k in given}
 
@@ -424,7 +424,7 @@ def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]],
 
 
 def divergence(graph: "Graph", artifact: Path | str, x: np.ndarray, steps: float = 3.0,
-               isolate: bool = False) -> DivergenceReport:
+               isolate: bool = False, ours: list[QTensor] | None = None) -> DivergenceReport:
     """Compare every int8 activation of `artifact` with the torch quantized simulation of `graph`."""
     path = Path(artifact)
     fmt_reader = READERS.get(path.suffix)
@@ -435,7 +435,7 @@ def divergence(graph: "Graph", artifact: Path | str, x: np.ndarray, steps: float
                         "quantize the graph first")
     check_artifact(path)
     fmt, reader = fmt_reader
-    ours = torch_tensors(graph, x)
+    ours = ours if ours is not None else torch_tensors(graph, x)  # the caller's, when it compares several artifacts
     theirs = reader(path, x)
     drifts, unmatched = [], []
     pairs = match(ours, theirs)
