@@ -347,93 +347,110 @@ _TFL_ELEMENTWISE = {"ADD", "MUL", "SUB", "RELU", "RELU6", "RELU_N1_TO_1", "RELU_
 _INT_TYPES = {3: "uint8", 9: "int8", 7: "int16"}  # quantized activations (schema TensorType)
 
 
-def check_tflite(path: Path | str) -> SparseReport:
-    model = read_tflite(path)
-    names = op_names()
-    sg = model.subgraphs[0]
-    ops = sg.operators
-    kinds = [builtin(model, op, names) for op in ops]
-    producer = {o: i for i, op in enumerate(ops) for o in op.outputs}
-    consumers: dict[int, list[int]] = {}
-    for i, op in enumerate(ops):
-        for t in op.inputs:
-            consumers.setdefault(int(t), []).append(i)
-    subject = Path(path).name
-    findings: list[Finding] = []
-    densify_ops = kinds.count("DENSIFY")
-    if not densify_ops:
-        findings.append(Finding("no-densify", subject, "no DENSIFY-encoded sparse weights: XNNPACK is never "
-                                "asked for sparse inference (export with the tflite-sparse target)"))
+class _TfliteGraph:
+    """The first subgraph of a .tflite with the lookups the sparse-path rules need."""
 
-    def weight_source(op: Any) -> tuple[np.ndarray | None, bool]:
+    def __init__(self, path: Path | str) -> None:
+        self.model = read_tflite(path)
+        names = op_names()
+        self.sg = self.model.subgraphs[0]
+        self.ops = self.sg.operators
+        self.kinds = [builtin(self.model, op, names) for op in self.ops]
+        self.producer = {o: i for i, op in enumerate(self.ops) for o in op.outputs}
+        self.consumers: dict[int, list[int]] = {}
+        for i, op in enumerate(self.ops):
+            for t in op.inputs:
+                self.consumers.setdefault(int(t), []).append(i)
+
+    def const(self, tensor: int) -> np.ndarray | None:
+        return const_array(self.model, self.sg.tensors[tensor])
+
+    def weight_source(self, op: Any) -> tuple[np.ndarray | None, bool]:
         """The constant weight of a conv, looking through DEQUANTIZE (fp16) and DENSIFY."""
         t, dens = int(op.inputs[1]), False
-        while t in producer and kinds[producer[t]] in ("DENSIFY", "DEQUANTIZE"):
-            dens |= kinds[producer[t]] == "DENSIFY"
-            t = int(ops[producer[t]].inputs[0])
-        return const_array(model, sg.tensors[t]), dens
+        while t in self.producer and self.kinds[self.producer[t]] in ("DENSIFY", "DEQUANTIZE"):
+            dens |= self.kinds[self.producer[t]] == "DENSIFY"
+            t = int(self.ops[self.producer[t]].inputs[0])
+        return self.const(t), dens
 
-    def is_weight_path(i: int) -> bool:
-        return kinds[i] in ("DENSIFY", "DEQUANTIZE") and const_array(model, sg.tensors[int(ops[i].inputs[0])]) is not None \
-            or (kinds[i] == "DEQUANTIZE" and int(ops[i].inputs[0]) in producer and kinds[producer[int(ops[i].inputs[0])]] == "DENSIFY")
+    def is_weight_path(self, i: int) -> bool:
+        src = int(self.ops[i].inputs[0])
+        return (self.kinds[i] in ("DENSIFY", "DEQUANTIZE") and self.const(src) is not None) or (
+            self.kinds[i] == "DEQUANTIZE" and src in self.producer and self.kinds[self.producer[src]] == "DENSIFY")
 
-    def out_name(i: int) -> str:
-        return f"{kinds[i]} #{i} ({tensor_name(sg.tensors[int(ops[i].outputs[0])])})"
+    def out_name(self, i: int) -> str:
+        return f"{self.kinds[i]} #{i} ({tensor_name(self.sg.tensors[int(self.ops[i].outputs[0])])})"
 
-    def pad_of(i: int) -> tuple[int, int, int, int] | None:
+    def pad_of(self, i: int) -> tuple[int, int, int, int] | None:
         """(top, bottom, left, right) of a PAD op that feeds op i, if it is a zero pad on H and W only."""
-        src = int(ops[i].inputs[0])
-        if src not in producer or kinds[producer[src]] != "PAD":
+        src = int(self.ops[i].inputs[0])
+        if src not in self.producer or self.kinds[self.producer[src]] != "PAD":
             return None
-        p = const_array(model, sg.tensors[int(ops[producer[src]].inputs[1])])
+        p = self.const(int(self.ops[self.producer[src]].inputs[1]))
         if p is None or p.shape != (4, 2) or p[0].any() or p[3].any():
             return None
         return int(p[1, 0]), int(p[1, 1]), int(p[2, 0]), int(p[2, 1])
 
-    convs = [i for i, k in enumerate(kinds) if k == "CONV_2D"]
+
+def check_tflite(path: Path | str) -> SparseReport:
+    g = _TfliteGraph(path)
+    subject = Path(path).name
+    findings: list[Finding] = []
+    densify_ops = g.kinds.count("DENSIFY")
+    if not densify_ops:
+        findings.append(Finding("no-densify", subject, "no DENSIFY-encoded sparse weights: XNNPACK is never "
+                                "asked for sparse inference (export with the tflite-sparse target)"))
+    convs = [i for i, k in enumerate(g.kinds) if k == "CONV_2D"]
     if not convs:
         return _judge("tflite", subject, findings + [Finding("stem", subject, "the model has no CONV_2D")], [], [])
     stem = convs[0]
-    why = _tfl_stem(model, ops[stem], pad_of(stem), weight_source(ops[stem])[0])
+    why = _tfl_stem(g.model, g.ops[stem], g.pad_of(stem), g.weight_source(g.ops[stem])[0])
     if why:
-        findings.append(Finding("stem", out_name(stem), why))
-    end = next((i for i in range(stem + 1, len(ops)) if kinds[i] == "MEAN" and _spatial_mean(model, ops[i])), None)
+        findings.append(Finding("stem", g.out_name(stem), why))
+    end = next((i for i in range(stem + 1, len(g.ops)) if g.kinds[i] == "MEAN" and _spatial_mean(g.model, g.ops[i])), None)
     if end is None:
         findings.append(Finding("no-global-pool", subject, "no global average pool (MEAN over H, W) ends the region"))
-        end = len(ops)
-    layers, weights = [], []
+        end = len(g.ops)
+    layers: list[LayerSparsity] = []
+    weights: list[np.ndarray] = []
     for i in range(stem + 1, end):
-        k, op = kinds[i], ops[i]
-        if is_weight_path(i):
-            continue
-        ints = [_INT_TYPES[sg.tensors[int(t)].type] for t in list(op.inputs[:1]) + list(op.outputs)
-                if int(t) >= 0 and sg.tensors[int(t)].type in _INT_TYPES and k != "PAD"]
-        if ints or k in ("QUANTIZE", "DEQUANTIZE"):
-            findings.append(Finding("int8", out_name(i), f"{ints[0] if ints else 'quantized'} tensor in the "
-                                    "region; the sparse path is float only"))
-            continue
-        if k == "CONV_2D":
-            w, dens = weight_source(op)
-            why = _tfl_pointwise(op, w)
-            if why:
-                findings.append(Finding("unsupported-op", out_name(i), why))
-            else:
-                w2 = w.reshape(w.shape[0], -1).astype(np.float32)
-                weights.append(w2)
-                layers.append(LayerSparsity(out_name(i), tuple(w.shape), float((w2 == 0).mean()), block_size(w2), dens))
-        elif k == "DEPTHWISE_CONV_2D":
-            why = _tfl_depthwise(op, pad_of(i), weight_source(op)[0])
-            if why:
-                same = why.startswith(SAME_NOTE[:20])
-                findings.append(Finding("padding" if "padding" in why else "unsupported-op", out_name(i), why,
-                                        blocking=not same))
-        elif k == "PAD":
-            users = consumers.get(int(op.outputs[0]), [])
-            if not (len(users) == 1 and kinds[users[0]] == "DEPTHWISE_CONV_2D"):
-                findings.append(Finding("unsupported-op", out_name(i), "PAD that XNNPACK cannot fuse into a depthwise conv"))
-        elif k not in _TFL_ELEMENTWISE:
-            findings.append(Finding("unsupported-op", out_name(i), f"{k} cannot run in XNNPACK's CHW layout"))
+        if not g.is_weight_path(i):
+            findings += _region_op(g, i, layers, weights)
     return _judge("tflite", subject, findings, layers, weights, densify_ops)
+
+
+def _region_op(g: _TfliteGraph, i: int, layers: list[LayerSparsity], weights: list[np.ndarray]) -> list[Finding]:
+    """What stops op i (between the stem and the global pool) from running on the sparse path; a
+    pointwise conv that can goes into `layers`/`weights` for the sparsity figures."""
+    k, op, sg = g.kinds[i], g.ops[i], g.sg
+    ints = [_INT_TYPES[sg.tensors[int(t)].type] for t in list(op.inputs[:1]) + list(op.outputs)
+            if int(t) >= 0 and sg.tensors[int(t)].type in _INT_TYPES and k != "PAD"]
+    if ints or k in ("QUANTIZE", "DEQUANTIZE"):
+        return [Finding("int8", g.out_name(i), f"{ints[0] if ints else 'quantized'} tensor in the "
+                        "region; the sparse path is float only")]
+    if k == "CONV_2D":
+        w, dens = g.weight_source(op)
+        why = _tfl_pointwise(op, w)
+        if why:
+            return [Finding("unsupported-op", g.out_name(i), why)]
+        w2 = w.reshape(w.shape[0], -1).astype(np.float32)
+        weights.append(w2)
+        layers.append(LayerSparsity(g.out_name(i), tuple(w.shape), float((w2 == 0).mean()), block_size(w2), dens))
+        return []
+    if k == "DEPTHWISE_CONV_2D":
+        why = _tfl_depthwise(op, g.pad_of(i), g.weight_source(op)[0])
+        if not why:
+            return []
+        same = why.startswith(SAME_NOTE[:20])
+        return [Finding("padding" if "padding" in why else "unsupported-op", g.out_name(i), why, blocking=not same)]
+    if k == "PAD":
+        users = g.consumers.get(int(op.outputs[0]), [])
+        if len(users) == 1 and g.kinds[users[0]] == "DEPTHWISE_CONV_2D":
+            return []
+        return [Finding("unsupported-op", g.out_name(i), "PAD that XNNPACK cannot fuse into a depthwise conv")]
+    if k not in _TFL_ELEMENTWISE:
+        return [Finding("unsupported-op", g.out_name(i), f"{k} cannot run in XNNPACK's CHW layout")]
+    return []
 
 
 def _spatial_mean(model: Any, op: Any) -> bool:
