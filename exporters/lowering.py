@@ -1,5 +1,5 @@
 """Turn a converter's failure into one line that names the op and the target; and the graph
-rewrites a converter needs to lower a program faithfully (`drop_expand`)."""
+rewrites a converter needs to lower a program faithfully (`drop_expand`, `nearest_as_gather`)."""
 from __future__ import annotations
 
 import contextlib
@@ -101,3 +101,87 @@ def _reaches(a: Any, n: Any, quant: Any, dequant: Any) -> bool:
     while a is not n and getattr(a, "op", None) == "call_function" and a.target in (quant, dequant):
         a = a.args[0]
     return a is n
+
+
+def nearest_as_gather(gm: Any) -> list[str]:
+    """Rewrite a nearest-neighbour resize (`F.interpolate(mode="nearest")`, aten.upsample_nearest2d)
+    whose pixel mapping TFLite's RESIZE_NEAREST_NEIGHBOR would change into two gathers along H and W
+    with the indices torch itself uses.
+
+    PyTorch's "nearest" reads input pixel floor(d · in/out) for output pixel d (floor(d / scale)
+    with `scale_factor`); litert-torch lowers the op to RESIZE_NEAREST_NEIGHBOR with
+    half_pixel_centers=True, which reads floor((d + 0.5) · in/out) — PyTorch's "nearest-exact".
+    They agree when out is an integer multiple of in (2× upsampling), not otherwise: GhostNetV2's
+    DFC gate upsampled 3 → 7 at 224² reads shifted rows and columns. Same values: a gather copies
+    the pixels the op would have copied.
+
+    Before: y = upsample_nearest2d(x, [7, 7])                       x: [1,C,3,3]
+    After:  y = index_select(index_select(x, 2, [0,0,0,1,1,2,2]), 3, [0,0,0,1,1,2,2])
+    In a quantized program the resize sits between a dequantize and a quantize with the same
+    parameters (it shares its input's scale); a quantize → dequantize pair with those parameters
+    goes between the two gathers, so each stays int8 → int8 (litert-torch writes GATHER_ND).
+    """
+    import numpy as np
+    import torch
+
+    if not isinstance(gm, torch.fx.GraphModule):
+        return []
+    aten = torch.ops.aten
+    nearest = {aten.upsample_nearest2d.vec, aten.upsample_nearest2d.default}
+    try:
+        qd = torch.ops.quantized_decomposed
+        quant, dequant = qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default
+    except (AttributeError, RuntimeError):  # not registered (torchao not imported): no Q/DQ in the graph
+        quant = dequant = object()
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n.target not in nearest or "val" not in n.meta:
+            continue
+        src = n.args[0]
+        shape_in, shape_out = tuple(src.meta["val"].shape), tuple(n.meta["val"].shape)
+        if not all(isinstance(s, int) for s in shape_in[-2:] + shape_out[-2:]):
+            continue  # dynamic spatial size: the indices are not constants
+        (hi, wi), (ho, wo) = shape_in[-2:], shape_out[-2:]
+        # torch's own indices: the op applied to a probe holding each pixel's row (column)
+        rows = torch.arange(hi, dtype=torch.float32).view(1, 1, hi, 1).expand(1, 1, hi, wi).contiguous()
+        cols = torch.arange(wi, dtype=torch.float32).view(1, 1, 1, wi).expand(1, 1, hi, wi).contiguous()
+        idx_h = n.target(rows, *n.args[1:], **n.kwargs)[0, 0, :, 0].to(torch.int64)
+        idx_w = n.target(cols, *n.args[1:], **n.kwargs)[0, 0, 0, :].to(torch.int64)
+
+        def half_pixel(i: int, o: int) -> np.ndarray:  # what RESIZE_NEAREST_NEIGHBOR reads
+            scale = np.float32(i) / np.float32(o)
+            d = np.arange(o, dtype=np.float32)
+            return np.minimum(np.floor((d + np.float32(0.5)) * scale).astype(np.int64), i - 1)
+
+        if np.array_equal(idx_h.numpy(), half_pixel(hi, ho)) and np.array_equal(idx_w.numpy(), half_pixel(wi, wo)):
+            continue  # TFLite reads the same pixels (e.g. 2× upsampling): keep the one op
+        q = next((u for u in n.users if u.op == "call_function" and u.target == quant), None) \
+            if getattr(src, "target", None) == dequant else None
+        with gm.graph.inserting_before(n):
+            y = src
+            for dim, idx in ((2, idx_h), (3, idx_w)):
+                if torch.equal(idx, torch.arange(shape_in[dim])):
+                    continue  # this axis keeps its size and pixels
+                name = _free_attr(gm, f"{n.name}_idx_{'hw'[dim - 2]}")
+                gm.register_buffer(name, idx)
+                y = gm.graph.call_function(aten.index_select.default, (y, dim, gm.graph.get_attr(name)))
+                if q is not None and dim == 2 and not torch.equal(idx_w, torch.arange(wi)):
+                    # int8 between the gathers: the resize's own scale (its quantize's parameters)
+                    y = gm.graph.call_function(quant, (y, *q.args[1:]), dict(q.kwargs))
+                    y = gm.graph.call_function(dequant, (y, *q.args[1:]), dict(q.kwargs))
+        n.replace_all_uses_with(y)
+        gm.graph.erase_node(n)
+        done.append(n.name)
+    if done:
+        gm.graph.eliminate_dead_code()
+        gm.graph.lint()
+        gm.recompile()
+    return done
+
+
+def _free_attr(gm: Any, base: str) -> str:
+    name, i = base, 0
+    while hasattr(gm, name):
+        i += 1
+        name = f"{base}_{i}"
+    return name

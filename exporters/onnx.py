@@ -15,7 +15,7 @@ creation on the demo's onnx-int8 file on an (emulated) AVX2 host ("Attempt to re
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -224,84 +224,108 @@ def to_u8u8(src: Path, dst: Path, target: str = "onnx-int8-u8") -> tuple[int, in
     naming the tensor. Returns how many weight initializers, activation tensors (QuantizeLinear
     outputs) and zero points were converted."""
     import onnx
-    from onnx import TensorProto, numpy_helper
-
-    from edgeconv.errors import UserError
+    from onnx import TensorProto
 
     model = onnx.load(str(src))
-    g = model.graph
-    nodes = list(g.node)
-    inits = {i.name: i for i in g.initializer}
-    consts = {n.output[0]: n for n in nodes if n.op_type == "Constant"}
-    consumers: dict[str, list[int]] = {}  # tensor -> indices of the nodes reading it
-    for k, n in enumerate(nodes):
-        for i in n.input:
-            consumers.setdefault(i, []).append(k)
-    graph_outputs = {o.name for o in g.output}
-
-    def refuse(what: str) -> UserError:
-        return UserError(f"{target}: cannot re-encode {what} as uint8; use -t onnx-int8")
-
-    def const_array(name: str) -> np.ndarray | None:
-        if name in inits:
-            return numpy_helper.to_array(inits[name])
-        if name in consts:
-            attr = next((a for a in consts[name].attribute if a.name == "value"), None)
-            return None if attr is None else numpy_helper.to_array(attr.t)
-        return None
-
-    def set_const(name: str, arr: np.ndarray) -> None:
-        if name in inits:
-            inits[name].CopyFrom(numpy_helper.from_array(arr, name))
-        else:
-            attr = next(a for a in consts[name].attribute if a.name == "value")
-            attr.t.CopyFrom(numpy_helper.from_array(arr, attr.t.name))
-
-    zps: set[str] = set()
-    for n in nodes:
-        if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
-            continue
-        if len(n.input) > 2 and n.input[2]:
-            zp = const_array(n.input[2])
-            if zp is None:
-                raise refuse(f"the non-constant zero point {n.input[2]!r} of {n.name or n.op_type}")
-            if zp.dtype == np.int8:
-                zps.add(n.input[2])
-        elif (n.op_type == "DequantizeLinear" and n.input[0] in inits
-              and inits[n.input[0]].data_type == TensorProto.INT8):
-            raise refuse(f"{n.input[0]!r} (int8 without a zero point)")
-    converted = {k for k, n in enumerate(nodes) if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+    g = _QdqGraph(model.graph, target)
+    zps = g.int8_zero_points()
+    converted = {k for k, n in enumerate(g.nodes) if n.op_type in ("QuantizeLinear", "DequantizeLinear")
                  and len(n.input) > 2 and n.input[2] in zps}
-    dq = {k for k in converted if nodes[k].op_type == "DequantizeLinear"}
-    for z in zps:
-        if any(k not in converted or list(nodes[k].input).index(z) != 2 for k in consumers.get(z, [])):
-            raise refuse(f"the zero point {z!r} (read by an op other than Q/DQ)")
-
-    q_outputs = {nodes[k].output[0] for k in converted - dq}
-    for out in q_outputs:
-        if out in graph_outputs or any(k not in dq for k in consumers.get(out, [])):
-            raise refuse(f"the int8 tensor {out!r} (read by an op other than DequantizeLinear)")
-    weights: set[str] = set()
-    for k in dq:
-        x = nodes[k].input[0]
-        if x in q_outputs:
-            continue
-        arr = const_array(x)
-        if arr is None or arr.dtype != np.int8 or x not in inits:
-            raise refuse(f"the int8 tensor {x!r} (neither a weight initializer nor a QuantizeLinear output)")
-        if any(c not in dq for c in consumers.get(x, [])):
-            raise refuse(f"the weight {x!r} (read by an op other than DequantizeLinear)")
-        weights.add(x)
-
+    weights, q_outputs = g.int8_tensors(zps, converted)
     for name in weights | zps:
-        set_const(name, (const_array(name).astype(np.int16) + 128).astype(np.uint8))
+        g.set_const(name, (g.const_array(name).astype(np.int16) + 128).astype(np.uint8))
     for k in converted:  # opset >= 21: an explicit output type must follow the zero point
-        for a in nodes[k].attribute:
+        for a in g.nodes[k].attribute:
             if a.name == "output_dtype" and a.i == TensorProto.INT8:
                 a.i = TensorProto.UINT8
-    for vi in g.value_info:
+    for vi in model.graph.value_info:
         if vi.name in q_outputs and vi.type.tensor_type.elem_type == TensorProto.INT8:
             vi.type.tensor_type.elem_type = TensorProto.UINT8
     onnx.checker.check_model(model)
     onnx.save(model, str(dst))
     return len(weights), len(q_outputs), len(zps)
+
+
+class _QdqGraph:
+    """A QDQ ONNX graph's constants and readers, for the u8u8 re-encoding and its refusals."""
+
+    def __init__(self, g: Any, target: str) -> None:
+        self.nodes = list(g.node)
+        self.inits = {i.name: i for i in g.initializer}
+        self.consts = {n.output[0]: n for n in self.nodes if n.op_type == "Constant"}
+        self.consumers: dict[str, list[int]] = {}  # tensor -> indices of the nodes reading it
+        for k, n in enumerate(self.nodes):
+            for i in n.input:
+                self.consumers.setdefault(i, []).append(k)
+        self.graph_outputs = {o.name for o in g.output}
+        self.target = target
+
+    def refuse(self, what: str) -> Exception:
+        from edgeconv.errors import UserError
+
+        return UserError(f"{self.target}: cannot re-encode {what} as uint8; use -t onnx-int8")
+
+    def const_array(self, name: str) -> np.ndarray | None:
+        from onnx import numpy_helper
+
+        if name in self.inits:
+            return numpy_helper.to_array(self.inits[name])
+        if name in self.consts:
+            attr = next((a for a in self.consts[name].attribute if a.name == "value"), None)
+            return None if attr is None else numpy_helper.to_array(attr.t)
+        return None
+
+    def set_const(self, name: str, arr: np.ndarray) -> None:
+        from onnx import numpy_helper
+
+        if name in self.inits:
+            self.inits[name].CopyFrom(numpy_helper.from_array(arr, name))
+        else:
+            attr = next(a for a in self.consts[name].attribute if a.name == "value")
+            attr.t.CopyFrom(numpy_helper.from_array(arr, attr.t.name))
+
+    def int8_zero_points(self) -> set[str]:
+        """The int8 zero points of every Q/DQ; each must be a constant read by Q/DQ only."""
+        from onnx import TensorProto
+
+        zps: set[str] = set()
+        for n in self.nodes:
+            if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+                continue
+            if len(n.input) > 2 and n.input[2]:
+                zp = self.const_array(n.input[2])
+                if zp is None:
+                    raise self.refuse(f"the non-constant zero point {n.input[2]!r} of {n.name or n.op_type}")
+                if zp.dtype == np.int8:
+                    zps.add(n.input[2])
+            elif (n.op_type == "DequantizeLinear" and n.input[0] in self.inits
+                  and self.inits[n.input[0]].data_type == TensorProto.INT8):
+                raise self.refuse(f"{n.input[0]!r} (int8 without a zero point)")
+        qdq = {k for k, n in enumerate(self.nodes) if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
+        for z in zps:
+            if any(k not in qdq or list(self.nodes[k].input).index(z) != 2 for k in self.consumers.get(z, [])):
+                raise self.refuse(f"the zero point {z!r} (read by an op other than Q/DQ)")
+        return zps
+
+    def int8_tensors(self, zps: set[str], converted: set[int]) -> tuple[set[str], set[str]]:
+        """(weight initializers, QuantizeLinear outputs) the re-encoding shifts; refuses any int8
+        tensor something other than a DequantizeLinear reads."""
+        dq = {k for k in converted if self.nodes[k].op_type == "DequantizeLinear"}
+        q_outputs = {self.nodes[k].output[0] for k in converted - dq}
+        for out in q_outputs:
+            if out in self.graph_outputs or any(k not in dq for k in self.consumers.get(out, [])):
+                raise self.refuse(f"the int8 tensor {out!r} (read by an op other than DequantizeLinear)")
+        weights: set[str] = set()
+        for k in dq:
+            x = self.nodes[k].input[0]
+            if x in q_outputs:
+                continue
+            arr = self.const_array(x)
+            if arr is None or arr.dtype != np.int8 or x not in self.inits:
+                raise self.refuse(f"the int8 tensor {x!r} (neither a weight initializer nor a QuantizeLinear output)")
+            if any(c not in dq for c in self.consumers.get(x, [])):
+                raise self.refuse(f"the weight {x!r} (read by an op other than DequantizeLinear)")
+            weights.add(x)
+        return weights, q_outputs
+
+
