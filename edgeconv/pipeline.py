@@ -389,6 +389,10 @@ def _parity(target: "Target", runner, path: Path, graph: "Graph", ctx: Context, 
     from edgeconv.quant.qparams import OUTPUT_KEY
 
     source = ref_fp32
+    if target.parity_reference == "torch-int8-weights":
+        from edgeconv.quant.program import weight_int8_simulation
+
+        ref_fp32 = torch_outputs(weight_int8_simulation(graph), evalset.x, progress, "torch with int8-rounded weights")
     if target.parity_reference == "torch-after-passes":
         ref_fp32 = _program_outputs(graph, evalset, progress, "torch reference after passes", sims)
     ref_sim = _program_outputs(graph, evalset, progress, "torch quantized simulation", sims) if graph.quantized else None

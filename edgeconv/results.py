@@ -126,7 +126,7 @@ class TensorSpec(Record):
 class OutputDiff(Record):
     """One artifact's outputs against one reference, on the held-out inputs."""
 
-    reference: str  # "torch-fp32", "torch-quant-sim", "torch-after-passes", "source-model"
+    reference: str  # "torch-fp32", "torch-quant-sim", "torch-after-passes", "torch-int8-weights", "source-model"
     max_abs: float
     mean_abs: float
     max_steps: float | None  # error in steps (see step_unit), comparisons against the simulation only

@@ -536,7 +536,11 @@ class CoreMLInt8(CoreMLTarget):
     name = "coreml-int8"
     weight_int8 = True
     passes = FLOAT_PASSES
-    tolerance = Tolerance(vs_fp32_min_cosine=0.99, min_top1_agreement=0.95)
+    # Judged against torch computing with the very weights the file stores (rounded as coremltools
+    # rounds them): the artifact must reproduce that to float rounding. What rounding the weights
+    # costs against fp32 is the quantization's: the accuracy column shows it beside fp32's.
+    parity_reference = "torch-int8-weights"
+    tolerance = FLOAT_TOLERANCE
     description = "CoreML mlprogram, int8 per-channel weights on every conv/linear, fp32 activations"
 
 

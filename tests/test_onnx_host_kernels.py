@@ -51,11 +51,24 @@ def demo(tmp_path_factory):
     np.save(out / "x-emulated.npy", x[:EMULATED_SAMPLES])
     np.save(out / "x.npy", x)
     return {"dir": out, "s8": s8, "u8": u8, "u8_info": info, "x": x, "sim": sim,
-            "step": float(graph.qparams[OUTPUT_KEY].scale[0])}
+            "step": float(graph.qparams[OUTPUT_KEY].scale[0]), "graph": graph}
 
 
 def steps(a: np.ndarray, b: np.ndarray, step: float) -> float:
     return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max() / step)
+
+
+def test_u8_tensors_are_compared_in_the_int8_domain_they_encode(demo):
+    """Layer isolation reads the uint8 file's tensors as the int8 values they encode (q-128, z-128):
+    the same tensors match, with the same steps, as in the int8 file."""
+    from edgeconv.quant.divergence import divergence
+
+    x = demo["x"][:4]
+    s8 = divergence(demo["graph"], demo["s8"], x, isolate=True)
+    u8 = divergence(demo["graph"], demo["u8"], x, isolate=True)
+    assert u8.matched == s8.matched >= 9 and len(u8.unmatched) == len(s8.unmatched)
+    assert [t.max_steps for t in u8.isolated] == [t.max_steps for t in s8.isolated]
+    assert u8.worst_isolated.max_steps <= 1
 
 
 def test_reference_kernels_give_the_artifacts_meaning_on_any_host(demo):

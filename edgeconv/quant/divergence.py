@@ -175,8 +175,11 @@ def onnx_tensors(path: Path, x: np.ndarray) -> list[QTensor]:
     out = []
     for j, n in enumerate(keep):
         zp = consts.get(n.input[2]) if len(n.input) > 2 else np.uint8(0)
-        out.append(QTensor(n.input[0], float(np.asarray(consts[n.input[1]]).ravel()[0]), int(np.asarray(zp).ravel()[0]),
-                           np.concatenate([r[j].astype(np.int32) for r in rows])))
+        values = np.concatenate([r[j].astype(np.int32) for r in rows])
+        # uint8 (onnx-int8-u8: q+128 with zero point z+128) compared in the int8 domain it encodes
+        shift = 128 if np.asarray(zp).dtype == np.uint8 else 0
+        out.append(QTensor(n.input[0], float(np.asarray(consts[n.input[1]]).ravel()[0]),
+                           int(np.asarray(zp).ravel()[0]) - shift, values - shift))
     return out
 
 

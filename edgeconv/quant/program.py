@@ -213,3 +213,33 @@ def _free_name(gm: Any, prefix: str) -> str:
     while hasattr(gm, f"{prefix}_{i}"):
         i += 1
     return f"{prefix}_{i}"
+
+
+WEIGHT_ONLY_OPS = ("conv1d", "conv2d", "conv3d", "convolution", "linear")
+
+
+def weight_int8_simulation(graph: "Graph") -> Any:
+    """The float program with every conv/linear weight rounded as a weight-only int8 artifact stores
+    it — coremltools' linear_symmetric int8 per output channel: s = 2·max|w_c| / 254 in float32,
+    q = clip(round_half_even(w / s), -127, 127), w' = q·s (coremltools.optimize._utils
+    .quantize_weight_by_dtype). What `coreml-int8` computes; its parity reference."""
+    import torch
+
+    gm = graph.module()
+    with torch.no_grad():
+        for node in list(gm.graph.nodes):
+            if compute_name(node) not in WEIGHT_ONLY_OPS or len(node.args) < 2:
+                continue
+            src = node.args[1]
+            if getattr(src, "op", None) != "get_attr":
+                continue
+            w = _get_attr(gm, src.target).detach().float()
+            scale = 2 * w.abs().amax(dim=tuple(range(1, w.ndim)), keepdim=True) / 254
+            q = torch.where(scale > 0, torch.round(w / torch.where(scale > 0, scale, 1)), 0).clamp(-127, 127)
+            name = _free_name(gm, "_edgeconv_w8")
+            gm.register_buffer(name, q * scale)
+            with gm.graph.inserting_before(node):
+                node.replace_input_with(src, gm.graph.get_attr(name))
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return gm
