@@ -227,6 +227,7 @@ def to_u8u8(src: Path, dst: Path, target: str = "onnx-int8-u8") -> tuple[int, in
     from onnx import TensorProto
 
     model = onnx.load(str(src))
+    _own_zero_points(model.graph)
     g = _QdqGraph(model.graph, target)
     zps = g.int8_zero_points()
     converted = {k for k, n in enumerate(g.nodes) if n.op_type in ("QuantizeLinear", "DequantizeLinear")
@@ -244,6 +245,27 @@ def to_u8u8(src: Path, dst: Path, target: str = "onnx-int8-u8") -> tuple[int, in
     onnx.checker.check_model(model)
     onnx.save(model, str(dst))
     return len(weights), len(q_outputs), len(zps)
+
+
+def _own_zero_points(g: Any) -> None:
+    """Give Q/DQ their own copy of a zero-point initializer that other ops read too (the exporter
+    shares equal constants: an int8 0 may also be, say, a Where's operand), so shifting the Q/DQ
+    copy to uint8 leaves the other readers' value alone."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in g.initializer}
+    readers: dict[str, set[str]] = {}
+    for n in g.node:
+        for pos, i in enumerate(n.input):
+            readers.setdefault(i, set()).add("qdq" if n.op_type in ("QuantizeLinear", "DequantizeLinear") and pos == 2
+                                             else "other")
+    for name, kinds in readers.items():
+        if name in inits and kinds == {"qdq", "other"}:
+            copy = numpy_helper.from_array(numpy_helper.to_array(inits[name]), f"{name}__qdq_zero_point")
+            g.initializer.append(copy)
+            for n in g.node:
+                if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] == name:
+                    n.input[2] = copy.name
 
 
 class _QdqGraph:

@@ -213,3 +213,26 @@ def test_u8u8_refuses_int8_data_read_by_other_ops(tmp_path):
     a = OnnxRunner(src)(x)
     b = OnnxRunner(tmp_path / "out.onnx")(x)
     np.testing.assert_array_equal(a, b)
+
+
+def test_u8u8_copies_a_zero_point_other_ops_also_read(tmp_path):
+    """The exporter shares equal constants: a zero point may also be another op's operand. Q/DQ get
+    their own copy to shift; the other reader keeps the int8 value; outputs are unchanged."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+             helper.make_node("Cast", ["z"], ["zf"], to=TensorProto.FLOAT),
+             helper.make_node("Add", ["d", "zf"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]),
+                           helper.make_tensor("z", TensorProto.INT8, [], [3])])
+    src, dst = tmp_path / "shared.onnx", tmp_path / "u8.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 20)]), str(src))
+    assert to_u8u8(src, dst) == (0, 1, 1)
+    x = {"x": np.array([[-1.0, 0.04, 0.26, 5.0]], np.float32)}
+    run = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, x)[0] for p in (src, dst)]
+    np.testing.assert_array_equal(run[0], run[1])  # the Cast still reads 3, not 131

@@ -178,3 +178,15 @@ def test_layers_in_isolation_verdict():
     assert not v.passed and v.worst_layer == "blocks.3.conv" and "blocks.3.conv: 7 steps" in v.over[0]
     assert not parity.layers_in_isolation((), 3, 8, INT8_TOLERANCE).passed  # nothing matched never passes
     assert parity.layers_in_isolation((ok,), 0, 8, FLOAT_TOLERANCE) is None
+
+
+@pytest.mark.parametrize("n, agree, passes", [(7, 6, True), (7, 4, False), (256, 220, False), (256, 240, True)])
+def test_top1_floor_accounts_for_the_sample_count(n, agree, passes):
+    """One flip in 7 decisive samples is no evidence against a 0.9 floor; 36 in 256 is."""
+    ref = np.zeros((n, 4), np.float32)
+    ref[:, 0] = 10.0  # every sample decisive, class 0
+    out = ref.copy()
+    out[agree:, 0], out[agree:, 1] = 0.0, 10.0  # n - agree samples flip to class 1
+    d = parity.diff(out, ref, "torch-fp32", INT8_TOLERANCE)
+    assert d.decisive_samples == n and d.top1_agreement_decisive == pytest.approx(agree / n)
+    assert ("top-1 agreement" not in d.reason) == passes, d.reason
