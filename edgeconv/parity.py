@@ -280,7 +280,18 @@ def layers_in_isolation(drifts: "tuple[TensorDrift, ...]", unmatched: int, sampl
         return LayerIsolation(samples, 0, unmatched, tol.layer_max_steps, "", float("nan"),
                               ("no int8 tensor of the artifact matched the simulation",), False)
     worst = max(drifts, key=lambda d: d.max_steps)
-    over = tuple(f"{d.layer or d.tensor}: {d.max_steps:g} steps ({100 * d.share_off:.1f}% of values)"
-                 for d in drifts if d.max_steps > tol.layer_max_steps)
+    over = tuple(f"{d.layer or d.tensor}: {d.max_steps:g} steps ({100 * d.share_over_one:.2f}% of values "
+                 f"off by more than 1)" for d in drifts if _layer_off(d, tol.layer_max_steps))
     return LayerIsolation(samples, len(drifts), unmatched, tol.layer_max_steps, worst.layer or worst.tensor,
                           worst.max_steps, over, not over)
+
+
+# A layer computed in float inside an int8 file (LayerNorm, GELU: the file's float ops) rounds its
+# float result at the output quantization like the simulation, but its float arithmetic differs in
+# the last bits, so a value at a rounding boundary may land one step further: allowed on this share
+# of the values, and never beyond twice the limit. A lowering error moves far more, or much further.
+RARE_SHARE = 0.001
+
+
+def _layer_off(d: "TensorDrift", limit: float) -> bool:
+    return d.max_steps > 2 * limit or (d.max_steps > limit and d.share_over_one > RARE_SHARE)

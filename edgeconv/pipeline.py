@@ -136,7 +136,10 @@ def split_data(spec: "ModelSpec", options: ExportOptions, need_calib: bool) -> t
     data = load_data(options.calib, spec.input_shape, model_mean=spec.mean, model_std=spec.std,
                      count=options.quant.samples + options.eval_samples, seed=options.seed,
                      bundled=spec.data)
-    n_cal = min(options.quant.samples, len(data) // 2) if need_calib else 0
+    # All the calibration samples asked for when the data holds them and the held-out ones too;
+    # with less data, at most half calibrate, so the parity check keeps inputs it never saw.
+    enough = len(data) >= options.quant.samples + options.eval_samples
+    n_cal = (options.quant.samples if enough else min(options.quant.samples, len(data) // 2)) if need_calib else 0
     if need_calib and n_cal == 0:
         raise UserError(f"calibration data {data.source} has {len(data)} sample(s); give at least 2 "
                         "(half calibrate, half check parity)")
@@ -438,7 +441,13 @@ def _layers_in_isolation(target: "Target", path: Path, graph: "Graph", evalset: 
             ours = torch_tensors(graph, x)
             if sims is not None:
                 sims[key] = ours
-        rep = divergence(graph, path, x, isolate=True, ours=ours)
+        try:
+            rep = divergence(graph, path, x, isolate=True, ours=ours)
+        except Exception as e:  # a check that cannot run is a failed check, said in one line, never a pass
+            from edgeconv.results import LayerIsolation
+
+            why = f"the per-layer check could not run: {type(e).__name__}: {str(e).strip().splitlines()[0][:160]}"
+            return LayerIsolation(len(x), 0, 0, target.tolerance.layer_max_steps or 0.0, "", float("nan"), (why,), False)
     return parity.layers_in_isolation(rep.isolated or (), len(rep.unmatched), len(x), target.tolerance)
 
 

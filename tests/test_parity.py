@@ -170,8 +170,12 @@ def test_fp32_floors_follow_a_poor_simulation_and_warn():
 def test_layers_in_isolation_verdict():
     from edgeconv.quant.divergence import TensorDrift
 
-    ok = TensorDrift("a", "stem", "t0", 0.1, 0, 1.0, 0.01, 0.02)
-    bad = TensorDrift("b", "blocks.3.conv", "t1", 0.1, 0, 7.0, 2.0, 0.6)
+    ok = TensorDrift("a", "stem", "t0", 0.1, 0, 1.0, 0.01, 0.02, 0.0)
+    bad = TensorDrift("b", "blocks.3.conv", "t1", 0.1, 0, 7.0, 2.0, 0.6, 0.5)
+    rare = TensorDrift("c", "norm", "t2", 0.1, 0, 2.0, 0.001, 0.001, 0.0005)  # a float island's boundary tie
+    wide = TensorDrift("d", "norm", "t3", 0.1, 0, 2.0, 0.2, 0.2, 0.05)  # two steps on 5 % of values
+    assert parity.layers_in_isolation((ok, rare), 0, 8, INT8_TOLERANCE).passed
+    assert not parity.layers_in_isolation((ok, wide), 0, 8, INT8_TOLERANCE).passed
     v = parity.layers_in_isolation((ok,), 0, 8, INT8_TOLERANCE)
     assert v.passed and v.worst_steps == 1.0 and v.layers == 1
     v = parity.layers_in_isolation((ok, bad), 1, 8, INT8_TOLERANCE)

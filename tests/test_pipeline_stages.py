@@ -63,7 +63,8 @@ def test_qat_through_the_cli(tmp_path):
     q = _stage(m, "quantize")
     assert q.notes[0].startswith("QAT instead of calibration")
     a = m.artifacts[0]
-    assert a.parity.passed and a.parity.accuracy >= m.reference_accuracy - 0.02
+    # 64 held-out digits: one sample is 1.6 points; QAT may miss two more than fp32, not three
+    assert a.parity.passed and a.parity.accuracy >= m.reference_accuracy - 2.5 / 64
     assert "weight scale vectors equal edgeconv's" in a.scales_from
 
 

@@ -50,6 +50,7 @@ class TensorDrift(Record):
     max_steps: float
     mean_steps: float
     share_off: float  # fraction of elements that differ at all
+    share_over_one: float = 0.0  # fraction of elements off by more than one step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,7 +319,7 @@ def _gap(t: np.ndarray, a: np.ndarray) -> float:
 
 # Ops that share their input's scale (pool, reshape, transpose) make runs of tensors with equal
 # scale, zero point and size: among the next few such candidates, the closest values decide.
-MATCH_WINDOW = 3
+MATCH_WINDOW = 6
 
 
 def match(ours: list[QTensor], theirs: list[QTensor]) -> list[tuple[QTensor, QTensor | None]]:
@@ -397,7 +398,9 @@ def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]],
     from edgeconv.quant.program import folded_simulation
 
     gm = folded_simulation(graph)
-    given = {q.qnode: (q, a) for q, a in pairs if a is not None and q.qnode}
+    # aligned over all samples at once: an artifact tensor's rows need not be one per sample
+    aligned = {q.qnode: (q, a, _align(q.values, a.values)) for q, a in pairs if a is not None and q.qnode}
+    given = {k: (q, a, v) for k, (q, a, v) in aligned.items() if v is not None}
     diffs: dict[str, list[np.ndarray]] = {k: [] for k in given}
 
     class Forced(torch.fx.Interpreter):
@@ -409,8 +412,8 @@ def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]],
             out = super().run_node(n)
             if n.name not in given:
                 return out
-            q, a = given[n.name]
-            theirs = _align(q.values[self.i:self.i + 1], a.values[self.i:self.i + 1])
+            q, a, values = given[n.name]
+            theirs = values[self.i:self.i + 1]
             mine = out.detach().numpy().astype(np.int64)
             diffs[n.name].append(np.abs(mine - theirs.reshape(mine.shape).astype(np.int64)).ravel())
             return torch.from_numpy(theirs.reshape(mine.shape)).to(out.dtype)
@@ -419,10 +422,10 @@ def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]],
         for i in range(len(x)):
             Forced(gm, i).run(torch.from_numpy(x[i:i + 1]))
     out = []
-    for name, (q, a) in given.items():
+    for name, (q, a, _) in given.items():
         d = np.concatenate(diffs[name]) if diffs[name] else np.zeros(1)
         out.append(TensorDrift(q.name, q.layer, a.name, q.scale, q.zero_point, float(d.max()), float(d.mean()),
-                               float((d > 0).mean())))
+                               float((d > 0).mean()), float((d > 1).mean())))
     return tuple(out)
 
 
@@ -449,7 +452,7 @@ def divergence(graph: "Graph", artifact: Path | str, x: np.ndarray, steps: float
         av = _align(q.values, a.values)
         diff = np.abs(av.astype(np.int64) - q.values.astype(np.int64))
         drifts.append(TensorDrift(q.name, q.layer, a.name, q.scale, q.zero_point, float(diff.max()),
-                                  float(diff.mean()), float((diff > 0).mean())))
+                                  float(diff.mean()), float((diff > 0).mean()), float((diff > 1).mean())))
     first = next((d for d in drifts if d.max_steps > steps), None)
     isolated = isolated_drifts(graph, pairs, x) if isolate else None
     return DivergenceReport(str(path), fmt, steps, len(x), len(drifts), tuple(unmatched), tuple(drifts), first,
