@@ -423,7 +423,7 @@ def _parity(target: "Target", runner, path: Path, graph: "Graph", ctx: Context, 
 
 # Layer-by-layer isolation reads every int8 tensor of the artifact: a few samples tell a lowering
 # error (a layer off on most inputs) from rounding; the end-to-end check uses all of them.
-ISOLATION_SAMPLES = 8
+ISOLATION_SAMPLES = 4
 
 
 def _layers_in_isolation(target: "Target", path: Path, graph: "Graph", evalset: "DataSet", progress: Progress,
@@ -435,14 +435,15 @@ def _layers_in_isolation(target: "Target", path: Path, graph: "Graph", evalset: 
         return None
     x = evalset.x[:ISOLATION_SAMPLES]
     with progress.task(f"each int8 layer of {target.name} in isolation"):
+        gm = _folded(graph, sims)
         key = (id(graph), "int8 tensors")  # the program's own tensors: once for all its int8 targets
         ours = sims.get(key) if sims is not None else None
         if ours is None:
-            ours = torch_tensors(graph, x)
+            ours = torch_tensors(graph, x, gm)
             if sims is not None:
                 sims[key] = ours
         try:
-            rep = divergence(graph, path, x, isolate=True, ours=ours)
+            rep = divergence(graph, path, x, isolate=True, ours=ours, gm=gm)
         except Exception as e:  # a check that cannot run is a failed check, said in one line, never a pass
             from edgeconv.results import LayerIsolation
 
@@ -451,15 +452,26 @@ def _layers_in_isolation(target: "Target", path: Path, graph: "Graph", evalset: 
     return parity.layers_in_isolation(rep.isolated or (), len(rep.unmatched), len(x), target.tolerance)
 
 
+def _folded(graph: "Graph", sims: dict[Any, Any] | None) -> Any:
+    """The program with its constants folded (`quant.program.folded_simulation`), built once per
+    pass-chain result; every user only runs it."""
+    from edgeconv.quant.program import folded_simulation
+
+    key = (id(graph), "folded")
+    if sims is None:
+        return folded_simulation(graph)
+    if key not in sims:
+        sims[key] = folded_simulation(graph)
+    return sims[key]
+
+
 def _program_outputs(graph: "Graph", evalset: "DataSet", progress: Progress, what: str,
                      sims: dict[Any, Any] | None) -> np.ndarray:
     """The torch program's outputs on the held-out samples, once per pass-chain result: the int8
     targets share one quantized program (PassCache), so its simulation runs once, not per target."""
-    from edgeconv.quant.program import folded_simulation
-
     if sims is not None and id(graph) in sims:
         return sims[id(graph)]
-    out = torch_outputs(folded_simulation(graph), evalset.x, progress, what)
+    out = torch_outputs(_folded(graph, sims), evalset.x, progress, what)
     if sims is not None:
         sims[id(graph)] = out
     return out
