@@ -211,10 +211,11 @@ def test_unloadable_artifact_is_a_recorded_failure(tmp_path, monkeypatch):
     assert "cannot load" in reason and "\n" not in reason
 
 
-def test_pixel_shuffle_net_is_judged_layer_by_layer(tmp_path):
-    """ESPCN (sub-pixel convolution): the pixel-shuffled output's tensors inside the int8 files are
-    laid out as TFLite's DEPTH_TO_SPACE chain leaves them (rows are not samples); each layer is still
-    matched and judged in isolation, in all three int8 formats."""
+@pytest.mark.parametrize("ref", ["examples.zoo.sr:espcn_small", "examples.zoo.metaformer:caformer_small"])
+def test_every_layer_is_judged_in_isolation(tmp_path, ref):
+    """ESPCN (sub-pixel convolution: the pixel-shuffled tensors' rows are not samples) and CAFormer
+    (attention: stacked q/k/v, k transposed, 5-D reshapes): each layer is matched and judged in
+    isolation within a step, in all three int8 formats."""
     import json
 
     from edgeconv.cli import main
@@ -225,7 +226,7 @@ def test_pixel_shuffle_net_is_judged_layer_by_layer(tmp_path):
 
     write_folder(calib, 24, side=64)
     out = tmp_path / "out"
-    res = CliRunner().invoke(main, ["export", "--model", "examples.zoo.sr:espcn_small", "-t", "tflite-int8", "-t",
+    res = CliRunner().invoke(main, ["export", "--model", ref, "-t", "tflite-int8", "-t",
                                     "onnx-int8", "-t", "coreml-w8a8", "--calib", str(calib), "--calib-samples", "16",
                                     "--eval-samples", "8", "-o", str(out)])
     assert res.exit_code == 0, res.output

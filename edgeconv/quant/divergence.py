@@ -309,8 +309,18 @@ def _align(t: np.ndarray, a: np.ndarray) -> np.ndarray | None:
     if a.ndim == 4 and t.ndim == 4 and a.shape[3] == t.shape[1] and a.transpose(0, 3, 1, 2).shape == t.shape:
         views.append(a.transpose(0, 3, 1, 2))
     if not views:
-        return a.reshape(t.shape)  # e.g. (1, 64) vs (1, 64, 1, 1) around a flatten
+        views.append(a.reshape(t.shape))  # e.g. (1, 64) vs (1, 64, 1, 1) around a flatten
+        if t.ndim >= 2 and t.shape[-1] != t.shape[-2]:  # or a transpose of the last two axes (k^T)
+            views.append(a.reshape(t.shape[:-2] + (t.shape[-1], t.shape[-2])).swapaxes(-1, -2))
     return min(views, key=lambda v: _gap(t, v))
+
+
+def _same_values_other_layout(t: np.ndarray, a: np.ndarray) -> bool:
+    """The same multiset of values (sorted, within a step on average) laid out differently: a copy
+    of the tensor in a layout `_align` could not undo — not a tensor to feed the simulation."""
+    k = max(1, t.size // 16384)
+    return _gap(t, a) > 2 and float(np.abs(np.sort(t.reshape(-1))[::k].astype(np.int64)
+                                           - np.sort(a.reshape(-1))[::k].astype(np.int64)).mean()) <= 1
 
 
 def _gap(t: np.ndarray, a: np.ndarray) -> float:
@@ -403,7 +413,8 @@ def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]],
     gm = gm if gm is not None else folded_simulation(graph)  # read-only here: the caller's may be shared
     # aligned over all samples at once: an artifact tensor's rows need not be one per sample
     aligned = {q.qnode: (q, a, _align(q.values, a.values)) for q, a in pairs if a is not None and q.qnode}
-    given = {k: (q, a, v) for k, (q, a, v) in aligned.items() if v is not None}
+    given = {k: (q, a, v) for k, (q, a, v) in aligned.items()
+             if v is not None and not _same_values_other_layout(q.values, v)}
     diffs: dict[str, list[np.ndarray]] = {k: [] for k in given}
 
     class Forced(torch.fx.Interpreter):
@@ -416,8 +427,11 @@ def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]],
             if n.name not in given:
                 return out
             q, a, values = given[n.name]
-            theirs = values[self.i:self.i + 1]
             mine = out.detach().numpy().astype(np.int64)
+            # rows were stacked sample after sample: sample i is the i-th block of rows, whatever
+            # the tensor's first axis means (a batch of 1, or the 3 of a stacked q/k/v)
+            rows = values.shape[0] // len(x)
+            theirs = values[self.i * rows:(self.i + 1) * rows]
             diffs[n.name].append(np.abs(mine - theirs.reshape(mine.shape).astype(np.int64)).ravel())
             return torch.from_numpy(theirs.reshape(mine.shape)).to(out.dtype)
 
