@@ -215,7 +215,10 @@ def _free_name(gm: Any, prefix: str) -> str:
     return f"{prefix}_{i}"
 
 
-WEIGHT_ONLY_OPS = ("conv1d", "conv2d", "conv3d", "convolution", "linear")
+# The layers whose weights a weight-only int8 CoreML file stores in int8: coremltools lowers conv1d
+# with a computed (expand_dims) weight, not a const, so linear_quantize_weights leaves it float —
+# the manifest's `weights` list reads that back from the file (conv1d: float32).
+WEIGHT_ONLY_OPS = ("conv2d", "convolution", "linear")
 
 
 def weight_int8_simulation(graph: "Graph") -> Any:
