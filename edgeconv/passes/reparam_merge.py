@@ -217,6 +217,8 @@ def _bn(gm: "GraphModule", node: "Node", inner: Branch) -> Branch:
     from edgeconv.prepare.reparam import algebra
 
     w, b, mean, var = (_fetch(gm, node.args[i]) for i in (1, 2, 3, 4))
+    if inner.kernel.shape[0] != mean.numel():  # not per-channel over a conv's output (e.g. its input's
+        return _identity(node)                 # shape is unknown or not N×C×H×W): the BN is a source
     eps = float(_arg(node, 7, 1e-5))
     k, bias = algebra.fuse_bn(inner.kernel, inner.bias, mean, var, w, b, eps)
     return dataclasses.replace(inner, kernel=k, bias=bias, desc=f"{inner.desc}-BN")

@@ -315,6 +315,15 @@ def _align(t: np.ndarray, a: np.ndarray) -> np.ndarray | None:
     return min(views, key=lambda v: _gap(t, v))
 
 
+def _ambiguous(q: QTensor, aligned: np.ndarray, theirs: list[QTensor] | None) -> bool:
+    """Several artifact tensors could be this one (slices of one tensor share scale, zero point and
+    size) and the chosen one is far off: which it is cannot be told, so it is not fed to the
+    simulation (the end-to-end comparison still covers it)."""
+    if theirs is None or _gap(q.values, aligned) <= 2:
+        return False
+    return sum(1 for a in theirs if _compatible(q, a)) > 1
+
+
 def _same_values_other_layout(t: np.ndarray, a: np.ndarray) -> bool:
     """The same multiset of values (sorted, within a step on average) laid out differently: a copy
     of the tensor in a layout `_align` could not undo — not a tensor to feed the simulation."""
@@ -335,27 +344,30 @@ MATCH_WINDOW = 6
 
 
 def match(ours: list[QTensor], theirs: list[QTensor]) -> list[tuple[QTensor, QTensor | None]]:
-    """Pair each torch tensor with an artifact tensor: same name if present, else the next unused
-    one (in order) with the same scale, zero point and size."""
+    """Pair each torch tensor with an artifact tensor of the same scale, zero point and size: the
+    same-named one and the next few unused ones in order are candidates, the closest values win
+    (a name the exporter reused for another tensor, or a run of shared-scale copies, cannot
+    mislead it); the name wins a tie."""
+    index = {id(t): j for j, t in enumerate(theirs)}
     by_name = {t.name: t for t in theirs}
     used: set[int] = set()
     pairs = []
     cursor = 0
     for q in ours:
-        hit = by_name.get(q.name)
-        if hit is not None and _compatible(q, hit):
-            used.add(id(hit))
-            pairs.append((q, hit))
-            continue
-        cands = [j for j in list(range(cursor, len(theirs))) + list(range(0, cursor))
+        order = [j for j in list(range(cursor, len(theirs))) + list(range(0, cursor))
                  if id(theirs[j]) not in used and _compatible(q, theirs[j])]
-        if cands:
-            j = min(cands[:MATCH_WINDOW], key=lambda k: _gap(q.values, _align(q.values, theirs[k].values)))
-            used.add(id(theirs[j]))
-            cursor = j + 1
-            pairs.append((q, theirs[j]))
-        else:
+        cands = order[:MATCH_WINDOW]
+        hit = by_name.get(q.name)
+        if hit is not None and id(hit) not in used and _compatible(q, hit):
+            cands = [index[id(hit)]] + [j for j in cands if theirs[j] is not hit]
+        if not cands:
             pairs.append((q, None))
+            continue
+        j = min(cands, key=lambda k: _gap(q.values, _align(q.values, theirs[k].values)))
+        used.add(id(theirs[j]))
+        if theirs[j] is not hit:
+            cursor = j + 1
+        pairs.append((q, theirs[j]))
     return pairs
 
 
@@ -400,7 +412,7 @@ def check_artifact(artifact: Path | str) -> None:
 
 
 def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]], x: np.ndarray,
-                    gm: Any = None) -> tuple[TensorDrift, ...]:
+                    gm: Any = None, theirs: list[QTensor] | None = None) -> tuple[TensorDrift, ...]:
     """Each layer judged alone: the torch simulation runs with every matched int8 tensor replaced by
     the artifact's own, so each quantize node computes from exactly the inputs the artifact's op
     saw. What remains is that op's lowering (requantization, rounding, kernel), not errors that
@@ -414,7 +426,7 @@ def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]],
     # aligned over all samples at once: an artifact tensor's rows need not be one per sample
     aligned = {q.qnode: (q, a, _align(q.values, a.values)) for q, a in pairs if a is not None and q.qnode}
     given = {k: (q, a, v) for k, (q, a, v) in aligned.items()
-             if v is not None and not _same_values_other_layout(q.values, v)}
+             if v is not None and not _same_values_other_layout(q.values, v) and not _ambiguous(q, v, theirs)}
     diffs: dict[str, list[np.ndarray]] = {k: [] for k in given}
 
     class Forced(torch.fx.Interpreter):
@@ -471,6 +483,6 @@ def divergence(graph: "Graph", artifact: Path | str, x: np.ndarray, steps: float
         drifts.append(TensorDrift(q.name, q.layer, a.name, q.scale, q.zero_point, float(diff.max()),
                                   float(diff.mean()), float((diff > 0).mean()), float((diff > 1).mean())))
     first = next((d for d in drifts if d.max_steps > steps), None)
-    isolated = isolated_drifts(graph, pairs, x, gm) if isolate else None
+    isolated = isolated_drifts(graph, pairs, x, gm, theirs) if isolate else None
     return DivergenceReport(str(path), fmt, steps, len(x), len(drifts), tuple(unmatched), tuple(drifts), first,
                             isolated)
