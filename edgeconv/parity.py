@@ -79,6 +79,26 @@ class SimQuality:
     decisive_samples: int = 0
 
 
+@dataclasses.dataclass
+class _Verdict:
+    """What one comparison found and applied, filled in by the checks."""
+
+    fails: list[str] = dataclasses.field(default_factory=list)
+    checked: list[str] = dataclasses.field(default_factory=list)
+    steps: float | None = None
+    unit: str = ""
+    rel: float | None = None
+    n_dec: int | None = None
+    agree_dec: float | None = None
+    warning: str = ""
+
+    def limit(self, what: str, value: float, limit: float, above: str) -> None:
+        """Apply `value <= limit`, stating it; on failure say `above`."""
+        self.checked.append(f"{what} <= {limit:g}")
+        if value > limit:
+            self.fails.append(above)
+
+
 def diff(out: np.ndarray, ref: np.ndarray, reference: str, tol: Tolerance,
          out_quant: QuantParams | None = None, sim: SimQuality | None = None) -> OutputDiff:
     """One comparison. Against the simulation (`reference == SIM`): output steps, or — past them —
@@ -93,76 +113,76 @@ def diff(out: np.ndarray, ref: np.ndarray, reference: str, tol: Tolerance,
     max_abs = float(err.max())
     rng = value_range(ref)
     max_rel = max_abs / rng if rng > 0 else (0.0 if max_abs == 0 else float("inf"))
-    t_out, t_ref = top1(out), top1(ref)
-    raw_agree = None if t_out is None else float((t_out == t_ref).mean())
+    t_out = top1(out)
+    raw_agree = None if t_out is None else float((t_out == top1(ref)).mean())
     cos = cosine(out, ref)
-    fails: list[str] = []
-    checked: list[str] = []
-    steps = unit = None
-    n_dec = agree_dec = None
-
-    rel = limit_rel = None
-    warning = ""
+    v = _Verdict()
     if not np.isfinite(out).all():
-        fails.append("the artifact's output has NaN/inf")
+        v.fails.append("the artifact's output has NaN/inf")
     elif reference == SIM:
-        steps, unit = _steps(max_abs, ref, out_quant)
-        rel = rel_l2(out, ref)
-        if tol.vs_sim_max_steps is None:
-            fails.append("the target states no limit against the simulation")
-        elif sim is not None and tol.vs_sim_max_rel_quant_error is not None:
-            limit_rel = tol.vs_sim_max_rel_quant_error * sim.rel_l2
-            checked.append(f"max steps ({unit}) <= {tol.vs_sim_max_steps:g}, or L2 error <= "
-                           f"{tol.vs_sim_max_rel_quant_error:g}x the simulation's own vs fp32 ({_fmt(sim.rel_l2)})")
-            if steps > tol.vs_sim_max_steps and rel > limit_rel:
-                fails.append(f"{_fmt(steps)} steps ({unit}) > {tol.vs_sim_max_steps:g} and L2 error {_fmt(rel)} > "
-                             f"{_fmt(limit_rel)} ({tol.vs_sim_max_rel_quant_error:g}x the simulation's own "
-                             f"{_fmt(sim.rel_l2)} vs fp32)")
-        else:
-            checked.append(f"max steps ({unit}) <= {tol.vs_sim_max_steps:g}")
-            if steps > tol.vs_sim_max_steps:
-                fails.append(f"{_fmt(steps)} steps ({unit}) > {tol.vs_sim_max_steps:g}")
-        if out_quant is None:  # a float output: a cosine floor too, so a bent output cannot slip through
-            checked.append(f"cosine >= {tol.vs_sim_min_cosine:g}")
-            if cos < tol.vs_sim_min_cosine:
-                fails.append(f"cosine {cos:.5f} < {tol.vs_sim_min_cosine:g}")
+        _vs_sim(v, out, ref, max_abs, cos, tol, out_quant, sim)
     else:
-        if tol.vs_fp32_max_rel is not None:
-            checked.append(f"max |Δ|/range <= {tol.vs_fp32_max_rel:g}")
-            if max_rel > tol.vs_fp32_max_rel:
-                fails.append(f"max |Δ| {_fmt(max_abs)} is {_fmt(max_rel)} of the output range {_fmt(rng)} "
-                             f"> {tol.vs_fp32_max_rel:g}")
-        min_cos, min_agree = tol.vs_fp32_min_cosine, tol.min_top1_agreement
-        if sim is not None:  # int8: quantization may cost more than the floors; the lowering may not add to it
-            min_cos, min_agree, warning = _floors_at_sim(tol, sim)
-        if min_cos is None:
-            checked.append("cosine floor waived: the quantized program itself has none left")
-        else:
-            checked.append(f"cosine >= {min_cos:.5g}")
-            if cos < min_cos:
-                fails.append(f"cosine {cos:.5f} < {min_cos:.5g}")
-        # Both sides of a top-1/top-2 pair may move by the allowed error: twice it is a near-tie.
-        margin = max(tol.decisive_margin, 2 * (tol.vs_fp32_max_rel or 0.0)) * rng
-        mask = decisive(ref, margin)
-        if mask is not None:
-            n_dec = int(mask.sum())
-            if n_dec and min_agree is None:
-                agree_dec = float((t_out[mask] == t_ref[mask]).mean())
-                checked.append("top-1 floor waived: the quantized program itself has none left")
-            elif n_dec:
-                agree_dec = float((t_out[mask] == t_ref[mask]).mean())
-                # fail only when the agreement measured on n samples is significantly below the floor
-                min_agree = _below_by_chance(min_agree, n_dec)
-                checked.append(f"top-1 agreement on {n_dec}/{len(mask)} decisive samples >= {min_agree:.3g} "
-                               "(the floor less two standard errors at that count)")
-                if agree_dec < min_agree:
-                    fails.append(f"top-1 agreement {agree_dec:.3f} on {n_dec} decisive samples "
-                                 f"< {min_agree:.3g}")
-    return OutputDiff(reference, max_abs, float(err.mean()), steps, cos, raw_agree,
-                      not fails, "; ".join(fails), max_rel=max_rel, step_unit=unit or "",
-                      decisive_samples=n_dec, top1_agreement_decisive=agree_dec, checked=tuple(checked),
-                      rel_l2=rel, sim_rel_l2_vs_fp32=sim.rel_l2 if sim is not None and reference == SIM else None,
-                      warning=warning)
+        _vs_fp32(v, out, ref, max_abs, max_rel, rng, cos, tol, sim)
+    return OutputDiff(reference, max_abs, float(err.mean()), v.steps, cos, raw_agree,
+                      not v.fails, "; ".join(v.fails), max_rel=max_rel, step_unit=v.unit,
+                      decisive_samples=v.n_dec, top1_agreement_decisive=v.agree_dec, checked=tuple(v.checked),
+                      rel_l2=v.rel, sim_rel_l2_vs_fp32=sim.rel_l2 if sim is not None and reference == SIM else None,
+                      warning=v.warning)
+
+
+def _vs_sim(v: _Verdict, out: np.ndarray, ref: np.ndarray, max_abs: float, cos: float, tol: Tolerance,
+            out_quant: QuantParams | None, sim: SimQuality | None) -> None:
+    v.steps, v.unit = _steps(max_abs, ref, out_quant)
+    v.rel = rel_l2(out, ref)
+    steps, unit = v.steps, v.unit
+    if tol.vs_sim_max_steps is None:
+        v.fails.append("the target states no limit against the simulation")
+    elif sim is not None and tol.vs_sim_max_rel_quant_error is not None:
+        limit_rel = tol.vs_sim_max_rel_quant_error * sim.rel_l2
+        v.checked.append(f"max steps ({unit}) <= {tol.vs_sim_max_steps:g}, or L2 error <= "
+                         f"{tol.vs_sim_max_rel_quant_error:g}x the simulation's own vs fp32 ({_fmt(sim.rel_l2)})")
+        if steps > tol.vs_sim_max_steps and v.rel > limit_rel:
+            v.fails.append(f"{_fmt(steps)} steps ({unit}) > {tol.vs_sim_max_steps:g} and L2 error {_fmt(v.rel)} > "
+                           f"{_fmt(limit_rel)} ({tol.vs_sim_max_rel_quant_error:g}x the simulation's own "
+                           f"{_fmt(sim.rel_l2)} vs fp32)")
+    else:
+        v.limit(f"max steps ({unit})", steps, tol.vs_sim_max_steps, f"{_fmt(steps)} steps ({unit}) > {tol.vs_sim_max_steps:g}")
+    if out_quant is None:  # a float output: a cosine floor too, so a bent output cannot slip through
+        v.checked.append(f"cosine >= {tol.vs_sim_min_cosine:g}")
+        if cos < tol.vs_sim_min_cosine:
+            v.fails.append(f"cosine {cos:.5f} < {tol.vs_sim_min_cosine:g}")
+
+
+def _vs_fp32(v: _Verdict, out: np.ndarray, ref: np.ndarray, max_abs: float, max_rel: float, rng: float,
+             cos: float, tol: Tolerance, sim: SimQuality | None) -> None:
+    if tol.vs_fp32_max_rel is not None:
+        v.limit("max |Δ|/range", max_rel, tol.vs_fp32_max_rel, f"max |Δ| {_fmt(max_abs)} is {_fmt(max_rel)} of "
+                f"the output range {_fmt(rng)} > {tol.vs_fp32_max_rel:g}")
+    min_cos, min_agree = tol.vs_fp32_min_cosine, tol.min_top1_agreement
+    if sim is not None:  # int8: quantization may cost more than the floors; the lowering may not add to it
+        min_cos, min_agree, v.warning = _floors_at_sim(tol, sim)
+    if min_cos is None:
+        v.checked.append("cosine floor waived: the quantized program itself has none left")
+    else:
+        v.checked.append(f"cosine >= {min_cos:.5g}")
+        if cos < min_cos:
+            v.fails.append(f"cosine {cos:.5f} < {min_cos:.5g}")
+    # Both sides of a top-1/top-2 pair may move by the allowed error: twice it is a near-tie.
+    mask = decisive(ref, max(tol.decisive_margin, 2 * (tol.vs_fp32_max_rel or 0.0)) * rng)
+    if mask is None or not mask.any():
+        v.n_dec = None if mask is None else 0
+        return
+    v.n_dec = int(mask.sum())
+    v.agree_dec = float((top1(out)[mask] == top1(ref)[mask]).mean())
+    if min_agree is None:
+        v.checked.append("top-1 floor waived: the quantized program itself has none left")
+        return
+    # fail only when the agreement measured on n samples is significantly below the floor
+    floor = _below_by_chance(min_agree, v.n_dec)
+    v.checked.append(f"top-1 agreement on {v.n_dec}/{len(mask)} decisive samples >= {floor:.3g} "
+                     "(the floor less two standard errors at that count)")
+    if v.agree_dec < floor:
+        v.fails.append(f"top-1 agreement {v.agree_dec:.3f} on {v.n_dec} decisive samples < {floor:.3g}")
 
 
 def _below_by_chance(floor: float, n: int) -> float:
