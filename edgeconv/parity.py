@@ -197,21 +197,22 @@ SIM_AGREEMENT_SLACK = 0.1
 
 
 def _floors_at_sim(tol: Tolerance, sim: SimQuality) -> tuple[float | None, float | None, str]:
-    """The fp32 floors for an int8 artifact: the target's own while the quantized program itself
-    meets them, else the program's quality less the lowering's slack — and where even that is no
-    floor at all (a program that lost the task), none: the simulation comparison judges the artifact
-    then, and a warning says the int8 model, not the artifact, is the problem."""
-    min_cos: float | None = tol.vs_fp32_min_cosine
+    """The fp32 floors for an int8 artifact: the target's, or — where the quantized program itself
+    comes near or below them — the program's own quality less what the lowering may add (as much
+    cosine distance again, consistent with the end-to-end L2 bound; SIM_AGREEMENT_SLACK of top-1).
+    Where even that is no floor at all (a program that lost the task), none: the simulation
+    comparison judges the artifact, and a warning says the int8 model, not the artifact, is at fault."""
+    cos_floor = sim.cosine - (1.0 - sim.cosine)
+    min_cos: float | None = min(tol.vs_fp32_min_cosine, cos_floor) if cos_floor > 0 else None
     min_agree: float | None = tol.min_top1_agreement
+    if sim.top1_agreement_decisive is not None:
+        floor = sim.top1_agreement_decisive - SIM_AGREEMENT_SLACK  # widened for the sample count at the check
+        min_agree = min(min_agree, floor) if floor > 0 else None
     below = []
     if sim.cosine < tol.vs_fp32_min_cosine:
         below.append(f"cosine {sim.cosine:.4f} < {tol.vs_fp32_min_cosine:g}")
-        floor = sim.cosine - (1.0 - sim.cosine)
-        min_cos = floor if floor > 0 else None
     if sim.top1_agreement_decisive is not None and sim.top1_agreement_decisive < tol.min_top1_agreement:
         below.append(f"decisive top-1 agreement {sim.top1_agreement_decisive:.3f} < {tol.min_top1_agreement:g}")
-        floor = sim.top1_agreement_decisive - SIM_AGREEMENT_SLACK  # widened for the sample count at the check
-        min_agree = floor if floor > 0 else None
     warning = ("the quantized program itself is far from fp32 (" + "; ".join(below) + "): the int8 model, "
                "not this artifact, loses that — try --max-drop, per-channel weights or QAT") if below else ""
     return min_cos, min_agree, warning
