@@ -6,7 +6,6 @@ only when every target has exported, so a failed run leaves no half-written file
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.metadata
 import os
@@ -20,7 +19,7 @@ import numpy as np
 
 from edgeconv import __version__
 from edgeconv.config import ExportOptions
-from edgeconv.context import Context, Progress
+from edgeconv.context import Context, Progress, one_thread
 from edgeconv.errors import ParityFailure, UserError
 from edgeconv.host import host_info
 from edgeconv.passes.manager import PassCache, Step, run_passes
@@ -160,28 +159,6 @@ def torch_outputs(module, x: np.ndarray, progress: Progress, what: str) -> np.nd
             outs.append((y[0] if isinstance(y, (tuple, list)) else y).detach().float().numpy())
             task.advance()
     return np.concatenate(outs)
-
-
-@contextlib.contextmanager
-def one_thread():
-    """torch (and, where threadpoolctl is installed, numpy's BLAS) on one thread for per-sample work.
-    A batch-1 forward of a small net gains little from a second thread on an idle 2-core host, but
-    when other processes hold the cores, OpenMP's spin-waiting barriers made each sample 5-30x
-    slower (MobileNetV2 224x224: 36 ms on one thread, 0.19-1.15 s on two, at load average 5)."""
-    import torch
-
-    n = torch.get_num_threads()
-    try:
-        from threadpoolctl import threadpool_limits
-        blas = threadpool_limits(1)
-    except ImportError:
-        blas = contextlib.nullcontext()
-    torch.set_num_threads(1)
-    try:
-        with blas:
-            yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def prepare_eager(spec: "ModelSpec", calib_x: "np.ndarray | None" = None, seed: int = 0) -> tuple["ModelSpec", StageRecord]:

@@ -38,7 +38,7 @@ def calibrate(prepared: Any, ctx: "Context") -> int:
     One at a time: the captured program has a static batch of 1, a batch is no faster (the
     observers' min/max and the convs are memory-bound at 224x224) and, on two threads, mkldnn's
     batched convs round some activations differently, so batched min-max scales would not be
-    identical. One thread: see `edgeconv.pipeline.one_thread` (5-30x per sample on a busy host).
+    identical. One thread: see `edgeconv.context.one_thread` (5-30x per sample on a busy host).
     Observers of constants (the weights) see the same tensor every sample; a min-max one has its
     answer after the first, so it is bypassed after it (same scales, a fifth less time)."""
     import torch
@@ -47,11 +47,11 @@ def calibrate(prepared: Any, ctx: "Context") -> int:
     if data is None or len(data) == 0:
         raise UserError("quantization needs calibration data; pass --calib (a folder, .npy/.npz, demo or random)")
     n = min(len(data), ctx.options.quant.samples)
+    from edgeconv.context import one_thread
+
     constant = _constant_minmax_observers(prepared)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
-        with torch.no_grad(), ctx.progress.task(f"calibrating on {n} samples", total=n) as task:
+        with torch.no_grad(), one_thread(), ctx.progress.task(f"calibrating on {n} samples", total=n) as task:
             for i in range(n):
                 prepared(torch.from_numpy(data.x[i:i + 1]))
                 if i == 0:
@@ -59,7 +59,6 @@ def calibrate(prepared: Any, ctx: "Context") -> int:
                         obs.forward = _identity
                 task.advance()
     finally:
-        torch.set_num_threads(threads)
         for obs in constant:
             obs.__dict__.pop("forward", None)
     return n
