@@ -44,7 +44,7 @@ def pruned(module, args, sparsity: float):
 
 def host_latency(paths: dict[str, Path], x: np.ndarray, rounds: int) -> dict[str, dict]:
     """Interleaved rounds so machine noise hits every artifact alike; 1 thread."""
-    from edgeconv.exporters.runtimes import TfliteRunner
+    from edgeconv.exporters.tflite.runtime import TfliteRunner
 
     runners = {k: TfliteRunner(p, threads=1) for k, p in paths.items()}
     for r in runners.values():
@@ -62,9 +62,9 @@ def host_latency(paths: dict[str, Path], x: np.ndarray, rounds: int) -> dict[str
 def structure_and_host(name: str, module, shape: tuple[int, ...], work: Path, rounds: int) -> dict:
     import torch
 
-    from edgeconv.exporters.runtimes import TfliteRunner
-    from edgeconv.exporters.tflite_sparse import convert_dense, rewrite
-    from edgeconv.sparse_check import check_tflite
+    from edgeconv.exporters.tflite.runtime import TfliteRunner
+    from edgeconv.exporters.tflite.sparse import convert_dense, rewrite
+    from edgeconv.exporters.tflite.sparse_check import check_tflite
 
     g = pruned(module, (torch.zeros(shape),), 0.9)
     dense = convert_dense(g.module(), g.example_inputs)
@@ -96,8 +96,8 @@ def arm64_evidence(work: Path) -> dict:
     import torch
 
     from edgeconv.devices import arm64
-    from edgeconv.exporters.tflite_sparse import convert_dense, rewrite
-    from edgeconv.sparse_check import check_tflite
+    from edgeconv.exporters.tflite.sparse import convert_dense, rewrite
+    from edgeconv.exporters.tflite.sparse_check import check_tflite
     from zoo_sparse import INPUT_SHAPE, mobilenet_v2ish
 
     why = arm64.unavailable()
@@ -195,11 +195,11 @@ def accuracy(work: Path, name: str, make, dense_epochs: int, prune_epochs: int, 
     import torch
 
     from edgeconv.demo.train import BATCH
-    from edgeconv.exporters.runtimes import TfliteRunner
-    from edgeconv.exporters.tflite import convert
-    from edgeconv.exporters.tflite_sparse import lower
+    from edgeconv.exporters.tflite.runtime import TfliteRunner
+    from edgeconv.exporters.tflite.export import convert
+    from edgeconv.exporters.tflite.sparse import lower
     from edgeconv.passes.sparsify import GradualPruner, PolynomialSchedule, zero_fraction
-    from edgeconv.sparse_check import check_tflite
+    from edgeconv.exporters.tflite.sparse_check import check_tflite
 
     xt, yt, xh, yh = _digits()
     dense = make()

@@ -26,8 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgeconv.devices.base import (Delegate, Device, DeviceKind, ProfileOptions, check_serial, connection, quote_command,
-                                   user_config_path)
+from edgeconv.devices.base import (Delegate, Device, DeviceKind, ProfileOptions, artifact_format, check_serial,
+                                   connection, quote_command, user_config_path)
 from edgeconv.errors import UserError
 from edgeconv.registry import BACKENDS
 from edgeconv.results import LatencyReport
@@ -304,11 +304,7 @@ class AndroidBackend:
         from edgeconv.models import file_sha256
 
         artifact = Path(artifact)
-        if not artifact.is_file():
-            raise UserError(f"artifact {artifact} does not exist")
-        if artifact.suffix != ".tflite":
-            raise UserError(f"{artifact.name}: benchmark_model on Android times .tflite files; "
-                            "export with --target tflite-int8 or tflite")
+        artifact_format(artifact, ("tflite",), "benchmark_model on Android", "export with --target tflite-int8 or tflite")
         delegate = options.delegate or device.default_delegate
         device.check_delegate(delegate)
         binary = benchmark_binary(device, options)

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeconv.devices.base import Delegate, Device, DeviceKind, ProfileOptions, connection, stats
+from edgeconv.devices.base import Delegate, Device, DeviceKind, ProfileOptions, artifact_format, connection, stats
 from edgeconv.devices.ssh import SshTarget, run_remote
 from edgeconv.errors import UserError
 from edgeconv.registry import BACKENDS
 from edgeconv.results import LatencyReport
 
 RUNNER = Path(__file__).with_name("apple_runner.py")
-SUFFIXES = (".mlpackage", ".mlmodel")
 COMPUTE_UNITS = {Delegate.ALL: "ALL", Delegate.CPU: "CPU_ONLY", Delegate.GPU: "CPU_AND_GPU",
                  Delegate.ANE: "CPU_AND_NE"}
 
@@ -76,11 +75,7 @@ class AppleBackend:
 
     def measure(self, artifact: Path, device: Device, options: ProfileOptions) -> LatencyReport:
         artifact = Path(artifact)
-        if not artifact.exists():
-            raise UserError(f"artifact {artifact} does not exist")
-        if artifact.suffix not in SUFFIXES:
-            raise UserError(f"{artifact.name}: the apple backend times Core ML models "
-                            f"({', '.join(SUFFIXES)}); export with --target coreml")
+        artifact_format(artifact, ("coreml",), "the apple backend", "export with --target coreml")
         delegate = options.delegate or device.default_delegate
         device.check_delegate(delegate)
         target = SshTarget.from_device(device)

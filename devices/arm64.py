@@ -171,8 +171,9 @@ class EmulatedArm64Backend:
         from edgeconv.models import file_sha256
         from edgeconv.results import LatencyReport
 
-        if Path(artifact).suffix != ".tflite":
-            raise UserError(f"arm64-emulated runs .tflite artifacts; {artifact} is not one")
+        from edgeconv.devices.base import artifact_format
+
+        artifact_format(Path(artifact), ("tflite",), "arm64-emulated", "export with --target tflite-int8 or tflite")
         from ai_edge_litert.interpreter import Interpreter
 
         shape = Interpreter(model_path=str(artifact)).get_input_details()[0]["shape"]

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from edgeconv.errors import UserError
 
 if TYPE_CHECKING:
+    from edgeconv.exporters.formats import Format
     from edgeconv.results import LatencyReport
 
 DESCRIPTOR_DIR = Path(__file__).parent / "descriptors"
@@ -288,6 +289,20 @@ def quote_command(argv: list[str]) -> str:
 
 
 # ---------------------------------------------------------------- reports
+
+
+def artifact_format(artifact: Path, families: tuple[str, ...], backend: str, fix: str) -> "Format":
+    """The artifact's format, when it exists and this backend's runtime loads that family of files;
+    else a one-line UserError naming what the backend times and `fix`."""
+    from edgeconv.exporters.formats import format_for
+
+    if not artifact.exists():
+        raise UserError(f"artifact {artifact} does not exist")
+    fmt = format_for(artifact)
+    if fmt.family not in families:
+        raise UserError(f"{artifact.name} is in the {fmt.name} format; {backend} times "
+                        f"{' and '.join(families)} files: {fix}")
+    return fmt
 
 
 def stats(samples_ms: list[float] | tuple[float, ...]) -> dict[str, float]:

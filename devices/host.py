@@ -10,19 +10,24 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edgeconv.devices.base import Delegate, Device, DeviceKind, ProfileOptions, report_from_runner
+from edgeconv.devices.base import (Delegate, Device, DeviceKind, ProfileOptions, artifact_format,
+                                   report_from_runner)
 from edgeconv.errors import UserError
 from edgeconv.registry import BACKENDS
 from edgeconv.results import LatencyReport
 
+if TYPE_CHECKING:
+    from edgeconv.exporters.formats import Format
+
 RUNNER = Path(__file__).with_name("remote_runner.py")
-SUFFIXES = (".tflite", ".onnx")
+FAMILIES = ("tflite", "onnx")  # what remote_runner.py loads (its --format)
 
 
 def runner_argv(python: str, runner: str, model: str, options: ProfileOptions, delegate: Delegate,
-                workdir: str, pin: tuple[int, ...] = ()) -> list[str]:
-    argv = [python, runner, model, "--threads", str(options.threads), "--warmup", str(options.warmup),
+                workdir: str, pin: tuple[int, ...] = (), family: str = "tflite") -> list[str]:
+    argv = [python, runner, model, "--format", family, "--threads", str(options.threads), "--warmup", str(options.warmup),
             "--runs", str(options.runs), "--delegate", delegate.value, "--workdir", workdir,
             "--deadline-s", str(int(options.timeout_s))]
     if options.per_op:
@@ -42,12 +47,9 @@ def parse_runner_output(stdout: str, stderr: str, returncode: int, where: str) -
     raise UserError(f"timing on {where} failed: {last}")
 
 
-def check_artifact(artifact: Path) -> None:
-    if not artifact.is_file():
-        raise UserError(f"artifact {artifact} does not exist")
-    if artifact.suffix not in SUFFIXES:
-        raise UserError(f"{artifact} is a {artifact.suffix or 'suffix-less'} file; "
-                        f"this backend times {' and '.join(SUFFIXES)} artifacts")
+def check_artifact(artifact: Path) -> "Format":
+    """The artifact's format, if remote_runner.py can time it."""
+    return artifact_format(artifact, FAMILIES, "this backend", "export with --target tflite-int8 or onnx")
 
 
 @BACKENDS.register(DeviceKind.HOST.value)
@@ -64,11 +66,12 @@ class HostBackend:
         from edgeconv.models import file_sha256
 
         artifact = Path(artifact)
-        check_artifact(artifact)
+        fmt = check_artifact(artifact)
         delegate = options.delegate or device.default_delegate
         device.check_delegate(delegate)
         with tempfile.TemporaryDirectory(prefix="edgeconv-host-") as work:
-            argv = runner_argv(sys.executable, str(RUNNER), str(artifact.resolve()), options, delegate, work)
+            argv = runner_argv(sys.executable, str(RUNNER), str(artifact.resolve()), options, delegate, work,
+                               family=fmt.family)
             try:
                 proc = subprocess.run(argv, capture_output=True, text=True, timeout=options.timeout_s)
             except subprocess.TimeoutExpired:

@@ -22,7 +22,7 @@ from edgeconv.errors import UserError
 
 if TYPE_CHECKING:
     from edgeconv.devices.base import Device, ProfileOptions
-    from edgeconv.devices.costmodel.ops import Op
+    from edgeconv.costops import Op
     from edgeconv.devices.costmodel.roofline import Constants
     from edgeconv.results import LatencyReport
 

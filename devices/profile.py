@@ -22,9 +22,6 @@ if TYPE_CHECKING:
     from edgeconv.context import Progress
     from edgeconv.results import Artifact, LatencyReport
 
-ARTIFACT_SUFFIXES = (".tflite", ".onnx", ".mlpackage", ".mlmodel")
-
-
 def headline(report: "LatencyReport") -> str:
     if report.method == "measured-host":
         return "measured on this host"
@@ -57,8 +54,10 @@ def artifact_for(ref: str, target: str, out_dir: str, progress: "Progress | None
 
     Returns (artifact, parity failure line or None). An export that failed parity raises
     ParityFailure (exit 1) with that line, unless `allow_failed_parity`: then `warn` gets it first."""
+    from edgeconv.exporters.formats import find_format
+
     path = Path(ref)
-    if path.suffix in ARTIFACT_SUFFIXES:
+    if find_format(path) is not None:
         if not path.exists():
             raise UserError(f"artifact {ref} does not exist")
         return path, None

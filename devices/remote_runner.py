@@ -188,6 +188,7 @@ def _fail(msg: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model")
+    p.add_argument("--format", choices=("tflite", "onnx"), required=True, help="the runtime that loads the model")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--runs", type=int, default=50)
@@ -209,13 +210,10 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(f"cannot pin to CPUs {args.pin}: {e}")
     watch = _Watch(args.deadline_s)
     rng = np.random.default_rng(0)
-    ext = os.path.splitext(args.model)[1].lower()
-    if ext not in (".tflite", ".onnx"):
-        return _fail(f"{args.model}: only .tflite and .onnx can be timed here")
     import importlib.metadata as md
 
-    name, mod = _import_tflite() if ext == ".tflite" else _import_onnx()
-    build = _tflite if ext == ".tflite" else _onnx
+    name, mod = _import_tflite() if args.format == "tflite" else _import_onnx()
+    build = _tflite if args.format == "tflite" else _onnx
     try:
         # Peak memory is counted from here: the runtime is imported, the model not yet loaded.
         _reset_peak()

@@ -134,21 +134,6 @@ def _last_line(text: str) -> str:
     return last
 
 
-def onnx_external_files(artifact: Path) -> list[Path]:
-    """Files an .onnx keeps its weights in (external data), which must travel with it."""
-    if artifact.suffix != ".onnx":
-        return []
-    import onnx
-
-    model = onnx.load(str(artifact), load_external_data=False)
-    names = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
-    files = [artifact.parent / n for n in sorted(names)]
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        raise UserError(f"{artifact} keeps its weights in {', '.join(missing)}, which is missing")
-    return files
-
-
 def cleanup_script(remote_dir: str) -> str:
     """Kill the runner if it still runs, then remove the run's dir. Only quoted pieces inside."""
     from shlex import quote
@@ -200,7 +185,7 @@ class SshBackend:
         from edgeconv.models import file_sha256
 
         artifact = Path(artifact)
-        check_artifact(artifact)
+        fmt = check_artifact(artifact)
         device.check_delegate(options.delegate or device.default_delegate)
         target = SshTarget.from_device(device)
         if isinstance(target, str):
@@ -210,9 +195,9 @@ class SshBackend:
         pin = big if big and options.threads <= len(big) else ()
         delegate = options.delegate or device.default_delegate
         data = run_remote(
-            target, [artifact, *onnx_external_files(artifact), RUNNER],
+            target, [artifact, *fmt.companions(artifact), RUNNER],  # e.g. ONNX external data travels with it
             lambda d: runner_argv(target.python, f"{d}/{RUNNER.name}", f"{d}/{artifact.name}",
-                                  options, delegate, d, pin),
+                                  options, delegate, d, pin, fmt.family),
             options.timeout_s, "run the benchmark")
         return report_from_runner(data, device, "measured-device", file_sha256(artifact),
                                   {"ssh_host": target.host, "pinned_cpus": ",".join(map(str, pin))})

@@ -7,6 +7,7 @@ only when every target has exported, so a failed run leaves no half-written file
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.metadata
 import os
 import shutil
@@ -19,12 +20,14 @@ import numpy as np
 
 from edgeconv import __version__
 from edgeconv.config import ExportOptions
-from edgeconv.context import Context, Progress, one_thread
-from edgeconv.errors import ParityFailure, UserError
+from edgeconv.context import Context, Progress
+from edgeconv.errors import UserError
 from edgeconv.host import host_info
+from edgeconv.passes import reads
 from edgeconv.passes.manager import PassCache, Step, run_passes
 from edgeconv.registry import TARGETS
 from edgeconv.results import Artifact, Manifest, StageRecord, atomic_write
+from edgeconv.verify import ProgramRuns, torch_outputs, verify
 
 if TYPE_CHECKING:
     from edgeconv.config import QuantConfig
@@ -77,16 +80,20 @@ def prepare_out_dir(path: Path) -> Path:
     return path
 
 
-def quantize_steps(qat: "Graph | None") -> dict[str, Step]:
+@reads("max_drop", "quant_config", "evaluator")
+def before_quantize(graph: "Graph", ctx: Context, qat: "Graph | None" = None) -> tuple["Graph", tuple[str, ...]]:
     """The pipeline's own work right before the `quantize` pass: a QAT-trained program stands in
-    for calibration; otherwise `--max-drop` chooses the layers quantize keeps in float."""
-    def before_quantize(graph: "Graph", ctx: Context) -> tuple["Graph", tuple[str, ...]]:
-        if qat is not None and not graph.quantized:
-            return dataclasses.replace(qat, history=graph.history), qat.history[-1].notes
-        if ctx.options.quant_config is not None and not graph.quantized:
-            return _replay_config(graph, ctx.options.quant_config)
-        return _choose_float_layers(graph, ctx)
-    return {"quantize": before_quantize}
+    for calibration; otherwise `--quant-config` or `--max-drop` chooses the layers quantize keeps in float."""
+    if qat is not None and not graph.quantized:
+        return dataclasses.replace(qat, history=graph.history), qat.history[-1].notes
+    if ctx.options.quant_config is not None and not graph.quantized:
+        return _replay_config(graph, ctx.options.quant_config)
+    return _choose_float_layers(graph, ctx)
+
+
+def quantize_steps(qat: "Graph | None") -> dict[str, Step]:
+    """The steps the pass manager runs before a pass, by that pass's name."""
+    return {"quantize": functools.partial(before_quantize, qat=qat)}
 
 
 def _replay_config(graph: "Graph", config: "QuantConfig") -> tuple["Graph", tuple[str, ...]]:
@@ -146,21 +153,7 @@ def split_data(spec: "ModelSpec", options: ExportOptions, need_calib: bool) -> t
     return calib, data.take(n_cal, n_cal + options.eval_samples)
 
 
-def torch_outputs(module, x: np.ndarray, progress: Progress, what: str) -> np.ndarray:
-    """Outputs one sample at a time, on one intra-op thread (`one_thread`). One at a time: the
-    captured program has a static batch of 1, and a batch of 8 through the eager model is no faster
-    here (memory-bound at 224x224) and not bit-identical (a batched linear is a GEMM, one sample a GEMV)."""
-    import torch
-
-    outs = []
-    with torch.no_grad(), one_thread(), progress.task(what, total=len(x)) as task:
-        for i in range(len(x)):
-            y = module(torch.from_numpy(x[i:i + 1]))
-            outs.append((y[0] if isinstance(y, (tuple, list)) else y).detach().float().numpy())
-            task.advance()
-    return np.concatenate(outs)
-
-
+@reads("seed")
 def prepare_eager(spec: "ModelSpec", calib_x: "np.ndarray | None" = None, seed: int = 0) -> tuple["ModelSpec", StageRecord]:
     """The one eager step before capture: eval mode and the blocks' own reparameterization
     methods (fuse / reparameterize / switch_to_deploy / merge_dilated_branches), on a copy,
@@ -175,6 +168,7 @@ def prepare_eager(spec: "ModelSpec", calib_x: "np.ndarray | None" = None, seed: 
     return dataclasses.replace(spec, module=module), StageRecord("prepare", report.changed, round(time.perf_counter() - t0, 3), notes)
 
 
+@reads("qat.epochs", "qat.train_data", "quant.weights", "seed")
 def qat_stage(spec: "ModelSpec", options: ExportOptions, progress: Progress) -> "Graph":
     """Quantization-aware training in place of calibration, part of the prepare stage: it trains
     the eager model (BN in Tune-mode form under the fake-quant, which a captured, already folded
@@ -258,9 +252,9 @@ def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None 
     cache = PassCache(root, ctx, quantize_steps(qat))
 
     work = Path(tempfile.mkdtemp(prefix=".edgeconv-tmp-", dir=out_dir))
-    sims: dict[Any, Any] = {}  # torch outputs (and int8 tensors) per pass-chain result, shared by its targets
+    runs = ProgramRuns()  # torch outputs (and int8 tensors) per pass-chain result, shared by its targets
     try:
-        artifacts = [_one(t, cache.get(t.passes), ctx, evalset, ref_fp32, work, progress, sims) for t in targets]
+        artifacts = [_one(t, cache.get(t.passes), ctx, evalset, ref_fp32, work, runs) for t in targets]
         if options.analyze:
             _analyze(targets, cache, evalset, spec.name, work, progress)
         final = []
@@ -319,139 +313,25 @@ def _acc(out: np.ndarray, data: "DataSet") -> float | None:
 
 
 def _one(target: "Target", graph: "Graph", ctx: Context, evalset: "DataSet", ref_fp32: np.ndarray,
-         work: Path, progress: Progress, sims: dict[Any, Any] | None = None) -> Artifact:
-    from edgeconv import parity
+         work: Path, runs: ProgramRuns) -> Artifact:
+    """Export one target into `work`, then verify it in its runtime."""
     from edgeconv.models import artifact_size, file_sha256
 
     stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in ctx.model.name).strip("-") or "model"
     path = work / f"{stem}-{target.name}{target.suffix}"
     t0 = time.perf_counter()
-    with progress.task(f"converting {target.name}"):
+    with ctx.progress.task(f"converting {target.name}"):
         info = target.export(graph, ctx, path)
     export_rec = StageRecord(f"export:{target.name}", True, round(time.perf_counter() - t0, 3),
                              info.notes + ((info.scales_from,) if info.scales_from else ()))
-    t0 = time.perf_counter()
-    try:
-        runner = target.load(path)
-    except ParityFailure as e:  # the runtime cannot compute this artifact here: unverified, never a pass
-        runner, report = None, parity.unverified(getattr(e, "runtime", target.runtime), str(e), target.parity_reference)
-    if runner is not None:
-        report = _parity(target, runner, path, graph, ctx, evalset, ref_fp32, progress, sims)
-    notes = tuple(f"vs {d.reference} in {report.runtime}: {'ok' if d.passed else 'FAILED ' + d.reason}"
-                  + (f" [{'; '.join(d.checked)}]" if d.checked else "") for d in report.diffs)
-    if report.host_kernels and report.host_kernels.deviates:
-        notes += ("WARNING host kernels: " + report.host_kernels.message,)
-    notes += tuple(f"WARNING {d.reference}: {d.warning}" for d in report.diffs if d.warning)
-    if report.layers is not None:
-        lay = report.layers
-        notes += (f"each int8 layer in isolation ({lay.layers} layers, {lay.samples} samples): worst "
-                  f"{lay.worst_steps:g} steps at {lay.worst_layer}"
-                  + ("" if lay.passed else f" — FAILED: {'; '.join(lay.over[:5])} > {lay.limit:g}"),)
-    parity_rec = StageRecord(f"parity:{target.name}", False, round(time.perf_counter() - t0, 3), notes)
+    verdict = verify(target, path, graph, ctx, evalset, ref_fp32, runs)
+    runner = verdict.runner
     return Artifact(
         target=target.name, path=str(path), sha256=file_sha256(path), size_bytes=artifact_size(path),
-        inputs=runner.inputs if runner else (), outputs=runner.outputs if runner else (), parity=report,
-        stages=graph.history + (export_rec, parity_rec), weights=target.weights(path),
+        inputs=runner.inputs if runner else (), outputs=runner.outputs if runner else (), parity=verdict.report,
+        stages=graph.history + (export_rec, verdict.record), weights=target.weights(path),
         scales_from=info.scales_from, float_layers=graph.float_nodes, float_ops=info.float_ops,
     )
-
-
-# Pruning changes the function on purpose; by default the pruned artifact may lose at most this
-# much of the source model's task metric (accuracy points, or top-1 agreement with it). --max-drop overrides.
-SPARSE_MAX_DROP = 0.02
-
-
-def _parity(target: "Target", runner, path: Path, graph: "Graph", ctx: Context, evalset: "DataSet",
-            ref_fp32: np.ndarray, progress: Progress, sims: dict[Any, Any] | None = None):
-    """The verdict from the artifact's reference kernels; for targets whose host has faster kernels
-    that may compute something else (onnxruntime's fused integer kernels), those too, as a warning."""
-    from edgeconv import parity
-    from edgeconv.quant.qparams import OUTPUT_KEY
-
-    source = ref_fp32
-    if target.parity_reference == "torch-int8-weights":
-        from edgeconv.quant.program import weight_int8_simulation
-
-        ref_fp32 = torch_outputs(weight_int8_simulation(graph), evalset.x, progress, "torch with int8-rounded weights")
-    if target.parity_reference == "torch-after-passes":
-        ref_fp32 = _program_outputs(graph, evalset, progress, "torch reference after passes", sims)
-    ref_sim = _program_outputs(graph, evalset, progress, "torch quantized simulation", sims) if graph.quantized else None
-    out_quant = graph.qparams.get(OUTPUT_KEY)
-    engine = runner.engine
-    with progress.task(f"parity {target.name} in {engine}"), one_thread():
-        out = runner(evalset.x)
-    report = parity.check(out, engine, evalset.y, target.tolerance, ref_fp32, ref_sim, out_quant,
-                          target.parity_reference)
-    if target.parity_reference == "torch-after-passes":
-        max_drop = ctx.options.max_drop if ctx.options.max_drop is not None else SPARSE_MAX_DROP
-        report = dataclasses.replace(report, diffs=report.diffs + (parity.source_drop(out, source, evalset.y, max_drop),))
-    if target.host_kernels:
-        fast = target.load(path, kernels="fast")
-        with progress.task(f"host kernels {target.name} in {fast.engine}"), one_thread():
-            fast_out = fast(evalset.x)
-        check = parity.host_kernels(fast_out, out, fast.engine, target.tolerance, out_quant,
-                                    target.host_kernel_advice)
-        report = dataclasses.replace(report, host_kernels=check)
-    if graph.quantized and target.tolerance.layer_max_steps is not None:
-        with one_thread():  # per-sample torch and runtime work, like the rest of parity
-            report = dataclasses.replace(report, layers=_layers_in_isolation(target, path, graph, evalset, progress, sims))
-    return report
-
-
-# Layer-by-layer isolation reads every int8 tensor of the artifact: a few samples tell a lowering
-# error (a layer off on most inputs) from rounding; the end-to-end check uses all of them.
-ISOLATION_SAMPLES = 4
-
-
-def _layers_in_isolation(target: "Target", path: Path, graph: "Graph", evalset: "DataSet", progress: Progress,
-                         sims: dict[Any, Any] | None = None):
-    from edgeconv import parity
-    from edgeconv.quant.divergence import READERS, divergence, torch_tensors
-
-    if path.suffix not in READERS:
-        return None
-    x = evalset.x[:ISOLATION_SAMPLES]
-    with progress.task(f"each int8 layer of {target.name} in isolation"):
-        gm = _folded(graph, sims)
-        key = (id(graph), "int8 tensors")  # the program's own tensors: once for all its int8 targets
-        ours = sims.get(key) if sims is not None else None
-        if ours is None:
-            ours = torch_tensors(graph, x, gm)
-            if sims is not None:
-                sims[key] = ours
-        try:
-            rep = divergence(graph, path, x, isolate=True, ours=ours, gm=gm)
-        except Exception as e:  # a check that cannot run is a failed check, said in one line, never a pass
-            from edgeconv.results import LayerIsolation
-
-            why = f"the per-layer check could not run: {type(e).__name__}: {str(e).strip().splitlines()[0][:160]}"
-            return LayerIsolation(len(x), 0, 0, target.tolerance.layer_max_steps or 0.0, "", float("nan"), (why,), False)
-    return parity.layers_in_isolation(rep.isolated or (), len(rep.unmatched), len(x), target.tolerance)
-
-
-def _folded(graph: "Graph", sims: dict[Any, Any] | None) -> Any:
-    """The program with its constants folded (`quant.program.folded_simulation`), built once per
-    pass-chain result; every user only runs it."""
-    from edgeconv.quant.program import folded_simulation
-
-    key = (id(graph), "folded")
-    if sims is None:
-        return folded_simulation(graph)
-    if key not in sims:
-        sims[key] = folded_simulation(graph)
-    return sims[key]
-
-
-def _program_outputs(graph: "Graph", evalset: "DataSet", progress: Progress, what: str,
-                     sims: dict[Any, Any] | None) -> np.ndarray:
-    """The torch program's outputs on the held-out samples, once per pass-chain result: the int8
-    targets share one quantized program (PassCache), so its simulation runs once, not per target."""
-    if sims is not None and id(graph) in sims:
-        return sims[id(graph)]
-    out = torch_outputs(_folded(graph, sims), evalset.x, progress, what)
-    if sims is not None:
-        sims[id(graph)] = out
-    return out
 
 
 def analyze_model(spec: Any, options: Any, max_drop: float | None = None, evaluator: str | None = None,
@@ -474,3 +354,8 @@ def analyze_model(spec: Any, options: Any, max_drop: float | None = None, evalua
     return AnalysisResult(report, fallback, {"source": calib.source, "samples": len(calib),
                                              "eval_samples": len(evalset), "method": options.quant.method.value,
                                              "weights": options.quant.weights.value})
+
+
+# The pipeline's own steps around the passes, with the options each reads (`edgeconv list` shows
+# them beside the passes': together, every option that can change an artifact).
+STEPS = {"prepare": prepare_eager, "qat (prepare stage)": qat_stage, "before quantize": before_quantize}

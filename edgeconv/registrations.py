@@ -1,4 +1,4 @@
-"""Imports every module that registers a pass, target or device, so the registries are full.
+"""Imports every module that registers a pass, target, format or device, so the registries are full.
 
 Kept as an explicit list (not a plugin scan) so that what exists is readable in one place.
 Modules listed here import only light dependencies at top level.
@@ -13,12 +13,12 @@ MODULES = (
     "edgeconv.passes.check_quant",
     "edgeconv.passes.quantize",
     "edgeconv.passes.cleanup",
+    "edgeconv.passes.sparsify",
+    # one line per artifact format: its folder registers the format and its targets
     "edgeconv.exporters.onnx",
     "edgeconv.exporters.tflite",
     "edgeconv.exporters.coreml",
     "edgeconv.devices.catalog",
-    "edgeconv.passes.sparsify",
-    "edgeconv.exporters.tflite_sparse",
 )
 
 

@@ -1,4 +1,4 @@
-"""One registration mechanism, used for PASSES, TARGETS and DEVICES.
+"""One registration mechanism, used for PASSES, TARGETS, FORMATS and DEVICES.
 
 Keys are explicit kebab-case strings; order of anything lives elsewhere (a target's
 pass tuple), never in registration order.
@@ -51,3 +51,4 @@ PASSES: Registry = Registry("pass")
 TARGETS: Registry = Registry("target")
 DEVICES: Registry = Registry("device")
 BACKENDS: Registry = Registry("device backend")  # keyed by DeviceKind value
+FORMATS: Registry = Registry("artifact format")  # exporters/<format>/: one Format instance each

@@ -159,6 +159,21 @@ class HostKernelCheck(Record):
 
 
 @dataclasses.dataclass(frozen=True)
+class TensorDrift(Record):
+    """One int8 tensor of an artifact against the torch simulation's, in quantization steps."""
+
+    tensor: str  # FX name of the float tensor torch quantized
+    layer: str  # the conv/linear (module path) whose output it is, else the op
+    artifact_tensor: str
+    scale: float
+    zero_point: int
+    max_steps: float
+    mean_steps: float
+    share_off: float  # fraction of elements that differ at all
+    share_over_one: float = 0.0  # fraction of elements off by more than one step
+
+
+@dataclasses.dataclass(frozen=True)
 class LayerIsolation(Record):
     """Each int8 layer of an artifact judged alone: the simulation's layer fed the artifact's own
     int8 inputs, its output compared in steps. Separates a lowering error (one layer off) from

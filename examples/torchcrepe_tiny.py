@@ -190,7 +190,8 @@ def torch_predict(model: "torch.nn.Module") -> Callable[[np.ndarray], np.ndarray
 
 def artifact_predict(path: Path | str) -> Callable[[np.ndarray], np.ndarray]:
     """An exported .tflite/.onnx file in its real runtime (ai-edge-litert / onnxruntime)."""
-    from edgeconv.exporters.runtimes import OnnxRunner, TfliteRunner
+    from edgeconv.exporters.onnx.runtime import OnnxRunner
+    from edgeconv.exporters.tflite.runtime import TfliteRunner
 
     path = Path(path)
     runners = {".tflite": TfliteRunner, ".onnx": OnnxRunner}

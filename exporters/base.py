@@ -1,49 +1,23 @@
 """What a target is: a file format at a precision, with its pass list and parity tolerance.
 
-A target declares as class attributes its file suffix, its ordered pass list, whether it is
+A target declares as class attributes its format (exporters/<format>/), its ordered pass list, whether it is
 quantized and its tolerances; the order of passes lives here, never in registration order.
 """
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from edgeconv.results import FloatOps, TensorSpec, WeightQuant
+from edgeconv.exporters.formats import Format, Runner
+from edgeconv.results import FloatOps, WeightQuant
 
 if TYPE_CHECKING:
     from edgeconv.context import Context
     from edgeconv.graph import Graph
-
-
-@dataclasses.dataclass(frozen=True)
-class Tolerance:
-    """Parity limits, each relative to something that scales with the net, so one limit fits a
-    classifier's logits and a super-resolution net's pixels alike.
-
-    - Against torch fp32: max |Δ| as a fraction of the reference output's range (max − min over
-      the held-out samples), cosine, and top-1 agreement counted on *decisive* samples only — those
-      whose fp32 top-1/top-2 margin exceeds `decisive_margin` × range, so a flip between near-tied
-      classes is not a failure (the raw agreement is still reported).
-    - Against the torch quantized simulation (same scales): max |Δ| in output quantization steps;
-      when the output is float (the net ends in a float op, or --max-drop kept it float) in steps of
-      an 8-bit grid over the simulation's output range, plus a cosine floor — never no check.
-    """
-
-    vs_fp32_max_rel: float | None = None  # max |Δ| / output range vs torch fp32 (float targets)
-    vs_fp32_min_cosine: float = 0.99
-    vs_sim_max_steps: float | None = None  # int8 targets: error vs torch quant sim, in output steps
-    vs_sim_min_cosine: float = 0.99  # vs the simulation when its output is float (no step count)
-    min_top1_agreement: float = 0.95  # on decisive samples
-    decisive_margin: float = 0.02  # fraction of the output range: smaller fp32 margins are near-ties
-    # int8, end to end: past vs_sim_max_steps the artifact still passes when its L2 error against the
-    # simulation is at most this fraction of the simulation's own L2 error against fp32 — rounding
-    # flips cascade through deep nets, but the lowering must add less error than quantization did.
-    vs_sim_max_rel_quant_error: float | None = None
-    # int8, layer by layer: each layer fed the artifact's own inputs, within this many steps.
-    layer_max_steps: float | None = None
+    from edgeconv.parity import Tolerance
 
 
 # The standard pass chains; a target's own tuple is the order, registration order never is.
@@ -59,29 +33,6 @@ class Tolerance:
 #   removing them once at the end keeps each exporter's input minimal.
 FLOAT_PASSES = ("reparam-merge", "fold-conv-bn", "cleanup")
 INT8_PASSES = ("reparam-merge", "fold-conv-bn", "check-quant", "quantize", "cleanup")
-
-# Float artifacts reproduce torch fp32 to float rounding: 1e-4 of the output range is ~1/40 of an
-# int8 step, far above reassociation noise (FMA, blocked accumulation on any ISA), far below a bug.
-FLOAT_TOLERANCE = Tolerance(vs_fp32_max_rel=1e-4, vs_fp32_min_cosine=0.99999, min_top1_agreement=0.99,
-                            decisive_margin=0.0)
-# fp16 compute keeps ~3 significant digits per op: judged by cosine and decisive top-1 (margins above
-# 1 % of the range cannot flip under fp16 rounding of a conv net's logits).
-FP16_TOLERANCE = Tolerance(vs_fp32_min_cosine=0.999, min_top1_agreement=0.98, decisive_margin=0.01)
-# Integer kernels requantize at every layer (rounding, fused activations), so an int8 artifact
-# may differ from the torch simulation by a few output steps; against fp32 only the task matters.
-INT8_TOLERANCE = Tolerance(vs_fp32_min_cosine=0.95, vs_sim_max_steps=3.0, min_top1_agreement=0.9,
-                           vs_sim_max_rel_quant_error=1.0, layer_max_steps=1.0)
-
-
-class Runner(Protocol):
-    """A loaded artifact in its real runtime: float NCHW in, float (dequantized) out."""
-
-    engine: str  # exactly what computes the outputs (runtime and kernels): parity reports name it
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-
-    def __call__(self, x: np.ndarray) -> np.ndarray: ...
-
 
 @dataclasses.dataclass(frozen=True)
 class ExportInfo:
@@ -108,11 +59,11 @@ def float_ops_note(f: FloatOps) -> str:
 
 class Target:
     name: ClassVar[str]
-    suffix: ClassVar[str]
+    format: ClassVar["Format"]  # the file format it writes: runs, reads and checks its files
     passes: ClassVar[tuple[str, ...]]
     runtime: ClassVar[str]
     quantized: ClassVar[bool] = False
-    tolerance: ClassVar[Tolerance] = Tolerance()
+    tolerance: ClassVar["Tolerance"]
     description: ClassVar[str] = ""
     # What the float comparison is against: the user's model, or — for targets whose passes change
     # the function on purpose (pruning) — the torch program after those passes. The accuracy drop
@@ -124,22 +75,25 @@ class Target:
     host_kernels: ClassVar[bool] = False
     host_kernel_advice: ClassVar[str] = ""  # what to deploy instead when the fast kernels deviate
 
+    suffix: ClassVar[str]  # what its files are called: its format's first suffix (set below)
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "format" in cls.__dict__:
+            cls.suffix = cls.format.suffixes[0]
+
     def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:
         """Write the artifact to `path` (a temp name; the pipeline renames it when complete)."""
         raise NotImplementedError
 
     def load(self, path: Path, threads: int = 1, kernels: str = "reference") -> Runner:
         """The artifact in its runtime. kernels: "reference" (what the file means) or "fast" (the
-        host's optimized kernels); targets without a distinct fast path ignore it."""
-        raise NotImplementedError
-
-    def read_weights(self, path: Path) -> list[tuple[WeightQuant, "np.ndarray | None"]]:
-        """Each conv/linear weight as stored in the file, with its scales when quantized."""
-        return []
+        host's optimized kernels); formats without a distinct fast path ignore it."""
+        return self.format.runner(path, threads, kernels)
 
     def weights(self, path: Path) -> tuple[WeightQuant, ...]:
         """Read back how each conv/linear weight is stored (dtype, number of scales, axis)."""
-        return tuple(w for w, _ in self.read_weights(path))
+        return tuple(w for w, _ in self.format.read_weights(path))
 
 
 def scales_note(fmt: str, weights: list[np.ndarray], graph: "Graph", activations: list[float] = ()) -> str:

@@ -10,12 +10,20 @@ small seeded N(0,1) `DataSet` shaped like the example (marked `real=False`, as t
 `random` source is). Every assertion raises AssertionError naming where the graph came from
 (`capture`, or the pass(es) of the last `run`), the op and what was found.
 
+Exporters use the same harness, one stage further: `export(target)` runs the target's own pass
+chain from the captured graph and writes its artifact (a temp folder, removed with the case),
+`loads()` opens it in the format's real runtime, `parity_ok()` runs the pipeline's verification
+(`edgeconv.verify.verify`) on held-out inputs and asserts the verdict passed:
+
+    GraphCase(net).capture().export("tflite-int8").loads().parity_ok()
+
 Building: `capture([graph])`, `float_nodes(*names)`, `run(*passes)`. Assertions (chainable):
 `changed(flag)` (and `honest()`: the flag tells the truth either way), `unchanged()`, `pure()` (the
 input graph was not edited in place), `idempotent()`, `present(op, count=)`, `absent(op)`,
 `notes_contain(text)`, `quantized([flag])`, `block_sparse([sparsity, block])`, `matches_eager(tol)`,
-`matches_before(tol)`, `refuses(pass, match, exc)`. Queries: `count(op)`, `rel_error(reference)`,
-`.graph`, `.before`, `.result` (the last pass's StageRecord), `.results`, `.ctx`, `.eager`.
+`matches_before(tol)`, `refuses(pass, match, exc)`, `export(target)`, `loads()`, `parity_ok()`. Queries: `count(op)`, `rel_error(reference)`,
+`.graph`, `.before`, `.result` (the last pass's StageRecord), `.results`, `.ctx`, `.eager`,
+`.artifact` (the last export: target, program, path, ExportInfo), `.verdict` (the last parity).
 
 Op names match the aten ops of the captured program: a query matches an op when its `_`-separated
 words appear in order, contiguously, in the op's name, so "batch_norm" matches `aten.batch_norm`
@@ -41,6 +49,7 @@ from edgeconv.passes.manager import run_passes
 from edgeconv.results import StageRecord
 
 CALIB_SAMPLES = 8
+EVAL_SAMPLES = 16  # held-out inputs for parity_ok(): never the calibration ones
 SEED = 0
 
 # Families of ops that a short query names (beyond the word-sequence rule).
@@ -148,12 +157,20 @@ def code_diff(a: Graph, b: Graph, limit: int = 8) -> str:
 Net = "torch.nn.Module | ModelSpec | Callable[[], torch.nn.Module | ModelSpec]"
 
 
+@dataclasses.dataclass(frozen=True)
+class Exported:
+    target: Any  # the Target instance
+    graph: Graph  # the program it lowered (after its pass chain)
+    path: Any  # pathlib.Path of the artifact
+    info: Any  # its ExportInfo
+
+
 class GraphCase:
     """One net, captured once, followed through passes; every method but the queries returns self."""
 
     def __init__(self, net: Any, example_inputs: tuple[Any, ...] | None = None,
                  calib: DataSet | np.ndarray | None = None, options: ExportOptions | None = None,
-                 calib_samples: int = CALIB_SAMPLES, name: str | None = None) -> None:
+                 calib_samples: int = CALIB_SAMPLES, name: str | None = None, eval_samples: int = EVAL_SAMPLES) -> None:
         if callable(net) and not isinstance(net, torch.nn.Module):
             net = net()
         spec = net if isinstance(net, ModelSpec) else None
@@ -178,6 +195,9 @@ class GraphCase:
         self.results: tuple[StageRecord, ...] = ()  # the records of the last `run`, one per pass
         self.last: tuple[str, ...] = ()
         self._given = ""  # fingerprint of `before` when the last run started
+        self.artifact: Exported | None = None
+        self.verdict: Any = None
+        self._held_out = eval_samples
 
     @staticmethod
     def _calib(calib: Any, spec: ModelSpec | None, example: tuple[Any, ...], n: int) -> DataSet:
@@ -395,6 +415,77 @@ class GraphCase:
                 raise AssertionError(f"{self._where()}: {kind} {node.name} has {frac:.1%} of its {block}x1 "
                                      f"blocks zero, asked for {sparsity:.0%}")
         return self
+
+    # --- exporting --------------------------------------------------------------------------------
+
+    def export(self, target: str) -> "GraphCase":
+        """Run `target`'s pass chain from the captured graph and write its artifact."""
+        import shutil
+        import tempfile
+        import weakref
+        from pathlib import Path
+
+        from edgeconv import registrations
+        from edgeconv.registry import TARGETS
+
+        registrations.load()
+        self._need_graph()
+        t = TARGETS.get(target)()
+        graph = run_passes(self.graph, self.ctx, t.passes)
+        folder = Path(tempfile.mkdtemp(prefix="graphcase-"))
+        weakref.finalize(self, shutil.rmtree, folder, True)
+        path = folder / f"{self.name}-{t.name}{t.suffix}"
+        info = t.export(graph, self.ctx, path)
+        if not path.exists():
+            raise AssertionError(f"{self.name}: target {target} wrote no file at {path.name}")
+        self.artifact = Exported(t, graph, path, info)
+        self.verdict = None
+        return self
+
+    def loads(self) -> "GraphCase":
+        """The last export opens in its format's runtime, with one input and one output."""
+        a = self._need_artifact()
+        try:
+            runner = a.target.load(a.path)
+        except Exception as e:
+            raise AssertionError(f"{self.name}: the {a.target.name} artifact does not load in "
+                                 f"{a.target.runtime}: {type(e).__name__}: {e}") from e
+        if not runner.inputs or not runner.outputs:
+            raise AssertionError(f"{self.name}: the {a.target.name} artifact loads with inputs {runner.inputs} "
+                                 f"and outputs {runner.outputs}")
+        return self
+
+    def parity_ok(self) -> "GraphCase":
+        """The pipeline's verdict on the last export — its runtime on held-out inputs against torch
+        fp32 and, for int8, the simulation and each layer in isolation — passed."""
+        from edgeconv.verify import ProgramRuns, torch_outputs, verify
+
+        a = self._need_artifact()
+        held = self._held_out_data()
+        ref = torch_outputs(self.eager, held.x, self.ctx.progress, "torch fp32 reference")
+        self.verdict = verify(a.target, a.path, a.graph, self.ctx, held, ref, ProgramRuns())
+        report = self.verdict.report
+        if not report.passed:
+            raise AssertionError(f"{self.name}: {a.target.name} parity failed in {report.runtime}: "
+                                 + "; ".join(self.verdict.record.notes))
+        return self
+
+    def _held_out_data(self) -> DataSet:
+        n = self._held_out
+        if self.spec.data is not None:
+            data = self.spec.data()
+            start = len(self.ctx.calib) if self.ctx.calib is not None else 0
+            if len(data) >= start + n:
+                return data.take(start, start + n)
+        x = self.example_inputs[0]
+        g = torch.Generator().manual_seed(SEED + 1)  # other inputs than the calibration's seed
+        arr = torch.randn((n, *x.shape[1:]), generator=g, dtype=x.dtype).numpy()
+        return DataSet(arr, None, source=f"graphcase held-out N(0,1) x{n}", real=False)
+
+    def _need_artifact(self) -> "Exported":
+        if self.artifact is None:
+            raise RuntimeError("call export(target) first")
+        return self.artifact
 
     # --- helpers -------------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ def fused_ops(path: Path) -> dict[str, int]:
 
 def main(argv: list[str]) -> None:
     t0 = time.perf_counter()
-    from edgeconv.exporters.runtimes import OnnxRunner
+    from edgeconv.exporters.onnx.runtime import OnnxRunner
     from edgeconv.host import host_info
 
     x = np.load(argv[0])

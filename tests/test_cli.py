@@ -141,7 +141,7 @@ def test_op_the_converter_cannot_lower_leaves_nothing(tmp_path):
 
 def test_parity_failure_is_exit_1(tmp_path, monkeypatch):
     from edgeconv import registrations
-    from edgeconv.exporters.base import Tolerance
+    from edgeconv.parity import Tolerance
     from edgeconv.registry import TARGETS
 
     registrations.load()

@@ -16,7 +16,11 @@ from edgeconv import registrations  # noqa: E402
 from edgeconv.config import ExportOptions, Granularity, QuantOptions  # noqa: E402
 from edgeconv.context import Context  # noqa: E402
 from edgeconv.errors import UserError  # noqa: E402
-from edgeconv.exporters import coreml, mil_eval  # noqa: E402
+from edgeconv.exporters.coreml import export as coreml_export  # noqa: E402
+from edgeconv.exporters.coreml import read as coreml_read  # noqa: E402
+from edgeconv.exporters.coreml import runtime as coreml_runtime  # noqa: E402
+from edgeconv.exporters.coreml.mil import kernels as mil_kernels  # noqa: E402
+from edgeconv.exporters.coreml.mil import program as mil_program  # noqa: E402
 from edgeconv.graph import capture  # noqa: E402
 from edgeconv.passes.manager import run_passes  # noqa: E402
 from edgeconv.registry import TARGETS  # noqa: E402
@@ -83,7 +87,7 @@ def test_fp16_is_fp16_and_close(demo, artifacts):
     spec, _, _, held = demo
     target, _, path, _ = artifacts["coreml-fp16"]
     assert {w.dtype for w in target.weights(path)} == {"float16"}
-    prog = mil_eval.load_program(path)
+    prog = mil_program.load_program(path)
     assert "cast" in prog.op_types  # fp32 input cast to fp16 compute
     got, want = target.load(path)(held.x), _torch(spec.module, held.x)
     rel = np.abs(got - want).max() / np.abs(want).max()
@@ -110,11 +114,11 @@ def test_int8_every_conv_and_linear_weight_is_per_channel_int8(demo, artifacts):
 def test_int8_weight_scales_are_symmetric_max_over_127(demo, artifacts):
     """coremltools' linear_symmetric per-channel scale equals PT2E's weight observer: max|w| / 127."""
     _, _, path, _ = artifacts["coreml-int8"]
-    prog = mil_eval.load_program(path)
+    prog = mil_program.load_program(path)
     for step in prog.steps:
         if step.op_type == "constexpr_affine_dequantize":
-            qp = coreml.constexpr_quant(prog, step)
-            w = mil_eval.run(prog, {prog.inputs[0]: np.zeros((1, 3, 32, 32), np.float32)}, keep=True)[step.outputs[0]]
+            qp = coreml_read.constexpr_quant(prog, step)
+            w = mil_kernels.run(prog, {prog.inputs[0]: np.zeros((1, 3, 32, 32), np.float32)}, keep=True)[step.outputs[0]]
             amax = np.abs(w.reshape(len(w), -1)).max(1)
             np.testing.assert_allclose(np.asarray(qp.scale) * 127, amax, rtol=1e-6)
 
@@ -127,24 +131,24 @@ def test_w8a8_carries_every_pt2e_scale_and_zero_point(artifacts):
     ours = read_qparams(graph.module())
     act_ours = {(q.scale, q.zero_point) for q in ours.values() if q.axis is None}
     w_ours = {(q.scale, q.zero_point) for q in ours.values() if q.axis is not None}
-    prog = mil_eval.load_program(path)
-    act = {(p.scale, p.zero_point) for _, p in coreml.activation_quant(prog)}
-    w = {(q.scale, q.zero_point) for s in prog.steps if (q := coreml.constexpr_quant(prog, s))}
+    prog = mil_program.load_program(path)
+    act = {(p.scale, p.zero_point) for _, p in coreml_read.activation_quant(prog)}
+    w = {(q.scale, q.zero_point) for s in prog.steps if (q := coreml_read.constexpr_quant(prog, s))}
     assert act == act_ours  # exact float equality: no fp16 storage, no rescaling
     assert w == w_ours and len(w) == 8
-    assert all(dt == "int8" for dt in (p.dtype for _, p in coreml.activation_quant(prog)))
+    assert all(dt == "int8" for dt in (p.dtype for _, p in coreml_read.activation_quant(prog)))
 
 
 def test_w8a8_default_pipeline_would_change_scales(demo, artifacts):
     """Why the two passes are removed: with coremltools' defaults the artifact's scales differ."""
     _, graph, _, _ = artifacts["coreml-w8a8"]
-    ct = coreml.import_coremltools()
-    program = coreml.coreml_program(graph)
-    with coreml._quiet():
+    ct = coreml_export.import_coremltools()
+    program = coreml_export.coreml_program(graph)
+    with coreml_export._quiet():
         default = ct.convert(program, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17,
                              compute_precision=ct.precision.FLOAT32, skip_model_load=True)
     with pytest.raises(Exception, match="lost edgeconv's scales"):
-        coreml.check_scales(default, program)
+        coreml_export.check_scales(default, program)
 
 
 def test_w8a8_evaluator_matches_torch_quant_sim(demo, artifacts):
@@ -162,12 +166,12 @@ def test_w8a8_evaluator_matches_torch_quant_sim(demo, artifacts):
 
 def test_float_nodes_are_honoured_by_coreml_int8(demo, tmp_path):
     spec, ctx, root, _ = demo
-    graph = run_passes(root, ctx, coreml.FLOAT_PASSES)
+    graph = run_passes(root, ctx, coreml_export.FLOAT_PASSES)
     convs = [n.name for n in graph.program.graph.nodes if n.op == "call_function" and "conv" in str(n.target)]
     keep = (convs[0],)
     path = tmp_path / "keep.mlpackage"
     info = TARGETS.get("coreml-int8")().export(dataclasses.replace(graph, float_nodes=keep), ctx, path)
-    weights = coreml.read_weights(path)
+    weights = [w for w, _ in coreml_read.read_weights(path)]
     assert [w.dtype for w in weights].count("float32") == 1 and weights[0].dtype == "float32"
     assert sum(w.dtype == "int8" for w in weights) == 7
     assert any(keep[0] in n for n in info.notes)
@@ -204,7 +208,7 @@ def test_runner_specs_and_batching(demo, artifacts):
 def test_coremltools_import_does_not_load_tensorflow():
     import subprocess
 
-    code = ("import sys; from edgeconv.exporters.coreml import import_coremltools; import_coremltools(); "
+    code = ("import sys; from edgeconv.exporters.coreml.coremltools_import import import_coremltools; import_coremltools(); "
             "print('tensorflow' in sys.modules, 'torchvision' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
@@ -215,8 +219,8 @@ def test_macos_predict_matches_evaluator(demo, artifacts):  # pragma: no cover -
     _, _, _, held = demo
     for name in ("coreml", "coreml-w8a8"):
         target, _, path, _ = artifacts[name]
-        mac = coreml.PredictRunner(path)
-        lin = coreml.MILRunner(path)
+        mac = coreml_runtime.PredictRunner(path)
+        lin = coreml_runtime.MILRunner(path)
         np.testing.assert_allclose(mac(held.x[:8]), lin(held.x[:8]), rtol=1e-3, atol=1e-3)
 
 
@@ -225,10 +229,10 @@ def test_per_layer_w8a8_has_one_scale_per_weight(demo, tmp_path):
     opts = dataclasses.replace(ctx.options, quant=dataclasses.replace(ctx.options.quant, weights=Granularity.PER_TENSOR,
                                                                      samples=16))
     ctx2 = dataclasses.replace(ctx, options=opts)
-    graph = run_passes(root, ctx2, coreml.INT8_PASSES)
+    graph = run_passes(root, ctx2, coreml_export.INT8_PASSES)
     path = tmp_path / "pl.mlpackage"
     TARGETS.get("coreml-w8a8")().export(graph, ctx2, path)
-    weights = coreml.read_weights(path)
+    weights = [w for w, _ in coreml_read.read_weights(path)]
     assert len(weights) == 8 and all(w.dtype == "int8" and w.num_scales == 1 for w in weights)
 
 
@@ -258,19 +262,19 @@ def test_every_coreml_label_names_the_engine_that_ran(artifacts, monkeypatch):
     target's platform-independent label in `edgeconv list` / the README."""
     target, _, path, _ = artifacts["coreml"]
     runner = target.load(path)
-    assert runner.engine == coreml.engine_here()
+    assert runner.engine == coreml_runtime.engine_here()
     if sys.platform != "darwin":
-        assert isinstance(runner, coreml.MILRunner)
+        assert isinstance(runner, coreml_runtime.MILRunner)
         assert runner.engine == "coreml: edgeconv MIL evaluator"
-    assert coreml.PredictRunner.engine == "coreml: MLModel.predict"
-    assert mil_eval.UnverifiedOp("gelu").runtime == "coreml: edgeconv MIL evaluator"
+    assert coreml_runtime.PredictRunner.engine == "coreml: MLModel.predict"
+    assert mil_kernels.UnverifiedOp("gelu").runtime == "coreml: edgeconv MIL evaluator"
     assert target.runtime == "coreml: MLModel.predict (macOS) / edgeconv MIL evaluator (elsewhere)"
     for name in COREML_TARGETS:
         assert TARGETS.get(name).runtime == target.runtime
-    monkeypatch.setattr(mil_eval, "on_macos", lambda: True)
-    assert coreml.engine_here() == "coreml: MLModel.predict"
-    monkeypatch.setattr(mil_eval, "on_macos", lambda: False)
-    assert coreml.engine_here() == "coreml: edgeconv MIL evaluator"
+    monkeypatch.setattr(coreml_runtime, "on_macos", lambda: True)
+    assert coreml_runtime.engine_here() == "coreml: MLModel.predict"
+    monkeypatch.setattr(coreml_runtime, "on_macos", lambda: False)
+    assert coreml_runtime.engine_here() == "coreml: edgeconv MIL evaluator"
 
 
 def test_export_manifest_names_the_engine_that_checked_parity(tmp_path):
@@ -281,5 +285,5 @@ def test_export_manifest_names_the_engine_that_checked_parity(tmp_path):
     m = export(factory(), ExportOptions(targets=("coreml",), out_dir=str(tmp_path), eval_samples=16))
     (a,) = m.artifacts
     assert a.parity is not None and a.parity.passed, a.parity
-    assert a.parity.runtime == coreml.engine_here()
+    assert a.parity.runtime == coreml_runtime.engine_here()
     assert a.parity.runtime != "coreml"

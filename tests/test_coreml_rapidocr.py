@@ -34,7 +34,7 @@ def test_converter_matches_onnxruntime(model, lines):
         got = torch.cat([model(torch.from_numpy(lines.x[i:i + 1])) for i in range(len(lines))]).numpy()
     # edgeconv's fp32 parity criterion (1e-4 of the output range): onnxruntime's fp32 conv kernels
     # accumulate in an ISA-dependent order (2.8e-5 apart on an AVX2-only host, ~1e-6 with AVX-512).
-    from edgeconv.exporters.base import FLOAT_TOLERANCE
+    from edgeconv.parity import FLOAT_TOLERANCE
     from edgeconv.parity import diff
 
     d = diff(got, want, "onnxruntime", FLOAT_TOLERANCE)
@@ -50,7 +50,8 @@ def test_coreml_w8a8_keeps_every_scale(model, lines, tmp_path):
     from edgeconv import registrations
     from edgeconv.config import ExportOptions, QuantOptions
     from edgeconv.context import Context
-    from edgeconv.exporters import coreml
+    from edgeconv.exporters.coreml import export as coreml_export
+    from edgeconv.exporters.coreml import read as coreml_read
     from edgeconv.graph import capture
     from edgeconv.passes.manager import run_passes
     from edgeconv.registry import TARGETS
@@ -58,12 +59,12 @@ def test_coreml_w8a8_keeps_every_scale(model, lines, tmp_path):
     registrations.load()
     calib = rc.dataset(rc.CALIB_SEED, 8)
     ctx = Context(options=ExportOptions(quant=QuantOptions(samples=8)), model=None, calib=calib)
-    graph = run_passes(capture(model, (torch.zeros(rc.INPUT_SHAPE),)), ctx, coreml.INT8_PASSES)
+    graph = run_passes(capture(model, (torch.zeros(rc.INPUT_SHAPE),)), ctx, coreml_export.INT8_PASSES)
     path = tmp_path / "cls.mlpackage"
     info = TARGETS.get("coreml-w8a8")().export(graph, ctx, path)
     assert "53 weight scale/zero-point sets equal PT2E's" in info.scales_from or \
         "54 weight scale/zero-point sets equal PT2E's" in info.scales_from  # 53 convs + the fc
-    weights = coreml.read_weights(path)
+    weights = [w for w, _ in coreml_read.read_weights(path)]
     assert len(weights) == 54 and all(w.dtype == "int8" and w.num_scales == w.shape[0] for w in weights)
     runner = TARGETS.get("coreml-w8a8")().load(path)
     got = runner(lines.x[:8])

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from edgeconv.devices.costmodel import fit as F
-from edgeconv.devices.costmodel.ops import OpClass, totals
+from edgeconv.costops import OpClass
+from edgeconv.devices.costmodel.ops import totals
 from edgeconv.devices.costmodel.roofline import Constants, model_seconds
 from edgeconv.devices.costmodel.zoo import ZOO
 from edgeconv.devices.predict import FITTED, constants_for, predict
@@ -190,7 +191,7 @@ def test_bad_inputs_are_one_line_user_errors(tmp_path):
         predict(bad, "galaxy-s24")
     pt = tmp_path / "weights.pt"
     pt.write_bytes(b"x")
-    with pytest.raises(UserError, match="reads .tflite and .onnx"):
+    with pytest.raises(UserError, match=r"weights.pt is not an artifact edgeconv reads \(known: .*\.onnx, \.tflite\)"):
         predict(pt, "galaxy-s24")
 
 

@@ -173,7 +173,7 @@ def test_real_adb_with_no_phone_attached(adb_server, tmp_path):
     binary.write_bytes(b"\x7fELF")
     with pytest.raises(UserError, match="no Android device attached"):
         AndroidBackend().measure(model, pixel, ProfileOptions(benchmark_binary=str(binary)))
-    with pytest.raises(UserError, match="benchmark_model on Android times .tflite files"):
+    with pytest.raises(UserError, match="in the onnx format; benchmark_model on Android times tflite files"):
         AndroidBackend().measure(_onnx_file(tmp_path), pixel, ProfileOptions(benchmark_binary=str(binary)))
     with pytest.raises(UserError, match="the hexagon delegate|not available on pixel-7"):
         AndroidBackend().measure(model, pixel, ProfileOptions(delegate=Delegate.HEXAGON, benchmark_binary=str(binary)))

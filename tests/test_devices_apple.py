@@ -69,7 +69,7 @@ def test_unreachable_and_bad_input(tmp_path, monkeypatch):
         AppleBackend().measure(pkg, iphone, ProfileOptions())
     onnx = tmp_path / "m.onnx"
     onnx.write_bytes(b"\0")
-    with pytest.raises(UserError, match="the apple backend times Core ML models"):
+    with pytest.raises(UserError, match="in the onnx format; the apple backend times coreml files"):
         AppleBackend().measure(onnx, iphone, ProfileOptions())
     with pytest.raises(UserError, match="delegate 'xnnpack' is not available on iphone-15-pro"):
         AppleBackend().measure(pkg, iphone, ProfileOptions(delegate=Delegate.XNNPACK))

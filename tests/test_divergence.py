@@ -149,7 +149,7 @@ def test_match_prefers_name_then_order_scale_and_size():
 
 def test_unknown_artifact_and_float_graph_are_user_errors(demo, tmp_path):
     spec, _, graph, evalset = demo
-    with pytest.raises(UserError, match="divergence reads"):
+    with pytest.raises(UserError, match="model.pt is not an artifact edgeconv reads"):
         divergence(graph, tmp_path / "model.pt", evalset.x)
     with pytest.raises(UserError, match="quantize the graph first"):
         divergence(capture(spec.module, spec.example_inputs), tmp_path / "m.onnx", evalset.x)

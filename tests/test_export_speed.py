@@ -111,14 +111,15 @@ pytest.importorskip("coremltools", reason="needs coremltools (pip install 'edgec
 
 @pytest.mark.parametrize("groups, stride, dilation", [(1, 1, 1), (8, 1, 1), (2, 2, 1), (1, 1, 2), (8, 2, 2)])
 def test_mil_conv_matches_torch(groups, stride, dilation):
-    from edgeconv.exporters import mil_eval
+    from edgeconv.exporters.coreml.mil import kernels as mil_kernels
+    from edgeconv.exporters.coreml.mil import program as mil_program
 
     rng = np.random.default_rng(groups + stride)
     x = rng.standard_normal((2, 8, 13, 11)).astype(np.float32)
     w = rng.standard_normal((16, 8 // groups, 3, 3)).astype(np.float32)
     b = rng.standard_normal(16).astype(np.float32)
-    step = mil_eval.Step("conv", "c", {}, ("y",), ("fp32",), (None,))
-    got = mil_eval.OPS["conv"]({"x": x, "weight": w, "bias": b, "strides": np.array([stride, stride]),
+    step = mil_program.Step("conv", "c", {}, ("y",), ("fp32",), (None,))
+    got = mil_kernels.OPS["conv"]({"x": x, "weight": w, "bias": b, "strides": np.array([stride, stride]),
                                 "dilations": np.array([dilation, dilation]), "groups": np.int32(groups),
                                 "pad_type": "custom", "pad": np.array([1, 2, 0, 1])}, step)
     want = nn.functional.conv2d(nn.functional.pad(torch.from_numpy(x).double(), (0, 1, 1, 2)),
@@ -140,8 +141,9 @@ class Espcn(nn.Module):
 def test_pixel_shuffle_net_runs_in_the_mil_evaluator():
     """An ESPCN-style head converted by coremltools reaches the evaluator as pixel_shuffle (it was
     'unverified: op pixel_shuffle') and matches torch."""
-    from edgeconv.exporters import mil_eval
-    from edgeconv.exporters.coremltools_import import import_coremltools
+    from edgeconv.exporters.coreml.mil import kernels as mil_kernels
+    from edgeconv.exporters.coreml.mil import program as mil_program
+    from edgeconv.exporters.coreml.coremltools_import import import_coremltools
 
     ct = import_coremltools()
     torch.manual_seed(0)
@@ -149,8 +151,8 @@ def test_pixel_shuffle_net_runs_in_the_mil_evaluator():
     x = torch.randn(1, 1, 10, 12)
     mlmodel = ct.convert(torch.jit.trace(model, x), inputs=[ct.TensorType(name="x", shape=x.shape)],
                          convert_to="mlprogram", compute_precision=ct.precision.FLOAT32, skip_model_load=True)
-    prog = mil_eval.from_pymil(mlmodel._mil_program.functions["main"])
-    assert "pixel_shuffle" in prog.op_types and not prog.unknown_ops()
-    got = mil_eval.run(prog, {prog.inputs[0]: x.numpy()})[prog.outputs[0]]
+    prog = mil_program.from_pymil(mlmodel._mil_program.functions["main"])
+    assert "pixel_shuffle" in prog.op_types and not mil_kernels.unknown_ops(prog)
+    got = mil_kernels.run(prog, {prog.inputs[0]: x.numpy()})[prog.outputs[0]]
     want = model(x).detach().numpy()
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)

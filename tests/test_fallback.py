@@ -81,7 +81,7 @@ def test_real_requantization_with_float_nodes_meets_budget(setup):
 
 def test_coreml_w8a8_honours_float_nodes(setup, tmp_path):
     pytest.importorskip("coremltools", reason="needs coremltools (pip install 'edgeconv[coreml]')")
-    from edgeconv.exporters.coreml import read_weights
+    from edgeconv.exporters.coreml.read import read_weights
     from edgeconv.registry import TARGETS
 
     _, ctx, folded, quantized, evalset, report = setup
@@ -89,7 +89,7 @@ def test_coreml_w8a8_honours_float_nodes(setup, tmp_path):
     graph = requantize(with_float_nodes(folded, res), ctx)
     path = tmp_path / "fb.mlpackage"
     TARGETS.get("coreml-w8a8")().export(graph, ctx, path)
-    dtypes = [w.dtype for w in read_weights(path)]
+    dtypes = [w.dtype for w, _ in read_weights(path)]
     assert dtypes.count("float32") == len(res.float_nodes) and dtypes.count("int8") == 4 - len(res.float_nodes)
     out = TARGETS.get("coreml-w8a8")().load(path)(evalset.x)
     assert res.float_score - float((out.argmax(1) == evalset.y).mean()) <= MAX_DROP + 0.011

@@ -36,14 +36,14 @@ def _quantize(model: nn.Module, x: np.ndarray):
 
 
 def _tflite(conv, q, ex, path):
-    from edgeconv.exporters.tflite import convert
+    from edgeconv.exporters.tflite.export import convert
 
     convert(torch.export.export(conv, ex, strict=False).module(), ex, path, quantizer=q, target="tflite-int8")
     return path
 
 
 def _run(path, x: np.ndarray) -> tuple[np.ndarray, float]:
-    from edgeconv.exporters.runtimes import TfliteRunner
+    from edgeconv.exporters.tflite.runtime import TfliteRunner
 
     r = TfliteRunner(path)
     return r(x), r.outputs[0].quant.scale[0]
@@ -73,7 +73,7 @@ def mobilenet(tmp_path_factory):
 
 
 def test_mobilenet_residual_adds_are_int8(mobilenet):
-    from edgeconv.exporters.tflite import float_ops
+    from edgeconv.exporters.tflite.read import float_ops
 
     _, path, _ = mobilenet
     ops, tensors = _ops(path)
@@ -119,7 +119,7 @@ class Zoo(nn.Module):
 
 
 def test_shared_scales_and_no_float_island(tmp_path):
-    from edgeconv.exporters.tflite import float_ops
+    from edgeconv.exporters.tflite.read import float_ops
 
     torch.manual_seed(0)
     model = Zoo()
@@ -169,8 +169,9 @@ def eca():
 
 
 def test_eca_expand_as_lowers_to_tflite(tmp_path):
-    from edgeconv.exporters.tflite import convert, float_ops
-    from edgeconv.exporters.runtimes import TfliteRunner
+    from edgeconv.exporters.tflite.export import convert
+    from edgeconv.exporters.tflite.read import float_ops
+    from edgeconv.exporters.tflite.runtime import TfliteRunner
 
     spec = eca()
     x = _images(10, 16)
@@ -191,7 +192,7 @@ def test_eca_expand_as_lowers_to_tflite(tmp_path):
 def test_unloadable_artifact_is_a_recorded_failure(tmp_path, monkeypatch):
     """A .tflite ai-edge-litert cannot prepare: one line, exit 1, manifest written, no traceback."""
     from edgeconv.cli import main
-    from edgeconv.exporters import runtimes
+    from edgeconv.exporters.tflite import runtime as runtimes
 
     def refuse(self, path, threads=1):  # what ai-edge-litert said of ECA's BROADCAST_TO before drop_expand
         raise RuntimeError("tflite/kernels/broadcast_to.cc Output shape must be broadcastable from input shape."

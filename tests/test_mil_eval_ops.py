@@ -17,8 +17,10 @@ import torch.nn.functional as F
 
 pytest.importorskip("coremltools", reason="needs coremltools (pip install 'edgeconv[coreml]')")
 
-from edgeconv.exporters import mil_eval  # noqa: E402
-from edgeconv.exporters.coreml import import_coremltools  # noqa: E402
+from edgeconv.exporters.coreml.mil import kernels as mil_kernels  # noqa: E402
+
+from edgeconv.exporters.coreml.mil import program as mil_program  # noqa: E402
+from edgeconv.exporters.coreml.coremltools_import import import_coremltools  # noqa: E402
 
 ct = import_coremltools()
 from coremltools.converters.mil import Builder as mb  # noqa: E402
@@ -225,7 +227,7 @@ def _inputs(shapes, low, high):
     return [RNG.standard_normal(s).astype(f32) for s in shapes]
 
 
-def build_program(shapes, build, opset: str, path=None) -> mil_eval.MILProgram:
+def build_program(shapes, build, opset: str, path=None) -> mil_program.MILProgram:
     """The one-op program; with a path, through a saved .mlpackage and the loader (slower)."""
     specs = [mb.TensorSpec(shape=s) for s in shapes]
     target = getattr(ct.target, opset)
@@ -235,12 +237,12 @@ def build_program(shapes, build, opset: str, path=None) -> mil_eval.MILProgram:
     prog = mb.program(input_specs=specs, opset_version=target)(fn)
 
     if path is None:
-        return mil_eval.from_pymil(prog.functions["main"])
+        return mil_program.from_pymil(prog.functions["main"])
     model = ct.convert(prog, convert_to="mlprogram", minimum_deployment_target=target,
                        pass_pipeline=ct.PassPipeline.EMPTY, compute_precision=ct.precision.FLOAT32,
                        skip_model_load=True)
     model.save(str(path))
-    return mil_eval.load_program(path)
+    return mil_program.load_program(path)
 
 
 @pytest.mark.parametrize("op, shapes, build, ref, opset, exact, low, high", CASES)
@@ -250,7 +252,7 @@ def test_op_matches_torch(op, shapes, build, ref, opset, exact, low, high, tmp_p
     prog = build_program(shapes, build, opset, tmp_path / "op.mlpackage" if saved else None)
     assert op in prog.op_types, f"{op} not in the saved program: {sorted(prog.op_types)}"
     xs = _inputs(shapes, low, high)
-    got = mil_eval.run(prog, dict(zip(prog.inputs, xs)))[prog.outputs[0]]
+    got = mil_kernels.run(prog, dict(zip(prog.inputs, xs)))[prog.outputs[0]]
     want = ref(*[T(x).double() for x in xs]).numpy()
     assert got.shape == want.shape
     if exact:
@@ -263,15 +265,15 @@ def test_op_matches_torch(op, shapes, build, ref, opset, exact, low, high, tmp_p
 def test_every_evaluator_op_has_a_case():
     covered = {p.values[0] for p in CASES} | {"const"}
     # ops reached only inside other cases' programs (the builder emits them as helpers)
-    untested = sorted(set(mil_eval.OPS) - covered)
+    untested = sorted(set(mil_kernels.OPS) - covered)
     assert not untested, f"evaluator ops without a torch comparison: {untested}"
 
 
 def test_quantize_rounds_half_to_even_like_torch():
     # 0.5 and 1.5 steps: torch (and the evaluator) round half to even -> 0 and 2.
     x = np.array([[0.5, 1.5, 2.5, -0.5]], f32) * f32(0.25)
-    step = mil_eval.Step("quantize", "q", {}, ("y",), ("int8",), ((1, 4),))
-    got = mil_eval.OPS["quantize"]({"input": x, "scale": f32(0.25), "zero_point": np.int8(0),
+    step = mil_program.Step("quantize", "q", {}, ("y",), ("int8",), ((1, 4),))
+    got = mil_kernels.OPS["quantize"]({"input": x, "scale": f32(0.25), "zero_point": np.int8(0),
                                     "output_dtype": "int8"}, step)
     want = torch.ops.quantized_decomposed.quantize_per_tensor(T(x), 0.25, 0, -128, 127, torch.int8)
     np.testing.assert_array_equal(got, want.numpy())
@@ -280,11 +282,11 @@ def test_quantize_rounds_half_to_even_like_torch():
 
 def test_unknown_op_is_unverified_not_passed(tmp_path):
     prog = build_program([(2, 5)], lambda x: mb.cumsum(x=x, axis=1), "iOS17", tmp_path / "cumsum.mlpackage")
-    assert prog.unknown_ops() == ["cumsum"]
-    with pytest.raises(mil_eval.UnverifiedOp, match="unverified: op cumsum"):
-        mil_eval.run(prog, {prog.inputs[0]: np.zeros((2, 5), f32)})
+    assert mil_kernels.unknown_ops(prog) == ["cumsum"]
+    with pytest.raises(mil_kernels.UnverifiedOp, match="unverified: op cumsum"):
+        mil_kernels.run(prog, {prog.inputs[0]: np.zeros((2, 5), f32)})
 
 
 def test_math_erf_reference():
     # the evaluator's erf is math.erf elementwise; pin one value so a swap to an approximation shows
-    assert mil_eval.OPS["erf"]({"x": np.array([0.5], f32)}, None)[0] == pytest.approx(math.erf(0.5), rel=1e-6)
+    assert mil_kernels.OPS["erf"]({"x": np.array([0.5], f32)}, None)[0] == pytest.approx(math.erf(0.5), rel=1e-6)

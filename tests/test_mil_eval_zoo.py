@@ -12,7 +12,11 @@ from torch.nn import functional as F
 
 pytest.importorskip("coremltools", reason="needs coremltools (pip install 'edgeconv[coreml]')")
 
-from edgeconv.exporters import coreml, mil_eval  # noqa: E402
+from edgeconv.exporters.coreml import export as coreml_export  # noqa: E402
+
+from edgeconv.exporters.coreml.mil import kernels as mil_kernels  # noqa: E402
+
+from edgeconv.exporters.coreml.mil import program as mil_program  # noqa: E402
 from edgeconv.graph import capture  # noqa: E402
 
 
@@ -122,14 +126,14 @@ def test_zoo_fp32_matches_torch(name, tmp_path):
     model = cls().eval()
     x = torch.randn(1, 3, 8, 8)
     path = tmp_path / f"{name}.mlpackage"
-    coreml.save(coreml.convert(coreml.coreml_program(capture(model, (x,)))), path)
-    prog = mil_eval.load_program(path)
+    coreml_export.save(coreml_export.convert(coreml_export.coreml_program(capture(model, (x,)))), path)
+    prog = mil_program.load_program(path)
     missing = families - prog.op_types
     assert not missing, f"{name}: expected MIL ops {sorted(missing)} not in {sorted(prog.op_types)}"
     for seed in range(3):
         xi = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
         want = model(xi).detach().double().numpy()
-        got = mil_eval.run(prog, {prog.inputs[0]: xi.numpy()})[prog.outputs[0]]
+        got = mil_kernels.run(prog, {prog.inputs[0]: xi.numpy()})[prog.outputs[0]]
         rel = np.abs(got - want).max() / np.abs(want).max()
         assert rel < 1e-4, f"{name}: relative error {rel:.3g}"
 
@@ -138,9 +142,9 @@ def test_zoo_fp16_within_fp16_rounding(tmp_path):
     torch.manual_seed(0)
     model, x = Convs().eval(), torch.randn(1, 3, 8, 8)
     path = tmp_path / "c16.mlpackage"
-    coreml.save(coreml.convert(coreml.coreml_program(capture(model, (x,))), precision="fp16"), path)
-    prog = mil_eval.load_program(path)
-    got = mil_eval.run(prog, {prog.inputs[0]: x.numpy()})[prog.outputs[0]]
+    coreml_export.save(coreml_export.convert(coreml_export.coreml_program(capture(model, (x,))), precision="fp16"), path)
+    prog = mil_program.load_program(path)
+    got = mil_kernels.run(prog, {prog.inputs[0]: x.numpy()})[prog.outputs[0]]
     want = model(x).detach().numpy()
     rel = np.abs(got - want).max() / np.abs(want).max()
     assert 1e-6 < rel < 5e-3, rel  # fp16 storage between ops shows, and stays small

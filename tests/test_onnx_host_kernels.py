@@ -21,8 +21,10 @@ import pytest
 
 from edgeconv.config import ExportOptions, QuantOptions
 from edgeconv.context import Progress
-from edgeconv.exporters.onnx import OnnxInt8, OnnxInt8U8, read_weights, to_u8u8
-from edgeconv.exporters.runtimes import OnnxRunner
+from edgeconv.exporters.onnx.export import OnnxInt8, OnnxInt8U8
+from edgeconv.exporters.onnx.read import read_weights
+from edgeconv.exporters.onnx.u8u8 import to_u8u8
+from edgeconv.exporters.onnx.runtime import OnnxRunner
 from edgeconv.host import X86_FLAGS, host_info, u8s8_saturates
 from edgeconv.models import load_model
 from edgeconv.pipeline import quantized_graph, torch_outputs

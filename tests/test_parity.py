@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgeconv import parity
-from edgeconv.exporters.base import FLOAT_TOLERANCE, FP16_TOLERANCE, INT8_TOLERANCE
+from edgeconv.parity import FLOAT_TOLERANCE, FP16_TOLERANCE, INT8_TOLERANCE
 from edgeconv.results import QuantParams
 
 RNG = np.random.default_rng(0)
@@ -168,7 +168,7 @@ def test_fp32_floors_follow_a_poor_simulation_and_warn():
 
 
 def test_layers_in_isolation_verdict():
-    from edgeconv.quant.divergence import TensorDrift
+    from edgeconv.results import TensorDrift
 
     ok = TensorDrift("a", "stem", "t0", 0.1, 0, 1.0, 0.01, 0.02, 0.0)
     bad = TensorDrift("b", "blocks.3.conv", "t1", 0.1, 0, 7.0, 2.0, 0.6, 0.5)

@@ -65,8 +65,12 @@ def test_host_bad_inputs(artifacts, tmp_path):
         HostBackend().measure(tmp_path / "nope.tflite", host, ProfileOptions())
     weights = tmp_path / "model.pt"
     weights.write_bytes(b"x")
-    with pytest.raises(UserError, match=r"this backend times \.tflite and \.onnx"):
+    with pytest.raises(UserError, match=r"model.pt is not an artifact edgeconv reads"):
         HostBackend().measure(weights, host, ProfileOptions())
+    package = tmp_path / "m.mlpackage"
+    package.mkdir()
+    with pytest.raises(UserError, match=r"in the coreml format; this backend times tflite and onnx files"):
+        HostBackend().measure(package, host, ProfileOptions())
     with pytest.raises(UserError, match="delegate 'gpu' is not available on host"):
         HostBackend().measure(artifacts["tflite"], host, ProfileOptions(delegate=Delegate.GPU))
     broken = tmp_path / "broken.tflite"
@@ -132,7 +136,7 @@ def test_profile_refuses_a_model_whose_export_failed_parity(tmp_path, monkeypatc
     """An impossible tolerance makes the onnx export fail parity: profile says why and exits 1
     instead of timing it; --allow-failed-parity times it, but prints the failure first and records it."""
     from edgeconv import registrations
-    from edgeconv.exporters.base import Tolerance
+    from edgeconv.parity import Tolerance
     from edgeconv.registry import TARGETS
 
     registrations.load()
@@ -159,7 +163,7 @@ def test_profile_refuses_a_model_whose_export_failed_parity(tmp_path, monkeypatc
 
 def test_profile_api_records_an_allowed_parity_failure(tmp_path, monkeypatch):
     from edgeconv import registrations
-    from edgeconv.exporters.base import Tolerance
+    from edgeconv.parity import Tolerance
     from edgeconv.registry import TARGETS
 
     registrations.load()

@@ -96,7 +96,7 @@ def test_tflite_artifact_carries_the_qat_scales(trained, tmp_path, spec):
     weights = target.weights(path)
     assert [w.dtype for w in weights] == ["int8"] * 8
     conv_scales = sorted(q.scale[0] for q in graph.qparams.values() if q.axis == 0)
-    from edgeconv.exporters.tflite import read_weights
+    from edgeconv.exporters.tflite.read import read_weights
 
     file_scales = sorted(float(s[0]) for _, s in read_weights(path) if s is not None)
     assert np.allclose(file_scales, conv_scales, rtol=1e-6)

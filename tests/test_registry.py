@@ -56,3 +56,25 @@ def test_every_pass_declares_the_options_it_reads():
         # `opts = ctx.options.quant` then opts.samples: a section read counts as reading its declared fields
         missing = {u for u in used if not any(d == u or d.startswith(u + ".") for d in declared)}
         assert not missing, f"pass {name} reads {sorted(missing)} without declaring them in @reads"
+
+
+def test_every_pipeline_step_declares_the_options_it_reads():
+    """The pipeline's steps (prepare, QAT, the work before quantize) declare their options like
+    passes do: each `options.X` their code reads — or a private helper they call reads — is declared."""
+    import inspect
+    import re
+
+    from edgeconv import pipeline
+
+    found: set[str] = set()
+    for name, fn in pipeline.STEPS.items():
+        declared = set(getattr(fn, "reads", ("<missing>",)))
+        assert "<missing>" not in declared, f"step {name} has no @reads(...)"
+        src = inspect.getsource(fn)
+        helpers = set(re.findall(r"\b(_[a-z]\w*)\(", src))
+        src += "".join(inspect.getsource(getattr(pipeline, h)) for h in helpers if hasattr(pipeline, h))
+        used = set(re.findall(r"options\.([a-z_]+(?:\.[a-z_]+)?)", src))
+        missing = {u for u in used if not any(d == u or d.startswith(u + ".") for d in declared)}
+        assert not missing, f"step {name} reads {sorted(missing)} without declaring them in @reads"
+        found.update(used)
+    assert found, "the check found no option reads in any step (the pattern is stale)"

@@ -21,7 +21,7 @@ N_POINTWISE = 16  # 1x1 convs in the zoo MobileNetV2-shaped model; plus 1 linear
 
 
 def _run(path, x: np.ndarray) -> np.ndarray:
-    from edgeconv.exporters.runtimes import TfliteRunner
+    from edgeconv.exporters.tflite.runtime import TfliteRunner
 
     return TfliteRunner(path)(x)
 
@@ -169,7 +169,7 @@ def test_checker_graph_names_each_failing_condition():
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
     """The eligible artifact and its controls, each from one real litert-torch conversion."""
-    from edgeconv.exporters.tflite_sparse import rewrite
+    from edgeconv.exporters.tflite.sparse import rewrite
 
     d = tmp_path_factory.mktemp("sparse")
     dense = dense_tflite(0.9)
@@ -184,7 +184,7 @@ def artifacts(tmp_path_factory):
 
 
 def _kinds(path) -> list[str]:
-    from edgeconv.sparse_check import builtin, op_names, read_tflite
+    from edgeconv.exporters.tflite.flatbuffer import builtin, op_names, read_tflite
 
     m = read_tflite(path)
     names = op_names()
@@ -192,7 +192,7 @@ def _kinds(path) -> list[str]:
 
 
 def test_sparse_artifact_eligible_one_densify_per_pruned_layer(artifacts):
-    from edgeconv.sparse_check import check_tflite
+    from edgeconv.exporters.tflite.sparse_check import check_tflite
 
     d, info = artifacts
     rep = check_tflite(d / "sparse.tflite")
@@ -207,7 +207,7 @@ def test_sparse_artifact_eligible_one_densify_per_pruned_layer(artifacts):
 
 
 def test_sparse_weights_decode_to_the_dense_twin(artifacts):
-    from edgeconv.sparse_check import const_array, read_tflite
+    from edgeconv.exporters.tflite.flatbuffer import const_array, read_tflite
 
     d, _ = artifacts
     sparse, twin = read_tflite(d / "sparse.tflite"), read_tflite(d / "twin.tflite")
@@ -231,7 +231,7 @@ def test_x86_sparse_equals_dense_twin_and_torch(artifacts):
 
 
 def test_fp16_artifact_eligible_with_densify_then_dequantize(artifacts):
-    from edgeconv.sparse_check import check_tflite
+    from edgeconv.exporters.tflite.sparse_check import check_tflite
 
     d, info = artifacts
     rep = check_tflite(d / "fp16.tflite")
@@ -246,7 +246,7 @@ def test_fp16_artifact_eligible_with_densify_then_dequantize(artifacts):
 
 
 def test_ineligible_artifacts_say_why(artifacts):
-    from edgeconv.sparse_check import check_tflite
+    from edgeconv.exporters.tflite.sparse_check import check_tflite
 
     d, _ = artifacts
     no_enc = check_tflite(d / "twin.tflite")
@@ -278,7 +278,7 @@ def test_sparse_targets_registered_with_their_pass_lists():
 
 
 def test_sparse_target_export_writes_eligible_file_with_sizes(tmp_path):
-    from edgeconv.exporters.tflite_sparse import TfliteSparse
+    from edgeconv.exporters.tflite.sparse import TfliteSparse
 
     graph = pruned_graph(0.9)
     info = TfliteSparse().export(graph, None, tmp_path / "m.tflite")  # type: ignore[arg-type]
@@ -306,7 +306,7 @@ def test_pipeline_exports_both_sparse_targets_with_parity_and_report(tmp_path):
 
 
 def test_sparse_target_refuses_int8():
-    from edgeconv.exporters.tflite_sparse import TfliteSparse
+    from edgeconv.exporters.tflite.sparse import TfliteSparse
 
     quantized = dataclasses.replace(pruned_graph(0.9), quantizer=object())
     with pytest.raises(UserError, match="float-only"):

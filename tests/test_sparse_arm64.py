@@ -26,8 +26,8 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def emulated(tmp_path_factory):
-    from edgeconv.exporters.tflite_sparse import rewrite
-    from edgeconv.sparse_check import check_tflite
+    from edgeconv.exporters.tflite.sparse import rewrite
+    from edgeconv.exporters.tflite.sparse_check import check_tflite
 
     d = tmp_path_factory.mktemp("arm64")
     models, verdicts = {}, {}
@@ -69,7 +69,7 @@ def test_ineligible_controls_stay_dense(emulated, case):
 
 def test_dense_twin_on_arm64_equals_x86(emulated):
     """So the difference above comes from the sparse path, not from arm64 vs x86 kernels."""
-    from edgeconv.exporters.runtimes import TfliteRunner
+    from edgeconv.exporters.tflite.runtime import TfliteRunner
 
     x, models, outs, _, _ = emulated
     assert np.array_equal(outs["eligible-twin"], TfliteRunner(models["eligible-twin"])(x))

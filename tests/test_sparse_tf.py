@@ -22,8 +22,8 @@ def _densified(model, kinds):
 def test_encoding_equals_tensorflow_experimental_sparsity(tmp_path):
     from ai_edge_litert import schema_py_generated as schema
 
-    from edgeconv.exporters.tflite_sparse import pack, rewrite
-    from edgeconv.sparse_check import builtin, const_array, op_names, read_tflite
+    from edgeconv.exporters.tflite.sparse import pack, rewrite
+    from edgeconv.exporters.tflite.flatbuffer import builtin, const_array, op_names, read_tflite
 
     dense = dense_tflite(0.9)
     # litert-torch marks its constants "keep_stablehlo_constant"; tensorflow's importer then keeps

@@ -45,8 +45,8 @@ def _ops(path) -> list[str]:
 
 
 def _fp32(m: nn.Module, x: torch.Tensor, path):
-    from edgeconv.exporters.runtimes import TfliteRunner
-    from edgeconv.exporters.tflite import convert
+    from edgeconv.exporters.tflite.runtime import TfliteRunner
+    from edgeconv.exporters.tflite.export import convert
 
     convert(_program(m, x[:1]), (x[:1],), path)
     with torch.no_grad():
@@ -61,7 +61,7 @@ CASES = {"7x7 (3 -> 7)": (Gate(), (7, 7)), "5x9": (Gate(), (5, 9)), "scale 1.5":
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_nearest_resize_matches_torch(case, tmp_path):
-    from edgeconv.exporters.lowering import nearest_as_gather
+    from edgeconv.exporters.tflite.lowering import nearest_as_gather
 
     torch.manual_seed(0)
     m, hw = CASES[case]
@@ -78,7 +78,7 @@ def test_nearest_resize_matches_torch(case, tmp_path):
 
 def test_integer_upsampling_keeps_the_resize(tmp_path):
     """2× upsampling reads the same pixels under both conventions: left as one RESIZE op."""
-    from edgeconv.exporters.lowering import nearest_as_gather
+    from edgeconv.exporters.tflite.lowering import nearest_as_gather
 
     x = torch.randn(2, 8, 8, 8)
     assert nearest_as_gather(_program(Gate(), x[:1])) == []
@@ -89,9 +89,9 @@ def test_integer_upsampling_keeps_the_resize(tmp_path):
 def test_without_the_rewrite_litert_reads_half_pixel_centres(tmp_path, monkeypatch):
     """The root cause, kept visible: if litert-torch ever lowers "nearest" faithfully this fails,
     and the rewrite can go."""
-    import edgeconv.exporters.lowering as lowering
-    from edgeconv.exporters.runtimes import TfliteRunner
-    from edgeconv.exporters.tflite import convert
+    import edgeconv.exporters.tflite.lowering as lowering
+    from edgeconv.exporters.tflite.runtime import TfliteRunner
+    from edgeconv.exporters.tflite.export import convert
 
     monkeypatch.setattr(lowering, "nearest_as_gather", lambda gm: [])
 
@@ -111,8 +111,9 @@ def test_int8_gate_matches_simulation_full_integer(tmp_path):
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     from edgeconv.calib.observers import quantizer
-    from edgeconv.exporters.runtimes import TfliteRunner
-    from edgeconv.exporters.tflite import convert, float_ops
+    from edgeconv.exporters.tflite.runtime import TfliteRunner
+    from edgeconv.exporters.tflite.export import convert
+    from edgeconv.exporters.tflite.read import float_ops
 
     torch.manual_seed(0)
     m = GhostModuleV2(16, 24, relu=True, attn=True).eval()

@@ -134,7 +134,7 @@ def dense_tflite(sparsity: float = 0.9, **kw) -> bytes:
     """The litert-torch conversion of `pruned_graph` before any sparse rewrite."""
     key = ("dense", sparsity, tuple(sorted(kw.items())))
     if key not in _CACHE:
-        from edgeconv.exporters.tflite_sparse import convert_dense
+        from edgeconv.exporters.tflite.sparse import convert_dense
 
         g = pruned_graph(sparsity, **kw)
         _CACHE[key] = convert_dense(g.module(), g.example_inputs)

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgeconv.devices.costmodel.ops import OP_CLASSES, Op
+from edgeconv.costops import OP_CLASSES, Op
 from edgeconv.devices.costmodel.roofline import BYTES_PER_ELEMENT, Constants
 
 K = len(OP_CLASSES)

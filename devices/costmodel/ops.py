@@ -8,42 +8,10 @@ analytically by `Builder`, so describing a network costs no tensors and no torch
 from __future__ import annotations
 
 import dataclasses
-import enum
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
-
-class OpClass(enum.Enum):
-    CONV1X1 = "conv1x1"
-    DEPTHWISE = "depthwise"
-    CONV = "conv"  # dense or grouped k×k (k > 1)
-    FC = "fc"
-    POOL = "pool"
-    ELEMENTWISE = "elementwise"  # add, mul, standalone activations, norms
-    MOVE = "move"  # concat, channel shuffle, reshape: data movement, often free on an NPU
-
-
-OP_CLASSES: tuple[OpClass, ...] = tuple(OpClass)
-
-
-@dataclasses.dataclass(frozen=True)
-class Op:
-    """One fused op. `macs` counts multiply-accumulates (FLOPs = 2·macs); for ops without
-    MACs it counts element operations. Element counts are per inference (batch 1)."""
-
-    name: str
-    cls: OpClass
-    macs: int
-    weights: int  # parameter elements read
-    act_in: int  # activation elements read (all inputs)
-    act_out: int  # activation elements written
-
-    def bytes(self, bytes_per_element: float) -> float:
-        return (self.weights + self.act_in + self.act_out) * bytes_per_element
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "class": self.cls.value, "macs": self.macs,
-                "weights": self.weights, "act_in": self.act_in, "act_out": self.act_out}
+from edgeconv.costops import Op, OpClass, conv_class
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,14 +25,6 @@ class T:
     @property
     def n(self) -> int:
         return self.c * self.h * self.w
-
-
-def conv_class(k: tuple[int, int], groups: int, cin: int, cout: int) -> OpClass:
-    if groups > 1 and groups == cin and cout % cin == 0:
-        return OpClass.DEPTHWISE
-    if k == (1, 1):
-        return OpClass.CONV1X1
-    return OpClass.CONV
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-from edgeconv.devices.costmodel.ops import Op, OpClass
+from edgeconv.costops import Op, OpClass
 
 # Bytes per element as the runtime moves tensors. perf.yaml "float" runs on the NPU/GPU in fp16.
 BYTES_PER_ELEMENT = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0}

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from edgeconv.devices.costmodel.ops import Builder, Op, T
+from edgeconv.costops import Op
+from edgeconv.devices.costmodel.ops import Builder, T
 
 
 def _div(v: float, d: int = 8, min_value: int | None = None) -> int:

@@ -104,6 +104,7 @@ def targets_markdown() -> str:
 def list_cmd(as_json: bool, markdown: bool) -> None:
     """List the registered targets, passes and devices."""
     from edgeconv import registrations
+    from edgeconv.pipeline import STEPS
     from edgeconv.registry import DEVICES, PASSES, TARGETS
 
     registrations.load()
@@ -115,6 +116,7 @@ def list_cmd(as_json: bool, markdown: bool) -> None:
                     for n, t in TARGETS.items()},
         "passes": PASSES.names(),
         "pass_options": {n: list(getattr(fn, "reads", ())) for n, fn in PASSES.items()},
+        "step_options": {n: list(fn.reads) for n, fn in STEPS.items()},
         # the registry holds each device under its name and its aliases: list each device once
         "devices": sorted({getattr(d, "name", n) for n, d in DEVICES.items()}),
     }
@@ -126,6 +128,9 @@ def list_cmd(as_json: bool, markdown: bool) -> None:
         click.echo(f"  {n:<20} {t['description']}  [passes: {' → '.join(t['passes'])}]")
     click.echo("passes (and the options each reads):")
     for n, reads in data["pass_options"].items():
+        click.echo(f"  {n:<20} {', '.join(reads) or '—'}")
+    click.echo("pipeline steps (and the options each reads):")
+    for n, reads in data["step_options"].items():
         click.echo(f"  {n:<20} {', '.join(reads) or '—'}")
     click.echo("devices: " + (", ".join(data["devices"]) or "(none)"))
 

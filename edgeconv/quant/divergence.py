@@ -2,11 +2,9 @@
 simulation it was lowered from?
 
 Every int8 activation of the torch program (each `quantize_per_tensor` node) is compared, as
-integers, with the matching int8 tensor inside the artifact:
-
-- ONNX: every activation QuantizeLinear output is added as an extra graph output (onnxruntime);
-- TFLite: the interpreter keeps every intermediate (`experimental_preserve_all_tensors=True`);
-- CoreML: the MIL evaluator keeps every `quantize` op's output.
+integers, with the matching int8 tensor inside the artifact, which the artifact's format reads
+(`Format.int8_tensors`: ONNX adds every QuantizeLinear output as a graph output, TFLite's
+interpreter keeps every intermediate, CoreML's MIL evaluator keeps every `quantize` output).
 
 Tensors are matched by name where the format keeps it (ONNX), else by order, scale, zero point and
 size (names change in litert-torch and coremltools). A tensor that only exists before a fused
@@ -22,35 +20,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeconv.errors import UserError
-from edgeconv.results import Record
+from edgeconv.exporters.formats import QTensor, format_for
+from edgeconv.results import Record, TensorDrift
 
 if TYPE_CHECKING:
     from edgeconv.graph import Graph
 
-FUSABLE = ("relu", "hardtanh", "clamp", "clip", "Relu", "Clip", "relu6")
-
-
-@dataclasses.dataclass(frozen=True)
-class QTensor:
-    name: str
-    scale: float
-    zero_point: int
-    values: np.ndarray  # int values, one row per sample (N, ...)
-    layer: str = ""
-    qnode: str = ""  # torch side: the quantize node that produced it
-
-
-@dataclasses.dataclass(frozen=True)
-class TensorDrift(Record):
-    tensor: str  # FX name of the float tensor torch quantized
-    layer: str  # the conv/linear (module path) whose output it is, else the op
-    artifact_tensor: str
-    scale: float
-    zero_point: int
-    max_steps: float
-    mean_steps: float
-    share_off: float  # fraction of elements that differ at all
-    share_over_one: float = 0.0  # fraction of elements off by more than one step
+FUSABLE = ("relu", "hardtanh", "clamp", "clip", "relu6")  # aten activations a format fuses into the op before
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,163 +116,6 @@ def _torch_fused(q: Any) -> bool:
     return True
 
 
-# --- artifacts ------------------------------------------------------------------------------------
-
-def onnx_tensors(path: Path, x: np.ndarray) -> list[QTensor]:
-    import onnx
-    import onnxruntime as ort
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    g = model.graph
-    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
-    for n in g.node:
-        if n.op_type == "Constant":
-            for a in n.attribute:
-                if a.name == "value":
-                    consts[n.output[0]] = numpy_helper.to_array(a.t)
-    qnodes = [n for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] not in consts
-              and np.asarray(consts.get(n.input[1], np.zeros(2))).size == 1]
-    fused = {n.output[0] for n in qnodes if _onnx_fused(n, g, consts)}
-    keep = [n for n in qnodes if n.output[0] not in fused]
-    existing = {o.name for o in g.output}
-    for n in keep:
-        if n.output[0] not in existing:
-            zp = consts.get(n.input[2]) if len(n.input) > 2 else None
-            elem = onnx.helper.np_dtype_to_tensor_dtype(np.asarray(zp).dtype) if zp is not None else onnx.TensorProto.UINT8
-            g.output.append(onnx.helper.make_tensor_value_info(n.output[0], elem, None))
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    # No graph optimisation: fusing QDQ pairs into QLinear ops would remove the tensors we read.
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    in_name = sess.get_inputs()[0].name
-    names = [n.output[0] for n in keep]
-    rows = [sess.run(names, {in_name: x[i:i + 1].astype(np.float32)}) for i in range(len(x))]
-    out = []
-    for j, n in enumerate(keep):
-        zp = consts.get(n.input[2]) if len(n.input) > 2 else np.uint8(0)
-        values = np.concatenate([r[j].astype(np.int32) for r in rows])
-        # uint8 (onnx-int8-u8: q+128 with zero point z+128) compared in the int8 domain it encodes
-        shift = 128 if np.asarray(zp).dtype == np.uint8 else 0
-        out.append(QTensor(n.input[0], float(np.asarray(consts[n.input[1]]).ravel()[0]),
-                           int(np.asarray(zp).ravel()[0]) - shift, values - shift))
-    return out
-
-
-def _onnx_fused(q: Any, g: Any, consts: dict) -> bool:
-    by_input: dict[str, list[Any]] = {}
-    for n in g.node:
-        for i in n.input:
-            by_input.setdefault(i, []).append(n)
-    dqs = by_input.get(q.output[0], [])
-    if not dqs or any(d.op_type != "DequantizeLinear" for d in dqs):
-        return False
-    for d in dqs:
-        for u in by_input.get(d.output[0], []):
-            if u.op_type not in ("Relu", "Clip"):
-                return False
-            nxt = [w for w in by_input.get(u.output[0], []) if w.op_type == "QuantizeLinear"]
-            if len(nxt) != 1 or not _same_params(nxt[0], q, consts):
-                return False
-    return True
-
-
-def _same_params(a: Any, b: Any, consts: dict) -> bool:
-    def params(n: Any) -> tuple:
-        return tuple(np.asarray(consts.get(i, np.nan)).ravel().tolist() for i in n.input[1:3])
-    return params(a) == params(b)
-
-
-def tflite_tensors(path: Path, x: np.ndarray) -> list[QTensor]:
-    from ai_edge_litert.interpreter import Interpreter
-
-    from edgeconv.exporters.runtimes import quantize
-
-    import warnings
-
-    with warnings.catch_warnings():  # "intended for debugging": reading intermediates is what this is
-        warnings.simplefilter("ignore")
-        it = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True, num_threads=1)
-    it.allocate_tensors()
-    details = {d["index"]: d for d in it.get_tensor_details()}
-    order: list[int] = []
-    for op in it._get_ops_details():  # noqa: SLF001 — the only op-level view the Python API gives
-        for t in op["outputs"]:
-            d = details.get(int(t))
-            if d is None or np.dtype(d["dtype"]) not in (np.int8, np.uint8):
-                continue
-            qp = d.get("quantization_parameters") or {}
-            if len(qp.get("scales", [])) == 1 and int(t) not in order:
-                order.append(int(t))
-    inp = it.get_input_details()[0]
-    rows: dict[int, list[np.ndarray]] = {t: [] for t in order}
-    for i in range(len(x)):
-        it.set_tensor(inp["index"], quantize(x[i:i + 1], inp))
-        it.invoke()
-        for t in order:
-            rows[t].append(it.get_tensor(t).astype(np.int32))
-    out = []
-    for t in order:
-        qp = details[t]["quantization_parameters"]
-        v = np.concatenate(rows[t])  # NHWC inside a litert-torch model, mostly: `_align` decides
-        out.append(QTensor(details[t]["name"], float(qp["scales"][0]), int(qp["zero_points"][0]), v))
-    return out
-
-
-def coreml_tensors(path: Path, x: np.ndarray) -> list[QTensor]:
-    from edgeconv.exporters.coreml import MILRunner
-
-    runner = MILRunner(path)
-    prog = runner.program
-    steps = [s for s in prog.steps if s.op_type == "quantize"]
-    fused = {s.name for s in steps if _mil_fused(prog, s)}
-    keep = [s for s in steps if s.name not in fused]
-    rows: dict[str, list[np.ndarray]] = {s.outputs[0]: [] for s in keep}
-    for i in range(len(x)):
-        env = runner.intermediates(x[i:i + 1])
-        for k in rows:
-            rows[k].append(env[k].astype(np.int32))
-    out = []
-    for s in keep:
-        scale = np.asarray(prog.consts[s.inputs["scale"]]).ravel()
-        zp = np.asarray(prog.consts[s.inputs["zero_point"]]).ravel() if "zero_point" in s.inputs else np.zeros(1, int)
-        if scale.size != 1:
-            continue
-        out.append(QTensor(s.name, float(scale[0]), int(zp[0]), np.concatenate(rows[s.outputs[0]])))
-    return out
-
-
-def _mil_fused(prog: Any, q: Any) -> bool:
-    users = [s for s in prog.steps if q.outputs[0] in _inputs_of(s)]
-    if not users or any(u.op_type != "dequantize" for u in users):
-        return False
-    for d in users:
-        for u in [s for s in prog.steps if d.outputs[0] in _inputs_of(s)]:
-            if u.op_type not in ("relu", "clip", "relu6"):
-                return False
-            nxt = [s for s in prog.steps if u.outputs[0] in _inputs_of(s) and s.op_type == "quantize"]
-            if len(nxt) != 1 or _mil_params(prog, nxt[0]) != _mil_params(prog, q):
-                return False
-    return True
-
-
-def _inputs_of(step: Any) -> set[str]:
-    out: set[str] = set()
-    for v in step.inputs.values():
-        out.update(v if isinstance(v, tuple) else (v,))
-    return out
-
-
-def _mil_params(prog: Any, s: Any) -> tuple:
-    zp = prog.consts[s.inputs["zero_point"]] if "zero_point" in s.inputs else 0
-    return (np.asarray(prog.consts[s.inputs["scale"]]).ravel().tolist(), np.asarray(zp).ravel().tolist())
-
-
-READERS = {".onnx": ("onnx", onnx_tensors), ".tflite": ("tflite", tflite_tensors),
-           ".mlpackage": ("coreml", coreml_tensors)}
-
-
 # --- matching and the report ----------------------------------------------------------------------
 
 def _align(t: np.ndarray, a: np.ndarray) -> np.ndarray | None:
@@ -377,38 +196,11 @@ def _compatible(q: QTensor, a: QTensor) -> bool:
 
 
 def check_artifact(artifact: Path | str) -> None:
-    """A one-line UserError unless `artifact` is a kind divergence reads and opens in its runtime
-    (checked before any quantization work, so a corrupt file fails at once)."""
+    """A one-line UserError unless `artifact` is a file of a format that reads its int8 tensors and
+    opens in its reader (checked before any quantization work, so a corrupt file fails at once)."""
     path = Path(artifact)
-    if path.suffix not in READERS:
-        raise UserError(f"cannot compare {path.name}: divergence reads {', '.join(READERS)} artifacts")
-    if not path.exists():
-        raise UserError(f"artifact {path} does not exist")
-    fmt = READERS[path.suffix][0]
-    if (fmt == "coreml") != path.is_dir():
-        is_a, wants = ("a folder", "file") if path.is_dir() else ("a file", "package folder")
-        raise UserError(f"artifact {path} is {is_a}, not a {path.suffix} {wants}; "
-                        "give the artifact edgeconv export wrote")
-    try:
-        if fmt == "tflite":
-            from ai_edge_litert.interpreter import Interpreter
-
-            Interpreter(model_path=str(path), num_threads=1)
-        elif fmt == "onnx":
-            import onnx
-
-            if not onnx.load(str(path), load_external_data=False).graph.node:  # b"" parses as an empty model
-                raise ValueError("it holds no graph")
-        else:
-            from edgeconv.exporters.coreml import import_coremltools
-
-            import_coremltools().models.MLModel(str(path), skip_model_load=True)
-    except UserError:
-        raise
-    except Exception as e:  # each runtime has its own exception types for a corrupt file
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise UserError(f"{path} is not a readable {fmt} artifact ({type(e).__name__}: {first}); "
-                        "give the file edgeconv export wrote") from None
+    fmt = format_for(path)
+    fmt.check(path)
 
 
 def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]], x: np.ndarray,
@@ -462,16 +254,13 @@ def divergence(graph: "Graph", artifact: Path | str, x: np.ndarray, steps: float
                isolate: bool = False, ours: list[QTensor] | None = None, gm: Any = None) -> DivergenceReport:
     """Compare every int8 activation of `artifact` with the torch quantized simulation of `graph`."""
     path = Path(artifact)
-    fmt_reader = READERS.get(path.suffix)
-    if fmt_reader is None:
-        raise UserError(f"cannot compare {path.name}: divergence reads {', '.join(READERS)} artifacts")
+    fmt = format_for(path)
     if not graph.quantized:
         raise UserError("divergence compares int8 artifacts with the torch quantized simulation; "
                         "quantize the graph first")
-    check_artifact(path)
-    fmt, reader = fmt_reader
+    fmt.check(path)
     ours = ours if ours is not None else torch_tensors(graph, x, gm)  # the caller's, when it compares several artifacts
-    theirs = reader(path, x)
+    theirs = fmt.int8_tensors(path, x)
     drifts, unmatched = [], []
     pairs = match(ours, theirs)
     for q, a in pairs:
@@ -484,5 +273,5 @@ def divergence(graph: "Graph", artifact: Path | str, x: np.ndarray, steps: float
                                   float(diff.mean()), float((diff > 0).mean()), float((diff > 1).mean())))
     first = next((d for d in drifts if d.max_steps > steps), None)
     isolated = isolated_drifts(graph, pairs, x, gm, theirs) if isolate else None
-    return DivergenceReport(str(path), fmt, steps, len(x), len(drifts), tuple(unmatched), tuple(drifts), first,
+    return DivergenceReport(str(path), fmt.name, steps, len(x), len(drifts), tuple(unmatched), tuple(drifts), first,
                             isolated)

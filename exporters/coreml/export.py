@@ -14,7 +14,7 @@
 Every target honours `Graph.float_nodes`: the quantize pass already leaves them float in the
 w8a8 program; coreml-int8 skips their weights in linear_quantize_weights.
 
-On Linux the artifacts are run by exporters/mil_eval.py (numpy); on macOS by MLModel.predict.
+On Linux the artifacts are run by edgeconv's MIL evaluator (mil/, numpy); on macOS by MLModel.predict.
 """
 from __future__ import annotations
 
@@ -28,12 +28,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from edgeconv.errors import UserError
-from edgeconv.exporters.base import (FLOAT_PASSES, FLOAT_TOLERANCE, FP16_TOLERANCE, INT8_PASSES, ExportInfo, Target,
-                                     Tolerance)
-from edgeconv.exporters.coremltools_import import import_coremltools, quiet as _quiet
-from edgeconv.exporters.mil_eval import ENGINE as MIL_EVAL_ENGINE
-from edgeconv.registry import TARGETS
-from edgeconv.results import FloatOps, QuantParams, TensorSpec, WeightQuant
+from edgeconv.exporters.base import FLOAT_PASSES, INT8_PASSES, ExportInfo, Target
+from edgeconv.exporters.coreml.coremltools_import import import_coremltools, quiet as _quiet
+from edgeconv.exporters.coreml.read import WEIGHT_OPS, activation_quant, constexpr_quant, float_ops
+from edgeconv.exporters.coreml.runtime import ENGINE_MIL_EVAL, ENGINE_PREDICT
+from edgeconv.parity import FLOAT_TOLERANCE, FP16_TOLERANCE, Tolerance
+from edgeconv.registry import FORMATS, TARGETS
+from edgeconv.results import QuantParams
 
 if TYPE_CHECKING:
     import torch
@@ -48,7 +49,6 @@ W8A8_REMOVED_PASSES = (
     "common::nullify_redundant_quantization_zero_point",
 )
 DEPLOYMENT_TARGET = "iOS17"  # first opset with quantize/dequantize activation ops
-WEIGHT_OPS = ("conv", "conv_transpose", "linear")
 
 
 # --- program preparation -------------------------------------------------------------------
@@ -199,100 +199,6 @@ def quantize_weights(mlmodel: Any, skip_ops: tuple[str, ...] = ()) -> Any:
         return cto.linear_quantize_weights(mlmodel, config)
 
 
-# --- reading back ----------------------------------------------------------------------------
-
-def read_weights(path: Path | str) -> tuple[WeightQuant, ...]:
-    """How each conv/linear weight is stored in the package."""
-    from edgeconv.exporters.mil_eval import load_program
-
-    prog = load_program(path)
-    out = []
-    for step in prog.steps:
-        if step.op_type not in WEIGHT_OPS:
-            continue
-        wname = step.inputs["weight"]
-        src = prog.producer(wname)
-        if src is None:  # plain float const
-            w = prog.consts[wname]
-            out.append(WeightQuant(op=step.name, tensor=wname, shape=tuple(w.shape), dtype=str(w.dtype),
-                                   num_scales=0, axis=None))
-            continue
-        qp = constexpr_quant(prog, src)
-        out.append(WeightQuant(op=step.name, tensor=wname, shape=src.out_shapes[0] or (),
-                               dtype=qp.dtype if qp else src.out_dtypes[0],
-                               num_scales=len(qp.scale) if qp else 0, axis=qp.axis if qp else None))
-    return tuple(out)
-
-
-def constexpr_quant(prog: Any, step: Any) -> QuantParams | None:
-    """The quantization a constexpr weight op applies (dtype of the stored data, scales, axis)."""
-    c = prog.consts
-    if step.op_type == "constexpr_affine_dequantize":
-        data, scale = c[step.inputs["quantized_data"]], np.atleast_1d(c[step.inputs["scale"]])
-        zp = np.atleast_1d(c[step.inputs["zero_point"]]) if "zero_point" in step.inputs else np.zeros(1, int)
-        axis = int(c[step.inputs["axis"]]) if scale.size > 1 else None
-        return QuantParams(dtype=str(data.dtype), scale=tuple(float(s) for s in scale.ravel()),
-                           zero_point=tuple(int(z) for z in zp.ravel()), axis=axis)
-    if step.op_type == "constexpr_blockwise_shift_scale":
-        data, scale = c[step.inputs["data"]], c[step.inputs["scale"]]
-        per = [i for i, n in enumerate(scale.shape) if n > 1]
-        zp = c.get(step.inputs.get("offset", ""), np.zeros(1))
-        return QuantParams(dtype=str(data.dtype), scale=tuple(float(s) for s in scale.ravel()),
-                           zero_point=tuple(int(z) for z in np.asarray(zp).ravel()),
-                           axis=per[0] if len(per) == 1 else None)
-    return None
-
-
-def float_ops(path_or_prog: Any) -> FloatOps:
-    """The ops of a W8A8 mlprogram that compute in float: any op (other than quantize/dequantize
-    and constants) with a float input produced by something other than `dequantize` or a
-    constexpr weight — a float function input or another op's float output."""
-    from edgeconv.exporters.mil_eval import MILProgram, load_program
-
-    prog = path_or_prog if isinstance(path_or_prog, MILProgram) else load_program(path_or_prog)
-    made = {o: (s, i) for s in prog.steps for i, o in enumerate(s.outputs)}
-    feeds = dict(zip(prog.inputs, prog.input_dtypes))
-    found = []
-    for s in prog.steps:
-        if s.op_type in ("quantize", "dequantize", "const") or s.op_type.startswith("constexpr"):
-            continue
-        names = [n for v in s.inputs.values() for n in (v if isinstance(v, tuple) else (v,))]
-        for name in names:
-            if name in prog.consts:
-                continue
-            if name in made:
-                src, i = made[name]
-                if src.op_type == "dequantize" or src.op_type.startswith("constexpr"):
-                    continue
-                if s.op_type in ("relu", "relu6", "clip") and src.op_type in ("conv", "linear", "add"):
-                    continue  # a fused activation of the op before it
-                dtype = src.out_dtypes[i] if i < len(src.out_dtypes) else ""
-            else:
-                dtype = feeds.get(name, "")
-            if str(dtype).startswith(("fp", "float")):
-                found.append(f"{s.op_type} {s.name}")
-                break
-    return FloatOps(len(found), tuple(found), 0, "MIL ops with a float input not from dequantize or a "
-                    "constexpr weight (read from the mlprogram)")
-
-
-def activation_quant(path_or_prog: Any) -> list[tuple[str, QuantParams]]:
-    """(op name, params) of every activation `quantize` op, in program order."""
-    from edgeconv.exporters.mil_eval import MILProgram, load_program
-
-    prog = path_or_prog if isinstance(path_or_prog, MILProgram) else load_program(path_or_prog)
-    out = []
-    for s in prog.steps:
-        if s.op_type == "quantize":
-            scale = np.atleast_1d(prog.consts[s.inputs["scale"]])
-            # coremltools leaves out a zero point of 0 (optional input, default 0)
-            zp = np.atleast_1d(prog.consts[s.inputs["zero_point"]]) if "zero_point" in s.inputs else np.zeros(1, int)
-            out.append((s.name, QuantParams(dtype=str(prog.consts[s.inputs["output_dtype"]]),
-                                            scale=tuple(float(v) for v in scale),
-                                            zero_point=tuple(int(v) for v in zp))))
-    return out
-
-
 def pt2e_params(program: "torch.export.ExportedProgram") -> tuple[list[QuantParams], list[QuantParams]]:
     """(activation, weight) quantization parameters of a PT2E program, in graph order.
 
@@ -357,7 +263,7 @@ def check_scales(mlmodel: Any, program: "torch.export.ExportedProgram") -> str:
     Returns a one-line summary; raises if the artifact lost or changed any of edgeconv's scales.
     """
     from edgeconv.errors import EdgeconvError
-    from edgeconv.exporters.mil_eval import from_pymil
+    from edgeconv.exporters.coreml.mil.program import from_pymil
 
     prog = from_pymil(mlmodel._mil_program.functions["main"])
     want_act, want_w = pt2e_params(program)
@@ -372,85 +278,10 @@ def check_scales(mlmodel: Any, program: "torch.export.ExportedProgram") -> str:
             f"({len(got_act)} distinct activation quantize params in the artifact)")
 
 
-# --- runners -------------------------------------------------------------------------------
-
-def _specs(features: Any) -> tuple[TensorSpec, ...]:
-    out = []
-    for f in features:
-        arr = f.type.multiArrayType
-        dtype = {65568: "float32", 65552: "float16", 131104: "int32"}.get(arr.dataType, str(arr.dataType))
-        out.append(TensorSpec(name=f.name, dtype=dtype, shape=tuple(int(d) for d in arr.shape)))
-    return tuple(out)
-
-
-# The engine that computed a CoreML artifact's outputs, named exactly: Core ML itself runs only on
-# macOS; elsewhere edgeconv's own numpy MIL evaluator reads the same program (exporters/mil_eval.py).
-ENGINE_PREDICT = "coreml: MLModel.predict"
-ENGINE_MIL_EVAL = MIL_EVAL_ENGINE
-
-
-def engine_here() -> str:
-    """The engine `CoreMLTarget.load` runs on this machine."""
-    from edgeconv.exporters.mil_eval import on_macos
-
-    return ENGINE_PREDICT if on_macos() else ENGINE_MIL_EVAL
-
-
-class MILRunner:
-    """Runs an .mlpackage with the numpy MIL evaluator (any OS). Raises UnverifiedOp on load."""
-
-    engine = ENGINE_MIL_EVAL
-
-    def __init__(self, path: Path | str) -> None:
-        from edgeconv.exporters.mil_eval import UnverifiedOp, load_program
-
-        ct = import_coremltools()
-        model = ct.models.MLModel(str(path), skip_model_load=True)
-        spec = model.get_spec()
-        self.inputs, self.outputs = _specs(spec.description.input), _specs(spec.description.output)
-        self.program = load_program(model)
-        unknown = self.program.unknown_ops()
-        if unknown:
-            raise UnverifiedOp(unknown[0])
-
-    def intermediates(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        from edgeconv.exporters.mil_eval import run
-
-        return run(self.program, {self.inputs[0].name: x}, keep=True)
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        from edgeconv.exporters.mil_eval import run
-
-        x = np.asarray(x, dtype=np.float32)
-        batch = self.inputs[0].shape[0] if self.inputs[0].shape else x.shape[0]
-        chunks = [x] if x.shape[0] == batch else [x[i:i + batch] for i in range(0, len(x), batch)]
-        outs = [run(self.program, {self.inputs[0].name: c})[self.outputs[0].name] for c in chunks]
-        return np.concatenate(outs).astype(np.float32)
-
-
-class PredictRunner:
-    """Runs an .mlpackage in CoreML itself through MLModel.predict (macOS only)."""
-
-    engine = ENGINE_PREDICT
-
-    def __init__(self, path: Path | str, threads: int = 1) -> None:
-        ct = import_coremltools()
-        self.model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
-        spec = self.model.get_spec()
-        self.inputs, self.outputs = _specs(spec.description.input), _specs(spec.description.output)
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
-        batch = self.inputs[0].shape[0]
-        outs = [self.model.predict({self.inputs[0].name: x[i:i + batch]})[self.outputs[0].name]
-                for i in range(0, len(x), batch)]
-        return np.concatenate(outs).astype(np.float32)
-
-
 # --- targets -------------------------------------------------------------------------------
 
 class CoreMLTarget(Target):
-    suffix = ".mlpackage"
+    format = FORMATS.get("coreml")
     # Both engines, platform-independent (the README table is generated from it); the runner that
     # load() returns names the one that actually ran (its `runtime`).
     runtime = f"{ENGINE_PREDICT} (macOS) / {ENGINE_MIL_EVAL.removeprefix('coreml: ')} (elsewhere)"
@@ -480,14 +311,6 @@ class CoreMLTarget(Target):
         save(mlmodel, path)
         return ExportInfo(notes=tuple(notes), scales_from=scales_from,
                           float_ops=float_ops(path) if self.quantized else None)
-
-    def load(self, path: Path, threads: int = 1, kernels: str = "reference") -> Any:
-        from edgeconv.exporters.mil_eval import on_macos
-
-        return PredictRunner(path, threads) if on_macos() else MILRunner(path)
-
-    def weights(self, path: Path) -> tuple[WeightQuant, ...]:
-        return read_weights(path)
 
 
 def weight_const_names_after(mlmodel: Any) -> list[str]:

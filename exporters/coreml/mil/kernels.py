@@ -1,8 +1,7 @@
 """A numpy evaluator for the MIL program inside a CoreML `.mlpackage`, so CoreML parity runs on Linux.
 
-CoreML's own runtime (`MLModel.predict`) exists only on macOS. This module reads the program from
-the package (coremltools' milproto loader does the protobuf and weight-blob decoding, which works
-everywhere) into a flat list of `Step`s, then executes each op with numpy. Every op it knows is
+CoreML's own runtime (`MLModel.predict`) exists only on macOS. program.py reads the program from
+the package into a flat list of `Step`s; this module executes each op with numpy. Every op it knows is
 checked against torch by tests/test_mil_eval_ops.py. An op outside the table is never skipped: the
 program refuses to load with `UnverifiedOp`, and parity reports "unverified: op X".
 
@@ -14,26 +13,16 @@ quantized simulation in units of quantization steps.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-import sys
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from edgeconv.errors import ParityFailure
+from edgeconv.exporters.coreml.mil.program import _DTYPES, MILProgram, Step
 
 # What parity reports and the manifest call this engine: never plain "coreml", which it is not.
 ENGINE = "coreml: edgeconv MIL evaluator"
-
-# MIL dtype names (pymil's builtin type names) -> numpy dtypes.
-_DTYPES = {
-    "fp16": np.float16, "fp32": np.float32, "fp64": np.float64,
-    "int8": np.int8, "uint8": np.uint8, "int16": np.int16, "uint16": np.uint16,
-    "int32": np.int32, "int64": np.int64, "bool": np.bool_,
-}
-
 
 class UnverifiedOp(ParityFailure):
     """The program holds an op this evaluator cannot compute: its numerics cannot be checked here."""
@@ -45,108 +34,14 @@ class UnverifiedOp(ParityFailure):
         self.op_type = op_type
 
 
-@dataclasses.dataclass(frozen=True)
-class Step:
-    """One MIL operation: input names per argument (a tuple for variadic ones like concat)."""
-
-    op_type: str
-    name: str
-    inputs: dict[str, str | tuple[str, ...]]
-    outputs: tuple[str, ...]
-    out_dtypes: tuple[str, ...]
-    out_shapes: tuple[tuple[int, ...] | None, ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class MILProgram:
-    """The `main` function of an mlprogram: constants, steps in order, input and output names."""
-
-    inputs: tuple[str, ...]
-    input_dtypes: tuple[str, ...]
-    outputs: tuple[str, ...]
-    consts: dict[str, np.ndarray]
-    steps: tuple[Step, ...]
-
-    @property
-    def op_types(self) -> set[str]:
-        return {s.op_type for s in self.steps}
-
-    def unknown_ops(self) -> list[str]:
-        return sorted(self.op_types - set(OPS))
-
-    def producer(self, var: str) -> Step | None:
-        for s in self.steps:
-            if var in s.outputs:
-                return s
-        return None
-
-
-def load_program(path: Path | str, function: str = "main") -> MILProgram:
-    """Read the program of an .mlpackage (or an in-memory ct.models.MLModel) into a MILProgram."""
-    from edgeconv.exporters.coremltools_import import import_coremltools
-
-    ct = import_coremltools()
-    from coremltools.converters.mil.frontend.milproto.load import load as load_milproto
-
-    model = path if isinstance(path, ct.models.MLModel) else ct.models.MLModel(str(path), skip_model_load=True)
-    spec = model.get_spec()
-    prog = load_milproto(spec, spec.specificationVersion, model.weights_dir)
-    return from_pymil(prog.functions[function])
-
-
-def from_pymil(func: Any) -> MILProgram:
-    """Flatten a pymil Function: const ops become values, every other op a Step."""
-    from coremltools.converters.mil.mil import types
-
-    consts: dict[str, np.ndarray] = {}
-    steps: list[Step] = []
-
-    def ref(var: Any) -> str:
-        # Inputs folded into the op (immediate values) have no producing op in the block.
-        if var.op is None and var.name not in func.inputs and var.val is not None:
-            consts.setdefault(var.name, _as_array(var.val))
-        return var.name
-
-    for op in func.operations:
-        if op.op_type == "const":
-            out = op.outputs[0]
-            consts[out.name] = _as_array(out.val)
-            continue
-        ins: dict[str, str | tuple[str, ...]] = {}
-        for arg, var in op.inputs.items():
-            ins[arg] = tuple(ref(v) for v in var) if isinstance(var, (list, tuple)) else ref(var)
-        steps.append(Step(
-            op_type=op.op_type, name=op.name, inputs=ins,
-            outputs=tuple(o.name for o in op.outputs),
-            out_dtypes=tuple(types.builtin_to_string(o.dtype) for o in op.outputs),
-            out_shapes=tuple(_static_shape(o) for o in op.outputs),
-        ))
-    in_names = tuple(func.inputs)
-    return MILProgram(
-        inputs=in_names,
-        input_dtypes=tuple(types.builtin_to_string(func.inputs[n].dtype) for n in in_names),
-        outputs=tuple(o.name for o in func.outputs),
-        consts=consts, steps=tuple(steps),
-    )
-
-
-def _as_array(val: Any) -> np.ndarray | Any:
-    if isinstance(val, (str, bytes)):
-        return val
-    arr = np.asarray(val)
-    return arr
-
-
-def _static_shape(var: Any) -> tuple[int, ...] | None:
-    try:
-        return tuple(int(d) for d in var.shape)
-    except (TypeError, ValueError):
-        return None  # symbolic dimension
+def unknown_ops(program: MILProgram) -> list[str]:
+    """The program's op types this evaluator has no kernel for (it refuses to run them)."""
+    return sorted(program.op_types - set(OPS))
 
 
 def run(program: MILProgram, feeds: dict[str, np.ndarray], keep: bool = False) -> dict[str, np.ndarray]:
     """Evaluate the program. Returns the outputs, or with keep=True every intermediate value too."""
-    unknown = program.unknown_ops()
+    unknown = unknown_ops(program)
     if unknown:
         raise UnverifiedOp(unknown[0])
     env: dict[str, Any] = dict(program.consts)
@@ -659,7 +554,3 @@ def _constexpr_blockwise_shift_scale(a: dict[str, Any], s: Step) -> np.ndarray:
     if a.get("offset") is not None:
         data = data - _blockwise(np.asarray(a["offset"]).astype(np.float32), data.shape)
     return data * scale
-
-
-def on_macos() -> bool:
-    return sys.platform == "darwin"

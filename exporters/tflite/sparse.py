@@ -1,7 +1,7 @@
 """Sparse TFLite targets for XNNPACK's sparse inference: `tflite-sparse` (fp32), `tflite-sparse-fp16`.
 
 Route (no tensorflow needed): litert-torch lowers the pruned program to a dense .tflite, then three
-flatbuffer rewrites, each checked afterwards by `edgeconv.sparse_check.check_tflite`:
+flatbuffer rewrites, each checked afterwards by `sparse_check.check_tflite`:
 
 1. Explicit padding. The converter folds a symmetric zero pad into TF "SAME" for stride-1
    depthwise convs, and XNNPACK's sparse region rejects SAME. Each such conv becomes
@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from edgeconv.errors import UserError
-from edgeconv.exporters.base import FLOAT_TOLERANCE, FP16_TOLERANCE, ExportInfo
-from edgeconv.exporters.tflite import _Tflite
+from edgeconv.exporters.base import ExportInfo
+from edgeconv.parity import FLOAT_TOLERANCE, FP16_TOLERANCE
+from edgeconv.exporters.tflite.export import _Tflite
 from edgeconv.registry import TARGETS
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def lower(module: Any, args: tuple, path: Path, *, fp16: bool = False, explicit_
 
 def convert_dense(module: Any, args: tuple, target: str = "tflite-sparse") -> bytes:
     """The plain litert-torch conversion (the same call as the dense tflite target)."""
-    from edgeconv.exporters.tflite import convert
+    from edgeconv.exporters.tflite.export import convert
 
     with tempfile.TemporaryDirectory(prefix="edgeconv-sparse-") as tmp:
         dense = Path(tmp) / "dense.tflite"
@@ -148,7 +149,7 @@ def _new_op(opcode: int, inputs: list[int], outputs: list[int]) -> Any:
 
 def _kinds(model: Any) -> list[str]:
     """Builtin op names, in order; also makes every op's input/output list editable."""
-    from edgeconv.sparse_check import builtin, op_names
+    from edgeconv.exporters.tflite.flatbuffer import builtin, op_names
 
     for op in model.subgraphs[0].operators:
         op.inputs = [int(i) for i in op.inputs]
@@ -339,7 +340,7 @@ class _SparseTflite(_Tflite):
     parity_reference: ClassVar[str] = "torch-after-passes"
 
     def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:
-        from edgeconv.sparse_check import check_tflite
+        from edgeconv.exporters.tflite.sparse_check import check_tflite
 
         why = float_only_refusal(graph, self.name)
         if why:

@@ -1,0 +1,186 @@
+"""Verification: an artifact in its real runtime against the torch program it was lowered from.
+
+The pipeline hands each written artifact here; this module loads it in its format's runtime,
+runs the held-out samples, and returns the verdict (`edgeconv.parity` judges the numbers against
+the target's tolerance). The torch side — the folded simulation, its outputs, its int8 tensors —
+is computed once per pass-chain result and shared by every target that lowers it (`ProgramRuns`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgeconv.context import Progress, one_thread
+from edgeconv.errors import ParityFailure
+from edgeconv.results import StageRecord
+
+if TYPE_CHECKING:
+    from edgeconv.calib.data import DataSet
+    from edgeconv.context import Context
+    from edgeconv.exporters.base import Target
+    from edgeconv.exporters.formats import Runner
+    from edgeconv.exporters.formats import QTensor
+    from edgeconv.graph import Graph
+    from edgeconv.results import LayerIsolation, ParityReport
+
+# Pruning changes the function on purpose; by default the pruned artifact may lose at most this
+# much of the source model's task metric (accuracy points, or top-1 agreement with it). --max-drop overrides.
+SPARSE_MAX_DROP = 0.02
+# Layer-by-layer isolation reads every int8 tensor of the artifact: a few samples tell a lowering
+# error (a layer off on most inputs) from rounding; the end-to-end check uses all of them.
+ISOLATION_SAMPLES = 4
+
+
+def torch_outputs(module: Any, x: np.ndarray, progress: Progress, what: str) -> np.ndarray:
+    """Outputs one sample at a time, on one intra-op thread (`one_thread`). One at a time: the
+    captured program has a static batch of 1, and a batch of 8 through the eager model is no faster
+    here (memory-bound at 224x224) and not bit-identical (a batched linear is a GEMM, one sample a GEMV)."""
+    import torch
+
+    outs = []
+    with torch.no_grad(), one_thread(), progress.task(what, total=len(x)) as task:
+        for i in range(len(x)):
+            y = module(torch.from_numpy(x[i:i + 1]))
+            outs.append((y[0] if isinstance(y, (tuple, list)) else y).detach().float().numpy())
+            task.advance()
+    return np.concatenate(outs)
+
+
+@dataclasses.dataclass
+class _Runs:
+    folded: Any = None  # the program with its constants folded (quant.program.folded_simulation)
+    outputs: np.ndarray | None = None  # its outputs on the held-out samples
+    int8: "list[QTensor] | None" = None  # its int8 tensors on the isolation samples
+
+
+class ProgramRuns:
+    """What the torch side computes once per pass-chain result. The int8 targets share one
+    quantized program (PassCache), so its simulation is folded and run once, not per target."""
+
+    def __init__(self) -> None:
+        self._runs: dict[int, tuple["Graph", _Runs]] = {}
+
+    def _of(self, graph: "Graph") -> _Runs:
+        hit = self._runs.get(id(graph))
+        if hit is None or hit[0] is not graph:  # the graph is held, so its id cannot be reused
+            hit = self._runs[id(graph)] = (graph, _Runs())
+        return hit[1]
+
+    def folded(self, graph: "Graph") -> Any:
+        runs = self._of(graph)
+        if runs.folded is None:
+            from edgeconv.quant.program import folded_simulation
+
+            runs.folded = folded_simulation(graph)
+        return runs.folded
+
+    def outputs(self, graph: "Graph", evalset: "DataSet", progress: Progress, what: str) -> np.ndarray:
+        runs = self._of(graph)
+        if runs.outputs is None:
+            runs.outputs = torch_outputs(self.folded(graph), evalset.x, progress, what)
+        return runs.outputs
+
+    def int8_tensors(self, graph: "Graph", x: np.ndarray) -> "list[QTensor]":
+        runs = self._of(graph)
+        if runs.int8 is None:
+            from edgeconv.quant.divergence import torch_tensors
+
+            runs.int8 = torch_tensors(graph, x, self.folded(graph))
+        return runs.int8
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    report: "ParityReport"
+    record: StageRecord  # the parity stage, for the artifact's history
+    runner: "Runner | None"  # None: the runtime could not load the file (the report says unverified)
+
+
+def verify(target: "Target", path: Path, graph: "Graph", ctx: "Context", evalset: "DataSet",
+           ref_fp32: np.ndarray, runs: ProgramRuns) -> Verdict:
+    """The artifact at `path`, written by `target` from `graph`, in its runtime on `evalset`."""
+    from edgeconv import parity
+
+    t0 = time.perf_counter()
+    try:
+        runner = target.load(path)
+    except ParityFailure as e:  # the runtime cannot compute this artifact here: unverified, never a pass
+        runner, report = None, parity.unverified(getattr(e, "runtime", target.runtime), str(e), target.parity_reference)
+    if runner is not None:
+        report = _parity(target, runner, path, graph, ctx, evalset, ref_fp32, runs)
+    return Verdict(report, StageRecord(f"parity:{target.name}", False, round(time.perf_counter() - t0, 3),
+                                       _notes(report)), runner)
+
+
+def _notes(report: "ParityReport") -> tuple[str, ...]:
+    notes = tuple(f"vs {d.reference} in {report.runtime}: {'ok' if d.passed else 'FAILED ' + d.reason}"
+                  + (f" [{'; '.join(d.checked)}]" if d.checked else "") for d in report.diffs)
+    if report.host_kernels and report.host_kernels.deviates:
+        notes += ("WARNING host kernels: " + report.host_kernels.message,)
+    notes += tuple(f"WARNING {d.reference}: {d.warning}" for d in report.diffs if d.warning)
+    if report.layers is not None:
+        lay = report.layers
+        notes += (f"each int8 layer in isolation ({lay.layers} layers, {lay.samples} samples): worst "
+                  f"{lay.worst_steps:g} steps at {lay.worst_layer}"
+                  + ("" if lay.passed else f" — FAILED: {'; '.join(lay.over[:5])} > {lay.limit:g}"),)
+    return notes
+
+
+def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx: "Context", evalset: "DataSet",
+            ref_fp32: np.ndarray, runs: ProgramRuns) -> "ParityReport":
+    """The verdict from the artifact's reference kernels; for targets whose host has faster kernels
+    that may compute something else (onnxruntime's fused integer kernels), those too, as a warning."""
+    from edgeconv import parity
+    from edgeconv.quant.qparams import OUTPUT_KEY
+
+    progress = ctx.progress
+    source = ref_fp32
+    if target.parity_reference == "torch-int8-weights":
+        from edgeconv.quant.program import weight_int8_simulation
+
+        ref_fp32 = torch_outputs(weight_int8_simulation(graph), evalset.x, progress, "torch with int8-rounded weights")
+    if target.parity_reference == "torch-after-passes":
+        ref_fp32 = runs.outputs(graph, evalset, progress, "torch reference after passes")
+    ref_sim = runs.outputs(graph, evalset, progress, "torch quantized simulation") if graph.quantized else None
+    out_quant = graph.qparams.get(OUTPUT_KEY)
+    with progress.task(f"parity {target.name} in {runner.engine}"), one_thread():
+        out = runner(evalset.x)
+    report = parity.check(out, runner.engine, evalset.y, target.tolerance, ref_fp32, ref_sim, out_quant,
+                          target.parity_reference)
+    if target.parity_reference == "torch-after-passes":
+        max_drop = ctx.options.max_drop if ctx.options.max_drop is not None else SPARSE_MAX_DROP
+        report = dataclasses.replace(report, diffs=report.diffs + (parity.source_drop(out, source, evalset.y, max_drop),))
+    if target.host_kernels:
+        fast = target.load(path, kernels="fast")
+        with progress.task(f"host kernels {target.name} in {fast.engine}"), one_thread():
+            fast_out = fast(evalset.x)
+        check = parity.host_kernels(fast_out, out, fast.engine, target.tolerance, out_quant,
+                                    target.host_kernel_advice)
+        report = dataclasses.replace(report, host_kernels=check)
+    if graph.quantized and target.tolerance.layer_max_steps is not None:
+        with one_thread():  # per-sample torch and runtime work, like the rest of parity
+            report = dataclasses.replace(report, layers=layers_in_isolation(target, path, graph, evalset, progress, runs))
+    return report
+
+
+def layers_in_isolation(target: "Target", path: Path, graph: "Graph", evalset: "DataSet", progress: Progress,
+                        runs: ProgramRuns) -> "LayerIsolation":
+    """Each int8 layer of the artifact fed its own int8 inputs. A format that cannot read its int8
+    tensors, or any other reason the check cannot run, is a failed check said in one line — never
+    a silent pass."""
+    from edgeconv import parity
+    from edgeconv.quant.divergence import divergence
+    from edgeconv.results import LayerIsolation
+
+    x = evalset.x[:ISOLATION_SAMPLES]
+    with progress.task(f"each int8 layer of {target.name} in isolation"):
+        try:
+            rep = divergence(graph, path, x, isolate=True, ours=runs.int8_tensors(graph, x), gm=runs.folded(graph))
+        except Exception as e:
+            why = f"the per-layer check could not run: {type(e).__name__}: {str(e).strip().splitlines()[0][:160]}"
+            return LayerIsolation(len(x), 0, 0, target.tolerance.layer_max_steps or 0.0, "", float("nan"), (why,), False)
+    return parity.layers_in_isolation(rep.isolated or (), len(rep.unmatched), len(x), target.tolerance)

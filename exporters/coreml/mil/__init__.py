@@ -1,0 +1,1 @@
+"""edgeconv's numpy MIL evaluator: the program loader (program.py) and the op kernels (kernels.py)."""

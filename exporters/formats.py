@@ -1,0 +1,158 @@
+"""What an artifact format is: the one object that knows how to open, run and read a file of its kind.
+
+Each format lives in its own folder (`exporters/onnx/`, `exporters/tflite/`, `exporters/coreml/`)
+with its targets, its runtime runner and every reading of its files, and registers one `Format`
+in FORMATS. Everything outside exporters/ asks `format_for(path)` and calls the format — never
+switches on a file suffix — so a new format is its folder plus one line in
+`edgeconv.registrations.MODULES`, and gets per-layer isolation, float-op counting and profiling
+from the code that already asks.
+
+Readings a format cannot give raise `Unsupported` (a UserError: one line naming the format and
+what it lacks), so a caller that needs one says so instead of silently skipping it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+import numpy as np
+
+from edgeconv.errors import UserError
+from edgeconv.registry import FORMATS
+from edgeconv.results import TensorSpec
+
+if TYPE_CHECKING:
+    from edgeconv.costops import Op
+    from edgeconv.exporters.tflite.sparse_check import SparseReport
+    from edgeconv.results import FloatOps, WeightQuant
+
+
+class Unsupported(UserError):
+    """The format has no such reading (e.g. no int8 activations to read back)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class QTensor:
+    """One int8 activation read back from an artifact (or from the torch simulation)."""
+
+    name: str
+    scale: float
+    zero_point: int
+    values: np.ndarray  # int values, one block of rows per sample (N, ...)
+    layer: str = ""
+    qnode: str = ""  # torch side: the quantize node that produced it
+
+
+class Runner(Protocol):
+    """A loaded artifact in its real runtime: float NCHW in, float (dequantized) out."""
+
+    engine: str  # exactly what computes the outputs (runtime and kernels): parity reports name it
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray: ...
+
+
+class Format:
+    name: ClassVar[str]  # "onnx", "tflite", "coreml"
+    suffixes: ClassVar[tuple[str, ...]]  # the first is what its targets write
+    # Which runtime family loads the file on a board (the remote runners take it as --format):
+    # a format that is another spelling of an existing one (a second ONNX opset) names that family.
+    family: ClassVar[str] = ""
+    runtime: ClassVar[str] = ""  # the Python package that runs it here, for messages
+
+    # --- identity -----------------------------------------------------------------------------
+    def owns(self, path: Path) -> bool:
+        return path.suffix in self.suffixes
+
+    def is_folder(self, path: Path) -> bool:
+        """Whether an artifact of this name is a directory (an .mlpackage) rather than a file."""
+        return False
+
+    def check(self, path: Path) -> None:
+        """A one-line UserError unless `path` exists, has this format's shape (file or folder)
+        and opens in its reader; called before any work, so a corrupt file fails at once."""
+        if not path.exists():
+            raise UserError(f"artifact {path} does not exist")
+        if self.is_folder(path) != path.is_dir():
+            is_a, wants = ("a folder", "file") if path.is_dir() else ("a file", "package folder")
+            raise UserError(f"artifact {path} is {is_a}, not a {self.name} {wants}; give the artifact "
+                            "edgeconv export wrote")
+        try:
+            self.open(path)
+        except UserError:
+            raise
+        except Exception as e:  # each runtime has its own exception types for a corrupt file
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise UserError(f"{path} is not a readable {self.name} artifact ({type(e).__name__}: {first}); "
+                            "give the file edgeconv export wrote") from None
+
+    def open(self, path: Path) -> None:
+        """Parse the file enough to know it is one (raise anything on failure)."""
+        self._reading("open_model", "open them")(path)
+
+    def companions(self, path: Path) -> tuple[Path, ...]:
+        """Files that must travel with the artifact to a device (e.g. ONNX external data)."""
+        return ()
+
+    # --- running ------------------------------------------------------------------------------
+    def runner(self, path: Path, threads: int = 1, kernels: str = "reference") -> "Runner":
+        raise NotImplementedError
+
+    # --- reading ------------------------------------------------------------------------------
+    # Every reading lives in the format's reader module (e.g. exporters/onnx/read.py), imported on
+    # first use so that its heavy dependencies load only when a file is read; a reading the module
+    # does not define is one the format cannot give (`Unsupported`).
+    reader: ClassVar[str]
+
+    def _reading(self, fn: str, what: str):
+        found = getattr(importlib.import_module(self.reader), fn, None)
+        if found is None:
+            raise Unsupported(f"{self.name} artifacts: edgeconv cannot {what}")
+        return found
+
+    def read_weights(self, path: Path) -> "list[tuple[WeightQuant, np.ndarray | None]]":
+        """Each conv/linear weight as stored in the file, with its scales when quantized."""
+        return self._reading("read_weights", "read their weights")(path)
+
+    def activation_scales(self, path: Path) -> list[float]:
+        """Scales of the int8 activation tensors (not weights)."""
+        return self._reading("read_activation_scales", "read their activation scales")(path)
+
+    def float_ops(self, path: Path) -> "FloatOps":
+        """What an int8 file still computes in float, read from the file."""
+        return self._reading("float_ops", "count their float ops")(path)
+
+    def int8_tensors(self, path: Path, x: np.ndarray) -> list[QTensor]:
+        """Every int8 activation the file computes on inputs `x` (one sample at a time), in
+        execution order, fused pre-activations left out: what per-layer isolation compares."""
+        return self._reading("int8_tensors", "read their int8 tensors")(path, x)
+
+    def cost_ops(self, path: Path) -> "tuple[list[Op], str]":
+        """(ops, stored precision) for the cost model: the file's ops after a runtime's usual fusions."""
+        return self._reading("cost_ops", "list their ops for the cost model")(path)
+
+    def sparse_report(self, path: Path) -> "SparseReport":
+        """Whether XNNPACK's sparse (CHW) path will run the file, rule by rule."""
+        return self._reading("sparse_report", "judge XNNPACK's sparse path on them (check-sparse reads "
+                             ".tflite files)")(path)
+
+
+def format_for(path: Path | str) -> Format:
+    """The format of an artifact, by its name (or, for formats that have one, its magic bytes)."""
+    fmt = find_format(path)
+    if fmt is None:
+        known = ", ".join(s for _, f in FORMATS.items() for s in f.suffixes)
+        raise UserError(f"{Path(path).name} is not an artifact edgeconv reads (known: {known}); "
+                        "give a file edgeconv export wrote")
+    return fmt
+
+
+def find_format(path: Path | str) -> Format | None:
+    from edgeconv import registrations
+
+    registrations.load()
+    p = Path(path)
+    return next((f for _, f in FORMATS.items() if f.owns(p)), None)

@@ -1,0 +1,85 @@
+"""TFLite targets, lowered with litert-torch straight from the captured program (no ONNX → TF
+layout hop); run in ai-edge-litert.
+
+tflite-int8 is full integer: litert-torch lowers edgeconv's PT2E-converted program
+(`fold_quantize=False`, the form its static Q/DQ lowering accepts) with the same quantizer in
+its QuantConfig — which only selects static lowering, it does not recalibrate — so the file's
+scales are edgeconv's. Int8 input and output, weights int8 per-channel (CONV_2D axis 0,
+DEPTHWISE_CONV_2D axis 3), int32 bias with scale s_in·s_w.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from edgeconv.exporters.base import FLOAT_PASSES, INT8_PASSES, ExportInfo, Target, scales_note
+from edgeconv.exporters.tflite.read import float_ops, read_activation_scales, read_weights
+from edgeconv.parity import FLOAT_TOLERANCE, INT8_TOLERANCE
+from edgeconv.registry import FORMATS, TARGETS
+
+if TYPE_CHECKING:
+    from edgeconv.context import Context
+    from edgeconv.graph import Graph
+
+@contextlib.contextmanager
+def _quiet_litert() -> Iterator[None]:
+    """litert-torch prints a task tree on every conversion; edgeconv shows its own progress."""
+    from litert_torch import progress
+
+    was = progress.console.quiet
+    progress.console.quiet = True
+    try:
+        yield
+    finally:
+        progress.console.quiet = was
+
+
+def convert(module: Any, args: tuple, path: Path, quantizer: Any = None, target: str = "tflite") -> None:
+    import litert_torch
+
+    from edgeconv.exporters.lowering import lowering_errors
+    from edgeconv.exporters.tflite.lowering import drop_expand, nearest_as_gather
+
+    drop_expand(module)  # litert-torch's BROADCAST_TO for expand_as is refused (fp32) or unloadable (int8)
+    nearest_as_gather(module)  # litert-torch's RESIZE_NEAREST_NEIGHBOR is half-pixel ("nearest-exact")
+    kwargs = {}
+    if quantizer is not None:
+        from litert_torch.quantize.quant_config import QuantConfig
+
+        kwargs["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
+    with _quiet_litert(), lowering_errors(target):
+        model = litert_torch.convert(module, args, **kwargs)
+        model.export(str(path))
+
+
+class _Tflite(Target):
+    format = FORMATS.get("tflite")
+    runtime = "ai-edge-litert"
+
+
+@TARGETS.register("tflite")
+class TfliteFp32(_Tflite):
+    name = "tflite"
+    passes = FLOAT_PASSES
+    tolerance = FLOAT_TOLERANCE
+    description = "TFLite fp32 (litert-torch), checked in ai-edge-litert"
+
+    def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:
+        convert(graph.module(), graph.example_inputs, path, target=self.name)
+        return ExportInfo()
+
+
+@TARGETS.register("tflite-int8")
+class TfliteInt8(_Tflite):
+    name = "tflite-int8"
+    passes = INT8_PASSES
+    quantized = True
+    tolerance = INT8_TOLERANCE
+    description = "TFLite full-integer int8 (per-channel weights), checked in ai-edge-litert"
+
+    def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:
+        convert(graph.module(), graph.example_inputs, path, quantizer=graph.quantizer, target=self.name)
+        found = [s for _, s in read_weights(path) if s is not None]
+        return ExportInfo(scales_from=scales_note("litert-torch TFLite", found, graph, read_activation_scales(path)),
+                          float_ops=float_ops(path))

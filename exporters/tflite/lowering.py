@@ -1,0 +1,165 @@
+"""Graph rewrites litert-torch's lowering needs to write a program faithfully: `drop_expand`,
+`nearest_as_gather`. Each keeps the program's values; each says why the converter needs it."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def drop_expand(gm: Any) -> list[str]:
+    """Remove an `expand`/`expand_as` whose only users are elementwise binary ops that broadcast
+    anyway (ECA's `x * sigmoid(y).expand_as(x)`): litert-torch lowers it to a BROADCAST_TO that
+    the fp32 converter refuses ("operands don't have broadcast-compatible shapes") and ai-edge-litert
+    cannot prepare in int8. Same values: broadcasting is what the expand did.
+
+    Before: m = mul(x, expand_as(s, x))        x: [1,C,H,W], s: [1,C,1,1]
+    After:  m = mul(x, s)
+    In a quantized program the expand sits between a dequantize and a quantize with the same
+    parameters (it shares its input's scale); that pair is removed too, so the tensor keeps one scale.
+    """
+    import torch
+
+    if not isinstance(gm, torch.fx.GraphModule):
+        return []
+    aten = torch.ops.aten
+    expands = {aten.expand.default, aten.expand_as.default, aten.expand_copy.default}
+    binary = {aten.mul.Tensor, aten.add.Tensor, aten.sub.Tensor, aten.div.Tensor, aten.maximum.default,
+              aten.minimum.default}
+    qd = torch.ops.quantized_decomposed
+    quant, dequant = qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n.target not in expands:
+            continue
+        src = n.args[0]
+        users = _through_qdq(n, quant, dequant)
+        if not users or any(u.op != "call_function" or u.target not in binary for u in users):
+            continue
+        out_shape = tuple(n.meta["val"].shape) if "val" in n.meta else None
+        ok = out_shape is not None
+        for u in users:
+            other = [a for a in u.args[:2] if isinstance(a, torch.fx.Node) and not _reaches(a, n, quant, dequant)]
+            if not other or "val" not in other[0].meta or tuple(torch.broadcast_shapes(
+                    tuple(other[0].meta["val"].shape), tuple(src.meta["val"].shape))) != tuple(u.meta["val"].shape):
+                ok = False
+        if not ok:
+            continue
+        n.replace_all_uses_with(src)
+        gm.graph.erase_node(n)
+        done.append(n.name)
+    # dequantize → quantize with identical parameters (left where an expand was): one tensor
+    for n in list(gm.graph.nodes):
+        if n.op == "call_function" and n.target == quant and isinstance(n.args[0], torch.fx.Node) \
+                and n.args[0].target == dequant and tuple(n.args[0].args[1:]) == tuple(n.args[1:]):
+            n.replace_all_uses_with(n.args[0].args[0])
+            gm.graph.erase_node(n)
+    if done:
+        gm.graph.eliminate_dead_code()
+        gm.graph.lint()
+        gm.recompile()
+    return done
+
+
+def _through_qdq(n: Any, quant: Any, dequant: Any) -> list[Any]:
+    """The consumers of `n`, looking through a quantize → dequantize pair."""
+    out = []
+    for u in n.users:
+        if u.op == "call_function" and u.target == quant:
+            for d in u.users:
+                if d.op == "call_function" and d.target == dequant:
+                    out.extend(d.users)
+                else:
+                    return []
+        else:
+            out.append(u)
+    return out
+
+
+def _reaches(a: Any, n: Any, quant: Any, dequant: Any) -> bool:
+    """`a` is `n` itself or `n` seen through quantize/dequantize."""
+    while a is not n and getattr(a, "op", None) == "call_function" and a.target in (quant, dequant):
+        a = a.args[0]
+    return a is n
+
+
+def nearest_as_gather(gm: Any) -> list[str]:
+    """Rewrite a nearest-neighbour resize (`F.interpolate(mode="nearest")`, aten.upsample_nearest2d)
+    whose pixel mapping TFLite's RESIZE_NEAREST_NEIGHBOR would change into two gathers along H and W
+    with the indices torch itself uses.
+
+    PyTorch's "nearest" reads input pixel floor(d · in/out) for output pixel d (floor(d / scale)
+    with `scale_factor`); litert-torch lowers the op to RESIZE_NEAREST_NEIGHBOR with
+    half_pixel_centers=True, which reads floor((d + 0.5) · in/out) — PyTorch's "nearest-exact".
+    They agree when out is an integer multiple of in (2× upsampling), not otherwise: GhostNetV2's
+    DFC gate upsampled 3 → 7 at 224² reads shifted rows and columns. Same values: a gather copies
+    the pixels the op would have copied.
+
+    Before: y = upsample_nearest2d(x, [7, 7])                       x: [1,C,3,3]
+    After:  y = index_select(index_select(x, 2, [0,0,0,1,1,2,2]), 3, [0,0,0,1,1,2,2])
+    In a quantized program the resize sits between a dequantize and a quantize with the same
+    parameters (it shares its input's scale); a quantize → dequantize pair with those parameters
+    goes between the two gathers, so each stays int8 → int8 (litert-torch writes GATHER_ND).
+    """
+    import numpy as np
+    import torch
+
+    if not isinstance(gm, torch.fx.GraphModule):
+        return []
+    aten = torch.ops.aten
+    nearest = {aten.upsample_nearest2d.vec, aten.upsample_nearest2d.default}
+    try:
+        qd = torch.ops.quantized_decomposed
+        quant, dequant = qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default
+    except (AttributeError, RuntimeError):  # not registered (torchao not imported): no Q/DQ in the graph
+        quant = dequant = object()
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n.target not in nearest or "val" not in n.meta:
+            continue
+        src = n.args[0]
+        shape_in, shape_out = tuple(src.meta["val"].shape), tuple(n.meta["val"].shape)
+        if not all(isinstance(s, int) for s in shape_in[-2:] + shape_out[-2:]):
+            continue  # dynamic spatial size: the indices are not constants
+        (hi, wi), (ho, wo) = shape_in[-2:], shape_out[-2:]
+        # torch's own indices: the op applied to a probe holding each pixel's row (column)
+        rows = torch.arange(hi, dtype=torch.float32).view(1, 1, hi, 1).expand(1, 1, hi, wi).contiguous()
+        cols = torch.arange(wi, dtype=torch.float32).view(1, 1, 1, wi).expand(1, 1, hi, wi).contiguous()
+        idx_h = n.target(rows, *n.args[1:], **n.kwargs)[0, 0, :, 0].to(torch.int64)
+        idx_w = n.target(cols, *n.args[1:], **n.kwargs)[0, 0, 0, :].to(torch.int64)
+
+        def half_pixel(i: int, o: int) -> np.ndarray:  # what RESIZE_NEAREST_NEIGHBOR reads
+            scale = np.float32(i) / np.float32(o)
+            d = np.arange(o, dtype=np.float32)
+            return np.minimum(np.floor((d + np.float32(0.5)) * scale).astype(np.int64), i - 1)
+
+        if np.array_equal(idx_h.numpy(), half_pixel(hi, ho)) and np.array_equal(idx_w.numpy(), half_pixel(wi, wo)):
+            continue  # TFLite reads the same pixels (e.g. 2× upsampling): keep the one op
+        q = next((u for u in n.users if u.op == "call_function" and u.target == quant), None) \
+            if getattr(src, "target", None) == dequant else None
+        with gm.graph.inserting_before(n):
+            y = src
+            for dim, idx in ((2, idx_h), (3, idx_w)):
+                if torch.equal(idx, torch.arange(shape_in[dim])):
+                    continue  # this axis keeps its size and pixels
+                name = _free_attr(gm, f"{n.name}_idx_{'hw'[dim - 2]}")
+                gm.register_buffer(name, idx)
+                y = gm.graph.call_function(aten.index_select.default, (y, dim, gm.graph.get_attr(name)))
+                if q is not None and dim == 2 and not torch.equal(idx_w, torch.arange(wi)):
+                    # int8 between the gathers: the resize's own scale (its quantize's parameters)
+                    y = gm.graph.call_function(quant, (y, *q.args[1:]), dict(q.kwargs))
+                    y = gm.graph.call_function(dequant, (y, *q.args[1:]), dict(q.kwargs))
+        n.replace_all_uses_with(y)
+        gm.graph.erase_node(n)
+        done.append(n.name)
+    if done:
+        gm.graph.eliminate_dead_code()
+        gm.graph.lint()
+        gm.recompile()
+    return done
+
+
+def _free_attr(gm: Any, base: str) -> str:
+    name, i = base, 0
+    while hasattr(gm, name):
+        i += 1
+        name = f"{base}_{i}"
+    return name
