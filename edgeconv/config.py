@@ -135,6 +135,10 @@ class ExportOptions(Record):
     calib: CalibSpec = CalibSpec()
     eval_samples: int = 256
     seed: int = 0
+    # the fp32 floors of every artifact's verdict, lowered (or raised) explicitly by the user;
+    # None: each target's own (int8: cosine 0.95, decisive top-1 0.9)
+    min_cosine: float | None = None
+    min_top1: float | None = None
 
     @property
     def out_path(self) -> Path:

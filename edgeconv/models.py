@@ -31,10 +31,18 @@ class ModelSpec:
     std: tuple[float, ...] = ()
     data: "Callable[[], DataSet] | None" = None  # bundled labelled data, e.g. the demo's held-out split
     train_data: "Callable[[], DataSet] | None" = None  # labelled training data for QAT, if bundled
+    ref: str = ""  # what load_model was given (package.module:factory or a .pt2), "" when built in code
+    weights: str = ""  # and its --weights file
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.example_inputs[0].shape)
+
+    def reference(self) -> dict[str, Any] | None:
+        """How to load this model again (the manifest's `model_ref`), or None when built in code."""
+        if not self.ref:
+            return None
+        return {"model": self.ref, "weights": self.weights, "input_shape": list(self.input_shape)}
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -99,7 +107,9 @@ def load_model(ref: str | None = None, weights: str | None = None,
 
         spec = dataclasses.replace(spec, example_inputs=(torch.zeros(input_shape),))
     _check_runs(spec)
-    return spec
+    # paths absolute, so `edgeconv check` finds them again from any folder
+    weights_ref = str(Path(weights).resolve()) if weights else ""
+    return dataclasses.replace(spec, ref=str(Path(ref).resolve()) if ref.endswith(".pt2") else ref, weights=weights_ref)
 
 
 def resolve_ref(ref: str, flag: str, wants: str = "a function") -> Callable[..., Any]:

@@ -44,6 +44,9 @@ class Tolerance:
     # simulation is at most this fraction of the simulation's own L2 error against fp32 — rounding
     # flips cascade through deep nets, but the lowering must add less error than quantization did.
     vs_sim_max_rel_quant_error: float | None = None
+    # ... and never above this relative L2 error, whatever the simulation's own error: a weak
+    # calibration makes the simulation worse, it must not make the lowering's allowance larger.
+    vs_sim_max_rel_l2: float | None = None
     # int8, layer by layer: each layer fed the artifact's own inputs, within this many steps.
     layer_max_steps: float | None = None
 
@@ -57,10 +60,14 @@ FLOAT_TOLERANCE = Tolerance(vs_fp32_max_rel=1e-4, vs_fp32_min_cosine=0.99999, mi
 # fp16 compute keeps ~3 significant digits per op: judged by cosine and decisive top-1 (margins above
 # 1 % of the range cannot flip under fp16 rounding of a conv net's logits).
 FP16_TOLERANCE = Tolerance(vs_fp32_min_cosine=0.999, min_top1_agreement=0.98, decisive_margin=0.01)
+# The end-to-end ceiling against the simulation, whatever its own error vs fp32 (a weak calibration
+# must not widen it): 10 % relative L2. Rounding flips that cascade through a deep net stay below
+# it where the int8 program is a usable model of fp32; past it the fp32 floors fail too.
+INT8_MAX_REL_L2 = 0.1
 # Integer kernels requantize at every layer (rounding, fused activations), so an int8 artifact
 # may differ from the torch simulation by a few output steps; against fp32 only the task matters.
 INT8_TOLERANCE = Tolerance(vs_fp32_min_cosine=0.95, vs_sim_max_steps=3.0, min_top1_agreement=0.9,
-                           vs_sim_max_rel_quant_error=1.0, layer_max_steps=1.0)
+                           vs_sim_max_rel_quant_error=1.0, vs_sim_max_rel_l2=INT8_MAX_REL_L2, layer_max_steps=1.0)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -176,12 +183,16 @@ def _vs_sim(v: _Verdict, out: np.ndarray, ref: np.ndarray, max_abs: float, cos: 
         v.fails.append("the target states no limit against the simulation")
     elif sim is not None and tol.vs_sim_max_rel_quant_error is not None:
         limit_rel = tol.vs_sim_max_rel_quant_error * sim.rel_l2
+        ceiling = f", at most {tol.vs_sim_max_rel_l2:g}" if tol.vs_sim_max_rel_l2 is not None else ""
+        if tol.vs_sim_max_rel_l2 is not None:
+            limit_rel = min(limit_rel, tol.vs_sim_max_rel_l2)
         v.checked.append(f"max steps ({unit}) <= {tol.vs_sim_max_steps:g}, or L2 error <= "
-                         f"{tol.vs_sim_max_rel_quant_error:g}x the simulation's own vs fp32 ({_fmt(sim.rel_l2)})")
+                         f"{tol.vs_sim_max_rel_quant_error:g}x the simulation's own vs fp32 ({_fmt(sim.rel_l2)}"
+                         f"{ceiling})")
         if steps > tol.vs_sim_max_steps and v.rel > limit_rel:
             v.fails.append(f"{_fmt(steps)} steps ({unit}) > {tol.vs_sim_max_steps:g} and L2 error {_fmt(v.rel)} > "
                            f"{_fmt(limit_rel)} ({tol.vs_sim_max_rel_quant_error:g}x the simulation's own "
-                           f"{_fmt(sim.rel_l2)} vs fp32)")
+                           f"{_fmt(sim.rel_l2)} vs fp32{ceiling})")
     else:
         v.limit(f"max steps ({unit})", steps, tol.vs_sim_max_steps, f"{_fmt(steps)} steps ({unit}) > {tol.vs_sim_max_steps:g}")
     if out_quant is None:  # a float output: a cosine floor too, so a bent output cannot slip through
@@ -196,7 +207,7 @@ def _vs_fp32(v: _Verdict, out: np.ndarray, ref: np.ndarray, max_abs: float, max_
         v.limit("max |Δ|/range", max_rel, tol.vs_fp32_max_rel, f"max |Δ| {_fmt(max_abs)} is {_fmt(max_rel)} of "
                 f"the output range {_fmt(rng)} > {tol.vs_fp32_max_rel:g}")
     min_cos, min_agree = tol.vs_fp32_min_cosine, tol.min_top1_agreement
-    if sim is not None:  # int8: quantization may cost more than the floors; the lowering may not add to it
+    if sim is not None:  # int8: the floors hold, and the top-1 floor also follows the simulation's own
         min_cos, min_agree, v.warning = _floors_at_sim(tol, sim)
     if min_cos is None:
         v.checked.append("cosine floor waived: the quantized program itself has none left")
@@ -217,7 +228,9 @@ def _vs_fp32(v: _Verdict, out: np.ndarray, ref: np.ndarray, max_abs: float, max_
     # fail only when the agreement measured on n samples is significantly below the floor
     floor = _below_by_chance(min_agree, v.n_dec)
     v.checked.append(f"top-1 agreement on {v.n_dec}/{len(mask)} decisive samples >= {floor:.3g} "
-                     "(the floor less two standard errors at that count)")
+                     f"(the floor {min_agree:.3g} less two standard errors at that count"
+                     + (f"; the floor follows the simulation's own agreement less {SIM_AGREEMENT_SLACK:g})"
+                        if sim is not None else ")"))
     if v.agree_dec < floor:
         v.fails.append(f"top-1 agreement {v.agree_dec:.3f} on {v.n_dec} decisive samples < {floor:.3g}")
 
@@ -228,31 +241,29 @@ def _below_by_chance(floor: float, n: int) -> float:
     return floor - 2 * math.sqrt(floor * (1 - floor) / n)
 
 
-# An int8 artifact may lose against fp32 what the simulation loses, plus as much again in cosine
-# distance and this much decisive top-1 agreement: the lowering's own rounding on top of quantization.
-SIM_AGREEMENT_SLACK = 0.1
+# An int8 artifact may agree with fp32 on fewer decisive samples than the simulation does by this
+# much (and two standard errors at the sample count): the lowering's own rounding flips a few
+# near-ties, a lowering error flips many.
+SIM_AGREEMENT_SLACK = 0.02
 
 
-def _floors_at_sim(tol: Tolerance, sim: SimQuality) -> tuple[float | None, float | None, str]:
-    """The fp32 floors for an int8 artifact: the target's, or — where the quantized program itself
-    comes near or below them — the program's own quality less what the lowering may add (as much
-    cosine distance again, consistent with the end-to-end L2 bound; SIM_AGREEMENT_SLACK of top-1).
-    Where even that is no floor at all (a program that lost the task), none: the simulation
-    comparison judges the artifact, and a warning says the int8 model, not the artifact, is at fault."""
-    cos_floor = sim.cosine - (1.0 - sim.cosine)
-    min_cos: float | None = min(tol.vs_fp32_min_cosine, cos_floor) if cos_floor > 0 else None
+def _floors_at_sim(tol: Tolerance, sim: SimQuality) -> tuple[float, float, str]:
+    """The fp32 floors for an int8 artifact. The target's floors hold whatever the calibration
+    gave (a weak simulation does not lower them; the user may, with --min-cosine / --min-top1).
+    On top, the top-1 floor follows the simulation's own agreement: where the int8 program agrees
+    with fp32 on 100 % of decisive samples, the artifact may not agree on 86 %."""
     min_agree: float | None = tol.min_top1_agreement
     if sim.top1_agreement_decisive is not None:
-        floor = sim.top1_agreement_decisive - SIM_AGREEMENT_SLACK  # widened for the sample count at the check
-        min_agree = min(min_agree, floor) if floor > 0 else None
+        min_agree = max(min_agree, sim.top1_agreement_decisive - SIM_AGREEMENT_SLACK)
     below = []
     if sim.cosine < tol.vs_fp32_min_cosine:
         below.append(f"cosine {sim.cosine:.4f} < {tol.vs_fp32_min_cosine:g}")
     if sim.top1_agreement_decisive is not None and sim.top1_agreement_decisive < tol.min_top1_agreement:
         below.append(f"decisive top-1 agreement {sim.top1_agreement_decisive:.3f} < {tol.min_top1_agreement:g}")
-    warning = ("the quantized program itself is far from fp32 (" + "; ".join(below) + "): the int8 model, "
-               "not this artifact, loses that — try --max-drop, per-channel weights or QAT") if below else ""
-    return min_cos, min_agree, warning
+    warning = ("the quantized program itself is below the fp32 floors (" + "; ".join(below) + "): the int8 "
+               "model loses that, not only this artifact — try --max-drop, per-channel weights or QAT, or "
+               "accept it explicitly with --min-cosine / --min-top1") if below else ""
+    return tol.vs_fp32_min_cosine, min_agree, warning
 
 
 def sim_quality(ref_sim: np.ndarray, ref_fp32: np.ndarray, tol: Tolerance) -> SimQuality:
@@ -328,20 +339,21 @@ def unverified(runtime: str, reason: str, reference: str = "torch-fp32") -> Pari
     return ParityReport(runtime, 0, (OutputDiff(reference, nan, nan, None, nan, None, False, reason),))
 
 
-def layers_in_isolation(drifts: "tuple[TensorDrift, ...]", unmatched: int, samples: int,
-                        tol: Tolerance) -> LayerIsolation | None:
+def layers_in_isolation(drifts: "tuple[TensorDrift, ...]", excluded: tuple[str, ...], samples: int,
+                        tol: Tolerance, covered: int = 0) -> LayerIsolation | None:
     """The verdict on each int8 layer alone (from `quant.divergence.isolated_drifts`); None when the
-    target states no per-layer limit. Nothing matched is a failure, never a pass."""
+    target states no per-layer limit. Nothing matched is a failure, never a pass; every tensor not
+    judged is named with its reason (`excluded`) and counted as unverified."""
     if tol.layer_max_steps is None:
         return None
     if not drifts:
-        return LayerIsolation(samples, 0, unmatched, tol.layer_max_steps, "", float("nan"),
-                              ("no int8 tensor of the artifact matched the simulation",), False)
+        return LayerIsolation(samples, 0, len(excluded), tol.layer_max_steps, "", float("nan"),
+                              ("no int8 tensor of the artifact matched the simulation",), False, excluded, covered)
     worst = max(drifts, key=lambda d: d.max_steps)
     over = tuple(f"{d.layer or d.tensor}: {d.max_steps:g} steps ({100 * d.share_over_one:.2f}% of values "
                  f"off by more than 1)" for d in drifts if _layer_off(d, tol.layer_max_steps))
-    return LayerIsolation(samples, len(drifts), unmatched, tol.layer_max_steps, worst.layer or worst.tensor,
-                          worst.max_steps, over, not over)
+    return LayerIsolation(samples, len(drifts), len(excluded), tol.layer_max_steps, worst.layer or worst.tensor,
+                          worst.max_steps, over, not over, excluded, covered)
 
 
 # A layer computed in float inside an int8 file (LayerNorm, GELU: the file's float ops) rounds its

@@ -224,6 +224,21 @@ def quantized_graph(spec: "ModelSpec", options: ExportOptions, progress: Progres
     return run_passes(root, ctx, chain, quantize_steps(None)), ctx, evalset
 
 
+def programs(spec: "ModelSpec", options: ExportOptions, targets: list["Target"],
+             progress: Progress) -> tuple[Context, PassCache, "DataSet", np.ndarray]:
+    """Everything the targets' programs come from, as export builds it: the data split, prepare and
+    capture, QAT when asked, the fp32 reference on the held-out samples, and the pass-chain cache.
+    Deterministic for the same model, options and data, so `edgeconv check` rebuilds what export built."""
+    calib, evalset = split_data(spec, options, any(t.quantized for t in targets))
+    # float-only runs have no calibration split: check the reparameterization on the held-out inputs
+    real = calib if calib is not None else evalset
+    prepared, root = capture_prepared(spec, progress, real.x, options.seed)
+    ctx = Context(options=options, model=prepared, calib=calib, progress=progress)
+    qat = qat_stage(prepared, options, progress) if options.qat.epochs else None
+    ref_fp32 = torch_outputs(spec.module, evalset.x, progress, "torch fp32 reference")
+    return ctx, PassCache(root, ctx, quantize_steps(qat)), evalset, ref_fp32
+
+
 def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None = None) -> Manifest:
     progress = progress or Progress(False)
     targets = resolve_targets(options.targets)
@@ -242,14 +257,8 @@ def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None 
         raise UserError("--quant-config already says which layers are float; drop "
                         + ("--max-drop" if options.max_drop is not None else "--qat-epochs"))
     out_dir = prepare_out_dir(options.out_path)
-    calib, evalset = split_data(spec, options, any(t.quantized for t in targets))
-    # float-only runs have no calibration split: check the reparameterization on the held-out inputs
-    real = calib if calib is not None else evalset
-    prepared, root = capture_prepared(spec, progress, real.x, options.seed)
-    ctx = Context(options=options, model=prepared, calib=calib, progress=progress)
-    qat = qat_stage(prepared, options, progress) if options.qat.epochs else None
-    ref_fp32 = torch_outputs(spec.module, evalset.x, progress, "torch fp32 reference")
-    cache = PassCache(root, ctx, quantize_steps(qat))
+    ctx, cache, evalset, ref_fp32 = programs(spec, options, targets, progress)
+    calib, root = ctx.calib, cache.get(())
 
     work = Path(tempfile.mkdtemp(prefix=".edgeconv-tmp-", dir=out_dir))
     runs = ProgramRuns()  # torch outputs (and int8 tensors) per pass-chain result, shared by its targets
@@ -278,6 +287,7 @@ def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None 
                      "eval_samples": len(evalset), "eval_real": evalset.real},
         stages=stages, artifacts=tuple(final), tool_versions=tool_versions(),
         reference_accuracy=_acc(ref_fp32, evalset), host=host_info(), quant_config=_quant_config(targets, cache),
+        model_ref=spec.reference(),
     )
     atomic_write(out_dir / MANIFEST, manifest.to_json())
     return manifest

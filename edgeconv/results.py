@@ -180,13 +180,15 @@ class LayerIsolation(Record):
     rounding flips that cascade through a deep net (every layer within a step, the output not)."""
 
     samples: int
-    layers: int  # int8 tensors matched between the artifact and the simulation
-    unmatched: int  # simulation tensors the artifact has no counterpart for (computed, not judged)
+    layers: int  # int8 tensors judged: matched between the artifact and the simulation, and fed
+    unmatched: int  # simulation tensors not judged alone (each named in `excluded`): unverified
     limit: float
     worst_layer: str
     worst_steps: float
     over: tuple[str, ...] = ()  # "layer: N steps (x % of values)" for each layer above the limit
     passed: bool = True
+    excluded: tuple[str, ...] = ()  # "tensor (layer): why it was not judged alone", every one
+    covered: int = 0  # re-layouts (views) of a judged tensor with its scale: the format keeps one tensor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,6 +263,8 @@ class Manifest(Record):
     host: dict[str, str] = dataclasses.field(default_factory=dict)  # CPU model and the ISA flags int8 kernels use
     # which layers the int8 artifacts quantize (QuantConfig file form): `--quant-config` replays it
     quant_config: dict[str, Any] | None = None
+    # how the model was named (--model, --weights, --input-shape): `edgeconv check OUT_DIR` reloads it
+    model_ref: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

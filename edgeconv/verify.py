@@ -20,11 +20,13 @@ from edgeconv.results import StageRecord
 
 if TYPE_CHECKING:
     from edgeconv.calib.data import DataSet
+    from edgeconv.config import ExportOptions
     from edgeconv.context import Context
     from edgeconv.exporters.base import Target
     from edgeconv.exporters.formats import Runner
     from edgeconv.exporters.formats import QTensor
     from edgeconv.graph import Graph
+    from edgeconv.parity import Tolerance
     from edgeconv.results import LayerIsolation, ParityReport
 
 # Pruning changes the function on purpose; by default the pruned artifact may lose at most this
@@ -127,7 +129,21 @@ def _notes(report: "ParityReport") -> tuple[str, ...]:
         notes += (f"each int8 layer in isolation ({lay.layers} layers, {lay.samples} samples): worst "
                   f"{lay.worst_steps:g} steps at {lay.worst_layer}"
                   + ("" if lay.passed else f" — FAILED: {'; '.join(lay.over[:5])} > {lay.limit:g}"),)
+        if lay.unmatched:
+            notes += (f"UNVERIFIED in isolation: {lay.unmatched} of {lay.layers + lay.unmatched} int8 tensors "
+                      f"(the end-to-end check still covers them): " + "; ".join(lay.excluded[:5])
+                      + (f"; … (+{lay.unmatched - 5}, all in the manifest)" if lay.unmatched > 5 else ""),)
     return notes
+
+
+def tolerance(target: "Target", options: "ExportOptions") -> "Tolerance":
+    """The target's tolerance with the fp32 floors the user set explicitly (--min-cosine, --min-top1)."""
+    tol = target.tolerance
+    if options.min_cosine is not None:
+        tol = dataclasses.replace(tol, vs_fp32_min_cosine=options.min_cosine)
+    if options.min_top1 is not None:
+        tol = dataclasses.replace(tol, min_top1_agreement=options.min_top1)
+    return tol
 
 
 def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx: "Context", evalset: "DataSet",
@@ -138,6 +154,7 @@ def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx:
     from edgeconv.quant.qparams import OUTPUT_KEY
 
     progress = ctx.progress
+    tol = tolerance(target, ctx.options)
     source = ref_fp32
     if target.parity_reference == "torch-int8-weights":
         from edgeconv.quant.program import weight_int8_simulation
@@ -149,8 +166,7 @@ def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx:
     out_quant = graph.qparams.get(OUTPUT_KEY)
     with progress.task(f"parity {target.name} in {runner.engine}"), one_thread():
         out = runner(evalset.x)
-    report = parity.check(out, runner.engine, evalset.y, target.tolerance, ref_fp32, ref_sim, out_quant,
-                          target.parity_reference)
+    report = parity.check(out, runner.engine, evalset.y, tol, ref_fp32, ref_sim, out_quant, target.parity_reference)
     if target.parity_reference == "torch-after-passes":
         max_drop = ctx.options.max_drop if ctx.options.max_drop is not None else SPARSE_MAX_DROP
         report = dataclasses.replace(report, diffs=report.diffs + (parity.source_drop(out, source, evalset.y, max_drop),))
@@ -158,8 +174,7 @@ def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx:
         fast = target.load(path, kernels="fast")
         with progress.task(f"host kernels {target.name} in {fast.engine}"), one_thread():
             fast_out = fast(evalset.x)
-        check = parity.host_kernels(fast_out, out, fast.engine, target.tolerance, out_quant,
-                                    target.host_kernel_advice)
+        check = parity.host_kernels(fast_out, out, fast.engine, tol, out_quant, target.host_kernel_advice)
         report = dataclasses.replace(report, host_kernels=check)
     if graph.quantized and target.tolerance.layer_max_steps is not None:
         with one_thread():  # per-sample torch and runtime work, like the rest of parity
@@ -183,4 +198,4 @@ def layers_in_isolation(target: "Target", path: Path, graph: "Graph", evalset: "
         except Exception as e:
             why = f"the per-layer check could not run: {type(e).__name__}: {str(e).strip().splitlines()[0][:160]}"
             return LayerIsolation(len(x), 0, 0, target.tolerance.layer_max_steps or 0.0, "", float("nan"), (why,), False)
-    return parity.layers_in_isolation(rep.isolated or (), len(rep.unmatched), len(x), target.tolerance)
+    return parity.layers_in_isolation(rep.isolated or (), rep.excluded, len(x), target.tolerance, len(rep.covered))

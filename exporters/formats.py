@@ -43,6 +43,9 @@ class QTensor:
     values: np.ndarray  # int values, one block of rows per sample (N, ...)
     layer: str = ""
     qnode: str = ""  # torch side: the quantize node that produced it
+    # torch side: the quantize node whose values this one re-lays out with the same scale and zero
+    # point (a view, reshape, flatten, permute): formats keep one tensor for both
+    copy_of: str = ""
 
 
 class Runner(Protocol):

@@ -17,6 +17,7 @@ from edgeconv import __version__
 # Modules that contribute commands: each defines `commands`, a list of click.Command.
 COMMAND_MODULES: tuple[str, ...] = (
     "edgeconv.cli.export",
+    "edgeconv.cli.check",
     "edgeconv.cli.devices",
     "edgeconv.cli.gate",
     "edgeconv.cli.analyze",

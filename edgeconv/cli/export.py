@@ -31,6 +31,12 @@ from edgeconv.cli.options import load_spec, model_options, progress, quant_and_c
 @click.option("--quant-config", "quant_config", default=None, metavar="FILE",
               help="Which layers are int8, as data (global / op type / layer; null = float): a file, or an "
                    "edgeconv.json whose quant_config (e.g. an earlier --max-drop's choice) is replayed.")
+@click.option("--min-cosine", type=click.FloatRange(-1, 1), default=None, metavar="C",
+              help="Lower (or raise) every artifact's cosine floor vs torch fp32 explicitly. Default: the "
+                   "target's (int8: 0.95), whatever the calibration gives.")
+@click.option("--min-top1", type=click.FloatRange(0, 1), default=None, metavar="A",
+              help="Lower (or raise) every artifact's decisive top-1 agreement floor vs torch fp32 "
+                   "explicitly. Default: the target's (int8: 0.9, or the simulation's own less 0.02).")
 @click.option("--analyze", is_flag=True, help="Also rank layers by int8 sensitivity (analyze.json).")
 @click.option("--report", "html_report", is_flag=True,
               help="Also write OUT/report.html: charts of parity, sensitivity, ranges and timings (no network).")
@@ -53,7 +59,7 @@ def export_cmd(**kw) -> None:
         sparse=SparseOptions(sparsity=kw.pop("sparsity"), block=BlockSize(int(kw.pop("block")))),
         qat=QATOptions(epochs=kw.pop("qat_epochs"), train_data=kw.pop("train_data")),
         max_drop=kw.pop("max_drop"), evaluator=kw.pop("evaluator"), analyze=kw.pop("analyze"),
-        quant_config=kw.pop("quant_config", None),
+        quant_config=kw.pop("quant_config", None), min_cosine=kw.pop("min_cosine"), min_top1=kw.pop("min_top1"),
     )
     resolve_targets(options.targets)  # unknown target: fail before loading anything
     if options.evaluator:

@@ -41,6 +41,11 @@ class DivergenceReport(Record):
     first_divergent: TensorDrift | None
     # each layer in isolation: the simulation's layer fed the artifact's own int8 inputs (None: not run)
     isolated: tuple[TensorDrift, ...] | None = None
+    # every simulation tensor not judged in isolation, as "tensor (layer): why" — none is left out silently
+    excluded: tuple[str, ...] = ()
+    # simulation tensors that re-lay out another with the same scale (a view): the format keeps one
+    # tensor for both, so judging the source judges them
+    covered: tuple[str, ...] = ()
 
     @property
     def worst_isolated(self) -> TensorDrift | None:
@@ -96,8 +101,32 @@ def torch_tensors(graph: "Graph", x: np.ndarray, gm: Any = None) -> list[QTensor
         owner = producing_layer(src)
         layer = module_path(owner) if owner is not None else module_path(src) if hasattr(src, "meta") else ""
         out.append(QTensor(src.name if hasattr(src, "name") else q.name, float(q.args[1]), int(q.args[2]),
-                           np.concatenate(rows[q.name]), layer or getattr(src, "name", ""), q.name))
+                           np.concatenate(rows[q.name]), layer or getattr(src, "name", ""), q.name,
+                           _layout_copy_of(q)))
     return out
+
+
+# Ops that only move or re-lay out values: an int8 tensor made by one of them from a tensor with the
+# same scale and zero point holds the same integers in another order.
+LAYOUT_OPS = ("view", "reshape", "flatten", "squeeze", "unsqueeze", "permute", "transpose", "_unsafe_view",
+              "clone", "contiguous", "expand")
+
+
+def _layout_copy_of(q: Any) -> str:
+    """The quantize node whose values `q` re-lays out with the same scale and zero point, or ""."""
+    from edgeconv.quant.program import is_dq, is_q
+
+    src = q.args[0]
+    name = str(getattr(src, "target", ""))
+    if getattr(src, "op", None) != "call_function" or not any(f"aten.{op}." in name or name.endswith(f".{op}")
+                                                               for op in LAYOUT_OPS):
+        return ""
+    dq = src.args[0] if src.args else None
+    if not (is_dq(dq) and is_q(dq.args[0])):
+        return ""
+    before = dq.args[0]
+    same = (float(before.args[1]), int(before.args[2])) == (float(q.args[1]), int(q.args[2]))
+    return before.name if same else ""
 
 
 def _torch_fused(q: Any) -> bool:
@@ -204,7 +233,8 @@ def check_artifact(artifact: Path | str) -> None:
 
 
 def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]], x: np.ndarray,
-                    gm: Any = None, theirs: list[QTensor] | None = None) -> tuple[TensorDrift, ...]:
+                    gm: Any = None, theirs: list[QTensor] | None = None
+                    ) -> tuple[tuple[TensorDrift, ...], tuple[str, ...]]:
     """Each layer judged alone: the torch simulation runs with every matched int8 tensor replaced by
     the artifact's own, so each quantize node computes from exactly the inputs the artifact's op
     saw. What remains is that op's lowering (requantization, rounding, kernel), not errors that
@@ -217,8 +247,13 @@ def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]],
     gm = gm if gm is not None else folded_simulation(graph)  # read-only here: the caller's may be shared
     # aligned over all samples at once: an artifact tensor's rows need not be one per sample
     aligned = {q.qnode: (q, a, _align(q.values, a.values)) for q, a in pairs if a is not None and q.qnode}
-    given = {k: (q, a, v) for k, (q, a, v) in aligned.items()
-             if v is not None and not _same_values_other_layout(q.values, v) and not _ambiguous(q, v, theirs)}
+    given, excluded = {}, []
+    for k, (q, a, v) in aligned.items():
+        why = _not_feedable(q, a, v, theirs)
+        if why:
+            excluded.append(f"{q.name} ({q.layer}): {why}")
+        else:
+            given[k] = (q, a, v)
     diffs: dict[str, list[np.ndarray]] = {k: [] for k in given}
 
     class Forced(torch.fx.Interpreter):
@@ -247,7 +282,18 @@ def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]],
         d = np.concatenate(diffs[name]) if diffs[name] else np.zeros(1)
         out.append(TensorDrift(q.name, q.layer, a.name, q.scale, q.zero_point, float(d.max()), float(d.mean()),
                                float((d > 0).mean()), float((d > 1).mean())))
-    return tuple(out)
+    return tuple(out), tuple(excluded)
+
+
+def _not_feedable(q: QTensor, a: QTensor, aligned: np.ndarray | None, theirs: list[QTensor] | None) -> str:
+    """Why the artifact's tensor `a` cannot stand in for the simulation's `q` ("" when it can)."""
+    if aligned is None:
+        return f"the artifact's {a.name} cannot be laid out as the simulation's tensor"
+    if _same_values_other_layout(q.values, aligned):
+        return f"the artifact's {a.name} holds the same values in a layout edgeconv cannot undo"
+    if _ambiguous(q, aligned, theirs):
+        return "several artifact tensors share its scale, zero point and size, and the closest is far off"
+    return ""
 
 
 def divergence(graph: "Graph", artifact: Path | str, x: np.ndarray, steps: float = 3.0,
@@ -261,17 +307,23 @@ def divergence(graph: "Graph", artifact: Path | str, x: np.ndarray, steps: float
     fmt.check(path)
     ours = ours if ours is not None else torch_tensors(graph, x, gm)  # the caller's, when it compares several artifacts
     theirs = fmt.int8_tensors(path, x)
-    drifts, unmatched = [], []
+    drifts, unmatched, covered, missing = [], [], [], []
     pairs = match(ours, theirs)
+    matched = {q.qnode for q, a in pairs if a is not None}
     for q, a in pairs:
+        if a is None and q.copy_of and q.copy_of in matched:
+            covered.append(q.name)
+            continue
         if a is None:
             unmatched.append(q.name)
+            missing.append(f"{q.name} ({q.layer}): no tensor of the artifact has its scale, zero point and size")
             continue
         av = _align(q.values, a.values)
         diff = np.abs(av.astype(np.int64) - q.values.astype(np.int64))
         drifts.append(TensorDrift(q.name, q.layer, a.name, q.scale, q.zero_point, float(diff.max()),
                                   float(diff.mean()), float((diff > 0).mean()), float((diff > 1).mean())))
     first = next((d for d in drifts if d.max_steps > steps), None)
-    isolated = isolated_drifts(graph, pairs, x, gm, theirs) if isolate else None
+    isolated, excluded = isolated_drifts(graph, pairs, x, gm, theirs) if isolate else (None, ())
+    excluded = tuple(missing) + excluded
     return DivergenceReport(str(path), fmt.name, steps, len(x), len(drifts), tuple(unmatched), tuple(drifts), first,
-                            isolated)
+                            isolated, excluded if isolate else (), tuple(covered))

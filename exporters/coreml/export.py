@@ -32,7 +32,7 @@ from edgeconv.exporters.base import FLOAT_PASSES, INT8_PASSES, ExportInfo, Targe
 from edgeconv.exporters.coreml.coremltools_import import import_coremltools, quiet as _quiet
 from edgeconv.exporters.coreml.read import WEIGHT_OPS, activation_quant, constexpr_quant, float_ops
 from edgeconv.exporters.coreml.runtime import ENGINE_MIL_EVAL, ENGINE_PREDICT
-from edgeconv.parity import FLOAT_TOLERANCE, FP16_TOLERANCE, Tolerance
+from edgeconv.parity import FLOAT_TOLERANCE, FP16_TOLERANCE, INT8_MAX_REL_L2, Tolerance
 from edgeconv.registry import FORMATS, TARGETS
 from edgeconv.results import QuantParams
 
@@ -374,5 +374,5 @@ class CoreMLW8A8(CoreMLTarget):
     passes = INT8_PASSES
     # Float arithmetic like the torch simulation: at most one rounding flip (plus float slack).
     tolerance = Tolerance(vs_sim_max_steps=1.5, vs_fp32_min_cosine=0.98, min_top1_agreement=0.9,
-                          vs_sim_max_rel_quant_error=1.0, layer_max_steps=1.0)
+                          vs_sim_max_rel_quant_error=1.0, vs_sim_max_rel_l2=INT8_MAX_REL_L2, layer_max_steps=1.0)
     description = "CoreML mlprogram, int8 weights and activations with edgeconv's PT2E scales"

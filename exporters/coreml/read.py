@@ -113,6 +113,11 @@ def activation_quant(path_or_prog: Any) -> list[tuple[str, QuantParams]]:
 
 
 
+def read_activation_scales(path_or_prog: Any) -> list[float]:
+    """Scales of the per-tensor activation `quantize` ops."""
+    return [p.scale[0] for _, p in activation_quant(path_or_prog) if len(p.scale) == 1]
+
+
 # --- int8 activations, for per-layer isolation -------------------------------------------------
 
 def int8_tensors(path: Path, x: np.ndarray) -> list[QTensor]:
@@ -140,11 +145,16 @@ def int8_tensors(path: Path, x: np.ndarray) -> list[QTensor]:
 
 
 def _fused(prog: Any, q: Any) -> bool:
+    """q quantizes a pre-activation that only fused activations read; not when its dequantized
+    value is a program output (the output layer is judged like every other)."""
     users = [s for s in prog.steps if q.outputs[0] in _inputs_of(s)]
     if not users or any(u.op_type != "dequantize" for u in users):
         return False
+    readers = {d.outputs[0]: [s for s in prog.steps if d.outputs[0] in _inputs_of(s)] for d in users}
+    if any(out in prog.outputs or not r for out, r in readers.items()):
+        return False
     for d in users:
-        for u in [s for s in prog.steps if d.outputs[0] in _inputs_of(s)]:
+        for u in readers[d.outputs[0]]:
             if u.op_type not in ("relu", "clip", "relu6"):
                 return False
             nxt = [s for s in prog.steps if u.outputs[0] in _inputs_of(s) and s.op_type == "quantize"]

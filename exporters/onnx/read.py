@@ -161,12 +161,18 @@ def int8_tensors(path: Path, x: np.ndarray) -> list[QTensor]:
 
 
 def _fused(q: Any, g: Any, consts: dict) -> bool:
+    """q quantizes a pre-activation that only fused activations read (conv → q → dq → relu → q with
+    the same params). A q whose value leaves the graph (its dequantize is an output) is not: the
+    output layer is judged like every other."""
     by_input: dict[str, list[Any]] = {}
     for n in g.node:
         for i in n.input:
             by_input.setdefault(i, []).append(n)
     dqs = by_input.get(q.output[0], [])
     if not dqs or any(d.op_type != "DequantizeLinear" for d in dqs):
+        return False
+    outputs = {o.name for o in g.output}
+    if any(d.output[0] in outputs or not by_input.get(d.output[0]) for d in dqs):
         return False
     for d in dqs:
         for u in by_input.get(d.output[0], []):
