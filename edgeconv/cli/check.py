@@ -1,9 +1,14 @@
 """`edgeconv check`: the export verdict on artifacts that already exist."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from edgeconv.cli.options import model_options, progress, quant_and_calib, quant_options
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 @click.command("check")
