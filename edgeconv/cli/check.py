@@ -39,6 +39,10 @@ def check_cmd(path: str, **kw) -> None:
     as_json, target = kw.pop("as_json"), kw.pop("target")
     floors = {"min_cosine": kw.pop("min_cosine"), "min_top1": kw.pop("min_top1")}
     p = Path(path)
+    if not p.exists():
+        raise UserError(f"{path} does not exist: give an export folder or an artifact file")
+    if p.is_dir() and p.suffix != ".mlpackage" and not (p / MANIFEST).is_file():
+        raise UserError(f"{p} has no {MANIFEST}: give the folder edgeconv export wrote, or one artifact file")
     given = load_spec(kw) if kw["model_ref"] else None
     if p.is_dir() and (p / MANIFEST).is_file():
         manifest = manifest_of(p)
@@ -46,7 +50,7 @@ def check_cmd(path: str, **kw) -> None:
         if not entries:
             raise UserError(f"{p / MANIFEST} lists no artifact")
         options, spec = options_of(manifest, p), spec_of(manifest, given)
-    elif p.exists() or p.suffix:
+    else:
         listed = _listed(p)
         if listed is not None:
             manifest, entry = listed
@@ -59,8 +63,6 @@ def check_cmd(path: str, **kw) -> None:
             entries = [(p, target or infer_target(p), None)]
             options = ExportOptions(**quant_and_calib(kw), eval_samples=kw.pop("eval_samples"), out_dir=str(p.parent))
             spec = given
-    else:
-        raise UserError(f"{path} does not exist: give an export folder or an artifact file")
     options = dataclasses.replace(options, **{k: v for k, v in floors.items() if v is not None})
     report = check(entries, spec, options, progress(as_json))
     if as_json:
