@@ -23,6 +23,7 @@ from edgeconv.context import Context, Progress, one_thread
 from edgeconv.errors import ParityFailure, UserError
 from edgeconv.host import host_info
 from edgeconv.passes.manager import PassCache, Step, run_passes
+from edgeconv.prepare.prune import prune_stage
 from edgeconv.registry import TARGETS
 from edgeconv.results import Artifact, Manifest, StageRecord, atomic_write
 
@@ -252,6 +253,7 @@ def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None 
     # float-only runs have no calibration split: check the reparameterization on the held-out inputs
     real = calib if calib is not None else evalset
     prepared, root = capture_prepared(spec, progress, real.x, options.seed)
+    prepared, root, options, pruning = prune_stage(prepared, root, options, evalset, progress)  # --prune-epochs
     ctx = Context(options=options, model=prepared, calib=calib, progress=progress)
     qat = qat_stage(prepared, options, progress) if options.qat.epochs else None
     ref_fp32 = torch_outputs(spec.module, evalset.x, progress, "torch fp32 reference")
@@ -284,6 +286,7 @@ def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None 
                      "eval_samples": len(evalset), "eval_real": evalset.real},
         stages=stages, artifacts=tuple(final), tool_versions=tool_versions(),
         reference_accuracy=_acc(ref_fp32, evalset), host=host_info(), quant_config=_quant_config(targets, cache),
+        pruning=pruning,
     )
     atomic_write(out_dir / MANIFEST, manifest.to_json())
     return manifest
