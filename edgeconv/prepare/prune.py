@@ -33,7 +33,6 @@ and tabulated against the speed-up XNNPACK's sparse path is *predicted* to give 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -53,10 +52,10 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_DROP = 0.02  # = pipeline.SPARSE_MAX_DROP, the sparse targets' default drop budget (a test keeps them equal)
 BATCH = 32
-LR = 2e-3  # AdamW, cosine to 0: fine-tuning a trained model, not training one
+LR = 5e-3  # AdamW, cosine to 0 (demo at 80 %: 2e-3 recovered less in the same epochs)
 PRUNE_SPAN = 0.6  # the schedule reaches the target at 60 % of the steps; the rest recover
 FREEZE = 0.8  # BatchNorm normalizes with batch statistics for this share of the steps, then freezes
-RAW_RANK = False
+RAW_RANK = False  # True: rank the raw conv weights (tried: 96.9 % vs 97.3 % held-out, demo 80 %, 12 epochs)
 UPDATES_PER_EPOCH = 4  # mask recomputations per epoch while the schedule rises
 VAL_FRACTION = 0.1  # of the training data, held back: per-epoch accuracy and the choice of level
 
