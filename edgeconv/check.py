@@ -134,7 +134,8 @@ def check(artifacts: list[tuple[Path, str, str | None]], spec: "ModelSpec", opti
     targets = resolve_targets(tuple(dict.fromkeys(t for _, t, _ in artifacts)))
     by_name = {t.name: t for t in targets}
     options = dataclasses.replace(options, targets=tuple(by_name))
-    ctx, cache, evalset, ref_fp32 = programs(spec, options, targets, progress)
+    built = programs(spec, options, targets, progress)
+    ctx, cache, evalset, ref_fp32 = built.ctx, built.cache, built.evalset, built.ref_fp32
     runs = ProgramRuns()
     out = []
     for path, name, recorded in artifacts:

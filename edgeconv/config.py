@@ -103,9 +103,27 @@ def check_sparsity(value: float) -> float:
 class SparseOptions(Record):
     sparsity: float = 0.8
     block: BlockSize = BlockSize.FOUR
+    # `--sparsity 0.5,0.7,0.9`: every level is pruned (and fine-tuned) and tabulated; the artifact
+    # takes the sparsest level within the drop budget (edgeconv.prepare.prune). (): `sparsity` only.
+    levels: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         check_sparsity(self.sparsity)
+        for level in self.levels:
+            check_sparsity(level)
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneOptions(Record):
+    """Gradual magnitude pruning while fine-tuning, for the sparse targets (epochs 0: one-shot
+    pruning by the `sparsify` pass). `export --prune-epochs N [--train-data MOD:FN]`."""
+
+    epochs: int = 0
+    train_data: str = ""  # package.module:function; empty: the model's bundled training data
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.epochs, int) or self.epochs < 0:
+            raise UserError(f"--prune-epochs {self.epochs!r} must be a whole number >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +146,7 @@ class ExportOptions(Record):
     quant: QuantOptions = QuantOptions()
     sparse: SparseOptions = SparseOptions()
     qat: QATOptions = QATOptions()
+    prune: PruneOptions = PruneOptions()
     max_drop: float | None = None  # keep the fewest most-sensitive layers float until the drop is within this
     quant_config: QuantConfig | None = None  # which layers are int8 (--quant-config); None: all, or --max-drop's choice
     evaluator: str = ""  # package.module:function(outputs, data) -> float for --max-drop; empty: built-in

@@ -25,6 +25,7 @@ from edgeconv.errors import UserError
 from edgeconv.host import host_info
 from edgeconv.passes import reads
 from edgeconv.passes.manager import PassCache, Step, run_passes
+from edgeconv.prepare.prune import prune_stage
 from edgeconv.registry import TARGETS
 from edgeconv.results import Artifact, Manifest, StageRecord, atomic_write
 from edgeconv.verify import ProgramRuns, torch_outputs, verify
@@ -32,6 +33,7 @@ from edgeconv.verify import ProgramRuns, torch_outputs, verify
 if TYPE_CHECKING:
     from edgeconv.config import QuantConfig
     from edgeconv.quant.sensitivity import AnalysisResult, SensitivityReport
+    from edgeconv.results import PruneReport
     from edgeconv.calib.data import DataSet
     from edgeconv.exporters.base import Target
     from edgeconv.quant.fallback import FallbackResult
@@ -224,19 +226,30 @@ def quantized_graph(spec: "ModelSpec", options: ExportOptions, progress: Progres
     return run_passes(root, ctx, chain, quantize_steps(None)), ctx, evalset
 
 
-def programs(spec: "ModelSpec", options: ExportOptions, targets: list["Target"],
-             progress: Progress) -> tuple[Context, PassCache, "DataSet", np.ndarray]:
-    """Everything the targets' programs come from, as export builds it: the data split, prepare and
-    capture, QAT when asked, the fp32 reference on the held-out samples, and the pass-chain cache.
-    Deterministic for the same model, options and data, so `edgeconv check` rebuilds what export built."""
+@dataclasses.dataclass(frozen=True)
+class Programs:
+    """Everything the targets' programs come from."""
+
+    ctx: Context  # its options are the run's, after --sparsity a,b,c chose a level
+    cache: PassCache  # the pass chains, each prefix run once from the captured root
+    evalset: "DataSet"  # held-out samples (never calibration)
+    ref_fp32: np.ndarray  # torch fp32 outputs on them
+    pruning: "PruneReport | None" = None
+
+
+def programs(spec: "ModelSpec", options: ExportOptions, targets: list["Target"], progress: Progress) -> Programs:
+    """As export builds them: the data split, prepare and capture, pruning while fine-tuning and QAT
+    when asked, the fp32 reference on the held-out samples, and the pass-chain cache. Deterministic
+    for the same model, options and data, so `edgeconv check` rebuilds what export built."""
     calib, evalset = split_data(spec, options, any(t.quantized for t in targets))
     # float-only runs have no calibration split: check the reparameterization on the held-out inputs
     real = calib if calib is not None else evalset
     prepared, root = capture_prepared(spec, progress, real.x, options.seed)
+    prepared, root, options, pruning = prune_stage(prepared, root, options, evalset, progress)  # --prune-epochs
     ctx = Context(options=options, model=prepared, calib=calib, progress=progress)
     qat = qat_stage(prepared, options, progress) if options.qat.epochs else None
     ref_fp32 = torch_outputs(spec.module, evalset.x, progress, "torch fp32 reference")
-    return ctx, PassCache(root, ctx, quantize_steps(qat)), evalset, ref_fp32
+    return Programs(ctx, PassCache(root, ctx, quantize_steps(qat)), evalset, ref_fp32, pruning)
 
 
 def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None = None) -> Manifest:
@@ -257,8 +270,9 @@ def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None 
         raise UserError("--quant-config already says which layers are float; drop "
                         + ("--max-drop" if options.max_drop is not None else "--qat-epochs"))
     out_dir = prepare_out_dir(options.out_path)
-    ctx, cache, evalset, ref_fp32 = programs(spec, options, targets, progress)
-    calib, root = ctx.calib, cache.get(())
+    built = programs(spec, options, targets, progress)
+    ctx, cache, evalset, ref_fp32 = built.ctx, built.cache, built.evalset, built.ref_fp32
+    options, calib, root = ctx.options, ctx.calib, cache.get(())
 
     work = Path(tempfile.mkdtemp(prefix=".edgeconv-tmp-", dir=out_dir))
     runs = ProgramRuns()  # torch outputs (and int8 tensors) per pass-chain result, shared by its targets
@@ -287,7 +301,7 @@ def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None 
                      "eval_samples": len(evalset), "eval_real": evalset.real},
         stages=stages, artifacts=tuple(final), tool_versions=tool_versions(),
         reference_accuracy=_acc(ref_fp32, evalset), host=host_info(), quant_config=_quant_config(targets, cache),
-        model_ref=spec.reference(),
+        model_ref=spec.reference(), pruning=built.pruning,
     )
     atomic_write(out_dir / MANIFEST, manifest.to_json())
     return manifest
@@ -368,4 +382,7 @@ def analyze_model(spec: Any, options: Any, max_drop: float | None = None, evalua
 
 # The pipeline's own steps around the passes, with the options each reads (`edgeconv list` shows
 # them beside the passes': together, every option that can change an artifact).
-STEPS = {"prepare": prepare_eager, "qat (prepare stage)": qat_stage, "before quantize": before_quantize}
+STEPS = {"prepare": prepare_eager,
+         "prune (prepare stage)": reads("prune.epochs", "prune.train_data", "sparse.sparsity", "sparse.levels",
+                                        "sparse.block", "max_drop", "seed")(prune_stage),
+         "qat (prepare stage)": qat_stage, "before quantize": before_quantize}

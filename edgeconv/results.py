@@ -250,6 +250,60 @@ class Artifact(Record):
 
 
 @dataclasses.dataclass(frozen=True)
+class PruneEpoch(Record):
+    """One epoch of `--prune-epochs` fine-tuning: mean training loss, accuracy on the training
+    batches (as trained) and on the validation split held back from the training data."""
+
+    epoch: int
+    sparsity: float  # the schedule's sparsity in force at the end of the epoch
+    loss: float
+    train_accuracy: float
+    val_accuracy: float | None
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneLevel(Record):
+    """One sparsity level of the trade-off: task metric of the pruned torch model against the
+    predicted speed-up of XNNPACK's sparse path on ARM (a prediction, never a measurement)."""
+
+    sparsity: float
+    method: str  # "gradual, N epochs" | "one-shot"
+    metric: str  # "accuracy" (labels) | "top-1 agreement with the source model"
+    score: float  # on the held-out evaluation samples, the same ones parity uses
+    drop: float  # the source model's score minus `score`
+    val_drop: float | None  # on the validation split (what chooses the exported level)
+    zeros_1x1: float  # fraction of the 1x1 conv weights that are zero
+    predicted_speedup: float  # whole-model, ARM, XNNPACK sparse vs dense: PREDICTED
+    seconds: float  # fine-tuning (or pruning) time for this level on this host
+    exported: bool = False
+    epochs: tuple[PruneEpoch, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneReport(Record):
+    """`--prune-epochs` / `--sparsity a,b,c`: each level, which one the artifacts carry, and how
+    the speed-up was predicted."""
+
+    levels: tuple[PruneLevel, ...]
+    chosen: float
+    why: str
+    max_drop: float
+    train_data: str
+    val_samples: int
+    speedup_basis: str
+    one_by_one_flop_share: float  # share of the model's conv/linear multiply-adds in 1x1 convs
+
+    def table(self) -> str:
+        rows = [f"{'sparsity':>8}  {'method':<18} {self.levels[0].metric if self.levels else 'metric':<10} "
+                f"{'drop':>7}  {'1x1 zeros':>9}  {'speed-up (predicted, ARM)':>25}"]
+        for lv in self.levels:
+            rows.append(f"{lv.sparsity:>8.0%}  {lv.method:<18} {lv.score:<10.4f} {100 * lv.drop:>6.2f}p  "
+                        f"{lv.zeros_1x1:>9.1%}  {lv.predicted_speedup:>24.2f}x" + ("  <- exported" if lv.exported else ""))
+        return "\n".join(rows)
+
+
+@dataclasses.dataclass(frozen=True)
 class Manifest(Record):
     edgeconv_version: str
     model: str
@@ -265,6 +319,8 @@ class Manifest(Record):
     quant_config: dict[str, Any] | None = None
     # how the model was named (--model, --weights, --input-shape): `edgeconv check OUT_DIR` reloads it
     model_ref: dict[str, Any] | None = None
+    # --prune-epochs / --sparsity a,b,c: the levels tried, the one exported, the predicted speed-ups
+    pruning: PruneReport | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -15,14 +16,17 @@ from edgeconv.cli.options import load_spec, model_options, progress, quant_and_c
 @click.option("-o", "--out", "out_dir", default="edgeconv-out", show_default=True, help="Output folder.")
 @quant_options
 @click.option("--eval-samples", default=256, show_default=True, type=click.IntRange(1))
-@click.option("--sparsity", default=0.8, show_default=True, type=float,
-              help="Sparse targets: fraction of 1x1/linear weights pruned (0 < s < 1).")
+@click.option("--sparsity", default="0.8", show_default=True, metavar="S[,S...]",
+              help="Sparse targets: fraction of 1x1/linear weights pruned (0 < s < 1); a list (0.5,0.7,0.9) "
+                   "tabulates accuracy against predicted ARM speed-up and exports the sparsest level within --max-drop.")
 @click.option("--block", type=click.Choice(["4", "2", "1"]), default="4", show_default=True,
               help="Sparse targets: output channels pruned together.")
 @click.option("--qat-epochs", default=0, show_default=True, type=click.IntRange(0),
               help="Quantization-aware training for N epochs instead of calibration (int8 targets).")
+@click.option("--prune-epochs", default=0, show_default=True, type=click.IntRange(0),
+              help="Sparse targets: prune gradually while fine-tuning for N epochs instead of in one shot.")
 @click.option("--train-data", default="", metavar="MOD:FN",
-              help="QAT data: package.module:function returning a labelled DataSet or (x, y). Default: bundled.")
+              help="QAT / pruning data: package.module:function returning a labelled DataSet or (x, y). Default: bundled.")
 @click.option("--max-drop", type=float, default=None, metavar="X",
               help="Keep the fewest most-sensitive layers in float until the task metric drops by at most X.")
 @click.option("--evaluator", default="", metavar="MOD:FN",
@@ -43,9 +47,10 @@ from edgeconv.cli.options import load_spec, model_options, progress, quant_and_c
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of a table.")
 def export_cmd(**kw) -> None:
     """Export a PyTorch model to verified ONNX / TFLite / CoreML artifacts with a manifest."""
-    from edgeconv.config import BlockSize, ExportOptions, QATOptions, SparseOptions
+    from edgeconv.config import BlockSize, ExportOptions, PruneOptions, QATOptions
     from edgeconv.errors import ParityFailure
     from edgeconv.pipeline import export, resolve_targets
+    from edgeconv.prepare.prune import check_options
 
     as_json, html_report = kw.pop("as_json"), kw.pop("html_report")
     config_file = kw.pop("quant_config")
@@ -56,12 +61,14 @@ def export_cmd(**kw) -> None:
     options = ExportOptions(
         targets=tuple(kw.pop("targets")) or ("tflite-int8",), out_dir=kw.pop("out_dir"),
         **quant_and_calib(kw), eval_samples=kw.pop("eval_samples"),
-        sparse=SparseOptions(sparsity=kw.pop("sparsity"), block=BlockSize(int(kw.pop("block")))),
-        qat=QATOptions(epochs=kw.pop("qat_epochs"), train_data=kw.pop("train_data")),
+        sparse=sparse_options(kw.pop("sparsity"), BlockSize(int(kw.pop("block")))),
+        qat=QATOptions(epochs=kw.pop("qat_epochs"), train_data=kw["train_data"]),
+        prune=PruneOptions(epochs=kw.pop("prune_epochs"), train_data=kw.pop("train_data")),
         max_drop=kw.pop("max_drop"), evaluator=kw.pop("evaluator"), analyze=kw.pop("analyze"),
         quant_config=kw.pop("quant_config", None), min_cosine=kw.pop("min_cosine"), min_top1=kw.pop("min_top1"),
     )
     resolve_targets(options.targets)  # unknown target: fail before loading anything
+    check_options(options)  # --prune-epochs / a list of --sparsity levels without a sparse target
     if options.evaluator:
         from edgeconv.quant.fallback import load_evaluator
 
@@ -73,6 +80,8 @@ def export_cmd(**kw) -> None:
         from edgeconv.report import print_manifest
 
         print_manifest(manifest, options.out_dir)
+        if manifest.pruning is not None:
+            click.echo(manifest.pruning.table())
         if options.analyze:
             from pathlib import Path
 
@@ -90,6 +99,19 @@ def export_cmd(**kw) -> None:
     failed = [a.target for a in manifest.artifacts if a.parity and not a.parity.passed]
     if failed:
         raise ParityFailure(f"parity failed for {', '.join(failed)} (details in {options.out_dir}/edgeconv.json)")
+
+
+def sparse_options(text: str, block: "Any") -> "Any":
+    """`--sparsity 0.8` or `--sparsity 0.5,0.7,0.9` (a trade-off sweep) as SparseOptions."""
+    from edgeconv.config import SparseOptions
+    from edgeconv.errors import UserError
+
+    try:
+        levels = tuple(sorted({float(v) for v in text.split(",")}))
+    except ValueError:
+        raise UserError(f"--sparsity {text!r} is not a number or a comma-separated list of numbers, "
+                        "e.g. 0.8 or 0.5,0.7,0.8,0.9") from None
+    return SparseOptions(sparsity=levels[-1], block=block, levels=levels if len(levels) > 1 else ())
 
 
 def targets_markdown() -> str:
@@ -137,7 +159,7 @@ def list_cmd(as_json: bool, markdown: bool) -> None:
         click.echo(f"  {n:<20} {', '.join(reads) or '—'}")
     click.echo("pipeline steps (and the options each reads):")
     for n, reads in data["step_options"].items():
-        click.echo(f"  {n:<20} {', '.join(reads) or '—'}")
+        click.echo(f"  {n:<22} {', '.join(reads) or '—'}")
     click.echo("devices: " + (", ".join(data["devices"]) or "(none)"))
 
 
