@@ -467,6 +467,39 @@ def _upsample_nearest(a: dict[str, Any], s: Step) -> np.ndarray:
     return x[..., rows[:, None], cols[None, :]]
 
 
+@_op("upsample_bilinear")
+def _upsample_bilinear(a: dict[str, Any], s: Step) -> np.ndarray:
+    """MIL upsample_bilinear (coremltools' op definition): align_corners maps the corner pixels onto
+    each other (src = dst·(in−1)/(out−1)); otherwise half_pixel_centers gives torch's
+    align_corners=False (src = (dst+0.5)/scale − 0.5, clamped at 0), and without it src = dst/scale."""
+    x = _f(a["x"])
+    sh = float(_scalar(a, "scale_factor_height", 1))
+    sw = float(_scalar(a, "scale_factor_width", 1))
+    corners = bool(_scalar(a, "align_corners", False))
+    half = bool(_scalar(a, "half_pixel_centers", not corners))
+    out_h, out_w = s.out_shapes[0][-2:] if s.out_shapes[0] else (int(x.shape[-2] * sh), int(x.shape[-1] * sw))
+    x = _interp_axis(x, -2, out_h, sh, corners, half)
+    return _interp_axis(x, -1, out_w, sw, corners, half)
+
+
+def _interp_axis(x: np.ndarray, axis: int, out: int, scale: float, corners: bool, half: bool) -> np.ndarray:
+    """Linear interpolation of `x` along one axis to `out` samples (float64 weights)."""
+    n = x.shape[axis]
+    dst = np.arange(out, dtype=np.float64)
+    if corners:
+        src = dst * ((n - 1) / (out - 1)) if out > 1 else np.zeros(out)
+    elif half:
+        src = np.maximum((dst + 0.5) / scale - 0.5, 0.0)
+    else:
+        src = dst / scale
+    src = np.minimum(src, n - 1)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, n - 1)
+    w = (src - lo).reshape([-1] + [1] * (-axis - 1))
+    x64 = x.astype(np.float64)
+    return np.take(x64, lo, axis=axis) * (1 - w) + np.take(x64, hi, axis=axis) * w
+
+
 @_op("pixel_shuffle")
 def _pixel_shuffle(a: dict[str, Any], s: Step) -> np.ndarray:
     """torch's pixel_shuffle: (N, C·f², H, W) -> (N, C, H·f, W·f), channel c·f² + i·f + j to (h·f + i, w·f + j)."""
