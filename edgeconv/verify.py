@@ -128,7 +128,7 @@ def _notes(report: "ParityReport") -> tuple[str, ...]:
         lay = report.layers
         notes += (f"each int8 layer in isolation ({lay.layers} layers, {lay.samples} samples): worst "
                   f"{lay.worst_steps:g} steps at {lay.worst_layer}"
-                  + ("" if lay.passed else f" — FAILED: {'; '.join(lay.over[:5])} > {lay.limit:g}"),)
+                  + ("" if lay.passed else f" — FAILED (limit {lay.limit:g} step): {'; '.join(lay.over[:5])}"),)
         if lay.unmatched:
             notes += (f"UNVERIFIED in isolation: {lay.unmatched} of {lay.layers + lay.unmatched} int8 tensors "
                       f"(the end-to-end check still covers them): " + "; ".join(lay.excluded[:5])
@@ -198,4 +198,5 @@ def layers_in_isolation(target: "Target", path: Path, graph: "Graph", evalset: "
         except Exception as e:
             why = f"the per-layer check could not run: {type(e).__name__}: {str(e).strip().splitlines()[0][:160]}"
             return LayerIsolation(len(x), 0, 0, target.tolerance.layer_max_steps or 0.0, "", float("nan"), (why,), False)
-    return parity.layers_in_isolation(rep.isolated or (), rep.excluded, len(x), target.tolerance, len(rep.covered))
+    return parity.layers_in_isolation(rep.isolated or (), rep.excluded, len(x), target.tolerance, len(rep.covered),
+                                      rep.rescaled)

@@ -46,6 +46,9 @@ class DivergenceReport(Record):
     # simulation tensors that re-lay out another with the same scale (a view): the format keeps one
     # tensor for both, so judging the source judges them
     covered: tuple[str, ...] = ()
+    # "layer: ..." for each tensor the file stores at other quantization parameters than the
+    # simulation's (same real values): a finding at that layer
+    rescaled: tuple[str, ...] = ()
 
     @property
     def worst_isolated(self) -> TensorDrift | None:
@@ -219,6 +222,40 @@ def match(ours: list[QTensor], theirs: list[QTensor]) -> list[tuple[QTensor, QTe
     return pairs
 
 
+# An artifact tensor that holds the simulation's tensor at other quantization parameters: its
+# dequantized values within this relative L2 of the simulation's (a different tensor is far off).
+RESCALED_MAX_REL_L2 = 0.1
+
+
+def rescaled(pairs: list[tuple[QTensor, QTensor | None]], theirs: list[QTensor]) -> list[tuple[QTensor, QTensor]]:
+    """Simulation tensors left unmatched for which an unused artifact tensor of the same size holds
+    the same real values at another scale or zero point: a quantization parameter the file changed.
+    Each is a finding at that tensor's layer — not an unmatched tensor whose consumer takes the blame."""
+    used = {id(a) for _, a in pairs if a is not None}
+    found = []
+    for q, a in pairs:
+        if a is not None:
+            continue
+        cands = [b for b in theirs if id(b) not in used and b.values.size == q.values.size]
+        scored = [(_float_rel_l2(q, b), k) for k, b in enumerate(cands)]
+        if scored:
+            err, k = min(scored)
+            if err <= RESCALED_MAX_REL_L2:
+                used.add(id(cands[k]))
+                found.append((q, cands[k]))
+    return found
+
+
+def _float_rel_l2(q: QTensor, a: QTensor) -> float:
+    """Relative L2 between the real values two int8 tensors encode, in the best layout that fits."""
+    fq = (q.values.astype(np.float64) - q.zero_point) * q.scale
+    views = [a.values.reshape(q.values.shape)]
+    if a.values.ndim == 4 and q.values.ndim == 4 and a.values.shape[3] == q.values.shape[1]:
+        views.append(a.values.transpose(0, 3, 1, 2).reshape(q.values.shape))
+    norm = float(np.linalg.norm(fq)) or 1.0
+    return min(float(np.linalg.norm((v.astype(np.float64) - a.zero_point) * a.scale - fq)) / norm for v in views)
+
+
 def _compatible(q: QTensor, a: QTensor) -> bool:
     return (abs(q.scale - a.scale) <= 1e-6 * q.scale and q.zero_point == a.zero_point
             and q.values.size == a.values.size)
@@ -324,6 +361,13 @@ def divergence(graph: "Graph", artifact: Path | str, x: np.ndarray, steps: float
                                   float(diff.mean()), float((diff > 0).mean()), float((diff > 1).mean())))
     first = next((d for d in drifts if d.max_steps > steps), None)
     isolated, excluded = isolated_drifts(graph, pairs, x, gm, theirs) if isolate else (None, ())
+    found = rescaled(pairs, theirs)
+    changed_params = tuple(f"{q.layer or q.name}: the file stores {q.name} at scale {a.scale:.6g}, zero point "
+                           f"{a.zero_point}; the simulation at scale {q.scale:.6g}, zero point {q.zero_point}"
+                           for q, a in found)
+    moved = {q.name for q, _ in found}
+    unmatched = [n for n in unmatched if n not in moved]
+    missing = [m for m in missing if m.split(" ", 1)[0] not in moved]
     excluded = tuple(missing) + excluded
     return DivergenceReport(str(path), fmt.name, steps, len(x), len(drifts), tuple(unmatched), tuple(drifts), first,
-                            isolated, excluded if isolate else (), tuple(covered))
+                            isolated, excluded if isolate else (), tuple(covered), changed_params)
