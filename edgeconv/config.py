@@ -84,6 +84,13 @@ class CalibSpec(Record):
     layout: str = "NCHW"  # layout of the arrays on disk (NCHW or NHWC)
 
 
+class FloatOpsPolicy(enum.Enum):
+    """What a float op left in an int8 artifact does to its verdict (`--float-ops`)."""
+
+    WARN = "warn"  # counted and named in the manifest (a DSP/NPU delegate would split the graph there)
+    ERROR = "error"  # the artifact fails, naming each float op — as TFLITE_BUILTINS_INT8 refuses them
+
+
 class BlockSize(enum.Enum):
     """Output channels pruned together. 4 lets XNNPACK use its 4-channel sparse kernels."""
 
@@ -158,6 +165,7 @@ class ExportOptions(Record):
     # None: each target's own (int8: cosine 0.95, decisive top-1 0.9)
     min_cosine: float | None = None
     min_top1: float | None = None
+    float_ops: FloatOpsPolicy = FloatOpsPolicy.WARN
 
     @property
     def out_path(self) -> Path:

@@ -176,10 +176,28 @@ def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx:
             fast_out = fast(evalset.x)
         check = parity.host_kernels(fast_out, out, fast.engine, tol, out_quant, target.host_kernel_advice)
         report = dataclasses.replace(report, host_kernels=check)
+    if graph.quantized:
+        report = _full_integer(report, target, path, ctx.options)
     if graph.quantized and target.tolerance.layer_max_steps is not None:
         with one_thread():  # per-sample torch and runtime work, like the rest of parity
             report = dataclasses.replace(report, layers=layers_in_isolation(target, path, graph, evalset, progress, runs))
     return report
+
+
+def _full_integer(report: "ParityReport", target: "Target", path: Path, options: "ExportOptions") -> "ParityReport":
+    """`--float-ops error`: an int8 artifact with any float op fails, each op named (read from the file)."""
+    from edgeconv.config import FloatOpsPolicy
+    from edgeconv.results import OutputDiff
+
+    if options.float_ops is not FloatOpsPolicy.ERROR:
+        return report
+    found = target.format.float_ops(path)
+    nan = float("nan")
+    reason = "" if not found.count else (f"--float-ops error: {found.count} float op(s): " + "; ".join(found.ops[:20])
+                                         + (f"; … (+{found.count - 20})" if found.count > 20 else ""))
+    diff = OutputDiff("full-integer", nan, nan, None, nan, None, not found.count, reason,
+                      checked=(f"no float op ({found.how})",))
+    return dataclasses.replace(report, diffs=report.diffs + (diff,))
 
 
 def layers_in_isolation(target: "Target", path: Path, graph: "Graph", evalset: "DataSet", progress: Progress,

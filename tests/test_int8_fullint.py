@@ -234,3 +234,25 @@ def test_every_layer_is_judged_in_isolation(tmp_path, ref):
     for a in json.loads((out / "edgeconv.json").read_text())["artifacts"]:
         layers = a["parity"]["layers"]
         assert layers["passed"] and layers["layers"] >= 6 and layers["worst_steps"] <= 1, (a["target"], layers)
+
+
+def test_float_ops_error_fails_the_artifact_naming_each_op(tmp_path):
+    """`--float-ops error`: an int8 file that still computes in float fails (exit 1, manifest written),
+    each float op named; a full-integer file of the same run passes; `warn` (the default) passes both."""
+    import json
+
+    from click.testing import CliRunner
+
+    from edgeconv.cli import main
+
+    args = ["export", "--model", "zoo:float_tail", "-t", "tflite-int8", "-t", "onnx-int8", "--calib", "random",
+            "--calib-samples", "8", "--eval-samples", "16"]
+    res = CliRunner().invoke(main, args + ["--float-ops", "error", "-o", str(tmp_path / "e")])
+    assert res.exit_code == 1, res.output
+    arts = {a["target"]: a for a in json.loads((tmp_path / "e" / "edgeconv.json").read_text())["artifacts"]}
+    full = {a: next(d for d in arts[a]["parity"]["diffs"] if d["reference"] == "full-integer") for a in arts}
+    assert arts["tflite-int8"]["float_ops"]["count"] > 0 and not full["tflite-int8"]["passed"]
+    assert "CUMSUM" in full["tflite-int8"]["reason"] and "--float-ops error" in full["tflite-int8"]["reason"]
+    assert arts["onnx-int8"]["float_ops"]["count"] == 0 and full["onnx-int8"]["passed"]
+    res = CliRunner().invoke(main, args + ["-o", str(tmp_path / "w")])
+    assert res.exit_code == 0, res.output

@@ -41,13 +41,16 @@ from edgeconv.cli.options import load_spec, model_options, progress, quant_and_c
 @click.option("--min-top1", type=click.FloatRange(0, 1), default=None, metavar="A",
               help="Lower (or raise) every artifact's decisive top-1 agreement floor vs torch fp32 "
                    "explicitly. Default: the target's (int8: 0.9, or the simulation's own less 0.02).")
+@click.option("--float-ops", "float_ops", type=click.Choice(["warn", "error"]), default="warn", show_default=True,
+              help="A float op left in an int8 artifact: counted and named (warn), or the artifact fails "
+                   "naming each one (error: what a DSP/NPU deployment needs).")
 @click.option("--analyze", is_flag=True, help="Also rank layers by int8 sensitivity (analyze.json).")
 @click.option("--report", "html_report", is_flag=True,
               help="Also write OUT/report.html: charts of parity, sensitivity, ranges and timings (no network).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of a table.")
 def export_cmd(**kw) -> None:
     """Export a PyTorch model to verified ONNX / TFLite / CoreML artifacts with a manifest."""
-    from edgeconv.config import BlockSize, ExportOptions, PruneOptions, QATOptions
+    from edgeconv.config import BlockSize, ExportOptions, FloatOpsPolicy, PruneOptions, QATOptions
     from edgeconv.errors import ParityFailure
     from edgeconv.pipeline import export, resolve_targets
     from edgeconv.prepare.prune import check_options
@@ -66,6 +69,7 @@ def export_cmd(**kw) -> None:
         prune=PruneOptions(epochs=kw.pop("prune_epochs"), train_data=kw.pop("train_data")),
         max_drop=kw.pop("max_drop"), evaluator=kw.pop("evaluator"), analyze=kw.pop("analyze"),
         quant_config=kw.pop("quant_config", None), min_cosine=kw.pop("min_cosine"), min_top1=kw.pop("min_top1"),
+        float_ops=FloatOpsPolicy(kw.pop("float_ops")),
     )
     resolve_targets(options.targets)  # unknown target: fail before loading anything
     check_options(options)  # --prune-epochs / a list of --sparsity levels without a sparse target
