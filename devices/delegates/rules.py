@@ -192,8 +192,12 @@ def judge(table: Table, op: OpView, level: int | None) -> Fallback | None:
 
 
 def _run(spec: dict[str, Any], op: OpView, level: int | None) -> str | None:
-    args = {k: v for k, v in spec.items() if k != "check"}
-    return CHECKS[spec["check"]](op, level=level, **args)
+    """Run one check; `negate = true` turns a pass into a failure and back (for `when` conditions)."""
+    args = {k: v for k, v in spec.items() if k not in ("check", "negate")}
+    out = CHECKS[spec["check"]](op, level=level, **args)
+    if spec.get("negate"):
+        return None if out is not None else f"not {spec['check']}"
+    return out
 
 
 def partition(ops: tuple[OpView, ...], supported: set[int]) -> list[tuple[int, ...]]:
@@ -416,3 +420,20 @@ def _qdq_unit(op: OpView, passthrough: list[str] = (), level: int | None = None)
         if t.dtype.startswith(("float", "bfloat")) and (not t.consumers or any(c != "QuantizeLinear" for c in t.consumers)):
             return f"float output {t.name or t.index} not (only) quantized"
     return None
+
+
+@check("dim")
+def _dim(op: OpView, tensors: str, axis: int, allowed: list[int], level: int | None = None) -> str | None:
+    for t in _sel(op, tensors):
+        if t.rank and t.shape[axis] not in allowed:
+            return f"{t.dtype}{list(t.shape)}: dim {axis} is {t.shape[axis]}"
+    return None
+
+
+@check("values")
+def _values(op: OpView, input: int, max: float, level: int | None = None) -> str | None:
+    t = op.inputs[input] if input < len(op.inputs) else None
+    if t is None or t.values is None:
+        return None
+    big = [v for v in t.values if v > max]
+    return f"input {input} values {[int(v) for v in t.values]} exceed {max:g}" if big else None
