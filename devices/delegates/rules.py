@@ -103,9 +103,10 @@ class Verdict(Record):
                 + ("runs whole" if self.whole else "does NOT run whole"))
 
     def lines(self) -> list[str]:
+        """One line per op left on the CPU (the rule, why, what failed, the source), then the summary."""
         out = [f"  {f.label}: [{f.rule}] {f.why}{' (' + f.detail + ')' if f.detail else ''} -- {f.source}"
                for f in self.fallbacks]
-        return out + [f"  note: {n}" for n in self.notes] + [self.summary()]
+        return out + [self.summary()]
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
@@ -116,8 +117,9 @@ class Verdict(Record):
 # --- loading the tables -----------------------------------------------------------------------
 
 def table_names() -> tuple[str, ...]:
-    return tuple(sorted(p.name.removesuffix(".toml") for p in resources.files(__package__).iterdir()
-                        if p.name.endswith(".toml")))
+    from edgeconv.devices.delegates import names
+
+    return names()
 
 
 def load_table(name: str) -> Table:
@@ -177,7 +179,7 @@ def evaluate(table: Table, ops: tuple[OpView, ...], subject: str, level: int | N
 
 def judge(table: Table, op: OpView, level: int | None) -> Fallback | None:
     """None when the delegate takes `op`, else the first rule that excludes it."""
-    if op.op not in table.ops:
+    if "*" not in table.ops and op.op not in table.ops:
         r = table.unsupported
         return Fallback(op.op, op.index, op.label(), r.id, r.why, f"{op.op} is not in the table", r.source)
     for r in table.rules:
@@ -437,3 +439,29 @@ def _values(op: OpView, input: int, max: float, level: int | None = None) -> str
         return None
     big = [v for v in t.values if v > max]
     return f"input {input} values {[int(v) for v in t.values]} exceed {max:g}" if big else None
+
+
+@check("values_min")
+def _values_min(op: OpView, input: int, min: float, level: int | None = None) -> str | None:
+    t = op.inputs[input] if input < len(op.inputs) else None
+    if t is None or t.values is None:
+        return None
+    low = [v for v in t.values if v < min]
+    return f"input {input} has values below {min:g}: {[int(v) for v in low][:4]}" if low else None
+
+
+@check("static_shape")
+def _static_shape(op: OpView, level: int | None = None) -> str | None:
+    for t in op.activations:
+        if any(d < 0 for d in t.shape):
+            return f"{t.name or t.index} has a dynamic shape {list(t.shape)}"
+    return None
+
+
+@check("qdq_pairs")
+def _qdq_pairs(op: OpView, allowed: list[list[str]], level: int | None = None) -> str | None:
+    """The integer types two DequantizeLinear-fed inputs carry, as a pair, must be allowed."""
+    types = (op.options.get("qdq_input_types") or [])[:2]
+    if len(types) < 2 or None in types:
+        return None
+    return None if list(types) in [list(a) for a in allowed] else f"quantized input types ({types[0]}, {types[1]})"
