@@ -212,3 +212,37 @@ def test_ane_table_needs_coreml_extra_or_reads_the_program(tmp_path):
     bad.mkdir()
     with pytest.raises(UserError):
         delegates.check(bad, "ane")
+
+
+# --- gate budgets -----------------------------------------------------------------------------
+
+def test_gate_budgets_max_partitions_and_cpu_ops_are_pure_checks():
+    from edgeconv.errors import UserError
+    from edgeconv.gate.budgets import Measured, parse_budgets
+    from edgeconv.gate.rules import evaluate
+
+    text = ('[[budget]]\nmodel = "m"\ntarget = "tflite-int8"\ndevice = "pixel-7"\ndelegate = "nnapi"\n'
+            'max_cpu_ops = 0\nmax_partitions = 1\n')
+    b = parse_budgets(text, "b.toml")
+    m = Measured(model="m", target="tflite-int8", device="pixel-7", artifact_sha256="0" * 64, size_bytes=1,
+                 delegate="nnapi", partitions=2, cpu_ops=1, delegate_basis="predicted (nnapi.toml)")
+    res = {r.metric: r for r in evaluate(b, {b.entries[0].key: m})}
+    assert not res["max_cpu_ops"].passed and not res["max_partitions"].passed
+    assert "predicted (nnapi.toml)" in res["max_cpu_ops"].message
+    ok = evaluate(b, {b.entries[0].key: Measured(**{**m.to_dict(), "partitions": 1, "cpu_ops": 0})})
+    assert all(r.passed for r in ok)
+    with pytest.raises(UserError, match=r"b\.toml:\d: budget 1: max_(partitions|cpu_ops) counts what a delegate takes"):
+        parse_budgets(text.replace('delegate = "nnapi"\n', ""), "b.toml")
+
+
+def test_gate_cli_fails_on_a_delegate_budget(tmp_path):
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text(f'[gate]\nout_dir = "{tmp_path / "out"}"\ncalib_samples = 32\neval_samples = 32\n\n'
+                       '[[budget]]\nmodel = "edgeconv.demo:demo"\ntarget = "tflite-int8"\ndevice = "host"\n'
+                       'delegate = "xnnpack"\nmax_cpu_ops = 0\nmax_partitions = 1\n\n'
+                       '[[budget]]\nmodel = "edgeconv.demo:demo"\ntarget = "tflite-int8"\ndevice = "galaxy-s24"\n'
+                       'delegate = "hexagon"\nmax_cpu_ops = 0\n')
+    code, out = _cli("gate", str(budgets))
+    assert code == 1, out
+    assert re.search(r"max_cpu_ops.*measured on this host", out.replace("\n", " ")) or "measured on this host" in out
+    assert "hexagon.version-4" in out
