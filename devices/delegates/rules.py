@@ -465,3 +465,17 @@ def _qdq_pairs(op: OpView, allowed: list[list[str]], level: int | None = None) -
     if len(types) < 2 or None in types:
         return None
     return None if list(types) in [list(a) for a in allowed] else f"quantized input types ({types[0]}, {types[1]})"
+
+
+@check("same_quant_inputs")
+def _same_quant_inputs(op: OpView, level: int | None = None) -> str | None:
+    """Every quantized computed input carries the output's scale and zero point."""
+    out = op.outputs[0] if op.outputs else None
+    if out is None or not out.quantized:
+        return None
+    for i, t in enumerate(op.inputs):
+        if t is None or t.const or not t.quantized:
+            continue
+        if t.scale[:1] != out.scale[:1] or t.zero_point[:1] != out.zero_point[:1]:
+            return f"input {i} scale {t.scale[0]:.4g} / zero point {t.zero_point[:1]} vs output {out.scale[0]:.4g} / {out.zero_point[:1]}"
+    return None
