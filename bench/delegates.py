@@ -1,14 +1,17 @@
 """Which accelerator runs each zoo net whole: partitions and CPU ops per delegate.
 
-    python bench/delegates.py                        # every family, --size small, tflite-int8 + onnx-int8
+    python bench/delegates.py                        # every family, --size small
     python bench/delegates.py --nets mobilenet_v3,convnext --jobs 1
+    python bench/delegates.py --work DIR --reuse     # re-analyse the files a run left in DIR
 
-Per zoo family (examples/zoo, the `_small` factory): one `edgeconv export -t tflite-int8 -t onnx-int8`
-subprocess (calibrated on crops of real photos, examples/zoo/images.py), then, in this process:
+Per zoo family (examples/zoo, the `_small` factory): one `edgeconv export -t tflite-int8 -t onnx-int8
+-t tflite` subprocess (calibrated on crops of real photos, examples/zoo/images.py), then, here:
 
 - XNNPACK: MEASURED on this host (ai-edge-litert's Interpreter with its default XNNPACK delegate;
   devices/delegates/measured.py reads the DELEGATE nodes after allocate_tensors()) and PREDICTED
-  from devices/delegates/xnnpack.toml, with the ops where the two disagree;
+  from devices/delegates/xnnpack.toml, with the ops where the two disagree. The int8 files are the
+  ones the table's int8 rules were corrected on; the fp32 twins (`xnnpack_fp32`) were not used to
+  write the table and are the held-out check;
 - GPU, NNAPI (feature level 4, and 3), Hexagon on the .tflite, QNN on the .onnx: PREDICTED only.
 
 Writes bench/results/delegates.json after every net. A failed export is recorded with its last line.
@@ -52,7 +55,7 @@ def export(ref: str, out: Path, args) -> tuple[dict[str, Path], str, float]:
         return {a["target"]: out / a["path"] for a in m.get("artifacts", [])}, "", 0.0
     if out.exists():
         shutil.rmtree(out)
-    cmd = [sys.executable, "-m", "edgeconv", "export", "--model", ref, "-t", "tflite-int8", "-t", "onnx-int8",
+    cmd = [sys.executable, "-m", "edgeconv", "export", "--model", ref, "-t", "tflite-int8", "-t", "onnx-int8", "-t", "tflite",
            "--calib", str(args.calib_dir), "--calib-samples", str(args.calib_samples),
            "--eval-samples", str(args.eval_samples), "--out", str(out)]
     t0 = time.perf_counter()
@@ -75,24 +78,32 @@ def summary(v) -> dict:
             "cpu_op_types": dict(cpu_ops.most_common()), **({"level": v.level} if v.level is not None else {})}
 
 
+def xnnpack_both(path: Path) -> dict:
+    from edgeconv.devices import delegates
+
+    pred, meas = delegates.check(path, "xnnpack"), delegates.measure(path, "xnnpack")
+    by = {o.index: o for o in delegates.read_ops(path, "tflite")}
+    only_pred = sorted(set(pred.delegated) - set(meas.delegated))
+    only_meas = sorted(set(meas.delegated) - set(pred.delegated))
+    return {"measured": summary(meas), "predicted": summary(pred),
+            "agree": pred.delegated == meas.delegated and pred.partitions == meas.partitions,
+            "predicted_not_measured": [by[i].label() for i in only_pred],
+            "measured_not_predicted": [by[i].label() for i in only_meas],
+            "measure_notes": list(meas.notes)}
+
+
 def analyse(files: dict[str, Path]) -> dict:
     from edgeconv.devices import delegates
 
     out: dict = {}
     tfl = files.get("tflite-int8")
     if tfl is not None:
-        pred, meas = delegates.check(tfl, "xnnpack"), delegates.measure(tfl, "xnnpack")
-        by = {o.index: o for o in delegates.read_ops(tfl, "tflite")}
-        only_pred = sorted(set(pred.delegated) - set(meas.delegated))
-        only_meas = sorted(set(meas.delegated) - set(pred.delegated))
-        out["xnnpack"] = {"measured": summary(meas), "predicted": summary(pred),
-                          "agree": pred.delegated == meas.delegated and pred.partitions == meas.partitions,
-                          "predicted_not_measured": [by[i].label() for i in only_pred],
-                          "measured_not_predicted": [by[i].label() for i in only_meas],
-                          "measure_notes": list(meas.notes)}
+        out["xnnpack"] = xnnpack_both(tfl)
         for name, level in TFLITE_DELEGATES:
             key = name if level in (None, 4) else f"{name}@{level}"
             out[key] = summary(delegates.check(tfl, name, level))
+    if files.get("tflite") is not None:  # fp32 twin: not used to write the XNNPACK table (held out)
+        out["xnnpack_fp32"] = xnnpack_both(files["tflite"])
     onnx = files.get("onnx-int8")
     if onnx is not None:
         out["qnn"] = summary(delegates.check(onnx, "qnn"))
@@ -116,8 +127,10 @@ def headline(nets: dict) -> dict:
             h[k] = {"nets": len(rows), "run_whole": sum(r["whole"] for r in rows),
                     "median_partitions": sorted(r["partitions"] for r in rows)[len(rows) // 2],
                     "total_cpu_ops": sum(r["cpu_ops"] for r in rows)}
-    x = [n["delegates"]["xnnpack"] for n in nets.values() if "xnnpack" in n.get("delegates", {})]
-    h["xnnpack_predicted_equals_measured"] = f"{sum(r['agree'] for r in x)}/{len(x)}"
+    for key, label in (("xnnpack", "int8 files (the XNNPACK table was corrected on these)"),
+                       ("xnnpack_fp32", "fp32 files (held out: not used to write the table)")):
+        x = [n["delegates"][key] for n in nets.values() if key in n.get("delegates", {})]
+        h[f"{key}_predicted_equals_measured"] = f"{sum(r['agree'] for r in x)}/{len(x)} {label}"
     return h
 
 
@@ -157,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                     "gpu": "predicted (gpu.toml; default options: largest partition only)",
                     "nnapi": "predicted (nnapi.toml) at feature level 4; nnapi@3 at level 3",
                     "hexagon": "predicted (hexagon.toml)", "qnn": "predicted (qnn.toml) on the onnx-int8 QDQ file",
+                    "xnnpack_fp32": "measured and predicted on the fp32 twin (held out from writing the table)",
                     "partitions": "TFLite graph_info.cc epochs over supported nodes (devices/delegates/rules.py)"},
             "headline": {}, "nets": {}}
     if args.out.exists():
