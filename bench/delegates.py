@@ -191,7 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     previous = dict(data["nets"])
     if args.out.exists() and args.reuse:
         try:
-            previous = json.loads(args.out.read_text()).get("nets", {})
+            old = json.loads(args.out.read_text())
+            previous = old.get("nets", {})
+            # the files are those the earlier run exported: its command stays the one that made them
+            data["reanalysed_by"] = data["command"]
+            data["command"] = old.get("command", data["command"])
         except ValueError:
             previous = {}
 
