@@ -205,7 +205,8 @@ def test_check_delegate_bad_input_exits_2(demo, tmp_path, args, needle):
     assert needle in out and "Traceback" not in out and len(out.strip().splitlines()) == 1
 
 
-def test_ane_table_needs_coreml_extra_or_reads_the_program(tmp_path):
+def test_ane_fp16_program_runs_whole_fp32_does_not(tmp_path):
+    """The Neural Engine computes in float16: an fp32-typed ML program stays on GPU/CPU."""
     pytest.importorskip("coremltools")
     from edgeconv.errors import UserError
 
@@ -213,6 +214,13 @@ def test_ane_table_needs_coreml_extra_or_reads_the_program(tmp_path):
     bad.mkdir()
     with pytest.raises(UserError):
         delegates.check(bad, "ane")
+    m = export(load_model(None), ExportOptions(targets=("coreml", "coreml-fp16"), out_dir=str(tmp_path)))
+    arts = {a.target: tmp_path / a.path for a in m.artifacts}
+    fp16 = delegates.check(arts["coreml-fp16"], "ane")
+    assert fp16.whole and len(fp16.partitions) == 1 and any(o.op == "conv" for o in delegates.read_ops(arts["coreml-fp16"], "mlpackage"))
+    fp32 = delegates.check(arts["coreml"], "ane")
+    assert not fp32.delegated and {f.rule for f in fp32.fallbacks} == {"ane.fp32-compute"}
+    assert "typed-execution" in fp32.fallbacks[0].source
 
 
 # --- gate budgets -----------------------------------------------------------------------------
