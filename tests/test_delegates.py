@@ -250,8 +250,9 @@ def test_gate_cli_fails_on_a_delegate_budget(tmp_path):
                        '[[budget]]\nmodel = "edgeconv.demo:demo"\ntarget = "tflite-int8"\ndevice = "host"\n'
                        'delegate = "xnnpack"\nmax_cpu_ops = 0\nmax_partitions = 1\n\n'
                        '[[budget]]\nmodel = "edgeconv.demo:demo"\ntarget = "tflite-int8"\ndevice = "galaxy-s24"\n'
-                       'delegate = "hexagon"\nmax_cpu_ops = 0\n')
+                       'delegate = "hexagon"\nmax_cpu_ops = 0\nmax_float_ops = 0\n')
     code, out = _cli("gate", str(budgets))
     assert code == 1, out
     assert re.search(r"max_cpu_ops.*measured on this host", out.replace("\n", " ")) or "measured on this host" in out
     assert "hexagon.version-4" in out
+    assert "max_float_ops" in out  # the demo's full-integer file: 0 float ops, that row passes

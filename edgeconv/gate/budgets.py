@@ -18,7 +18,8 @@ Budgets file:
     device = "host"
     p50_ms = 2.0                   # any of p50_ms, p90_ms, size_kb, accuracy_drop (percentage points),
                                    # max_partitions, max_cpu_ops (need `delegate`: its support table,
-                                   # devices/delegates/*.toml; xnnpack on host is measured)
+                                   # devices/delegates/*.toml; xnnpack on host is measured),
+                                   # max_float_ops (int8 targets: ops the manifest's float_ops counts)
                                    # (p90_ms needs a measurement: against a prediction that row fails)
     size_kb = 64
     accuracy_drop = 1.0
@@ -38,7 +39,7 @@ from typing import Any, Iterable, Mapping
 from edgeconv.errors import EdgeconvError, UserError
 from edgeconv.results import Record
 
-LIMITS = ("p50_ms", "p90_ms", "size_kb", "accuracy_drop", "max_partitions", "max_cpu_ops")
+LIMITS = ("p50_ms", "p90_ms", "size_kb", "accuracy_drop", "max_partitions", "max_cpu_ops", "max_float_ops")
 DELEGATE_LIMITS = ("max_partitions", "max_cpu_ops")  # checked against the budget's delegate table
 BUDGET_KEYS = ("model", "target", "device", "delegate", *LIMITS, "regression_pct")
 BASELINE_VERSION = 1
@@ -76,6 +77,7 @@ class Budget:
     line: int = 0  # where the entry starts in the budgets file
     max_partitions: float | None = None  # delegated partitions the delegate builds
     max_cpu_ops: float | None = None  # ops the delegate leaves on the CPU
+    max_float_ops: float | None = None  # int8 artifacts: ops still computing in float (Artifact.float_ops)
 
     @property
     def key(self) -> str:
@@ -118,6 +120,8 @@ class Measured(Record):
     partitions: int | None = None  # delegated partitions (max_partitions budgets)
     cpu_ops: int | None = None  # ops left on the CPU (max_cpu_ops budgets)
     delegate_basis: str = ""  # "measured on this host (...)" or "predicted (<name>.toml)"
+    float_ops: int | None = None  # Artifact.float_ops.count (None: not an int8 target)
+    float_ops_note: str = ""
 
     @property
     def key(self) -> str:

@@ -61,8 +61,17 @@ def collect(budgets: Budgets, progress: "Progress | None" = None) -> dict[str, M
                                   reference_accuracy=ref if ref is not None else manifest.reference_accuracy,
                                   p50_ms=p50, p90_ms=p90, method=method, basis=basis,
                                   parity_failures=len(failed) if a.parity else None, parity_note=note,
-                                  delegate=b.delegate or "", partitions=parts, cpu_ops=cpu, delegate_basis=dbasis)
+                                  delegate=b.delegate or "", partitions=parts, cpu_ops=cpu, delegate_basis=dbasis,
+                                  float_ops=a.float_ops.count if a.float_ops else None,
+                                  float_ops_note=_float_note(a.float_ops))
     return out
+
+
+def _float_note(f) -> str:
+    if f is None:
+        return ""
+    named = ", ".join(f.ops[:4]) + (" ..." if len(f.ops) > 4 else "")
+    return f"float ops: {f.how or 'read from the file'}" + (f": {named}" if named else "")
 
 
 def _delegate_counts(path: Path, b: Budget) -> tuple[int, int, str]:

@@ -28,7 +28,9 @@ def evaluate(budgets: Budgets, measured: Mapping[str, Measured],
                   ("size_kb", b.size_kb, m.size_bytes / 1024.0, f"sha256 {m.artifact_sha256[:12]}"),
                   ("accuracy_drop", b.accuracy_drop, m.accuracy_drop, _acc_note(m)),
                   ("max_partitions", b.max_partitions, m.partitions, m.delegate_basis or "delegate table"),
-                  ("max_cpu_ops", b.max_cpu_ops, m.cpu_ops, m.delegate_basis or "delegate table")]
+                  ("max_cpu_ops", b.max_cpu_ops, m.cpu_ops, m.delegate_basis or "delegate table"),
+                  ("max_float_ops", b.max_float_ops, m.float_ops,
+                   m.float_ops_note or "float_ops is counted for int8 targets only")]
         for metric, limit, value, note in checks:
             if limit is None:
                 continue
