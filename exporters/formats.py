@@ -25,6 +25,7 @@ from edgeconv.results import TensorSpec
 
 if TYPE_CHECKING:
     from edgeconv.costops import Op
+    from edgeconv.opview import OpView
     from edgeconv.exporters.tflite.sparse_check import SparseReport
     from edgeconv.results import FloatOps, WeightQuant
 
@@ -136,6 +137,15 @@ class Format:
     def cost_ops(self, path: Path) -> "tuple[list[Op], str]":
         """(ops, stored precision) for the cost model: the file's ops after a runtime's usual fusions."""
         return self._reading("cost_ops", "list their ops for the cost model")(path)
+
+    def op_view(self, path: Path) -> "tuple[OpView, ...]":
+        """Every op of the file with its tensors' dtypes, shapes, constness and options: what the
+        delegate support tables test (edgeconv.devices.delegates)."""
+        return self._reading("op_view", "list their ops for the delegate tables")(path)
+
+    def delegated_nodes(self, path: Path) -> tuple[dict[int, int], list[str]]:
+        """Which nodes this host's runtime hands to its CPU delegate (measured, not predicted)."""
+        return self._reading("delegated_nodes", "say which nodes a delegate takes here")(path)
 
     def sparse_report(self, path: Path) -> "SparseReport":
         """Whether XNNPACK's sparse (CHW) path will run the file, rule by rule."""

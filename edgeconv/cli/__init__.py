@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edgeconv.cli.analyze",
     "edgeconv.cli.sparse",
     "edgeconv.cli.report",
+    "edgeconv.cli.delegates",
 )
 
 

@@ -136,6 +136,7 @@ def targets_markdown() -> str:
 def list_cmd(as_json: bool, markdown: bool) -> None:
     """List the registered targets, passes and devices."""
     from edgeconv import registrations
+    from edgeconv.devices.delegates import names as delegate_tables
     from edgeconv.pipeline import STEPS
     from edgeconv.registry import DEVICES, PASSES, TARGETS
 
@@ -151,6 +152,7 @@ def list_cmd(as_json: bool, markdown: bool) -> None:
         "step_options": {n: list(fn.reads) for n, fn in STEPS.items()},
         # the registry holds each device under its name and its aliases: list each device once
         "devices": sorted({getattr(d, "name", n) for n, d in DEVICES.items()}),
+        "delegate_tables": list(delegate_tables()),  # `edgeconv check-delegate --delegate`
     }
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -165,6 +167,7 @@ def list_cmd(as_json: bool, markdown: bool) -> None:
     for n, reads in data["step_options"].items():
         click.echo(f"  {n:<22} {', '.join(reads) or '—'}")
     click.echo("devices: " + (", ".join(data["devices"]) or "(none)"))
+    click.echo("delegate tables (check-delegate): " + ", ".join(data["delegate_tables"]))
 
 
 commands = [export_cmd, list_cmd]

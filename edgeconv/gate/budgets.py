@@ -16,7 +16,10 @@ Budgets file:
     model = "edgeconv.demo:demo"   # what `edgeconv export --model` takes
     target = "tflite-int8"
     device = "host"
-    p50_ms = 2.0                   # any of p50_ms, p90_ms, size_kb, accuracy_drop (percentage points)
+    p50_ms = 2.0                   # any of p50_ms, p90_ms, size_kb, accuracy_drop (percentage points),
+                                   # max_partitions, max_cpu_ops (need `delegate`: its support table,
+                                   # devices/delegates/*.toml; xnnpack on host is measured),
+                                   # max_float_ops (int8 targets: ops the manifest's float_ops counts)
                                    # (p90_ms needs a measurement: against a prediction that row fails)
     size_kb = 64
     accuracy_drop = 1.0
@@ -36,7 +39,8 @@ from typing import Any, Iterable, Mapping
 from edgeconv.errors import EdgeconvError, UserError
 from edgeconv.results import Record
 
-LIMITS = ("p50_ms", "p90_ms", "size_kb", "accuracy_drop")
+LIMITS = ("p50_ms", "p90_ms", "size_kb", "accuracy_drop", "max_partitions", "max_cpu_ops", "max_float_ops")
+DELEGATE_LIMITS = ("max_partitions", "max_cpu_ops")  # checked against the budget's delegate table
 BUDGET_KEYS = ("model", "target", "device", "delegate", *LIMITS, "regression_pct")
 BASELINE_VERSION = 1
 
@@ -71,6 +75,9 @@ class Budget:
     regression_pct: float | None = None  # None: the [gate] value
     delegate: str | None = None  # None: the device's default
     line: int = 0  # where the entry starts in the budgets file
+    max_partitions: float | None = None  # delegated partitions the delegate builds
+    max_cpu_ops: float | None = None  # ops the delegate leaves on the CPU
+    max_float_ops: float | None = None  # int8 artifacts: ops still computing in float (Artifact.float_ops)
 
     @property
     def key(self) -> str:
@@ -79,6 +86,10 @@ class Budget:
     @property
     def needs_latency(self) -> bool:
         return self.p50_ms is not None or self.p90_ms is not None
+
+    @property
+    def needs_delegate_check(self) -> bool:
+        return self.max_partitions is not None or self.max_cpu_ops is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +117,11 @@ class Measured(Record):
     parity_failures: int | None = None  # the artifact's failed parity comparisons (None: not checked)
     parity_note: str = ""
     delegate: str = ""
+    partitions: int | None = None  # delegated partitions (max_partitions budgets)
+    cpu_ops: int | None = None  # ops left on the CPU (max_cpu_ops budgets)
+    delegate_basis: str = ""  # "measured on this host (...)" or "predicted (<name>.toml)"
+    float_ops: int | None = None  # Artifact.float_ops.count (None: not an int8 target)
+    float_ops_note: str = ""
 
     @property
     def key(self) -> str:
@@ -237,6 +253,11 @@ def _budget(entry: Any, n: int, start: int, text: str, path: str, targets: set[s
         if key in entry:
             strict = key in ("p50_ms", "p90_ms", "size_kb")
             limits[key] = _number(f"{path}:{_key_line(text, key, start)}: budget {n}", key, entry[key], 0.0, strict)
+    for key in DELEGATE_LIMITS:
+        if key in limits and delegate is None:
+            raise UserError(f"{path}:{_key_line(text, key, start)}: budget {n}: {key} counts what a delegate takes; "
+                            'add delegate = "<name>" (xnnpack, gpu, nnapi, hexagon for .tflite; qnn for .onnx; '
+                            "ane for .mlpackage)")
     if not any(k in limits for k in LIMITS):
         raise UserError(f"{where0} ({entry['model']} / {entry['target']} / {entry['device']}) sets no limit; "
                         f"add at least one of {', '.join(LIMITS)}")

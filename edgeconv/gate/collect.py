@@ -48,6 +48,10 @@ def collect(budgets: Budgets, progress: "Progress | None" = None) -> dict[str, M
                 if rep.artifact_sha256 and rep.artifact_sha256 != a.sha256:
                     raise UserError(f"{b.key}: the profiled bytes are not the exported artifact")
                 p50, p90, method, basis = rep.p50_ms, rep.p90_ms, rep.method, headline(rep)
+            parts = cpu = None
+            dbasis = ""
+            if b.needs_delegate_check:
+                parts, cpu, dbasis = _delegate_counts(out_dir / a.path, b)
             ref = a.parity.reference_accuracy if a.parity else None
             failed = [d for d in a.parity.diffs if not d.passed] if a.parity else []
             note = "; ".join(f"vs {d.reference}: {d.reason}" for d in failed) if failed else (
@@ -57,5 +61,30 @@ def collect(budgets: Budgets, progress: "Progress | None" = None) -> dict[str, M
                                   reference_accuracy=ref if ref is not None else manifest.reference_accuracy,
                                   p50_ms=p50, p90_ms=p90, method=method, basis=basis,
                                   parity_failures=len(failed) if a.parity else None, parity_note=note,
-                                  delegate=b.delegate or "")
+                                  delegate=b.delegate or "", partitions=parts, cpu_ops=cpu, delegate_basis=dbasis,
+                                  float_ops=a.float_ops.count if a.float_ops else None,
+                                  float_ops_note=_float_note(a.float_ops))
     return out
+
+
+def _float_note(f) -> str:
+    if f is None:
+        return ""
+    named = ", ".join(f.ops[:4]) + (" ..." if len(f.ops) > 4 else "")
+    return f"float ops: {f.how or 'read from the file'}" + (f": {named}" if named else "")
+
+
+def _delegate_counts(path: Path, b: Budget) -> tuple[int, int, str]:
+    """Partitions and CPU ops for the budget's delegate: measured for XNNPACK on this host (the runtime
+    is here), predicted from the delegate's support table otherwise."""
+    from edgeconv.devices import delegates
+
+    assert b.delegate is not None
+    if b.delegate == "xnnpack" and b.device == "host":
+        v = delegates.measure(path, "xnnpack")
+        basis = "measured on this host (ai-edge-litert XNNPACK)"
+    else:
+        v = delegates.check(path, b.delegate)
+        basis = f"predicted ({b.delegate}.toml)"
+    causes = sorted({f.rule for f in v.fallbacks})
+    return len(v.partitions), v.cpu_ops, basis + (f"; CPU ops by rule: {', '.join(causes)}" if causes else "")

@@ -26,7 +26,11 @@ def evaluate(budgets: Budgets, measured: Mapping[str, Measured],
         how = m.basis or "measured"
         checks = [("p50_ms", b.p50_ms, m.p50_ms, how), ("p90_ms", b.p90_ms, m.p90_ms, how),
                   ("size_kb", b.size_kb, m.size_bytes / 1024.0, f"sha256 {m.artifact_sha256[:12]}"),
-                  ("accuracy_drop", b.accuracy_drop, m.accuracy_drop, _acc_note(m))]
+                  ("accuracy_drop", b.accuracy_drop, m.accuracy_drop, _acc_note(m)),
+                  ("max_partitions", b.max_partitions, m.partitions, m.delegate_basis or "delegate table"),
+                  ("max_cpu_ops", b.max_cpu_ops, m.cpu_ops, m.delegate_basis or "delegate table"),
+                  ("max_float_ops", b.max_float_ops, m.float_ops,
+                   m.float_ops_note or "float_ops is counted for int8 targets only")]
         for metric, limit, value, note in checks:
             if limit is None:
                 continue

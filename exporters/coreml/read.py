@@ -118,6 +118,12 @@ def read_activation_scales(path_or_prog: Any) -> list[float]:
     return [p.scale[0] for _, p in activation_quant(path_or_prog) if len(p.scale) == 1]
 
 
+def op_view(path: Path) -> Any:
+    from edgeconv.exporters.coreml.ops import read_ops
+
+    return read_ops(path)
+
+
 # --- int8 activations, for per-layer isolation -------------------------------------------------
 
 def int8_tensors(path: Path, x: np.ndarray) -> list[QTensor]:

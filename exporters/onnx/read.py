@@ -115,6 +115,12 @@ def float_ops(path: Path) -> FloatOps:
 
 
 
+def op_view(path: Path) -> Any:
+    from edgeconv.exporters.onnx.ops import read_ops
+
+    return read_ops(path)
+
+
 # --- int8 activations, for per-layer isolation -------------------------------------------------
 
 def int8_tensors(path: Path, x: np.ndarray) -> list[QTensor]:

@@ -98,6 +98,52 @@ def float_ops(path: Path) -> FloatOps:
 
 
 
+def delegated_nodes(path: Path) -> tuple[dict[int, int], list[str]]:
+    """Which nodes the interpreter's default XNNPACK delegate took here: {node index: the DELEGATE
+    node (0, 1, …) that replaced it}, and notes on anything the walk could not settle.
+
+    The Python interpreter exposes no execution plan; after `allocate_tensors()` it lists the
+    original nodes with one `DELEGATE` node per delegated partition appended, whose inputs and
+    outputs are the partition's boundary tensors. Walking back from a DELEGATE node's outputs
+    through producers, stopping at its inputs, reaches exactly the nodes it replaced (a partition's
+    inputs are the tensors produced outside it). Built with the default resolver, single-threaded,
+    exactly as parity runs the file."""
+    it = interpreter(path, num_threads=1)
+    it.allocate_tensors()
+    details = it._get_ops_details()
+    originals = [d for d in details if d["op_name"] != "DELEGATE"]
+    delegates = [d for d in details if d["op_name"] == "DELEGATE"]
+    notes: list[str] = []
+    producer = {int(t): d["index"] for d in originals for t in d["outputs"]}
+    owner: dict[int, int] = {}
+    for k, d in enumerate(delegates):
+        stop = {int(t) for t in d["inputs"]}
+        frontier = [int(t) for t in d["outputs"]]
+        seen: set[int] = set()
+        while frontier:
+            t = frontier.pop()
+            if t in stop or t not in producer:
+                continue
+            n = producer[t]
+            if n in seen:
+                continue
+            seen.add(n)
+            frontier.extend(int(x) for x in details[n]["inputs"] if int(x) >= 0)
+        if not seen:
+            notes.append(f"DELEGATE node {d['index']} reaches no original node")
+        for n in seen:
+            if n in owner:
+                notes.append(f"node {n} claimed by two DELEGATE nodes")
+            owner[n] = k
+    return owner, notes
+
+
+def op_view(path: Path) -> Any:
+    from edgeconv.exporters.tflite.ops import read_ops
+
+    return read_ops(path)
+
+
 # --- int8 activations, for per-layer isolation -------------------------------------------------
 
 def int8_tensors(path: Path, x: np.ndarray) -> list[QTensor]:

@@ -1,0 +1,60 @@
+"""How each accelerator will run a deployed file: support tables per delegate, as data with sources.
+
+    check(path, "nnapi")      -> Verdict (predicted from the table)
+    measure(path, "xnnpack")  -> Verdict (measured: what ai-edge-litert's XNNPACK delegate took here)
+
+Tables: `*.toml` beside this module (rules.py says how they are read and how partitions are
+counted). Each artifact's format reads its neutral op list (`Format.op_view`, edgeconv.opview.OpView)
+that the rules test. Heavy imports stay inside the functions.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgeconv.errors import UserError
+
+if TYPE_CHECKING:
+    from edgeconv.devices.delegates.rules import Verdict
+    from edgeconv.opview import OpView
+
+MEASURABLE = ("xnnpack",)
+
+
+def names() -> tuple[str, ...]:
+    """The delegates with a table (one `<name>.toml` each), without reading any of them."""
+    from importlib import resources
+
+    return tuple(sorted(p.name.removesuffix(".toml") for p in resources.files(__name__).iterdir()
+                        if p.name.endswith(".toml")))
+
+
+def read_ops(path: Path | str, fmt: str) -> "tuple[OpView, ...]":
+    """The file's ops, read by its own format; a UserError when the table is for another format."""
+    from edgeconv.exporters.formats import format_for
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{path}: no such file")
+    found = format_for(p)
+    if found.name != fmt:
+        raise UserError(f"{p.name} is in the {found.name} format; this delegate's table reads {fmt} artifacts")
+    return found.op_view(p)
+
+
+def check(path: Path | str, delegate: str, level: int | None = None) -> "Verdict":
+    """The delegate's table applied to the file: per op supported or the rule that excludes it."""
+    from edgeconv.devices.delegates.rules import evaluate, load_table
+
+    table = load_table(delegate)
+    ops = read_ops(path, table.format)
+    return evaluate(table, ops, Path(path).name, level)
+
+
+def measure(path: Path | str, delegate: str = "xnnpack") -> "Verdict":
+    """What the delegate actually took on this host (XNNPACK only: the one runtime here)."""
+    if delegate not in MEASURABLE:
+        raise UserError(f"{delegate} cannot be measured on this host; measurable: {', '.join(MEASURABLE)}")
+    from edgeconv.devices.delegates.measured import xnnpack_measured
+
+    return xnnpack_measured(path, read_ops(path, "tflite"))
