@@ -144,7 +144,7 @@ def main() -> None:
                   f"(n={r['held_out']['n']}); fit median {r['fit']['median_ape']:.1f} % over {len(r['devices'])} devices")
         else:
             print(f"  {g}: {r['skipped']}")
-    print(f"medians per device (held-out): " + ", ".join(
+    print("medians per device (held-out): " + ", ".join(
         f"{k.split('|')[0]}/{k.split('|')[2]} {v['held_out']['median_ape']:.0f}%" for k, v in fitted.items()
         if v["held_out"]["n"]))
 

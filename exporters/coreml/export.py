@@ -188,7 +188,7 @@ def quantize_weights(mlmodel: Any, skip_ops: tuple[str, ...] = ()) -> Any:
     Configured per weight (op_name_configs) instead of globally, so that biases and other constants
     stay float even with weight_threshold=0, the setting that includes small stem/depthwise kernels.
     """
-    ct = import_coremltools()
+    import_coremltools()  # the one import path: a missing extra is one line
     from coremltools.optimize import coreml as cto
 
     cfg = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
