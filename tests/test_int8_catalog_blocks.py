@@ -7,6 +7,9 @@ photos): every int8 layer judged in isolation is within one step of the simulati
   while the cause was found. Deep random-init nets cascade rounding into tens of steps end to end;
   the isolation check must still feed each layer the artifact's own inputs (it used to refuse
   those drifted tensors and charge the SE's 1×1 conv after the MEAN with the cascade: 8-11 steps).
+- MobileViT's block (timm's own `MobileVitBlock`) on a 7×7 map: bilinear 7→8 resize before the
+  patches' attention and 8→7 after it; TFLite's RESIZE_BILINEAR int8 has one scale for input and
+  output, so the annotator shares it (with its own, the conv before it was clipped: 26 steps).
 - cross-covariance attention (EdgeNeXt-XXS's XCA): F.normalize is a division of an int8
   activation, which TFLite's int8 DIV kernel gets wrong (−128) for a numerator one step below its
   zero point; edgeconv keeps it out of that kernel.
@@ -19,7 +22,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
+from torch import nn
 
 from bench.timm_env import import_timm
 
@@ -72,5 +77,36 @@ def test_cross_covariance_attention_layer_by_layer(tmp_path, photos):
     dtypes = {t["index"]: np.dtype(t["dtype"]) for t in it.get_tensor_details()}
     divs = [op for op in it._get_ops_details() if op["op_name"] == "DIV"]  # noqa: SLF001
     assert divs and not any(dtypes[int(op["inputs"][0])] == np.int8 for op in divs)
+    assert layers["passed"], layers
+    assert res.exit_code == 0, res.output
+
+
+class MobileVitOn7x7(nn.Module):
+    """A stride-8 conv stem to a 7×7 map, then timm's MobileViT block (patch 2: 7 → 8 → 7 bilinear
+    around the transformer, as MobileViT-XXS's last stage at 224²)."""
+
+    def __init__(self, c: int = 32) -> None:
+        super().__init__()
+        import_timm()
+        from timm.models.mobilevit import MobileVitBlock
+
+        self.stem = nn.Sequential(nn.Conv2d(3, c, 8, 8), nn.BatchNorm2d(c), nn.SiLU())
+        self.block = MobileVitBlock(c, c, transformer_dim=48, transformer_depth=1, patch_size=2, num_heads=4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(self.stem(x)).mean((2, 3))
+
+
+def mobilevit_block():
+    from examples.zoo._common import build
+
+    return build(MobileVitOn7x7, "timm-mobilevit-block-56", 56)
+
+
+def test_mobilevit_block_layer_by_layer(tmp_path, photos):
+    art, res = _export("test_int8_catalog_blocks:mobilevit_block", photos, tmp_path / "out")
+    layers = art["parity"]["layers"]
+    assert layers["layers"] >= 15, layers
+    assert layers["worst_steps"] <= 1, layers
     assert layers["passed"], layers
     assert res.exit_code == 0, res.output
