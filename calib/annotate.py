@@ -11,11 +11,11 @@ the graph node by node instead, by aten target:
   lowering makes it int32 with scale s_in·s_w); output int8, or — when a single ReLU/ReLU6/clamp
   follows — no output of its own: the activation carries it (fused activation, as the kernels do);
 - scale-preserving ops (pad, max/avg pooling, reshape/flatten/permute/transpose/squeeze/slice/
-  split, nearest upsampling): output shares the input's scale and zero point — TFLite requires it
-  (PAD, CONCATENATION, pooling, RESHAPE) and it makes them exact in every format;
+  split, nearest and bilinear upsampling): output shares the input's scale and zero point — TFLite
+  requires it (PAD, CONCATENATION, pooling, RESHAPE, RESIZE_*) and it makes them exact in every format;
 - concat: every input and the output share one scale (the producers' observers are merged);
 - ops with their own output range (add, sub, mul incl. activation × activation, hard-swish, GELU,
-  SiLU, mean, matmul, layer norm, bilinear upsampling): every float input int8, output int8;
+  SiLU, mean, matmul, layer norm): every float input int8, output int8;
 - fixed-range ops: sigmoid and softmax output (1/256, −128), tanh (1/128, 0) — TFLite's LOGISTIC/
   SOFTMAX/TANH int8 kernels define their output that way;
 - an input edge from a quantized producer reuses the producer's quantization exactly (one
@@ -63,13 +63,18 @@ SHARED = _targets(
     aten.view, aten.reshape, aten.flatten, aten.unflatten, aten.permute, aten.transpose, aten.squeeze,
     aten.unsqueeze, aten.contiguous, aten.clone, aten.dropout, aten.alias, aten.slice, aten.select,
     aten.narrow, aten.t, aten.pixel_shuffle, aten.pixel_unshuffle, aten.upsample_nearest2d,
-    aten.upsample_nearest1d, aten.expand, aten.expand_as, aten.flip, aten.roll, aten.max_pool2d_with_indices)
+    aten.upsample_nearest1d, aten.expand, aten.expand_as, aten.flip, aten.roll, aten.max_pool2d_with_indices,
+    # Bilinear too: a convex combination stays in its input's range, and TFLite's RESIZE_BILINEAR int8
+    # has one scale for input and output — given its own output scale, the converter re-quantized the
+    # producer (MobileViT's conv_1x1 before its 7→8 resize) straight to the resize's narrower range,
+    # clipping it: 26 steps off the simulation in isolation.
+    aten.upsample_bilinear2d)
 SPLITS = _targets(aten.split, aten.split_with_sizes, aten.chunk, aten.unbind, aten.tensor_split)
 CONCAT = _targets(aten.cat, aten.concat, aten.stack)
 OWN = _targets(
     aten.add, aten.add_, aten.sub, aten.sub_, aten.mul, aten.mul_, aten.hardswish, aten.hardswish_,
     aten.gelu, aten.silu, aten.silu_, aten.leaky_relu, aten.elu, aten.mean, aten.sum, aten.matmul,
-    aten.bmm, aten.mm, aten.layer_norm, aten.upsample_bilinear2d, aten.relu, aten.relu_, aten.hardtanh,
+    aten.bmm, aten.mm, aten.layer_norm, aten.relu, aten.relu_, aten.hardtanh,
     aten.hardtanh_, aten.relu6, aten.clamp, aten.abs, aten.neg, aten.square, aten.max, aten.min,
     aten.maximum, aten.minimum, aten.amax)
 FIXED = {**{t: (1 / 256, -128) for t in _targets(aten.sigmoid, aten.sigmoid_, aten.softmax, aten._softmax)},

@@ -1,5 +1,5 @@
 """Graph rewrites litert-torch's lowering needs to write a program faithfully: `drop_expand`,
-`nearest_as_gather`. Each keeps the program's values; each says why the converter needs it."""
+`nearest_as_gather`, `int8_div_in_float`. Each keeps the program's values; each says why the converter needs it."""
 from __future__ import annotations
 
 from typing import Any
@@ -163,3 +163,53 @@ def _free_attr(gm: Any, base: str) -> str:
         i += 1
         name = f"{base}_{i}"
     return name
+
+
+def int8_div_in_float(gm: Any) -> list[str]:
+    """Keep a division of an int8 activation out of TFLite's int8 DIV kernel (quantized programs).
+
+    TFLite's int8 DIV (reference_ops::DivElementwise, the only int8 DIV: XNNPACK has none) normalises
+    the numerator by its leading sign bits before multiplying by the reciprocal. A numerator exactly
+    one step below its zero point (x_q - z = -1, or +1 with a negative divisor) has 31 of them, the
+    final shift runs past 31 bits and the result saturates to -128 instead of ≈ 0: EdgeNeXt's XCA
+    (`F.normalize(q)` = q / max(‖q‖, ε)) gives -1.0 for tiny q, 124-143 steps off the simulation
+    and the float model on ~0.1 % of values. Every other format (and the simulation) divides the
+    dequantized values. So litert-torch is handed a form it cannot fuse into an int8 DIV, the same
+    float arithmetic up to one rounding of 1/b (at most one output step, at an exact tie):
+
+    Before: y = quantize(div(dequantize(a), dequantize(b)))          → int8 DIV
+    After:  y = quantize(mul(dequantize(a), reciprocal(dequantize(b))))
+            → DEQUANTIZE, DIV(1, b), MUL in float32, QUANTIZE (float ops the manifest names)
+    Only divisions whose numerator is an int8 activation; a constant or float numerator is left.
+    """
+    import torch
+
+    if not isinstance(gm, torch.fx.GraphModule):
+        return []
+    aten = torch.ops.aten
+    try:
+        dequant = torch.ops.quantized_decomposed.dequantize_per_tensor.default
+    except (AttributeError, RuntimeError):  # torchao not imported: no Q/DQ in the graph
+        return []
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n.target != aten.div.Tensor or n.kwargs.get("rounding_mode") \
+                or len(n.args) != 2:
+            continue
+        a, b = n.args
+        if getattr(a, "target", None) != dequant or not isinstance(b, torch.fx.Node):
+            continue
+        with gm.graph.inserting_before(n):
+            r = gm.graph.call_function(aten.reciprocal.default, (b,))
+            y = gm.graph.call_function(aten.mul.Tensor, (a, r))
+        if "val" in b.meta:
+            r.meta["val"] = b.meta["val"]
+        if "val" in n.meta:
+            y.meta["val"] = n.meta["val"]
+        n.replace_all_uses_with(y)
+        gm.graph.erase_node(n)
+        done.append(n.name)
+    if done:
+        gm.graph.lint()
+        gm.recompile()
+    return done
