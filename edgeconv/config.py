@@ -84,6 +84,12 @@ class CalibSpec(Record):
     layout: str = "NCHW"  # layout of the arrays on disk (NCHW or NHWC)
 
 
+# Pruning changes the function on purpose: by default a sparse artifact (and the level --sparsity
+# a,b,c chooses) may lose at most this much of the source model's task metric (accuracy points, or
+# top-1 agreement with it). --max-drop overrides.
+SPARSE_MAX_DROP = 0.02
+
+
 class FloatOpsPolicy(enum.Enum):
     """What a float op left in an int8 artifact does to its verdict (`--float-ops`)."""
 

@@ -29,9 +29,6 @@ if TYPE_CHECKING:
     from edgeconv.parity import Tolerance
     from edgeconv.results import LayerIsolation, ParityReport
 
-# Pruning changes the function on purpose; by default the pruned artifact may lose at most this
-# much of the source model's task metric (accuracy points, or top-1 agreement with it). --max-drop overrides.
-SPARSE_MAX_DROP = 0.02
 # Layer-by-layer isolation reads every int8 tensor of the artifact: a few samples tell a lowering
 # error (a layer off on most inputs) from rounding; the end-to-end check uses all of them.
 ISOLATION_SAMPLES = 4
@@ -168,6 +165,8 @@ def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx:
         out = runner(evalset.x)
     report = parity.check(out, runner.engine, evalset.y, tol, ref_fp32, ref_sim, out_quant, target.parity_reference)
     if target.parity_reference == "torch-after-passes":
+        from edgeconv.config import SPARSE_MAX_DROP
+
         max_drop = ctx.options.max_drop if ctx.options.max_drop is not None else SPARSE_MAX_DROP
         report = dataclasses.replace(report, diffs=report.diffs + (parity.source_drop(out, source, evalset.y, max_drop),))
     if target.host_kernels:

@@ -93,10 +93,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, needle):
 
 
 def test_speedup_prediction_follows_its_anchors():
-    from edgeconv.pipeline import SPARSE_MAX_DROP
     from edgeconv.prepare import prune
-
-    assert prune.DEFAULT_MAX_DROP == SPARSE_MAX_DROP
     ref = prune.REF_ONE_BY_ONE_SHARE
     assert prune.predicted_speedup(ref, 0.70) == pytest.approx(1.3)
     assert prune.predicted_speedup(ref, 0.95) == pytest.approx(2.4)

@@ -28,7 +28,7 @@ How:
 and tabulated against the speed-up XNNPACK's sparse path is *predicted* to give on ARM
 (`predicted_speedup`); the artifacts carry the sparsest level whose drop on the validation split
 (held back from the training data, so the held-out parity stays an independent check) is within
---max-drop (default `DEFAULT_MAX_DROP`).
+--max-drop (default `config.SPARSE_MAX_DROP`, the sparse targets' own drop budget).
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeconv.config import BlockSize, ExportOptions
+from edgeconv.config import SPARSE_MAX_DROP, BlockSize, ExportOptions
 from edgeconv.errors import UserError
 from edgeconv.results import PruneEpoch, PruneLevel, PruneReport, StageRecord
 
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
     from edgeconv.graph import Graph
     from edgeconv.models import ModelSpec
 
-DEFAULT_MAX_DROP = 0.02  # = pipeline.SPARSE_MAX_DROP, the sparse targets' default drop budget (a test keeps them equal)
 BATCH = 32
 LR = 5e-3  # AdamW, cosine to 0 (demo at 80 %: 2e-3 recovered less in the same epochs)
 PRUNE_SPAN = 0.6  # the schedule reaches the target at 60 % of the steps; the rest recover
@@ -131,7 +130,7 @@ def prune_stage(spec: "ModelSpec", root: "Graph", options: ExportOptions, evalse
                                None if val_drop is None else round(val_drop, 4), round(zeros, 4),
                                round(predicted_speedup(share, zeros), 2), seconds, False, epochs))
         modules[s] = module
-    budget = options.max_drop if options.max_drop is not None else DEFAULT_MAX_DROP
+    budget = options.max_drop if options.max_drop is not None else SPARSE_MAX_DROP
     chosen, why = choose(rows, budget)
     rows = [dataclasses.replace(r, exported=r.sparsity == chosen) for r in rows]
     options = dataclasses.replace(options, sparse=dataclasses.replace(options.sparse, sparsity=chosen))
