@@ -339,6 +339,7 @@ def _acc(out: np.ndarray, data: "DataSet") -> float | None:
 def _one(target: "Target", graph: "Graph", ctx: Context, evalset: "DataSet", ref_fp32: np.ndarray,
          work: Path, runs: ProgramRuns) -> Artifact:
     """Export one target into `work`, then verify it in its runtime."""
+    from edgeconv.devices.delegates import plans
     from edgeconv.models import artifact_size, file_sha256
 
     stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in ctx.model.name).strip("-") or "model"
@@ -350,11 +351,13 @@ def _one(target: "Target", graph: "Graph", ctx: Context, evalset: "DataSet", ref
                              info.notes + ((info.scales_from,) if info.scales_from else ()))
     verdict = verify(target, path, graph, ctx, evalset, ref_fp32, runs)
     runner = verdict.runner
+    with ctx.progress.task(f"delegate partitions of {target.name}"):
+        delegates = plans(path)
     return Artifact(
         target=target.name, path=str(path), sha256=file_sha256(path), size_bytes=artifact_size(path),
         inputs=runner.inputs if runner else (), outputs=runner.outputs if runner else (), parity=verdict.report,
         stages=graph.history + (export_rec, verdict.record), weights=target.weights(path),
-        scales_from=info.scales_from, float_layers=graph.float_nodes, float_ops=info.float_ops,
+        scales_from=info.scales_from, float_layers=graph.float_nodes, float_ops=info.float_ops, delegates=delegates,
     )
 
 

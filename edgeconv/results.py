@@ -234,6 +234,23 @@ class FloatOps(Record):
 
 
 @dataclasses.dataclass(frozen=True)
+class DelegatePlan(Record):
+    """How one accelerator delegate would run an artifact: measured on this host (XNNPACK) or
+    predicted from the delegate's support table (edgeconv.devices.delegates), and said which."""
+
+    delegate: str
+    how: str  # "measured" | "predicted" | "unavailable: <why>"
+    ops: int = 0
+    partitions: int = 0
+    cpu_ops: int = 0
+    fallbacks: tuple[str, ...] = ()  # "op label: [rule]" for the first ops left to the CPU
+
+    @property
+    def whole(self) -> bool:
+        return self.how != "" and not self.how.startswith("unavailable") and self.cpu_ops == 0
+
+
+@dataclasses.dataclass(frozen=True)
 class Artifact(Record):
     target: str
     path: str
@@ -247,6 +264,7 @@ class Artifact(Record):
     scales_from: str = ""  # how the artifact's scales were ensured to be edgeconv's
     float_layers: tuple[str, ...] = ()  # layers kept in float (--max-drop), honoured by every int8 exporter
     float_ops: FloatOps | None = None  # int8 artifacts: what still runs in float (None: not an int8 target)
+    delegates: tuple[DelegatePlan, ...] = ()  # per accelerator delegate: partitions and CPU ops
 
 
 @dataclasses.dataclass(frozen=True)

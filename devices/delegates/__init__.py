@@ -16,6 +16,7 @@ from edgeconv.errors import UserError
 
 if TYPE_CHECKING:
     from edgeconv.devices.delegates.rules import Verdict
+    from edgeconv.results import DelegatePlan
     from edgeconv.opview import OpView
 
 MEASURABLE = ("xnnpack",)
@@ -58,3 +59,28 @@ def measure(path: Path | str, delegate: str = "xnnpack") -> "Verdict":
     from edgeconv.devices.delegates.measured import xnnpack_measured
 
     return xnnpack_measured(path, read_ops(path, "tflite"))
+
+
+def plans(path: Path | str) -> "tuple[DelegatePlan, ...]":
+    """Every delegate whose table reads this file's format, as the manifest records it: XNNPACK
+    measured on this host (TFLite), the others predicted from their tables. A delegate that cannot
+    be judged here says why instead of being left out."""
+    from edgeconv.exporters.formats import format_for
+    from edgeconv.results import DelegatePlan
+
+    from edgeconv.devices.delegates.rules import load_table
+
+    p = Path(path)
+    fmt = format_for(p).name
+    out = []
+    for name in names():
+        try:
+            if load_table(name).format != fmt:
+                continue
+            v = measure(p, name) if name in MEASURABLE else check(p, name)
+        except Exception as e:  # a reader or table that cannot judge this file: said, not skipped
+            out.append(DelegatePlan(name, f"unavailable: {type(e).__name__}: {str(e).splitlines()[0][:160]}"))
+            continue
+        out.append(DelegatePlan(name, v.kind, v.ops, len(v.partitions), v.cpu_ops,
+                                tuple(f"{f.label}: [{f.rule}]" for f in v.fallbacks[:20])))
+    return tuple(out)
