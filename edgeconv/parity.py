@@ -61,8 +61,9 @@ FLOAT_TOLERANCE = Tolerance(vs_fp32_max_rel=1e-4, vs_fp32_min_cosine=0.99999, mi
 # 1 % of the range cannot flip under fp16 rounding of a conv net's logits).
 FP16_TOLERANCE = Tolerance(vs_fp32_min_cosine=0.999, min_top1_agreement=0.98, decisive_margin=0.01)
 # The end-to-end ceiling against the simulation, whatever its own error vs fp32 (a weak calibration
-# must not widen it): 10 % relative L2. Rounding flips that cascade through a deep net stay below
-# it where the int8 program is a usable model of fp32; past it the fp32 floors fail too.
+# must not widen it): 10 % relative L2. It holds wherever a layer is unverified in isolation; where
+# every int8 layer passed alone, the excess is rounding cascading through the net (deep random-init
+# nets reach 40 % with each layer within a step) and the allowance follows the simulation's error.
 INT8_MAX_REL_L2 = 0.1
 # Integer kernels requantize at every layer (rounding, fused activations), so an int8 artifact
 # may differ from the torch simulation by a few output steps; against fp32 only the task matters.

@@ -163,7 +163,17 @@ def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx:
     out_quant = graph.qparams.get(OUTPUT_KEY)
     with progress.task(f"parity {target.name} in {runner.engine}"), one_thread():
         out = runner(evalset.x)
+    layers = None
+    if graph.quantized and tol.layer_max_steps is not None:
+        with one_thread():  # per-sample torch and runtime work, like the rest of parity
+            layers = layers_in_isolation(target, path, graph, evalset, progress, runs)
+    if layers is not None and layers.passed and not layers.unmatched:
+        # Every int8 layer verified alone: what the end-to-end error exceeds is rounding flips
+        # cascading through the net, so its allowance may follow the simulation's own error. With
+        # any layer unverified, the absolute ceiling holds, however weak the calibration.
+        tol = dataclasses.replace(tol, vs_sim_max_rel_l2=None)
     report = parity.check(out, runner.engine, evalset.y, tol, ref_fp32, ref_sim, out_quant, target.parity_reference)
+    report = dataclasses.replace(report, layers=layers)
     if target.parity_reference == "torch-after-passes":
         from edgeconv.config import SPARSE_MAX_DROP
 
@@ -177,9 +187,6 @@ def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx:
         report = dataclasses.replace(report, host_kernels=check)
     if graph.quantized:
         report = _full_integer(report, target, path, ctx.options)
-    if graph.quantized and target.tolerance.layer_max_steps is not None:
-        with one_thread():  # per-sample torch and runtime work, like the rest of parity
-            report = dataclasses.replace(report, layers=layers_in_isolation(target, path, graph, evalset, progress, runs))
     return report
 
 

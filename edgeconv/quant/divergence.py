@@ -231,20 +231,26 @@ def match(ours: list[QTensor], theirs: list[QTensor]) -> list[tuple[QTensor, QTe
 
 
 # An artifact tensor that holds the simulation's tensor at other quantization parameters: its
-# dequantized values within this relative L2 of the simulation's (a different tensor is far off).
-RESCALED_MAX_REL_L2 = 0.1
+# dequantized values within this relative L2 of the simulation's (the same values re-rounded on
+# another grid: about a step's worth; consecutive tensors of a residual stream are 5-10 % apart).
+RESCALED_MAX_REL_L2 = 0.02
 
 
 def rescaled(pairs: list[tuple[QTensor, QTensor | None]], theirs: list[QTensor]) -> list[tuple[QTensor, QTensor]]:
-    """Simulation tensors left unmatched for which an unused artifact tensor of the same size holds
-    the same real values at another scale or zero point: a quantization parameter the file changed.
-    Each is a finding at that tensor's layer — not an unmatched tensor whose consumer takes the blame."""
+    """Simulation tensors left unmatched for which an unused artifact tensor of the same size, in
+    the same place (between the artifact tensors matched to its neighbours), holds the same real
+    values at another scale or zero point: a quantization parameter the file changed. Each is a
+    finding at that tensor's layer — not an unmatched tensor whose consumer takes the blame."""
+    index = {id(t): j for j, t in enumerate(theirs)}
+    at = [index[id(a)] if a is not None else None for _, a in pairs]
     used = {id(a) for _, a in pairs if a is not None}
     found = []
-    for q, a in pairs:
+    for i, (q, a) in enumerate(pairs):
         if a is not None:
             continue
-        cands = [b for b in theirs if id(b) not in used and b.values.size == q.values.size]
+        lo = next((at[k] for k in range(i - 1, -1, -1) if at[k] is not None), -1)
+        hi = next((at[k] for k in range(i + 1, len(at)) if at[k] is not None), len(theirs))
+        cands = [b for b in theirs[lo + 1:hi] if id(b) not in used and b.values.size == q.values.size]
         scored = [(_float_rel_l2(q, b), k) for k, b in enumerate(cands)]
         if scored:
             err, k = min(scored)
