@@ -38,7 +38,7 @@ def photos(tmp_path_factory):
     return write_folder(tmp_path_factory.mktemp("photos"), 24)
 
 
-def _export(ref: str, photos, out, *extra: str) -> dict:
+def _export(ref: str, photos, out, *extra: str) -> tuple[dict, object]:
     """tflite-int8 of `ref`. These nets are random-init: their int8 program is far from fp32 on
     its own (cosine ~0.9, few decisive samples), which the fp32 floors rightly fail; the test
     lowers them explicitly, as a user accepting that model would, and judges the lowering — every
