@@ -41,7 +41,9 @@ def check_cmd(path: str, **kw) -> None:
     p = Path(path)
     if not p.exists():
         raise UserError(f"{path} does not exist: give an export folder or an artifact file")
-    if p.is_dir() and p.suffix != ".mlpackage" and not (p / MANIFEST).is_file():
+    from edgeconv.exporters.formats import find_format
+
+    if p.is_dir() and not (p / MANIFEST).is_file() and find_format(p) is None:
         raise UserError(f"{p} has no {MANIFEST}: give the folder edgeconv export wrote, or one artifact file")
     given = load_spec(kw) if kw["model_ref"] else None
     if p.is_dir() and (p / MANIFEST).is_file():
