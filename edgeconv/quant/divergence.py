@@ -307,47 +307,8 @@ def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]],
     from edgeconv.quant.program import folded_simulation
 
     gm = gm if gm is not None else folded_simulation(graph)  # read-only here: the caller's may be shared
-    # every layout of the matched artifact tensor over all samples at once (its rows need not be one
-    # per sample), and the other artifact tensors it could be (same scale, zero point and size)
-    cands: dict[str, tuple[QTensor, QTensor, list[np.ndarray], list[tuple[QTensor, list[np.ndarray]]]]] = {}
-    excluded = []
-    for q, a in pairs:
-        if a is None or not q.qnode:
-            continue
-        views = _views(q.values, a.values)
-        if not views:
-            excluded.append(f"{q.name} ({q.layer}): the artifact's {a.name} cannot be laid out as the simulation's tensor")
-        if views:
-            others = [(b, _views(q.values, b.values)) for b in theirs or () if b is not a and _compatible(q, b)]
-            cands[q.qnode] = (q, a, views, others)
-    chosen: dict[str, tuple[QTensor, np.ndarray] | None] = {}  # decided on the first sample
-    why_not: dict[str, str] = {}  # and, for a node not fed, why
-    diffs: dict[str, list[np.ndarray]] = {k: [] for k in cands}
-
-    def sample(values: np.ndarray, i: int, shape: tuple) -> np.ndarray:
-        # rows were stacked sample after sample: sample i is the i-th block of rows, whatever
-        # the tensor's first axis means (a batch of 1, or the 3 of a stacked q/k/v)
-        rows = values.shape[0] // len(x)
-        return values[i * rows:(i + 1) * rows].reshape(shape)
-
-    def decide(name: str, mine: np.ndarray, i: int) -> tuple[QTensor, np.ndarray] | None:
-        q, a, views, others = cands[name]
-        scored = [(_gap(mine, sample(v, i, mine.shape)), j, a, v) for j, v in enumerate(views)]
-        gap, _, art, best = min(scored, key=lambda s: s[:2])
-        if gap <= 2:
-            return art, best
-        if others:  # several tensors fit: the one the op's own inputs reproduce, if any
-            alt = min(((_gap(mine, sample(v, i, mine.shape)), j, b, v) for j, (b, vs) in enumerate(others)
-                       for v in vs), key=lambda s: s[:2])
-            if alt[0] <= 2:
-                return alt[2], alt[3]
-            why_not[name] = (f"{len(others) + 1} artifact tensors share its scale, zero point and size, and none "
-                             f"is within 2 steps of what its op computes from the artifact's inputs")
-            return None
-        if _same_values_other_layout(mine, sample(best, i, mine.shape)):
-            why_not[name] = f"the artifact's {a.name} holds the same values in a layout edgeconv cannot undo"
-            return None
-        return art, best  # a real lowering difference: fed, so the layers after it are judged alone
+    feeds = _Feeds(pairs, theirs or [], len(x))
+    diffs: dict[str, list[np.ndarray]] = {k: [] for k in feeds.cands}
 
     class Forced(torch.fx.Interpreter):
         def __init__(self, module: Any, i: int) -> None:
@@ -356,15 +317,12 @@ def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]],
 
         def run_node(self, n: Any) -> Any:
             out = super().run_node(n)
-            if n.name not in cands:
+            if n.name not in feeds.cands:
                 return out
             mine = out.detach().numpy().astype(np.int64)
-            if n.name not in chosen:
-                chosen[n.name] = decide(n.name, mine, self.i)
-            pick = chosen[n.name]
-            if pick is None:
+            theirs_i = feeds.value(n.name, mine, self.i)
+            if theirs_i is None:
                 return out
-            theirs_i = sample(pick[1], self.i, mine.shape)
             diffs[n.name].append(np.abs(mine - theirs_i.astype(np.int64)).ravel())
             return torch.from_numpy(np.ascontiguousarray(theirs_i)).to(out.dtype)
 
@@ -372,15 +330,75 @@ def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]],
         for i in range(len(x)):
             Forced(gm, i).run(torch.from_numpy(x[i:i + 1]))
     out = []
-    excluded += [f"{cands[n][0].name} ({cands[n][0].layer}): {why}" for n, why in why_not.items()]
-    for name, pick in chosen.items():
+    for name, pick in feeds.chosen.items():
         if pick is None or not diffs[name]:
             continue
-        q, art = cands[name][0], pick[0]
+        q, art = feeds.cands[name][0], pick[0]
         d = np.concatenate(diffs[name])
         out.append(TensorDrift(q.name, q.layer, art.name, q.scale, q.zero_point, float(d.max()), float(d.mean()),
                                float((d > 0).mean()), float((d > 1).mean())))
-    return tuple(out), tuple(excluded)
+    return tuple(out), feeds.excluded()
+
+
+class _Feeds:
+    """Which artifact tensor (and layout) stands in for each simulation tensor in isolation, decided
+    on the first sample against what the node computes from the artifact's own inputs, with the
+    reason for every node left unfed."""
+
+    def __init__(self, pairs: list[tuple[QTensor, QTensor | None]], theirs: list[QTensor], samples: int) -> None:
+        self.samples = samples
+        # every layout of the matched artifact tensor over all samples at once (its rows need not be
+        # one per sample), and the other artifact tensors it could be (same scale, zero point and size)
+        self.cands: dict[str, tuple[QTensor, QTensor, list[np.ndarray], list[tuple[QTensor, list[np.ndarray]]]]] = {}
+        self.unfit: list[str] = []
+        for q, a in pairs:
+            if a is None or not q.qnode:
+                continue
+            views = _views(q.values, a.values)
+            if not views:
+                self.unfit.append(f"{q.name} ({q.layer}): the artifact's {a.name} cannot be laid out as the "
+                                  "simulation's tensor")
+                continue
+            others = [(b, _views(q.values, b.values)) for b in theirs if b is not a and _compatible(q, b)]
+            self.cands[q.qnode] = (q, a, views, others)
+        self.chosen: dict[str, tuple[QTensor, np.ndarray] | None] = {}
+        self.why_not: dict[str, str] = {}
+
+    def sample(self, values: np.ndarray, i: int, shape: tuple) -> np.ndarray:
+        # rows were stacked sample after sample: sample i is the i-th block of rows, whatever the
+        # tensor's first axis means (a batch of 1, or the 3 of a stacked q/k/v)
+        rows = values.shape[0] // self.samples
+        return values[i * rows:(i + 1) * rows].reshape(shape)
+
+    def value(self, name: str, mine: np.ndarray, i: int) -> np.ndarray | None:
+        """The artifact's value for node `name` on sample i, or None when it is not fed."""
+        if name not in self.chosen:
+            self.chosen[name] = self._decide(name, mine, i)
+        pick = self.chosen[name]
+        return None if pick is None else self.sample(pick[1], i, mine.shape)
+
+    def _decide(self, name: str, mine: np.ndarray, i: int) -> tuple[QTensor, np.ndarray] | None:
+        q, a, views, others = self.cands[name]
+        gap, _, best = min(((_gap(mine, self.sample(v, i, mine.shape)), j, v) for j, v in enumerate(views)),
+                           key=lambda s: s[:2])
+        if gap <= 2:
+            return a, best
+        if others:  # several tensors fit: the one the op's own inputs reproduce, if any
+            alt = min(((_gap(mine, self.sample(v, i, mine.shape)), j, b, v) for j, (b, vs) in enumerate(others)
+                       for v in vs), key=lambda s: s[:2])
+            if alt[0] <= 2:
+                return alt[2], alt[3]
+            self.why_not[name] = (f"{len(others) + 1} artifact tensors share its scale, zero point and size, and "
+                                  "none is within 2 steps of what its op computes from the artifact's inputs")
+            return None
+        if _same_values_other_layout(mine, self.sample(best, i, mine.shape)):
+            self.why_not[name] = f"the artifact's {a.name} holds the same values in a layout edgeconv cannot undo"
+            return None
+        return a, best  # a real lowering difference: fed, so the layers after it are judged alone
+
+    def excluded(self) -> tuple[str, ...]:
+        return tuple(self.unfit) + tuple(f"{self.cands[n][0].name} ({self.cands[n][0].layer}): {why}"
+                                         for n, why in self.why_not.items())
 
 
 def divergence(graph: "Graph", artifact: Path | str, x: np.ndarray, steps: float = 3.0,
