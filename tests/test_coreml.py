@@ -287,3 +287,20 @@ def test_export_manifest_names_the_engine_that_checked_parity(tmp_path):
     assert a.parity is not None and a.parity.passed, a.parity
     assert a.parity.runtime == coreml_runtime.engine_here()
     assert a.parity.runtime != "coreml"
+
+
+@pytest.mark.parametrize("name", ["coreml", "coreml-w8a8"])
+def test_a_package_is_reproducible(artifacts, tmp_path, name):
+    """The same program exported again gives the same bytes (coremltools' random item UUIDs, the
+    conversion date and the metadata map's order are made deterministic), and the result still loads."""
+    import json
+
+    from edgeconv.models import file_sha256
+
+    target, graph, path, _ = artifacts[name]
+    again = tmp_path / path.name
+    target.export(graph, None, again)
+    assert file_sha256(again) == file_sha256(path)
+    items = json.loads((again / "Manifest.json").read_text())["itemInfoEntries"]
+    assert {i["path"] for i in items.values()} >= {"com.apple.CoreML/model.mlmodel", "com.apple.CoreML/weights"}
+    assert target.load(again).outputs  # coremltools still reads the package

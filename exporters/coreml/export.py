@@ -328,6 +328,10 @@ def save(mlmodel: Any, path: Path) -> None:
         staged = tmp / "model.mlpackage"
         with _quiet():
             mlmodel.save(str(staged))
+        import gc
+
+        gc.collect()  # coremltools' native package writer may still touch Manifest.json until collected
+        _reproducible(staged)
         if path.exists():
             shutil.rmtree(path)
         staged.rename(path)
@@ -335,6 +339,32 @@ def save(mlmodel: Any, path: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+
+
+def _reproducible(package: Path) -> None:
+    """The same program gives the same bytes, run after run and day after day, so a package's
+    sha256 identifies what it computes (the manifest, `edgeconv check`, gate baselines). coremltools
+    writes a random item UUID into Manifest.json, the conversion date into the metadata, and the
+    metadata map in no fixed order: the identifiers become name-derived UUIDs, the date goes (the
+    manifest records the tool versions), and the spec is re-serialized deterministically."""
+    import json
+    import uuid
+
+    from coremltools.proto import Model_pb2
+
+    manifest_path = package / "Manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    ids = {old: str(uuid.uuid5(uuid.NAMESPACE_URL, f"edgeconv:{item['path']}"))
+           for old, item in manifest["itemInfoEntries"].items()}
+    manifest["itemInfoEntries"] = {ids[k]: v for k, v in manifest["itemInfoEntries"].items()}
+    manifest["rootModelIdentifier"] = ids.get(manifest["rootModelIdentifier"], manifest["rootModelIdentifier"])
+    manifest_path.write_text(json.dumps(manifest, indent=4, sort_keys=True) + "\n")
+    for item in manifest["itemInfoEntries"].values():
+        spec_path = package / "Data" / item["path"]
+        if spec_path.is_file() and spec_path.name.endswith(".mlmodel"):
+            spec = Model_pb2.Model.FromString(spec_path.read_bytes())
+            spec.description.metadata.userDefined.pop("com.github.apple.coremltools.conversion_date", None)
+            spec_path.write_bytes(spec.SerializeToString(deterministic=True))
 
 
 @TARGETS.register("coreml")
