@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from examples.zoo import FAMILIES  # noqa: E402
+from examples.zoo import FAMILIES, select  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "coverage.json"
 DOC = ROOT / "docs" / "coverage.md"
@@ -402,10 +402,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fresh", action="store_true", help="drop entries of nets not run this time")
     args = ap.parse_args(argv)
 
-    nets = [n for n in args.nets.split(",") if n] or list(FAMILIES)
-    unknown = [n for n in nets if n not in FAMILIES]
-    if unknown:
-        ap.error(f"unknown net(s) {', '.join(unknown)}; choose from {', '.join(FAMILIES)}")
+    try:
+        nets = select(args.nets)
+    except ValueError as e:
+        ap.error(str(e))
     all_targets = list_targets()
     targets = [t for t in args.targets.split(",") if t] or all_targets
     bad = [t for t in targets if t not in all_targets]

@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from examples.zoo import FAMILIES  # noqa: E402
+from examples.zoo import FAMILIES, select  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "delegates.json"
 TFLITE_DELEGATES = (("gpu", None), ("nnapi", 4), ("nnapi", 3), ("hexagon", None))
@@ -146,10 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=None, help="keep artifacts here (default: a temp folder)")
     ap.add_argument("--reuse", action="store_true", help="with --work: analyse the files already there, no export")
     args = ap.parse_args(argv)
-    nets = [n for n in args.nets.split(",") if n] or list(FAMILIES)
-    unknown = [n for n in nets if n not in FAMILIES]
-    if unknown:
-        ap.error(f"unknown net(s) {', '.join(unknown)}; choose from {', '.join(FAMILIES)}")
+    try:
+        nets = select(args.nets)
+    except ValueError as e:
+        ap.error(str(e))
 
     from examples.zoo.images import write_folder
 

@@ -152,14 +152,13 @@ def _scales(target: "Target", path: Path, graph: Any) -> tuple[str, bool | None]
     """The file's weight and activation scales against the rebuilt program's, read back."""
     import numpy as np
 
+    from edgeconv.exporters.base import scales_matched
+
     if not target.quantized:
         return "float target: no scales", None
     weights = [np.asarray(s) for _, s in target.format.read_weights(path) if s is not None]
     acts = target.format.activation_scales(path)
-    ours_w = [np.asarray(q.scale) for k, q in graph.qparams.items() if q.axis is not None or "weight" in k]
-    ours_a = np.asarray([q.scale[0] for k, q in graph.qparams.items() if q.axis is None and "weight" not in k])
-    w_ok = sum(1 for s in weights if any(o.shape == s.shape and np.allclose(o, s, rtol=1e-6, atol=0) for o in ours_w))
-    a_ok = sum(1 for s in acts if ours_a.size and np.isclose(ours_a, s, rtol=1e-6, atol=0).any())
+    w_ok, a_ok = scales_matched(weights, acts, graph)
     match = w_ok == len(weights) and a_ok == len(acts)
     text = (f"{w_ok}/{len(weights)} weight scale vectors and {a_ok}/{len(acts)} activation scales equal the "
             "rebuilt calibration's")

@@ -96,13 +96,19 @@ class Target:
         return tuple(w for w, _ in self.format.read_weights(path))
 
 
-def scales_note(fmt: str, weights: list[np.ndarray], graph: "Graph", activations: list[float] = ()) -> str:
-    """Say how many of an artifact's weight scale vectors and activation scales equal the ones
-    edgeconv computed — read back from the file, not assumed."""
+def scales_matched(weights: list[np.ndarray], activations: list[float], graph: "Graph") -> tuple[int, int]:
+    """(weight scale vectors, activation scales) of a file that equal ones edgeconv computed for
+    `graph` — read back from the file, not assumed."""
     ours_w = [np.asarray(q.scale) for k, q in graph.qparams.items() if q.axis is not None or _is_weight(k)]
     ours_a = np.asarray([q.scale[0] for k, q in graph.qparams.items() if q.axis is None and not _is_weight(k)])
     w_ok = sum(1 for s in weights if any(o.shape == s.shape and np.allclose(o, s, rtol=1e-6, atol=0) for o in ours_w))
     a_ok = sum(1 for s in activations if ours_a.size and np.isclose(ours_a, s, rtol=1e-6, atol=0).any())
+    return w_ok, a_ok
+
+
+def scales_note(fmt: str, weights: list[np.ndarray], graph: "Graph", activations: list[float] = ()) -> str:
+    """Say how many of an artifact's weight scale vectors and activation scales equal edgeconv's."""
+    w_ok, a_ok = scales_matched(weights, list(activations), graph)
     return (f"{fmt} lowered from edgeconv's own PT2E-converted program (one calibration shared by every "
             f"int8 target); read back: {w_ok}/{len(weights)} weight scale vectors equal edgeconv's, "
             f"{a_ok}/{len(activations)} activation scales equal edgeconv's")

@@ -263,11 +263,9 @@ def rescaled(pairs: list[tuple[QTensor, QTensor | None]], theirs: list[QTensor])
 def _float_rel_l2(q: QTensor, a: QTensor) -> float:
     """Relative L2 between the real values two int8 tensors encode, in the best layout that fits."""
     fq = (q.values.astype(np.float64) - q.zero_point) * q.scale
-    views = [a.values.reshape(q.values.shape)]
-    if a.values.ndim == 4 and q.values.ndim == 4 and a.values.shape[3] == q.values.shape[1]:
-        views.append(a.values.transpose(0, 3, 1, 2).reshape(q.values.shape))
     norm = float(np.linalg.norm(fq)) or 1.0
-    return min(float(np.linalg.norm((v.astype(np.float64) - a.zero_point) * a.scale - fq)) / norm for v in views)
+    return min((float(np.linalg.norm((v.astype(np.float64) - a.zero_point) * a.scale - fq)) / norm
+                for v in _views(q.values, a.values)), default=float("inf"))
 
 
 def _compatible(q: QTensor, a: QTensor) -> bool:

@@ -79,3 +79,13 @@ def load(ref: str):
     """Call a factory ref (`examples.zoo.module:function`): the ModelSpec."""
     mod, _, fn = ref.partition(":")
     return getattr(importlib.import_module(mod), fn)()
+
+
+def select(text: str) -> list[str]:
+    """The families a comma-separated `--nets` value names (all when empty); a ValueError naming
+    the unknown ones and the choices."""
+    nets = [n for n in text.split(",") if n] or list(FAMILIES)
+    unknown = [n for n in nets if n not in FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown net(s) {', '.join(unknown)}; choose from {', '.join(FAMILIES)}")
+    return nets
