@@ -341,28 +341,30 @@ def unverified(runtime: str, reason: str, reference: str = "torch-fp32") -> Pari
 
 
 def layers_in_isolation(drifts: "tuple[TensorDrift, ...]", excluded: tuple[str, ...], samples: int,
-                        tol: Tolerance, covered: int = 0, rescaled: tuple[str, ...] = ()) -> LayerIsolation | None:
+                        tol: Tolerance, covered: int = 0, rescaled: tuple[str, ...] = (),
+                        within: tuple[str, ...] = ()) -> LayerIsolation | None:
     """The verdict on each int8 layer alone (from `quant.divergence.isolated_drifts`); None when the
     target states no per-layer limit. Nothing matched is a failure, never a pass; every tensor not
     judged is named with its reason (`excluded`) and counted as unverified; a tensor the file stores
     at other quantization parameters (`rescaled`, "layer: …") fails at its own layer, first."""
     if tol.layer_max_steps is None:
         return None
+    covered += len(within)
     if rescaled:
         worst = max(drifts, key=lambda d: d.max_steps) if drifts else None
         over = rescaled + tuple(f"{d.layer or d.tensor}: {d.max_steps:g} steps" for d in drifts
                                 if _layer_off(d, tol.layer_max_steps))
         return LayerIsolation(samples, len(drifts), len(excluded), tol.layer_max_steps,
                               (worst.layer or worst.tensor) if worst else "", worst.max_steps if worst else float("nan"),
-                              over, False, excluded, covered)
+                              over, False, excluded, covered, within)
     if not drifts:
         return LayerIsolation(samples, 0, len(excluded), tol.layer_max_steps, "", float("nan"),
-                              ("no int8 tensor of the artifact matched the simulation",), False, excluded, covered)
+                              ("no int8 tensor of the artifact matched the simulation",), False, excluded, covered, within)
     worst = max(drifts, key=lambda d: d.max_steps)
     over = tuple(f"{d.layer or d.tensor}: {d.max_steps:g} steps ({100 * d.share_over_one:.2f}% of values "
                  f"off by more than 1)" for d in drifts if _layer_off(d, tol.layer_max_steps))
     return LayerIsolation(samples, len(drifts), len(excluded), tol.layer_max_steps, worst.layer or worst.tensor,
-                          worst.max_steps, over, not over, excluded, covered)
+                          worst.max_steps, over, not over, excluded, covered, within)
 
 
 # A layer computed in float inside an int8 file (LayerNorm, GELU: the file's float ops) rounds its

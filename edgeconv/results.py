@@ -189,6 +189,9 @@ class LayerIsolation(Record):
     passed: bool = True
     excluded: tuple[str, ...] = ()  # "tensor (layer): why it was not judged alone", every one
     covered: int = 0  # re-layouts (views) of a judged tensor with its scale: the format keeps one tensor
+    # "tensor (layer): judged within …": tensors the file computes inside a larger op, checked as part
+    # of the judged tensors every path from them reaches (counted in `covered`, each named here)
+    within: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -130,6 +130,10 @@ def _notes(report: "ParityReport") -> tuple[str, ...]:
             notes += (f"UNVERIFIED in isolation: {lay.unmatched} of {lay.layers + lay.unmatched} int8 tensors "
                       f"(the end-to-end check still covers them): " + "; ".join(lay.excluded[:5])
                       + (f"; … (+{lay.unmatched - 5}, all in the manifest)" if lay.unmatched > 5 else ""),)
+        if lay.within:
+            notes += (f"judged within larger ops: {len(lay.within)} int8 tensors the file computes inside one op, "
+                      "checked at the judged tensors they feed: " + "; ".join(lay.within[:3])
+                      + (f"; … (+{len(lay.within) - 3}, all in the manifest)" if len(lay.within) > 3 else ""),)
     return notes
 
 
@@ -223,4 +227,4 @@ def layers_in_isolation(target: "Target", path: Path, graph: "Graph", evalset: "
             why = f"the per-layer check could not run: {type(e).__name__}: {str(e).strip().splitlines()[0][:160]}"
             return LayerIsolation(len(x), 0, 0, target.tolerance.layer_max_steps or 0.0, "", float("nan"), (why,), False)
     return parity.layers_in_isolation(rep.isolated or (), rep.excluded, len(x), target.tolerance, len(rep.covered),
-                                      rep.rescaled)
+                                      rep.rescaled, rep.within)

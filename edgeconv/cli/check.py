@@ -107,6 +107,8 @@ def _print(report) -> None:
             if lay.unmatched:
                 click.echo(f"    unverified in isolation: {lay.unmatched}: " + "; ".join(lay.excluded[:3]))
         click.echo(f"    scales: {c.scales}")
+        if c.simulation:
+            click.echo(f"    int8 simulation: {c.simulation}")
 
 
 commands = [check_cmd]

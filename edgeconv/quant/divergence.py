@@ -21,6 +21,7 @@ import numpy as np
 
 from edgeconv.errors import UserError
 from edgeconv.exporters.formats import QTensor, format_for
+from edgeconv.quant.program import folded_simulation
 from edgeconv.results import Record, TensorDrift
 
 if TYPE_CHECKING:
@@ -49,6 +50,11 @@ class DivergenceReport(Record):
     # "layer: ..." for each tensor the file stores at other quantization parameters than the
     # simulation's (same real values): a finding at that layer
     rescaled: tuple[str, ...] = ()
+    # "tensor (layer): judged within ..." for each simulation tensor the file has no int8 tensor for
+    # because it computes it inside a larger op (a LayerNorm's centred input, a concat input's
+    # requantization, a broadcast): every path from it reaches tensors judged in isolation, whose
+    # check recomputes it from the artifact's own inputs
+    within: tuple[str, ...] = ()
 
     @property
     def worst_isolated(self) -> TensorDrift | None:
@@ -408,6 +414,8 @@ def divergence(graph: "Graph", artifact: Path | str, x: np.ndarray, steps: float
         raise UserError("divergence compares int8 artifacts with the torch quantized simulation; "
                         "quantize the graph first")
     fmt.check(path)
+    if isolate and gm is None:  # folded once: isolation and the walk to judged tensors share it
+        gm = folded_simulation(graph)
     ours = ours if ours is not None else torch_tensors(graph, x, gm)  # the caller's, when it compares several artifacts
     theirs = fmt.int8_tensors(path, x)
     drifts, unmatched, covered, missing = [], [], [], []
@@ -434,6 +442,52 @@ def divergence(graph: "Graph", artifact: Path | str, x: np.ndarray, steps: float
     moved = {q.name for q, _ in found}
     unmatched = [n for n in unmatched if n not in moved]
     missing = [m for m in missing if m.split(" ", 1)[0] not in moved]
+    within: tuple[str, ...] = ()
+    if isolate:
+        judged = {d.tensor for d in isolated or ()}
+        inside = judged_within(gm, [q for q, a in pairs if a is None and q.name in unmatched],
+                               {q.qnode: q for q, _ in pairs if q.name in judged})
+        within = tuple(f"{q.name} ({q.layer}): judged within {', '.join(by)}: the artifact has no int8 tensor for it "
+                       "(it computes it inside a larger op), and every path from it reaches those tensors"
+                       for q, by in inside)
+        gone = {q.name for q, _ in inside}
+        unmatched = [n for n in unmatched if n not in gone]
+        missing = [m for m in missing if m.split(" ", 1)[0] not in gone]
     excluded = tuple(missing) + excluded
     return DivergenceReport(str(path), fmt.name, steps, len(x), len(drifts), tuple(unmatched), tuple(drifts), first,
-                            isolated, excluded if isolate else (), tuple(covered), changed_params)
+                            isolated, excluded if isolate else (), tuple(covered), changed_params, within)
+
+
+# How far forward a tensor the artifact lacks is followed to the judged tensors it feeds (nodes):
+# a LayerNorm's float arithmetic is a dozen nodes; a walk that has not ended by then is not a fused op.
+WITHIN_MAX_NODES = 64
+
+
+def judged_within(gm: Any, missing: list[QTensor], judged: dict[str, QTensor]) -> list[tuple[QTensor, list[str]]]:
+    """Simulation tensors the artifact has no int8 tensor for, each with the judged tensors (layer
+    names) that every forward path from it reaches within WITHIN_MAX_NODES nodes. Isolation feeds a
+    judged tensor's inputs from the artifact and recomputes the nodes in between, so a defect in
+    what the file computes there shows at those tensors. A tensor with a path to the output (or
+    further than the bound) that meets no judged tensor stays unverified."""
+    nodes = {n.name: n for n in gm.graph.nodes}
+    out = []
+    for q in missing:
+        start = nodes.get(q.qnode)
+        if start is None:
+            continue
+        seen, frontier, hits, ok = {start.name}, list(start.users), {}, True
+        while frontier and ok:
+            n = frontier.pop()
+            if n.name in seen:
+                continue
+            seen.add(n.name)
+            if n.name in judged:
+                hits[n.name] = judged[n.name].layer or judged[n.name].name
+                continue
+            if n.op == "output" or len(seen) > WITHIN_MAX_NODES:
+                ok = False
+                continue
+            frontier.extend(n.users)
+        if ok and hits:
+            out.append((q, list(dict.fromkeys(hits.values()))))
+    return out
