@@ -22,7 +22,7 @@ def run(*args: str):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("check") / "out"
-    code, text = run("export", *[a for t in INT8 + ("onnx",) for a in ("-t", t)], "--eval-samples", "64",
+    code, text = run("export", *[a for t in INT8 + ("onnx", "tflite") for a in ("-t", t)], "--eval-samples", "64",
                      "-o", str(out), "--json")
     assert code == 0, text
     return out
@@ -37,14 +37,14 @@ def test_check_an_export_folder_passes_and_reads_back_the_scales(exported):
     code, text = run("check", str(exported), "--json")
     assert code == 0, text
     report = _report(text)
-    assert {c["target"] for c in report["checked"]} == set(INT8) | {"onnx"}
+    assert {c["target"] for c in report["checked"]} == set(INT8) | {"onnx", "tflite"}
     for c in report["checked"]:
         assert c["parity"]["diffs"] and all(d["passed"] for d in c["parity"]["diffs"])
         assert c["sha256"] == c["manifest_sha256"]  # untouched files: the same bytes as exported
         if c["target"] in INT8:
             lay = c["parity"]["layers"]
             assert lay["passed"] and lay["layers"] >= 10 and lay["worst_steps"] <= 1.0
-            assert c["scales_match"] is True
+            assert c["scales_match"] is True and c["simulation"] == "edgeconv's calibration"
 
 
 def _flip_fc_weights(src, dst) -> None:
@@ -87,6 +87,48 @@ def test_check_a_lone_file_needs_its_model(exported, tmp_path):
     assert code == 0, text
     c = _report(text)["checked"][0]
     assert c["target"] == "onnx-int8" and c["manifest_sha256"] is None and c["scales_match"] is True
+
+
+def _aiq_int8(fp32, dst) -> None:
+    """ai-edge-quantizer's static int8 (weights and activations) of litert-torch's fp32 file,
+    calibrated on 32 held-out digits: a file edgeconv did not write, at scales it did not choose."""
+    aiq = pytest.importorskip("ai_edge_quantizer", reason="ai-edge-quantizer is not installed: pip install ai-edge-quantizer")
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeconv.demo import heldout
+
+    x = heldout().x[:32]
+    sig = next(iter(Interpreter(model_path=str(fp32)).get_signature_runner().get_input_details()))
+    q = aiq.quantizer.Quantizer(str(fp32))
+    q.load_quantization_recipe(aiq.recipe.static_wi8_ai8())
+    calib = q.calibrate({"serving_default": [{sig: x[i:i + 1]} for i in range(len(x))]}, num_threads=1)
+    q.quantize(calib, enable_progress_report=False).export_model(str(dst), overwrite=True)
+
+
+def test_check_a_file_quantized_elsewhere_uses_its_own_scales(exported, tmp_path):
+    from test_mutants import M
+
+    fp32 = next(exported.glob("*-tflite.tflite"))
+    aiq = tmp_path / "aiq-int8.tflite"
+    _aiq_int8(fp32, aiq)
+    code, text = run("check", str(aiq), "--model", "edgeconv.demo:demo", "--eval-samples", "64", "--json")
+    assert code == 0, text
+    c = _report(text)["checked"][0]
+    assert c["target"] == "tflite-int8" and c["scales_match"] is False
+    assert c["simulation"].startswith("simulation from the file's own scales")
+    lay = c["parity"]["layers"]
+    assert lay["passed"] and lay["layers"] >= 10 and lay["unmatched"] == 0 and lay["worst_steps"] <= 1.0
+    # the same file with one output channel of a 1x1 conv zeroed: failed, at that layer
+    ed = M.TfliteFile(aiq)
+    M.check_layout(ed, M.torch_shapes())
+    zeroed = next(d for d in M.defects() if d.name == "zeroed output channel")
+    zeroed.apply(ed, M.Context_())
+    mutant = tmp_path / "aiq-zeroed.tflite"
+    ed.save(mutant)
+    code, text = run("check", str(mutant), "--model", "edgeconv.demo:demo", "--eval-samples", "64", "--json")
+    assert code == 1, text
+    lay = _report(text)["checked"][0]["parity"]["layers"]
+    assert not lay["passed"] and lay["worst_layer"] == zeroed.layer and lay["over"][0].startswith(zeroed.layer)
 
 
 @pytest.mark.parametrize("args, words", [
