@@ -102,6 +102,17 @@ def spec_of(manifest: dict[str, Any], given: "ModelSpec | None") -> "ModelSpec":
     return spec
 
 
+def listed(path: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(manifest, its entry) when the folder beside `path` holds a manifest that lists it."""
+    from edgeconv.pipeline import MANIFEST
+
+    if not (path.parent / MANIFEST).is_file():
+        return None
+    manifest = manifest_of(path.parent)
+    entry = next((a for a in manifest.get("artifacts", ()) if a.get("path") == path.name), None)
+    return (manifest, entry) if entry is not None else None
+
+
 def infer_target(path: Path) -> str:
     """The target that writes files like `path`: its format, and whether the file stores int8."""
     from edgeconv.exporters.formats import format_for

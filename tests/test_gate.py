@@ -262,3 +262,46 @@ def test_delegate_is_part_of_a_budget_key_and_validated():
     import dataclasses
     m = dataclasses.replace(m, delegate="xnnpack")
     assert m.key == b.entries[1].key
+
+
+ARTIFACT = """\
+[[budget]]
+model = "edgeconv.demo:demo"
+target = "tflite-int8"
+device = "host"
+artifact = "dist/demo.tflite"
+check = true
+size_kb = 64
+"""
+
+
+def test_check_rule_fails_an_artifact_whose_check_fails_and_passes_one_that_passes():
+    import dataclasses
+
+    b = parse(ARTIFACT)
+    e = b.entries[0]
+    assert e.artifact == "dist/demo.tflite" and e.check is True and e.size_kb == 64.0
+    base = Measured("edgeconv.demo:demo", "tflite-int8", "host", "ab" * 32, 32 * 1024)
+    bad = dataclasses.replace(base, check_failures=1, check_note="int8 layers in isolation: fc: 17 steps")
+    rows = evaluate(b, {e.key: bad})
+    check = next(r for r in rows if r.metric == "check")
+    assert not check.passed and check.value == 1.0 and "fc: 17 steps" in check.message
+    assert [r.metric for r in rows] == ["check", "size_kb"]  # no export: no parity row of its own
+    good = dataclasses.replace(base, check_failures=0, check_note="passed")
+    assert all(r.passed for r in evaluate(b, {e.key: good}))
+    missing = evaluate(b, {e.key: base})  # no verdict collected: a breach, never a silent pass
+    assert not next(r for r in missing if r.metric == "check").passed
+
+
+@pytest.mark.parametrize("text, pattern", [
+    (ARTIFACT.replace("size_kb = 64", "p50_ms = 2.0"),
+     r"b.toml:7: budget 1: p50_ms is measured on the gate's own export, but artifact names a file built elsewhere"),
+    (ARTIFACT.replace("check = true\n", ""), r"b.toml:5: budget 1: artifact is judged by `edgeconv check`; add check = true"),
+    (ARTIFACT.replace("check = true", "check = 3"), r"b.toml:6: budget 1: check = 3 must be true, or the path"),
+    (ARTIFACT.replace('artifact = "dist/demo.tflite"\n', "").replace("check = true", 'check = "c.json"'),
+     r"b.toml:5: budget 1: a saved verdict is for a file built elsewhere; add artifact"),
+])
+def test_bad_check_budgets_are_one_line_user_errors(text, pattern):
+    with pytest.raises(UserError, match=pattern) as e:
+        parse(text)
+    assert "\n" not in str(e.value)

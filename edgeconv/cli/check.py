@@ -31,6 +31,7 @@ def check_cmd(path: str, **kw) -> None:
     from pathlib import Path
 
     from edgeconv.check import check, infer_target, manifest_of, options_of, spec_of
+    from edgeconv.check import listed as listed_in_manifest
     from edgeconv.cli.options import load_spec
     from edgeconv.config import ExportOptions
     from edgeconv.errors import ParityFailure, UserError
@@ -53,7 +54,7 @@ def check_cmd(path: str, **kw) -> None:
             raise UserError(f"{p / MANIFEST} lists no artifact")
         options, spec = options_of(manifest, p), spec_of(manifest, given)
     else:
-        listed = _listed(p)
+        listed = listed_in_manifest(p)
         if listed is not None:
             manifest, entry = listed
             entries = [(p, target or entry["target"], entry.get("sha256"))]
@@ -74,18 +75,6 @@ def check_cmd(path: str, **kw) -> None:
     failed = [c.target for c in report.checked if not c.passed]
     if failed:
         raise ParityFailure(f"check failed for {', '.join(failed)}")
-
-
-def _listed(path: "Path") -> "tuple[dict, dict] | None":
-    """(manifest, its entry) when the folder beside `path` holds a manifest that lists it."""
-    from edgeconv.check import manifest_of
-    from edgeconv.pipeline import MANIFEST
-
-    if not (path.parent / MANIFEST).is_file():
-        return None
-    manifest = manifest_of(path.parent)
-    entry = next((a for a in manifest.get("artifacts", ()) if a.get("path") == path.name), None)
-    return (manifest, entry) if entry is not None else None
 
 
 def _print(report) -> None:

@@ -25,6 +25,20 @@ Budgets file:
     accuracy_drop = 1.0
     regression_pct = 5.0           # optional, overrides [gate]
     delegate = "xnnpack"           # optional: the device's default otherwise
+
+    [[budget]]                     # an artifact built elsewhere (another CI step, another tool)
+    model = "edgeconv.demo:demo"
+    target = "tflite-int8"
+    device = "host"
+    artifact = "dist/demo-int8.tflite"   # this file, not the gate's own export
+    check = true                   # it must pass `edgeconv check` (run here: its manifest's options if a
+                                   # manifest beside it lists it, else the model and [gate]'s samples);
+                                   # or check = "check.json": read a saved `edgeconv check --json`
+                                   # verdict, which must be for these very bytes (sha256)
+    size_kb = 64                   # the only other limit an artifact budget takes
+
+Every exported artifact must pass its whole parity verdict (each output criterion and every int8
+layer in isolation) whatever its budget says.
 """
 from __future__ import annotations
 
@@ -41,7 +55,8 @@ from edgeconv.results import Record
 
 LIMITS = ("p50_ms", "p90_ms", "size_kb", "accuracy_drop", "max_partitions", "max_cpu_ops", "max_float_ops")
 DELEGATE_LIMITS = ("max_partitions", "max_cpu_ops")  # checked against the budget's delegate table
-BUDGET_KEYS = ("model", "target", "device", "delegate", *LIMITS, "regression_pct")
+BUDGET_KEYS = ("model", "target", "device", "delegate", *LIMITS, "regression_pct", "artifact", "check")
+ARTIFACT_LIMITS = ("size_kb",)  # what a budget on a file built elsewhere may limit besides `check`
 BASELINE_VERSION = 1
 
 
@@ -78,6 +93,8 @@ class Budget:
     max_partitions: float | None = None  # delegated partitions the delegate builds
     max_cpu_ops: float | None = None  # ops the delegate leaves on the CPU
     max_float_ops: float | None = None  # int8 artifacts: ops still computing in float (Artifact.float_ops)
+    artifact: str | None = None  # a file built elsewhere, judged instead of the gate's own export
+    check: bool | str | None = None  # True: run `edgeconv check` on it; a path: its saved --json verdict
 
     @property
     def key(self) -> str:
@@ -122,6 +139,8 @@ class Measured(Record):
     delegate_basis: str = ""  # "measured on this host (...)" or "predicted (<name>.toml)"
     float_ops: int | None = None  # Artifact.float_ops.count (None: not an int8 target)
     float_ops_note: str = ""
+    check_failures: int | None = None  # `edgeconv check`'s failed criteria on the artifact (None: not asked)
+    check_note: str = ""
 
     @property
     def key(self) -> str:
@@ -258,11 +277,37 @@ def _budget(entry: Any, n: int, start: int, text: str, path: str, targets: set[s
             raise UserError(f"{path}:{_key_line(text, key, start)}: budget {n}: {key} counts what a delegate takes; "
                             'add delegate = "<name>" (xnnpack, gpu, nnapi, hexagon for .tflite; qnn for .onnx; '
                             "ane for .mlpackage)")
-    if not any(k in limits for k in LIMITS):
+    artifact, check = _artifact_keys(entry, n, start, text, path, limits)
+    if not any(k in limits for k in LIMITS) and not check:
         raise UserError(f"{where0} ({entry['model']} / {entry['target']} / {entry['device']}) sets no limit; "
-                        f"add at least one of {', '.join(LIMITS)}")
+                        f"add at least one of {', '.join(LIMITS)}, or check = true")
     return Budget(model=entry["model"], target=entry["target"], device=entry["device"], delegate=delegate,
-                  line=start, **limits)
+                  line=start, artifact=artifact, check=check, **limits)
+
+
+def _artifact_keys(entry: dict, n: int, start: int, text: str, path: str,
+                   limits: dict[str, float]) -> tuple[str | None, bool | str | None]:
+    """`artifact` (a path) and `check` (true, or the path of a saved verdict), validated."""
+    artifact, check = entry.get("artifact"), entry.get("check")
+    if artifact is not None and (not isinstance(artifact, str) or not artifact.strip()):
+        raise UserError(f"{path}:{_key_line(text, 'artifact', start)}: budget {n}: artifact = {artifact!r} must be "
+                        "the artifact's path in quotes")
+    if check is not None and not (check is True or check is False or (isinstance(check, str) and check.strip())):
+        raise UserError(f"{path}:{_key_line(text, 'check', start)}: budget {n}: check = {check!r} must be true, or "
+                        "the path of a saved `edgeconv check --json` report in quotes")
+    if artifact is not None:
+        other = [k for k in limits if k not in ARTIFACT_LIMITS and k != "regression_pct"]
+        if other:
+            raise UserError(f"{path}:{_key_line(text, other[0], start)}: budget {n}: {other[0]} is measured on the "
+                            "gate's own export, but artifact names a file built elsewhere; a file takes only "
+                            f"check and {', '.join(ARTIFACT_LIMITS)} (drop artifact to budget the export)")
+        if not check:
+            raise UserError(f"{path}:{_key_line(text, 'artifact', start)}: budget {n}: artifact is judged by "
+                            "`edgeconv check`; add check = true (or the path of its saved --json verdict)")
+    elif isinstance(check, str):
+        raise UserError(f"{path}:{_key_line(text, 'check', start)}: budget {n}: a saved verdict is for a file "
+                        "built elsewhere; add artifact = \"PATH\" naming it, or use check = true")
+    return artifact, (check or None)
 
 
 def load_budgets(path: str | Path, check_names: bool = True) -> Budgets:

@@ -15,7 +15,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "model"
 
 
-def collect(budgets: Budgets, progress: "Progress | None" = None) -> dict[str, Measured]:
+def collect(budgets: Budgets, progress: Progress | None = None) -> dict[str, Measured]:
     """Export every model once (all its budgeted targets), then profile each budgeted device."""
     from edgeconv.config import ExportOptions, QuantOptions
     from edgeconv.devices.base import Delegate, ProfileOptions
@@ -25,9 +25,12 @@ def collect(budgets: Budgets, progress: "Progress | None" = None) -> dict[str, M
 
     s = budgets.settings
     by_model: dict[str, list[Budget]] = {}
-    for b in budgets.entries:
-        by_model.setdefault(b.model, []).append(b)
     out: dict[str, Measured] = {}
+    for b in budgets.entries:
+        if b.artifact is not None:  # a file built elsewhere: its check verdict, no export
+            out[b.key] = checked_artifact(b, budgets, progress)
+        else:
+            by_model.setdefault(b.model, []).append(b)
     for model, entries in by_model.items():
         targets = tuple(dict.fromkeys(b.target for b in entries))
         resolve_targets(targets)
@@ -53,9 +56,10 @@ def collect(budgets: Budgets, progress: "Progress | None" = None) -> dict[str, M
             if b.needs_delegate_check:
                 parts, cpu, dbasis = _delegate_counts(out_dir / a.path, b)
             ref = a.parity.reference_accuracy if a.parity else None
-            failed = [d for d in a.parity.diffs if not d.passed] if a.parity else []
-            note = "; ".join(f"vs {d.reference}: {d.reason}" for d in failed) if failed else (
-                f"matches {', '.join(d.reference for d in a.parity.diffs)} in {a.parity.runtime}" if a.parity else "")
+            failed = _failed(a.parity) if a.parity else []
+            note = "; ".join(failed) if failed else (
+                f"matches {', '.join(d.reference for d in a.parity.diffs)} in {a.parity.runtime}"
+                + (" and every int8 layer in isolation" if a.parity.layers is not None else "") if a.parity else "")
             out[b.key] = Measured(model=b.model, target=b.target, device=b.device, artifact_sha256=a.sha256,
                                   size_bytes=a.size_bytes, accuracy=a.parity.accuracy if a.parity else None,
                                   reference_accuracy=ref if ref is not None else manifest.reference_accuracy,
@@ -63,8 +67,87 @@ def collect(budgets: Budgets, progress: "Progress | None" = None) -> dict[str, M
                                   parity_failures=len(failed) if a.parity else None, parity_note=note,
                                   delegate=b.delegate or "", partitions=parts, cpu_ops=cpu, delegate_basis=dbasis,
                                   float_ops=a.float_ops.count if a.float_ops else None,
-                                  float_ops_note=_float_note(a.float_ops))
+                                  float_ops_note=_float_note(a.float_ops),
+                                  check_failures=(len(failed) if a.parity else None) if b.check else None,
+                                  check_note=f"the export's verdict (what `edgeconv check` gives on these bytes, "
+                                             f"sha256 {a.sha256[:12]}): {note}" if b.check else "")
     return out
+
+
+def _failed(parity) -> list[str]:
+    """Each failed criterion of a parity verdict: an output comparison, or the int8 layers in isolation."""
+    out = [f"vs {d.reference}: {d.reason}" for d in parity.diffs if not d.passed]
+    lay = parity.layers
+    if lay is not None and not lay.passed:
+        out.append("int8 layers in isolation: " + "; ".join(lay.over[:3]))
+    return out
+
+
+def checked_artifact(b: Budget, budgets: Budgets, progress: Progress | None) -> Measured:
+    """A budget on a file built elsewhere: `edgeconv check` run on it, or its saved verdict read."""
+    from edgeconv.models import file_sha256
+
+    path = Path(b.artifact)
+    if not path.exists():
+        raise UserError(f"{b.key}: artifact {path} does not exist; build it before the gate runs, or fix the "
+                        "path in the budgets file")
+    sha = file_sha256(path)
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    if isinstance(b.check, str):
+        failures, note = _saved_verdict(Path(b.check), b.target, sha)
+    else:
+        failures, note = _run_check(path, b, budgets, progress)
+    return Measured(model=b.model, target=b.target, device=b.device, artifact_sha256=sha, size_bytes=size,
+                    check_failures=failures, check_note=note)
+
+
+def _run_check(path: Path, b: Budget, budgets: Budgets, progress: Progress | None) -> tuple[int, str]:
+    from edgeconv.check import check, listed, options_of, spec_of
+    from edgeconv.config import ExportOptions, QuantOptions
+    from edgeconv.context import Progress
+    from edgeconv.models import load_model
+
+    found = listed(path)
+    if found is not None:  # written by edgeconv export: its own model and options
+        manifest, entry = found
+        spec = spec_of(manifest, None if manifest.get("model_ref") else load_model(b.model))
+        options, recorded = options_of(manifest, path.parent), entry.get("sha256")
+    else:
+        s = budgets.settings
+        spec, recorded = load_model(b.model), None
+        options = ExportOptions(targets=(b.target,), out_dir=str(path.parent), eval_samples=s.eval_samples,
+                                quant=QuantOptions(samples=s.calib_samples))
+    report = check([(path, b.target, recorded)], spec, options, progress or Progress(False))
+    c = report.checked[0]
+    failed = _failed(c.parity)
+    how = f"`edgeconv check` in {c.parity.runtime}" + (f", {c.simulation}" if c.simulation else "")
+    return len(failed), f"{how}: " + ("; ".join(failed) if failed else "passed")
+
+
+def _saved_verdict(report: Path, target: str, sha: str) -> tuple[int, str]:
+    """(failed criteria, note) from a saved `edgeconv check --json` report; a report on other bytes
+    is a failure (a stale verdict is no verdict), an unreadable one a UserError."""
+    import json
+
+    try:
+        text = report.read_text()
+        doc = json.JSONDecoder().raw_decode(text[text.index("{"):])[0]
+        rows = doc["checked"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{report} is not a saved `edgeconv check --json` report ({type(e).__name__}); write it "
+                        "with `edgeconv check ARTIFACT --json > FILE`") from None
+    row = next((r for r in rows if r.get("sha256") == sha and r.get("target") == target), None)
+    if row is None:
+        return 1, (f"{report} holds no verdict on these bytes (sha256 {sha[:12]}, {target}): the artifact changed "
+                   "after it was checked; re-run edgeconv check")
+    p = row.get("parity") or {}
+    failed = [f"vs {d.get('reference')}: {d.get('reason')}" for d in p.get("diffs", ()) if not d.get("passed")]
+    lay = p.get("layers")
+    if lay and not lay.get("passed"):
+        failed.append("int8 layers in isolation: " + "; ".join(lay.get("over", [])[:3]))
+    if not failed and p.get("passed") is False:
+        failed.append("the saved verdict failed")
+    return len(failed), f"saved verdict {report.name} (sha256 {sha[:12]}): " + ("; ".join(failed) or "passed")
 
 
 def _float_note(f) -> str:

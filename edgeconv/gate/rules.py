@@ -23,6 +23,10 @@ def evaluate(budgets: Budgets, measured: Mapping[str, Measured],
             parity_seen.add((b.model, b.target))
             out.append(GateResult(f"{b.model} / {b.target}", "parity_failures", float(m.parity_failures), 0.0,
                                   m.parity_failures == 0, m.parity_note or "parity checked"))
+        if b.check:
+            # the artifact's whole `edgeconv check` verdict: any failed criterion fails the build
+            out.append(GateResult(b.key, "check", None if m.check_failures is None else float(m.check_failures), 0.0,
+                                  m.check_failures == 0, m.check_note or "no check verdict was collected"))
         how = m.basis or "measured"
         checks = [("p50_ms", b.p50_ms, m.p50_ms, how), ("p90_ms", b.p90_ms, m.p90_ms, how),
                   ("size_kb", b.size_kb, m.size_bytes / 1024.0, f"sha256 {m.artifact_sha256[:12]}"),

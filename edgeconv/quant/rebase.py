@@ -36,7 +36,7 @@ WINDOW = 8  # file tensors after the last match considered for the next node (pa
 
 @dataclasses.dataclass(frozen=True)
 class Rebased:
-    graph: "Graph"
+    graph: Graph
     activations: int  # activation quantize nodes now at a file tensor's grid
     activation_nodes: int
     weights: int  # weight scale vectors now the file's
@@ -50,7 +50,7 @@ class Rebased:
                    + (f"; … (+{len(self.kept) - 3})" if len(self.kept) > 3 else "") if self.kept else ""))
 
 
-def rebase(graph: "Graph", theirs: "list[QTensor]", weights: "list[tuple[WeightQuant, np.ndarray | None]]",
+def rebase(graph: Graph, theirs: list[QTensor], weights: list[tuple[WeightQuant, np.ndarray | None]],
            x: np.ndarray) -> Rebased:
     """`graph`'s quantized program at the grids of the file whose int8 activations on `x` are
     `theirs` and whose weight scales are `weights` (Format.int8_tensors, Format.read_weights)."""
@@ -132,10 +132,10 @@ def _same_grid_parent(q: Any) -> Any:
     return before if same else None
 
 
-def _closest(f: np.ndarray, theirs: "list[QTensor]", used: set[int], cursor: int) -> tuple[int | None, str]:
+def _closest(f: np.ndarray, theirs: list[QTensor], used: set[int], cursor: int) -> tuple[int | None, str]:
     """The unused file tensor after `cursor` (then anywhere) whose dequantized values are closest to
     the float values `f`, if within REBASE_MAX_REL_L2."""
-    order = list(range(cursor, len(theirs))) + list(range(0, cursor))
+    order = list(range(cursor, len(theirs))) + list(range(cursor))
     cands = [j for j in order if j not in used and theirs[j].values.size == f.size][:WINDOW]
     if not cands:
         return None, "no tensor of the file has its size"
@@ -146,7 +146,7 @@ def _closest(f: np.ndarray, theirs: "list[QTensor]", used: set[int], cursor: int
     return best, ""
 
 
-def _rel_l2(f: np.ndarray, t: "QTensor") -> float:
+def _rel_l2(f: np.ndarray, t: QTensor) -> float:
     """Relative L2 between float values `f` (clipped to the file tensor's range) and the file tensor
     `t` dequantized, in the best layout that fits; inf when the sizes differ."""
     from edgeconv.quant.divergence import _views
@@ -159,7 +159,7 @@ def _rel_l2(f: np.ndarray, t: "QTensor") -> float:
                 for v in _views(np.zeros(f.shape, np.int8), t.values)), default=float("inf"))
 
 
-def _weights(gm: Any, weights: "list[tuple[WeightQuant, np.ndarray | None]]") -> tuple[int, int, list[str]]:
+def _weights(gm: Any, weights: list[tuple[WeightQuant, np.ndarray | None]]) -> tuple[int, int, list[str]]:
     """Each per-channel weight quantization takes the scale vector of the file's weight tensor it
     pairs with (execution order, same element count). Returns (set, nodes, reasons kept)."""
     import torch
