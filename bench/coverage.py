@@ -240,6 +240,13 @@ def cell_from_artifact(a: dict, out: Path) -> dict:
             "size_bytes": a.get("size_bytes"), "path": a.get("path"),
             "stage_s": {s["stage"]: s["seconds"] for s in a.get("stages", [])},
             "float_layers": a.get("float_layers") or []}
+    lay = par.get("layers")
+    if lay:  # int8 targets: which int8 tensors per-layer isolation could not judge, and why
+        total = lay["layers"] + lay["unmatched"]
+        cell["isolation"] = {"judged": lay["layers"], "unverified": lay["unmatched"], "covered": lay.get("covered", 0),
+                             "unverified_pct": round(100 * lay["unmatched"] / total, 2) if total else None,
+                             "passed": lay["passed"], "excluded": lay.get("excluded", []),
+                             "within": lay.get("within", [])}
     p = out / a.get("path", "")
     if is_int8(a["target"]) and p.is_file():
         cell["ops"] = artifact_ops(p, a["target"])

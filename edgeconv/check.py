@@ -199,5 +199,10 @@ def _file_simulation(target: "Target", path: Path, graph: Any, x: Any) -> tuple[
     """edgeconv's program at the grids the file carries (`quant.rebase`), and how it was built."""
     from edgeconv.quant.rebase import rebase
 
-    rebased = rebase(graph, target.format.int8_tensors(path, x), target.format.read_weights(path), x)
+    try:
+        rebased = rebase(graph, target.format.int8_tensors(path, x), target.format.read_weights(path), x)
+    except Exception as e:  # any failure is said, and the file is judged against edgeconv's own grids
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        return graph, (f"edgeconv's calibration: the simulation at the file's own scales could not be built "
+                       f"({type(e).__name__}: {first}), so every grid that differs is a finding")
     return rebased.graph, rebased.summary()

@@ -165,3 +165,28 @@ def test_cli_names_the_layer_and_exits_1(artifacts):
     assert res.exit_code == 1, res.output
     lines = res.output.strip().splitlines()
     assert "none drifts" in lines[0] and BAD_LAYER in lines[1]
+
+
+def test_a_tensor_the_file_computes_inside_an_op_is_judged_within_the_tensors_it_feeds():
+    """A LayerNorm's centred input (x - mean) has no int8 tensor in a file that fuses the norm:
+    covered by the judged tensor every path from it reaches — but never one with a path to the
+    output that meets no judged tensor, and never one reached only past the walk's bound."""
+    from edgeconv.quant.divergence import WITHIN_MAX_NODES, judged_within
+
+    def norm(x):
+        centred = x - x.mean(-1, keepdim=True)
+        y = centred * torch.rsqrt((centred * centred).mean(-1, keepdim=True) + 1e-5)
+        return y, centred.abs()  # `abs` reaches the output unjudged
+
+    gm = torch.fx.symbolic_trace(norm)
+    names = [n.name for n in gm.graph.nodes]
+    v = np.zeros((1, 4), np.int32)
+    t = {n: QTensor(n, 0.1, 0, v, layer=f"layer.{n}", qnode=n) for n in names}
+    judged = {"mul_1": t["mul_1"]}  # the norm's output
+    out = judged_within(gm, [t["mean"], t["sub"], t["add"]], judged)
+    got = {q.name: (by, what) for q, by, what in out}
+    assert set(got) == {"add"}  # mean and sub also reach `abs` -> output, unjudged
+    assert got["add"][0] == ["layer.mul_1"] and got["add"][1].endswith("output")
+    judged["abs_1"] = t["abs_1"]
+    assert {q.name for q, _, _ in judged_within(gm, [t["mean"], t["sub"], t["add"]], judged)} == {"mean", "sub", "add"}
+    assert WITHIN_MAX_NODES >= 16  # a LayerNorm's float arithmetic fits the bound

@@ -95,6 +95,9 @@ def _print(report) -> None:
             click.echo(line)
             if lay.unmatched:
                 click.echo(f"    unverified in isolation: {lay.unmatched}: " + "; ".join(lay.excluded[:3]))
+            if lay.within:
+                click.echo(f"    judged within larger ops: {len(lay.within)} tensors the file computes inside one op "
+                           "(checked at the tensors they feed): " + "; ".join(lay.within[:2]))
         click.echo(f"    scales: {c.scales}")
         if c.simulation:
             click.echo(f"    int8 simulation: {c.simulation}")

@@ -247,16 +247,12 @@ def rescaled(pairs: list[tuple[QTensor, QTensor | None]], theirs: list[QTensor])
     the same place (between the artifact tensors matched to its neighbours), holds the same real
     values at another scale or zero point: a quantization parameter the file changed. Each is a
     finding at that tensor's layer — not an unmatched tensor whose consumer takes the blame."""
-    index = {id(t): j for j, t in enumerate(theirs)}
-    at = [index[id(a)] if a is not None else None for _, a in pairs]
     used = {id(a) for _, a in pairs if a is not None}
     found = []
     for i, (q, a) in enumerate(pairs):
         if a is not None:
             continue
-        lo = next((at[k] for k in range(i - 1, -1, -1) if at[k] is not None), -1)
-        hi = next((at[k] for k in range(i + 1, len(at)) if at[k] is not None), len(theirs))
-        cands = [b for b in theirs[lo + 1:hi] if id(b) not in used and b.values.size == q.values.size]
+        cands = in_place(i, pairs, theirs, used)
         scored = [(_float_rel_l2(q, b), k) for k, b in enumerate(cands)]
         if scored:
             err, k = min(scored)
@@ -264,6 +260,17 @@ def rescaled(pairs: list[tuple[QTensor, QTensor | None]], theirs: list[QTensor])
                 used.add(id(cands[k]))
                 found.append((q, cands[k]))
     return found
+
+
+def in_place(i: int, pairs: list[tuple[QTensor, QTensor | None]], theirs: list[QTensor], used: set[int]) -> list[QTensor]:
+    """The unused artifact tensors of the size of pairs[i]'s simulation tensor that lie where it
+    would (between the artifact tensors matched to its neighbours)."""
+    index = {id(t): j for j, t in enumerate(theirs)}
+    at = [index[id(a)] if a is not None else None for _, a in pairs]
+    lo = next((at[k] for k in range(i - 1, -1, -1) if at[k] is not None), -1)
+    hi = next((at[k] for k in range(i + 1, len(at)) if at[k] is not None), len(theirs))
+    size = pairs[i][0].values.size
+    return [b for b in theirs[lo + 1:hi] if id(b) not in used and b.values.size == size]
 
 
 def _float_rel_l2(q: QTensor, a: QTensor) -> float:
@@ -445,12 +452,16 @@ def divergence(graph: "Graph", artifact: Path | str, x: np.ndarray, steps: float
     within: tuple[str, ...] = ()
     if isolate:
         judged = {d.tensor for d in isolated or ()}
-        inside = judged_within(gm, [q for q, a in pairs if a is None and q.name in unmatched],
-                               {q.qnode: q for q, _ in pairs if q.name in judged})
-        within = tuple(f"{q.name} ({q.layer}): judged within {', '.join(by)}: the artifact has no int8 tensor for it "
-                       "(it computes it inside a larger op), and every path from it reaches those tensors"
-                       for q, by in inside)
-        gone = {q.name for q, _ in inside}
+        # only where the file really has no tensor: an unused one of its size in its place is the
+        # tensor at other quantization parameters (a finding, or an edit), never "inside an op"
+        used = {id(a) for _, a in pairs if a is not None} | {id(a) for _, a in found}
+        absent = [q for i, (q, a) in enumerate(pairs)
+                  if a is None and q.name in unmatched and not in_place(i, pairs, theirs, used)]
+        inside = judged_within(gm, absent, {q.qnode: q for q, _ in pairs if q.name in judged})
+        within = tuple(f"{q.name} ({q.layer}): judged within {', '.join(by)}: the artifact has no int8 tensor for "
+                       f"this {what} (it computes it inside a larger op), and every path from it reaches those tensors"
+                       for q, by, what in inside)
+        gone = {q.name for q, _, _ in inside}
         unmatched = [n for n in unmatched if n not in gone]
         missing = [m for m in missing if m.split(" ", 1)[0] not in gone]
     excluded = tuple(missing) + excluded
@@ -463,7 +474,7 @@ def divergence(graph: "Graph", artifact: Path | str, x: np.ndarray, steps: float
 WITHIN_MAX_NODES = 64
 
 
-def judged_within(gm: Any, missing: list[QTensor], judged: dict[str, QTensor]) -> list[tuple[QTensor, list[str]]]:
+def judged_within(gm: Any, missing: list[QTensor], judged: dict[str, QTensor]) -> list[tuple[QTensor, list[str], str]]:
     """Simulation tensors the artifact has no int8 tensor for, each with the judged tensors (layer
     names) that every forward path from it reaches within WITHIN_MAX_NODES nodes. Isolation feeds a
     judged tensor's inputs from the artifact and recomputes the nodes in between, so a defect in
@@ -489,5 +500,16 @@ def judged_within(gm: Any, missing: list[QTensor], judged: dict[str, QTensor]) -
                 continue
             frontier.extend(n.users)
         if ok and hits:
-            out.append((q, list(dict.fromkeys(hits.values()))))
+            out.append((q, list(dict.fromkeys(hits.values())), _what(start.args[0])))
     return out
+
+
+def _what(src: Any) -> str:
+    """What a quantize node's input is, in words: "requantization" when it is another quantized
+    tensor re-rounded on a new grid, else the aten op's name (sub, expand_as, slice, add, ...)."""
+    from edgeconv.quant.program import is_dq
+
+    if is_dq(src):
+        return "requantization of another int8 tensor"
+    name = str(getattr(src, "target", "")).split(".")
+    return f"{name[1] if len(name) > 1 and name[0] == 'aten' else name[0]} output"
