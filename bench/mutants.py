@@ -1,9 +1,11 @@
 """Mutation suite for the parity verdict (issue 19): plant known defects by hand in copies of the
 demo's int8 artifacts and ask `edgeconv.check.check` whether it catches each one, and where.
 
-    python bench/mutants.py [--out bench/results/mutants.json] [--work DIR] [--calib default weak]
+    python bench/mutants.py [--out bench/results/mutants.json] [--work DIR] [--calib default weak aiq]
 
-The demo is exported once per calibration (default options; `--calib-samples 2`, a weak one).
+The demo is exported once per calibration (default options; `--calib-samples 2`, a weak one); `aiq`
+plants the TFLite defects in ai-edge-quantizer's static int8 of litert-torch's fp32 demo file, a file
+edgeconv did not write, checked against the simulation at the file's own scales.
 Every mutant is its own file beside its source artifact (the same folder, so the manifest's model
 and options apply), and each calibration's mutants are checked in one `check()` call, so the torch
 programs are rebuilt once per batch. For each mutant the runtime's accuracy on the labelled held-out
@@ -37,6 +39,9 @@ LAYERS = ("stem.0", "blocks.0.depthwise.0", "blocks.0.pointwise.0", "blocks.1.de
           "blocks.1.pointwise.0", "blocks.2.depthwise.0", "blocks.2.pointwise.0", "fc")
 TARGETS = {"onnx": "onnx-int8", "tflite": "tflite-int8", "coreml": "coreml-w8a8"}
 CALIBS = {"default": (), "weak": ("--calib-samples", "2")}
+# "aiq": a TFLite int8 file edgeconv did not write — ai-edge-quantizer's static int8 of litert-torch's
+# fp32 file — judged against the simulation at its own scales (edgeconv.quant.rebase)
+FOREIGN = "aiq"
 SEED = 19  # the issue's number: one fixed draw of the mutated elements
 
 
@@ -560,6 +565,59 @@ def run_calibration(calib: str, work: Path, todo: list[Defect], shapes: dict) ->
     return rows
 
 
+def run_foreign(work: Path, todo: list[Defect], shapes: dict) -> list[dict[str, Any]]:
+    """The TFLite defects planted in ai-edge-quantizer's static int8 of litert-torch's fp32 demo file
+    (calibrated on 64 held-out digits), checked as a file edgeconv did not write: no manifest, the
+    simulation rebuilt at the file's own scales. The refit needs the ONNX file's features: left out."""
+    from edgeconv.check import check
+    from edgeconv.config import ExportOptions
+    from edgeconv.demo import demo, heldout
+
+    aiq_int8 = _bench_module("int8_vs_aiq").aiq_int8
+    folder = work / FOREIGN
+    fp32 = folder / "fp32"
+    if not (fp32 / "edgeconv.json").is_file():
+        subprocess.run(["edgeconv", "export", "-t", "tflite", "-o", str(fp32)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    data = heldout()
+    src = folder / "aiq-int8.tflite"
+    aiq_int8(next(fp32.glob("*-tflite.tflite")), data.x[:64], src)
+    made = []
+    for n, d in enumerate(t for t in todo if t.name != "refitted classifier"):
+        ed = TfliteFile(src)
+        check_layout(ed, shapes)
+        d.apply(ed, Context_())
+        dst = folder / f"mutant-{n:02d}-tflite.tflite"
+        ed.save(dst)
+        made.append((d, dst))
+    t0 = time.perf_counter()
+    report = check([(p, TARGETS["tflite"], None) for _, p in made], demo(),
+                   ExportOptions(targets=(TARGETS["tflite"],), out_dir=str(folder)), _quiet_progress())
+    print(f"[{FOREIGN}] {len(made)} mutants checked in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    base = run_outputs(src, data.x)
+    base_acc = float((base.argmax(1) == data.y).mean())
+    rows = []
+    for (d, path), c in zip(made, report.checked):
+        out = run_outputs(path, data.x)
+        acc, agree = float((out.argmax(1) == data.y).mean()), float((out.argmax(1) == base.argmax(1)).mean())
+        row = {"calibration": FOREIGN, "format": "tflite", "target": TARGETS["tflite"], "defect": d.name,
+               "planted_layer": d.layer, "params": d.params, "file": path.name, "benign": d.benign,
+               "simulation": c.simulation}
+        row.update(judge(d, c, acc, base_acc, agree))
+        rows.append(row)
+    return rows
+
+
+def _bench_module(name: str) -> Any:
+    """A sibling bench script as a module (bench/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"edgeconv_bench_{name}", Path(__file__).parent / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def _quiet_progress() -> Any:
     from edgeconv.context import Progress
 
@@ -592,6 +650,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "benign": len(benign), "false_alarms": len(alarms),
         "false_alarm_cases": [f"{r['calibration']}/{r['format']}: {r['defect']}: {r['reasons'][:2]}" for r in alarms],
         "verdict_findings": findings(caught),
+        "foreign_file": FOREIGN_NOTE if any(r["calibration"] == FOREIGN for r in rows) else None,
         "criteria": {"matters": "|accuracy delta| >= 0.5 point or top-1 disagreement with the unmutated artifact >= 1 %",
                      "named_layer": "first of layers.over, else layers.worst_layer"},
     }
@@ -609,6 +668,16 @@ FINDINGS = {
         "(match needs the scale within 1e-6), so its own layer is not judged; the consumer is named. The check's "
         "`scales` line does say the file carries other scales"),
 }
+
+
+# What the named layer means on a file edgeconv did not write (the simulation takes the file's scales).
+FOREIGN_NOTE = (
+    "aiq rows: the simulation is built at the file's own scales, so an activation scale or zero point edited in "
+    "the file is part of what the file declares, not a difference from edgeconv's calibration. TFLite's "
+    "kernels keep the int32 bias a consumer was written with (input scale x weight scale), so an edited output "
+    "scale of stem.0 leaves blocks.0.depthwise.0's bias on the old grid: that layer is where the file first "
+    "computes something its own scales do not say, and it is named. A zero point +1 on a ReLU6 output is "
+    "absorbed the same way (consumers subtract the declared zero point): harmless (0.0 points, 100 % agreement).")
 
 
 def findings(caught: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -664,13 +733,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "mutants.json"))
     ap.add_argument("--work", default="/tmp/edgeconv-mutants")
-    ap.add_argument("--calib", nargs="+", default=list(CALIBS), choices=list(CALIBS))
+    ap.add_argument("--calib", nargs="+", default=[*CALIBS, FOREIGN], choices=[*CALIBS, FOREIGN],
+                    help=f"calibrations of edgeconv's own files; {FOREIGN}: ai-edge-quantizer's TFLite int8 file")
     args = ap.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     shapes, todo = torch_shapes(), defects()
-    rows = [r for calib in args.calib for r in run_calibration(calib, work, todo, shapes)]
+    rows = [r for calib in args.calib for r in (run_foreign(work, todo, shapes) if calib == FOREIGN
+                                                 else run_calibration(calib, work, todo, shapes))]
     result = {
         "command": " ".join(["python", "bench/mutants.py", *(argv if argv is not None else sys.argv[1:])]),
         "host": {"machine": platform.machine(), "processor": platform.processor() or platform.node(),

@@ -118,17 +118,25 @@ def test_check_a_file_quantized_elsewhere_uses_its_own_scales(exported, tmp_path
     assert c["simulation"].startswith("simulation from the file's own scales")
     lay = c["parity"]["layers"]
     assert lay["passed"] and lay["layers"] >= 10 and lay["unmatched"] == 0 and lay["worst_steps"] <= 1.0
-    # the same file with one output channel of a 1x1 conv zeroed: failed, at that layer
-    ed = M.TfliteFile(aiq)
-    M.check_layout(ed, M.torch_shapes())
-    zeroed = next(d for d in M.defects() if d.name == "zeroed output channel")
-    zeroed.apply(ed, M.Context_())
-    mutant = tmp_path / "aiq-zeroed.tflite"
-    ed.save(mutant)
-    code, text = run("check", str(mutant), "--model", "edgeconv.demo:demo", "--eval-samples", "64", "--json")
+    mutants = {}
+    for name in ("zeroed output channel", "channel permutation"):
+        ed = M.TfliteFile(aiq)
+        M.check_layout(ed, M.torch_shapes())
+        defect = next(d for d in M.defects() if d.name == name)
+        defect.apply(ed, M.Context_())
+        mutants[name] = (defect, tmp_path / f"aiq-{name.replace(' ', '-')}.tflite")
+        ed.save(mutants[name][1])
+    # one output channel of a 1x1 conv zeroed: failed, at that layer
+    zeroed, path = mutants["zeroed output channel"]
+    code, text = run("check", str(path), "--model", "edgeconv.demo:demo", "--eval-samples", "64", "--json")
     assert code == 1, text
     lay = _report(text)["checked"][0]["parity"]["layers"]
     assert not lay["passed"] and lay["worst_layer"] == zeroed.layer and lay["over"][0].startswith(zeroed.layer)
+    # a consistent channel permutation (weights, per-channel scales, biases, the next layer's inputs):
+    # the same function, so it passes — its per-channel scales are edgeconv's in another order
+    code, text = run("check", str(mutants["channel permutation"][1]), "--model", "edgeconv.demo:demo",
+                     "--eval-samples", "64", "--json")
+    assert code == 0, text
 
 
 @pytest.mark.parametrize("args, words", [

@@ -12,8 +12,12 @@ Correspondence is found by value, not by name or scale: each activation quantize
 (the simulation on a few samples) is compared with the file's int8 tensors of the same size,
 dequantized, in order; the closest within REBASE_MAX_REL_L2 is that tensor. A node that only
 re-lays out or clamps another with the same grid (a view, a fused ReLU, a pool) takes that node's
-new grid. Weights pair with the file's weight tensors in execution order by element count.
-Every node left at edgeconv's own grid is named with its reason.
+new grid. A node whose values no file tensor holds (the file computes that layer wrongly, or stores
+its channels in another order — and so do the layers after it) pairs by place: the file tensor of
+its size between those paired with its neighbours. Weights pair with the file's weight tensors in
+execution order by element count; a scale vector that is edgeconv's own in another channel order
+keeps edgeconv's (the torch weight is in torch's order). Every node left at edgeconv's own grid is
+named with its reason.
 """
 from __future__ import annotations
 
@@ -42,10 +46,13 @@ class Rebased:
     weights: int  # weight scale vectors now the file's
     weight_nodes: int
     kept: tuple[str, ...]  # "node (layer): why it keeps edgeconv's own grid"
+    by_place: int = 0  # activations paired by place and size (their values differ from the simulation's)
 
     def summary(self) -> str:
         return (f"simulation from the file's own scales: {self.activations}/{self.activation_nodes} activation "
                 f"quantize nodes and {self.weights}/{self.weight_nodes} weight scale vectors take the file's grid"
+                + (f" ({self.by_place} activations paired by place and size: their values differ from the "
+                   "simulation's)" if self.by_place else "")
                 + (f"; {len(self.kept)} keep edgeconv's: " + "; ".join(self.kept[:3])
                    + (f"; … (+{len(self.kept) - 3})" if len(self.kept) > 3 else "") if self.kept else ""))
 
@@ -64,6 +71,8 @@ def rebase(graph: Graph, theirs: list[QTensor], weights: list[tuple[WeightQuant,
     grids: dict[str, tuple[float, int]] = {}
     tensor_of: dict[str, int] = {}  # quantize node -> the file tensor whose grid it took
     kept: list[str] = []
+    misses: dict[str, str] = {}  # quantize node -> why no file tensor holds its values
+    by_place: list[str] = []
     used: set[int] = set()
     cursor = 0
     for q in acts:
@@ -80,11 +89,26 @@ def rebase(graph: Graph, theirs: list[QTensor], weights: list[tuple[WeightQuant,
             grids[q.name] = grids[parent.name]  # no tensor of its own: the grid it shares in edgeconv's program
             continue
         if hit is None:
-            kept.append(f"{q.args[0].name} ({module_path(q.args[0]) if hasattr(q.args[0], 'meta') else ''}): {why}")
+            misses[q.name] = why
             continue
         used.add(hit)
         cursor = hit + 1
         grids[q.name], tensor_of[q.name] = (theirs[hit].scale, theirs[hit].zero_point), hit
+    # A layer whose values are wrong in the file (a transposed kernel, a permuted channel order) has no
+    # tensor close to the simulation's, nor have the layers after it: those pair by place instead —
+    # the file tensors of their size between the tensors paired to their neighbours, in order — so the
+    # file's own grid still applies and the wrong layer is judged (and named) at its place.
+    for name, j in _by_place(acts, floats, theirs, tensor_of, used).items():
+        grids[name], tensor_of[name] = (theirs[j].scale, theirs[j].zero_point), j
+        by_place.append(name)
+    for q in acts:
+        if q.name in misses and q.name not in grids:
+            parent = _same_grid_parent(q)
+            if parent is not None and parent.name in grids:
+                grids[q.name] = grids[parent.name]
+                continue
+            kept.append(f"{q.args[0].name} ({module_path(q.args[0]) if hasattr(q.args[0], 'meta') else ''}): "
+                        f"{misses[q.name]}")
     for q in acts:
         if q.name in grids:
             s, z = grids[q.name]
@@ -93,7 +117,7 @@ def rebase(graph: Graph, theirs: list[QTensor], weights: list[tuple[WeightQuant,
     w_done, w_nodes, w_kept = _weights(gm, weights)
     gm.recompile()
     rebased = graph.with_module(gm, qparams=read_qparams(gm))
-    return Rebased(rebased, len(grids), len(acts), w_done, w_nodes, tuple(kept + w_kept))
+    return Rebased(rebased, len(grids), len(acts), w_done, w_nodes, tuple(kept + w_kept), len(by_place))
 
 
 def _q_inputs(gm: Any, acts: list[Any], x: np.ndarray) -> dict[str, np.ndarray]:
@@ -146,6 +170,26 @@ def _closest(f: np.ndarray, theirs: list[QTensor], used: set[int], cursor: int) 
     return best, ""
 
 
+def _by_place(acts: list[Any], floats: dict[str, np.ndarray], theirs: list[QTensor], tensor_of: dict[str, int],
+              used: set[int]) -> dict[str, int]:
+    """Quantize nodes no file tensor holds the values of, each paired with an unused file tensor of
+    its size lying between the file tensors paired with its neighbours, in execution order on both
+    sides (the k-th such node of a run takes the next such tensor after the one before)."""
+    out: dict[str, int] = {}
+    taken = set(used)
+    for i, q in enumerate(acts):
+        if q.name in tensor_of or q.name not in floats:
+            continue
+        lo = max((tensor_of[a.name] for a in acts[:i] if a.name in tensor_of), default=-1)
+        lo = max([lo] + [out[a.name] for a in acts[:i] if a.name in out])
+        hi = min((tensor_of[a.name] for a in acts[i + 1:] if a.name in tensor_of), default=len(theirs))
+        j = next((j for j in range(lo + 1, hi) if j not in taken and theirs[j].values.size == floats[q.name].size), None)
+        if j is not None:
+            out[q.name] = j
+            taken.add(j)
+    return out
+
+
 def _rel_l2(f: np.ndarray, t: QTensor) -> float:
     """Relative L2 between float values `f` (clipped to the file tensor's range) and the file tensor
     `t` dequantized, in the best layout that fits; inf when the sizes differ."""
@@ -186,8 +230,12 @@ def _weights(gm: Any, weights: list[tuple[WeightQuant, np.ndarray | None]]) -> t
                         f"{channels} channels")
             continue
         old = _get_attr(gm, q.args[1].target)
+        mine = old.detach().double().numpy().reshape(-1)
+        if mine.size == scale.size and np.allclose(np.sort(mine), np.sort(scale), rtol=1e-6, atol=0):
+            done += 1  # edgeconv's own grid, in the file's channel order: kept as the torch weight's order
+            continue
         new = torch.tensor(scale, dtype=old.dtype)
-        name = f"_edgeconv_file_scale_{done}"
+        name = f"_edgeconv_file_scale_{k}"
         gm.register_buffer(name, new)
         with gm.graph.inserting_before(q):
             attr = gm.graph.get_attr(name)
