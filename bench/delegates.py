@@ -12,7 +12,7 @@ Per zoo family (examples/zoo, the `_small` factory): one `edgeconv export -t tfl
   from devices/delegates/xnnpack.toml, with the ops where the two disagree. The int8 files are the
   ones the table's int8 rules were corrected on; the fp32 twins (`xnnpack_fp32`) were not used to
   write the table and are the held-out check;
-- GPU, NNAPI (feature level 4, and 3), Hexagon on the .tflite, QNN on the .onnx: PREDICTED only.
+- GPU, NNAPI (feature level 4, and 3), Hexagon on the .tflite, ONNX Runtime's QNN EP (qnn-ep) on the .onnx: PREDICTED only.
 
 Writes bench/results/delegates.json after every net. A failed export is recorded with its last line.
 """
@@ -106,12 +106,12 @@ def analyse(files: dict[str, Path]) -> dict:
         out["xnnpack_fp32"] = xnnpack_both(files["tflite"])
     onnx = files.get("onnx-int8")
     if onnx is not None:
-        out["qnn"] = summary(delegates.check(onnx, "qnn"))
+        out["qnn-ep"] = summary(delegates.check(onnx, "qnn-ep"))
     return out
 
 
 def headline(nets: dict) -> dict:
-    keys = ["xnnpack_measured", "xnnpack_predicted", "gpu", "nnapi", "nnapi@3", "hexagon", "qnn"]
+    keys = ["xnnpack_measured", "xnnpack_predicted", "gpu", "nnapi", "nnapi@3", "hexagon", "qnn-ep"]
     h: dict = {}
     for k in keys:
         rows = []
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             "how": {"xnnpack": "measured (DELEGATE nodes after allocate_tensors) and predicted (xnnpack.toml)",
                     "gpu": "predicted (gpu.toml; default options: largest partition only)",
                     "nnapi": "predicted (nnapi.toml) at feature level 4; nnapi@3 at level 3",
-                    "hexagon": "predicted (hexagon.toml)", "qnn": "predicted (qnn.toml) on the onnx-int8 QDQ file",
+                    "hexagon": "predicted (hexagon.toml)", "qnn-ep": "predicted (qnn-ep.toml: ONNX Runtime's QNN execution provider) on the onnx-int8 QDQ file",
                     "xnnpack_fp32": "measured and predicted on the fp32 twin (held out from writing the table)",
                     "partitions": "TFLite graph_info.cc epochs over supported nodes (devices/delegates/rules.py)"},
             "headline": {}, "nets": {}}

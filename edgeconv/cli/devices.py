@@ -52,7 +52,8 @@ def devices_cmd(as_json: bool) -> None:
 @click.option("--runs", default=50, show_default=True, type=int)
 @click.option("--warmup", default=5, show_default=True, type=int)
 @click.option("--delegate", default=None, metavar="NAME",
-              help=f"One of {', '.join(DELEGATES)}; default: the device's own.")
+              help=f"One of {', '.join(DELEGATES)} (qnn: Qualcomm's QNN TFLite delegate; ONNX Runtime's QNN "
+                   "execution provider is the qnn-ep table of check-delegate); default: the device's own.")
 @click.option("--benchmark-binary", default=None, metavar="PATH",
               help="Android: a benchmark_model binary built for the phone (android_aarch64).")
 @click.option("--target", "-t", default="tflite-int8", show_default=True,
