@@ -73,7 +73,6 @@ class ConvChain(nn.Module):
 def _noise(n: int = 16):
     """Bundled calibration data (uniform noise, marked not real) so `edgeconv gate` can export it."""
     import numpy as np
-
     from edgeconv.calib.data import DataSet
 
     x = np.random.default_rng(0).random((n, 3, 16, 16), dtype=np.float32)
