@@ -127,7 +127,9 @@ def main() -> None:
     (ROOT / "bench/results").mkdir(parents=True, exist_ok=True)
     atomic_write(ROOT / "bench/results/costmodel_partitions.json",
                  json.dumps({**result, "command": "python bench/fit_partitions.py",
-                             "seconds": round(time.perf_counter() - t0, 1), "predictions": preds}, indent=1))
+                             "seconds": round(time.perf_counter() - t0, 1),
+                             # whole runs are summarised above (before = after for them); partitioned ones in full
+                             "predictions": [p for p in preds if p["kind"] == "partitioned"]}, indent=1))
     for name in ("devices/costmodel/partitions.json", "bench/results/costmodel_partitions.json"):
         os.chmod(ROOT / name, 0o644)
     print(f"rho fp16 {c.rho['fp16']:.3g}, int8 {c.rho['int8']:.3g}; {1e3 * c.handoff_s:.3g} ms per hand-off; "
