@@ -281,3 +281,25 @@ def test_gate_max_partitions_names_the_float_op_and_passes_once_it_is_integer(tm
     assert re.search(r"\[hexagon\.8bit\] CONV_2D #\d+ \([^)]*Conv2d_c2\)", breach[0]), breach[0]
     code, out = runs["int8"]
     assert code == 0 and "max_partitions" in out and "BREACH" not in out, out
+
+
+# --- the report -------------------------------------------------------------------------------
+
+def test_report_strip_marks_the_known_fallback_with_its_rule(planted):
+    """`edgeconv report` draws one strip per delegate; XNNPACK's is measured and shows the int8
+    AVERAGE_POOL_2D on the CPU with the rule as the op's tooltip."""
+    from edgeconv.report_html import write_report
+
+    folder = planted["avgpool_net"].parent
+    w = write_report(folder)
+    text = w.path.read_text()
+    assert "delegates-tflite-int8" in w.charts and 'id="delegates"' in text
+    svg = re.search(r'<figure class="chart" id="chart-delegates-tflite-int8".*?</figure>', text, re.DOTALL).group(0)
+    rows = {m.group(1): m.group(2) for m in re.finditer(r'>(\w[\w-]*) <tspan fill="#5f6368">\((measured|predicted)\)', svg)}
+    assert rows["xnnpack"] == "measured" and rows["nnapi"] == "predicted", rows
+    xnn = svg[svg.index(">xnnpack <tspan"):]
+    xnn = xnn[: xnn.index("</text>", xnn.index("part.,"))]
+    cpu = re.findall(r'class="cpu"><title>([^<]*)</title>', xnn)
+    assert len(cpu) == 1 and cpu[0].startswith("AVERAGE_POOL_2D #") and "CPU [xnnpack.avgpool-float-only]" in cpu[0]
+    ops = len(delegates.read_ops(planted["avgpool_net"], "tflite"))
+    assert xnn.count("<rect") == ops and "2 part., 1 CPU" in xnn
