@@ -303,3 +303,40 @@ def test_report_strip_marks_the_known_fallback_with_its_rule(planted):
     assert len(cpu) == 1 and cpu[0].startswith("AVERAGE_POOL_2D #") and "CPU [xnnpack.avgpool-float-only]" in cpu[0]
     ops = len(delegates.read_ops(planted["avgpool_net"], "tflite"))
     assert xnn.count("<rect") == ops and "2 part., 1 CPU" in xnn
+
+
+def test_qnn_names_are_unambiguous():
+    """qnn-ep is ONNX Runtime's QNN execution provider; qnn (profile's QNN TFLite delegate) reaches
+    it only on an .onnx file; a table-only name cannot carry a latency budget."""
+    from edgeconv.devices.base import Delegate
+    from edgeconv.errors import UserError
+    from edgeconv.gate.budgets import parse_budgets
+
+    assert Delegate("qnn") is Delegate.QNN and "qnn" not in delegates.names()
+    assert delegates.resolve("qnn", "m.onnx") == "qnn-ep" and delegates.resolve("nnapi", "m.tflite") == "nnapi"
+    with pytest.raises(UserError, match="QNN TFLite delegate, which publishes no op table"):
+        delegates.resolve("qnn", "m.tflite")
+    assert "ONNX Runtime" in load_table("qnn-ep").title
+    entry = '[[budget]]\nmodel = "m"\ntarget = "onnx-int8"\ndevice = "galaxy-s24"\ndelegate = "qnn-ep"\n'
+    assert parse_budgets(entry + "max_cpu_ops = 0\n", "b.toml").entries[0].delegate == "qnn-ep"
+    with pytest.raises(UserError, match=r"b\.toml:\d+: budget 1: qnn-ep has a support table but no way to be profiled"):
+        parse_budgets(entry + "p50_ms = 1.0\n", "b.toml")
+
+
+def test_manifest_records_every_delegate_of_the_format(demo):
+    """edgeconv.json: per artifact, each delegate whose table reads its format, measured or predicted,
+    with the same counts the table gives and the table's title (qnn-ep says it is ONNX Runtime's)."""
+    import json
+
+    from edgeconv.results import Manifest
+
+    m = Manifest.from_dict(json.loads((demo["tflite-int8"].parent / "edgeconv.json").read_text()))
+    arts = {a.target: a for a in m.artifacts}
+    tfl = {p.delegate: p for p in arts["tflite-int8"].delegates}
+    assert set(tfl) == {"gpu", "hexagon", "nnapi", "xnnpack"}
+    assert tfl["xnnpack"].how == "measured" and {p.how for n, p in tfl.items() if n != "xnnpack"} == {"predicted"}
+    hex_v = delegates.check(demo["tflite-int8"], "hexagon")
+    assert (tfl["hexagon"].partitions, tfl["hexagon"].cpu_ops) == (len(hex_v.partitions), hex_v.cpu_ops)
+    assert any("[hexagon.version-4]" in f for f in tfl["hexagon"].fallbacks)
+    (qnn,) = arts["onnx-int8"].delegates
+    assert qnn.delegate == "qnn-ep" and "ONNX Runtime" in qnn.title and qnn.whole
