@@ -195,7 +195,7 @@ def predict(artifact: "str | Path | Sequence[Op]", device: str, precision: str |
                "bytes": round(op.bytes(consts.bytes_per_element)), "ms": s * 1e3, "bound": bound}
         if split is not None and split.cpu is not None:
             on_cpu = _file_index(op.name) in split.cpu
-            row.update(unit="cpu" if on_cpu else "accelerator", ms=row["ms"] * (split.rho if on_cpu else 1.0))
+            row.update(runs_on="cpu" if on_cpu else "accelerator", ms=row["ms"] * (split.rho if on_cpu else 1.0))
         per_op.append(row)
     if split is not None and split.handoffs:
         per_op.append({"name": f"(hand-offs: {split.handoffs} between accelerator and CPU)", "class": "handoff",

@@ -56,7 +56,7 @@ def test_a_split_file_pays_for_its_cpu_ops_and_handoffs(chain):
     path = chain["c2-float"]
     r = predict(path, "galaxy-s24", "int8", delegate="hexagon")
     plain = predict(load_ops(path)[0], "galaxy-s24", "int8", delegate="hexagon")
-    cpu = [p for p in r.per_op if p.get("unit") == "cpu"]
+    cpu = [p for p in r.per_op if p.get("runs_on") == "cpu"]
     v = delegates.check(path, "hexagon")
     left = {o.index for o in delegates.read_ops(path, "tflite")} - set(v.delegated)
     assert cpu and {int(p["name"].rsplit("_", 1)[1]) for p in cpu} <= left
@@ -72,7 +72,7 @@ def test_a_split_file_pays_for_its_cpu_ops_and_handoffs(chain):
 def test_qnn_tflite_delegate_has_no_table_and_says_so(chain):
     r = predict(chain["c2-float"], "galaxy-s24", delegate="qnn")
     assert "no support table for qnn on a tflite file" in r.environment["placement"]
-    assert not any("unit" in p for p in r.per_op)
+    assert not any("runs_on" in p for p in r.per_op)
 
 
 def test_packaged_constants_are_the_ones_the_bench_scored():
