@@ -12,9 +12,19 @@ Per zoo family (examples/zoo, the `_small` factory): one `edgeconv export -t tfl
   from devices/delegates/xnnpack.toml, with the ops where the two disagree. The int8 files are the
   ones the table's int8 rules were corrected on; the fp32 twins (`xnnpack_fp32`) were not used to
   write the table and are the held-out check;
-- GPU, NNAPI (feature level 4, and 3), Hexagon on the .tflite, QNN on the .onnx: PREDICTED only.
+- GPU, NNAPI (feature level 4, and 3), Hexagon on the .tflite, ONNX Runtime's QNN EP (qnn-ep) on the .onnx: PREDICTED only.
 
 Writes bench/results/delegates.json after every net. A failed export is recorded with its last line.
+
+Before / after a change to the int8 recipe (e.g. full-integer export), per family, tflite-int8 only:
+
+    python bench/delegates.py --targets tflite-int8 --label before --out bench/results/delegates-int8-before.json
+    ... the change ...
+    python bench/delegates.py --targets tflite-int8 --label after --out bench/results/delegates-int8-after.json \
+        --compare bench/results/delegates-int8-before.json
+
+--compare adds, per family and delegate, partitions and CPU ops then and now ("compared" in the
+JSON); each file records the git commit it was made at.
 """
 from __future__ import annotations
 
@@ -52,10 +62,10 @@ def env() -> dict[str, str]:
 def export(ref: str, out: Path, args) -> tuple[dict[str, Path], str, float]:
     if args.reuse and (out / "edgeconv.json").exists():  # re-analyse files a previous run left in --work
         m = json.loads((out / "edgeconv.json").read_text())
-        return {a["target"]: out / a["path"] for a in m.get("artifacts", [])}, "", 0.0
+        return {a["target"]: out / a["path"] for a in m.get("artifacts", []) if a["target"] in args.targets}, "", 0.0
     if out.exists():
         shutil.rmtree(out)
-    cmd = [sys.executable, "-m", "edgeconv", "export", "--model", ref, "-t", "tflite-int8", "-t", "onnx-int8", "-t", "tflite",
+    cmd = [sys.executable, "-m", "edgeconv", "export", "--model", ref, *(a for t in args.targets for a in ("-t", t)),
            "--calib", str(args.calib_dir), "--calib-samples", str(args.calib_samples),
            "--eval-samples", str(args.eval_samples), "--out", str(out)]
     t0 = time.perf_counter()
@@ -106,12 +116,12 @@ def analyse(files: dict[str, Path]) -> dict:
         out["xnnpack_fp32"] = xnnpack_both(files["tflite"])
     onnx = files.get("onnx-int8")
     if onnx is not None:
-        out["qnn"] = summary(delegates.check(onnx, "qnn"))
+        out["qnn-ep"] = summary(delegates.check(onnx, "qnn-ep"))
     return out
 
 
 def headline(nets: dict) -> dict:
-    keys = ["xnnpack_measured", "xnnpack_predicted", "gpu", "nnapi", "nnapi@3", "hexagon", "qnn"]
+    keys = ["xnnpack_measured", "xnnpack_predicted", "gpu", "nnapi", "nnapi@3", "hexagon", "qnn-ep"]
     h: dict = {}
     for k in keys:
         rows = []
@@ -130,8 +140,45 @@ def headline(nets: dict) -> dict:
     for key, label in (("xnnpack", "int8 files (the XNNPACK table was corrected on these)"),
                        ("xnnpack_fp32", "fp32 files (held out: not used to write the table)")):
         x = [n["delegates"][key] for n in nets.values() if key in n.get("delegates", {})]
+        if not x:
+            continue
         h[f"{key}_predicted_equals_measured"] = f"{sum(r['agree'] for r in x)}/{len(x)} {label}"
     return h
+
+
+def compare(nets: dict, old: dict) -> dict:
+    """Per family and delegate: (partitions, CPU ops) in the other file and in this one."""
+    out: dict = {}
+    for name, row in nets.items():
+        then = (old.get("nets", {}).get(name) or {}).get("delegates", {})
+        now = row.get("delegates", {})
+        pairs = {}
+        for key in sorted(set(then) & set(now)):
+            a, b = then[key], now[key]
+            if key.startswith("xnnpack"):
+                a, b = a.get("measured", {}), b.get("measured", {})
+            if "partitions" in a and "partitions" in b:
+                pairs[key] = {"partitions": [a["partitions"], b["partitions"]], "cpu_ops": [a["cpu_ops"], b["cpu_ops"]],
+                              "whole": [a["whole"], b["whole"]]}
+        if pairs:
+            out[name] = pairs
+    whole = collections.Counter()
+    for pairs in out.values():
+        for key, p in pairs.items():
+            whole[(key, 0)] += p["whole"][0]
+            whole[(key, 1)] += p["whole"][1]
+    keys = sorted({k for k, _ in whole})
+    return {"against": old.get("label") or old.get("command", ""), "against_commit": old.get("commit", ""),
+            "run_whole": {k: [whole[(k, 0)], whole[(k, 1)]] for k in keys}, "nets": out}
+
+
+def _commit() -> str:
+    try:
+        r = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                           timeout=10, check=False)
+    except OSError:
+        return ""
+    return r.stdout.strip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,7 +192,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--work", type=Path, default=None, help="keep artifacts here (default: a temp folder)")
     ap.add_argument("--reuse", action="store_true", help="with --work: analyse the files already there, no export")
+    ap.add_argument("--targets", default="tflite-int8,onnx-int8,tflite",
+                    help="comma-separated targets to export and analyse (tflite-int8 alone: every TFLite delegate)")
+    ap.add_argument("--label", default="", help="a name for this run, recorded in the JSON (e.g. before / after)")
+    ap.add_argument("--compare", type=Path, default=None, help="an earlier results file: per family, then and now")
     args = ap.parse_args(argv)
+    args.targets = tuple(t for t in args.targets.split(",") if t)
+    known = {"tflite-int8", "onnx-int8", "tflite"}
+    if not args.targets or not set(args.targets) <= known:
+        ap.error(f"--targets takes some of {', '.join(sorted(known))}")
+    against = None
+    if args.compare is not None:
+        try:
+            against = json.loads(args.compare.read_text())
+        except (OSError, ValueError) as e:
+            ap.error(f"--compare {args.compare}: {e}")
     try:
         nets = select(args.nets)
     except ValueError as e:
@@ -165,18 +226,19 @@ def main(argv: list[str] | None = None) -> int:
     data = {"generated": "", "command": "python bench/delegates.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "host": f"{platform.machine()} {platform.processor() or ''}".strip(),
             "runtime": f"ai-edge-litert {getattr(ai_edge_litert, '__version__', '?')} (XNNPACK default delegate, 1 thread)",
+            "label": args.label, "commit": _commit(), "targets": list(args.targets),
             "size": args.size, "calib": f"{args.calib_samples + args.eval_samples} crops of real photos (examples/zoo/images.py)",
             "how": {"xnnpack": "measured (DELEGATE nodes after allocate_tensors) and predicted (xnnpack.toml)",
                     "gpu": "predicted (gpu.toml; default options: largest partition only)",
                     "nnapi": "predicted (nnapi.toml) at feature level 4; nnapi@3 at level 3",
-                    "hexagon": "predicted (hexagon.toml)", "qnn": "predicted (qnn.toml) on the onnx-int8 QDQ file",
+                    "hexagon": "predicted (hexagon.toml)", "qnn-ep": "predicted (qnn-ep.toml: ONNX Runtime's QNN execution provider) on the onnx-int8 QDQ file",
                     "xnnpack_fp32": "measured and predicted on the fp32 twin (held out from writing the table)",
                     "partitions": "TFLite graph_info.cc epochs over supported nodes (devices/delegates/rules.py)"},
             "headline": {}, "nets": {}}
     if args.out.exists():
         try:
             old = json.loads(args.out.read_text())
-            if old.get("size") == args.size:
+            if old.get("size") == args.size and old.get("targets", ["tflite-int8", "onnx-int8", "tflite"]) == list(args.targets):
                 data["nets"] = {k: v for k, v in old.get("nets", {}).items() if k not in nets}
         except ValueError:
             pass
@@ -185,10 +247,14 @@ def main(argv: list[str] | None = None) -> int:
         data["generated"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         data["nets"] = {n: data["nets"][n] for n in FAMILIES if n in data["nets"]}
         data["headline"] = headline(data["nets"])
+        if against is not None:
+            data["compared"] = compare(data["nets"], against)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(data, indent=1) + "\n")
 
     previous = dict(data["nets"])
+    if args.reuse:  # the files were exported by an earlier run into --work: this one only reads them
+        data["reanalysed_from"] = str(work)
     if args.out.exists() and args.reuse:
         try:
             old = json.loads(args.out.read_text())

@@ -12,6 +12,7 @@ Two kinds of basis, always stated in the report:
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -32,6 +33,13 @@ UNITS = ("npu", "cpu")
 # Which compute unit a delegate reaches: the calibrated constants are for the NPU (QNN/NNAPI path).
 DELEGATE_UNIT = {"cpu": "cpu", "xnnpack": "cpu", "qnn": "npu", "nnapi": "npu", "hexagon": "npu", "ane": "npu",
                  "all": "npu"}
+
+# The support table (devices/delegates) that predicts which ops a delegate leaves to the CPU, per
+# artifact format; None: the delegate the calibration is for (the NPU). Qualcomm's QNN TFLite
+# delegate publishes no op table: a .tflite predicted for it is taken as run whole, and said so.
+PARTITION_TABLE = {("nnapi", "tflite"): "nnapi", ("hexagon", "tflite"): "hexagon", (None, "tflite"): "nnapi",
+                   ("qnn", "onnx"): "qnn-ep", (None, "onnx"): "qnn-ep",
+                   ("ane", "coreml"): "ane", ("all", "coreml"): "ane", (None, "coreml"): "ane"}
 
 # Descriptor name -> the device's name in qai-hub-models perf.yaml. A descriptor may also say it
 # itself with `[cost] published_device = "…"`.
@@ -177,19 +185,80 @@ def predict(artifact: "str | Path | Sequence[Op]", device: str, precision: str |
         raise UserError(f"the cost model has no compute unit for delegate {delegate!r}; "
                         f"choose one of: {', '.join(DELEGATE_UNIT)}")
     consts, basis, name = constants_for(device, precision, DELEGATE_UNIT.get(delegate or ""))
+    split = None
+    if isinstance(artifact, (str, Path)) and _on_accelerator(delegate, basis):
+        split = _placement(Path(artifact), delegate, precision)
     per_op = []
     for op in ops:
         s, bound = op_seconds(op, consts)
-        per_op.append({"name": op.name, "class": op.cls.value, "macs": op.macs,
-                       "bytes": round(op.bytes(consts.bytes_per_element)), "ms": s * 1e3, "bound": bound})
+        row = {"name": op.name, "class": op.cls.value, "macs": op.macs,
+               "bytes": round(op.bytes(consts.bytes_per_element)), "ms": s * 1e3, "bound": bound}
+        if split is not None and split.cpu is not None:
+            on_cpu = _file_index(op.name) in split.cpu
+            row.update(runs_on="cpu" if on_cpu else "accelerator", ms=row["ms"] * (split.rho if on_cpu else 1.0))
+        per_op.append(row)
+    if split is not None and split.handoffs:
+        per_op.append({"name": f"(hand-offs: {split.handoffs} between accelerator and CPU)", "class": "handoff",
+                       "macs": 0, "bytes": 0, "ms": split.handoffs * split.handoff_s * 1e3, "bound": "handoff"})
     per_op.append({"name": "(invocation overhead)", "class": "fixed", "macs": 0, "bytes": 0,
                    "ms": consts.fixed_s * 1e3, "bound": "fixed"})
     total = sum(p["ms"] for p in per_op)
     env = {"precision": precision, "delegate": delegate or "", "stored_precision": stored, "ops": str(len(ops)), "source": source,
            "macs": str(sum(o.macs for o in ops if o.cls.value in ("conv", "conv1x1", "depthwise", "fc")))}
+    if split is not None:
+        env["placement"] = split.note
+        basis = f"{basis}; {split.note}"
     return LatencyReport(device=name, method="predicted", runtime="roofline cost model", artifact_sha256=sha,
                          threads=0, warmup=0, iterations=0, p50_ms=total, p90_ms=None, min_ms=total,
                          environment=env, per_op=tuple(per_op), basis=basis)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Split:
+    note: str  # what decided the placement, for the report's basis
+    cpu: frozenset[int] | None = None  # the file's op indices left to the CPU; None: not predicted
+    handoffs: int = 0
+    rho: float = 1.0
+    handoff_s: float = 0.0
+
+
+def _on_accelerator(delegate: str | None, basis: str) -> bool:
+    """Whether the constants are for an accelerator: asked for one, or (no delegate named) the
+    best basis found was the calibrated NPU or Apple's Neural Engine."""
+    if delegate is not None:
+        return DELEGATE_UNIT.get(delegate) == "npu"
+    return basis.startswith("calibrated") or "Neural Engine" in basis
+
+
+def _file_index(cost_op_name: str) -> int:
+    """The file's op index a cost-model op came from (its formats name them `<kind>_<index>`)."""
+    tail = cost_op_name.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
+def _placement(path: Path, delegate: str | None, precision: str) -> _Split:
+    """Which ops the delegate's support table leaves to the CPU, and the fitted cost of that."""
+    from edgeconv.devices import delegates
+    from edgeconv.devices.costmodel.partitions import constants, handoffs
+    from edgeconv.exporters.formats import format_for
+
+    fmt = format_for(path).name
+    table = PARTITION_TABLE.get((delegate, fmt))
+    if table is None:
+        return _Split(f"placement not predicted: no support table for {delegate or 'the accelerator'} on a {fmt} "
+                      "file; taken as run whole")
+    c = constants()
+    if c is None:
+        return _Split("placement not predicted: devices/costmodel/partitions.json is missing "
+                      "(python bench/fit_partitions.py); taken as run whole")
+    v = delegates.check(path, table)
+    cpu = frozenset(set(range(v.ops)) - set(v.delegated))
+    k = handoffs(delegates.read_ops(path, fmt), v.partitions)
+    note = (f"{table}.toml predicts {v.cpu_ops} of {v.ops} ops on the CPU, {len(v.partitions)} partition(s), "
+            f"{k} hand-off(s)")
+    if v.cpu_ops:
+        note += "; " + c.basis
+    return _Split(note, cpu, k, c.rho_for(precision), c.handoff_s)
 
 
 class PredictedBackend:

@@ -247,6 +247,7 @@ class DelegatePlan(Record):
     partitions: int = 0
     cpu_ops: int = 0
     fallbacks: tuple[str, ...] = ()  # "op label: [rule]" for the first ops left to the CPU
+    title: str = ""  # what the table describes, e.g. "QNN execution provider (ONNX Runtime, Qualcomm HTP)"
 
     @property
     def whole(self) -> bool:

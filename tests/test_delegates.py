@@ -50,7 +50,7 @@ def _cli(*args: str) -> tuple[int, str]:
 
 def test_every_rule_names_a_source():
     names = delegates.names()
-    assert set(names) >= {"xnnpack", "gpu", "nnapi", "hexagon", "qnn", "ane"}
+    assert set(names) >= {"xnnpack", "gpu", "nnapi", "hexagon", "qnn-ep", "ane"}
     for name in names:
         raw = tomllib.loads(resources.files("edgeconv.devices.delegates").joinpath(f"{name}.toml").read_text())
         assert raw.get("rule"), name
@@ -69,7 +69,7 @@ def test_every_rule_names_a_source():
 def test_unknown_delegate_lists_the_choices():
     from edgeconv.errors import UserError
 
-    with pytest.raises(UserError, match="choose one of: ane, gpu, hexagon, nnapi, qnn, xnnpack"):
+    with pytest.raises(UserError, match="choose one of: ane, gpu, hexagon, nnapi, qnn-ep, xnnpack"):
         load_table("edgetpu")
 
 
@@ -110,7 +110,7 @@ def test_bad_input_is_a_user_error(tmp_path):
 # --- predicted vs measured --------------------------------------------------------------------
 
 def test_full_integer_demo_runs_whole_on_nnapi_qnn_xnnpack(demo):
-    for path, name in ((demo["tflite-int8"], "nnapi"), (demo["onnx-int8"], "qnn"), (demo["tflite-int8"], "xnnpack")):
+    for path, name in ((demo["tflite-int8"], "nnapi"), (demo["onnx-int8"], "qnn-ep"), (demo["tflite-int8"], "xnnpack")):
         v = delegates.check(path, name)
         assert v.whole and v.cpu_ops == 0 and len(v.partitions) == 1, (name, v.lines())
         assert v.delegated == tuple(range(v.ops))
@@ -173,8 +173,10 @@ def test_gpu_delegates_only_its_largest_partition(planted):
 def test_check_delegate_cli_exit_codes(demo, planted, tmp_path):
     code, out = _cli("check-delegate", str(demo["tflite-int8"]), "--delegate", "nnapi")
     assert code == 0 and "runs whole" in out and "1 partition(s), 0 CPU op(s)" in out
-    code, out = _cli("check-delegate", str(demo["onnx-int8"]), "-d", "qnn")
-    assert code == 0
+    code, out = _cli("check-delegate", str(demo["onnx-int8"]), "-d", "qnn-ep")
+    assert code == 0 and ": qnn-ep (predicted)" in out
+    code, out = _cli("check-delegate", str(demo["onnx-int8"]), "-d", "qnn")  # the old name, on an .onnx
+    assert code == 0 and ": qnn-ep (predicted)" in out
     code, out = _cli("check-delegate", str(planted["upsample_island"]), "-d", "xnnpack", "--measured")
     lines = out.strip().splitlines()
     assert code == 1 and "[xnnpack.unsupported-op]" in lines[0] and "xnnpack_delegate.cc" in lines[0]
@@ -190,7 +192,8 @@ def test_check_delegate_cli_exit_codes(demo, planted, tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (("missing.tflite", "-d", "xnnpack"), "no such file"),
     (("{onnx}", "-d", "nnapi"), "table reads tflite artifacts"),
-    (("{tflite}", "-d", "qnn"), "table reads onnx artifacts"),
+    (("{tflite}", "-d", "qnn-ep"), "table reads onnx artifacts"),
+    (("{tflite}", "-d", "qnn"), "QNN TFLite delegate, which publishes no op table"),
     (("{tflite}", "-d", "edgetpu"), "is not one of"),
     (("{junk}", "-d", "gpu"), "not a TFLite flatbuffer"),
     (("{tflite}", "-d", "gpu", "--measured"), "xnnpack only"),
@@ -256,3 +259,84 @@ def test_gate_cli_fails_on_a_delegate_budget(tmp_path):
     assert re.search(r"max_cpu_ops.*measured on this host", out.replace("\n", " ")) or "measured on this host" in out
     assert "hexagon.version-4" in out
     assert "max_float_ops" in out  # the demo's full-integer file: 0 float ops, that row passes
+
+
+def test_gate_max_partitions_names_the_float_op_and_passes_once_it_is_integer(tmp_path):
+    """max_partitions = 1 on the Hexagon DSP: a conv left in float (quant config: c2 float) splits
+    the graph and the gate names that op and the rule; the same net with c2 in int8 runs whole."""
+    float_c2 = tmp_path / "c2-float.json"
+    float_c2.write_text('{"global": "int8", "op_type": {}, "layer": {"c2": null}}')
+    budget = ('[[budget]]\nmodel = "zoo_delegates:conv_chain"\ntarget = "tflite-int8"\ndevice = "galaxy-s24"\n'
+              'delegate = "hexagon"\nmax_partitions = 1\n')
+    runs = {}
+    for name, setting in (("float", 'quant_config = "c2-float.json"\n'), ("int8", "")):
+        budgets = tmp_path / f"{name}.toml"
+        budgets.write_text(f'[gate]\nout_dir = "{tmp_path / name}"\ncalib_samples = 8\neval_samples = 8\n{setting}\n'
+                           + budget)
+        runs[name] = _cli("gate", str(budgets))
+    code, out = runs["float"]
+    breach = [ln for ln in out.splitlines() if ln.startswith("BREACH")]
+    assert code == 1 and len(breach) == 1, out
+    assert "galaxy-s24 @ hexagon: max_partitions 2 (limit 1)" in breach[0] and "predicted (hexagon.toml)" in breach[0]
+    assert re.search(r"\[hexagon\.8bit\] CONV_2D #\d+ \([^)]*Conv2d_c2\)", breach[0]), breach[0]
+    code, out = runs["int8"]
+    assert code == 0 and "max_partitions" in out and "BREACH" not in out, out
+
+
+# --- the report -------------------------------------------------------------------------------
+
+def test_report_strip_marks_the_known_fallback_with_its_rule(planted):
+    """`edgeconv report` draws one strip per delegate; XNNPACK's is measured and shows the int8
+    AVERAGE_POOL_2D on the CPU with the rule as the op's tooltip."""
+    from edgeconv.report_html import write_report
+
+    folder = planted["avgpool_net"].parent
+    w = write_report(folder)
+    text = w.path.read_text()
+    assert "delegates-tflite-int8" in w.charts and 'id="delegates"' in text
+    svg = re.search(r'<figure class="chart" id="chart-delegates-tflite-int8".*?</figure>', text, re.DOTALL).group(0)
+    rows = {m.group(1): m.group(2) for m in re.finditer(r'>(\w[\w-]*) <tspan fill="#5f6368">\((measured|predicted)\)', svg)}
+    assert rows["xnnpack"] == "measured" and rows["nnapi"] == "predicted", rows
+    xnn = svg[svg.index(">xnnpack <tspan"):]
+    xnn = xnn[: xnn.index("</text>", xnn.index("part.,"))]
+    cpu = re.findall(r'class="cpu"><title>([^<]*)</title>', xnn)
+    assert len(cpu) == 1 and cpu[0].startswith("AVERAGE_POOL_2D #") and "CPU [xnnpack.avgpool-float-only]" in cpu[0]
+    ops = len(delegates.read_ops(planted["avgpool_net"], "tflite"))
+    assert xnn.count("<rect") == ops and "2 part., 1 CPU" in xnn
+
+
+def test_qnn_names_are_unambiguous():
+    """qnn-ep is ONNX Runtime's QNN execution provider; qnn (profile's QNN TFLite delegate) reaches
+    it only on an .onnx file; a table-only name cannot carry a latency budget."""
+    from edgeconv.devices.base import Delegate
+    from edgeconv.errors import UserError
+    from edgeconv.gate.budgets import parse_budgets
+
+    assert Delegate("qnn") is Delegate.QNN and "qnn" not in delegates.names()
+    assert delegates.resolve("qnn", "m.onnx") == "qnn-ep" and delegates.resolve("nnapi", "m.tflite") == "nnapi"
+    with pytest.raises(UserError, match="QNN TFLite delegate, which publishes no op table"):
+        delegates.resolve("qnn", "m.tflite")
+    assert "ONNX Runtime" in load_table("qnn-ep").title
+    entry = '[[budget]]\nmodel = "m"\ntarget = "onnx-int8"\ndevice = "galaxy-s24"\ndelegate = "qnn-ep"\n'
+    assert parse_budgets(entry + "max_cpu_ops = 0\n", "b.toml").entries[0].delegate == "qnn-ep"
+    with pytest.raises(UserError, match=r"b\.toml:\d+: budget 1: qnn-ep has a support table but no way to be profiled"):
+        parse_budgets(entry + "p50_ms = 1.0\n", "b.toml")
+
+
+def test_manifest_records_every_delegate_of_the_format(demo):
+    """edgeconv.json: per artifact, each delegate whose table reads its format, measured or predicted,
+    with the same counts the table gives and the table's title (qnn-ep says it is ONNX Runtime's)."""
+    import json
+
+    from edgeconv.results import Manifest
+
+    m = Manifest.from_dict(json.loads((demo["tflite-int8"].parent / "edgeconv.json").read_text()))
+    arts = {a.target: a for a in m.artifacts}
+    tfl = {p.delegate: p for p in arts["tflite-int8"].delegates}
+    assert set(tfl) == {"gpu", "hexagon", "nnapi", "xnnpack"}
+    assert tfl["xnnpack"].how == "measured" and {p.how for n, p in tfl.items() if n != "xnnpack"} == {"predicted"}
+    hex_v = delegates.check(demo["tflite-int8"], "hexagon")
+    assert (tfl["hexagon"].partitions, tfl["hexagon"].cpu_ops) == (len(hex_v.partitions), hex_v.cpu_ops)
+    assert any("[hexagon.version-4]" in f for f in tfl["hexagon"].fallbacks)
+    (qnn,) = arts["onnx-int8"].delegates
+    assert qnn.delegate == "qnn-ep" and "ONNX Runtime" in qnn.title and qnn.whole

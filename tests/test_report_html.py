@@ -102,20 +102,20 @@ def test_report_on_a_demo_export_has_every_section(demo_out):
     page = demo_out / "report.html"
     text = page.read_text()
     assert_self_contained(text)
-    for section in ("summary", "artifacts", "sensitivity", "divergence", "ranges", "latency", "timeline"):
+    for section in ("summary", "artifacts", "delegates", "sensitivity", "divergence", "ranges", "latency", "timeline"):
         assert f'id="{section}"' in text, section
     assert 'id="gate"' not in text  # no gate results in the folder: no gate section
     assert "tflite-int8: pass" in text and "ai-edge-litert" in text  # a badge naming the engine
     assert "measured on this host" in text and "predicted" in text  # how each latency was obtained
     listed = re.search(r'data-charts="([^"]*)"', text).group(1).split()
-    assert listed == ["sensitivity", "divergence", "ranges", "latency", "distribution", "timeline"]
+    assert listed == ["delegates-tflite-int8", "sensitivity", "divergence", "ranges", "latency", "distribution", "timeline"]
     assert text.count("<svg") == len(listed)
 
 
 def test_demo_report_renders_in_chromium(demo_out, tmp_path):
     cli("report", demo_out)
     assert_renders(demo_out / "report.html", tmp_path,
-                   {"sensitivity", "divergence", "ranges", "latency", "distribution", "timeline"})
+                   {"delegates-tflite-int8", "sensitivity", "divergence", "ranges", "latency", "distribution", "timeline"})
     png = tmp_path / "demo.png"
     screenshot(demo_out / "report.html", png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
@@ -180,7 +180,8 @@ def test_planted_layer_is_first_in_sensitivity_and_marked_in_divergence(planted_
 
 
 def test_planted_report_renders_in_chromium(planted_out, tmp_path):
-    assert_renders(planted_out / "report.html", tmp_path, {"sensitivity", "divergence", "ranges", "timeline"})
+    assert_renders(planted_out / "report.html", tmp_path,
+                   {"delegates-tflite-int8", "sensitivity", "divergence", "ranges", "timeline"})
 
 
 # --------------------------------------------------------------------------- the gate report

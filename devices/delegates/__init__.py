@@ -20,6 +20,11 @@ if TYPE_CHECKING:
     from edgeconv.opview import OpView
 
 MEASURABLE = ("xnnpack",)
+# Names a table was known by before it was renamed. "qnn" is also `edgeconv profile`'s name for
+# Qualcomm's external QNN *TFLite* delegate (devices/base.py Delegate.QNN), which publishes no op
+# table; the table for ONNX Runtime's QNN execution provider is "qnn-ep". The old name still reaches
+# it where that is the only reading (an .onnx file).
+OLD_NAMES = {"qnn": "qnn-ep"}
 
 
 def names() -> tuple[str, ...]:
@@ -28,6 +33,18 @@ def names() -> tuple[str, ...]:
 
     return tuple(sorted(p.name.removesuffix(".toml") for p in resources.files(__name__).iterdir()
                         if p.name.endswith(".toml")))
+
+
+def resolve(delegate: str, path: Path | str | None = None) -> str:
+    """The table name for a delegate name as a user wrote it (old names included)."""
+    if delegate in names() or delegate not in OLD_NAMES:
+        return delegate  # load_table says what an unknown name should be
+    new = OLD_NAMES[delegate]
+    if path is not None and Path(path).suffix.lower() == ".onnx":
+        return new
+    raise UserError(f"{delegate} is ambiguous here: `edgeconv profile --delegate {delegate}` is Qualcomm's QNN TFLite "
+                    f"delegate, which publishes no op table (for a .tflite use hexagon or nnapi); ONNX Runtime's QNN "
+                    f"execution provider on an .onnx file is {new}")
 
 
 def read_ops(path: Path | str, fmt: str) -> "tuple[OpView, ...]":
@@ -47,7 +64,7 @@ def check(path: Path | str, delegate: str, level: int | None = None) -> "Verdict
     """The delegate's table applied to the file: per op supported or the rule that excludes it."""
     from edgeconv.devices.delegates.rules import evaluate, load_table
 
-    table = load_table(delegate)
+    table = load_table(resolve(delegate, path))
     ops = read_ops(path, table.format)
     return evaluate(table, ops, Path(path).name, level)
 
@@ -82,5 +99,5 @@ def plans(path: Path | str) -> "tuple[DelegatePlan, ...]":
             out.append(DelegatePlan(name, f"unavailable: {type(e).__name__}: {str(e).splitlines()[0][:160]}"))
             continue
         out.append(DelegatePlan(name, v.kind, v.ops, len(v.partitions), v.cpu_ops,
-                                tuple(f"{f.label}: [{f.rule}]" for f in v.fallbacks[:20])))
+                                tuple(f"{f.label}: [{f.rule}]" for f in v.fallbacks[:20]), load_table(name).title))
     return tuple(out)

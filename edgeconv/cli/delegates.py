@@ -10,14 +10,14 @@ import sys
 
 import click
 
-from edgeconv.devices.delegates import names
+from edgeconv.devices.delegates import OLD_NAMES, names
 
 
 @click.command("check-delegate")
 @click.argument("artifact", metavar="ARTIFACT")
-@click.option("--delegate", "-d", required=True, type=click.Choice(names()),
+@click.option("--delegate", "-d", required=True, type=click.Choice((*names(), *OLD_NAMES)),
               help="Accelerator whose support table to apply (.tflite: xnnpack, gpu, nnapi, hexagon; "
-                   ".onnx: qnn; .mlpackage: ane).")
+                   ".onnx: qnn-ep, ONNX Runtime's QNN execution provider (old name qnn); .mlpackage: ane).")
 @click.option("--level", type=click.IntRange(1, 8), default=None, metavar="N",
               help="NNAPI feature level of the device (default 4 = Android 11).")
 @click.option("--measured", is_flag=True,
@@ -30,6 +30,7 @@ def check_delegate_cmd(artifact: str, delegate: str, level: int | None, measured
     from edgeconv.devices import delegates
     from edgeconv.errors import UserError
 
+    delegate = delegates.resolve(delegate, artifact)
     if measured and delegate != "xnnpack":
         raise UserError(f"--measured works for xnnpack only (the runtime on this host), not {delegate}")
     if level is not None and delegate != "nnapi":

@@ -52,7 +52,8 @@ def devices_cmd(as_json: bool) -> None:
 @click.option("--runs", default=50, show_default=True, type=int)
 @click.option("--warmup", default=5, show_default=True, type=int)
 @click.option("--delegate", default=None, metavar="NAME",
-              help=f"One of {', '.join(DELEGATES)}; default: the device's own.")
+              help=f"One of {', '.join(DELEGATES)} (qnn: Qualcomm's QNN TFLite delegate; ONNX Runtime's QNN "
+                   "execution provider is the qnn-ep table of check-delegate); default: the device's own.")
 @click.option("--benchmark-binary", default=None, metavar="PATH",
               help="Android: a benchmark_model binary built for the phone (android_aarch64).")
 @click.option("--target", "-t", default="tflite-int8", show_default=True,
@@ -125,7 +126,8 @@ def print_report(report, first_line: str) -> None:
     console.print(t)
     if report.per_op:
         ops = Table(title="per op (slowest first)")
-        for col in ("op", "name", "avg", "unit"):
+        placed = any("runs_on" in op for op in report.per_op)  # a prediction that knows the partitions
+        for col in ("op", "name", "avg", "unit", *(("runs on",) if placed else ())):
             ops.add_column(col, overflow="fold")
         def avg(op):  # measured rows carry "avg" (+ "unit"); the cost model's carry "ms"
             v = op.get("avg", op.get("ms"))
@@ -133,7 +135,8 @@ def print_report(report, first_line: str) -> None:
 
         for op in sorted(report.per_op, key=avg, reverse=True)[:15]:
             ops.add_row(str(op.get("op", op.get("class", ""))), str(op.get("name", "")),
-                        f"{avg(op):.4g}" if avg(op) >= 0 else "n/a", str(op.get("unit", "ms")))
+                        f"{avg(op):.4g}" if avg(op) >= 0 else "n/a", str(op.get("unit", "ms")),
+                        *((str(op.get("runs_on", "")),) if placed else ()))
         console.print(ops)
     elif report.environment.get("per_op"):
         console.print(f"per op: {report.environment['per_op']}", markup=False, highlight=False)

@@ -11,6 +11,8 @@ Budgets file:
     out_dir = "edgeconv-gate"   # where exports go
     calib_samples = 128         # calibration and held-out accuracy samples, as `edgeconv export`
     eval_samples = 256
+    quant_config = "q.json"     # optional: which layers are int8, replayed as `edgeconv export --quant-config`
+                                # (a quant-config file or an edgeconv.json; a path relative to this file)
 
     [[budget]]
     model = "edgeconv.demo:demo"   # what `edgeconv export --model` takes
@@ -76,6 +78,7 @@ class GateSettings:
     out_dir: str = "edgeconv-gate"
     calib_samples: int = 128  # as `edgeconv export`; fewer makes a CI gate faster
     eval_samples: int = 256
+    quant_config: str = ""  # a --quant-config file for every int8 export ("" = all layers int8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,7 +240,8 @@ def _settings(raw: Any, text: str, path: str) -> GateSettings:
             out[key] = v
         else:
             if not isinstance(v, str) or not v:
-                raise UserError(f"{where}: out_dir = {v!r} must be a folder path in quotes")
+                what = "a folder path" if key == "out_dir" else "a file path"
+                raise UserError(f"{where}: {key} = {v!r} must be {what} in quotes")
             out[key] = v
     return GateSettings(**out)
 
@@ -267,6 +271,10 @@ def _budget(entry: Any, n: int, start: int, text: str, path: str, targets: set[s
     if delegate is not None and (not isinstance(delegate, str) or (delegates is not None and delegate not in delegates)):
         raise UserError(f"{path}:{_key_line(text, 'delegate', start)}: budget {n}: delegate = {delegate!r} is not "
                         f"a delegate; choose one of: {', '.join(sorted(delegates or ())) or 'a delegate name'}")
+    if delegate is not None and any(k in entry for k in ("p50_ms", "p90_ms")) and delegate not in _profile_delegates():
+        raise UserError(f"{path}:{_key_line(text, 'delegate', start)}: budget {n}: {delegate} has a support table "
+                        "but no way to be profiled; budget max_partitions/max_cpu_ops for it in its own entry, "
+                        "or p50_ms with a delegate `edgeconv profile` runs")
     limits: dict[str, float] = {}
     for key in (*LIMITS, "regression_pct"):
         if key in entry:
@@ -275,7 +283,7 @@ def _budget(entry: Any, n: int, start: int, text: str, path: str, targets: set[s
     for key in DELEGATE_LIMITS:
         if key in limits and delegate is None:
             raise UserError(f"{path}:{_key_line(text, key, start)}: budget {n}: {key} counts what a delegate takes; "
-                            'add delegate = "<name>" (xnnpack, gpu, nnapi, hexagon for .tflite; qnn for .onnx; '
+                            'add delegate = "<name>" (xnnpack, gpu, nnapi, hexagon for .tflite; qnn-ep for .onnx; '
                             "ane for .mlpackage)")
     artifact, check = _artifact_keys(entry, n, start, text, path, limits)
     if not any(k in limits for k in LIMITS) and not check:
@@ -310,6 +318,12 @@ def _artifact_keys(entry: dict, n: int, start: int, text: str, path: str,
     return artifact, (check or None)
 
 
+def _profile_delegates() -> set[str]:
+    from edgeconv.devices.base import Delegate
+
+    return {d.value for d in Delegate}
+
+
 def load_budgets(path: str | Path, check_names: bool = True) -> Budgets:
     """Read and validate a budgets file; with check_names, targets and devices must be registered."""
     p = Path(path)
@@ -327,7 +341,10 @@ def load_budgets(path: str | Path, check_names: bool = True) -> Budgets:
         from edgeconv.registry import DEVICES, TARGETS
 
         registrations.load()
-        targets, devices, delegates = TARGETS.names(), DEVICES.names(), [d.value for d in Delegate]
+        from edgeconv.devices.delegates import names
+
+        # a profile delegate (devices/base.py) or a support table's name (qnn-ep has a table only)
+        targets, devices, delegates = TARGETS.names(), DEVICES.names(), [d.value for d in Delegate] + list(names())
     return parse_budgets(text, str(p), targets, devices, delegates)
 
 

@@ -24,6 +24,12 @@ def collect(budgets: Budgets, progress: Progress | None = None) -> dict[str, Mea
     from edgeconv.pipeline import export, resolve_targets
 
     s = budgets.settings
+    quant_config = None
+    if s.quant_config:
+        from edgeconv.quant.fallback import read_quant_config
+
+        qc = Path(s.quant_config)
+        quant_config = read_quant_config(str(qc if qc.is_absolute() else Path(budgets.path).parent / qc))
     by_model: dict[str, list[Budget]] = {}
     out: dict[str, Measured] = {}
     for b in budgets.entries:
@@ -36,7 +42,7 @@ def collect(budgets: Budgets, progress: Progress | None = None) -> dict[str, Mea
         resolve_targets(targets)
         out_dir = Path(s.out_dir) / _slug(model)
         export_options = ExportOptions(targets=targets, out_dir=str(out_dir), eval_samples=s.eval_samples,
-                                       quant=QuantOptions(samples=s.calib_samples))
+                                       quant=QuantOptions(samples=s.calib_samples), quant_config=quant_config)
         manifest = export(load_model(model), export_options, progress)
         arts = {a.target: a for a in manifest.artifacts}
         for b in entries:
@@ -167,7 +173,19 @@ def _delegate_counts(path: Path, b: Budget) -> tuple[int, int, str]:
         v = delegates.measure(path, "xnnpack")
         basis = "measured on this host (ai-edge-litert XNNPACK)"
     else:
-        v = delegates.check(path, b.delegate)
-        basis = f"predicted ({b.delegate}.toml)"
-    causes = sorted({f.rule for f in v.fallbacks})
-    return len(v.partitions), v.cpu_ops, basis + (f"; CPU ops by rule: {', '.join(causes)}" if causes else "")
+        name = delegates.resolve(b.delegate, path)
+        v = delegates.check(path, name)
+        basis = f"predicted ({name}.toml)"
+    return len(v.partitions), v.cpu_ops, basis + _fallback_note(v)
+
+
+def _fallback_note(v) -> str:
+    """The ops left on the CPU, each with the rule that sent it there (the first few by rule)."""
+    by_rule: dict[str, list[str]] = {}
+    for f in v.fallbacks:
+        by_rule.setdefault(f.rule, []).append(f.label)
+    if not by_rule:
+        return ""
+    parts = [f"[{rule}] {', '.join(labels[:3])}{f' +{len(labels) - 3} more' if len(labels) > 3 else ''}"
+             for rule, labels in sorted(by_rule.items())]
+    return "; CPU ops: " + "; ".join(parts)

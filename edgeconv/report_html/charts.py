@@ -16,7 +16,13 @@ import re
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 if TYPE_CHECKING:
-    from edgeconv.report_html.gather import DriftLine, LatencyRow, LayerRow, StageRow
+    from edgeconv.report_html.gather import (
+        DelegateStrip,
+        DriftLine,
+        LatencyRow,
+        LayerRow,
+        StageRow,
+    )
 
 OK, BAD, WARN, BLUE, FLOAT, GREY = "#2e7d32", "#c62828", "#ef6c00", "#1f77b4", "#7b1fa2", "#9e9e9e"
 WIDTH_IN = 5.0  # ~480 CSS px at 100 %: about a phone screen, so fonts stay readable scaled down
@@ -266,3 +272,33 @@ def baseline(rows: Sequence[tuple[str, float, float, bool]]) -> str:
         ax.grid(axis="y", visible=False)
         fig.legend(loc="outside lower center", ncol=2, fontsize=8, frameon=False)
         return _svg(fig, "baseline")
+
+
+def delegate_strips(strips: Sequence[DelegateStrip], name: str) -> str:
+    """One artifact, one row per delegate: every op in execution order, green where the delegate
+    runs it, red where it stays on the CPU. Drawn by hand, not with matplotlib, so that each op is
+    one <rect> whose <title> (the browser's tooltip) names the op and, for a CPU op, the rule."""
+    from html import escape
+
+    label_w, strip_w, row_h, gap, top = 150.0, 470.0, 18.0, 10.0, 4.0
+    rows = [s for s in strips if s.ops]
+    height = top + len(rows) * (row_h + gap) + 22
+    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 720 {height:.0f}" role="img" '
+            f'aria-label="{escape(name)} chart" class="chart-svg" font-family="DejaVu Sans, sans-serif" font-size="11">')]
+    for r, s in enumerate(rows):
+        y = top + r * (row_h + gap)
+        out.append(f'<text x="0" y="{y + 13:.1f}">{escape(s.delegate)} <tspan fill="#5f6368">({escape(s.how)})</tspan></text>')
+        w = strip_w / len(s.ops)
+        for i, op in enumerate(s.ops):
+            tip = f"{op.label}: " + (f"{s.delegate}" if op.on_delegate else f"CPU [{op.rule}] {op.why}")
+            out.append(f'<rect x="{label_w + i * w:.2f}" y="{y:.1f}" width="{max(w, 0.6):.2f}" height="{row_h:.0f}" '
+                       f'fill="{OK if op.on_delegate else BAD}" class="{"dlg" if op.on_delegate else "cpu"}">'
+                       f"<title>{escape(tip)}</title></rect>")
+        out.append(f'<text x="{label_w + strip_w + 6:.0f}" y="{y + 13:.1f}">{s.partitions} part., {s.cpu_ops} CPU</text>')
+    y = top + len(rows) * (row_h + gap) + 10
+    out.append(f'<rect x="{label_w}" y="{y - 9:.0f}" width="10" height="10" fill="{OK}"/>'
+               f'<text x="{label_w + 14}" y="{y:.0f}">on the delegate</text>'
+               f'<rect x="{label_w + 130}" y="{y - 9:.0f}" width="10" height="10" fill="{BAD}"/>'
+               f'<text x="{label_w + 144}" y="{y:.0f}">CPU fallback (hover: the rule)</text>'
+               f'<text x="{label_w + strip_w + 6:.0f}" y="{y:.0f}" fill="#5f6368">ops in order →</text>')
+    return "".join(out) + "</svg>"

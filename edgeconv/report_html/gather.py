@@ -75,6 +75,31 @@ class StageRow:
 
 
 @dataclasses.dataclass(frozen=True)
+class StripOp:
+    label: str  # "CONV_2D #3 (name)"
+    on_delegate: bool
+    rule: str = ""  # the rule that left it to the CPU
+    why: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class DelegateStrip:
+    """One artifact as one delegate runs it: every op in execution order, where it runs."""
+
+    target: str
+    delegate: str
+    how: str  # "measured" | "predicted"
+    title: str
+    ops: tuple[StripOp, ...]
+    partitions: int
+    note: str = ""  # where the strip and the manifest's counts differ, or why there is no strip
+
+    @property
+    def cpu_ops(self) -> int:
+        return sum(not o.on_delegate for o in self.ops)
+
+
+@dataclasses.dataclass(frozen=True)
 class Inputs:
     """Everything one report shows; a section is drawn when its field is set."""
 
@@ -86,6 +111,7 @@ class Inputs:
     drift: tuple[DriftLine, ...] = ()
     latency: tuple[LatencyRow, ...] = ()
     stages: tuple[StageRow, ...] = ()
+    strips: tuple[DelegateStrip, ...] = ()  # per artifact and delegate (the manifest's `delegates`)
     gate: dict[str, Any] | None = None  # a gate results document (edgeconv.gate.shard.results_doc)
     gate_files: tuple[str, ...] = ()  # the shard files a merged gate came from
     read: tuple[str, ...] = ()  # files read
@@ -156,7 +182,56 @@ def gather(folder: str | Path, extra: Iterable[str | Path] = ()) -> Inputs:
             skipped.append(str(p))
             continue
         found.setdefault(k, []).append((p, data))
-    return build(manifest, found, [str(mpath), *(str(p) for v in found.values() for p, _ in v)], skipped)
+    inp = build(manifest, found, [str(mpath), *(str(p) for v in found.values() for p, _ in v)], skipped)
+    return dataclasses.replace(inp, strips=delegate_strips(manifest, d))
+
+
+def delegate_strips(manifest: Any, folder: Path) -> tuple[DelegateStrip, ...]:
+    """Per artifact, each delegate the manifest records, op by op: the file beside the manifest read
+    again with the same table (predicted) or the same runtime (XNNPACK on this host, measured). A
+    file whose bytes changed since the export gets no strip, and says so."""
+    from edgeconv.devices import delegates
+    from edgeconv.errors import UserError as Bad
+    from edgeconv.models import file_sha256
+
+    out = []
+    for a in manifest.artifacts:
+        path = folder / a.path
+        plans = [p for p in a.delegates if p.how in ("measured", "predicted")]
+        if not plans:
+            continue
+        if not path.exists() or file_sha256(path) != a.sha256:
+            why = "is missing" if not path.exists() else "has changed since the export (sha256 differs)"
+            out += [DelegateStrip(a.target, p.delegate, p.how, p.title, (), p.partitions,
+                                  f"no strip: {a.path} {why}") for p in plans]
+            continue
+        for p in plans:
+            try:
+                v = delegates.measure(path, p.delegate) if p.how == "measured" else delegates.check(path, p.delegate)
+                ops = delegates.read_ops(path, _format_of(path))
+            except Bad as e:
+                out.append(DelegateStrip(a.target, p.delegate, p.how, p.title, (), p.partitions, f"no strip: {e}"))
+                continue
+            why = {f.index: f for f in v.fallbacks}
+            if v.kind == "measured":  # the runtime says where; the table says why, where it agrees
+                table = {f.index: f for f in delegates.check(path, p.delegate).fallbacks}
+                why = {i: dataclasses.replace(table[i], why=f"{table[i].why} (measured on this host: kept on the CPU)")
+                       if i in table else f for i, f in why.items()}
+            taken = set(v.delegated)
+            strip = tuple(StripOp(o.label(), o.index in taken, why[o.index].rule if o.index in why else "",
+                                  why[o.index].why if o.index in why else "") for o in ops)
+            note = ""
+            if (len(v.partitions), v.cpu_ops) != (p.partitions, p.cpu_ops):
+                note = (f"read again: {len(v.partitions)} partition(s), {v.cpu_ops} CPU op(s); the manifest "
+                        f"recorded {p.partitions} and {p.cpu_ops}")
+            out.append(DelegateStrip(a.target, p.delegate, v.kind, p.title, strip, len(v.partitions), note))
+    return tuple(out)
+
+
+def _format_of(path: Path) -> str:
+    from edgeconv.exporters.formats import format_for
+
+    return format_for(path).name
 
 
 def build(manifest: Any, found: dict[str, list[tuple[Path, Any]]], read: Iterable[str] = (),

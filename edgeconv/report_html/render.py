@@ -187,6 +187,34 @@ def _section_artifacts(inp: Inputs, page: Page) -> str | None:
     return "".join(out) + "</section>"
 
 
+def _section_delegates(inp: Inputs, page: Page) -> str | None:
+    if not inp.strips:
+        return None
+    out = [('<section id="delegates"><h2>How each accelerator runs it</h2>'
+            '<p class="muted">Every op of the file in execution order, per delegate: measured = what the runtime '
+            "on this host took (XNNPACK), predicted = the delegate's support table (devices/delegates/*.toml, "
+            "each rule with its source). A red op stays on the CPU; its tooltip names the rule.</p>")]
+    for target in dict.fromkeys(s.target for s in inp.strips):
+        strips = [s for s in inp.strips if s.target == target]
+        out.append(f"<h3>{e(target)}</h3>")
+        if any(s.ops for s in strips):
+            out.append(page.chart(f"delegates-{target}", lambda strips=strips, t=target: charts.delegate_strips(strips, f"delegates-{t}"),
+                                  f"{e(target)}: green on the delegate, red CPU fallback; one bar per op."))
+        rows = []
+        for s in strips:
+            firsts = [f"{o.label} [{o.rule}]" for o in s.ops if not o.on_delegate][:3]
+            rows.append([e(s.delegate), e(s.how), e(s.title), N(str(len(s.ops)) if s.ops else "—"), N(str(s.partitions)),
+                         N(str(s.cpu_ops) if s.ops else "—"),
+                         '<span class="ok">yes</span>' if s.ops and not s.cpu_ops else
+                         ('<span class="bad">no</span>' if s.ops else '<span class="skip">—</span>'),
+                         W(e("; ".join(firsts) + (" …" if s.cpu_ops > 3 else "") if firsts else s.note or ""))])
+        out.append(_table(("delegate", "how", "what", "ops", "partitions", "CPU ops", "runs whole", "first CPU ops"), rows))
+        notes = [s.note for s in strips if s.note and s.ops]
+        if notes:
+            out.append('<ul class="muted">' + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
+    return "".join(out) + "</section>"
+
+
 def _section_sensitivity(inp: Inputs, page: Page) -> str | None:
     s = inp.sensitivity
     if s is None or not inp.layers:
@@ -369,9 +397,10 @@ def _section_gate(inp: Inputs, page: Page) -> str | None:
 
 
 SECTIONS = (("summary", _section_summary), ("gate", _section_gate), ("artifacts", _section_artifacts),
+            ("delegates", _section_delegates),
             ("sensitivity", _section_sensitivity), ("divergence", _section_divergence), ("ranges", _section_ranges),
             ("latency", _section_latency), ("timeline", _section_timeline))
-TITLES = {"gate": "gate", "artifacts": "artifacts", "sensitivity": "sensitivity", "divergence": "divergence",
+TITLES = {"gate": "gate", "artifacts": "artifacts", "delegates": "delegates", "sensitivity": "sensitivity", "divergence": "divergence",
           "ranges": "ranges", "latency": "latency", "timeline": "timeline"}
 
 

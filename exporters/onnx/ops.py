@@ -26,7 +26,7 @@ def read_ops(path: Path | str) -> tuple[OpView, ...]:
     if not p.is_file():
         raise UserError(f"{path}: no such file")
     try:
-        model = onnx.load(str(p), load_external_data=False)
+        model = onnx.load(str(p))  # weights in a .data file beside it are read too (rules test their values)
     except Exception as e:  # protobuf raises its own DecodeError for anything that is not a model
         raise UserError(f"{path} is not a readable ONNX model ({type(e).__name__})") from None
     try:
