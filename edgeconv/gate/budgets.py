@@ -21,6 +21,9 @@ Budgets file:
                                    # devices/delegates/*.toml; xnnpack on host is measured),
                                    # max_float_ops (int8 targets: ops the manifest's float_ops counts)
                                    # (p90_ms needs a measurement: against a prediction that row fails)
+                                   # sparse targets (tflite-sparse, tflite-sparse-fp16): min_sparsity (fraction
+                                   # of the 1x1 conv weights that are zero, read from the .tflite), max_drop
+                                   # (percentage points below the dense source model: what pruning costs)
     size_kb = 64
     accuracy_drop = 1.0
     regression_pct = 5.0           # optional, overrides [gate]
@@ -39,8 +42,11 @@ from typing import Any, Iterable, Mapping
 from edgeconv.errors import EdgeconvError, UserError
 from edgeconv.results import Record
 
-LIMITS = ("p50_ms", "p90_ms", "size_kb", "accuracy_drop", "max_partitions", "max_cpu_ops", "max_float_ops")
+LIMITS = ("p50_ms", "p90_ms", "size_kb", "accuracy_drop", "max_partitions", "max_cpu_ops", "max_float_ops",
+          "min_sparsity", "max_drop")
 DELEGATE_LIMITS = ("max_partitions", "max_cpu_ops")  # checked against the budget's delegate table
+SPARSE_LIMITS = ("min_sparsity", "max_drop")  # sparse targets only (those that run the sparsify pass)
+LOWER_BOUNDS = ("min_sparsity",)  # passes when the value is at least the limit; every other limit is a ceiling
 BUDGET_KEYS = ("model", "target", "device", "delegate", *LIMITS, "regression_pct")
 BASELINE_VERSION = 1
 
@@ -78,10 +84,16 @@ class Budget:
     max_partitions: float | None = None  # delegated partitions the delegate builds
     max_cpu_ops: float | None = None  # ops the delegate leaves on the CPU
     max_float_ops: float | None = None  # int8 artifacts: ops still computing in float (Artifact.float_ops)
+    min_sparsity: float | None = None  # sparse targets: fraction of 1x1 conv weights zero in the artifact
+    max_drop: float | None = None  # sparse targets: percentage points below the dense source model
 
     @property
     def key(self) -> str:
         return _key(self.model, self.target, self.device, self.delegate)
+
+    @property
+    def needs_sparse_check(self) -> bool:
+        return self.min_sparsity is not None or self.max_drop is not None
 
     @property
     def needs_latency(self) -> bool:
@@ -122,6 +134,9 @@ class Measured(Record):
     delegate_basis: str = ""  # "measured on this host (...)" or "predicted (<name>.toml)"
     float_ops: int | None = None  # Artifact.float_ops.count (None: not an int8 target)
     float_ops_note: str = ""
+    sparsity: float | None = None  # sparse targets: 1x1 conv weights zero in the .tflite (check-sparse's reading)
+    source_drop: float | None = None  # sparse targets: percentage points below the dense source model
+    sparse_note: str = ""  # the metric behind source_drop, and check-sparse's verdict
 
     @property
     def key(self) -> str:
@@ -162,8 +177,8 @@ def _number(where: str, key: str, v: Any, minimum: float, strict: bool) -> float
 
 
 def parse_budgets(text: str, path: str = "budgets.toml", known_targets: Iterable[str] | None = None,
-                  known_devices: Iterable[str] | None = None, known_delegates: Iterable[str] | None = None
-                  ) -> Budgets:
+                  known_devices: Iterable[str] | None = None, known_delegates: Iterable[str] | None = None,
+                  sparse_targets: Iterable[str] | None = None) -> Budgets:
     """Strictly validated budgets; every problem is one UserError naming the line, key and fix."""
     try:
         data = tomllib.loads(text)
@@ -186,7 +201,8 @@ def parse_budgets(text: str, path: str = "budgets.toml", known_targets: Iterable
     entries, seen = [], {}
     for n, entry in enumerate(raw):
         start = headers[n] if n < len(headers) else 1
-        b = _budget(entry, n + 1, start, text, path, targets, devices, delegates)
+        b = _budget(entry, n + 1, start, text, path, targets, devices, delegates,
+                    set(sparse_targets) if sparse_targets is not None else None)
         if b.key in seen:
             raise UserError(f"{path}:{start}: budget for {b.key} repeats the one at line {seen[b.key]}; "
                             "merge them into one entry")
@@ -224,7 +240,7 @@ def _settings(raw: Any, text: str, path: str) -> GateSettings:
 
 
 def _budget(entry: Any, n: int, start: int, text: str, path: str, targets: set[str] | None,
-            devices: set[str] | None, delegates: set[str] | None) -> Budget:
+            devices: set[str] | None, delegates: set[str] | None, sparse_targets: set[str] | None = None) -> Budget:
     where0 = f"{path}:{start}: budget {n}"
     if not isinstance(entry, dict):
         raise UserError(f"{where0} must be a table ([[budget]])")
@@ -258,6 +274,15 @@ def _budget(entry: Any, n: int, start: int, text: str, path: str, targets: set[s
             raise UserError(f"{path}:{_key_line(text, key, start)}: budget {n}: {key} counts what a delegate takes; "
                             'add delegate = "<name>" (xnnpack, gpu, nnapi, hexagon for .tflite; qnn for .onnx; '
                             "ane for .mlpackage)")
+    if "min_sparsity" in limits and limits["min_sparsity"] >= 1.0:
+        raise UserError(f"{path}:{_key_line(text, 'min_sparsity', start)}: budget {n}: min_sparsity = "
+                        f"{limits['min_sparsity']:g} is a fraction of the 1x1 weights that are zero; give one "
+                        "below 1, e.g. 0.8")
+    sparse = [k for k in SPARSE_LIMITS if k in limits]
+    if sparse and sparse_targets is not None and entry["target"] not in sparse_targets:
+        raise UserError(f"{path}:{_key_line(text, sparse[0], start)}: budget {n}: {sparse[0]} applies to the sparse "
+                        f"targets ({', '.join(sorted(sparse_targets))}), not {entry['target']}; move it to a "
+                        "budget for one of them")
     if not any(k in limits for k in LIMITS):
         raise UserError(f"{where0} ({entry['model']} / {entry['target']} / {entry['device']}) sets no limit; "
                         f"add at least one of {', '.join(LIMITS)}")
@@ -274,7 +299,7 @@ def load_budgets(path: str | Path, check_names: bool = True) -> Budgets:
         raise UserError(f"budgets file {p} does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"budgets file {p} is not readable: {e}") from None
-    targets = devices = delegates = None
+    targets = devices = delegates = sparse = None
     if check_names:
         from edgeconv import registrations
         from edgeconv.devices.base import Delegate
@@ -283,7 +308,8 @@ def load_budgets(path: str | Path, check_names: bool = True) -> Budgets:
 
         registrations.load()
         targets, devices, delegates = TARGETS.names(), DEVICES.names(), [d.value for d in Delegate]
-    return parse_budgets(text, str(p), targets, devices, delegates)
+        sparse = [n for n in targets if "sparsify" in TARGETS.get(n).passes]
+    return parse_budgets(text, str(p), targets, devices, delegates, sparse)
 
 
 # --- baseline ----------------------------------------------------------------------------------

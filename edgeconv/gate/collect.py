@@ -52,6 +52,10 @@ def collect(budgets: Budgets, progress: "Progress | None" = None) -> dict[str, M
             dbasis = ""
             if b.needs_delegate_check:
                 parts, cpu, dbasis = _delegate_counts(out_dir / a.path, b)
+            spars = drop = None
+            snote = ""
+            if b.needs_sparse_check:
+                spars, drop, snote = _sparse_figures(out_dir / a.path, a, manifest.reference_accuracy)
             ref = a.parity.reference_accuracy if a.parity else None
             failed = [d for d in a.parity.diffs if not d.passed] if a.parity else []
             note = "; ".join(f"vs {d.reference}: {d.reason}" for d in failed) if failed else (
@@ -63,8 +67,29 @@ def collect(budgets: Budgets, progress: "Progress | None" = None) -> dict[str, M
                                   parity_failures=len(failed) if a.parity else None, parity_note=note,
                                   delegate=b.delegate or "", partitions=parts, cpu_ops=cpu, delegate_basis=dbasis,
                                   float_ops=a.float_ops.count if a.float_ops else None,
-                                  float_ops_note=_float_note(a.float_ops))
+                                  float_ops_note=_float_note(a.float_ops),
+                                  sparsity=spars, source_drop=drop, sparse_note=snote)
     return out
+
+
+def _sparse_figures(path: Path, artifact, dense_accuracy: float | None) -> tuple[float, float | None, str]:
+    """(1x1 zeros in the file, points below the dense source model, how): a sparse artifact is a pruned
+    program, so its drop is measured against the user's unpruned model, as the source-model check does."""
+    from edgeconv.exporters.tflite.sparse_check import check_tflite
+
+    rep = check_tflite(path)
+    verdict = "eligible for XNNPACK's sparse path" if rep.eligible else "NOT eligible for XNNPACK's sparse path"
+    src = next((d for d in artifact.parity.diffs if d.reference == "source-model"), None) if artifact.parity else None
+    if artifact.parity and artifact.parity.accuracy is not None and dense_accuracy is not None:
+        drop, how = (dense_accuracy - artifact.parity.accuracy) * 100.0, (
+            f"accuracy {artifact.parity.accuracy:.2%} vs the dense model's {dense_accuracy:.2%}")
+    elif src is not None and src.top1_agreement is not None:
+        drop, how = (1.0 - src.top1_agreement) * 100.0, f"top-1 agreement with the dense model {src.top1_agreement:.3f}"
+    elif src is not None:
+        drop, how = (1.0 - src.cosine) * 100.0, f"cosine to the dense model {src.cosine:.4f}"
+    else:
+        drop, how = None, "no source-model comparison in the manifest"
+    return rep.zeros_1x1, drop, f"{how}; 1x1 zeros {rep.zeros_1x1:.1%} in the file, {verdict}"
 
 
 def _float_note(f) -> str:
