@@ -288,6 +288,8 @@ def parse_sparse(text: str = SPARSE):
 
 
 def test_sparse_budget_within_limits_passes():
+    assert parse_sparse("[gate]\nprune_epochs = 20\n" + SPARSE).settings.prune_epochs == 20
+    assert parse_sparse().settings.prune_epochs == 0  # one-shot unless asked
     rows = {r.metric: r for r in evaluate(parse_sparse(), sparse_measured())}
     assert rows["min_sparsity"].passed and rows["min_sparsity"].value == pytest.approx(0.8)
     assert rows["min_sparsity"].message.startswith("0.8 >= 0.75; accuracy 98.80%")
@@ -296,15 +298,15 @@ def test_sparse_budget_within_limits_passes():
 
 
 @pytest.mark.parametrize("kw, metric, line", [
-    (dict(sparsity=0.7), "min_sparsity", "min_sparsity 0.7 (limit 0.75) — 0.7 < 0.75"),
-    (dict(drop=2.5), "max_drop", "max_drop 2.5 (limit 1) — 2.5 > 1"),
+    ({"sparsity": 0.7}, "min_sparsity", "min_sparsity 0.7 (limit 0.75) — 0.7 < 0.75"),
+    ({"drop": 2.5}, "max_drop", "max_drop 2.5 (limit 1) — 2.5 > 1"),
 ])
 def test_sparse_budget_breach_names_the_number(kw, metric, line):
     results = evaluate(parse_sparse(), sparse_measured(**kw))
     assert [r.metric for r in results if not r.passed] == [metric]
     (breach,) = breach_lines(results)
     assert breach.startswith(f"BREACH edgeconv.demo:demo / tflite-sparse / host: {line}"), breach
-    failure = [c for c in ET.fromstring(junit_xml(results)).iter("failure")][0]
+    failure = next(ET.fromstring(junit_xml(results)).iter("failure"))
     assert ("below 0.75" if metric == "min_sparsity" else "exceeds 1") in failure.text
 
 
@@ -323,6 +325,7 @@ def test_sparse_budget_without_a_reading_is_a_breach():
     (SPARSE.replace("tflite-sparse", "tflite-int8"), "b.toml:5: budget 1: min_sparsity applies to the sparse targets"),
     (SPARSE.replace("min_sparsity = 0.75", "min_sparsity = 80"), "b.toml:5: budget 1: min_sparsity = 80 is a fraction"),
     (SPARSE.replace("max_drop = 1.0", "max_drop = -1"), "b.toml:6: budget 1: max_drop = -1 must be a number"),
+    ("[gate]\nprune_epochs = -2\n" + SPARSE, "b.toml:2: prune_epochs = -2 must be a whole number 0 or more"),
 ])
 def test_bad_sparse_budgets_name_the_line(text, needle):
     with pytest.raises(UserError, match="^" + needle.replace("(", r"\(")):

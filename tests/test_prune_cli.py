@@ -17,7 +17,7 @@ BUDGET = 0.02  # the sparse targets' drop check (config.SPARSE_MAX_DROP): what m
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgeconv", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "edgeconv", *args], check=False, capture_output=True, text=True,
                           cwd=cwd, timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
@@ -132,17 +132,20 @@ def test_gate_sparse_budgets_read_the_fine_tuned_file(pruned):
 def test_sparsity_list_is_a_table_of_levels(oneshot):
     """One-shot (no --prune-epochs): every level tabulated, the exported one marked."""
     res, out = oneshot
-    assert res.returncode == 0, res.stderr[-2000:]  # 50 % one-shot stays within the drop budget: exported
+    # one shot, even 50 % of the demo's 1x1 weights cost it most of its accuracy: the least sparse level
+    # is exported and fails the drop check (exit 1, the manifest written)
+    assert res.returncode == 1 and "parity failed for tflite-sparse" in res.stderr, res.stderr[-2000:]
     p = json.loads((out / "edgeconv.json").read_text())["pruning"]
     assert [lv["sparsity"] for lv in p["levels"]] == [0.5, 0.8]
     assert [lv["exported"] for lv in p["levels"]] == [True, False] and p["chosen"] == 0.5
+    assert p["why"].startswith("no level within drop 0.02") and all(lv["val_drop"] > BUDGET for lv in p["levels"])
     assert [lv["method"] for lv in p["levels"]] == ["one-shot", "one-shot"]
     assert p["levels"][0]["predicted_speedup"] == 1.0  # 50 % zeros: XNNPACK stays dense
     assert p["levels"][1]["predicted_speedup"] > 1.0
 
 
 def test_report_charts_the_sparsity_table(oneshot):
-    res, out = oneshot
+    _, out = oneshot
     r = cli("report", str(out), cwd=out)
     assert r.returncode == 0, r.stderr[-2000:]
     text = (out / "report.html").read_text()

@@ -11,6 +11,8 @@ Budgets file:
     out_dir = "edgeconv-gate"   # where exports go
     calib_samples = 128         # calibration and held-out accuracy samples, as `edgeconv export`
     eval_samples = 256
+    prune_epochs = 0            # sparse targets: prune while fine-tuning, as `export --prune-epochs N`
+                                # (0: one shot); the model must bundle training data (ModelSpec.train_data)
 
     [[budget]]
     model = "edgeconv.demo:demo"   # what `edgeconv export --model` takes
@@ -67,6 +69,7 @@ class GateSettings:
     out_dir: str = "edgeconv-gate"
     calib_samples: int = 128  # as `edgeconv export`; fewer makes a CI gate faster
     eval_samples: int = 256
+    prune_epochs: int = 0  # sparse targets: `export --prune-epochs N` (0: one-shot pruning)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,10 +224,10 @@ def _settings(raw: Any, text: str, path: str) -> GateSettings:
         where = f"{path}:{_key_line(text, key, start)}"
         if key not in fields:
             raise UserError(f"{where}: unknown key {key!r} in [gate]; allowed: {', '.join(fields)}")
-        if key in ("runs", "threads", "warmup", "calib_samples", "eval_samples"):
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if key == "warmup" else 1):
-                raise UserError(f"{where}: {key} = {v!r} must be a whole number "
-                                f"{'0' if key == 'warmup' else '1'} or more")
+        if key in ("runs", "threads", "warmup", "calib_samples", "eval_samples", "prune_epochs"):
+            low = 0 if key in ("warmup", "prune_epochs") else 1
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise UserError(f"{where}: {key} = {v!r} must be a whole number {low} or more")
             out[key] = v
         elif key == "regression_pct":
             out[key] = _number(where, key, v, 0.0, strict=False)

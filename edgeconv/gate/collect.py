@@ -17,11 +17,12 @@ def _slug(text: str) -> str:
 
 def collect(budgets: Budgets, progress: "Progress | None" = None) -> dict[str, Measured]:
     """Export every model once (all its budgeted targets), then profile each budgeted device."""
-    from edgeconv.config import ExportOptions, QuantOptions
+    from edgeconv.config import ExportOptions, PruneOptions, QuantOptions
     from edgeconv.devices.base import Delegate, ProfileOptions
     from edgeconv.devices.profile import headline, profile
     from edgeconv.models import load_model
     from edgeconv.pipeline import export, resolve_targets
+    from edgeconv.prepare.prune import sparse_targets
 
     s = budgets.settings
     by_model: dict[str, list[Budget]] = {}
@@ -32,8 +33,9 @@ def collect(budgets: Budgets, progress: "Progress | None" = None) -> dict[str, M
         targets = tuple(dict.fromkeys(b.target for b in entries))
         resolve_targets(targets)
         out_dir = Path(s.out_dir) / _slug(model)
+        prune = PruneOptions(epochs=s.prune_epochs if sparse_targets(targets) else 0)
         export_options = ExportOptions(targets=targets, out_dir=str(out_dir), eval_samples=s.eval_samples,
-                                       quant=QuantOptions(samples=s.calib_samples))
+                                       quant=QuantOptions(samples=s.calib_samples), prune=prune)
         manifest = export(load_model(model), export_options, progress)
         arts = {a.target: a for a in manifest.artifacts}
         for b in entries:

@@ -249,9 +249,9 @@ def sparsity(levels: Sequence[Any], metric: str, dense: float) -> str:
         ax.set_xlim(lo - 0.1 - 0.1 * (hi - lo), hi + 0.3 + 0.15 * (hi - lo))
         low = min(ys + [100 * dense])
         ax.set_ylim(max(0.0, low - 0.15 * (100 * dense - low) - 1), 100 * dense + 0.1 * (100 * dense - low) + 1)
-        ax.set_xlabel("speed-up of XNNPACK's sparse path on ARM (PREDICTED, not measured)")
+        ax.set_xlabel("XNNPACK sparse path speed-up on ARM (predicted)")
         ax.set_ylabel(f"{metric} (%), held-out")
-        ax.set_title(f"{metric} vs predicted speed-up, per sparsity level")
+        ax.set_title(f"{metric} vs PREDICTED speed-up, per sparsity level")
         return _svg(fig, "sparsity")
 
 
