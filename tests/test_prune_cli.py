@@ -190,3 +190,12 @@ def test_speedup_prediction_follows_its_anchors():
     assert prune.predicted_speedup(0.5, 0.9) < prune.predicted_speedup(ref, 0.9)  # less 1x1 work, less gain
     s = [prune.predicted_speedup(0.8, z) for z in (0.7, 0.8, 0.9, 0.95)]
     assert s == sorted(s)
+
+
+def test_fp16_sparse_alone_takes_the_fine_tuning_path():
+    """tflite-sparse-fp16 prunes like tflite-sparse (the fixture above checks its artifact)."""
+    from edgeconv.config import ExportOptions, PruneOptions
+    from edgeconv.prepare.prune import check_options, sparse_targets
+
+    assert sparse_targets(("tflite", "tflite-sparse-fp16", "tflite-int8")) == ["tflite-sparse-fp16"]
+    check_options(ExportOptions(targets=("tflite-sparse-fp16",), prune=PruneOptions(epochs=3)))  # not refused

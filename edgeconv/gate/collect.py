@@ -10,6 +10,7 @@ from edgeconv.gate.budgets import Budget, Budgets, Measured
 
 if TYPE_CHECKING:
     from edgeconv.context import Progress
+    from edgeconv.results import Artifact
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "model"
@@ -74,7 +75,7 @@ def collect(budgets: Budgets, progress: "Progress | None" = None) -> dict[str, M
     return out
 
 
-def _sparse_figures(path: Path, artifact, dense_accuracy: float | None) -> tuple[float, float | None, str]:
+def _sparse_figures(path: Path, artifact: "Artifact", dense_accuracy: float | None) -> tuple[float, float | None, str]:
     """(1x1 zeros in the file, points below the dense source model, how): a sparse artifact is a pruned
     program, so its drop is measured against the user's unpruned model, as the source-model check does."""
     from edgeconv.exporters.tflite.sparse_check import check_tflite

@@ -91,6 +91,10 @@ def check_options(options: ExportOptions) -> None:
         flag = f"--prune-epochs {options.prune.epochs}" if options.prune.epochs else "--sparsity with several levels"
         raise UserError(f"{flag} prunes for the sparse targets, but none was asked for; add -t tflite-sparse "
                         "(or tflite-sparse-fp16)")
+    if options.prune.epochs and options.prune.train_data:  # a wrong reference fails before the model loads
+        from edgeconv.models import resolve_ref
+
+        resolve_ref(options.prune.train_data, "--train-data")
 
 
 def prune_stage(spec: "ModelSpec", root: "Graph", options: ExportOptions, evalset: "DataSet",

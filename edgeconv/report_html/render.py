@@ -356,7 +356,7 @@ def _section_gate(inp: Inputs, page: Page) -> str | None:
         v, lim = r.get("value"), r["limit"]
         if v is None:
             continue
-        if r["metric"].startswith("min_"):  # a floor: limit / value, so past the line is still a breach
+        if r["metric"].startswith("min_"):  # a floor (gate.budgets.LOWER_BOUNDS): limit / value, past 1 = breach
             q = (lim / v) if v > 0 else math.inf
         else:
             q = (v / lim) if lim > 0 else (0.0 if v <= 0 else math.inf)
