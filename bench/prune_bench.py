@@ -1,6 +1,6 @@
 """Pruning while fine-tuning (issue 21): what `export --prune-epochs` buys over one-shot pruning.
 
-    python bench/prune_bench.py            → bench/results/prune.json   (about 5 min on 2 busy cores)
+    python bench/prune_bench.py            → bench/results/prune.json   (10 min on 2 cores at load 5-7)
 
 1. The embedded demo at 80 % in 4x1 blocks, tflite-sparse through the real pipeline
    (`edgeconv.pipeline.export`): held-out accuracy of the artifact and its drop from the dense
