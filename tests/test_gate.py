@@ -305,3 +305,69 @@ def test_bad_check_budgets_are_one_line_user_errors(text, pattern):
     with pytest.raises(UserError, match=pattern) as e:
         parse(text)
     assert "\n" not in str(e.value)
+# --- sparse targets: min_sparsity (a floor) and max_drop (points below the dense source model) ---
+
+SPARSE = """\
+[[budget]]
+model = "edgeconv.demo:demo"
+target = "tflite-sparse"
+device = "host"
+min_sparsity = 0.75
+max_drop = 1.0
+"""
+
+
+def sparse_measured(sparsity=0.8, drop=0.4) -> dict[str, Measured]:
+    m = Measured("edgeconv.demo:demo", "tflite-sparse", "host", "cd" * 32, 20_000, 0.988, 0.988,
+                 parity_failures=0, sparsity=sparsity, source_drop=drop,
+                 sparse_note="accuracy 98.80% vs the dense model's 99.20%; 1x1 zeros 80.0% in the file")
+    return {m.key: m}
+
+
+def parse_sparse(text: str = SPARSE):
+    return parse_budgets(text, "b.toml", [*TARGETS, "tflite-sparse"], DEVICES, sparse_targets=["tflite-sparse"])
+
+
+def test_sparse_budget_within_limits_passes():
+    assert parse_sparse("[gate]\nprune_epochs = 20\n" + SPARSE).settings.prune_epochs == 20
+    assert parse_sparse().settings.prune_epochs == 0  # one-shot unless asked
+    rows = {r.metric: r for r in evaluate(parse_sparse(), sparse_measured())}
+    assert rows["min_sparsity"].passed and rows["min_sparsity"].value == pytest.approx(0.8)
+    assert rows["min_sparsity"].message.startswith("0.8 >= 0.75; accuracy 98.80%")
+    assert rows["max_drop"].passed and rows["max_drop"].value == pytest.approx(0.4)
+    assert rows["min_sparsity"].limit == 0.75 and rows["max_drop"].limit == 1.0
+
+
+@pytest.mark.parametrize("kw, metric, line", [
+    ({"sparsity": 0.7}, "min_sparsity", "min_sparsity 0.7 (limit 0.75) — 0.7 < 0.75"),
+    ({"drop": 2.5}, "max_drop", "max_drop 2.5 (limit 1) — 2.5 > 1"),
+])
+def test_sparse_budget_breach_names_the_number(kw, metric, line):
+    results = evaluate(parse_sparse(), sparse_measured(**kw))
+    assert [r.metric for r in results if not r.passed] == [metric]
+    (breach,) = breach_lines(results)
+    assert breach.startswith(f"BREACH edgeconv.demo:demo / tflite-sparse / host: {line}"), breach
+    failure = next(ET.fromstring(junit_xml(results)).iter("failure"))
+    assert ("below 0.75" if metric == "min_sparsity" else "exceeds 1") in failure.text
+
+
+def test_sparse_budget_is_a_floor_at_equality():
+    assert all(r.passed for r in evaluate(parse_sparse(), sparse_measured(sparsity=0.75)))
+    assert not all(r.passed for r in evaluate(parse_sparse(), sparse_measured(sparsity=0.7499)))
+
+
+def test_sparse_budget_without_a_reading_is_a_breach():
+    results = evaluate(parse_sparse(), sparse_measured(sparsity=None, drop=None))
+    assert [(r.metric, r.passed, r.value) for r in results if r.metric != "parity_failures"] == [
+        ("min_sparsity", False, None), ("max_drop", False, None)]
+
+
+@pytest.mark.parametrize("text, needle", [
+    (SPARSE.replace("tflite-sparse", "tflite-int8"), "b.toml:5: budget 1: min_sparsity applies to the sparse targets"),
+    (SPARSE.replace("min_sparsity = 0.75", "min_sparsity = 80"), "b.toml:5: budget 1: min_sparsity = 80 is a fraction"),
+    (SPARSE.replace("max_drop = 1.0", "max_drop = -1"), "b.toml:6: budget 1: max_drop = -1 must be a number"),
+    ("[gate]\nprune_epochs = -2\n" + SPARSE, "b.toml:2: prune_epochs = -2 must be a whole number 0 or more"),
+])
+def test_bad_sparse_budgets_name_the_line(text, needle):
+    with pytest.raises(UserError, match="^" + needle.replace("(", r"\(")):
+        parse_sparse(text)

@@ -13,6 +13,8 @@ Budgets file:
     eval_samples = 256
     quant_config = "q.json"     # optional: which layers are int8, replayed as `edgeconv export --quant-config`
                                 # (a quant-config file or an edgeconv.json; a path relative to this file)
+    prune_epochs = 0            # sparse targets: prune while fine-tuning, as `export --prune-epochs N`
+                                # (0: one shot); the model must bundle training data (ModelSpec.train_data)
 
     [[budget]]
     model = "edgeconv.demo:demo"   # what `edgeconv export --model` takes
@@ -23,6 +25,9 @@ Budgets file:
                                    # devices/delegates/*.toml; xnnpack on host is measured),
                                    # max_float_ops (int8 targets: ops the manifest's float_ops counts)
                                    # (p90_ms needs a measurement: against a prediction that row fails)
+                                   # sparse targets (tflite-sparse, tflite-sparse-fp16): min_sparsity (fraction
+                                   # of the 1x1 conv weights that are zero, read from the .tflite), max_drop
+                                   # (percentage points below the dense source model: what pruning costs)
     size_kb = 64
     accuracy_drop = 1.0
     regression_pct = 5.0           # optional, overrides [gate]
@@ -55,10 +60,13 @@ from typing import Any, Iterable, Mapping
 from edgeconv.errors import EdgeconvError, UserError
 from edgeconv.results import Record
 
-LIMITS = ("p50_ms", "p90_ms", "size_kb", "accuracy_drop", "max_partitions", "max_cpu_ops", "max_float_ops")
+LIMITS = ("p50_ms", "p90_ms", "size_kb", "accuracy_drop", "max_partitions", "max_cpu_ops", "max_float_ops",
+          "min_sparsity", "max_drop")
 DELEGATE_LIMITS = ("max_partitions", "max_cpu_ops")  # checked against the budget's delegate table
 BUDGET_KEYS = ("model", "target", "device", "delegate", *LIMITS, "regression_pct", "artifact", "check")
 ARTIFACT_LIMITS = ("size_kb",)  # what a budget on a file built elsewhere may limit besides `check`
+SPARSE_LIMITS = ("min_sparsity", "max_drop")  # sparse targets only (those that run the sparsify pass)
+LOWER_BOUNDS = ("min_sparsity",)  # passes when the value is at least the limit; every other limit is a ceiling
 BASELINE_VERSION = 1
 
 
@@ -79,6 +87,7 @@ class GateSettings:
     calib_samples: int = 128  # as `edgeconv export`; fewer makes a CI gate faster
     eval_samples: int = 256
     quant_config: str = ""  # a --quant-config file for every int8 export ("" = all layers int8)
+    prune_epochs: int = 0  # sparse targets: `export --prune-epochs N` (0: one-shot pruning)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,10 +107,16 @@ class Budget:
     max_float_ops: float | None = None  # int8 artifacts: ops still computing in float (Artifact.float_ops)
     artifact: str | None = None  # a file built elsewhere, judged instead of the gate's own export
     check: bool | str | None = None  # True: run `edgeconv check` on it; a path: its saved --json verdict
+    min_sparsity: float | None = None  # sparse targets: fraction of 1x1 conv weights zero in the artifact
+    max_drop: float | None = None  # sparse targets: percentage points below the dense source model
 
     @property
     def key(self) -> str:
         return _key(self.model, self.target, self.device, self.delegate)
+
+    @property
+    def needs_sparse_check(self) -> bool:
+        return self.min_sparsity is not None or self.max_drop is not None
 
     @property
     def needs_latency(self) -> bool:
@@ -144,6 +159,9 @@ class Measured(Record):
     float_ops_note: str = ""
     check_failures: int | None = None  # `edgeconv check`'s failed criteria on the artifact (None: not asked)
     check_note: str = ""
+    sparsity: float | None = None  # sparse targets: 1x1 conv weights zero in the .tflite (check-sparse's reading)
+    source_drop: float | None = None  # sparse targets: percentage points below the dense source model
+    sparse_note: str = ""  # the metric behind source_drop, and check-sparse's verdict
 
     @property
     def key(self) -> str:
@@ -184,8 +202,8 @@ def _number(where: str, key: str, v: Any, minimum: float, strict: bool) -> float
 
 
 def parse_budgets(text: str, path: str = "budgets.toml", known_targets: Iterable[str] | None = None,
-                  known_devices: Iterable[str] | None = None, known_delegates: Iterable[str] | None = None
-                  ) -> Budgets:
+                  known_devices: Iterable[str] | None = None, known_delegates: Iterable[str] | None = None,
+                  sparse_targets: Iterable[str] | None = None) -> Budgets:
     """Strictly validated budgets; every problem is one UserError naming the line, key and fix."""
     try:
         data = tomllib.loads(text)
@@ -208,7 +226,8 @@ def parse_budgets(text: str, path: str = "budgets.toml", known_targets: Iterable
     entries, seen = [], {}
     for n, entry in enumerate(raw):
         start = headers[n] if n < len(headers) else 1
-        b = _budget(entry, n + 1, start, text, path, targets, devices, delegates)
+        b = _budget(entry, n + 1, start, text, path, targets, devices, delegates,
+                    set(sparse_targets) if sparse_targets is not None else None)
         if b.key in seen:
             raise UserError(f"{path}:{start}: budget for {b.key} repeats the one at line {seen[b.key]}; "
                             "merge them into one entry")
@@ -227,10 +246,10 @@ def _settings(raw: Any, text: str, path: str) -> GateSettings:
         where = f"{path}:{_key_line(text, key, start)}"
         if key not in fields:
             raise UserError(f"{where}: unknown key {key!r} in [gate]; allowed: {', '.join(fields)}")
-        if key in ("runs", "threads", "warmup", "calib_samples", "eval_samples"):
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if key == "warmup" else 1):
-                raise UserError(f"{where}: {key} = {v!r} must be a whole number "
-                                f"{'0' if key == 'warmup' else '1'} or more")
+        if key in ("runs", "threads", "warmup", "calib_samples", "eval_samples", "prune_epochs"):
+            low = 0 if key in ("warmup", "prune_epochs") else 1
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise UserError(f"{where}: {key} = {v!r} must be a whole number {low} or more")
             out[key] = v
         elif key == "regression_pct":
             out[key] = _number(where, key, v, 0.0, strict=False)
@@ -247,7 +266,7 @@ def _settings(raw: Any, text: str, path: str) -> GateSettings:
 
 
 def _budget(entry: Any, n: int, start: int, text: str, path: str, targets: set[str] | None,
-            devices: set[str] | None, delegates: set[str] | None) -> Budget:
+            devices: set[str] | None, delegates: set[str] | None, sparse_targets: set[str] | None = None) -> Budget:
     where0 = f"{path}:{start}: budget {n}"
     if not isinstance(entry, dict):
         raise UserError(f"{where0} must be a table ([[budget]])")
@@ -286,6 +305,15 @@ def _budget(entry: Any, n: int, start: int, text: str, path: str, targets: set[s
                             'add delegate = "<name>" (xnnpack, gpu, nnapi, hexagon for .tflite; qnn-ep for .onnx; '
                             "ane for .mlpackage)")
     artifact, check = _artifact_keys(entry, n, start, text, path, limits)
+    if "min_sparsity" in limits and limits["min_sparsity"] >= 1.0:
+        raise UserError(f"{path}:{_key_line(text, 'min_sparsity', start)}: budget {n}: min_sparsity = "
+                        f"{limits['min_sparsity']:g} is a fraction of the 1x1 weights that are zero; give one "
+                        "below 1, e.g. 0.8")
+    sparse = [k for k in SPARSE_LIMITS if k in limits]
+    if sparse and sparse_targets is not None and entry["target"] not in sparse_targets:
+        raise UserError(f"{path}:{_key_line(text, sparse[0], start)}: budget {n}: {sparse[0]} applies to the sparse "
+                        f"targets ({', '.join(sorted(sparse_targets))}), not {entry['target']}; move it to a "
+                        "budget for one of them")
     if not any(k in limits for k in LIMITS) and not check:
         raise UserError(f"{where0} ({entry['model']} / {entry['target']} / {entry['device']}) sets no limit; "
                         f"add at least one of {', '.join(LIMITS)}, or check = true")
@@ -333,7 +361,7 @@ def load_budgets(path: str | Path, check_names: bool = True) -> Budgets:
         raise UserError(f"budgets file {p} does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"budgets file {p} is not readable: {e}") from None
-    targets = devices = delegates = None
+    targets = devices = delegates = sparse = None
     if check_names:
         from edgeconv import registrations
         from edgeconv.devices.base import Delegate
@@ -345,7 +373,8 @@ def load_budgets(path: str | Path, check_names: bool = True) -> Budgets:
 
         # a profile delegate (devices/base.py) or a support table's name (qnn-ep has a table only)
         targets, devices, delegates = TARGETS.names(), DEVICES.names(), [d.value for d in Delegate] + list(names())
-    return parse_budgets(text, str(p), targets, devices, delegates)
+        sparse = [n for n in targets if "sparsify" in TARGETS.get(n).passes]
+    return parse_budgets(text, str(p), targets, devices, delegates, sparse)
 
 
 # --- baseline ----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from edgeconv.gate.budgets import Budget, Budgets, Measured
 
 if TYPE_CHECKING:
     from edgeconv.context import Progress
+    from edgeconv.results import Artifact
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "model"
@@ -17,11 +18,12 @@ def _slug(text: str) -> str:
 
 def collect(budgets: Budgets, progress: Progress | None = None) -> dict[str, Measured]:
     """Export every model once (all its budgeted targets), then profile each budgeted device."""
-    from edgeconv.config import ExportOptions, QuantOptions
+    from edgeconv.config import ExportOptions, PruneOptions, QuantOptions
     from edgeconv.devices.base import Delegate, ProfileOptions
     from edgeconv.devices.profile import headline, profile
     from edgeconv.models import load_model
     from edgeconv.pipeline import export, resolve_targets
+    from edgeconv.prepare.prune import sparse_targets
 
     s = budgets.settings
     quant_config = None
@@ -41,8 +43,10 @@ def collect(budgets: Budgets, progress: Progress | None = None) -> dict[str, Mea
         targets = tuple(dict.fromkeys(b.target for b in entries))
         resolve_targets(targets)
         out_dir = Path(s.out_dir) / _slug(model)
+        prune = PruneOptions(epochs=s.prune_epochs if sparse_targets(targets) else 0)
         export_options = ExportOptions(targets=targets, out_dir=str(out_dir), eval_samples=s.eval_samples,
-                                       quant=QuantOptions(samples=s.calib_samples), quant_config=quant_config)
+                                       quant=QuantOptions(samples=s.calib_samples), quant_config=quant_config,
+                                       prune=prune)
         manifest = export(load_model(model), export_options, progress)
         arts = {a.target: a for a in manifest.artifacts}
         for b in entries:
@@ -61,6 +65,10 @@ def collect(budgets: Budgets, progress: Progress | None = None) -> dict[str, Mea
             dbasis = ""
             if b.needs_delegate_check:
                 parts, cpu, dbasis = _delegate_counts(out_dir / a.path, b)
+            spars = drop = None
+            snote = ""
+            if b.needs_sparse_check:
+                spars, drop, snote = _sparse_figures(out_dir / a.path, a, manifest.reference_accuracy)
             ref = a.parity.reference_accuracy if a.parity else None
             failed = _failed(a.parity) if a.parity else []
             note = "; ".join(failed) if failed else (
@@ -76,7 +84,8 @@ def collect(budgets: Budgets, progress: Progress | None = None) -> dict[str, Mea
                                   float_ops_note=_float_note(a.float_ops),
                                   check_failures=(len(failed) if a.parity else None) if b.check else None,
                                   check_note=f"the export's verdict (what `edgeconv check` gives on these bytes, "
-                                             f"sha256 {a.sha256[:12]}): {note}" if b.check else "")
+                                             f"sha256 {a.sha256[:12]}): {note}" if b.check else "",
+                                  sparsity=spars, source_drop=drop, sparse_note=snote)
     return out
 
 
@@ -154,6 +163,27 @@ def _saved_verdict(report: Path, target: str, sha: str) -> tuple[int, str]:
     if not failed and p.get("passed") is False:
         failed.append("the saved verdict failed")
     return len(failed), f"saved verdict {report.name} (sha256 {sha[:12]}): " + ("; ".join(failed) or "passed")
+
+
+
+def _sparse_figures(path: Path, artifact: "Artifact", dense_accuracy: float | None) -> tuple[float, float | None, str]:
+    """(1x1 zeros in the file, points below the dense source model, how): a sparse artifact is a pruned
+    program, so its drop is measured against the user's unpruned model, as the source-model check does."""
+    from edgeconv.exporters.tflite.sparse_check import check_tflite
+
+    rep = check_tflite(path)
+    verdict = "eligible for XNNPACK's sparse path" if rep.eligible else "NOT eligible for XNNPACK's sparse path"
+    src = next((d for d in artifact.parity.diffs if d.reference == "source-model"), None) if artifact.parity else None
+    if artifact.parity and artifact.parity.accuracy is not None and dense_accuracy is not None:
+        drop, how = (dense_accuracy - artifact.parity.accuracy) * 100.0, (
+            f"accuracy {artifact.parity.accuracy:.2%} vs the dense model's {dense_accuracy:.2%}")
+    elif src is not None and src.top1_agreement is not None:
+        drop, how = (1.0 - src.top1_agreement) * 100.0, f"top-1 agreement with the dense model {src.top1_agreement:.3f}"
+    elif src is not None:
+        drop, how = (1.0 - src.cosine) * 100.0, f"cosine to the dense model {src.cosine:.4f}"
+    else:
+        drop, how = None, "no source-model comparison in the manifest"
+    return rep.zeros_1x1, drop, f"{how}; 1x1 zeros {rep.zeros_1x1:.1%} in the file, {verdict}"
 
 
 def _float_note(f) -> str:

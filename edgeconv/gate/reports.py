@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from edgeconv.gate.budgets import LOWER_BOUNDS
 from edgeconv.results import GateResult
 
 def junit_xml(results: Iterable[GateResult], suite: str = "edgeconv gate") -> str:
@@ -20,7 +21,8 @@ def junit_xml(results: Iterable[GateResult], suite: str = "edgeconv gate") -> st
         tc = ET.SubElement(ts, "testcase", classname=r.name, name=r.metric)
         if not r.passed:
             ET.SubElement(tc, "failure", message=r.message, type="BudgetBreached").text = (
-                f"{r.name}: {r.metric} {'n/a' if r.value is None else f'{r.value:.6g}'} exceeds {r.limit:g}\n{r.message}")
+                f"{r.name}: {r.metric} {'n/a' if r.value is None else f'{r.value:.6g}'} "
+                f"{'below' if r.metric in LOWER_BOUNDS else 'exceeds'} {r.limit:g}\n{r.message}")
         elif r.value is None:
             ET.SubElement(tc, "skipped", message=r.message)
         ET.SubElement(tc, "system-out").text = r.message

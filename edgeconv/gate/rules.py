@@ -6,7 +6,7 @@ import math
 from typing import Mapping
 
 from edgeconv.errors import UserError
-from edgeconv.gate.budgets import Budget, Budgets, GateSettings, Measured
+from edgeconv.gate.budgets import LOWER_BOUNDS, Budget, Budgets, GateSettings, Measured
 from edgeconv.results import GateResult
 
 def evaluate(budgets: Budgets, measured: Mapping[str, Measured],
@@ -34,7 +34,9 @@ def evaluate(budgets: Budgets, measured: Mapping[str, Measured],
                   ("max_partitions", b.max_partitions, m.partitions, m.delegate_basis or "delegate table"),
                   ("max_cpu_ops", b.max_cpu_ops, m.cpu_ops, m.delegate_basis or "delegate table"),
                   ("max_float_ops", b.max_float_ops, m.float_ops,
-                   m.float_ops_note or "float_ops is counted for int8 targets only")]
+                   m.float_ops_note or "float_ops is counted for int8 targets only"),
+                  ("min_sparsity", b.min_sparsity, m.sparsity, m.sparse_note or "read for sparse targets only"),
+                  ("max_drop", b.max_drop, m.source_drop, m.sparse_note or "measured for sparse targets only")]
         for metric, limit, value, note in checks:
             if limit is None:
                 continue
@@ -45,9 +47,11 @@ def evaluate(budgets: Budgets, measured: Mapping[str, Measured],
                 out.append(GateResult(b.key, metric, None, limit, False,
                                       f"no value to check ({note}); remove the limit or supply what it needs"))
                 continue
-            ok = value <= limit
-            out.append(GateResult(b.key, metric, value, limit, ok,
-                                  f"{value:.4g} {'<=' if ok else '>'} {limit:.4g}; {note}"))
+            if metric in LOWER_BOUNDS:
+                ok, sign = value >= limit, (">=" if value >= limit else "<")
+            else:
+                ok, sign = value <= limit, ("<=" if value <= limit else ">")
+            out.append(GateResult(b.key, metric, value, limit, ok, f"{value:.4g} {sign} {limit:.4g}; {note}"))
         if baseline is not None and b.needs_latency:
             out.append(_regression(b, m, baseline.get(b.key), budgets.settings))
     return tuple(out)

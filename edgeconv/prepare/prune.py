@@ -91,6 +91,10 @@ def check_options(options: ExportOptions) -> None:
         flag = f"--prune-epochs {options.prune.epochs}" if options.prune.epochs else "--sparsity with several levels"
         raise UserError(f"{flag} prunes for the sparse targets, but none was asked for; add -t tflite-sparse "
                         "(or tflite-sparse-fp16)")
+    if options.prune.epochs and options.prune.train_data:  # a wrong reference fails before the model loads
+        from edgeconv.models import resolve_ref
+
+        resolve_ref(options.prune.train_data, "--train-data")
 
 
 def prune_stage(spec: "ModelSpec", root: "Graph", options: ExportOptions, evalset: "DataSet",
@@ -300,7 +304,7 @@ def finetune(module: "torch.nn.Module", example_inputs: tuple, data: "DataSet", 
 
     import torch
 
-    from edgeconv.context import Progress
+    from edgeconv.context import Progress, one_thread
     from edgeconv.passes.sparsify import PolynomialSchedule
 
     if epochs < 1:
@@ -321,7 +325,10 @@ def finetune(module: "torch.nn.Module", example_inputs: tuple, data: "DataSet", 
     freeze_bn_after = max(1, int(total * FREEZE))
     gen = torch.Generator().manual_seed(seed)
     records, step = [], 0
-    with progress.task(f"pruning to {sparsity:.0%} while fine-tuning, {epochs} epoch(s) on {len(x)} samples",
+    # One thread: small convs at batch 32 gain nothing from a second one, and with other processes on
+    # the cores OpenMP's spin-waiting made it 9-20x slower (demo at 80 %, 20 epochs, load average 4-7:
+    # 9.1-9.7 s on one thread, 80-182 s on two; same weights, same accuracy).
+    with one_thread(), progress.task(f"pruning to {sparsity:.0%} while fine-tuning, {epochs} epoch(s) on {len(x)} samples",
                        total=total) as task:
         for epoch in range(epochs):
             t0, losses, correct, seen = time.perf_counter(), [], 0, 0
@@ -376,8 +383,10 @@ def _val_accuracy(model: "torch.nn.Module", val: "DataSet | None") -> float | No
 def outputs(module: "torch.nn.Module", x: np.ndarray, batch: int = 64) -> np.ndarray:
     import torch
 
+    from edgeconv.context import one_thread
+
     outs = []
-    with torch.no_grad():
+    with torch.no_grad(), one_thread():  # small batches of a small net: see finetune
         for i in range(0, len(x), batch):
             y = module(torch.from_numpy(np.ascontiguousarray(x[i:i + batch])))
             outs.append((y[0] if isinstance(y, (tuple, list)) else y).float().numpy())

@@ -234,6 +234,33 @@ def timeline(stages: Sequence["StageRow"]) -> str:
         return _svg(fig, "timeline")
 
 
+# --- sparsity trade-off ----------------------------------------------------------------------------
+
+def sparsity(levels: Sequence[Any], metric: str, dense: float) -> str:
+    """Task metric of each pruned level against the PREDICTED speed-up of XNNPACK's sparse path on
+    ARM (PruneLevel rows): one point per level, the exported one ringed, the dense model dashed."""
+    with _figure(2.8) as (fig, ax):
+        xs = [lv.predicted_speedup for lv in levels]
+        ys = [100 * lv.score for lv in levels]
+        ax.plot(xs, ys, color=GREY, linewidth=1, zorder=1)
+        ax.scatter(xs, ys, c=[OK if lv.exported else BLUE for lv in levels], s=36, zorder=2)
+        for lv, x, y in zip(levels, xs, ys):
+            ax.annotate(f"{lv.sparsity:.0%}" + (" (exported)" if lv.exported else ""), (x, y),
+                        textcoords="offset points", xytext=(6, 4), fontsize=8)
+            if lv.exported:
+                ax.scatter([x], [y], s=140, facecolors="none", edgecolors=OK, linewidths=1.5, zorder=3)
+        ax.axhline(100 * dense, color="#222", linestyle="--", linewidth=1)
+        ax.text(min(xs), 100 * dense, " dense model", fontsize=8, va="bottom")
+        lo, hi = min(xs), max(xs)
+        ax.set_xlim(lo - 0.1 - 0.1 * (hi - lo), hi + 0.3 + 0.15 * (hi - lo))
+        low = min(ys + [100 * dense])
+        ax.set_ylim(max(0.0, low - 0.15 * (100 * dense - low) - 1), 100 * dense + 0.1 * (100 * dense - low) + 1)
+        ax.set_xlabel("XNNPACK sparse path speed-up on ARM (predicted)")
+        ax.set_ylabel(f"{metric} (%), held-out")
+        ax.set_title(f"{metric} vs PREDICTED speed-up, per sparsity level")
+        return _svg(fig, "sparsity")
+
+
 # --- gate ----------------------------------------------------------------------------------------
 
 def gate(rows: Sequence[tuple[str, float, bool]]) -> str:

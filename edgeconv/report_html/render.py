@@ -314,6 +314,25 @@ def _how(r: LatencyRow) -> str:
     return r.how.split(" (", 1)[0] if r.method == "predicted" else r.how
 
 
+def _section_sparsity(inp: Inputs, page: Page) -> str | None:
+    """The --sparsity table (`export --sparsity a,b,c [--prune-epochs N]`) as a trade-off chart."""
+    p = getattr(inp.manifest, "pruning", None) if inp.manifest is not None else None
+    if p is None or not p.levels:
+        return None
+    metric = p.levels[0].metric
+    dense = p.levels[0].score + p.levels[0].drop
+    rows = [[N(f"{lv.sparsity:.0%}"), e(lv.method), N(f"{100 * lv.score:.2f}"), N(f"{100 * lv.drop:.2f}"),
+             N(f"{lv.zeros_1x1:.1%}"), N(f"{lv.predicted_speedup:.2f}×"), N(f"{lv.seconds:.1f}"),
+             "exported" if lv.exported else ""] for lv in p.levels]
+    return ('<section id="sparsity"><h2>Sparsity trade-off</h2>'
+            + page.chart("sparsity", lambda: charts.sparsity(p.levels, metric, dense),
+                         f"Held-out {e(metric)} of each pruned level against the speed-up XNNPACK's sparse path is "
+                         "<b>predicted</b> to give on ARM — no ARM device measured it. Dashed: the dense model.")
+            + _table(("sparsity", "method", f"{metric} %", "drop (points)", "1x1 zeros",
+                      "speed-up (predicted)", "s", ""), rows)
+            + f'<p>Exported: {p.chosen:.0%} — {e(p.why)}.</p><p class="muted">{e(p.speedup_basis)}</p></section>')
+
+
 def _section_timeline(inp: Inputs, page: Page) -> str | None:
     if not inp.stages:
         return None
@@ -365,7 +384,10 @@ def _section_gate(inp: Inputs, page: Page) -> str | None:
         v, lim = r.get("value"), r["limit"]
         if v is None:
             continue
-        q = (v / lim) if lim > 0 else (0.0 if v <= 0 else math.inf)
+        if r["metric"].startswith("min_"):  # a floor (gate.budgets.LOWER_BOUNDS): limit / value, past 1 = breach
+            q = (lim / v) if v > 0 else math.inf
+        else:
+            q = (v / lim) if lim > 0 else (0.0 if v <= 0 else math.inf)
         ratio.append((f"{_strip(r['name'], model)} · {r['metric']}", q, bool(r["passed"])))
     if ratio:
         out.append(page.chart("gate", lambda: charts.gate(ratio),
@@ -399,9 +421,10 @@ def _section_gate(inp: Inputs, page: Page) -> str | None:
 SECTIONS = (("summary", _section_summary), ("gate", _section_gate), ("artifacts", _section_artifacts),
             ("delegates", _section_delegates),
             ("sensitivity", _section_sensitivity), ("divergence", _section_divergence), ("ranges", _section_ranges),
-            ("latency", _section_latency), ("timeline", _section_timeline))
-TITLES = {"gate": "gate", "artifacts": "artifacts", "delegates": "delegates", "sensitivity": "sensitivity", "divergence": "divergence",
-          "ranges": "ranges", "latency": "latency", "timeline": "timeline"}
+            ("sparsity", _section_sparsity), ("latency", _section_latency), ("timeline", _section_timeline))
+TITLES = {"gate": "gate", "artifacts": "artifacts", "delegates": "delegates", "sensitivity": "sensitivity",
+          "divergence": "divergence", "ranges": "ranges", "sparsity": "sparsity", "latency": "latency",
+          "timeline": "timeline"}
 
 
 def render(inp: Inputs) -> str:

@@ -99,6 +99,37 @@ def rewrite(dense: bytes, path: Path, *, fp16: bool = False, explicit_pad: bool 
     return LowerInfo(dense_bytes, len(data), pads, encoded)
 
 
+def dense_twin(sparse: Path, path: Path) -> int:
+    """Write the dense twin of a sparse .tflite: every DENSIFY-encoded weight stored dense again and
+    read directly, nothing else changed. The control for the engaged-path evidence on ARM (same
+    weights; only the sparse path can make the outputs differ). Returns the DENSIFY ops removed.
+
+        before:  W (nonzeros + segments + indices) → DENSIFY → CONV_2D
+        after:   W[Co,1,1,Ci] (dense buffer) → CONV_2D
+    """
+    from edgeconv.exporters.tflite.flatbuffer import const_array, read_tflite
+    from edgeconv.results import atomic_write
+
+    model = read_tflite(sparse)
+    sg = model.subgraphs[0]
+    kinds = _kinds(model)
+    swap: dict[int, int] = {}  # DENSIFY output -> its (now dense) input
+    for op, kind in zip(sg.operators, kinds):
+        if kind != "DENSIFY":
+            continue
+        src = op.inputs[0]
+        t = sg.tensors[src]
+        w = const_array(model, t)
+        t.sparsity = None
+        _own_buffer(model, t).data = np.frombuffer(np.ascontiguousarray(w).tobytes(), dtype=np.uint8).copy()
+        swap[op.outputs[0]] = src
+    sg.operators = [op for op, kind in zip(sg.operators, kinds) if kind != "DENSIFY"]
+    for op in sg.operators:
+        op.inputs = [swap.get(i, i) for i in op.inputs]
+    atomic_write(Path(path), pack(model))
+    return len(swap)
+
+
 def pack(model: Any) -> bytes:
     import flatbuffers
 
