@@ -30,6 +30,7 @@ Ops not listed stay unannotated: float in every format, and the manifest names t
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import operator
 from typing import Any, Callable, Iterable
@@ -74,7 +75,7 @@ CONCAT = _targets(aten.cat, aten.concat, aten.stack)
 OWN = _targets(
     aten.add, aten.add_, aten.sub, aten.sub_, aten.mul, aten.mul_, aten.hardswish, aten.hardswish_,
     aten.gelu, aten.silu, aten.silu_, aten.leaky_relu, aten.elu, aten.mean, aten.sum, aten.matmul,
-    aten.bmm, aten.mm, aten.layer_norm, aten.relu, aten.relu_, aten.hardtanh,
+    aten.bmm, aten.mm, aten.layer_norm, aten.rsqrt, aten.relu, aten.relu_, aten.hardtanh,
     aten.hardtanh_, aten.relu6, aten.clamp, aten.abs, aten.neg, aten.square, aten.max, aten.min,
     aten.maximum, aten.minimum, aten.amax)
 FIXED = {**{t: (1 / 256, -128) for t in _targets(aten.sigmoid, aten.sigmoid_, aten.softmax, aten._softmax)},
@@ -82,6 +83,9 @@ FIXED = {**{t: (1 / 256, -128) for t in _targets(aten.sigmoid, aten.sigmoid_, at
 # Binary ops whose constant operand is quantized as an int8 constant (a broadcast scalar or vector).
 CONST_OPERAND = _targets(aten.add, aten.sub, aten.mul)
 FUSING = WEIGHTED | TRANSPOSED | _targets(aten.add, aten.sub)
+# Meta flag on a constant operand that always lies inside its op's output range: quantized on the
+# output's scale rather than its own.
+ON_OUTPUT_SCALE = "edgeconv_on_output_scale"
 
 
 def _is_float(n: Any) -> bool:
@@ -217,13 +221,16 @@ class Annotator:
         inputs = {x: self.in_spec(x) for x in self.float_args(n)}
         if not inputs:
             return
+        out = None if n.target in FUSING and self.fused_into(n) is not None else self.act_spec
         if n.target in CONST_OPERAND:
             for a in n.args[:2]:
                 if isinstance(a, Node) and a not in self.acts and _is_float(a):
                     inputs[a] = self.act_spec  # a constant operand: an int8 constant tensor
+                    if a.meta.get(ON_OUTPUT_SCALE) and out is not None:
+                        # one observer for the constant and the output: both on the output's scale
+                        out = SharedQuantizationSpec((a, n))
         if n.target in (aten.layer_norm.default,):
             inputs = {n.args[0]: self.in_spec(n.args[0])} if isinstance(n.args[0], Node) else {}
-        out = None if n.target in FUSING and self.fused_into(n) is not None else self.act_spec
         self.set(n, inputs, out)
 
 
@@ -241,6 +248,12 @@ def _is_float_list(n: Node) -> bool:
     val = n.meta.get("val")
     return isinstance(val, (list, tuple)) and bool(val) and all(
         isinstance(v, torch.Tensor) and v.dtype.is_floating_point for v in val)
+
+
+def op_type(n: Node) -> str:
+    """The op type a quant config names `n` by: the op a rewrite decomposed (`layer_norm` for each
+    of its pieces), else the aten op's name without a leading underscore (`softmax`, `gelu`)."""
+    return n.meta.get("edgeconv_op_type") or getattr(n.target, "__name__", str(n.target)).split(".")[0].lstrip("_")
 
 
 def annotate_graph(gm: GraphModule, config: Any, skip: Callable[[Node], bool] | None = None) -> GraphModule:
@@ -351,7 +364,115 @@ def hardsigmoid_to_relu6(gm: GraphModule) -> list[str]:
     return done
 
 
-REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (batch_norm_to_depthwise, hardsigmoid_to_relu6)
+LAYER_NORM = _targets(aten.layer_norm)
+GROUP_NORM = _targets(aten.group_norm)
+
+
+def _norm_args(n: Node) -> tuple[Any, tuple[int, ...], Any, Any, float] | None:
+    """(x, reduced dims, weight, bias, eps) of a layer norm, or of a one-group GroupNorm (a layer
+    norm over C, H, W with a per-channel affine); None for any other form."""
+    val = n.args[0].meta.get("val") if isinstance(n.args[0], Node) else None
+    if not isinstance(val, torch.Tensor):
+        return None
+    args = list(n.args) + [None] * 6
+    if n.target in LAYER_NORM:
+        shape = list(args[1])
+        eps = args[4] if args[4] is not None else n.kwargs.get("eps", 1e-5)
+        dims = tuple(range(val.dim() - len(shape), val.dim()))
+        return args[0], dims, args[2] or n.kwargs.get("weight"), args[3] or n.kwargs.get("bias"), float(eps)
+    if n.target in GROUP_NORM and args[1] == 1 and val.dim() >= 3:
+        eps = args[4] if args[4] is not None else n.kwargs.get("eps", 1e-5)
+        return args[0], tuple(range(1, val.dim())), args[2], args[3], float(eps)
+    return None
+
+
+def layer_norm_to_primitives(gm: GraphModule) -> list[str]:
+    """layer_norm (and GroupNorm with one group) → the integer builtins every format has, so an
+    int8 file keeps no float island there (a DSP/NPU delegate would cut the graph at each):
+
+        before: y = layer_norm(x, dims, γ, β, eps)
+        after:  μ = mean(x, dims); d = x − μ; v = mean(d·d, dims); n = d · rsqrt(v + eps); y = n·γ + β
+
+    Each piece is then annotated like any MEAN/SUB/MUL/ADD/RSQRT (int8 in, int8 out). The pieces keep
+    the norm's source meta, and `edgeconv_op_type` = "layer_norm" so a quant config can keep the op
+    type float (`"layer_norm": null`)."""
+    acts = activations(gm)
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n not in acts or not (n.target in LAYER_NORM or n.target in GROUP_NORM):
+            continue
+        parsed = _norm_args(n)
+        val = n.meta.get("val")
+        if parsed is None or not isinstance(val, torch.Tensor):
+            continue
+        x, dims, w, b, eps = parsed
+        affine_shape = [1] * val.dim()
+        if n.target in GROUP_NORM:
+            affine_shape[1] = val.shape[1]
+        g = gm.graph
+        made: list[Node] = []
+
+        def call(target: Any, *args: Any, made: list[Node] = made) -> Node:
+            node = g.call_function(target, args)
+            made.append(node)
+            return node
+
+        with g.inserting_before(n):
+            mu = call(aten.mean.dim, x, list(dims), True)
+            d = call(aten.sub.Tensor, x, mu)
+            var = call(aten.mean.dim, call(aten.mul.Tensor, d, d), list(dims), True)
+            # eps as an int8 constant on the scale of v + eps (a float scalar would leave ONNX's
+            # Add with a float input). Not its own scale: eps/s_out would be far below XNNPACK's
+            # 1/1024 floor on an ADD's input/output scale ratio, and eps > 0, v ≥ 0 put eps
+            # inside the output's range, so the shared scale loses nothing the output keeps.
+            eps_node = g.get_attr(_new_attr(gm, "_edgeconv_ln_eps", torch.tensor(eps)))
+            eps_node.meta.update(val=torch.tensor(eps), **{ON_OUTPUT_SCALE: True})
+            r = call(aten.rsqrt.default, call(aten.add.Tensor, var, eps_node))
+            y = call(aten.mul.Tensor, d, r)
+            for param, op in ((w, aten.mul.Tensor), (b, aten.add.Tensor)):
+                if isinstance(param, Node):
+                    if n.target in GROUP_NORM:
+                        param = call(aten.view.default, param, affine_shape)
+                    y = call(op, y, param)
+        for k in made:
+            k.meta.update({m: v for m, v in n.meta.items() if m != "val"})
+            k.meta["edgeconv_op_type"] = "layer_norm"
+        _infer_vals(gm, made)
+        n.replace_all_uses_with(y)
+        gm.graph.erase_node(n)
+        done.append(n.name)
+    return done
+
+
+def _infer_vals(gm: GraphModule, nodes: list[Node]) -> None:
+    """Fill `meta["val"]` of freshly inserted nodes by running their targets on their inputs'
+    values in the graph's fake mode: prepare_pt2e observes an output only where `val` is a
+    FakeTensor, so a real tensor there would leave the piece float."""
+    from torch._guards import detect_fake_mode
+
+    vals = [n.meta.get("val") for n in gm.graph.nodes]
+    mode = detect_fake_mode([v for v in vals if isinstance(v, torch.Tensor)])
+
+    def value(a: Any) -> Any:
+        if not isinstance(a, Node):
+            return a
+        v = a.meta.get("val")
+        v = v if isinstance(v, torch.Tensor) else _param(gm, a)
+        return mode.from_tensor(v) if mode is not None and not _is_fake(v) else v
+
+    for k in nodes:
+        with torch.no_grad(), (mode if mode is not None else contextlib.nullcontext()):
+            k.meta["val"] = k.target(*[value(a) for a in k.args])
+
+
+def _is_fake(v: Any) -> bool:
+    from torch._subclasses import FakeTensor
+
+    return isinstance(v, FakeTensor)
+
+
+REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (batch_norm_to_depthwise, hardsigmoid_to_relu6,
+                                                              layer_norm_to_primitives)
 
 
 def transform(gm: GraphModule) -> GraphModule:

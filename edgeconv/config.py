@@ -57,6 +57,21 @@ class QuantConfig(Record):
                 return layers[key]
         return dict(self.op_type).get(op_type, self.global_)
 
+    @property
+    def chooses_layers(self) -> bool:
+        """Whether this config decides which conv/linear layers are float (else it only names other
+        op types, like the `--int8-for cpu` preset, and --max-drop may still choose layers)."""
+        from edgeconv.quant.program import COMPUTE
+
+        return bool(self.layer) or self.global_ is None or any(op in COMPUTE for op, _ in self.op_type)
+
+    def float_op_types(self) -> tuple[str, ...]:
+        """Op types this config keeps float beyond conv/linear layers (`layer_norm`, `gelu`,
+        `softmax`...): every node of that type, whatever its layer."""
+        from edgeconv.quant.program import COMPUTE
+
+        return tuple(op for op, v in self.op_type if v is None and op not in COMPUTE)
+
     def to_file(self) -> dict:
         """The file form: {"global": ..., "op_type": {op: setting}, "layer": {name: setting}}."""
         return {"global": self.global_, "op_type": dict(self.op_type), "layer": dict(self.layer)}
