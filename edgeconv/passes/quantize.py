@@ -96,7 +96,7 @@ def quantize(graph: "Graph", ctx: "Context") -> PassResult:
 
     if graph.quantized:
         return PassResult(graph, False, ("already quantized",))
-    from edgeconv.calib.annotate import transform
+    from edgeconv.calib.rewrites import transform
     from edgeconv.quant.fallback import keep_float
 
     opts = ctx.options.quant

@@ -16,6 +16,7 @@ def linear_on_rows(gm: Any) -> list[str]:
 
     Before: y = q(linear(dq(xq), W, b))                       xq: [..., C]
     After:  y = reshape(q(linear(dq(reshape(xq, [-1, C])), W, b)), [..., Cout])
+    A ReLU the linear's quantization fused (linear → relu → q) moves with the linear.
     """
     import torch
 
@@ -27,11 +28,11 @@ def linear_on_rows(gm: Any) -> list[str]:
         if n.op != "call_function" or n.target != aten.linear.default:
             continue
         dq, val = n.args[0], n.meta.get("val")
-        users = list(n.users)
+        q_out = _quantized_output(n, quant, {aten.relu.default, aten.hardtanh.default, aten.relu6.default})
         if not (isinstance(val, torch.Tensor) and val.dim() > 2 and getattr(dq, "target", None) == dequant
-                and len(users) == 1 and users[0].target == quant):
+                and q_out is not None):
             continue
-        q_out, lead, c_in = users[0], list(val.shape[:-1]), dq.args[0].meta["val"].shape[-1]
+        lead, c_in = list(val.shape[:-1]), dq.args[0].meta["val"].shape[-1]
         g = gm.graph
         with g.inserting_before(dq):
             rows_in = g.call_function(aten.reshape.default, (dq.args[0], [-1, c_in]))
@@ -47,6 +48,18 @@ def linear_on_rows(gm: Any) -> list[str]:
         gm.graph.lint()
         gm.recompile()
     return done
+
+
+def _quantized_output(n: Any, quant: Any, fused: set) -> Any:
+    """The quantize node that takes `n`'s output, directly or after clamps fused into it; None
+    where the output has other users."""
+    while len(n.users) == 1:
+        (n,) = n.users
+        if n.target == quant:
+            return n
+        if n.target not in fused:
+            return None
+    return None
 
 
 def rsqrt_as_pow(gm: Any) -> list[str]:
