@@ -116,9 +116,10 @@ class Hybrid(nn.Module):
         x = x + F.hardswish(self.pw(self.gn(x))) + F.silu(x)
         b, c, h, w = x.shape
         t = x.flatten(2).transpose(1, 2)                               # tokens [B, N, C]
-        q, k, v = self.qkv(self.ln(t)).reshape(b, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        split = (b, h * w, 3, self.heads, c // self.heads)
+        q, k, v = self.qkv(self.ln(t)).reshape(split).permute(2, 0, 3, 1, 4).unbind(0)
         t = t + self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, h * w, c))
-        q, k, v = self.qkv2(t).reshape(b, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = self.qkv2(t).reshape(split).permute(2, 0, 3, 1, 4).unbind(0)
         a = (q @ k.transpose(-2, -1)) / math.sqrt(c // self.heads)     # hand-written attention
         t = t + (a.softmax(-1) @ v).transpose(1, 2).reshape(b, h * w, c)
         y = self.fc1(self.ln(t))
