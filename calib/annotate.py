@@ -79,6 +79,7 @@ class Annotator:
         self.gm, self.act_spec, self.w_spec = gm, config.input_activation, config.weight
         self.skip = skip or (lambda n: False)
         self.acts = activations(gm)
+        self.live = _reaching_output(gm)
 
     # -- specs ------------------------------------------------------------------------------
     def out_spec(self, n: Node) -> Any:
@@ -91,8 +92,9 @@ class Annotator:
         return SharedQuantizationSpec(p) if self.out_spec(p) is not None else self.act_spec
 
     def fused_into(self, n: Node) -> Node | None:
-        """The clamp that carries `n`'s output when it is `n`'s only user."""
-        users = list(n.users)
+        """The clamp that carries `n`'s output when it is `n`'s only user. Users whose value never
+        reaches the output (QAT's batch-statistics updates read the conv before its ReLU) do not count."""
+        users = [u for u in n.users if u in self.live]
         if len(users) == 1 and users[0].op == "call_function" and users[0].target in FUSABLE \
                 and users[0].args[0] is n and not self.skip(users[0]) and _relu_like(users[0]):
             return users[0]
@@ -202,6 +204,18 @@ class Annotator:
         if n.target in (aten.layer_norm.default,):
             inputs = {n.args[0]: self.in_spec(n.args[0])} if isinstance(n.args[0], Node) else {}
         self.set(n, inputs, out)
+
+
+def _reaching_output(gm: GraphModule) -> set[Node]:
+    """Nodes with a path to the graph's output."""
+    live: set[Node] = set()
+    todo = [n for n in gm.graph.nodes if n.op == "output"]
+    while todo:
+        n = todo.pop()
+        if n not in live:
+            live.add(n)
+            todo.extend(n.all_input_nodes)
+    return live
 
 
 def _relu_like(n: Node) -> bool:
