@@ -93,7 +93,8 @@ def _input_name(path: Path) -> str:
 def op_counts(path: Path) -> dict[str, int]:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    it = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    as_written = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES  # ops as written, not one DELEGATE node
+    it = Interpreter(model_path=str(path), experimental_op_resolver_type=as_written)
     it.allocate_tensors()
     return dict(sorted(collections.Counter(op["op_name"] for op in it._get_ops_details()).items()))  # noqa: SLF001
 
@@ -144,7 +145,8 @@ def one_net(ref: str, tmp: Path, calib: Path, x: np.ndarray, runs: int) -> dict:
     files = {"fp32": arts["tflite"], "edgeconv npu": arts["tflite-int8"],
              "edgeconv cpu": tmp / "cpu" / cpu["artifacts"][0]["path"],
              "aiq": tmp / "aiq.tflite", "litert pt2e": tmp / "pt2e.tflite"}
-    seconds = {"aiq": aiq_int8(arts["tflite"], x, files["aiq"]), "litert pt2e": litert_pt2e(ref, x, files["litert pt2e"])}
+    seconds = {"aiq": aiq_int8(arts["tflite"], x, files["aiq"]),
+               "litert pt2e": litert_pt2e(ref, x, files["litert pt2e"])}
     lat = {f"{t} thread(s)": timed(files, x, runs, t) for t in (1, 2)}
     return {
         "latency": lat,
