@@ -1,12 +1,19 @@
-"""edgeconv's tflite-int8 against ai-edge-quantizer's static int8 of the same net, same run.
+"""edgeconv's int8 TFLite files against the other int8 routes a user has, same nets, same run.
 
-The net is the zoo's MobileNetV2 (224², BatchNorm statistics from real photos). edgeconv exports
-`tflite-int8` and `tflite` (fp32) through its CLI with calibration on crops of real photos;
-ai-edge-quantizer (`static_wi8_ai8`) quantizes that fp32 file, calibrated on the same crops. Both
-int8 files are then timed in ai-edge-litert (XNNPACK, 1 thread), interleaved run by run so a busy
-host slows both alike, and their ops are counted (a float island shows as QUANTIZE/DEQUANTIZE).
+Per net (default: the timm ConvNeXt-atto, ConvFormer-S18 and EfficientNet-B0 at 224², random init
+with norms from real photos — bench/timm_nets.py), five files:
 
-    python bench/int8_vs_aiq.py [--runs 50]      → bench/results/int8_vs_aiq.json
+- `fp32`: edgeconv's `tflite` (litert-torch);
+- `edgeconv npu`: edgeconv's `tflite-int8` (full-integer, the default, `--int8-for npu`);
+- `edgeconv cpu`: edgeconv's `tflite-int8 --int8-for cpu` (float where XNNPACK has no int8 kernel);
+- `aiq`: ai-edge-quantizer's static int8 recipe (`static_wi8_ai8`) applied to the fp32 file;
+- `litert pt2e`: litert-torch's own PT2E route (its PT2EQuantizer, symmetric per-channel config).
+
+All calibrated on the same crops of real photos. Timed in ai-edge-litert (default XNNPACK delegate)
+at 1 and 2 threads, interleaved run by run so a busy host slows every file alike; medians. Each
+file's op list and float-op count (edgeconv's TFLite reader) are recorded beside its latency.
+
+    python bench/int8_vs_aiq.py [--nets REF,...] [--runs 30]   → bench/results/int8_vs_aiq.json
 """
 from __future__ import annotations
 
@@ -24,13 +31,14 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = "examples.zoo.mobilenet:mobilenet_v2"
-CALIB = 64
+NETS = ("bench.timm_nets:convnext_atto", "bench.timm_nets:convformer_s18", "bench.timm_nets:efficientnet_b0")
+CALIB = 32
+SIZE = 224
 
 
-def export(out: Path, calib: Path) -> dict:
-    cmd = [sys.executable, "-m", "edgeconv", "export", "--model", MODEL, "-t", "tflite-int8", "-t", "tflite",
-           "--calib", str(calib), "--calib-samples", str(CALIB), "--eval-samples", "16", "-o", str(out), "--json"]
+def export(ref: str, out: Path, calib: Path, *extra: str) -> dict:
+    cmd = [sys.executable, "-m", "edgeconv", "export", "--model", ref, "--calib", str(calib), "--calib-samples",
+           str(CALIB), "--eval-samples", "16", "-o", str(out), "--json", *extra]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if r.returncode not in (0, 1):
@@ -52,6 +60,29 @@ def aiq_int8(fp32: Path, x: np.ndarray, dst: Path) -> float:
     return time.perf_counter() - t0
 
 
+def litert_pt2e(ref: str, x: np.ndarray, dst: Path) -> float:
+    """litert-torch's documented PT2E route: its own quantizer, calibration, convert_pt2e, convert."""
+    import litert_torch
+    import torch
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from edgeconv.models import load_model
+
+    t0 = time.perf_counter()
+    spec = load_model(ref)
+    args = spec.example_inputs
+    q = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(torch.export.export(spec.module.eval(), args, strict=False).module(), q)
+    with torch.no_grad():
+        for i in range(len(x)):
+            prepared(torch.from_numpy(x[i:i + 1]))
+    converted = convert_pt2e(prepared, fold_quantize=False)
+    litert_torch.convert(converted, args, quant_config=QuantConfig(pt2e_quantizer=q)).export(str(dst))
+    return time.perf_counter() - t0
+
+
 def _input_name(path: Path) -> str:
     from ai_edge_litert.interpreter import Interpreter
 
@@ -60,25 +91,20 @@ def _input_name(path: Path) -> str:
 
 
 def op_counts(path: Path) -> dict[str, int]:
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    it = Interpreter(model_path=str(path), experimental_op_resolver_type=_builtin())
+    as_written = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES  # ops as written, not one DELEGATE node
+    it = Interpreter(model_path=str(path), experimental_op_resolver_type=as_written)
     it.allocate_tensors()
     return dict(sorted(collections.Counter(op["op_name"] for op in it._get_ops_details()).items()))  # noqa: SLF001
 
 
-def _builtin():
-    from ai_edge_litert.interpreter import OpResolverType
-
-    return OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES  # ops as written, not one DELEGATE node
-
-
-def timed(paths: dict[str, Path], x: np.ndarray, runs: int) -> dict[str, dict]:
+def timed(paths: dict[str, Path], x: np.ndarray, runs: int, threads: int) -> dict[str, dict]:
     from ai_edge_litert.interpreter import Interpreter
 
     its = {}
     for name, p in paths.items():
-        it = Interpreter(model_path=str(p), num_threads=1)
+        it = Interpreter(model_path=str(p), num_threads=threads)
         it.allocate_tensors()
         d = it.get_input_details()[0]
         s, z = (d["quantization"] if d["dtype"] != np.float32 else (1.0, 0))
@@ -87,11 +113,11 @@ def timed(paths: dict[str, Path], x: np.ndarray, runs: int) -> dict[str, dict]:
             xin = xin.transpose(0, 2, 3, 1)
         its[name] = (it, d["index"], xin)
     times: dict[str, list[float]] = {n: [] for n in its}
-    for _ in range(5):  # warm-up
+    for _ in range(3):  # warm-up
         for it, idx, xin in its.values():
             it.set_tensor(idx, xin)
             it.invoke()
-    for _ in range(runs):  # interleaved: load changes hit both files alike
+    for _ in range(runs):  # interleaved: load changes hit every file alike
         for n, (it, idx, xin) in its.items():
             it.set_tensor(idx, xin)
             t0 = time.perf_counter()
@@ -101,39 +127,63 @@ def timed(paths: dict[str, Path], x: np.ndarray, runs: int) -> dict[str, dict]:
             for n, v in times.items()}
 
 
+def _parity(a: dict) -> dict:
+    diffs = {d["reference"]: d for d in a["parity"]["diffs"]}
+    fp32, sim = diffs.get("torch-fp32", {}), diffs.get("torch-quant-sim", {})
+    return {"passed": a["parity"]["passed"], "cosine_vs_fp32": fp32.get("cosine"),
+            "top1_vs_fp32": fp32.get("top1_agreement"), "sim_rel_l2_vs_fp32": sim.get("sim_rel_l2_vs_fp32"),
+            "rel_l2_vs_sim": sim.get("rel_l2"), "layers": {k: v for k, v in (a["parity"].get("layers") or {}).items()
+                                                          if k in ("layers", "unmatched", "worst_steps", "passed")}}
+
+
+def one_net(ref: str, tmp: Path, calib: Path, x: np.ndarray, runs: int) -> dict:
+    from edgeconv.exporters.tflite.read import float_ops
+
+    npu = export(ref, tmp / "npu", calib, "-t", "tflite-int8", "-t", "tflite")
+    cpu = export(ref, tmp / "cpu", calib, "-t", "tflite-int8", "--int8-for", "cpu")
+    arts = {a["target"]: tmp / "npu" / a["path"] for a in npu["artifacts"]}
+    files = {"fp32": arts["tflite"], "edgeconv npu": arts["tflite-int8"],
+             "edgeconv cpu": tmp / "cpu" / cpu["artifacts"][0]["path"],
+             "aiq": tmp / "aiq.tflite", "litert pt2e": tmp / "pt2e.tflite"}
+    seconds = {"aiq": aiq_int8(arts["tflite"], x, files["aiq"]),
+               "litert pt2e": litert_pt2e(ref, x, files["litert pt2e"])}
+    lat = {f"{t} thread(s)": timed(files, x, runs, t) for t in (1, 2)}
+    return {
+        "latency": lat,
+        "ratios": {k: {"npu_over_aiq": v["edgeconv npu"]["median_ms"] / v["aiq"]["median_ms"],
+                       "cpu_over_best_of_fp32_and_pt2e": v["edgeconv cpu"]["median_ms"]
+                       / min(v["fp32"]["median_ms"], v["litert pt2e"]["median_ms"])} for k, v in lat.items()},
+        "float_ops": {n: float_ops(p).count for n, p in files.items()},
+        "ops": {n: op_counts(p) for n, p in files.items()},
+        "size_bytes": {n: p.stat().st_size for n, p in files.items()},
+        "edgeconv_parity": {"npu": _parity(next(a for a in npu["artifacts"] if a["target"] == "tflite-int8")),
+                            "cpu": _parity(cpu["artifacts"][0])},
+        "quantize_s": seconds, "export_wall_s": {"npu": npu["_wall_s"], "cpu": cpu["_wall_s"]},
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--nets", default=",".join(NETS))
+    ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "int8_vs_aiq.json"))
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
+    from examples.zoo._common import IMAGENET_MEAN, IMAGENET_STD
     from examples.zoo.images import batch, write_folder
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        calib = write_folder(tmp / "calib", 2 * CALIB)
-        manifest = export(tmp / "out", calib)
-        arts = {a["target"]: tmp / "out" / a["path"] for a in manifest["artifacts"]}
-        x = batch(CALIB, 224, 224).astype(np.float32)
-        aiq_path = tmp / "aiq-int8.tflite"
-        aiq_s = aiq_int8(arts["tflite"], x, aiq_path)
-        files = {"edgeconv tflite-int8": arts["tflite-int8"], "ai-edge-quantizer static_wi8_ai8": aiq_path}
-        lat = timed(files, x, args.runs)
-        ops = {n: op_counts(p) for n, p in files.items()}
-        sizes = {n: p.stat().st_size for n, p in files.items()}
-    ratio = lat["edgeconv tflite-int8"]["median_ms"] / lat["ai-edge-quantizer static_wi8_ai8"]["median_ms"]
-    int8 = next(a for a in manifest["artifacts"] if a["target"] == "tflite-int8")
-    result = {
-        "net": MODEL, "input": [1, 3, 224, 224], "engine": "ai-edge-litert, XNNPACK, 1 thread",
-        "host_load_1min": os.getloadavg()[0], "latency": lat, "latency_ratio_edgeconv_over_aiq": ratio,
-        "ops": ops, "size_bytes": sizes, "edgeconv_parity_passed": int8["parity"]["passed"],
-        "edgeconv_parity": {"diffs": [{k: d.get(k) for k in ("reference", "max_steps", "rel_l2", "sim_rel_l2_vs_fp32",
-                                                            "cosine", "passed", "reason", "warning")}
-                                      for d in int8["parity"]["diffs"]], "layers": int8["parity"].get("layers")},
-        "edgeconv_float_ops": int8.get("float_ops"), "aiq_quantize_s": aiq_s, "edgeconv_export_wall_s": manifest["_wall_s"],
-    }
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: result[k] for k in ("latency", "latency_ratio_edgeconv_over_aiq", "ops")}, indent=2))
+    out = Path(args.out)
+    results = json.loads(out.read_text()).get("nets", {}) if out.exists() else {}
+    x = batch(CALIB, SIZE, SIZE, IMAGENET_MEAN, IMAGENET_STD).astype(np.float32)
+    for ref in args.nets.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            calib = write_folder(tmp / "calib", 2 * CALIB)
+            results[ref] = one_net(ref, tmp, calib, x, args.runs)
+        out.write_text(json.dumps({"engine": "ai-edge-litert 2.3.0, default XNNPACK delegate, interleaved runs",
+                                   "input": [1, 3, SIZE, SIZE], "host_load_1min": os.getloadavg()[0],
+                                   "nets": results}, indent=2))
+        print(ref, json.dumps(results[ref]["ratios"]), json.dumps(results[ref]["float_ops"]), flush=True)
 
 
 if __name__ == "__main__":

@@ -15,17 +15,14 @@ the graph node by node instead, by aten target:
   requires it (PAD, CONCATENATION, pooling, RESHAPE, RESIZE_*) and it makes them exact in every format;
 - concat: every input and the output share one scale (the producers' observers are merged);
 - ops with their own output range (add, sub, mul incl. activation × activation, hard-swish, GELU,
-  SiLU, mean, matmul, layer norm): every float input int8, output int8;
+  SiLU, mean, matmul, rsqrt, layer norm): every float input int8, output int8;
 - fixed-range ops: sigmoid and softmax output (1/256, −128), tanh (1/128, 0) — TFLite's LOGISTIC/
   SOFTMAX/TANH int8 kernels define their output that way;
 - an input edge from a quantized producer reuses the producer's quantization exactly (one
   tensor, one scale: no requantization between them).
 
-`transform_for_annotation` first rewrites ops no int8 kernel computes as such:
-  before: y = batch_norm(x, γ, β, μ, σ²)          (standalone BN: after a concat, add or pool)
-  after:  y = conv2d(x, w=γ/√(σ²+ε) as [C,1,1,1], b=β−μ·w, groups=C)   (depthwise 1×1: per-channel int8)
-  before: y = hardsigmoid(x)
-  after:  y = hardtanh(x + 3, 0, 6) * (1/6)        (ADD with fused ReLU6, MUL: both int8)
+`transform_for_annotation` first rewrites ops no int8 kernel computes as such into ops that have
+one (batch norm, hard-sigmoid, layer norm, fused attention, unbind: `edgeconv.calib.rewrites`).
 Ops not listed stay unannotated: float in every format, and the manifest names them.
 """
 from __future__ import annotations
@@ -35,24 +32,15 @@ import operator
 from typing import Any, Callable, Iterable
 
 import torch
+from edgeconv.calib.rewrites import ON_OUTPUT_SCALE, _is_float, _targets, activations, aten
 from torch.fx import GraphModule, Node
-from torchao.quantization.pt2e.quantizer import (FixedQParamsQuantizationSpec, QuantizationAnnotation,
-                                                 SharedQuantizationSpec)
+from torchao.quantization.pt2e.quantizer import (
+    FixedQParamsQuantizationSpec,
+    QuantizationAnnotation,
+    SharedQuantizationSpec,
+)
 
 KEY = "quantization_annotation"
-aten = torch.ops.aten
-
-
-def _targets(*ops: Any) -> frozenset:
-    out = set()
-    for op in ops:
-        if isinstance(op, torch._ops.OpOverloadPacket):
-            out.update(getattr(op, o) for o in op.overloads())
-        else:
-            out.add(op)
-    return frozenset(out)
-
-
 WEIGHTED = _targets(aten.conv1d, aten.conv2d, aten.conv3d, aten.convolution, aten.linear)
 TRANSPOSED = _targets(aten.conv_transpose1d, aten.conv_transpose2d)
 # A clamp to [0, x] right after a conv/linear/add runs inside that op's integer kernel.
@@ -74,7 +62,7 @@ CONCAT = _targets(aten.cat, aten.concat, aten.stack)
 OWN = _targets(
     aten.add, aten.add_, aten.sub, aten.sub_, aten.mul, aten.mul_, aten.hardswish, aten.hardswish_,
     aten.gelu, aten.silu, aten.silu_, aten.leaky_relu, aten.elu, aten.mean, aten.sum, aten.matmul,
-    aten.bmm, aten.mm, aten.layer_norm, aten.relu, aten.relu_, aten.hardtanh,
+    aten.bmm, aten.mm, aten.layer_norm, aten.rsqrt, aten.relu, aten.relu_, aten.hardtanh,
     aten.hardtanh_, aten.relu6, aten.clamp, aten.abs, aten.neg, aten.square, aten.max, aten.min,
     aten.maximum, aten.minimum, aten.amax)
 FIXED = {**{t: (1 / 256, -128) for t in _targets(aten.sigmoid, aten.sigmoid_, aten.softmax, aten._softmax)},
@@ -84,20 +72,6 @@ CONST_OPERAND = _targets(aten.add, aten.sub, aten.mul)
 FUSING = WEIGHTED | TRANSPOSED | _targets(aten.add, aten.sub)
 
 
-def _is_float(n: Any) -> bool:
-    val = n.meta.get("val") if isinstance(n, Node) else None
-    return isinstance(val, torch.Tensor) and val.dtype.is_floating_point
-
-
-def activations(gm: GraphModule) -> set[Node]:
-    """Nodes whose value depends on a model input (placeholders of an unlifted module)."""
-    act: set[Node] = set()
-    for n in gm.graph.nodes:
-        if n.op == "placeholder" or (n.op == "call_function" and any(i in act for i in n.all_input_nodes)):
-            act.add(n)
-    return act
-
-
 class Annotator:
     """One walk over the graph, in topological order, with the config's specs."""
 
@@ -105,6 +79,7 @@ class Annotator:
         self.gm, self.act_spec, self.w_spec = gm, config.input_activation, config.weight
         self.skip = skip or (lambda n: False)
         self.acts = activations(gm)
+        self.live = _reaching_output(gm)
 
     # -- specs ------------------------------------------------------------------------------
     def out_spec(self, n: Node) -> Any:
@@ -117,8 +92,9 @@ class Annotator:
         return SharedQuantizationSpec(p) if self.out_spec(p) is not None else self.act_spec
 
     def fused_into(self, n: Node) -> Node | None:
-        """The clamp that carries `n`'s output when it is `n`'s only user."""
-        users = list(n.users)
+        """The clamp that carries `n`'s output when it is `n`'s only user. Users whose value never
+        reaches the output (QAT's batch-statistics updates read the conv before its ReLU) do not count."""
+        users = [u for u in n.users if u in self.live]
         if len(users) == 1 and users[0].op == "call_function" and users[0].target in FUSABLE \
                 and users[0].args[0] is n and not self.skip(users[0]) and _relu_like(users[0]):
             return users[0]
@@ -217,14 +193,29 @@ class Annotator:
         inputs = {x: self.in_spec(x) for x in self.float_args(n)}
         if not inputs:
             return
+        out = None if n.target in FUSING and self.fused_into(n) is not None else self.act_spec
         if n.target in CONST_OPERAND:
             for a in n.args[:2]:
                 if isinstance(a, Node) and a not in self.acts and _is_float(a):
                     inputs[a] = self.act_spec  # a constant operand: an int8 constant tensor
+                    if a.meta.get(ON_OUTPUT_SCALE) and out is not None:
+                        # one observer for the constant and the output: both on the output's scale
+                        out = SharedQuantizationSpec((a, n))
         if n.target in (aten.layer_norm.default,):
             inputs = {n.args[0]: self.in_spec(n.args[0])} if isinstance(n.args[0], Node) else {}
-        out = None if n.target in FUSING and self.fused_into(n) is not None else self.act_spec
         self.set(n, inputs, out)
+
+
+def _reaching_output(gm: GraphModule) -> set[Node]:
+    """Nodes with a path to the graph's output."""
+    live: set[Node] = set()
+    todo = [n for n in gm.graph.nodes if n.op == "output"]
+    while todo:
+        n = todo.pop()
+        if n not in live:
+            live.add(n)
+            todo.extend(n.all_input_nodes)
+    return live
 
 
 def _relu_like(n: Node) -> bool:
@@ -243,124 +234,15 @@ def _is_float_list(n: Node) -> bool:
         isinstance(v, torch.Tensor) and v.dtype.is_floating_point for v in val)
 
 
+def op_type(n: Node) -> str:
+    """The op type a quant config names `n` by: the op a rewrite decomposed (`layer_norm` for each
+    of its pieces), else the aten op's name without underscores around it (`softmax` for `_softmax`,
+    `hardswish` for `hardswish_`)."""
+    return n.meta.get("edgeconv_op_type") or getattr(n.target, "__name__", str(n.target)).split(".")[0].strip("_")
+
+
 def annotate_graph(gm: GraphModule, config: Any, skip: Callable[[Node], bool] | None = None) -> GraphModule:
     Annotator(gm, config, skip).run()
-    return gm
-
-
-# --- rewrites before annotation ------------------------------------------------------------------
-
-BATCH_NORM = _targets(aten.batch_norm, aten._native_batch_norm_legit_no_training)
-
-
-def _param(gm: GraphModule, n: Any) -> torch.Tensor | None:
-    if isinstance(n, Node) and n.op == "get_attr":
-        obj: Any = gm
-        for part in n.target.split("."):
-            obj = getattr(obj, part)
-        return obj.detach() if isinstance(obj, torch.Tensor) else None
-    return None
-
-
-def _new_attr(gm: GraphModule, base: str, value: torch.Tensor) -> str:
-    i = 0
-    while hasattr(gm, f"{base}_{i}"):
-        i += 1
-    name = f"{base}_{i}"
-    gm.register_buffer(name, value.contiguous())
-    return name
-
-
-def batch_norm_to_depthwise(gm: GraphModule) -> list[str]:
-    """Standalone eval-mode BatchNorm on a 4-D activation → depthwise 1×1 conv (see module doc).
-    A per-channel affine map is exactly what a depthwise conv with per-channel int8 weights
-    computes (one weight per channel: exactly representable), so it stays int8 everywhere."""
-    acts = activations(gm)
-    done = []
-    for n in list(gm.graph.nodes):
-        if n.op != "call_function" or n.target not in BATCH_NORM or n not in acts:
-            continue
-        x = n.args[0]
-        val = x.meta.get("val") if isinstance(x, Node) else None
-        if not isinstance(val, torch.Tensor) or val.dim() != 4:
-            continue
-        if n.target == aten._native_batch_norm_legit_no_training.default:
-            _, w, b, mean, var, _mom, eps = n.args[:7]
-            if any(u.target is not operator.getitem or u.args[1] != 0 for u in n.users):
-                continue
-        else:
-            _, w, b, mean, var, training, _mom, eps = n.args[:8]
-            if training:
-                continue
-        mean_t, var_t = _param(gm, mean), _param(gm, var)
-        if mean_t is None or var_t is None:
-            continue
-        c = mean_t.numel()
-        w_t = _param(gm, w) if w is not None else torch.ones(c)
-        b_t = _param(gm, b) if b is not None else torch.zeros(c)
-        if w_t is None or b_t is None:
-            continue
-        scale = w_t.float() / torch.sqrt(var_t.float() + eps)
-        shift = b_t.float() - mean_t.float() * scale
-        base = (n.name if isinstance(n.name, str) else "bn").replace(".", "_")
-        wn = _new_attr(gm, f"_edgeconv_{base}_dw_weight", scale.reshape(c, 1, 1, 1))
-        bn_ = _new_attr(gm, f"_edgeconv_{base}_dw_bias", shift)
-        with gm.graph.inserting_before(n):
-            wnode = gm.graph.get_attr(wn)
-            bnode = gm.graph.get_attr(bn_)
-            conv = gm.graph.call_function(aten.conv2d.default, (x, wnode, bnode, [1, 1], [0, 0], [1, 1], c))
-        conv.meta.update({k: v for k, v in n.meta.items() if k != "val"})
-        conv.meta["val"] = val.new_empty(val.shape)
-        if n.target == aten._native_batch_norm_legit_no_training.default:
-            for u in list(n.users):
-                u.replace_all_uses_with(conv)
-                gm.graph.erase_node(u)
-        else:
-            n.replace_all_uses_with(conv)
-        gm.graph.erase_node(n)
-        done.append(n.name)
-    return done
-
-
-def hardsigmoid_to_relu6(gm: GraphModule) -> list[str]:
-    """hardsigmoid(x) → hardtanh(x + 3, 0, 6) · (1/6): no int8 kernel has hard-sigmoid, but ADD
-    with a fused ReLU6 and MUL by a constant are int8 everywhere."""
-    done = []
-    for n in list(gm.graph.nodes):
-        if n.op != "call_function" or n.target not in _targets(aten.hardsigmoid, aten.hardsigmoid_):
-            continue
-        x = n.args[0]
-        val = n.meta.get("val")
-        if not isinstance(val, torch.Tensor):
-            continue
-        three = _new_attr(gm, "_edgeconv_hsig_3", torch.tensor(3.0))
-        sixth = _new_attr(gm, "_edgeconv_hsig_sixth", torch.tensor(1 / 6))
-        with gm.graph.inserting_before(n):
-            c3, c6 = gm.graph.get_attr(three), gm.graph.get_attr(sixth)
-            add = gm.graph.call_function(aten.add.Tensor, (x, c3))
-            clamp = gm.graph.call_function(aten.hardtanh.default, (add, 0.0, 6.0))
-            mul = gm.graph.call_function(aten.mul.Tensor, (clamp, c6))
-        for k in (add, clamp, mul):
-            k.meta.update({m: v for m, v in n.meta.items() if m != "val"})
-            k.meta["val"] = val.new_empty(val.shape)
-        c3.meta["val"] = torch.tensor(3.0)
-        c6.meta["val"] = torch.tensor(1 / 6)
-        n.replace_all_uses_with(mul)
-        gm.graph.erase_node(n)
-        done.append(n.name)
-    return done
-
-
-REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (batch_norm_to_depthwise, hardsigmoid_to_relu6)
-
-
-def transform(gm: GraphModule) -> GraphModule:
-    changed = False
-    for rewrite in REWRITES:
-        changed |= bool(rewrite(gm))
-    if changed:
-        gm.graph.lint()
-        gm.recompile()
     return gm
 
 
@@ -372,6 +254,8 @@ def quantizer_class() -> type:
 
     class EdgeconvQuantizer(PT2EQuantizer):
         def transform_for_annotation(self, model: GraphModule) -> GraphModule:
+            from edgeconv.calib.rewrites import transform
+
             return transform(model)
 
         def annotate(self, model: GraphModule) -> GraphModule:

@@ -57,6 +57,26 @@ class QuantConfig(Record):
                 return layers[key]
         return dict(self.op_type).get(op_type, self.global_)
 
+    @property
+    def chooses_layers(self) -> bool:
+        """Whether this config decides which conv/linear layers are float (else it only names other
+        op types, like the `--int8-for cpu` preset, and --max-drop may still choose layers)."""
+        from edgeconv.quant.program import COMPUTE
+
+        return bool(self.layer) or self.global_ is None or any(op in COMPUTE for op, _ in self.op_type)
+
+    def float_op_types(self) -> tuple[str, ...]:
+        """Op types this config keeps float beyond conv/linear layers (`layer_norm`, `gelu`,
+        `softmax`...): every node of that type, whatever its layer."""
+        from edgeconv.quant.program import COMPUTE
+
+        return tuple(op for op, v in self.op_type if v is None and op not in COMPUTE)
+
+    def over(self, base: "QuantConfig") -> "QuantConfig":
+        """This config laid over `base` (a preset): every entry this one names wins."""
+        return QuantConfig(self.global_, tuple(sorted({**dict(base.op_type), **dict(self.op_type)}.items())),
+                           tuple(sorted({**dict(base.layer), **dict(self.layer)}.items())))
+
     def to_file(self) -> dict:
         """The file form: {"global": ..., "op_type": {op: setting}, "layer": {name: setting}}."""
         return {"global": self.global_, "op_type": dict(self.op_type), "layer": dict(self.layer)}
@@ -72,6 +92,19 @@ class QuantConfig(Record):
                 raise UserError(f"{where}: {k} must map names to \"int8\" or null")
         return cls(data.get("global", INT8), tuple(sorted(levels["op_type"].items())),
                    tuple(sorted(levels["layer"].items())))
+
+
+# `--int8-for`: what an int8 deployment wants, as quant-config data.
+#  npu: full-integer. A DSP/NPU delegate (Hexagon/QNN, NNAPI, Edge TPU) cuts the graph at every float op.
+#  cpu: the op types whose int8 TFLite kernel XNNPACK does not take stay float, so XNNPACK runs them
+#       in fp32 inside its own partition instead of leaving them to TFLite's slower builtin int8 kernels.
+#       Each is an XNNPACK rule in devices/delegates/xnnpack.toml (tests/test_int8_presets.py checks
+#       the pairing): GELU (xnnpack.gelu-float-only), SOFTMAX and HARD_SWISH (xnnpack.float-only), and
+#       layer_norm, whose int8 pieces include RSQRT — measured, bench/results/int8_presets.json.
+INT8_FOR: dict[str, QuantConfig] = {
+    "npu": QuantConfig(),
+    "cpu": QuantConfig(op_type=(("gelu", None), ("hardswish", None), ("layer_norm", None), ("softmax", None))),
+}
 
 
 @dataclasses.dataclass(frozen=True)

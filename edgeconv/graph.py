@@ -22,6 +22,8 @@ class Graph:
     qparams: dict[str, QuantParams] = dataclasses.field(default_factory=dict)
     # Names of nodes that stay in float (set before quantize; exporters honour them).
     float_nodes: tuple[str, ...] = ()
+    # Op types (as a quant config names them: layer_norm, gelu, softmax...) that stay float.
+    float_op_types: tuple[str, ...] = ()
 
     @property
     def quantized(self) -> bool:

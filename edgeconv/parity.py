@@ -60,6 +60,14 @@ FLOAT_TOLERANCE = Tolerance(vs_fp32_max_rel=1e-4, vs_fp32_min_cosine=0.99999, mi
 # fp16 compute keeps ~3 significant digits per op: judged by cosine and decisive top-1 (margins above
 # 1 % of the range cannot flip under fp16 rounding of a conv net's logits).
 FP16_TOLERANCE = Tolerance(vs_fp32_min_cosine=0.999, min_top1_agreement=0.98, decisive_margin=0.01)
+# An fp16 artifact against the same program run in torch fp16: two fp16 computations of one net
+# differ only in accumulation order and where they round, so their distance must stay a small part
+# of what fp16 itself moves the net from fp32 (a broken artifact is as far from either), and never
+# needs to be below FP16_SELF_TOLERANCE's.
+FP16_SELF_TOLERANCE = Tolerance(vs_fp32_min_cosine=0.9995, min_top1_agreement=0.98, decisive_margin=0.01)
+FP16_SELF_SHARE = 0.25
+# How far below torch fp16's own agreement with fp32 an fp16 artifact's fp32 floors may go.
+FP16_FLOOR_SLACK = 0.0005
 # The end-to-end ceiling against the simulation, whatever its own error vs fp32 (a weak calibration
 # must not widen it): 10 % relative L2. It holds wherever a layer is unverified in isolation; where
 # every int8 layer passed alone, the excess is rounding cascading through the net (deep random-init

@@ -88,8 +88,11 @@ def before_quantize(graph: "Graph", ctx: Context, qat: "Graph | None" = None) ->
     for calibration; otherwise `--quant-config` or `--max-drop` chooses the layers quantize keeps in float."""
     if qat is not None and not graph.quantized:
         return dataclasses.replace(qat, history=graph.history), qat.history[-1].notes
-    if ctx.options.quant_config is not None and not graph.quantized:
-        return _replay_config(graph, ctx.options.quant_config)
+    config = ctx.options.quant_config
+    if config is not None and not graph.quantized:
+        graph = dataclasses.replace(graph, float_op_types=config.float_op_types())
+        if config.chooses_layers:
+            return _replay_config(graph, config)
     return _choose_float_layers(graph, ctx)
 
 
@@ -266,7 +269,8 @@ def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None 
     if options.qat.epochs and options.max_drop is not None:
         raise UserError("--max-drop chooses float layers for post-training calibration; it cannot be "
                         "combined with --qat-epochs (QAT learns the scales instead) — drop one of them")
-    if options.quant_config is not None and (options.max_drop is not None or options.qat.epochs):
+    if options.quant_config is not None and options.quant_config.chooses_layers \
+            and (options.max_drop is not None or options.qat.epochs):
         raise UserError("--quant-config already says which layers are float; drop "
                         + ("--max-drop" if options.max_drop is not None else "--qat-epochs"))
     out_dir = prepare_out_dir(options.out_path)
@@ -315,8 +319,8 @@ def _quant_config(targets: list["Target"], cache: PassCache) -> dict[str, Any] |
     if chain is None:
         return None
     graph = cache.get(chain[:chain.index("quantize")])  # layer names are read on the float program
-    float_nodes = cache.get(chain[:chain.index("quantize") + 1]).float_nodes
-    return config_for(graph, float_nodes).to_file()
+    quantized = cache.get(chain[:chain.index("quantize") + 1])
+    return config_for(graph, quantized.float_nodes, quantized.float_op_types).to_file()
 
 
 def _analyze(targets: list["Target"], cache: PassCache, evalset: "DataSet", name: str, work: Path,

@@ -176,8 +176,18 @@ def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx:
         # cascading through the net, so its allowance may follow the simulation's own error. With
         # any layer unverified, the absolute ceiling holds, however weak the calibration.
         tol = dataclasses.replace(tol, vs_sim_max_rel_l2=None)
+    ref_fp16 = None
+    if target.half_precision:
+        ref_fp16 = torch_outputs(_in_fp16(graph.module()), evalset.x, progress, "torch reference in fp16")
+        tol = _fp16_floors(tol, ref_fp16, ref_fp32, ctx.options)
     report = parity.check(out, runner.engine, evalset.y, tol, ref_fp32, ref_sim, out_quant, target.parity_reference)
     report = dataclasses.replace(report, layers=layers)
+    if ref_fp16 is not None:
+        own = 1 - parity.cosine(ref_fp16, ref_fp32)  # what fp16 itself costs this net
+        self_tol = dataclasses.replace(parity.FP16_SELF_TOLERANCE, vs_fp32_min_cosine=min(
+            parity.FP16_SELF_TOLERANCE.vs_fp32_min_cosine, 1 - parity.FP16_SELF_SHARE * own))
+        fp16 = parity.diff(out, ref_fp16, "torch-fp16", self_tol)
+        report = dataclasses.replace(report, diffs=report.diffs + (fp16,))
     if target.parity_reference == "torch-after-passes":
         from edgeconv.config import SPARSE_MAX_DROP
 
@@ -192,6 +202,31 @@ def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx:
     if graph.quantized:
         report = _full_integer(report, target, path, ctx.options)
     return report
+
+
+def _in_fp16(module: Any) -> Any:
+    """The program with its parameters and input in fp16 (torch's CPU kernels round each op's
+    output to fp16, as an fp16 runtime does)."""
+    half = module.half()
+    return lambda x: half(x.half())
+
+
+def _fp16_floors(tol: "Tolerance", ref_fp16: np.ndarray, ref_fp32: np.ndarray,
+                 options: "ExportOptions") -> "Tolerance":
+    """An fp16 artifact's fp32 floors, lowered to what the model computed in fp16 gives (less
+    FP16_FLOOR_SLACK) where that is below them: a deep net can lose more to fp16 than the default
+    floor allows, and that is the model's, not the artifact's (the torch-fp16 diff judges the
+    artifact). Floors the user set explicitly stay as set."""
+    from edgeconv import parity
+
+    if options.min_cosine is None and tol.vs_fp32_min_cosine is not None:
+        own = parity.cosine(ref_fp16, ref_fp32) - parity.FP16_FLOOR_SLACK
+        tol = dataclasses.replace(tol, vs_fp32_min_cosine=min(tol.vs_fp32_min_cosine, own))
+    t16, t32 = parity.top1(ref_fp16), parity.top1(ref_fp32)
+    if options.min_top1 is None and tol.min_top1_agreement is not None and t16 is not None:
+        own = float((t16 == t32).mean()) - 0.02
+        tol = dataclasses.replace(tol, min_top1_agreement=min(tol.min_top1_agreement, own))
+    return tol
 
 
 def _full_integer(report: "ParityReport", target: "Target", path: Path, options: "ExportOptions") -> "ParityReport":

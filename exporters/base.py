@@ -73,6 +73,9 @@ class Target:
     # its reference semantics (ONNX int8: onnxruntime's fused integer kernels; u8s8 saturates on x86
     # without VNNI). Such targets are judged on load(kernels="reference"); "fast" is what deploys.
     host_kernels: ClassVar[bool] = False
+    # True where the artifact computes in fp16: it is also judged against the same program run in
+    # torch fp16, and its fp32 floors never ask more than fp16 itself gives (verify._fp16_floors).
+    half_precision: ClassVar[bool] = False
     host_kernel_advice: ClassVar[str] = ""  # what to deploy instead when the fast kernels deviate
 
     suffix: ClassVar[str]  # what its files are called: its format's first suffix (set below)

@@ -1,8 +1,11 @@
 """Small models for the spine's tests, importable as factories (`tests.zoo:NAME`)."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from edgeconv.models import ModelSpec
 
@@ -85,3 +88,47 @@ class FloatTail(nn.Module):
 
 def float_tail() -> ModelSpec:
     return ModelSpec(module=FloatTail().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),), name="float-tail")
+
+
+class Hybrid(nn.Module):
+    """Every spelling of the ops a hybrid conv/attention net writes, in one small net: nn.LayerNorm
+    (channels-last), GroupNorm(1), a hand-written channels-first LayerNorm (mean, pow 2, / sqrt),
+    fused attention (F.scaled_dot_product_attention on an unbound qkv), softmax with a / √d
+    scale, GELU (erf and tanh), hard-swish, SiLU, StarReLU, layer-scale multiplies."""
+
+    def __init__(self, c: int = 16, heads: int = 2) -> None:
+        super().__init__()
+        from examples.zoo._common import LayerNorm2d
+
+        self.stem = nn.Conv2d(3, c, 3, 2, 1)
+        self.norm_cf = LayerNorm2d(c)
+        self.gn = nn.GroupNorm(1, c)
+        self.ln = nn.LayerNorm(c)
+        self.qkv, self.qkv2, self.proj, self.heads = nn.Linear(c, 3 * c), nn.Linear(c, 3 * c), nn.Linear(c, c), heads
+        self.fc1, self.fc2 = nn.Linear(c, 2 * c), nn.Linear(2 * c, c)
+        self.gamma = nn.Parameter(torch.full((c,), 0.5))
+        self.star_s, self.star_b = nn.Parameter(torch.tensor(0.9)), nn.Parameter(torch.tensor(-0.1))
+        self.pw = nn.Conv2d(c, c, 1)
+        self.head = nn.Linear(c, 10)
+
+    def forward(self, x):
+        x = self.norm_cf(self.stem(x))
+        x = x + F.hardswish(self.pw(self.gn(x))) + F.silu(x)
+        b, c, h, w = x.shape
+        t = x.flatten(2).transpose(1, 2)                               # tokens [B, N, C]
+        split = (b, h * w, 3, self.heads, c // self.heads)
+        q, k, v = self.qkv(self.ln(t)).reshape(split).permute(2, 0, 3, 1, 4).unbind(0)
+        t = t + self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, h * w, c))
+        q, k, v = self.qkv2(t).reshape(split).permute(2, 0, 3, 1, 4).unbind(0)
+        a = (q @ k.transpose(-2, -1)) / math.sqrt(c // self.heads)     # hand-written attention
+        t = t + (a.softmax(-1) @ v).transpose(1, 2).reshape(b, h * w, c)
+        y = self.fc1(self.ln(t))
+        y = self.star_s * F.relu(F.gelu(y, approximate="tanh")) ** 2 + self.star_b
+        t = t + self.gamma * self.fc2(F.gelu(y))
+        return self.head(t.mean(1))
+
+
+def hybrid() -> ModelSpec:
+    from examples.zoo._common import build
+
+    return build(Hybrid, "hybrid", 32)

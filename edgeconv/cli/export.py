@@ -35,6 +35,9 @@ from edgeconv.cli.options import load_spec, model_options, progress, quant_and_c
 @click.option("--quant-config", "quant_config", default=None, metavar="FILE",
               help="Which layers are int8, as data (global / op type / layer; null = float): a file, or an "
                    "edgeconv.json whose quant_config (e.g. an earlier --max-drop's choice) is replayed.")
+@click.option("--int8-for", "int8_for", type=click.Choice(["npu", "cpu"]), default="npu", show_default=True,
+              help="npu: full-integer (what a DSP/NPU delegate needs). cpu: keep float the op types XNNPACK "
+                   "cannot run in int8 (GELU, softmax, hard-swish, LayerNorm), as a quant config under --quant-config.")
 @click.option("--min-cosine", type=click.FloatRange(-1, 1), default=None, metavar="C",
               help="Lower (or raise) every artifact's cosine floor vs torch fp32 explicitly. Default: the "
                    "target's (int8: 0.95), whatever the calibration gives.")
@@ -56,11 +59,15 @@ def export_cmd(**kw) -> None:
     from edgeconv.prepare.prune import check_options
 
     as_json, html_report = kw.pop("as_json"), kw.pop("html_report")
-    config_file = kw.pop("quant_config")
+    config_file, int8_for = kw.pop("quant_config"), kw.pop("int8_for")
     if config_file:
         from edgeconv.quant.fallback import read_quant_config
 
         kw["quant_config"] = read_quant_config(config_file)
+    if int8_for != "npu":
+        from edgeconv.config import INT8_FOR, QuantConfig
+
+        kw["quant_config"] = (kw.get("quant_config") or QuantConfig()).over(INT8_FOR[int8_for])
     options = ExportOptions(
         targets=tuple(kw.pop("targets")) or ("tflite-int8",), out_dir=kw.pop("out_dir"),
         **quant_and_calib(kw), eval_samples=kw.pop("eval_samples"),

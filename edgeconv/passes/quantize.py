@@ -96,11 +96,11 @@ def quantize(graph: "Graph", ctx: "Context") -> PassResult:
 
     if graph.quantized:
         return PassResult(graph, False, ("already quantized",))
-    from edgeconv.calib.annotate import transform
+    from edgeconv.calib.rewrites import transform
     from edgeconv.quant.fallback import keep_float
 
     opts = ctx.options.quant
-    quantizer = keep_float(make_quantizer(opts), graph.float_nodes)
+    quantizer = keep_float(make_quantizer(opts), graph.float_nodes, graph.float_op_types)
     # prepare_pt2e fuses every conv -> BN pair before it annotates, even where the conv's output has
     # other users (fold-conv-bn refused those: bn(z) + z would become bn(z) + bn(z)). Rewriting the
     # BNs fold-conv-bn left as depthwise 1x1 convs first leaves it nothing to fuse.

@@ -213,23 +213,29 @@ def _shares_region(spec: Any, region: set[str]) -> bool:
     return any(getattr(p, "name", None) in region for p in parts)
 
 
-def keep_float(quantizer: Any, names: Iterable[str]) -> Any:
-    """The same quantizer, except that `names` (FX node names) and their output stay float.
+def keep_float(quantizer: Any, names: Iterable[str], op_types: Iterable[str] = ()) -> Any:
+    """The same quantizer, except that `names` (FX node names), every node of the `op_types` (as a
+    quant config names them: `layer_norm`, `gelu`, `softmax`...) and their outputs stay float.
 
     Returns an instance of a subclass of the quantizer's own class (litert-torch checks the type
-    it is handed), sharing its configuration. With no names, the quantizer itself.
+    it is handed), sharing its configuration. With neither, the quantizer itself.
     """
-    names = tuple(names)
-    if not names:
+    names, op_types = tuple(names), frozenset(op_types)
+    if not names and not op_types:
         return quantizer
     base = type(quantizer)
 
     class KeepFloat(base):  # type: ignore[misc, valid-type]
         float_nodes = names
+        float_op_types = op_types
 
         def annotate(self, model: Any) -> Any:
+            from edgeconv.calib.annotate import op_type
+
             model = base.annotate(self, model)
-            strip_annotations(model, self.float_nodes)
+            typed = tuple(n.name for n in model.graph.nodes
+                          if n.op == "call_function" and op_type(n) in self.float_op_types)
+            strip_annotations(model, self.float_nodes + typed)
             return model
 
     KeepFloat.__name__ = KeepFloat.__qualname__ = f"KeepFloat{base.__name__}"
@@ -266,12 +272,14 @@ def float_nodes_for(config: "QuantConfig", graph: "Graph") -> tuple[str, ...]:
     return tuple(name for name, op, layer in layers if config.setting(layer, name, op) is None)
 
 
-def config_for(graph: "Graph", float_nodes: Iterable[str]) -> "QuantConfig":
-    """The QuantConfig that keeps exactly `float_nodes` of `graph` in float."""
+def config_for(graph: "Graph", float_nodes: Iterable[str], float_op_types: Iterable[str] = ()) -> "QuantConfig":
+    """The QuantConfig that keeps exactly `float_nodes` of `graph`, and every node of
+    `float_op_types`, in float."""
     from edgeconv.config import QuantConfig
 
     keep = set(float_nodes)
-    return QuantConfig(layer=tuple(sorted((layer, None) for name, _, layer in compute_layers(graph) if name in keep)))
+    return QuantConfig(op_type=tuple(sorted((op, None) for op in set(float_op_types))),
+                       layer=tuple(sorted((layer, None) for name, _, layer in compute_layers(graph) if name in keep)))
 
 
 def read_quant_config(path: str) -> "QuantConfig":

@@ -10,8 +10,9 @@ How (TECHNIQUES.md §3 QAT, §7 QAT): every eligible Conv -> BN pair is switched
 form (edgeconv.prepare.tune_mode) so the BN is folded into the weight *before* fake-quant: c = γ·rsqrt(σ² + eps)
 is recomputed each step inside autograd and the conv runs on fq(W·c) with bias β + c·(b − μ). The
 model is captured with torch.export in train mode with a dynamic batch and prepared with
-litert-torch's PT2E quantizer and its QAT fake-quant (straight-through estimator; per-channel or
-per-layer symmetric int8 weights, per-tensor int8 activations). For the first `freeze_bn_after`
+edgeconv's own PT2E annotator (the one calibration uses: full-integer) and litert-torch's QAT
+fake-quant (straight-through estimator; per-channel or per-layer symmetric int8 weights, per-tensor
+int8 activations). For the first `freeze_bn_after`
 training steps the BN running statistics keep following the batch statistics of the fake-quantized
 conv outputs (an EMA with the BN's momentum); then they freeze. After `freeze_observers_after`
 steps the activation ranges stop moving. `convert` drops the statistics updates, runs
@@ -304,13 +305,16 @@ def _qat_conv_forward(conv: Any, bn: Any, x: "torch.Tensor") -> "torch.Tensor":
 
 
 def _qat_quantizer(per_channel: bool) -> Any:
-    """litert-torch's PT2E quantizer with its QAT fake-quant config; the arithmetic on parameters
-    (W·c, the folded bias, the statistics updates) is not activation and is not annotated."""
+    """edgeconv's PT2E quantizer (`edgeconv.calib.annotate`, as post-training calibration uses: every
+    residual ADD, norm and attention op int8) with litert-torch's QAT fake-quant config; the arithmetic
+    on parameters (W·c, the folded bias, the statistics updates) is not activation and is not annotated."""
     import dataclasses as dc
 
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
 
-    class _QATQuantizer(PT2EQuantizer):
+    from edgeconv.calib.annotate import quantizer_class
+
+    class _QATQuantizer(quantizer_class()):
         def annotate(self, model: Any) -> Any:
             model = super().annotate(model)
             for node in _not_activations(model):

@@ -378,6 +378,7 @@ class CoreMLFP32(CoreMLTarget):
 @TARGETS.register("coreml-fp16")
 class CoreMLFP16(CoreMLTarget):
     name = "coreml-fp16"
+    half_precision = True
     precision = "fp16"
     passes = FLOAT_PASSES
     tolerance = FP16_TOLERANCE

@@ -102,8 +102,8 @@ def float_ops(path: Path) -> FloatOps:
             src = producer.get(name)
             if src is not None and src.op_type == "DequantizeLinear":
                 continue
-            if k >= 1 and n.op_type == "Clip" and (src is None or src.op_type == "Constant"):
-                continue  # Clip's bounds
+            if k >= 1 and n.op_type in ("Clip", "Pow") and (src is None or src.op_type == "Constant"):
+                continue  # Clip's bounds, Pow's constant exponent: parameters, not data
             if k == 2 and n.op_type in _BIAS_OPS and src is None:
                 continue  # a float bias: the integer kernel takes it as int32 with scale s_in·s_w
             if n.op_type in _FUSED_ACTIVATIONS and src is not None and src.op_type in _BIAS_OPS + ("Add",):

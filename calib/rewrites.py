@@ -1,0 +1,471 @@
+"""Graph rewrites before annotation (`transform`, run as the quantizer's transform_for_annotation
+and by the quantize pass): ops no int8 kernel computes as such become ops every format has an
+int8 kernel for, with the same values in float. Each rewrite shows its before/after.
+
+  batch_norm_to_depthwise   standalone BatchNorm → depthwise 1×1 conv (per-channel int8)
+  hardsigmoid_to_relu6      hardsigmoid → ADD with fused ReLU6, MUL
+  layer_norm_to_primitives  LayerNorm / GroupNorm(1) → MEAN, SUB, MUL, RSQRT, ADD
+  sdpa_to_primitives        fused attention → MUL, BATCH_MATMUL, SOFTMAX, BATCH_MATMUL
+  unbind_to_select          unbind → one select per piece
+  algebra_to_int8_ops       x², a/√b, a/c → MUL and RSQRT
+  silu_to_sigmoid_mul       SiLU → LOGISTIC, MUL
+  scalars_to_constants      a number operand of ADD/SUB/MUL → an int8 constant
+  merge_duplicates          the same op on the same inputs → one node
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import operator
+from typing import Any, Callable
+
+import torch
+from torch.fx import GraphModule, Node
+
+aten = torch.ops.aten
+# Meta flag on a constant operand that always lies inside its op's output range: quantized on the
+# output's scale rather than its own.
+ON_OUTPUT_SCALE = "edgeconv_on_output_scale"
+
+
+def _targets(*ops: Any) -> frozenset:
+    out = set()
+    for op in ops:
+        if isinstance(op, torch._ops.OpOverloadPacket):
+            out.update(getattr(op, o) for o in op.overloads())
+        else:
+            out.add(op)
+    return frozenset(out)
+
+
+def _is_float(n: Any) -> bool:
+    val = n.meta.get("val") if isinstance(n, Node) else None
+    return isinstance(val, torch.Tensor) and val.dtype.is_floating_point
+
+
+def activations(gm: GraphModule) -> set[Node]:
+    """Nodes whose value depends on a model input (placeholders of an unlifted module)."""
+    act: set[Node] = set()
+    for n in gm.graph.nodes:
+        if n.op == "placeholder" or (n.op == "call_function" and any(i in act for i in n.all_input_nodes)):
+            act.add(n)
+    return act
+
+
+
+BATCH_NORM = _targets(aten.batch_norm, aten._native_batch_norm_legit_no_training)
+
+
+def _param(gm: GraphModule, n: Any) -> torch.Tensor | None:
+    if isinstance(n, Node) and n.op == "get_attr":
+        obj: Any = gm
+        for part in n.target.split("."):
+            obj = getattr(obj, part)
+        return obj.detach() if isinstance(obj, torch.Tensor) else None
+    return None
+
+
+def _new_attr(gm: GraphModule, base: str, value: torch.Tensor) -> str:
+    i = 0
+    while hasattr(gm, f"{base}_{i}"):
+        i += 1
+    name = f"{base}_{i}"
+    gm.register_buffer(name, value.contiguous())
+    return name
+
+
+def batch_norm_to_depthwise(gm: GraphModule) -> list[str]:
+    """Standalone eval-mode BatchNorm on a 4-D activation → depthwise 1×1 conv (see module doc).
+    A per-channel affine map is exactly what a depthwise conv with per-channel int8 weights
+    computes (one weight per channel: exactly representable), so it stays int8 everywhere."""
+    acts = activations(gm)
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n.target not in BATCH_NORM or n not in acts:
+            continue
+        x = n.args[0]
+        val = x.meta.get("val") if isinstance(x, Node) else None
+        if not isinstance(val, torch.Tensor) or val.dim() != 4:
+            continue
+        if n.target == aten._native_batch_norm_legit_no_training.default:
+            _, w, b, mean, var, _mom, eps = n.args[:7]
+            if any(u.target is not operator.getitem or u.args[1] != 0 for u in n.users):
+                continue
+        else:
+            _, w, b, mean, var, training, _mom, eps = n.args[:8]
+            if training:
+                continue
+        mean_t, var_t = _param(gm, mean), _param(gm, var)
+        if mean_t is None or var_t is None:
+            continue
+        c = mean_t.numel()
+        w_t = _param(gm, w) if w is not None else torch.ones(c)
+        b_t = _param(gm, b) if b is not None else torch.zeros(c)
+        if w_t is None or b_t is None:
+            continue
+        scale = w_t.float() / torch.sqrt(var_t.float() + eps)
+        shift = b_t.float() - mean_t.float() * scale
+        base = (n.name if isinstance(n.name, str) else "bn").replace(".", "_")
+        wn = _new_attr(gm, f"_edgeconv_{base}_dw_weight", scale.reshape(c, 1, 1, 1))
+        bn_ = _new_attr(gm, f"_edgeconv_{base}_dw_bias", shift)
+        with gm.graph.inserting_before(n):
+            wnode = gm.graph.get_attr(wn)
+            bnode = gm.graph.get_attr(bn_)
+            conv = gm.graph.call_function(aten.conv2d.default, (x, wnode, bnode, [1, 1], [0, 0], [1, 1], c))
+        conv.meta.update({k: v for k, v in n.meta.items() if k != "val"})
+        conv.meta["val"] = val.new_empty(val.shape)
+        if n.target == aten._native_batch_norm_legit_no_training.default:
+            for u in list(n.users):
+                u.replace_all_uses_with(conv)
+                gm.graph.erase_node(u)
+        else:
+            n.replace_all_uses_with(conv)
+        gm.graph.erase_node(n)
+        done.append(n.name)
+    return done
+
+
+def hardsigmoid_to_relu6(gm: GraphModule) -> list[str]:
+    """hardsigmoid(x) → hardtanh(x + 3, 0, 6) · (1/6): no int8 kernel has hard-sigmoid, but ADD
+    with a fused ReLU6 and MUL by a constant are int8 everywhere."""
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n.target not in _targets(aten.hardsigmoid, aten.hardsigmoid_):
+            continue
+        x = n.args[0]
+        val = n.meta.get("val")
+        if not isinstance(val, torch.Tensor):
+            continue
+        three = _new_attr(gm, "_edgeconv_hsig_3", torch.tensor(3.0))
+        sixth = _new_attr(gm, "_edgeconv_hsig_sixth", torch.tensor(1 / 6))
+        with gm.graph.inserting_before(n):
+            c3, c6 = gm.graph.get_attr(three), gm.graph.get_attr(sixth)
+            add = gm.graph.call_function(aten.add.Tensor, (x, c3))
+            clamp = gm.graph.call_function(aten.hardtanh.default, (add, 0.0, 6.0))
+            mul = gm.graph.call_function(aten.mul.Tensor, (clamp, c6))
+        for k in (add, clamp, mul):
+            k.meta.update({m: v for m, v in n.meta.items() if m != "val"})
+            k.meta["val"] = val.new_empty(val.shape)
+        c3.meta["val"] = torch.tensor(3.0)
+        c6.meta["val"] = torch.tensor(1 / 6)
+        n.replace_all_uses_with(mul)
+        gm.graph.erase_node(n)
+        done.append(n.name)
+    return done
+
+
+LAYER_NORM = _targets(aten.layer_norm)
+GROUP_NORM = _targets(aten.group_norm)
+SDPA = _targets(aten.scaled_dot_product_attention)
+
+
+def _norm_args(n: Node) -> tuple[Any, tuple[int, ...], Any, Any, float] | None:
+    """(x, reduced dims, weight, bias, eps) of a layer norm, or of a one-group GroupNorm (a layer
+    norm over C, H, W with a per-channel affine); None for any other form."""
+    val = n.args[0].meta.get("val") if isinstance(n.args[0], Node) else None
+    if not isinstance(val, torch.Tensor):
+        return None
+    args = list(n.args) + [None] * 6
+    if n.target in LAYER_NORM:
+        shape = list(args[1])
+        eps = args[4] if args[4] is not None else n.kwargs.get("eps", 1e-5)
+        dims = tuple(range(val.dim() - len(shape), val.dim()))
+        return args[0], dims, args[2] or n.kwargs.get("weight"), args[3] or n.kwargs.get("bias"), float(eps)
+    if n.target in GROUP_NORM and args[1] == 1 and val.dim() >= 3:
+        eps = args[4] if args[4] is not None else n.kwargs.get("eps", 1e-5)
+        return args[0], tuple(range(1, val.dim())), args[2], args[3], float(eps)
+    return None
+
+
+def layer_norm_to_primitives(gm: GraphModule) -> list[str]:
+    """layer_norm (and GroupNorm with one group) → the integer builtins every format has, so an
+    int8 file keeps no float island there (a DSP/NPU delegate would cut the graph at each):
+
+        before: y = layer_norm(x, dims, γ, β, eps)
+        after:  μ = mean(x, dims); d = x − μ; v = mean(d·d, dims); n = d · rsqrt(v + eps); y = n·γ + β
+
+    Each piece is then annotated like any MEAN/SUB/MUL/ADD/RSQRT (int8 in, int8 out). The pieces keep
+    the norm's source meta, and `edgeconv_op_type` = "layer_norm" so a quant config can keep the op
+    type float (`"layer_norm": null`)."""
+    acts = activations(gm)
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n not in acts or not (n.target in LAYER_NORM or n.target in GROUP_NORM):
+            continue
+        parsed = _norm_args(n)
+        val = n.meta.get("val")
+        if parsed is None or not isinstance(val, torch.Tensor):
+            continue
+        x, dims, w, b, eps = parsed
+        affine_shape = [1] * val.dim()
+        if n.target in GROUP_NORM:
+            affine_shape[1] = val.shape[1]
+        g, ins = gm.graph, _Inserter(gm, n)
+        with g.inserting_before(n):
+            call = ins.call
+            mu = call(aten.mean.dim, x, list(dims), True)
+            d = call(aten.sub.Tensor, x, mu)
+            var = call(aten.mean.dim, call(aten.mul.Tensor, d, d), list(dims), True)
+            # eps as an int8 constant on the scale of v + eps (a float scalar would leave ONNX's
+            # Add with a float input). Not its own scale: eps/s_out would be far below XNNPACK's
+            # 1/1024 floor on an ADD's input/output scale ratio, and eps > 0, v ≥ 0 put eps
+            # inside the output's range, so the shared scale loses nothing the output keeps.
+            eps_node = ins.constant("_edgeconv_ln_eps", eps, **{ON_OUTPUT_SCALE: True})
+            r = call(aten.rsqrt.default, call(aten.add.Tensor, var, eps_node))
+            y = call(aten.mul.Tensor, d, r)
+            for param, op in ((w, aten.mul.Tensor), (b, aten.add.Tensor)):
+                if isinstance(param, Node):
+                    if n.target in GROUP_NORM:
+                        param = call(aten.view.default, param, affine_shape)
+                    y = call(op, y, param)
+        ins.finish(y, op_type="layer_norm")
+        done.append(n.name)
+    return done
+
+
+def sdpa_to_primitives(gm: GraphModule) -> list[str]:
+    """scaled_dot_product_attention (timm's fused attention, which torch.export keeps as one op
+    that no format has an int8 kernel for) → the ops every format has in int8:
+
+        before: o = scaled_dot_product_attention(q, k, v, mask, scale=s)
+        after:  a = softmax(matmul(q · s, transpose(k, -2, -1)) + mask, -1); o = matmul(a, v)
+
+    A causal or grouped-query form is left as it is (float, and the manifest names it)."""
+    acts = activations(gm)
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n not in acts or n.target not in SDPA:
+            continue
+        q, k, v, mask, _p, causal = (list(n.args) + [None, 0.0, False])[:6]
+        q_val = q.meta.get("val") if isinstance(q, Node) else None
+        if causal or n.kwargs.get("is_causal") or n.kwargs.get("enable_gqa") or not isinstance(q_val, torch.Tensor):
+            continue
+        mask = mask if mask is not None else n.kwargs.get("attn_mask")
+        scale = n.kwargs.get("scale") or 1 / math.sqrt(q_val.shape[-1])
+        g, ins = gm.graph, _Inserter(gm, n)
+        with g.inserting_before(n):
+            qs = ins.call(aten.mul.Tensor, q, ins.constant("_edgeconv_sdpa_scale", scale))
+            logits = ins.call(aten.matmul.default, qs, ins.call(aten.transpose.int, k, -2, -1))
+            if isinstance(mask, Node):
+                logits = ins.call(aten.add.Tensor, logits, mask)
+            out = ins.call(aten.matmul.default, ins.call(aten.softmax.int, logits, -1), v)
+        ins.finish(out)
+        done.append(n.name)
+    return done
+
+
+def unbind_to_select(gm: GraphModule) -> list[str]:
+    """unbind(x, d) → select(x, d, i) per piece (attention's `q, k, v = qkv.unbind(0)`): every format
+    lowers unbind as a split plus a squeeze per piece with no quantization between them (ONNX's
+    Squeeze then reads a float Slice), but a select as one op that shares its input's scale.
+
+        before: q, k, v = unbind(x, 0)          (getitem 0, 1, 2)
+        after:  q = select(x, 0, 0); k = select(x, 0, 1); v = select(x, 0, 2)"""
+    acts = activations(gm)
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n not in acts or n.target not in _targets(aten.unbind):
+            continue
+        dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
+        items = list(n.users)
+        if not all(u.target is operator.getitem for u in items):
+            continue
+        for u in items:
+            ins = _Inserter(gm, u)
+            with gm.graph.inserting_before(u):
+                piece = ins.call(aten.select.int, n.args[0], dim, u.args[1])
+            ins.finish(piece)
+        gm.graph.erase_node(n)
+        done.append(n.name)
+    return done
+
+
+class _Inserter:
+    """Builds the nodes that replace `node`: each carries `node`'s source meta (module path, stack)
+    and a `val` computed in the graph's fake mode; `finish` reroutes `node`'s users and erases it."""
+
+    def __init__(self, gm: GraphModule, node: Node) -> None:
+        self.gm, self.node, self.made = gm, node, []
+
+    def call(self, target: Any, *args: Any) -> Node:
+        k = self.gm.graph.call_function(target, args)
+        k.meta.update({m: v for m, v in self.node.meta.items() if m != "val"})
+        self.made.append(k)
+        return k
+
+    def constant(self, base: str, value: float, **meta: Any) -> Node:
+        k = self.gm.graph.get_attr(_new_attr(self.gm, base, torch.tensor(value)))
+        k.meta.update(val=torch.tensor(value), **meta)
+        return k
+
+    def finish(self, result: Node, op_type: str | None = None) -> None:
+        for k in self.made:
+            if op_type is not None:
+                k.meta["edgeconv_op_type"] = op_type
+        _infer_vals(self.gm, self.made)
+        self.node.replace_all_uses_with(result)
+        self.gm.graph.erase_node(self.node)
+
+
+def _infer_vals(gm: GraphModule, nodes: list[Node]) -> None:
+    """Fill `meta["val"]` of freshly inserted nodes by running their targets on their inputs'
+    values in the graph's fake mode: prepare_pt2e observes an output only where `val` is a
+    FakeTensor, so a real tensor there would leave the piece float."""
+    from torch._guards import detect_fake_mode
+
+    vals = [n.meta.get("val") for n in gm.graph.nodes]
+    mode = detect_fake_mode([v for v in vals if isinstance(v, torch.Tensor)])
+
+    def value(a: Any) -> Any:
+        if not isinstance(a, Node):
+            return a
+        v = a.meta.get("val")
+        v = v if isinstance(v, torch.Tensor) else _param(gm, a)
+        return mode.from_tensor(v) if mode is not None and not _is_fake(v) else v
+
+    for k in nodes:
+        with torch.no_grad(), (mode if mode is not None else contextlib.nullcontext()):
+            k.meta["val"] = k.target(*[value(a) for a in k.args])
+
+
+def _is_fake(v: Any) -> bool:
+    from torch._subclasses import FakeTensor
+
+    return isinstance(v, FakeTensor)
+
+
+def algebra_to_int8_ops(gm: GraphModule) -> list[str]:
+    """Spellings of the same value that the int8 builtins lack, rewritten to ones they have
+    (hand-written norms: ConvNeXt's channels-first LayerNorm, `(x - u).pow(2)`, `/ torch.sqrt(s + eps)`;
+    attention's `/ math.sqrt(d)`):
+
+        pow(x, 2), square(x)   → x · x                 (no int8 POW or SQUARE kernel)
+        a / sqrt(b)            → a · rsqrt(b)          (int8 RSQRT and MUL; int8 DIV saturates)
+        a / c  (c a number)    → a · (1/c)             (a MUL by an int8 constant)"""
+    acts = activations(gm)
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n not in acts:
+            continue
+        ins = _Inserter(gm, n)
+        with gm.graph.inserting_before(n):
+            new = _algebra(n, ins)
+        if new is not None:
+            old_args = [a for a in n.args if isinstance(a, Node)]
+            ins.finish(new)
+            for a in old_args:  # the sqrt a / sqrt(b) no longer reads
+                if not a.users and a.op == "call_function":
+                    gm.graph.erase_node(a)
+            done.append(n.name)
+    return done
+
+
+def _algebra(n: Node, ins: "_Inserter") -> Node | None:
+    a, b = (list(n.args) + [None, None])[:2]
+    if n.target in POW and b == 2 or n.target in SQUARE:
+        return ins.call(aten.mul.Tensor, a, a)
+    if n.target not in DIV or n.kwargs.get("rounding_mode"):
+        return None
+    if isinstance(b, (int, float)) and b != 0:
+        return ins.call(aten.mul.Tensor, a, ins.constant("_edgeconv_reciprocal", 1.0 / b))
+    if isinstance(b, Node) and b.target in SQRT and len(b.users) == 1:
+        return ins.call(aten.mul.Tensor, a, ins.call(aten.rsqrt.default, b.args[0]))
+    return None
+
+
+def silu_to_sigmoid_mul(gm: GraphModule) -> list[str]:
+    """silu(x) → x · sigmoid(x): litert-torch and torch.onnx both lower SiLU as LOGISTIC then MUL
+    with no quantization between (a float island around every EfficientNet/MobileViT activation);
+    written out, the sigmoid gets its fixed int8 output (1/256) and the MUL its own scale.
+
+        before: y = silu(x)        after: y = mul(x, sigmoid(x))"""
+    acts = activations(gm)
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op == "call_function" and n in acts and n.target in SILU:
+            ins = _Inserter(gm, n)
+            with gm.graph.inserting_before(n):
+                y = ins.call(aten.mul.Tensor, n.args[0], ins.call(aten.sigmoid.default, n.args[0]))
+            ins.finish(y, op_type="silu")
+            done.append(n.name)
+    return done
+
+
+def scalars_to_constants(gm: GraphModule) -> list[str]:
+    """A number operand of ADD/SUB/MUL becomes a constant tensor node, so it is quantized as an int8
+    constant like any other (ONNX would otherwise store it as a float initializer of a float Add).
+    A tiny one (|c| ≤ EPSILON: an epsilon, below what an int8 activation resolves) goes on the
+    output's scale: its own scale would be far below XNNPACK's 1/1024 input/output ratio floor.
+
+        before: y = add(s, 1e-6)        after: y = add(s, c)   with c = tensor(1e-6)"""
+    acts = activations(gm)
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n not in acts or n.target not in SCALAR_BINARY or len(n.args) < 2:
+            continue
+        a, b = n.args[:2]
+        if not (isinstance(a, Node) and isinstance(b, (int, float)) and not isinstance(b, bool)) or not _is_float(a):
+            continue
+        meta = {ON_OUTPUT_SCALE: True} if abs(b) <= EPSILON and n.target not in _targets(aten.mul) else {}
+        with gm.graph.inserting_before(n):
+            c = _Inserter(gm, n).constant("_edgeconv_scalar", float(b), **meta)
+        n.target = {aten.add.Scalar: aten.add.Tensor, aten.sub.Scalar: aten.sub.Tensor,
+                    aten.mul.Scalar: aten.mul.Tensor}.get(n.target, n.target)
+        n.args = (a, c, *n.args[2:])
+        done.append(n.name)
+    return done
+
+
+def merge_duplicates(gm: GraphModule) -> list[str]:
+    """One node for the same op on the same inputs (`(x - u)` written twice in a hand-written norm):
+    the converters merge them into one tensor, so the program's two would leave one without an
+    artifact tensor to check it against."""
+    seen: dict[tuple, Node] = {}
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or not isinstance(n.target, torch._ops.OpOverload) \
+                or n.target._schema.is_mutable or "val" not in n.meta:
+            continue
+        key = (n.target, _hashable(n.args), _hashable(tuple(sorted(n.kwargs.items()))))
+        if key in seen:
+            n.replace_all_uses_with(seen[key])
+            gm.graph.erase_node(n)
+            done.append(n.name)
+        else:
+            seen[key] = n
+    return done
+
+
+def _hashable(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return tuple(_hashable(x) for x in v)
+    if isinstance(v, (Node, int, float, str, bool, type(None), torch.dtype, torch.device, torch.memory_format)):
+        return v
+    return id(v)
+
+
+SILU = _targets(aten.silu, aten.silu_)
+EPSILON = 1e-3
+SCALAR_BINARY = _targets(aten.add.Tensor, aten.add.Scalar, aten.sub.Tensor, aten.sub.Scalar, aten.mul.Tensor,
+                         aten.mul.Scalar)
+POW = _targets(aten.pow.Tensor_Scalar)
+SQUARE = _targets(aten.square)
+DIV = _targets(aten.div.Tensor, aten.div.Scalar)
+SQRT = _targets(aten.sqrt)
+
+
+REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (batch_norm_to_depthwise, hardsigmoid_to_relu6,
+                                                              layer_norm_to_primitives, sdpa_to_primitives,
+                                                              unbind_to_select, algebra_to_int8_ops,
+                                                              silu_to_sigmoid_mul, scalars_to_constants,
+                                                              merge_duplicates)
+
+
+def transform(gm: GraphModule) -> GraphModule:
+    changed = False
+    for rewrite in REWRITES:
+        changed |= bool(rewrite(gm))
+    if changed:
+        gm.graph.lint()
+        gm.recompile()
+    return gm

@@ -1,0 +1,78 @@
+"""Graph rewrites on the quantized program before torch.onnx writes it, so every int8 op of the
+file is a DequantizeLinear → op → QuantizeLinear unit an execution provider can run in integer
+(edgeconv counts any op whose float input is not a DequantizeLinear as a float op). Each keeps
+the program's values."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def linear_on_rows(gm: Any) -> list[str]:
+    """torch.onnx writes a linear on an N-D activation (tokens × channels, ConvNeXt's and every
+    MetaFormer's MLP) as MatMul(x, Transpose(w)) + Add(b): the weight then reaches MatMul through a
+    Transpose and the bias as a float Add, so no QDQ unit forms. On a 2-D input it writes one
+    Gemm(x, w, b) fed by DequantizeLinear. The reshapes go on the int8 side of the Q/DQ pairs
+    (Reshape of an int8 tensor is exact), so the Gemm's inputs stay DequantizeLinear outputs.
+
+    Before: y = q(linear(dq(xq), W, b))                       xq: [..., C]
+    After:  y = reshape(q(linear(dq(reshape(xq, [-1, C])), W, b)), [..., Cout])
+    A ReLU the linear's quantization fused (linear → relu → q) moves with the linear.
+    """
+    import torch
+
+    aten = torch.ops.aten
+    qd = torch.ops.quantized_decomposed
+    quant, dequant = qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n.target != aten.linear.default:
+            continue
+        dq, val = n.args[0], n.meta.get("val")
+        q_out = _quantized_output(n, quant, {aten.relu.default, aten.hardtanh.default, aten.relu6.default})
+        if not (isinstance(val, torch.Tensor) and val.dim() > 2 and getattr(dq, "target", None) == dequant
+                and q_out is not None):
+            continue
+        lead, c_in = list(val.shape[:-1]), dq.args[0].meta["val"].shape[-1]
+        g = gm.graph
+        with g.inserting_before(dq):
+            rows_in = g.call_function(aten.reshape.default, (dq.args[0], [-1, c_in]))
+        with g.inserting_before(n):
+            dq_rows = g.call_function(dequant, (rows_in, *dq.args[1:]), dict(dq.kwargs))
+        n.replace_input_with(dq, dq_rows)
+        with g.inserting_after(q_out):
+            back = g.call_function(aten.reshape.default, (q_out, lead + [val.shape[-1]]))
+        q_out.replace_all_uses_with(back, delete_user_cb=lambda u, b=back: u is not b)
+        done.append(n.name)
+    if done:
+        gm.graph.eliminate_dead_code()
+        gm.graph.lint()
+        gm.recompile()
+    return done
+
+
+def _quantized_output(n: Any, quant: Any, fused: set) -> Any:
+    """The quantize node that takes `n`'s output, directly or after clamps fused into it; None
+    where the output has other users."""
+    while len(n.users) == 1:
+        (n,) = n.users
+        if n.target == quant:
+            return n
+        if n.target not in fused:
+            return None
+    return None
+
+
+def rsqrt_as_pow(gm: Any) -> list[str]:
+    """rsqrt(x) → pow(x, -0.5): ONNX has no Rsqrt, and torch.onnx writes Reciprocal(Sqrt(x)), two
+    ops with a float tensor between them; Pow with a constant exponent is one QDQ unit."""
+    import torch
+
+    aten = torch.ops.aten
+    done = []
+    for n in gm.graph.nodes:
+        if n.op == "call_function" and n.target == aten.rsqrt.default:
+            n.target, n.args = aten.pow.Tensor_Scalar, (n.args[0], -0.5)
+            done.append(n.name)
+    if done:
+        gm.recompile()
+    return done

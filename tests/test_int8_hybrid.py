@@ -1,0 +1,95 @@
+"""Full-integer hybrid nets: LayerNorm in its three spellings, fused and hand-written attention,
+GELU, SiLU, StarReLU and layer-scale multiplies lowered to int8 builtins in every int8 format
+(no DEQUANTIZE/QUANTIZE island), each layer matched and judged in isolation; a quant config keeps
+an op type float, and `--int8-for cpu` keeps float exactly the op types XNNPACK cannot run in int8.
+
+The net is `tests.zoo:hybrid` (random weights, norms from real photos as the zoo does); calibration
+on real photo crops."""
+from __future__ import annotations
+
+import json
+import tomllib
+from importlib import resources
+
+import pytest
+from click.testing import CliRunner
+
+from edgeconv.cli import main
+
+
+@pytest.fixture(scope="module")
+def calib(tmp_path_factory):
+    from examples.zoo.images import write_folder
+
+    return write_folder(tmp_path_factory.mktemp("calib"), 24, side=32)
+
+
+def _export(out, calib, *args: str) -> dict:
+    res = CliRunner().invoke(main, ["export", "--model", "zoo:hybrid", "--calib", str(calib), "--calib-samples",
+                                    "16", "--eval-samples", "8", "-o", str(out), *args])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "edgeconv.json").read_text())
+    return manifest | {"by_target": {a["target"]: a for a in manifest["artifacts"]}}
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory, calib):
+    return _export(tmp_path_factory.mktemp("full"), calib, "-t", "tflite-int8", "-t", "onnx-int8", "-t", "coreml-w8a8")
+
+
+def test_every_int8_format_is_full_integer(full):
+    arts = full["by_target"]
+    assert arts["tflite-int8"]["float_ops"]["count"] == 0, arts["tflite-int8"]["float_ops"]
+    assert arts["onnx-int8"]["float_ops"]["count"] == 0, arts["onnx-int8"]["float_ops"]
+    # CoreML: coremltools lowers hard-swish as sigmoid_hard · x with nothing quantized between them.
+    coreml = arts["coreml-w8a8"]["float_ops"]
+    assert coreml["count"] <= 2 and all("hard" in op or "hardswish" in op for op in coreml["ops"]), coreml
+
+
+def test_every_layer_is_matched_and_within_a_step(full):
+    for target, a in full["by_target"].items():
+        layers = a["parity"]["layers"]
+        assert layers["passed"] and layers["unmatched"] == 0 and layers["worst_steps"] <= 1, (target, layers)
+        assert layers["layers"] >= 70, (target, layers["layers"])  # norms, both attentions, MLP: all judged
+
+
+def test_quant_config_keeps_an_op_type_float(tmp_path, calib):
+    config = tmp_path / "q.json"
+    config.write_text(json.dumps({"op_type": {"layer_norm": None}}))
+    m = _export(tmp_path / "o", calib, "-t", "tflite-int8", "--quant-config", str(config))
+    ops = m["by_target"]["tflite-int8"]["float_ops"]
+    kinds = {op.split()[0] for op in ops["ops"]}
+    assert {"MEAN", "RSQRT", "DEQUANTIZE", "QUANTIZE"} <= kinds, kinds  # the three norms, float
+    assert "GELU" not in kinds and "BATCH_MATMUL" not in kinds, kinds   # nothing else
+    assert m["quant_config"]["op_type"] == {"layer_norm": None}
+
+
+def _xnnpack_float_only() -> set[str]:
+    """TFLite ops XNNPACK's table delegates in float only (rules named *float-only)."""
+    table = tomllib.loads(resources.files("edgeconv.devices.delegates").joinpath("xnnpack.toml").read_text())
+    return {op for rule in table["rule"] if "float-only" in rule["id"] for op in rule["ops"]}
+
+
+def test_int8_for_cpu_keeps_float_what_xnnpack_runs_only_in_float(tmp_path, calib, full):
+    """The preset's op types are the ones XNNPACK's table takes in float only, and XNNPACK (measured
+    on this host) leaves fewer ops to TFLite's builtin kernels than in the full-integer file."""
+    from edgeconv.config import INT8_FOR
+
+    preset = dict(INT8_FOR["cpu"].op_type)
+    assert set(preset.values()) == {None}
+    lowered_as = {"gelu": "GELU", "softmax": "SOFTMAX", "hardswish": "HARD_SWISH"}
+    assert {lowered_as[op] for op in preset if op in lowered_as} <= _xnnpack_float_only()
+
+    m = _export(tmp_path / "cpu", calib, "-t", "tflite-int8", "--int8-for", "cpu")
+    assert m["quant_config"]["op_type"] == preset
+    kinds = {op.split()[0] for op in m["by_target"]["tflite-int8"]["float_ops"]["ops"]}
+    assert {"GELU", "SOFTMAX", "HARD_SWISH", "RSQRT"} <= kinds, kinds
+
+    def xnnpack(manifest):
+        return next(p for p in manifest["by_target"]["tflite-int8"]["delegates"] if p["delegate"] == "xnnpack")
+
+    npu, cpu = xnnpack(full), xnnpack(m)
+    assert npu["how"] == cpu["how"] == "measured"
+    assert cpu["cpu_ops"] < npu["cpu_ops"], (cpu, npu)
+    fallbacks = " ".join(cpu["fallbacks"])
+    assert not any(f"{op} " in fallbacks for op in ("GELU", "SOFTMAX", "HARD_SWISH")), fallbacks
