@@ -30,8 +30,9 @@ TARGETS = ("tflite-int8", "onnx-int8", "coreml-w8a8")
 FLOAT_TYPES = {"op_type": {t: None for t in ("layer_norm", "softmax", "gelu", "silu", "hardswish")}}
 
 
-def export(tree: Path, ref: str, out: Path, calib: Path, *extra: str, targets: tuple[str, ...] = TARGETS) -> dict:
-    cmd = [sys.executable, "-m", "edgeconv", "export", "--model", ref, "--calib", str(calib), "--calib-samples", "24",
+def export(tree: Path, ref: str, out: Path, calib: Path, *extra: str, targets: tuple[str, ...] = TARGETS,
+           python: str = sys.executable) -> dict:
+    cmd = [python, "-m", "edgeconv", "export", "--model", ref, "--calib", str(calib), "--calib-samples", "24",
            "--eval-samples", "16", "-o", str(out), "--json", *[a for t in targets for a in ("-t", t)], *extra]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(tree), str(ROOT)])}
     r = subprocess.run(cmd, cwd=tree, capture_output=True, text=True, env=env)
@@ -62,6 +63,8 @@ def main() -> None:
     ap.add_argument("--nets", default=",".join(NETS), help="timm model names (bench.timm_nets) or model refs")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--before", type=Path, default=None, help="an earlier edgeconv checkout to compare with")
+    ap.add_argument("--before-python", default=sys.executable,
+                    help="a Python whose edgeconv is installed (editable) from --before")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fullint.json")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -83,7 +86,7 @@ def main() -> None:
                     "float-ops": export(ROOT, ref, tmp / name / "float", calib, "--quant-config",
                                         str(tmp / "float.json"), targets=("tflite-int8",))}
             if args.before is not None:
-                runs["before"] = export(args.before, ref, tmp / name / "before", calib)
+                runs["before"] = export(args.before, ref, tmp / name / "before", calib, python=args.before_python)
             results[name] = runs
             args.out.write_text(json.dumps({"size": args.size, "targets": TARGETS, "float_op_types": FLOAT_TYPES,
                                             "before": str(args.before) if args.before else None, "nets": results},
