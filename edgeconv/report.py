@@ -44,8 +44,9 @@ def print_manifest(m: Manifest, out_dir: str) -> None:
 
     con = Console(width=None if sys.stdout.isatty() else 160)
     cal = m.calibration
-    con.print(f"[bold]{m.model}[/bold]  fp32 torch accuracy {_pct(m.reference_accuracy)} on "
-              f"{cal['eval_samples']} held-out samples ({cal['eval_source']})")
+    if cal:  # empty when export failed before the held-out samples were run
+        con.print(f"[bold]{m.model}[/bold]  fp32 torch accuracy {_pct(m.reference_accuracy)} on "
+                  f"{cal['eval_samples']} held-out samples ({cal['eval_source']})")
     if cal.get("samples"):
         note = "" if cal.get("real") else "  [red]NOT a real calibration[/red]"
         con.print(f"calibrated on {cal['samples']} samples ({cal['source']}){note}")
@@ -58,7 +59,7 @@ def print_manifest(m: Manifest, out_dir: str) -> None:
         f32 = next((d for d in p.diffs if d.reference not in ("torch-quant-sim", "source-model")), None) if p else None
         sim = next((d for d in p.diffs if d.reference == "torch-quant-sim"), None) if p else None
         table.add_row(
-            a.target, a.path, f"{a.size_bytes / 1024:.1f} KB", _pct(p.accuracy if p else None),
+            a.target, a.path or "(not exported)", f"{a.size_bytes / 1024:.1f} KB", _pct(p.accuracy if p else None),
             _rel(f32), f"{f32.cosine:.5f}" if f32 else "—", _agree(f32),
             _steps(sim), _float_ops(a), p.runtime if p else "—",
             "[green]ok[/green]" if p and p.passed else "[red]FAILED[/red]",

@@ -265,6 +265,9 @@ class Artifact(Record):
     float_layers: tuple[str, ...] = ()  # layers kept in float (--max-drop), honoured by every int8 exporter
     float_ops: FloatOps | None = None  # int8 artifacts: what still runs in float (None: not an int8 target)
     delegates: tuple[DelegatePlan, ...] = ()  # per accelerator delegate: partitions and CPU ops
+    # A target that could not be exported or checked: the one line naming the stage and the op
+    # (no file then; `parity` says unverified with the same reason).
+    failure: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeconv.context import Progress, one_thread
-from edgeconv.errors import ParityFailure
+from edgeconv.errors import ParityFailure, in_stage
 from edgeconv.results import StageRecord
 
 if TYPE_CHECKING:
@@ -106,11 +106,13 @@ def verify(target: "Target", path: Path, graph: "Graph", ctx: "Context", evalset
 
     t0 = time.perf_counter()
     try:
-        runner = target.load(path)
+        with in_stage("load in runtime", target.name, keep=(ParityFailure,)):
+            runner = target.load(path)
     except ParityFailure as e:  # the runtime cannot compute this artifact here: unverified, never a pass
         runner, report = None, parity.unverified(getattr(e, "runtime", target.runtime), str(e), target.parity_reference)
     if runner is not None:
-        report = _parity(target, runner, path, graph, ctx, evalset, ref_fp32, runs)
+        with in_stage("parity", target.name):  # the inner stages name themselves more precisely
+            report = _parity(target, runner, path, graph, ctx, evalset, ref_fp32, runs)
     return Verdict(report, StageRecord(f"parity:{target.name}", False, round(time.perf_counter() - t0, 3),
                                        _notes(report)), runner)
 
@@ -153,15 +155,17 @@ def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx:
     progress = ctx.progress
     tol = tolerance(target, ctx.options)
     source = ref_fp32
-    if target.parity_reference == "torch-int8-weights":
-        from edgeconv.quant.program import weight_int8_simulation
+    with in_stage("parity: torch reference program", target.name):
+        if target.parity_reference == "torch-int8-weights":
+            from edgeconv.quant.program import weight_int8_simulation
 
-        ref_fp32 = torch_outputs(weight_int8_simulation(graph), evalset.x, progress, "torch with int8-rounded weights")
-    if target.parity_reference == "torch-after-passes":
-        ref_fp32 = runs.outputs(graph, evalset, progress, "torch reference after passes")
-    ref_sim = runs.outputs(graph, evalset, progress, "torch quantized simulation") if graph.quantized else None
+            ref_fp32 = torch_outputs(weight_int8_simulation(graph), evalset.x, progress, "torch with int8-rounded weights")
+        if target.parity_reference == "torch-after-passes":
+            ref_fp32 = runs.outputs(graph, evalset, progress, "torch reference after passes")
+        ref_sim = runs.outputs(graph, evalset, progress, "torch quantized simulation") if graph.quantized else None
     out_quant = graph.qparams.get(OUTPUT_KEY)
-    with progress.task(f"parity {target.name} in {runner.engine}"), one_thread():
+    with progress.task(f"parity {target.name} in {runner.engine}"), one_thread(), \
+            in_stage(f"parity: run in {runner.engine}", target.name):
         out = runner(evalset.x)
     layers = None
     if graph.quantized and tol.layer_max_steps is not None:
@@ -172,7 +176,8 @@ def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx:
         # cascading through the net, so its allowance may follow the simulation's own error. With
         # any layer unverified, the absolute ceiling holds, however weak the calibration.
         tol = dataclasses.replace(tol, vs_sim_max_rel_l2=None)
-    report = parity.check(out, runner.engine, evalset.y, tol, ref_fp32, ref_sim, out_quant, target.parity_reference)
+    with in_stage("parity: compare", target.name):
+        report = parity.check(out, runner.engine, evalset.y, tol, ref_fp32, ref_sim, out_quant, target.parity_reference)
     report = dataclasses.replace(report, layers=layers)
     if target.parity_reference == "torch-after-passes":
         from edgeconv.config import SPARSE_MAX_DROP
@@ -180,9 +185,10 @@ def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx:
         max_drop = ctx.options.max_drop if ctx.options.max_drop is not None else SPARSE_MAX_DROP
         report = dataclasses.replace(report, diffs=report.diffs + (parity.source_drop(out, source, evalset.y, max_drop),))
     if target.host_kernels:
-        fast = target.load(path, kernels="fast")
-        with progress.task(f"host kernels {target.name} in {fast.engine}"), one_thread():
-            fast_out = fast(evalset.x)
+        with in_stage("parity: fast host kernels", target.name):
+            fast = target.load(path, kernels="fast")
+            with progress.task(f"host kernels {target.name} in {fast.engine}"), one_thread():
+                fast_out = fast(evalset.x)
         check = parity.host_kernels(fast_out, out, fast.engine, tol, out_quant, target.host_kernel_advice)
         report = dataclasses.replace(report, host_kernels=check)
     if graph.quantized:
