@@ -28,7 +28,7 @@ from edgeconv.passes.manager import PassCache, Step, run_passes
 from edgeconv.prepare.prune import prune_stage
 from edgeconv.registry import TARGETS
 from edgeconv.results import Artifact, Manifest, StageRecord, atomic_write
-from edgeconv.verify import ProgramRuns, torch_outputs, verify
+from edgeconv.verify import ProgramRuns, torch_outputs_all, verify
 
 if TYPE_CHECKING:
     from edgeconv.config import QuantConfig
@@ -231,8 +231,9 @@ class Programs:
     ctx: Context  # its options are the run's, after --sparsity a,b,c chose a level
     cache: PassCache  # the pass chains, each prefix run once from the captured root
     evalset: "DataSet"  # held-out samples (never calibration)
-    ref_fp32: np.ndarray  # torch fp32 outputs on them
+    ref_fp32: np.ndarray  # torch fp32 outputs on them (the first output)
     pruning: "PruneReport | None" = None
+    refs_fp32: tuple[np.ndarray, ...] = ()  # every output, in the model's order
 
 
 def programs(spec: "ModelSpec", options: ExportOptions, targets: list["Target"], progress: Progress) -> Programs:
@@ -249,8 +250,8 @@ def programs(spec: "ModelSpec", options: ExportOptions, targets: list["Target"],
     with in_stage("qat", keep=(UserError,)):
         qat = qat_stage(prepared, options, progress) if options.qat.epochs else None
     with in_stage("torch fp32 reference"):
-        ref_fp32 = torch_outputs(spec.module, evalset.x, progress, "torch fp32 reference")
-    return Programs(ctx, PassCache(root, ctx, quantize_steps(qat)), evalset, ref_fp32, pruning)
+        refs = torch_outputs_all(spec.module, evalset.x, progress, "torch fp32 reference")
+    return Programs(ctx, PassCache(root, ctx, quantize_steps(qat)), evalset, refs[0], pruning, tuple(refs))
 
 
 def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None = None) -> Manifest:
@@ -281,7 +282,7 @@ def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None 
     options, calib, root = ctx.options, ctx.calib, cache.get(())
 
     work = Path(tempfile.mkdtemp(prefix=".edgeconv-tmp-", dir=out_dir))
-    runs = ProgramRuns()  # torch outputs (and int8 tensors) per pass-chain result, shared by its targets
+    runs = ProgramRuns(built.refs_fp32)  # torch outputs (and int8 tensors) per pass-chain result, shared by its targets
     try:
         artifacts = [_one_or_failed(t, cache, ctx, evalset, ref_fp32, work, runs) for t in targets]
         if options.analyze and not any(a.failure for a in artifacts if a.target in _int8_names(targets)):

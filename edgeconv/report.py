@@ -36,8 +36,13 @@ def _float_ops(a) -> str:
     return "0" if f.count == 0 else f"[red]{f.count}[/red]"
 
 
+def _metrics(values: dict) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+
+
 def print_manifest(m: Manifest, out_dir: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     import sys
@@ -75,6 +80,13 @@ def print_manifest(m: Manifest, out_dir: str) -> None:
         if f is not None and f.count:
             shown = ", ".join(f.ops[:6]) + (" …" if f.count > 6 else "")
             con.print(f"[yellow]{a.target}: {f.count} op(s) run in float: {shown}[/yellow]")
+        for o in (a.parity.outputs if a.parity else ()):
+            sim = f"; vs int8 sim {_metrics(o.vs_sim)}" if o.vs_sim else ""
+            floor = f" (floor {o.floor:.4g}: {o.floor_from})" if o.floor is not None else ""
+            colour = "" if o.passed else "[red]"
+            line = escape(f"{a.target} output {o.index} {o.name} [{o.kind}, {o.kind_source}]: vs fp32 "
+                          f"{_metrics(o.vs_fp32)}{floor}{sim}" + (f" — FAILED: {o.reason}" if not o.passed else ""))
+            con.print(f"{colour}{line}{'[/red]' if colour else ''}")
         hk = a.parity.host_kernels if a.parity else None
         if hk and hk.deviates:
             con.print(f"[yellow]WARNING {a.target}: {hk.message}[/yellow]")

@@ -35,24 +35,31 @@ ISOLATION_SAMPLES = 4
 
 
 def torch_outputs(module: Any, x: np.ndarray, progress: Progress, what: str) -> np.ndarray:
-    """Outputs one sample at a time, on one intra-op thread (`one_thread`). One at a time: the
-    captured program has a static batch of 1, and a batch of 8 through the eager model is no faster
-    here (memory-bound at 224x224) and not bit-identical (a batched linear is a GEMM, one sample a GEMV)."""
+    """The first output (see `torch_outputs_all`)."""
+    return torch_outputs_all(module, x, progress, what)[0]
+
+
+def torch_outputs_all(module: Any, x: np.ndarray, progress: Progress, what: str) -> list[np.ndarray]:
+    """Every output, in the order forward returns them, one sample at a time, on one intra-op
+    thread (`one_thread`). One at a time: the captured program has a static batch of 1, and a batch
+    of 8 through the eager model is no faster here (memory-bound at 224x224) and not bit-identical
+    (a batched linear is a GEMM, one sample a GEMV)."""
     import torch
 
-    outs = []
+    outs: list[list[np.ndarray]] = []
     with torch.no_grad(), one_thread(), progress.task(what, total=len(x)) as task:
         for i in range(len(x)):
             y = module(torch.from_numpy(x[i:i + 1]))
-            outs.append((y[0] if isinstance(y, (tuple, list)) else y).detach().float().numpy())
+            ys = list(y) if isinstance(y, (tuple, list)) else [y]
+            outs.append([t.detach().float().numpy() for t in ys])
             task.advance()
-    return np.concatenate(outs)
+    return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
 
 
 @dataclasses.dataclass
 class _Runs:
     folded: Any = None  # the program with its constants folded (quant.program.folded_simulation)
-    outputs: np.ndarray | None = None  # its outputs on the held-out samples
+    outputs: list[np.ndarray] | None = None  # its outputs on the held-out samples, every one
     int8: "list[QTensor] | None" = None  # its int8 tensors on the isolation samples
 
 
@@ -60,8 +67,9 @@ class ProgramRuns:
     """What the torch side computes once per pass-chain result. The int8 targets share one
     quantized program (PassCache), so its simulation is folded and run once, not per target."""
 
-    def __init__(self) -> None:
+    def __init__(self, fp32: tuple[np.ndarray, ...] = ()) -> None:
         self._runs: dict[int, tuple["Graph", _Runs]] = {}
+        self.fp32 = fp32  # the user's model on the held-out samples, every output (the pipeline's)
 
     def _of(self, graph: "Graph") -> _Runs:
         hit = self._runs.get(id(graph))
@@ -78,9 +86,12 @@ class ProgramRuns:
         return runs.folded
 
     def outputs(self, graph: "Graph", evalset: "DataSet", progress: Progress, what: str) -> np.ndarray:
+        return self.outputs_all(graph, evalset, progress, what)[0]
+
+    def outputs_all(self, graph: "Graph", evalset: "DataSet", progress: Progress, what: str) -> list[np.ndarray]:
         runs = self._of(graph)
         if runs.outputs is None:
-            runs.outputs = torch_outputs(self.folded(graph), evalset.x, progress, what)
+            runs.outputs = torch_outputs_all(self.folded(graph), evalset.x, progress, what)
         return runs.outputs
 
     def int8_tensors(self, graph: "Graph", x: np.ndarray) -> "list[QTensor]":
@@ -166,7 +177,9 @@ def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx:
     out_quant = graph.qparams.get(OUTPUT_KEY)
     with progress.task(f"parity {target.name} in {runner.engine}"), one_thread(), \
             in_stage(f"parity: run in {runner.engine}", target.name):
-        out = runner(evalset.x)
+        # a runner without run_all (a format plugin written before several outputs) gives its first
+        outs = runner.run_all(evalset.x) if hasattr(runner, "run_all") else [runner(evalset.x)]
+    out = outs[0]
     layers = None
     if graph.quantized and tol.layer_max_steps is not None:
         with one_thread():  # per-sample torch and runtime work, like the rest of parity
@@ -179,6 +192,8 @@ def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx:
     with in_stage("parity: compare", target.name):
         report = parity.check(out, runner.engine, evalset.y, tol, ref_fp32, ref_sim, out_quant, target.parity_reference)
     report = dataclasses.replace(report, layers=layers)
+    with in_stage("parity: outputs by kind", target.name):
+        report = _by_kind(report, outs, runner, graph, ctx, evalset, ref_fp32, runs, tol)
     if target.parity_reference == "torch-after-passes":
         from edgeconv.config import SPARSE_MAX_DROP
 
@@ -194,6 +209,27 @@ def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx:
     if graph.quantized:
         report = _full_integer(report, target, path, ctx.options)
     return report
+
+
+def _by_kind(report: "ParityReport", outs: list[np.ndarray], runner: "Runner", graph: "Graph", ctx: "Context",
+             evalset: "DataSet", ref_fp32: np.ndarray, runs: ProgramRuns, tol: "Tolerance") -> "ParityReport":
+    """Every output judged by its kind's task metric (edgeconv.outputs), and the outputs after the
+    first by the numeric criteria too (the first one's are the report's own diffs)."""
+    from edgeconv import parity
+
+    refs = list(runs.fp32) if len(runs.fp32) == len(outs) else [ref_fp32]
+    if len(refs) != len(outs):  # the artifact has outputs the torch reference lacks: say so, never pass
+        return dataclasses.replace(report, diffs=report.diffs + (parity.unverified(
+            runner.engine, f"the artifact has {len(outs)} outputs, the model {len(refs)}").diffs[0],))
+    if refs[0] is not ref_fp32:  # a target judged against another reference (after passes, int8 weights)
+        refs[0] = ref_fp32
+    sims = (runs.outputs_all(graph, evalset, ctx.progress, "torch quantized simulation")
+            if graph.quantized else None)
+    precision = "int8" if graph.quantized else ("fp16" if tol.vs_fp32_max_rel is None else "float")
+    names = [o.name for o in runner.outputs] if len(runner.outputs) == len(outs) else [f"output_{i}" for i in range(len(outs))]
+    diffs, checks = parity.by_kind(outs, refs, sims, names, tuple(getattr(ctx.model, "outputs", ()) or ()),
+                                   precision, tol, report.diffs[0].reference if report.diffs else "torch-fp32")
+    return dataclasses.replace(report, diffs=report.diffs + diffs, outputs=checks)
 
 
 def _full_integer(report: "ParityReport", target: "Target", path: Path, options: "ExportOptions") -> "ParityReport":

@@ -48,9 +48,10 @@ def check_cmd(path: str, **kw) -> None:
     given = load_spec(kw) if kw["model_ref"] else None
     if p.is_dir() and (p / MANIFEST).is_file():
         manifest = manifest_of(p)
-        entries = [(p / a["path"], a["target"], a.get("sha256")) for a in manifest["artifacts"]]
+        # a target export could not produce (its `failure` line) has no file to check
+        entries = [(p / a["path"], a["target"], a.get("sha256")) for a in manifest["artifacts"] if a.get("path")]
         if not entries:
-            raise UserError(f"{p / MANIFEST} lists no artifact")
+            raise UserError(f"{p / MANIFEST} lists no exported artifact")
         options, spec = options_of(manifest, p), spec_of(manifest, given)
     else:
         listed = _listed(p)
