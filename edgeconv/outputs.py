@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+
 import numpy as np
 
 
@@ -126,12 +127,19 @@ def _decode(d: np.ndarray) -> np.ndarray:
     return np.concatenate([d[..., :2] - wh / 2, d[..., :2] + wh / 2], -1)
 
 
+def _area(z: np.ndarray) -> np.ndarray:
+    return np.prod(z[..., 2:] - z[..., :2], -1)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-np.clip(z.astype(np.float64), -60, 60)))
+
+
 def boxes(out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     a, b = _decode(_per_anchor(out.astype(np.float64), 4)), _decode(_per_anchor(ref.astype(np.float64), 4))
     lt, rb = np.maximum(a[..., :2], b[..., :2]), np.minimum(a[..., 2:], b[..., 2:])
     inter = np.prod(np.clip(rb - lt, 0, None), -1)
-    area = lambda z: np.prod(z[..., 2:] - z[..., :2], -1)  # noqa: E731
-    iou = inter / (area(a) + area(b) - inter)
+    iou = inter / (_area(a) + _area(b) - inter)
     return {"box_iou_mean": float(iou.mean()), "box_iou_p5": float(np.percentile(iou, 5))}
 
 
@@ -144,8 +152,7 @@ def scores(out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     k = min(TOP_K, a.shape[1])
     ta, tb = np.argpartition(-a, k - 1, 1)[:, :k], np.argpartition(-b, k - 1, 1)[:, :k]
     overlap = np.mean([len(np.intersect1d(x, y)) / k for x, y in zip(ta, tb)])
-    sig = lambda z: 1 / (1 + np.exp(-np.clip(z.astype(np.float64), -60, 60)))  # noqa: E731
-    return {"topk_overlap": float(overlap), "max_prob_delta": float(np.abs(sig(a) - sig(b)).max())}
+    return {"topk_overlap": float(overlap), "max_prob_delta": float(np.abs(_sigmoid(a) - _sigmoid(b)).max())}
 
 
 def logits(out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
