@@ -378,11 +378,12 @@ def _layer_off(d: "TensorDrift", limit: float) -> bool:
 
 
 def by_kind(outs: list[np.ndarray], refs: list[np.ndarray], sims: list[np.ndarray] | None, names: list[str],
-            declared: tuple, precision: str, tol: Tolerance,
-            reference: str = "torch-fp32") -> tuple[tuple[OutputDiff, ...], tuple[OutputCheck, ...]]:
+            declared: tuple, precision: str, tol: Tolerance, reference: str = "torch-fp32",
+            quants: list[QuantParams | None] | None = None) -> tuple[tuple[OutputDiff, ...], tuple[OutputCheck, ...]]:
     """Each output by what it means (edgeconv.outputs): its task metric against fp32 (held to a floor),
     against the simulation and the simulation's own; and each output after the first by the numeric
-    criteria too, under its name (`torch-fp32:boxes`). `precision`: float, fp16 or int8."""
+    criteria too, under its name (`torch-fp32:boxes`), in its own output steps (`quants`, None where
+    it is float). `precision`: float, fp16 or int8."""
     from edgeconv import outputs as kinds_
 
     diffs: list[OutputDiff] = []
@@ -393,7 +394,8 @@ def by_kind(outs: list[np.ndarray], refs: list[np.ndarray], sims: list[np.ndarra
             quality = sim_quality(sim, ref, tol) if sim is not None and sim.shape == ref.shape else None
             diffs.append(dataclasses.replace(diff(out, ref, reference, tol, sim=quality), reference=f"{reference}:{names[i]}"))
             if sim is not None:
-                diffs.append(dataclasses.replace(diff(out, sim, SIM, tol, None, sim=quality), reference=f"{SIM}:{names[i]}"))
+                q = quants[i] if quants and i < len(quants) else None  # its int8 step, as for the first output
+                diffs.append(dataclasses.replace(diff(out, sim, SIM, tol, q, sim=quality), reference=f"{SIM}:{names[i]}"))
         checks.append(_check_kind(i, names[i], kind, source, out, ref, sim, precision))
     return tuple(diffs), tuple(checks)
 

@@ -227,8 +227,11 @@ def _by_kind(report: "ParityReport", outs: list[np.ndarray], runner: "Runner", g
             if graph.quantized else None)
     precision = "int8" if graph.quantized else ("fp16" if tol.vs_fp32_max_rel is None else "float")
     names = [o.name for o in runner.outputs] if len(runner.outputs) == len(outs) else [f"output_{i}" for i in range(len(outs))]
+    from edgeconv.quant.qparams import output_key
+
+    quants = [graph.qparams.get(output_key(i)) for i in range(len(outs))]
     diffs, checks = parity.by_kind(outs, refs, sims, names, tuple(getattr(ctx.model, "outputs", ()) or ()),
-                                   precision, tol, report.diffs[0].reference if report.diffs else "torch-fp32")
+                                   precision, tol, report.diffs[0].reference if report.diffs else "torch-fp32", quants)
     return dataclasses.replace(report, diffs=report.diffs + diffs, outputs=checks)
 
 
