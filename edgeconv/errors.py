@@ -67,8 +67,10 @@ def failure_line(e: BaseException) -> str:
     that calls one (an FX program's generated code keeps its source in linecache, so a failure
     while running a captured program names its aten op), else an op the message names, else the
     innermost frame outside the standard library."""
-    msg = (str(e).strip().splitlines() or [""])[0][:200]
-    head = msg if isinstance(e, EdgeconvError) else f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+    msg = (str(e).strip().splitlines() or [""])[0][:300]
+    if isinstance(e, EdgeconvError):  # edgeconv's own line already names the thing (e.g. the op)
+        return msg
+    head = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
     frames = traceback.extract_tb(e.__traceback__)
     for f in reversed(frames):
         found = ops_named(f.line or "")
