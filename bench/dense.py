@@ -99,7 +99,7 @@ def main() -> None:
             results["nets"][net] = e = run_net(net, args.size, targets, calib, Path(tmp) / "out",
                                                args.calib_samples, args.eval_samples)
             print(table_rows(net, e), flush=True)
-    results["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    results["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {RESULTS}")

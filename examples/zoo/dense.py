@@ -118,7 +118,7 @@ class EfficientAttention(nn.Module):
         super().__init__()
         self.heads, self.scale = heads, (dim // heads) ** -0.5
         self.q, self.kv, self.proj = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim), nn.Linear(dim, dim)
-        self.sr = nn.Sequential(nn.Conv2d(dim, dim, sr, sr), ) if sr > 1 else None
+        self.sr = nn.Conv2d(dim, dim, sr, sr) if sr > 1 else None
         self.norm = nn.LayerNorm(dim) if sr > 1 else None
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -139,7 +139,7 @@ class MixFFN(nn.Module):
         self.dw, self.act = nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden), nn.GELU()
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        b, n, _ = x.shape
+        b = x.shape[0]
         y = self.fc1(x)
         y = self.dw(y.transpose(1, 2).reshape(b, -1, h, w)).flatten(2).transpose(1, 2)
         return self.fc2(self.act(y))
