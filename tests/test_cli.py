@@ -137,7 +137,7 @@ def test_op_the_converter_cannot_lower_fails_that_target_only(tmp_path):
 
     out_dir = tmp_path / "o"
     code, out = run("export", "--model", "zoo:unlowerable", "-t", "onnx", "-t", "tflite",
-                    "--calib", "random", "-o", str(out_dir))
+                    "--calib", "random", "-o", str(out_dir), "--report")
     assert code == 1 and "Traceback" not in out, out
     lines = [ln for ln in out.splitlines() if ln.startswith("edgeconv: error:")]
     assert len(lines) == 1 and all(w in lines[0] for w in ("convert (tflite)", "cannot lower", "fft")), out
@@ -145,7 +145,8 @@ def test_op_the_converter_cannot_lower_fails_that_target_only(tmp_path):
     assert arts["tflite"]["failure"] == lines[0].removeprefix("edgeconv: error: ") and arts["tflite"]["path"] == ""
     assert arts["tflite"]["parity"]["diffs"][0]["passed"] is False
     assert arts["onnx"]["failure"] == "" and (out_dir / arts["onnx"]["path"]).is_file()
-    assert sorted(p.name for p in out_dir.iterdir()) == ["edgeconv.json", arts["onnx"]["path"]]  # no temp left
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(["edgeconv.json", "report.html", arts["onnx"]["path"]])
+    assert "not exported: convert (tflite) failed" in (out_dir / "report.html").read_text()
 
 
 def test_parity_failure_is_exit_1(tmp_path, monkeypatch):

@@ -82,16 +82,22 @@ def export_cmd(**kw) -> None:
     except StageFailure as e:  # the manifest is written: show what did export, then the one line
         if e.manifest is not None:
             _show(e.manifest, options, as_json)
+            if html_report:
+                _html(options.out_dir, as_json)
         raise
     _show(manifest, options, as_json)
     if html_report:  # written whatever the parity verdict: a failed export is when it helps most
-        from edgeconv.report_html import write_report
-
-        w = write_report(options.out_dir)
-        click.echo(f"report: {w.path}", err=as_json)
+        _html(options.out_dir, as_json)
     failed = [a.target for a in manifest.artifacts if a.parity and not a.parity.passed]
     if failed:
         raise ParityFailure(f"parity failed for {', '.join(failed)} (details in {options.out_dir}/edgeconv.json)")
+
+
+def _html(out_dir: str, as_json: bool) -> None:
+    from edgeconv.report_html import write_report
+
+    w = write_report(out_dir)
+    click.echo(f"report: {w.path}", err=as_json)
 
 
 def _show(manifest: Any, options: Any, as_json: bool) -> None:
