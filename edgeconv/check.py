@@ -150,7 +150,7 @@ def check(artifacts: list[tuple[Path, str, str | None]], spec: "ModelSpec", opti
     options = dataclasses.replace(options, targets=tuple(by_name))
     built = programs(spec, options, targets, progress)
     ctx, cache, evalset, ref_fp32 = built.ctx, built.cache, built.evalset, built.ref_fp32
-    runs = ProgramRuns()
+    runs = ProgramRuns(built.refs_fp32)
     out = []
     for path, name, recorded in artifacts:
         target = by_name[name]

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import torch
 
     from edgeconv.calib.data import DataSet
+    from edgeconv.outputs import OutputSpec
 
 DEMO_REF = "edgeconv.demo:demo"
 
@@ -33,6 +34,9 @@ class ModelSpec:
     train_data: "Callable[[], DataSet] | None" = None  # labelled training data for QAT, if bundled
     ref: str = ""  # what load_model was given (package.module:factory or a .pt2), "" when built in code
     weights: str = ""  # and its --weights file
+    # what each output is, in the order forward returns them (name and kind; edgeconv.outputs):
+    # the names every artifact gives its outputs, the kinds parity judges them by. Empty: inferred.
+    outputs: "tuple[OutputSpec, ...]" = ()
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -152,8 +156,11 @@ def _from_factory(ref: str) -> ModelSpec:
         spec = ModelSpec(module=out, example_inputs=())
     else:
         raise UserError(f"model factory {ref} returned {type(out).__name__}, not an nn.Module or ModelSpec")
+    from edgeconv.outputs import OutputSpec
+
+    declared = tuple(o if isinstance(o, OutputSpec) else OutputSpec(*o) for o in spec.outputs)  # (name, kind) pairs too
     return dataclasses.replace(spec, name=spec.name if spec.name != "model" else ref,
-                               sha256=spec.sha256 or module_sha256(spec.module))
+                               sha256=spec.sha256 or module_sha256(spec.module), outputs=declared)
 
 
 def _from_pt2(path: Path) -> ModelSpec:
@@ -213,8 +220,12 @@ def _check_runs(spec: ModelSpec) -> None:
     set_eval(spec.module)
     try:
         with torch.no_grad():
-            spec.module(*spec.example_inputs)
+            y = spec.module(*spec.example_inputs)
     except Exception as e:
         msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise UserError(f"{spec.name} rejects input shape {list(spec.input_shape)}: {msg}; "
                         "fix --input-shape") from None
+    count = len(y) if isinstance(y, (tuple, list)) else 1
+    if spec.outputs and len(spec.outputs) != count:
+        raise UserError(f"{spec.name} declares {len(spec.outputs)} outputs "
+                        f"({', '.join(o.name for o in spec.outputs)}) but returns {count}; fix ModelSpec.outputs")

@@ -11,7 +11,8 @@ import dataclasses
 import math
 import numpy as np
 
-from edgeconv.results import HostKernelCheck, LayerIsolation, OutputDiff, ParityReport, QuantParams, TensorDrift
+from edgeconv.results import (HostKernelCheck, LayerIsolation, OutputCheck, OutputDiff, ParityReport, QuantParams,
+                              TensorDrift)
 
 SIM = "torch-quant-sim"
 GRID_LEVELS = 255  # a float output is judged in steps of an 8-bit grid over its range
@@ -384,3 +385,52 @@ RARE_SHARE = 0.001
 
 def _layer_off(d: "TensorDrift", limit: float) -> bool:
     return d.max_steps > 2 * limit or (d.max_steps > limit and d.share_over_one > RARE_SHARE)
+
+
+def by_kind(outs: list[np.ndarray], refs: list[np.ndarray], sims: list[np.ndarray] | None, names: list[str],
+            declared: tuple, precision: str, tol: Tolerance, reference: str = "torch-fp32",
+            quants: list[QuantParams | None] | None = None) -> tuple[tuple[OutputDiff, ...], tuple[OutputCheck, ...]]:
+    """Each output by what it means (edgeconv.outputs): its task metric against fp32 (held to a floor),
+    against the simulation and the simulation's own; and each output after the first by the numeric
+    criteria too, under its name (`torch-fp32:boxes`), in its own output steps (`quants`, None where
+    it is float). `precision`: float, fp16 or int8."""
+    from edgeconv import outputs as kinds_
+
+    diffs: list[OutputDiff] = []
+    checks: list[OutputCheck] = []
+    for i, ((kind, source), out, ref) in enumerate(zip(kinds_.kinds(declared, refs), outs, refs)):
+        sim = sims[i] if sims is not None and i < len(sims) else None
+        if i > 0 and reference == "torch-fp32":
+            quality = sim_quality(sim, ref, tol) if sim is not None and sim.shape == ref.shape else None
+            diffs.append(dataclasses.replace(diff(out, ref, reference, tol, sim=quality), reference=f"{reference}:{names[i]}"))
+            if sim is not None:
+                q = quants[i] if quants and i < len(quants) else None  # its int8 step, as for the first output
+                diffs.append(dataclasses.replace(diff(out, sim, SIM, tol, q, sim=quality), reference=f"{SIM}:{names[i]}"))
+        check = _check_kind(i, names[i], kind, source, out, ref, sim, precision)
+        if i > 0 and reference != "torch-fp32" and not check.passed and check.vs_fp32:
+            # a target that changes the function on purpose (pruning) is judged against its own
+            # reference, which exists for the first output only: the others' metrics are reported
+            check = dataclasses.replace(check, passed=True, floor=None, reason="",
+                                        floor_from=f"no floor: the target's reference is {reference}")
+        checks.append(check)
+    return tuple(diffs), tuple(checks)
+
+
+def _check_kind(i: int, name: str, kind, source: str, out: np.ndarray, ref: np.ndarray, sim: np.ndarray | None,
+                precision: str) -> OutputCheck:
+    from edgeconv import outputs as kinds_
+
+    if out.shape != ref.shape or not np.isfinite(out).all():
+        why = f"output shape {out.shape} != reference {ref.shape}" if out.shape != ref.shape else "NaN/inf in the output"
+        return OutputCheck(name, i, kind.value, source, {}, passed=False, reason=why)
+    vs_fp32 = kinds_.metrics(kind, out, ref)
+    sim_ok = sim is not None and sim.shape == ref.shape
+    vs_sim = kinds_.metrics(kind, out, sim) if sim_ok else None
+    sim_own = kinds_.metrics(kind, sim, ref) if sim_ok else None
+    metric, floor, how = kinds_.floor(kind, precision, sim_own)
+    if kind is kinds_.OutputKind.LOGITS:  # the numeric verdict's decisive top-1 already holds logits
+        floor, how = None, "held by the numeric verdict's decisive top-1 agreement"
+    value = vs_fp32[metric]
+    passed = floor is None or value >= floor
+    reason = "" if passed else f"{name} ({kind.value}): {metric} vs fp32 {value:.4g} < {floor:.4g} ({how})"
+    return OutputCheck(name, i, kind.value, source, vs_fp32, vs_sim, sim_own, metric, floor, how, passed, reason)

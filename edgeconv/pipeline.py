@@ -21,14 +21,14 @@ import numpy as np
 from edgeconv import __version__
 from edgeconv.config import ExportOptions
 from edgeconv.context import Context, Progress
-from edgeconv.errors import UserError
+from edgeconv.errors import StageFailure, UserError, in_stage
 from edgeconv.host import host_info
 from edgeconv.passes import reads
 from edgeconv.passes.manager import PassCache, Step, run_passes
 from edgeconv.prepare.prune import prune_stage
 from edgeconv.registry import TARGETS
 from edgeconv.results import Artifact, Manifest, StageRecord, atomic_write
-from edgeconv.verify import ProgramRuns, torch_outputs, verify
+from edgeconv.verify import ProgramRuns, torch_outputs_all, verify
 
 if TYPE_CHECKING:
     from edgeconv.config import QuantConfig
@@ -202,13 +202,11 @@ def capture_prepared(spec: "ModelSpec", progress: Progress, calib_x: "np.ndarray
     """prepare() then torch.export capture, with both stage records on the graph."""
     from edgeconv.graph import capture
 
-    prepared, prep_rec = prepare_eager(spec, calib_x, seed)
+    with in_stage("prepare"):
+        prepared, prep_rec = prepare_eager(spec, calib_x, seed)
     t0 = time.perf_counter()
-    with progress.task("capturing with torch.export"):
-        try:
-            root = capture(prepared.module, prepared.example_inputs)
-        except Exception as e:
-            raise UserError(f"torch.export cannot capture {spec.name}: {str(e).strip().splitlines()[0][:200]}") from None
+    with progress.task("capturing with torch.export"), in_stage("capture (torch.export)"):
+        root = capture(prepared.module, prepared.example_inputs)
     return prepared, root.record(prep_rec).record(StageRecord(
         "capture", True, round(time.perf_counter() - t0, 3), (f"torch.export, input {list(spec.input_shape)}",)))
 
@@ -236,8 +234,9 @@ class Programs:
     ctx: Context  # its options are the run's, after --sparsity a,b,c chose a level
     cache: PassCache  # the pass chains, each prefix run once from the captured root
     evalset: "DataSet"  # held-out samples (never calibration)
-    ref_fp32: np.ndarray  # torch fp32 outputs on them
+    ref_fp32: np.ndarray  # torch fp32 outputs on them (the first output)
     pruning: "PruneReport | None" = None
+    refs_fp32: tuple[np.ndarray, ...] = ()  # every output, in the model's order
 
 
 def programs(spec: "ModelSpec", options: ExportOptions, targets: list["Target"], progress: Progress) -> Programs:
@@ -248,11 +247,14 @@ def programs(spec: "ModelSpec", options: ExportOptions, targets: list["Target"],
     # float-only runs have no calibration split: check the reparameterization on the held-out inputs
     real = calib if calib is not None else evalset
     prepared, root = capture_prepared(spec, progress, real.x, options.seed)
-    prepared, root, options, pruning = prune_stage(prepared, root, options, evalset, progress)  # --prune-epochs
+    with in_stage("prune", keep=(UserError,)):  # --prune-epochs
+        prepared, root, options, pruning = prune_stage(prepared, root, options, evalset, progress)
     ctx = Context(options=options, model=prepared, calib=calib, progress=progress)
-    qat = qat_stage(prepared, options, progress) if options.qat.epochs else None
-    ref_fp32 = torch_outputs(spec.module, evalset.x, progress, "torch fp32 reference")
-    return Programs(ctx, PassCache(root, ctx, quantize_steps(qat)), evalset, ref_fp32, pruning)
+    with in_stage("qat", keep=(UserError,)):
+        qat = qat_stage(prepared, options, progress) if options.qat.epochs else None
+    with in_stage("torch fp32 reference"):
+        refs = torch_outputs_all(spec.module, evalset.x, progress, "torch fp32 reference")
+    return Programs(ctx, PassCache(root, ctx, quantize_steps(qat)), evalset, refs[0], pruning, tuple(refs))
 
 
 def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None = None) -> Manifest:
@@ -274,18 +276,27 @@ def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None 
         raise UserError("--quant-config already says which layers are float; drop "
                         + ("--max-drop" if options.max_drop is not None else "--qat-epochs"))
     out_dir = prepare_out_dir(options.out_path)
-    built = programs(spec, options, targets, progress)
+    try:
+        built = programs(spec, options, targets, progress)
+    except StageFailure as e:  # nothing exported: the manifest says so for every target
+        e.manifest = _manifest(spec, options, (), tuple(_failed(t, e) for t in targets), {})
+        atomic_write(out_dir / MANIFEST, e.manifest.to_json())
+        raise
     ctx, cache, evalset, ref_fp32 = built.ctx, built.cache, built.evalset, built.ref_fp32
     options, calib, root = ctx.options, ctx.calib, cache.get(())
 
     work = Path(tempfile.mkdtemp(prefix=".edgeconv-tmp-", dir=out_dir))
-    runs = ProgramRuns()  # torch outputs (and int8 tensors) per pass-chain result, shared by its targets
+    runs = ProgramRuns(built.refs_fp32)  # torch outputs (and int8 tensors) per pass-chain result, shared by its targets
     try:
-        artifacts = [_one(t, cache.get(t.passes), ctx, evalset, ref_fp32, work, runs) for t in targets]
-        if options.analyze:
-            _analyze(targets, cache, evalset, spec.name, work, progress)
+        artifacts = [_one_or_failed(t, cache, ctx, evalset, ref_fp32, work, runs) for t in targets]
+        if options.analyze and not any(a.failure for a in artifacts if a.target in _int8_names(targets)):
+            with in_stage("analyze"):
+                _analyze(targets, cache, evalset, spec.name, work, progress)
         final = []
-        for a in artifacts:  # every target succeeded: move into place
+        for a in artifacts:  # each target that exported moves into place; a failed one has no file
+            if a.failure:
+                final.append(a)
+                continue
             dest = out_dir / Path(a.path).name
             if dest.is_dir():  # a folder artifact (.mlpackage) from an earlier run: os.replace cannot overwrite it
                 shutil.rmtree(dest)
@@ -296,19 +307,56 @@ def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None 
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    stages = tuple(dict.fromkeys(s for a in final for s in a.stages)) if final else root.history
-    manifest = Manifest(
-        edgeconv_version=__version__, model=spec.name, model_sha256=spec.sha256,
-        options=options.to_dict(),
-        calibration={"source": calib.source if calib else None, "samples": len(calib) if calib else 0,
-                     "real": calib.real if calib else None, "eval_source": evalset.source,
-                     "eval_samples": len(evalset), "eval_real": evalset.real},
-        stages=stages, artifacts=tuple(final), tool_versions=tool_versions(),
-        reference_accuracy=_acc(ref_fp32, evalset), host=host_info(), quant_config=_quant_config(targets, cache),
-        model_ref=spec.reference(), pruning=built.pruning,
-    )
+    stages = tuple(dict.fromkeys(s for a in final for s in a.stages)) or root.history
+    calibration = {"source": calib.source if calib else None, "samples": len(calib) if calib else 0,
+                   "real": calib.real if calib else None, "eval_source": evalset.source,
+                   "eval_samples": len(evalset), "eval_real": evalset.real}
+    try:
+        quant_config = _quant_config(targets, cache)
+    except (StageFailure, UserError):  # the int8 chain itself failed: its targets already say why
+        quant_config = None
+    manifest = _manifest(spec, options, stages, tuple(final), calibration, reference_accuracy=_acc(ref_fp32, evalset),
+                         quant_config=quant_config, pruning=built.pruning)
     atomic_write(out_dir / MANIFEST, manifest.to_json())
+    failed = [a.failure for a in final if a.failure]
+    if failed:
+        more = f" (and {len(failed) - 1} more target(s); all in {out_dir / MANIFEST})" if len(failed) > 1 else ""
+        e = StageFailure.from_line(failed[0] + more)
+        e.manifest = manifest
+        raise e
     return manifest
+
+
+def _manifest(spec: "ModelSpec", options: ExportOptions, stages: tuple[StageRecord, ...],
+              artifacts: tuple[Artifact, ...], calibration: dict[str, Any], **extra: Any) -> Manifest:
+    return Manifest(edgeconv_version=__version__, model=spec.name, model_sha256=spec.sha256,
+                    options=options.to_dict(), calibration=calibration, stages=stages, artifacts=artifacts,
+                    tool_versions=tool_versions(), host=host_info(), model_ref=spec.reference(), **extra)
+
+
+def _int8_names(targets: list["Target"]) -> set[str]:
+    return {t.name for t in targets if t.quantized}
+
+
+def _failed(target: "Target", e: StageFailure) -> Artifact:
+    """A target that could not be exported or checked: no file, parity unverified with the reason."""
+    from edgeconv import parity
+
+    line = str(e)  # a shared stage (capture …) names no target: every target failed with it
+    return Artifact(target=target.name, path="", sha256="", size_bytes=0, inputs=(), outputs=(),
+                    parity=parity.unverified(target.runtime, line, target.parity_reference), failure=line)
+
+
+def _one_or_failed(target: "Target", cache: PassCache, ctx: Context, evalset: "DataSet", ref_fp32: np.ndarray,
+                   work: Path, runs: ProgramRuns) -> Artifact:
+    """`_one`, or — whatever fails inside its passes, converter, runtime or parity run — the failed
+    target with one line naming the stage and the op; the other targets go on."""
+    try:
+        with in_stage("passes", target.name):
+            graph = cache.get(target.passes)
+        return _one(target, graph, ctx, evalset, ref_fp32, work, runs)
+    except StageFailure as e:
+        return _failed(target, e)
 
 
 def _quant_config(targets: list["Target"], cache: PassCache) -> dict[str, Any] | None:
@@ -349,18 +397,21 @@ def _one(target: "Target", graph: "Graph", ctx: Context, evalset: "DataSet", ref
     stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in ctx.model.name).strip("-") or "model"
     path = work / f"{stem}-{target.name}{target.suffix}"
     t0 = time.perf_counter()
-    with ctx.progress.task(f"converting {target.name}"):
+    # A converter's UserError ("cannot lower op X") is a failure of this target, not bad input.
+    with ctx.progress.task(f"converting {target.name}"), in_stage("convert", target.name):
         info = target.export(graph, ctx, path)
     export_rec = StageRecord(f"export:{target.name}", True, round(time.perf_counter() - t0, 3),
                              info.notes + ((info.scales_from,) if info.scales_from else ()))
-    verdict = verify(target, path, graph, ctx, evalset, ref_fp32, runs)
+    verdict = verify(target, path, graph, ctx, evalset, ref_fp32, runs)  # names its own stages
     runner = verdict.runner
-    with ctx.progress.task(f"delegate partitions of {target.name}"):
+    with ctx.progress.task(f"delegate partitions of {target.name}"), in_stage("delegate tables", target.name):
         delegates = plans(path)
+    with in_stage("read back weights", target.name):
+        weights = target.weights(path)
     return Artifact(
         target=target.name, path=str(path), sha256=file_sha256(path), size_bytes=artifact_size(path),
         inputs=runner.inputs if runner else (), outputs=runner.outputs if runner else (), parity=verdict.report,
-        stages=graph.history + (export_rec, verdict.record), weights=target.weights(path),
+        stages=graph.history + (export_rec, verdict.record), weights=weights,
         scales_from=info.scales_from, float_layers=graph.float_nodes, float_ops=info.float_ops, delegates=delegates,
     )
 

@@ -36,16 +36,22 @@ def _float_ops(a) -> str:
     return "0" if f.count == 0 else f"[red]{f.count}[/red]"
 
 
+def _metrics(values: dict) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+
+
 def print_manifest(m: Manifest, out_dir: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     import sys
 
     con = Console(width=None if sys.stdout.isatty() else 160)
     cal = m.calibration
-    con.print(f"[bold]{m.model}[/bold]  fp32 torch accuracy {_pct(m.reference_accuracy)} on "
-              f"{cal['eval_samples']} held-out samples ({cal['eval_source']})")
+    if cal:  # empty when export failed before the held-out samples were run
+        con.print(f"[bold]{m.model}[/bold]  fp32 torch accuracy {_pct(m.reference_accuracy)} on "
+                  f"{cal['eval_samples']} held-out samples ({cal['eval_source']})")
     if cal.get("samples"):
         note = "" if cal.get("real") else "  [red]NOT a real calibration[/red]"
         con.print(f"calibrated on {cal['samples']} samples ({cal['source']}){note}")
@@ -58,7 +64,7 @@ def print_manifest(m: Manifest, out_dir: str) -> None:
         f32 = next((d for d in p.diffs if d.reference not in ("torch-quant-sim", "source-model")), None) if p else None
         sim = next((d for d in p.diffs if d.reference == "torch-quant-sim"), None) if p else None
         table.add_row(
-            a.target, a.path, f"{a.size_bytes / 1024:.1f} KB", _pct(p.accuracy if p else None),
+            a.target, a.path or "(not exported)", f"{a.size_bytes / 1024:.1f} KB", _pct(p.accuracy if p else None),
             _rel(f32), f"{f32.cosine:.5f}" if f32 else "—", _agree(f32),
             _steps(sim), _float_ops(a), p.runtime if p else "—",
             "[green]ok[/green]" if p and p.passed else "[red]FAILED[/red]",
@@ -74,6 +80,13 @@ def print_manifest(m: Manifest, out_dir: str) -> None:
         if f is not None and f.count:
             shown = ", ".join(f.ops[:6]) + (" …" if f.count > 6 else "")
             con.print(f"[yellow]{a.target}: {f.count} op(s) run in float: {shown}[/yellow]")
+        for o in (a.parity.outputs if a.parity else ()):
+            sim = f"; vs int8 sim {_metrics(o.vs_sim)}" if o.vs_sim else ""
+            floor = f" (floor {o.floor:.4g}: {o.floor_from})" if o.floor is not None else ""
+            colour = "" if o.passed else "[red]"
+            line = escape(f"{a.target} output {o.index} {o.name} [{o.kind}, {o.kind_source}]: vs fp32 "
+                          f"{_metrics(o.vs_fp32)}{floor}{sim}" + (f" — FAILED: {o.reason}" if not o.passed else ""))
+            con.print(f"{colour}{line}{'[/red]' if colour else ''}")
         hk = a.parity.host_kernels if a.parity else None
         if hk and hk.deviates:
             con.print(f"[yellow]WARNING {a.target}: {hk.message}[/yellow]")

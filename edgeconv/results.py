@@ -195,6 +195,25 @@ class LayerIsolation(Record):
 
 
 @dataclasses.dataclass(frozen=True)
+class OutputCheck(Record):
+    """One output judged by what it means (edgeconv.outputs): its kind, declared or inferred, and
+    its task metric against torch fp32, against the int8 simulation, and the simulation's own."""
+
+    name: str  # the output's name in the artifact
+    index: int
+    kind: str  # edgeconv.outputs.OutputKind value
+    kind_source: str  # "declared" or "inferred: why"
+    vs_fp32: dict[str, float]
+    vs_sim: dict[str, float] | None = None  # int8 targets
+    sim_vs_fp32: dict[str, float] | None = None  # the quantized program itself against fp32
+    metric: str = ""  # the one the verdict holds to a floor
+    floor: float | None = None
+    floor_from: str = ""
+    passed: bool = True
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class ParityReport(Record):
     runtime: str  # the engine that ran the verdict's check, exactly
     samples: int
@@ -203,10 +222,12 @@ class ParityReport(Record):
     reference_accuracy: float | None = None  # fp32 torch on the same samples
     host_kernels: HostKernelCheck | None = None
     layers: LayerIsolation | None = None  # int8 targets: each layer in isolation
+    outputs: tuple[OutputCheck, ...] = ()  # each output by its kind's task metric
 
     @property
     def passed(self) -> bool:
-        return all(d.passed for d in self.diffs) and (self.layers is None or self.layers.passed)
+        return (all(d.passed for d in self.diffs) and (self.layers is None or self.layers.passed)
+                and all(o.passed for o in self.outputs))
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "passed": self.passed}  # derived, but what a CI script reads first
@@ -269,6 +290,9 @@ class Artifact(Record):
     float_layers: tuple[str, ...] = ()  # layers kept in float (--max-drop), honoured by every int8 exporter
     float_ops: FloatOps | None = None  # int8 artifacts: what still runs in float (None: not an int8 target)
     delegates: tuple[DelegatePlan, ...] = ()  # per accelerator delegate: partitions and CPU ops
+    # A target that could not be exported or checked: the one line naming the stage and the op
+    # (no file then; `parity` says unverified with the same reason).
+    failure: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeconv.context import Progress, one_thread
-from edgeconv.errors import ParityFailure
+from edgeconv.errors import ParityFailure, in_stage
 from edgeconv.results import StageRecord
 
 if TYPE_CHECKING:
@@ -35,24 +35,31 @@ ISOLATION_SAMPLES = 4
 
 
 def torch_outputs(module: Any, x: np.ndarray, progress: Progress, what: str) -> np.ndarray:
-    """Outputs one sample at a time, on one intra-op thread (`one_thread`). One at a time: the
-    captured program has a static batch of 1, and a batch of 8 through the eager model is no faster
-    here (memory-bound at 224x224) and not bit-identical (a batched linear is a GEMM, one sample a GEMV)."""
+    """The first output (see `torch_outputs_all`)."""
+    return torch_outputs_all(module, x, progress, what)[0]
+
+
+def torch_outputs_all(module: Any, x: np.ndarray, progress: Progress, what: str) -> list[np.ndarray]:
+    """Every output, in the order forward returns them, one sample at a time, on one intra-op
+    thread (`one_thread`). One at a time: the captured program has a static batch of 1, and a batch
+    of 8 through the eager model is no faster here (memory-bound at 224x224) and not bit-identical
+    (a batched linear is a GEMM, one sample a GEMV)."""
     import torch
 
-    outs = []
+    outs: list[list[np.ndarray]] = []
     with torch.no_grad(), one_thread(), progress.task(what, total=len(x)) as task:
         for i in range(len(x)):
             y = module(torch.from_numpy(x[i:i + 1]))
-            outs.append((y[0] if isinstance(y, (tuple, list)) else y).detach().float().numpy())
+            ys = list(y) if isinstance(y, (tuple, list)) else [y]
+            outs.append([t.detach().float().numpy() for t in ys])
             task.advance()
-    return np.concatenate(outs)
+    return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
 
 
 @dataclasses.dataclass
 class _Runs:
     folded: Any = None  # the program with its constants folded (quant.program.folded_simulation)
-    outputs: np.ndarray | None = None  # its outputs on the held-out samples
+    outputs: list[np.ndarray] | None = None  # its outputs on the held-out samples, every one
     int8: "list[QTensor] | None" = None  # its int8 tensors on the isolation samples
 
 
@@ -60,8 +67,9 @@ class ProgramRuns:
     """What the torch side computes once per pass-chain result. The int8 targets share one
     quantized program (PassCache), so its simulation is folded and run once, not per target."""
 
-    def __init__(self) -> None:
+    def __init__(self, fp32: tuple[np.ndarray, ...] = ()) -> None:
         self._runs: dict[int, tuple["Graph", _Runs]] = {}
+        self.fp32 = fp32  # the user's model on the held-out samples, every output (the pipeline's)
 
     def _of(self, graph: "Graph") -> _Runs:
         hit = self._runs.get(id(graph))
@@ -78,9 +86,12 @@ class ProgramRuns:
         return runs.folded
 
     def outputs(self, graph: "Graph", evalset: "DataSet", progress: Progress, what: str) -> np.ndarray:
+        return self.outputs_all(graph, evalset, progress, what)[0]
+
+    def outputs_all(self, graph: "Graph", evalset: "DataSet", progress: Progress, what: str) -> list[np.ndarray]:
         runs = self._of(graph)
         if runs.outputs is None:
-            runs.outputs = torch_outputs(self.folded(graph), evalset.x, progress, what)
+            runs.outputs = torch_outputs_all(self.folded(graph), evalset.x, progress, what)
         return runs.outputs
 
     def int8_tensors(self, graph: "Graph", x: np.ndarray) -> "list[QTensor]":
@@ -106,11 +117,13 @@ def verify(target: "Target", path: Path, graph: "Graph", ctx: "Context", evalset
 
     t0 = time.perf_counter()
     try:
-        runner = target.load(path)
+        with in_stage("load in runtime", target.name, keep=(ParityFailure,)):
+            runner = target.load(path)
     except ParityFailure as e:  # the runtime cannot compute this artifact here: unverified, never a pass
         runner, report = None, parity.unverified(getattr(e, "runtime", target.runtime), str(e), target.parity_reference)
     if runner is not None:
-        report = _parity(target, runner, path, graph, ctx, evalset, ref_fp32, runs)
+        with in_stage("parity", target.name):  # the inner stages name themselves more precisely
+            report = _parity(target, runner, path, graph, ctx, evalset, ref_fp32, runs)
     return Verdict(report, StageRecord(f"parity:{target.name}", False, round(time.perf_counter() - t0, 3),
                                        _notes(report)), runner)
 
@@ -157,16 +170,20 @@ def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx:
     progress = ctx.progress
     tol = tolerance(target, ctx.options)
     source = ref_fp32
-    if target.parity_reference == "torch-int8-weights":
-        from edgeconv.quant.program import weight_int8_simulation
+    with in_stage("parity: torch reference program", target.name):
+        if target.parity_reference == "torch-int8-weights":
+            from edgeconv.quant.program import weight_int8_simulation
 
-        ref_fp32 = torch_outputs(weight_int8_simulation(graph), evalset.x, progress, "torch with int8-rounded weights")
-    if target.parity_reference == "torch-after-passes":
-        ref_fp32 = runs.outputs(graph, evalset, progress, "torch reference after passes")
-    ref_sim = runs.outputs(graph, evalset, progress, "torch quantized simulation") if graph.quantized else None
+            ref_fp32 = torch_outputs(weight_int8_simulation(graph), evalset.x, progress, "torch with int8-rounded weights")
+        if target.parity_reference == "torch-after-passes":
+            ref_fp32 = runs.outputs(graph, evalset, progress, "torch reference after passes")
+        ref_sim = runs.outputs(graph, evalset, progress, "torch quantized simulation") if graph.quantized else None
     out_quant = graph.qparams.get(OUTPUT_KEY)
-    with progress.task(f"parity {target.name} in {runner.engine}"), one_thread():
-        out = runner(evalset.x)
+    with progress.task(f"parity {target.name} in {runner.engine}"), one_thread(), \
+            in_stage(f"parity: run in {runner.engine}", target.name):
+        # a runner without run_all (a format plugin written before several outputs) gives its first
+        outs = runner.run_all(evalset.x) if hasattr(runner, "run_all") else [runner(evalset.x)]
+    out = outs[0]
     layers = None
     if graph.quantized and tol.layer_max_steps is not None:
         with one_thread():  # per-sample torch and runtime work, like the rest of parity
@@ -180,8 +197,11 @@ def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx:
     if target.half_precision:
         ref_fp16 = torch_outputs(_in_fp16(graph.module()), evalset.x, progress, "torch reference in fp16")
         tol = _fp16_floors(tol, ref_fp16, ref_fp32, ctx.options)
-    report = parity.check(out, runner.engine, evalset.y, tol, ref_fp32, ref_sim, out_quant, target.parity_reference)
+    with in_stage("parity: compare", target.name):
+        report = parity.check(out, runner.engine, evalset.y, tol, ref_fp32, ref_sim, out_quant, target.parity_reference)
     report = dataclasses.replace(report, layers=layers)
+    with in_stage("parity: outputs by kind", target.name):
+        report = _by_kind(report, outs, runner, graph, ctx, evalset, ref_fp32, runs, tol)
     if ref_fp16 is not None:
         own = 1 - parity.cosine(ref_fp16, ref_fp32)  # what fp16 itself costs this net
         self_tol = dataclasses.replace(parity.FP16_SELF_TOLERANCE, vs_fp32_min_cosine=min(
@@ -194,9 +214,10 @@ def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx:
         max_drop = ctx.options.max_drop if ctx.options.max_drop is not None else SPARSE_MAX_DROP
         report = dataclasses.replace(report, diffs=report.diffs + (parity.source_drop(out, source, evalset.y, max_drop),))
     if target.host_kernels:
-        fast = target.load(path, kernels="fast")
-        with progress.task(f"host kernels {target.name} in {fast.engine}"), one_thread():
-            fast_out = fast(evalset.x)
+        with in_stage("parity: fast host kernels", target.name):
+            fast = target.load(path, kernels="fast")
+            with progress.task(f"host kernels {target.name} in {fast.engine}"), one_thread():
+                fast_out = fast(evalset.x)
         check = parity.host_kernels(fast_out, out, fast.engine, tol, out_quant, target.host_kernel_advice)
         report = dataclasses.replace(report, host_kernels=check)
     if graph.quantized:
@@ -227,6 +248,30 @@ def _fp16_floors(tol: "Tolerance", ref_fp16: np.ndarray, ref_fp32: np.ndarray,
         own = float((t16 == t32).mean()) - 0.02
         tol = dataclasses.replace(tol, min_top1_agreement=min(tol.min_top1_agreement, own))
     return tol
+
+
+def _by_kind(report: "ParityReport", outs: list[np.ndarray], runner: "Runner", graph: "Graph", ctx: "Context",
+             evalset: "DataSet", ref_fp32: np.ndarray, runs: ProgramRuns, tol: "Tolerance") -> "ParityReport":
+    """Every output judged by its kind's task metric (edgeconv.outputs), and the outputs after the
+    first by the numeric criteria too (the first one's are the report's own diffs)."""
+    from edgeconv import parity
+
+    refs = list(runs.fp32) if len(runs.fp32) == len(outs) else [ref_fp32]
+    if len(refs) != len(outs):  # the artifact has outputs the torch reference lacks: say so, never pass
+        return dataclasses.replace(report, diffs=report.diffs + (parity.unverified(
+            runner.engine, f"the artifact has {len(outs)} outputs, the model {len(refs)}").diffs[0],))
+    if refs[0] is not ref_fp32:  # a target judged against another reference (after passes, int8 weights)
+        refs[0] = ref_fp32
+    sims = (runs.outputs_all(graph, evalset, ctx.progress, "torch quantized simulation")
+            if graph.quantized else None)
+    precision = "int8" if graph.quantized else ("fp16" if tol.vs_fp32_max_rel is None else "float")
+    names = [o.name for o in runner.outputs] if len(runner.outputs) == len(outs) else [f"output_{i}" for i in range(len(outs))]
+    from edgeconv.quant.qparams import output_key
+
+    quants = [graph.qparams.get(output_key(i)) for i in range(len(outs))]
+    diffs, checks = parity.by_kind(outs, refs, sims, names, tuple(getattr(ctx.model, "outputs", ()) or ()),
+                                   precision, tol, report.diffs[0].reference if report.diffs else "torch-fp32", quants)
+    return dataclasses.replace(report, diffs=report.diffs + diffs, outputs=checks)
 
 
 def _full_integer(report: "ParityReport", target: "Target", path: Path, options: "ExportOptions") -> "ParityReport":

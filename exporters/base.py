@@ -99,6 +99,16 @@ class Target:
         return tuple(w for w, _ in self.format.read_weights(path))
 
 
+def output_names(graph: "Graph", ctx: "Context") -> tuple[str, ...]:
+    """What every format names the outputs (edgeconv.outputs.output_names): the model's declared
+    names, else output_0, output_1, … for several; () keeps the converter's name for a single one."""
+    from edgeconv.outputs import output_names as names
+
+    count = len(graph.program.graph_signature.user_outputs)
+    declared = getattr(getattr(ctx, "model", None), "outputs", ()) or ()  # ctx may be None outside the pipeline
+    return names(tuple(declared), count)
+
+
 def scales_matched(weights: list[np.ndarray], activations: list[float], graph: "Graph") -> tuple[int, int]:
     """(weight scale vectors, activation scales) of a file that equal ones edgeconv computed for
     `graph` — read back from the file, not assumed."""

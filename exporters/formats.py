@@ -56,7 +56,9 @@ class Runner(Protocol):
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
 
-    def __call__(self, x: np.ndarray) -> np.ndarray: ...
+    def __call__(self, x: np.ndarray) -> np.ndarray: ...  # the first output
+
+    def run_all(self, x: np.ndarray) -> list[np.ndarray]: ...  # every output, in `outputs` order
 
 
 class Format:

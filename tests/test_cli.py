@@ -130,13 +130,23 @@ def test_unwritable_output_folder(tmp_path):
     assert_user_error(code, out, "cannot write to output folder", "-o")
 
 
-def test_op_the_converter_cannot_lower_leaves_nothing(tmp_path):
+def test_op_the_converter_cannot_lower_fails_that_target_only(tmp_path):
+    """A valid model one converter cannot lower: one line naming the stage, the target and the op,
+    exit 1; the target that did export is kept, and the manifest records the failed one."""
+    import json
+
     out_dir = tmp_path / "o"
     code, out = run("export", "--model", "zoo:unlowerable", "-t", "onnx", "-t", "tflite",
-                    "--calib", "random", "-o", str(out_dir))
-    assert_user_error(code, out, "tflite", "cannot lower", "fft")
-    # the onnx artifact that did convert is not left behind either: all or nothing
-    assert [p.name for p in out_dir.iterdir()] == []
+                    "--calib", "random", "-o", str(out_dir), "--report")
+    assert code == 1 and "Traceback" not in out, out
+    lines = [ln for ln in out.splitlines() if ln.startswith("edgeconv: error:")]
+    assert len(lines) == 1 and all(w in lines[0] for w in ("convert (tflite)", "cannot lower", "fft")), out
+    arts = {a["target"]: a for a in json.loads((out_dir / "edgeconv.json").read_text())["artifacts"]}
+    assert arts["tflite"]["failure"] == lines[0].removeprefix("edgeconv: error: ") and arts["tflite"]["path"] == ""
+    assert arts["tflite"]["parity"]["diffs"][0]["passed"] is False
+    assert arts["onnx"]["failure"] == "" and (out_dir / arts["onnx"]["path"]).is_file()
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(["edgeconv.json", "report.html", arts["onnx"]["path"]])
+    assert "not exported: convert (tflite) failed" in (out_dir / "report.html").read_text()
 
 
 def test_parity_failure_is_exit_1(tmp_path, monkeypatch):

@@ -46,6 +46,8 @@ W_CONV = _w(6, 4, 3, 3)
 W_DW = _w(4, 1, 3, 3)
 W_1D = _w(5, 4, 3)
 W_3D = _w(3, 2, 2, 2, 2)
+W_CT = _w(4, 3, 3, 3)  # conv_transpose: (C_in, C_out/groups, kH, kW)
+W_CT_G = _w(4, 3, 3, 2)
 B6 = _w(6)
 W_LIN = _w(7, 5)
 B7 = _w(7)
@@ -72,6 +74,15 @@ CASES = [
          lambda x: F.conv1d(x, T(W_1D).double(), stride=2), ident="conv-1d"),
     case("conv", [(1, 2, 4, 5, 5)], lambda x: mb.conv(x=x, weight=W_3D, pad_type="valid"),
          lambda x: F.conv3d(x, T(W_3D).double()), ident="conv-3d"),
+    case("conv_transpose", [(1, 4, 5, 6)], lambda x: mb.conv_transpose(x=x, weight=W_CT, bias=B6[:3], strides=[2, 2]),
+         lambda x: F.conv_transpose2d(x, T(W_CT).double(), T(B6[:3]).double(), stride=2),
+         ident="conv-transpose-stride2-valid"),
+    case("conv_transpose", [(1, 4, 5, 6)], lambda x: mb.conv_transpose(
+        x=x, weight=W_CT_G, strides=[2, 1], pad_type="custom", pad=[1, 1, 0, 0], dilations=[1, 2], groups=2,
+        output_shape=[1, 6, 10, 8]),
+         lambda x: F.conv_transpose2d(x, T(W_CT_G).double(), stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2,
+                                      output_padding=(1, 0)),
+         ident="conv-transpose-groups-pad-dilation-output-padding"),
     # --- linear algebra -----------------------------------------------------------------------
     case("linear", [X2], lambda x: mb.linear(x=x, weight=W_LIN, bias=B7),
          lambda x: F.linear(x, T(W_LIN).double(), T(B7).double())),
@@ -256,7 +267,7 @@ def build_program(shapes, build, opset: str, path=None) -> mil_program.MILProgra
 @pytest.mark.parametrize("op, shapes, build, ref, opset, exact, low, high", CASES)
 def test_op_matches_torch(op, shapes, build, ref, opset, exact, low, high, tmp_path):
     # Quantization and weight ops go through a saved package: their constants' storage matters.
-    saved = op.startswith(("quantize", "dequantize", "constexpr")) or op == "conv"
+    saved = op.startswith(("quantize", "dequantize", "constexpr")) or op in ("conv", "conv_transpose")
     prog = build_program(shapes, build, opset, tmp_path / "op.mlpackage" if saved else None)
     assert op in prog.op_types, f"{op} not in the saved program: {sorted(prog.op_types)}"
     xs = _inputs(shapes, low, high)

@@ -8,7 +8,7 @@ import click
 from edgeconv.cli.options import model_options, progress, quant_and_calib, quant_options
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    pass
 
 
 @click.command("check")
@@ -49,9 +49,10 @@ def check_cmd(path: str, **kw) -> None:
     given = load_spec(kw) if kw["model_ref"] else None
     if p.is_dir() and (p / MANIFEST).is_file():
         manifest = manifest_of(p)
-        entries = [(p / a["path"], a["target"], a.get("sha256")) for a in manifest["artifacts"]]
+        # a target export could not produce (its `failure` line) has no file to check
+        entries = [(p / a["path"], a["target"], a.get("sha256")) for a in manifest["artifacts"] if a.get("path")]
         if not entries:
-            raise UserError(f"{p / MANIFEST} lists no artifact")
+            raise UserError(f"{p / MANIFEST} lists no exported artifact")
         options, spec = options_of(manifest, p), spec_of(manifest, given)
     else:
         listed = listed_in_manifest(p)

@@ -54,7 +54,7 @@ from edgeconv.cli.options import load_spec, model_options, progress, quant_and_c
 def export_cmd(**kw) -> None:
     """Export a PyTorch model to verified ONNX / TFLite / CoreML artifacts with a manifest."""
     from edgeconv.config import BlockSize, ExportOptions, FloatOpsPolicy, PruneOptions, QATOptions
-    from edgeconv.errors import ParityFailure
+    from edgeconv.errors import ParityFailure, StageFailure
     from edgeconv.pipeline import export, resolve_targets
     from edgeconv.prepare.prune import check_options
 
@@ -84,7 +84,30 @@ def export_cmd(**kw) -> None:
         from edgeconv.quant.fallback import load_evaluator
 
         load_evaluator(options.evaluator)
-    manifest = export(load_spec(kw), options, progress(as_json))
+    try:
+        manifest = export(load_spec(kw), options, progress(as_json))
+    except StageFailure as e:  # the manifest is written: show what did export, then the one line
+        if e.manifest is not None:
+            _show(e.manifest, options, as_json)
+            if html_report:
+                _html(options.out_dir, as_json)
+        raise
+    _show(manifest, options, as_json)
+    if html_report:  # written whatever the parity verdict: a failed export is when it helps most
+        _html(options.out_dir, as_json)
+    failed = [a.target for a in manifest.artifacts if a.parity and not a.parity.passed]
+    if failed:
+        raise ParityFailure(f"parity failed for {', '.join(failed)} (details in {options.out_dir}/edgeconv.json)")
+
+
+def _html(out_dir: str, as_json: bool) -> None:
+    from edgeconv.report_html import write_report
+
+    w = write_report(out_dir)
+    click.echo(f"report: {w.path}", err=as_json)
+
+
+def _show(manifest: Any, options: Any, as_json: bool) -> None:
     if as_json:
         click.echo(manifest.to_json())
     else:
@@ -100,16 +123,9 @@ def export_cmd(**kw) -> None:
             from edgeconv.pipeline import ANALYSIS
 
             path = Path(options.out_dir) / ANALYSIS
-            click.echo(SensitivityReport.from_dict(json.loads(path.read_text())).table())
-            click.echo(f"sensitivity: {path}")
-    if html_report:  # written whatever the parity verdict: a failed export is when it helps most
-        from edgeconv.report_html import write_report
-
-        w = write_report(options.out_dir)
-        click.echo(f"report: {w.path}", err=as_json)
-    failed = [a.target for a in manifest.artifacts if a.parity and not a.parity.passed]
-    if failed:
-        raise ParityFailure(f"parity failed for {', '.join(failed)} (details in {options.out_dir}/edgeconv.json)")
+            if path.is_file():
+                click.echo(SensitivityReport.from_dict(json.loads(path.read_text())).table())
+                click.echo(f"sensitivity: {path}")
 
 
 def sparse_options(text: str, block: "Any") -> "Any":

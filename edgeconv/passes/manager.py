@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Callable, Mapping
 
+from edgeconv.errors import UserError, in_stage
 from edgeconv.registry import PASSES
 from edgeconv.results import StageRecord
 
@@ -27,9 +28,10 @@ def run_passes(graph: "Graph", ctx: "Context", names: tuple[str, ...],
     for name in names:
         t0 = time.perf_counter()
         given, extra = graph, ()
-        if steps and name in steps:
-            graph, extra = steps[name](graph, ctx)
-        res = PASSES.get(name)(graph, ctx)
+        with in_stage(f"pass {name}", keep=(UserError,)):
+            if steps and name in steps:
+                graph, extra = steps[name](graph, ctx)
+            res = PASSES.get(name)(graph, ctx)
         changed = res.changed or graph is not given  # a step's replacement is a change of this stage
         graph = res.graph.record(StageRecord(name, changed, round(time.perf_counter() - t0, 3), extra + res.notes))
     return graph

@@ -381,16 +381,14 @@ def _val_accuracy(model: "torch.nn.Module", val: "DataSet | None") -> float | No
 # --- measures -----------------------------------------------------------------------------------
 
 def outputs(module: "torch.nn.Module", x: np.ndarray, batch: int = 64) -> np.ndarray:
-    import torch
+    """Batches where the module takes them; a captured program (a .pt2 model) may be tied to its
+    example's batch of 1, and then runs one sample at a time (`quant.program.forward`)."""
+    from edgeconv.quant.program import forward
 
     from edgeconv.context import one_thread
 
-    outs = []
-    with torch.no_grad(), one_thread():  # small batches of a small net: see finetune
-        for i in range(0, len(x), batch):
-            y = module(torch.from_numpy(np.ascontiguousarray(x[i:i + batch])))
-            outs.append((y[0] if isinstance(y, (tuple, list)) else y).float().numpy())
-    return np.concatenate(outs)
+    with one_thread():  # small batches of a small net: see finetune
+        return forward(module, x, batch)
 
 
 def score(out: np.ndarray, labels: np.ndarray | None, source: np.ndarray) -> tuple[str, float]:

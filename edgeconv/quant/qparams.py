@@ -31,10 +31,16 @@ def read_qparams(gm: Any) -> dict[str, QuantParams]:
             zp = attr(gm, node.args[2].target).flatten().tolist()
             out[_source(node)] = QuantParams(_dtype(node.args[-1]), tuple(float(s) for s in scale),
                                              tuple(int(z) for z in zp), int(node.args[3]))
-    result = _output_node(gm)
-    if result is not None and result.target == qd.dequantize_per_tensor.default:
-        out[OUTPUT_KEY] = _output_step(result, out[_source(result)])
+    for i, result in enumerate(_output_nodes(gm)):
+        if result is not None and result.target == qd.dequantize_per_tensor.default:
+            out[output_key(i)] = _output_step(result, out[_source(result)])
     return out
+
+
+def output_key(i: int) -> str:
+    """The qparams key of output i's step: OUTPUT_KEY for the first (what parity's verdict uses),
+    OUTPUT_KEY + index for the others."""
+    return OUTPUT_KEY if i == 0 else f"{OUTPUT_KEY}{i}"
 
 
 # Largest slope of an output activation with fixed output qparams: one step of rounding in its
@@ -64,10 +70,10 @@ def _source(dq: Any) -> str:
     return str(getattr(src, "target", None) if getattr(src, "op", None) == "get_attr" else src.name)
 
 
-def _output_node(gm: Any) -> Any:
+def _output_nodes(gm: Any) -> list[Any]:
     out = next(n for n in gm.graph.nodes if n.op == "output")
-    first = out.args[0][0] if isinstance(out.args[0], (tuple, list)) else out.args[0]
-    return first if getattr(first, "op", None) == "call_function" else None
+    results = list(out.args[0]) if isinstance(out.args[0], (tuple, list)) else [out.args[0]]
+    return [r if getattr(r, "op", None) == "call_function" else None for r in results]
 
 
 def _dtype(d: Any) -> str:

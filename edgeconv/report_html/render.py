@@ -149,7 +149,8 @@ def _section_artifacts(inp: Inputs, page: Page) -> str | None:
         verdict = ('<span class="skip">unverified</span>' if p is None else
                    '<span class="ok">pass</span>' if p.passed else '<span class="bad">FAIL</span>')
         acc = p.accuracy * 100 if p is not None and p.accuracy is not None else None
-        rows.append([e(a.target), f"<code>{e(a.path)}</code>", N(f"{a.size_bytes / 1024:.1f} KB"),
+        file = f"<code>{e(a.path)}</code>" if a.path else f'<span class="bad">not exported: {e(a.failure)}</span>'
+        rows.append([e(a.target), file, N(f"{a.size_bytes / 1024:.1f} KB"),
                      N(_num(acc, ".2f") + (" %" if acc is not None else "")), verdict,
                      e(p.runtime if p else "—"), f'<code title="{e(a.sha256)}">{e(a.sha256[:12])}</code>'])
     out = ['<section id="artifacts"><h2>Artifacts</h2>',
@@ -163,7 +164,7 @@ def _section_artifacts(inp: Inputs, page: Page) -> str | None:
             if d.top1_agreement_decisive is not None:
                 agree += f" ({d.top1_agreement_decisive * 100:.1f} of {d.decisive_samples} decisive)"
             comp.append([e(d.reference), N(_num(d.max_steps, ".3g", "—")), N(_num(d.max_rel, ".1e", "—")),
-                         N(f"{d.cosine:.5f}"), N(agree),
+                         N(_num(d.cosine, ".5f", "—")), N(agree),  # None: nothing compared (unverified, not exported)
                          '<span class="ok">ok</span>' if d.passed else '<span class="bad">FAIL</span>'])
             unit = f" (steps of the {d.step_unit})" if d.step_unit else ""
             notes.append(f"<li>vs {e(d.reference)}{e(unit)}: "

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from edgeconv.errors import UserError
-from edgeconv.exporters.base import FLOAT_PASSES, INT8_PASSES, ExportInfo, Target
+from edgeconv.exporters.base import FLOAT_PASSES, INT8_PASSES, ExportInfo, Target, output_names
 from edgeconv.exporters.coreml.coremltools_import import import_coremltools, quiet as _quiet
 from edgeconv.exporters.coreml.read import WEIGHT_OPS, activation_quant, constexpr_quant, float_ops
 from edgeconv.exporters.coreml.runtime import ENGINE_MIL_EVAL, ENGINE_PREDICT
@@ -83,7 +83,49 @@ def coreml_program(graph: "Graph") -> "torch.export.ExportedProgram":
     # dequantize(int8 const) with int8 arithmetic, so (127 - (-128)) wraps to -1 and 0.2 becomes
     # -0.00078 in the file. Their values are the same either way; only the weights stay int8.
     _dequantize_constants(gm)
+    _unquantize_high_rank_moves(gm)
     return _explicit_pool_strides(torch.export.export(gm, graph.example_inputs, strict=False).run_decompositions({}))
+
+
+# Ops that only re-lay out values: requantizing their output at their input's scale and zero point
+# changes nothing.
+_MOVES = ("view", "reshape", "_unsafe_view", "permute", "transpose", "clone", "contiguous")
+CORE_ML_MAX_RANK = 5
+
+
+def _unquantize_high_rank_moves(gm: "torch.fx.GraphModule") -> int:
+    """Core ML holds tensors of rank <= 5; coremltools folds a rank-6 reshape → transpose → reshape
+    (a window partition: SwinIR, Swin2SR) into lower-rank ops, but only when nothing sits between
+    them, and a quantized program puts quantize → dequantize after each. Where a rank-6 move is
+    requantized at the scale and zero point its input already has, that pair is the identity on
+    values already on the grid, so it is dropped (the chain folds; the numbers are the same).
+    Before: dq(a) → view(6-D) → q(s, z) → dq → permute → …   After: dq(a) → view(6-D) → permute → …"""
+    import torch
+
+    qd = torch.ops.quantized_decomposed
+    dropped = 0
+    for q in list(gm.graph.nodes):
+        if q.target != qd.quantize_per_tensor.default or len(q.users) != 1:
+            continue
+        move, dq = q.args[0], next(iter(q.users))
+        if dq.target != qd.dequantize_per_tensor.default or getattr(move, "op", None) != "call_function":
+            continue
+        val = move.meta.get("val")
+        if val is None or val.dim() <= CORE_ML_MAX_RANK or not any(m in str(move.target) for m in _MOVES):
+            continue
+        src = move.args[0]  # the dequantize (or an earlier move) feeding it, with its scale and zero point
+        while getattr(src, "target", None) != qd.dequantize_per_tensor.default and getattr(src, "op", None) == "call_function" \
+                and any(m in str(src.target) for m in _MOVES):
+            src = src.args[0]
+        if getattr(src, "target", None) != qd.dequantize_per_tensor.default or tuple(src.args[1:]) != tuple(dq.args[1:]):
+            continue
+        dq.replace_all_uses_with(move)
+        gm.graph.erase_node(dq)
+        gm.graph.erase_node(q)
+        dropped += 1
+    if dropped:
+        gm.recompile()
+    return dropped
 
 
 def _dequantize_constants(gm: "torch.fx.GraphModule") -> int:
@@ -142,7 +184,7 @@ def _explicit_pool_strides(program: "torch.export.ExportedProgram") -> "torch.ex
 
 
 def convert(program: "torch.export.ExportedProgram", precision: str = "fp32", keep_scales: bool = False,
-            target: str = "coreml") -> Any:
+            target: str = "coreml", names: tuple[str, ...] = ()) -> Any:
     """ct.convert a `coreml_program` to an in-memory mlprogram MLModel (not loaded for prediction)."""
     from edgeconv.exporters.lowering import lowering_errors
 
@@ -153,7 +195,8 @@ def convert(program: "torch.export.ExportedProgram", precision: str = "fp32", ke
     compute = ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32
     with _quiet(), lowering_errors(target):
         try:
-            return ct.convert(program, convert_to="mlprogram", pass_pipeline=pipeline,
+            named = {"outputs": [ct.TensorType(name=n) for n in names]} if names else {}
+            return ct.convert(program, convert_to="mlprogram", pass_pipeline=pipeline, **named,
                               minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
                               compute_precision=compute, skip_model_load=True)
         except Exception as e:  # a missing op translation: name the op exactly
@@ -292,7 +335,8 @@ class CoreMLTarget(Target):
         notes: list[str] = [f"mlprogram, minimum deployment target {DEPLOYMENT_TARGET}, compute {self.precision}"]
         scales_from = ""
         program = coreml_program(graph)
-        mlmodel = convert(program, self.precision, keep_scales=self.quantized, target=self.name)
+        mlmodel = convert(program, self.precision, keep_scales=self.quantized, target=self.name,
+                          names=output_names(graph, ctx))
         if self.quantized:
             summary = check_scales(mlmodel, program)
             scales_from = (

@@ -61,13 +61,16 @@ class MILRunner:
         return run(self.program, {self.inputs[0].name: x}, keep=True)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.run_all(x)[0]
+
+    def run_all(self, x: np.ndarray) -> list[np.ndarray]:
         from edgeconv.exporters.coreml.mil.kernels import run
 
         x = np.asarray(x, dtype=np.float32)
         batch = self.inputs[0].shape[0] if self.inputs[0].shape else x.shape[0]
         chunks = [x] if x.shape[0] == batch else [x[i:i + batch] for i in range(0, len(x), batch)]
-        outs = [run(self.program, {self.inputs[0].name: c})[self.outputs[0].name] for c in chunks]
-        return np.concatenate(outs).astype(np.float32)
+        outs = [run(self.program, {self.inputs[0].name: c}) for c in chunks]
+        return [np.concatenate([o[s.name] for o in outs]).astype(np.float32) for s in self.outputs]
 
 
 class PredictRunner:
@@ -82,8 +85,10 @@ class PredictRunner:
         self.inputs, self.outputs = _specs(spec.description.input), _specs(spec.description.output)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.run_all(x)[0]
+
+    def run_all(self, x: np.ndarray) -> list[np.ndarray]:
         x = np.asarray(x, dtype=np.float32)
         batch = self.inputs[0].shape[0]
-        outs = [self.model.predict({self.inputs[0].name: x[i:i + batch]})[self.outputs[0].name]
-                for i in range(0, len(x), batch)]
-        return np.concatenate(outs).astype(np.float32)
+        outs = [self.model.predict({self.inputs[0].name: x[i:i + batch]}) for i in range(0, len(x), batch)]
+        return [np.concatenate([o[s.name] for o in outs]).astype(np.float32) for s in self.outputs]

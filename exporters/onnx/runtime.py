@@ -46,6 +46,9 @@ class OnnxRunner:
                           "NCHW" if len(shape) == 4 else "")
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.run_all(x)[0]
+
+    def run_all(self, x: np.ndarray) -> list[np.ndarray]:
         name = self._in[0].name
-        outs = [self.session.run(None, {name: x[i:i + 1].astype(np.float32)})[0] for i in range(len(x))]
-        return np.concatenate(outs).astype(np.float32)
+        outs = [self.session.run(None, {name: x[i:i + 1].astype(np.float32)}) for i in range(len(x))]
+        return [np.concatenate([o[k] for o in outs]).astype(np.float32) for k in range(len(self.outputs))]

@@ -34,7 +34,7 @@ class TfliteRunner:
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
         self.interpreter.allocate_tensors()
         self._in = self.interpreter.get_input_details()
-        self._out = self.interpreter.get_output_details()
+        self._out = _in_model_order(self.interpreter, self.interpreter.get_output_details())
         self.inputs = tuple(self._spec(d) for d in self._in)
         self.outputs = tuple(self._spec(d) for d in self._out)
 
@@ -45,14 +45,25 @@ class TfliteRunner:
                           "NCHW" if len(shape) == 4 else "", _quant(d))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return np.concatenate([self._one(x[i:i + 1]) for i in range(len(x))])
+        return self.run_all(x)[0]
 
-    def _one(self, x: np.ndarray) -> np.ndarray:
+    def run_all(self, x: np.ndarray) -> list[np.ndarray]:
+        outs = [self._one(x[i:i + 1]) for i in range(len(x))]
+        return [np.concatenate([o[k] for o in outs]) for k in range(len(self._out))]
+
+    def _one(self, x: np.ndarray) -> list[np.ndarray]:
         d = self._in[0]
         self.interpreter.set_tensor(d["index"], quantize(x, d))
         self.interpreter.invoke()
-        o = self._out[0]
-        return dequantize(self.interpreter.get_tensor(o["index"]), o)
+        return [dequantize(self.interpreter.get_tensor(o["index"]), o) for o in self._out]
+
+
+def _in_model_order(interpreter, details: list[dict]) -> list[dict]:
+    """The outputs in the order the model returns them: the subgraph's output list (what the
+    signature follows), not the interpreter's detail order."""
+    order = {int(t): i for i, t in enumerate(interpreter._interpreter.OutputIndices())} \
+        if hasattr(interpreter, "_interpreter") and hasattr(interpreter._interpreter, "OutputIndices") else {}
+    return sorted(details, key=lambda d: order.get(int(d["index"]), len(order)))
 
 
 def quantize(x: np.ndarray, details: dict) -> np.ndarray:

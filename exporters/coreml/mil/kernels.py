@@ -267,6 +267,53 @@ def _conv(a: dict[str, Any], s: Step) -> np.ndarray:
     return y
 
 
+@_op("conv_transpose")
+def _conv_transpose(a: dict[str, Any], s: Step) -> np.ndarray:
+    """Transposed convolution (MIL conv_transpose, torch's conv_transpose*d): every input position
+    scatters W[c_in, :, tap] · x into output position i·stride + tap·dilation, one tap at a time
+    (a matmul per group), in float64; then the pads are cropped ("custom": pad[2i] before, pad[2i+1]
+    after; "same": output = input × stride) and `output_shape`, when given, fixes the size (torch's
+    output_padding: zeros, then the bias, at the end)."""
+    x = _f(a["x"]).astype(np.float64)
+    w = _f(a["weight"]).astype(np.float64)  # (C_in, C_out/groups, *kernel)
+    n_sp = x.ndim - 2
+    kernel = tuple(w.shape[2:])
+    strides, dil = _ints(a, "strides", n_sp, 1), _ints(a, "dilations", n_sp, 1)
+    groups = int(_scalar(a, "groups", 1))
+    n, c_in = x.shape[:2]
+    cin_g, cout_g = c_in // groups, w.shape[1]
+    d_in = x.shape[2:]
+    full = tuple((i - 1) * st + (k - 1) * d + 1 for i, st, k, d in zip(d_in, strides, kernel, dil))
+    y = np.zeros((n, groups, cout_g) + full)
+    xg = x.reshape(n, groups, cin_g, -1)
+    wg = w.reshape((groups, cin_g, cout_g) + kernel)
+    for tap in np.ndindex(*kernel):
+        contrib = np.matmul(np.swapaxes(wg[(Ellipsis,) + tap], 1, 2)[None], xg).reshape((n, groups, cout_g) + d_in)
+        where = (slice(None),) * 3 + tuple(slice(t * d, t * d + (i - 1) * st + 1, st)
+                                           for t, d, i, st in zip(tap, dil, d_in, strides))
+        y[where] += contrib
+    y = y.reshape((n, groups * cout_g) + full)
+    pad_type = str(_scalar(a, "pad_type", "valid")).lower()
+    if pad_type == "custom" and a.get("pad") is not None:
+        p = [int(v) for v in np.asarray(a["pad"]).ravel()]
+        before, after = p[0::2], p[1::2]
+    elif pad_type == "same":
+        total = [f - i * st for f, i, st in zip(full, d_in, strides)]
+        before, after = [t // 2 for t in total], [t - t // 2 for t in total]
+    else:
+        before, after = [0] * n_sp, [0] * n_sp
+    out_sp = [f - b - e for f, b, e in zip(full, before, after)]
+    if a.get("output_shape") is not None:
+        out_sp = [int(v) for v in np.asarray(a["output_shape"]).ravel()][-n_sp:]
+    crop = y[(slice(None), slice(None)) + tuple(slice(b, b + o) for b, o in zip(before, out_sp))]
+    short = [(0, o - c) for o, c in zip(out_sp, crop.shape[2:])]
+    if any(e for _, e in short):
+        crop = np.pad(crop, [(0, 0), (0, 0)] + short)
+    if a.get("bias") is not None:
+        crop = crop + _f(a["bias"]).reshape((1, -1) + (1,) * n_sp)
+    return crop
+
+
 # --- pooling -------------------------------------------------------------------------------
 
 def _pool(a: dict[str, Any], s: Step, kind: str) -> np.ndarray:
