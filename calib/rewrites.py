@@ -6,7 +6,9 @@ int8 kernel for, with the same values in float. Each rewrite shows its before/af
   hardsigmoid_to_relu6      hardsigmoid → ADD with fused ReLU6, MUL
   layer_norm_to_primitives  LayerNorm / GroupNorm(1) → MEAN, SUB, MUL, RSQRT, ADD
   sdpa_to_primitives        fused attention → MUL, BATCH_MATMUL, SOFTMAX, BATCH_MATMUL
+  fold_constants            input-independent values (positional encodings) → stored constants
   unbind_to_select          unbind → one select per piece
+  l2_normalize_to_rsqrt     F.normalize → MUL, SUM, RSQRT
   algebra_to_int8_ops       x², a/√b, a/c → MUL and RSQRT
   silu_to_sigmoid_mul       SiLU → LOGISTIC, MUL
   scalars_to_constants      a number operand of ADD/SUB/MUL → an int8 constant
@@ -448,15 +450,125 @@ SILU = _targets(aten.silu, aten.silu_)
 EPSILON = 1e-3
 SCALAR_BINARY = _targets(aten.add.Tensor, aten.add.Scalar, aten.sub.Tensor, aten.sub.Scalar, aten.mul.Tensor,
                          aten.mul.Scalar)
+def l2_normalize_to_rsqrt(gm: GraphModule) -> list[str]:
+    """F.normalize(x, dim) (cross-covariance attention's q and k, cosine heads) → the same value
+    through int8 builtins: no format has an int8 vector norm, and int8 DIV saturates.
+
+        before: y = x / expand(clamp_min(linalg_vector_norm(x, 2, d, keepdim=True), eps))
+        after:  y = x · rsqrt(clamp(sum(x·x, d, keepdim=True), eps²))"""
+    acts = activations(gm)
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n not in acts or n.target not in DIV:
+            continue
+        x, den = n.args[:2]
+        norm = _through(den, EXPAND | CLAMP_MIN)
+        eps = _clamp_min_of(den)
+        if not (isinstance(norm, Node) and norm.target in VECTOR_NORM and norm.args[0] is x
+                and (norm.args[1] if len(norm.args) > 1 else 2) == 2):
+            continue
+        dims = norm.args[2] if len(norm.args) > 2 else norm.kwargs.get("dim")
+        keep = norm.args[3] if len(norm.args) > 3 else norm.kwargs.get("keepdim", False)
+        if dims is None or not keep:
+            continue
+        ins = _Inserter(gm, n)
+        with gm.graph.inserting_before(n):
+            sq = ins.call(aten.sum.dim_IntList, ins.call(aten.mul.Tensor, x, x), list(dims), True)
+            if eps:
+                sq = ins.call(aten.clamp.default, sq, eps * eps)
+            y = ins.call(aten.mul.Tensor, x, ins.call(aten.rsqrt.default, sq))
+        ins.finish(y, op_type="normalize")
+        done.append(n.name)
+    gm.graph.eliminate_dead_code()
+    return done
+
+
+def _through(n: Any, targets: frozenset) -> Any:
+    while isinstance(n, Node) and n.target in targets:
+        n = n.args[0]
+    return n
+
+
+def _clamp_min_of(n: Any) -> float:
+    while isinstance(n, Node) and n.target in EXPAND | CLAMP_MIN:
+        if n.target in CLAMP_MIN:
+            return float(n.args[1]) if len(n.args) > 1 and isinstance(n.args[1], (int, float)) else 0.0
+        n = n.args[0]
+    return 0.0
+
+
+def fold_constants(gm: GraphModule) -> list[str]:
+    """Values that depend on no input and no trainable parameter (positional encodings computed
+    with arange, sin and cos; masks; index tables) computed once and stored: the converters would
+    otherwise write each as float ops run on every inference (EdgeNeXt: SIN, COS, POW, DIV...), and
+    as constants they are quantized like any constant operand. Parameters, and buffers the graph
+    updates (QAT's batch statistics), are left alone: training changes them through this same graph."""
+    acts = activations(gm)
+    updated = {a.target for n in gm.graph.nodes if n.op == "call_function" and _mutates(n)
+               for a in n.all_input_nodes if a.op == "get_attr"}
+    values: dict[Node, Any] = {}
+    for n in gm.graph.nodes:
+        if n.op == "get_attr" and n.target not in updated:
+            obj = _attr(gm, n.target)
+            if isinstance(obj, torch.Tensor) and not isinstance(obj, torch.nn.Parameter):
+                values[n] = obj.detach()
+        elif n.op == "call_function" and n not in acts and isinstance(n.target, torch._ops.OpOverload) \
+                and not _mutates(n) and all(a in values for a in n.all_input_nodes):
+            try:
+                with torch.no_grad():
+                    values[n] = n.target(*_substitute(n.args, values), **_substitute(n.kwargs, values))
+            except Exception:  # noqa: BLE001 — an op that cannot run eagerly here simply stays
+                continue
+    done = []
+    for n, v in values.items():
+        if n.op != "call_function" or not isinstance(v, torch.Tensor) or not v.dtype.is_floating_point \
+                or not any(u in acts for u in n.users):
+            continue
+        with gm.graph.inserting_before(n):
+            c = gm.graph.get_attr(_new_attr(gm, "_edgeconv_folded", v))
+        c.meta["val"] = v
+        n.replace_all_uses_with(c)
+        done.append(n.name)
+    if done:
+        gm.graph.eliminate_dead_code()
+    return done
+
+
+def _mutates(n: Node) -> bool:
+    return not isinstance(n.target, torch._ops.OpOverload) or n.target._schema.is_mutable
+
+
+def _attr(gm: GraphModule, target: str) -> Any:
+    obj: Any = gm
+    for part in target.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def _substitute(v: Any, values: dict) -> Any:
+    if isinstance(v, Node):
+        return values[v]
+    if isinstance(v, (list, tuple)):
+        return type(v)(_substitute(x, values) for x in v)
+    if isinstance(v, dict):
+        return {k: _substitute(x, values) for k, x in v.items()}
+    return v
+
+
+VECTOR_NORM = _targets(aten.linalg_vector_norm, aten.norm)
+EXPAND = _targets(aten.expand, aten.expand_as)
+CLAMP_MIN = _targets(aten.clamp_min, aten.clamp)
 POW = _targets(aten.pow.Tensor_Scalar)
 SQUARE = _targets(aten.square)
 DIV = _targets(aten.div.Tensor, aten.div.Scalar)
 SQRT = _targets(aten.sqrt)
 
 
-REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (batch_norm_to_depthwise, hardsigmoid_to_relu6,
+REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (fold_constants, batch_norm_to_depthwise,
+                                                              hardsigmoid_to_relu6,
                                                               layer_norm_to_primitives, sdpa_to_primitives,
-                                                              unbind_to_select, algebra_to_int8_ops,
+                                                              unbind_to_select, l2_normalize_to_rsqrt,
+                                                              algebra_to_int8_ops,
                                                               silu_to_sigmoid_mul, scalars_to_constants,
                                                               merge_duplicates)
 

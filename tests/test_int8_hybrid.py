@@ -93,3 +93,26 @@ def test_int8_for_cpu_keeps_float_what_xnnpack_runs_only_in_float(tmp_path, cali
     assert cpu["cpu_ops"] < npu["cpu_ops"], (cpu, npu)
     fallbacks = " ".join(cpu["fallbacks"])
     assert not any(f"{op} " in fallbacks for op in ("GELU", "SOFTMAX", "HARD_SWISH")), fallbacks
+
+
+def test_rewrites_keep_the_values_and_leave_no_op_unannotated():
+    """calib.rewrites on the hybrid net: the same function (float), and then every activation op has
+    an int8 annotation (nothing left for a float island); the arange/sin encoding became a constant."""
+    import torch
+
+    import zoo
+    from edgeconv.calib import annotate, rewrites
+    from edgeconv.calib.observers import quantization_config
+
+    spec = zoo.hybrid()
+    gm = torch.export.export(spec.module.eval(), spec.example_inputs, strict=False).module()
+    before = gm(*spec.example_inputs)
+    done = {r.__name__: r(gm) for r in rewrites.REWRITES}
+    gm.recompile()
+    assert torch.allclose(gm(*spec.example_inputs), before, atol=1e-5)
+    for name in ("fold_constants", "layer_norm_to_primitives", "sdpa_to_primitives", "unbind_to_select",
+                 "l2_normalize_to_rsqrt", "algebra_to_int8_ops", "silu_to_sigmoid_mul", "scalars_to_constants",
+                 "merge_duplicates"):
+        assert done[name], f"{name} found nothing to rewrite in the hybrid net"
+    annotate.annotate_graph(gm, quantization_config())
+    assert list(annotate.describe(gm)) == []

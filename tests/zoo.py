@@ -94,7 +94,8 @@ class Hybrid(nn.Module):
     """Every spelling of the ops a hybrid conv/attention net writes, in one small net: nn.LayerNorm
     (channels-last), GroupNorm(1), a hand-written channels-first LayerNorm (mean, pow 2, / sqrt),
     fused attention (F.scaled_dot_product_attention on an unbound qkv), softmax with a / √d
-    scale, GELU (erf and tanh), hard-swish, SiLU, StarReLU, layer-scale multiplies."""
+    scale and F.normalize'd q/k, GELU (erf and tanh), hard-swish, SiLU, StarReLU, layer-scale
+    multiplies, and a positional encoding computed from arange/sin (no input)."""
 
     def __init__(self, c: int = 16, heads: int = 2) -> None:
         super().__init__()
@@ -107,6 +108,7 @@ class Hybrid(nn.Module):
         self.qkv, self.qkv2, self.proj, self.heads = nn.Linear(c, 3 * c), nn.Linear(c, 3 * c), nn.Linear(c, c), heads
         self.fc1, self.fc2 = nn.Linear(c, 2 * c), nn.Linear(2 * c, c)
         self.gamma = nn.Parameter(torch.full((c,), 0.5))
+        self.temperature = nn.Parameter(torch.tensor(4.0))
         self.star_s, self.star_b = nn.Parameter(torch.tensor(0.9)), nn.Parameter(torch.tensor(-0.1))
         self.pw = nn.Conv2d(c, c, 1)
         self.head = nn.Linear(c, 10)
@@ -116,11 +118,14 @@ class Hybrid(nn.Module):
         x = x + F.hardswish(self.pw(self.gn(x))) + F.silu(x)
         b, c, h, w = x.shape
         t = x.flatten(2).transpose(1, 2)                               # tokens [B, N, C]
+        pos = torch.arange(h * w, dtype=t.dtype)[:, None] / (h * w)    # input-independent encoding
+        t = t + 0.1 * torch.sin(pos * (torch.arange(c, dtype=t.dtype)[None, :] + 1))
         split = (b, h * w, 3, self.heads, c // self.heads)
         q, k, v = self.qkv(self.ln(t)).reshape(split).permute(2, 0, 3, 1, 4).unbind(0)
         t = t + self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, h * w, c))
         q, k, v = self.qkv2(t).reshape(split).permute(2, 0, 3, 1, 4).unbind(0)
-        a = (q @ k.transpose(-2, -1)) / math.sqrt(c // self.heads)     # hand-written attention
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)         # cross-covariance style
+        a = (q @ k.transpose(-2, -1)) / math.sqrt(c // self.heads) * self.temperature
         t = t + (a.softmax(-1) @ v).transpose(1, 2).reshape(b, h * w, c)
         y = self.fc1(self.ln(t))
         y = self.star_s * F.relu(F.gelu(y, approximate="tanh")) ** 2 + self.star_b
