@@ -34,7 +34,8 @@ def export(tree: Path, ref: str, out: Path, calib: Path, *extra: str, targets: t
            python: str = sys.executable) -> dict:
     cmd = [python, "-m", "edgeconv", "export", "--model", ref, "--calib", str(calib), "--calib-samples", "24",
            "--eval-samples", "16", "-o", str(out), "--json", *[a for t in targets for a in ("-t", t)], *extra]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(tree), str(ROOT)])}
+    paths = [str(tree), str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(paths)}
     r = subprocess.run(cmd, cwd=tree, capture_output=True, text=True, env=env)
     if not (out / "edgeconv.json").exists():
         return {"error": (r.stderr.strip().splitlines() or ["(no output)"])[-1][:300], "exit": r.returncode}
