@@ -352,7 +352,7 @@ def _one_or_failed(target: "Target", cache: PassCache, ctx: Context, evalset: "D
     """`_one`, or — whatever fails inside its passes, converter, runtime or parity run — the failed
     target with one line naming the stage and the op; the other targets go on."""
     try:
-        with in_stage("passes", target.name):
+        with in_stage("passes", target.name, keep=(UserError,)):  # bad input stays exit 2
             graph = cache.get(target.passes)
         return _one(target, graph, ctx, evalset, ref_fp32, work, runs)
     except StageFailure as e:
