@@ -27,7 +27,8 @@ from edgeconv.exporters.onnx.u8u8 import to_u8u8
 from edgeconv.exporters.onnx.runtime import OnnxRunner
 from edgeconv.host import X86_FLAGS, host_info, u8s8_saturates
 from edgeconv.models import load_model
-from edgeconv.pipeline import quantized_graph, torch_outputs
+from edgeconv.pipeline import quantized_graph
+from edgeconv.verify import torch_outputs
 
 QEMU = "/usr/bin/qemu-x86_64-static"
 PROBE = Path(__file__).with_name("onnx_host_probe.py")
