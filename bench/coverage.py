@@ -162,6 +162,10 @@ def cell_from_artifact(a: dict, out: Path) -> dict:
     sim = next((d for d in diffs if d.get("reference") == "torch-quant-sim"), None)
     fp = next((d for d in diffs if d.get("reference") == "torch-fp32"), None)
     reasons = [f"{d.get('reference')}: {d.get('reason')}" for d in diffs if not d.get("passed") and d.get("reason")]
+    if layers and layers.get("passed") is False:  # per-layer isolation failed the artifact
+        over = layers.get("over") or []
+        reasons.append(f"per-layer isolation: {len(over)} layer(s) over {layers.get('limit'):g} step: "
+                       + "; ".join(over[:3]) + (" …" if len(over) > 3 else ""))
     if not par:
         status, reasons = "fail", ["no parity report (unverified)"]
     else:

@@ -27,6 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / "results" / "timm-catalog.json"
 CAP = 30_000_000
 SMALL = 64  # input side the bench runs at unless the model fixes its own
+# timm's own unit-test configs (test_resnet, test_vit …: a few hundred thousand parameters, no
+# published variant): no user deploys them, so they are not a module's smallest variant.
+EXCLUDE_PREFIX = "test_"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +68,10 @@ def pick(counts: list[Count], cap: int = CAP) -> list[Entry]:
         by_module.setdefault(c.module, []).append(c)
     out = []
     for module in sorted(by_module):
-        cs = by_module[module]
+        cs = [c for c in by_module[module] if not c.model.startswith(EXCLUDE_PREFIX)]
+        if not cs:
+            out.append(Entry(module, "", None, 0, skipped=f"only timm's unit-test configs ({EXCLUDE_PREFIX}*)"))
+            continue
         built = [c for c in cs if c.params is not None]
         under = sorted((c for c in built if c.params <= cap), key=lambda c: (c.params, c.model))
         if under:
@@ -143,27 +149,36 @@ def timm_version() -> str:
 
 
 def catalog(cap: int = CAP, cache: Path = CACHE, refresh: bool = False, log=print) -> list[Entry]:
-    """Every timm module's pick (cached per timm version in `cache`)."""
+    """Every timm module's pick. The parameter counts are cached per timm version in `cache` (the
+    slow part); the picks are recomputed from them, and a pick's input size is checked once."""
     from bench.timm_env import import_timm
 
     timm = import_timm()
     data = {}
     if cache.exists() and not refresh:
         data = json.loads(cache.read_text())
-    if data.get("timm") != timm.__version__ or data.get("cap") != cap:
+    if data.get("timm") != timm.__version__:
         log(f"counting parameters of {len(timm.list_models())} timm {timm.__version__} models on the meta device …")
         counts = count_all(timm)
-        entries = []
-        for e in pick(counts, cap):
-            entries.append(input_size(timm, e) if not e.skipped else e)
-        data = {"timm": timm.__version__, "cap": cap, "small": SMALL,
-                "how": "parameters counted by timm.create_model(name, pretrained=False) on the meta device; "
-                       "per module the fewest at or under the cap",
-                "entries": [dataclasses.asdict(e) for e in entries],
-                "counts": {c.model: [c.module, c.params, c.error] for c in counts}}
+        data = {"timm": timm.__version__, "counts": {c.model: [c.module, c.params, c.error] for c in counts}}
+    counts = [Count(m, mod, n, err) for m, (mod, n, err) in data["counts"].items()]
+    known = {e["model"]: e for e in data.get("entries", []) if e["model"] and data.get("small") == SMALL}
+    entries = []
+    for e in pick(counts, cap):
+        if e.skipped:
+            entries.append(e)
+        elif e.model in known:
+            entries.append(dataclasses.replace(e, size=known[e.model]["size"], size_note=known[e.model]["size_note"]))
+        else:
+            entries.append(input_size(timm, e))
+    new = {"timm": timm.__version__, "cap": cap, "small": SMALL, "exclude": f"{EXCLUDE_PREFIX}* (timm's unit-test configs)",
+           "how": "parameters counted by timm.create_model(name, pretrained=False) on the meta device; per module "
+                  "the fewest at or under the cap; input side checked by a meta-device forward",
+           "entries": [dataclasses.asdict(e) for e in entries], "counts": data["counts"]}
+    if new != data:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(data, indent=1) + "\n")
-    return [Entry(**e) for e in data["entries"]]
+        cache.write_text(json.dumps(new, indent=1) + "\n")
+    return entries
 
 
 if __name__ == "__main__":

@@ -20,11 +20,13 @@ def test_pick_takes_the_smallest_variant_under_the_cap_and_names_every_skip():
     counts = [Count("net_b", "alpha", 5_000_000), Count("net_a", "alpha", 3_000_000),
               Count("net_c", "alpha", 3_000_000), Count("big_s", "beta", 31_000_000),
               Count("big_l", "beta", 90_000_000), Count("odd", "gamma", None, "RuntimeError: no meta kernel"),
-              Count("odd_ok", "delta", None, "TypeError: x"), Count("fine", "delta", 1_000)]
+              Count("odd_ok", "delta", None, "TypeError: x"), Count("fine", "delta", 1_000),
+              Count("test_alpha", "alpha", 100)]  # timm's unit-test config: never a module's pick
     entries = {e.module: e for e in pick(counts, cap=30_000_000)}
     assert list(entries) == ["alpha", "beta", "delta", "gamma"]
     # fewest parameters, ties broken by name; the variant count is the module's
     assert (entries["alpha"].model, entries["alpha"].params, entries["alpha"].variants) == ("net_a", 3_000_000, 3)
+    assert pick([Count("test_x", "only_tests", 5)])[0].skipped == "only timm's unit-test configs (test_*)"
     assert entries["alpha"].skipped == "" and entries["alpha"].ref == f"bench.timm_nets:net_a@{SMALL}"
     assert entries["beta"].model == "" and "big_s has 31.0 M parameters > cap 30 M" in entries["beta"].skipped
     assert entries["gamma"].skipped == "no variant builds: odd: RuntimeError: no meta kernel"
