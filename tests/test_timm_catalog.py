@@ -7,6 +7,7 @@ dependency, not skipped when missing.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -73,3 +74,32 @@ def test_shards_partition_the_catalog_and_the_cache_resumes(tmp_path):
     assert cached(tmp_path, "m1", ["onnx"])["targets"]["onnx"]["status"] == "pass"
     assert cached(tmp_path, "m1", ["onnx", "tflite"]) is None  # a target not yet run: the net runs again
     assert cached(tmp_path, "m2", ["onnx"]) is None
+
+
+def test_summary_counts_pass_and_float_op_free_shares_over_cached_nets(tmp_path):
+    from bench.coverage import catalog_summary, write_catalog_markdown
+
+    entries = [Entry("a", "net_a", 1_000_000, 2), Entry("b", "net_b", 2_000_000, 1, size=224),
+               Entry("c", "net_c", 3_000_000, 1), Entry("z", "", None, 1, skipped="too big")]
+
+    def net(entry, onnx, int8, fl):
+        return {"entry": dataclasses.asdict(entry), "wall_s": 10.0 * entry.size / 64,
+                "targets": {"onnx": {"status": onnx}, "tflite-int8": {"status": int8, "reason": "why",
+                                                                       "ops": {"float_ops": fl, "requantize": 0}}}}
+
+    (tmp_path / "a.json").write_text(json.dumps(net(entries[0], "pass", "pass", 0)))
+    (tmp_path / "b.json").write_text(json.dumps(net(entries[1], "pass", "fail", 3)))  # c: not run yet
+    s = catalog_summary(entries, tmp_path, ["onnx", "tflite-int8"])
+    assert list(s["nets"]) == ["a", "b"] and s["skipped"] == {"z": "too big"}
+    assert s["per_target"]["onnx"] == {"run": 2, "pass": 2}
+    assert s["per_target"]["tflite-int8"] == {"run": 2, "pass": 1, "artifacts_read": 2, "float_ops_zero": 1}
+    assert s["all_targets_pass"] == ["a"]
+    assert s["wall_s"]["mean_by_input_side"] == {64: 10.0, 224: 35.0}
+    data = {"targets": ["onnx", "tflite-int8"], "nets": s.pop("nets"), "summary": s, "generated": "now",
+            "command": "cmd", "calib": "photos", "catalog": {"timm": "x", "modules": 4, "runnable": 3, "cap": CAP,
+                                                             "small": SMALL}}
+    md = tmp_path / "c.md"
+    write_catalog_markdown(data, md)
+    text = md.read_text()
+    assert "| `tflite-int8` | 1/2 (50 %) | 1/2 (50 %) |" in text
+    assert "**b (net_b) × tflite-int8** — fail: why" in text and "- **z**: too big" in text
