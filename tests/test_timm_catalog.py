@@ -74,6 +74,9 @@ def test_shards_partition_the_catalog_and_the_cache_resumes(tmp_path):
     assert cached(tmp_path, "m1", ["onnx"])["targets"]["onnx"]["status"] == "pass"
     assert cached(tmp_path, "m1", ["onnx", "tflite"]) is None  # a target not yet run: the net runs again
     assert cached(tmp_path, "m2", ["onnx"]) is None
+    (tmp_path / "m3.json").write_text(json.dumps({"entry": {"model": "old_pick"}, "targets": {"onnx": {}}}))
+    assert cached(tmp_path, "m3", ["onnx"], "old_pick") is not None
+    assert cached(tmp_path, "m3", ["onnx"], "net3") is None  # the catalog picks another variant now
 
 
 def test_summary_counts_pass_and_float_op_free_shares_over_cached_nets(tmp_path):
@@ -91,8 +94,9 @@ def test_summary_counts_pass_and_float_op_free_shares_over_cached_nets(tmp_path)
     (tmp_path / "b.json").write_text(json.dumps(net(entries[1], "pass", "fail", 3)))  # c: not run yet
     s = catalog_summary(entries, tmp_path, ["onnx", "tflite-int8"])
     assert list(s["nets"]) == ["a", "b"] and s["skipped"] == {"z": "too big"}
-    assert s["per_target"]["onnx"] == {"run": 2, "pass": 2}
-    assert s["per_target"]["tflite-int8"] == {"run": 2, "pass": 1, "artifacts_read": 2, "float_ops_zero": 1}
+    assert s["per_target"]["onnx"] == {"run": 2, "pass": 2, "fail_causes": {}}
+    assert s["per_target"]["tflite-int8"] == {"run": 2, "pass": 1, "artifacts_read": 2, "float_ops_zero": 1,
+                                              "fail_causes": {"other": 1}}
     assert s["all_targets_pass"] == ["a"]
     assert s["wall_s"]["mean_by_input_side"] == {64: 10.0, 224: 35.0}
     data = {"targets": ["onnx", "tflite-int8"], "nets": s.pop("nets"), "summary": s, "generated": "now",
@@ -101,5 +105,18 @@ def test_summary_counts_pass_and_float_op_free_shares_over_cached_nets(tmp_path)
     md = tmp_path / "c.md"
     write_catalog_markdown(data, md)
     text = md.read_text()
-    assert "| `tflite-int8` | 1/2 (50 %) | 1/2 (50 %) |" in text
+    assert "| `tflite-int8` | 1/2 (50 %) | 1/2 (50 %) | other 1 |" in text
     assert "**b (net_b) × tflite-int8** — fail: why" in text and "- **z**: too big" in text
+
+
+def test_fail_cause_separates_the_artifact_from_the_int8_programs_own_quality():
+    from bench.coverage import fail_cause
+
+    assert fail_cause({"status": "fail", "reason": "torch-fp32: cosine 0.85 < 0.95; top-1 agreement 0.7 < 0.74"}) \
+        == "fp32 floors only"
+    assert fail_cause({"status": "fail", "reason": "torch-fp32: cosine 0.85 < 0.95; torch-quant-sim: 20 steps > 3"}) \
+        == "artifact vs simulation"
+    assert fail_cause({"status": "fail", "reason": "per-layer isolation: 2 layer(s) over 1 step: x"}) \
+        == "artifact vs simulation"
+    assert fail_cause({"status": "fail", "reason": "torch-fp32: cosine 0.9; source-model: drop 0.5"}) == "other"
+    assert fail_cause({"status": "crash", "reason": "Segfault"}) == "no artifact"
