@@ -498,21 +498,15 @@ def _clamp_min_of(n: Any) -> float:
 
 
 def fold_constants(gm: GraphModule) -> list[str]:
-    """Values that depend on no input and no trainable parameter (positional encodings computed
-    with arange, sin and cos; masks; index tables) computed once and stored: the converters would
-    otherwise write each as float ops run on every inference (EdgeNeXt: SIN, COS, POW, DIV...), and
-    as constants they are quantized like any constant operand. Parameters, and buffers the graph
-    updates (QAT's batch statistics), are left alone: training changes them through this same graph."""
+    """Values computed from nothing the model holds or reads (positional encodings built with
+    arange, sin and cos; masks from shapes) computed once and stored: the converters would otherwise
+    write each as float ops run on every inference (EdgeNeXt: SIN, COS, POW, DIV...), and as
+    constants they are quantized like any constant operand. Anything reading a parameter or buffer is
+    left alone: training (QAT) changes those through this same graph, and BN statistics may move."""
     acts = activations(gm)
-    updated = {a.target for n in gm.graph.nodes if n.op == "call_function" and _mutates(n)
-               for a in n.all_input_nodes if a.op == "get_attr"}
     values: dict[Node, Any] = {}
     for n in gm.graph.nodes:
-        if n.op == "get_attr" and n.target not in updated:
-            obj = _attr(gm, n.target)
-            if isinstance(obj, torch.Tensor) and not isinstance(obj, torch.nn.Parameter):
-                values[n] = obj.detach()
-        elif n.op == "call_function" and n not in acts and isinstance(n.target, torch._ops.OpOverload) \
+        if n.op == "call_function" and n not in acts and isinstance(n.target, torch._ops.OpOverload) \
                 and not _mutates(n) and all(a in values for a in n.all_input_nodes):
             try:
                 with torch.no_grad():
@@ -536,13 +530,6 @@ def fold_constants(gm: GraphModule) -> list[str]:
 
 def _mutates(n: Node) -> bool:
     return not isinstance(n.target, torch._ops.OpOverload) or n.target._schema.is_mutable
-
-
-def _attr(gm: GraphModule, target: str) -> Any:
-    obj: Any = gm
-    for part in target.split("."):
-        obj = getattr(obj, part, None)
-    return obj
 
 
 def _substitute(v: Any, values: dict) -> Any:

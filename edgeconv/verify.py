@@ -228,7 +228,9 @@ def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx:
 def _in_fp16(module: Any) -> Any:
     """The program with its parameters and input in fp16 (torch's CPU kernels round each op's
     output to fp16, as an fp16 runtime does)."""
-    half = module.half()
+    import copy
+
+    half = copy.deepcopy(module).half()  # a copy: the program's own parameters stay fp32
     return lambda x: half(x.half())
 
 
