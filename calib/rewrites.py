@@ -158,6 +158,7 @@ def hardsigmoid_to_relu6(gm: GraphModule) -> list[str]:
 
 LAYER_NORM = _targets(aten.layer_norm)
 GROUP_NORM = _targets(aten.group_norm)
+RMS_NORM = _targets(aten.rms_norm)
 SDPA = _targets(aten.scaled_dot_product_attention)
 
 
@@ -173,6 +174,10 @@ def _norm_args(n: Node) -> tuple[Any, tuple[int, ...], Any, Any, float] | None:
         eps = args[4] if args[4] is not None else n.kwargs.get("eps", 1e-5)
         dims = tuple(range(val.dim() - len(shape), val.dim()))
         return args[0], dims, args[2] or n.kwargs.get("weight"), args[3] or n.kwargs.get("bias"), float(eps)
+    if n.target in RMS_NORM:  # no centring, no bias; eps None means the dtype's epsilon
+        eps = args[3] if args[3] is not None else n.kwargs.get("eps") or torch.finfo(val.dtype).eps
+        dims = tuple(range(val.dim() - len(list(args[1])), val.dim()))
+        return args[0], dims, args[2] or n.kwargs.get("weight"), None, float(eps)
     if n.target in GROUP_NORM and args[1] == 1 and val.dim() >= 3:
         eps = args[4] if args[4] is not None else n.kwargs.get("eps", 1e-5)
         return args[0], tuple(range(1, val.dim())), args[2], args[3], float(eps)
@@ -180,11 +185,12 @@ def _norm_args(n: Node) -> tuple[Any, tuple[int, ...], Any, Any, float] | None:
 
 
 def layer_norm_to_primitives(gm: GraphModule) -> list[str]:
-    """layer_norm (and GroupNorm with one group) → the integer builtins every format has, so an
+    """layer_norm, rms_norm and GroupNorm with one group → the integer builtins every format has, so an
     int8 file keeps no float island there (a DSP/NPU delegate would cut the graph at each):
 
         before: y = layer_norm(x, dims, γ, β, eps)
         after:  μ = mean(x, dims); d = x − μ; v = mean(d·d, dims); n = d · rsqrt(v + eps); y = n·γ + β
+                (rms_norm: d = x, no β)
 
     Each piece is then annotated like any MEAN/SUB/MUL/ADD/RSQRT (int8 in, int8 out). The pieces keep
     the norm's source meta, and `edgeconv_op_type` = "layer_norm" so a quant config can keep the op
@@ -192,7 +198,7 @@ def layer_norm_to_primitives(gm: GraphModule) -> list[str]:
     acts = activations(gm)
     done = []
     for n in list(gm.graph.nodes):
-        if n.op != "call_function" or n not in acts or not (n.target in LAYER_NORM or n.target in GROUP_NORM):
+        if n.op != "call_function" or n not in acts or n.target not in LAYER_NORM | GROUP_NORM | RMS_NORM:
             continue
         parsed = _norm_args(n)
         val = n.meta.get("val")
@@ -205,8 +211,7 @@ def layer_norm_to_primitives(gm: GraphModule) -> list[str]:
         g, ins = gm.graph, _Inserter(gm, n)
         with g.inserting_before(n):
             call = ins.call
-            mu = call(aten.mean.dim, x, list(dims), True)
-            d = call(aten.sub.Tensor, x, mu)
+            d = x if n.target in RMS_NORM else call(aten.sub.Tensor, x, call(aten.mean.dim, x, list(dims), True))
             var = call(aten.mean.dim, call(aten.mul.Tensor, d, d), list(dims), True)
             # eps as an int8 constant on the scale of v + eps (a float scalar would leave ONNX's
             # Add with a float input). Not its own scale: eps/s_out would be far below XNNPACK's

@@ -92,7 +92,7 @@ def float_tail() -> ModelSpec:
 
 class Hybrid(nn.Module):
     """Every spelling of the ops a hybrid conv/attention net writes, in one small net: nn.LayerNorm
-    (channels-last), GroupNorm(1), a hand-written channels-first LayerNorm (mean, pow 2, / sqrt),
+    (channels-last), nn.RMSNorm, GroupNorm(1), a hand-written channels-first LayerNorm (mean, pow 2, / sqrt),
     fused attention (F.scaled_dot_product_attention on an unbound qkv), softmax with a / √d
     scale and F.normalize'd q/k, GELU (erf and tanh), hard-swish, SiLU, StarReLU, layer-scale
     multiplies, and a positional encoding computed from arange/sin (no input)."""
@@ -104,7 +104,7 @@ class Hybrid(nn.Module):
         self.stem = nn.Conv2d(3, c, 3, 2, 1)
         self.norm_cf = LayerNorm2d(c)
         self.gn = nn.GroupNorm(1, c)
-        self.ln = nn.LayerNorm(c)
+        self.ln, self.rms = nn.LayerNorm(c), nn.RMSNorm(c)
         self.qkv, self.qkv2, self.proj, self.heads = nn.Linear(c, 3 * c), nn.Linear(c, 3 * c), nn.Linear(c, c), heads
         self.fc1, self.fc2 = nn.Linear(c, 2 * c), nn.Linear(2 * c, c)
         self.gamma = nn.Parameter(torch.full((c,), 0.5))
@@ -127,7 +127,7 @@ class Hybrid(nn.Module):
         q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)         # cross-covariance style
         a = (q @ k.transpose(-2, -1)) / math.sqrt(c // self.heads) * self.temperature
         t = t + (a.softmax(-1) @ v).transpose(1, 2).reshape(b, h * w, c)
-        y = self.fc1(self.ln(t))
+        y = self.fc1(self.rms(t))
         y = self.star_s * F.relu(F.gelu(y, approximate="tanh")) ** 2 + self.star_b
         t = t + self.gamma * self.fc2(F.gelu(y))
         return self.head(t.mean(1))
