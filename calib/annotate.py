@@ -32,7 +32,7 @@ import operator
 from typing import Any, Callable, Iterable
 
 import torch
-from edgeconv.calib.rewrites import ON_OUTPUT_SCALE, _is_float, _targets, activations, aten
+from edgeconv.calib.rewrites import ON_INPUT_SCALE, _is_float, _targets, activations, aten
 from torch.fx import GraphModule, Node
 from torchao.quantization.pt2e.quantizer import (
     FixedQParamsQuantizationSpec,
@@ -198,9 +198,10 @@ class Annotator:
             for a in n.args[:2]:
                 if isinstance(a, Node) and a not in self.acts and _is_float(a):
                     inputs[a] = self.act_spec  # a constant operand: an int8 constant tensor
-                    if a.meta.get(ON_OUTPUT_SCALE) and out is not None:
-                        # one observer for the constant and the output: both on the output's scale
-                        out = SharedQuantizationSpec((a, n))
+            x = next((a for a in n.args[:2] if isinstance(a, Node) and a in inputs and a in self.acts), None)
+            eps = [a for a in n.args[:2] if isinstance(a, Node) and a.meta.get(ON_INPUT_SCALE)]
+            if eps and x is not None and out is not None:  # x + eps: one observer, x's (ON_INPUT_SCALE)
+                inputs[eps[0]] = out = SharedQuantizationSpec((x, n))
         if n.target in (aten.layer_norm.default,):
             inputs = {n.args[0]: self.in_spec(n.args[0])} if isinstance(n.args[0], Node) else {}
         self.set(n, inputs, out)

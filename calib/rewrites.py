@@ -25,9 +25,12 @@ import torch
 from torch.fx import GraphModule, Node
 
 aten = torch.ops.aten
-# Meta flag on a constant operand that always lies inside its op's output range: quantized on the
-# output's scale rather than its own.
-ON_OUTPUT_SCALE = "edgeconv_on_output_scale"
+# Meta flag on an epsilon added to an activation: the constant and the sum are quantized on the
+# activation's own scale (one observer for the three), so in int8 the ADD is exact and adds nothing
+# the activation's step resolves. Its own scale would put eps/s far below XNNPACK's 1/1024 floor
+# on an ADD's input/output scale ratio, and a sum on a scale of its own is a requantization that
+# converters fold into the next op (CoreML: rsqrt(x, epsilon)) — an int8 tensor the file lacks.
+ON_INPUT_SCALE = "edgeconv_on_input_scale"
 
 
 def _targets(*ops: Any) -> frozenset:
@@ -213,11 +216,9 @@ def layer_norm_to_primitives(gm: GraphModule) -> list[str]:
             call = ins.call
             d = x if n.target in RMS_NORM else call(aten.sub.Tensor, x, call(aten.mean.dim, x, list(dims), True))
             var = call(aten.mean.dim, call(aten.mul.Tensor, d, d), list(dims), True)
-            # eps as an int8 constant on the scale of v + eps (a float scalar would leave ONNX's
-            # Add with a float input). Not its own scale: eps/s_out would be far below XNNPACK's
-            # 1/1024 floor on an ADD's input/output scale ratio, and eps > 0, v ≥ 0 put eps
-            # inside the output's range, so the shared scale loses nothing the output keeps.
-            eps_node = ins.constant("_edgeconv_ln_eps", eps, **{ON_OUTPUT_SCALE: True})
+            # eps as an int8 constant (a float scalar would leave ONNX's Add with a float input),
+            # on v's own scale (see ON_INPUT_SCALE)
+            eps_node = ins.constant("_edgeconv_ln_eps", eps, **{ON_INPUT_SCALE: True})
             r = call(aten.rsqrt.default, call(aten.add.Tensor, var, eps_node))
             y = call(aten.mul.Tensor, d, r)
             for param, op in ((w, aten.mul.Tensor), (b, aten.add.Tensor)):
@@ -402,7 +403,7 @@ def scalars_to_constants(gm: GraphModule) -> list[str]:
     """A number operand of ADD/SUB/MUL becomes a constant tensor node, so it is quantized as an int8
     constant like any other (ONNX would otherwise store it as a float initializer of a float Add).
     A tiny one (|c| ≤ EPSILON: an epsilon, below what an int8 activation resolves) goes on the
-    output's scale: its own scale would be far below XNNPACK's 1/1024 input/output ratio floor.
+    other operand's scale (ON_INPUT_SCALE).
 
         before: y = add(s, 1e-6)        after: y = add(s, c)   with c = tensor(1e-6)"""
     acts = activations(gm)
@@ -413,7 +414,7 @@ def scalars_to_constants(gm: GraphModule) -> list[str]:
         a, b = n.args[:2]
         if not (isinstance(a, Node) and isinstance(b, (int, float)) and not isinstance(b, bool)) or not _is_float(a):
             continue
-        meta = {ON_OUTPUT_SCALE: True} if abs(b) <= EPSILON and n.target not in _targets(aten.mul) else {}
+        meta = {ON_INPUT_SCALE: True} if abs(b) <= EPSILON and n.target not in _targets(aten.mul) else {}
         with gm.graph.inserting_before(n):
             c = _Inserter(gm, n).constant("_edgeconv_scalar", float(b), **meta)
         n.target = {aten.add.Scalar: aten.add.Tensor, aten.sub.Scalar: aten.sub.Tensor,
