@@ -79,7 +79,7 @@ class Annotator:
         self.gm, self.act_spec, self.w_spec = gm, config.input_activation, config.weight
         self.skip = skip or (lambda n: False)
         self.acts = activations(gm)
-        self.live = _reaching_output(gm)
+        self.live = reaching_output(gm)
 
     # -- specs ------------------------------------------------------------------------------
     def out_spec(self, n: Node) -> Any:
@@ -207,7 +207,7 @@ class Annotator:
         self.set(n, inputs, out)
 
 
-def _reaching_output(gm: GraphModule) -> set[Node]:
+def reaching_output(gm: GraphModule) -> set[Node]:
     """Nodes with a path to the graph's output."""
     live: set[Node] = set()
     todo = [n for n in gm.graph.nodes if n.op == "output"]

@@ -341,24 +341,17 @@ def _not_activations(gm: Any) -> list[Any]:
         if n.op == "get_attr" or (n.op == "call_function" and n.all_input_nodes
                                   and all(i in const for i in n.all_input_nodes)):
             const.add(n)
-    live = _live(gm)
+    from edgeconv.calib.annotate import reaching_output
+
+    live = reaching_output(gm)
     return [n for n in gm.graph.nodes if n.op == "call_function" and (n in const or n not in live)]
-
-
-def _live(gm: Any) -> set[Any]:
-    out = next(n for n in gm.graph.nodes if n.op == "output")
-    live, stack = set(), [out]
-    while stack:
-        n = stack.pop()
-        if n not in live:
-            live.add(n)
-            stack.extend(n.all_input_nodes)
-    return live
 
 
 def _drop_side_effects(gm: Any) -> None:
     """Remove the BN statistics updates (they do not reach the output) before deployment."""
-    live = _live(gm)
+    from edgeconv.calib.annotate import reaching_output
+
+    live = reaching_output(gm)
     for n in reversed(list(gm.graph.nodes)):
         if n.op == "call_function" and n not in live and not n.users:
             gm.graph.erase_node(n)
