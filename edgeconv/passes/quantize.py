@@ -107,6 +107,7 @@ def quantize(graph: "Graph", ctx: "Context") -> PassResult:
     prepared = prepare_pt2e(transform(graph.module()), quantizer)
     n = calibrate(prepared, ctx)
     converted = convert_pt2e(prepared, fold_quantize=False)
+    dropped = drop_zero_adds(converted)
     qparams = read_qparams(converted)
     data = ctx.calib
     notes = (
@@ -115,6 +116,52 @@ def quantize(graph: "Graph", ctx: "Context") -> PassResult:
         + ("" if data.real else " — NOT a real calibration (random inputs)"),
         f"{sum(1 for q in qparams.values() if q.axis is not None)} per-channel and "
         f"{sum(1 for q in qparams.values() if q.axis is None)} per-tensor quantized tensors",
-    )
+    ) + ((f"{len(dropped)} int8 ADD(s) of a constant that rounds to zero on the operand's own scale dropped "
+          f"(an epsilon the int8 tensor cannot resolve): {', '.join(dropped[:4])}",) if dropped else ())
     new = graph.with_module(converted, quantizer=quantizer, qparams=qparams)
     return PassResult(new, True, notes)
+
+
+def drop_zero_adds(gm: Any) -> list[str]:
+    """An int8 ADD whose constant operand quantizes to zero and whose output keeps its activation
+    operand's scale and zero point is the identity (LayerNorm's v + eps on v's scale: eps is below
+    half a step). Converters drop it (CoreML folds it into rsqrt's epsilon), leaving the program
+    an int8 tensor the file does not have; so edgeconv drops it too, and program and file agree.
+
+        before: y = q(dq(xq) + dq(q(eps)))      q(eps) == zero point, same (scale, zero point)
+        after:  y = xq"""
+    import torch
+
+    qd = torch.ops.quantized_decomposed
+    quant, dequant = qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n.target not in (torch.ops.aten.add.Tensor,) or len(n.users) != 1:
+            continue
+        (q_out,) = n.users
+        dqs = [a for a in n.args[:2] if getattr(a, "target", None) == dequant]
+        if q_out.target != quant or len(dqs) != 2:
+            continue
+        const = [d for d in dqs if getattr(d.args[0], "target", None) == quant and d.args[0].args[0].op == "get_attr"]
+        acts = [d for d in dqs if d not in const]
+        if len(const) != 1 or len(acts) != 1 or tuple(acts[0].args[1:3]) != tuple(q_out.args[1:3]):
+            continue
+        c_q = const[0].args[0]
+        value = _attr_value(gm, c_q.args[0].target)
+        scale, zp = float(c_q.args[1]), int(c_q.args[2])
+        if value is None or not bool((torch.round(value / scale) == 0).all()) or zp != int(q_out.args[2]):
+            continue
+        q_out.replace_all_uses_with(acts[0].args[0])  # the activation's own int8 tensor
+        done.append(n.name)
+    if done:
+        gm.graph.eliminate_dead_code()
+        gm.recompile()
+    return done
+
+
+def _attr_value(gm: Any, target: str) -> Any:
+    obj = gm
+    for part in target.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
