@@ -61,7 +61,7 @@ def activations(gm: GraphModule) -> set[Node]:
 BATCH_NORM = _targets(aten.batch_norm, aten._native_batch_norm_legit_no_training)
 
 
-def _param(gm: GraphModule, n: Any) -> torch.Tensor | None:
+def constant_of(gm: GraphModule, n: Any) -> torch.Tensor | None:
     if isinstance(n, Node) and n.op == "get_attr":
         obj: Any = gm
         for part in n.target.split("."):
@@ -100,12 +100,12 @@ def batch_norm_to_depthwise(gm: GraphModule) -> list[str]:
             _, w, b, mean, var, training, _mom, eps = n.args[:8]
             if training:
                 continue
-        mean_t, var_t = _param(gm, mean), _param(gm, var)
+        mean_t, var_t = constant_of(gm, mean), constant_of(gm, var)
         if mean_t is None or var_t is None:
             continue
         c = mean_t.numel()
-        w_t = _param(gm, w) if w is not None else torch.ones(c)
-        b_t = _param(gm, b) if b is not None else torch.zeros(c)
+        w_t = constant_of(gm, w) if w is not None else torch.ones(c)
+        b_t = constant_of(gm, b) if b is not None else torch.zeros(c)
         if w_t is None or b_t is None:
             continue
         scale = w_t.float() / torch.sqrt(var_t.float() + eps)
@@ -328,7 +328,7 @@ def _infer_vals(gm: GraphModule, nodes: list[Node]) -> None:
         if not isinstance(a, Node):
             return a
         v = a.meta.get("val")
-        v = v if isinstance(v, torch.Tensor) else _param(gm, a)
+        v = v if isinstance(v, torch.Tensor) else constant_of(gm, a)
         return mode.from_tensor(v) if mode is not None and not _is_fake(v) else v
 
     for k in nodes:

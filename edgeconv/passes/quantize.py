@@ -132,6 +132,8 @@ def drop_zero_adds(gm: Any) -> list[str]:
         after:  y = xq"""
     import torch
 
+    from edgeconv.calib.rewrites import constant_of
+
     qd = torch.ops.quantized_decomposed
     quant, dequant = qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default
     done = []
@@ -147,7 +149,7 @@ def drop_zero_adds(gm: Any) -> list[str]:
         if len(const) != 1 or len(acts) != 1 or tuple(acts[0].args[1:3]) != tuple(q_out.args[1:3]):
             continue
         c_q = const[0].args[0]
-        value = _attr_value(gm, c_q.args[0].target)
+        value = constant_of(gm, c_q.args[0])
         scale, zp = float(c_q.args[1]), int(c_q.args[2])
         if value is None or not bool((torch.round(value / scale) == 0).all()) or zp != int(q_out.args[2]):
             continue
@@ -157,11 +159,4 @@ def drop_zero_adds(gm: Any) -> list[str]:
         gm.graph.eliminate_dead_code()
         gm.recompile()
     return done
-
-
-def _attr_value(gm: Any, target: str) -> Any:
-    obj = gm
-    for part in target.split("."):
-        obj = getattr(obj, part, None)
-    return obj
 
