@@ -120,6 +120,8 @@ def _choose_float_layers(graph: "Graph", ctx: "Context") -> tuple["Graph", tuple
     with ctx.progress.task("choosing layers to keep in float (--max-drop)"):
         graph, fb, _ = apply_max_drop(graph, inner, ctx.calib, ctx.options.max_drop, ctx.options.evaluator or None)
     kept = ", ".join(m or n for n, m in zip(fb.float_nodes, fb.float_modules)) or "none needed"
+    if fb.float_readers:
+        kept += f" (and, reading their float outputs, {', '.join(fb.float_readers)})"
     return graph, (f"--max-drop {fb.max_drop:g} ({fb.metric}, on the calibration samples): float "
                    f"{fb.float_score:.4g}, all int8 {fb.int8_score:.4g}, final {fb.final_score:.4g}; kept in float: {kept}",)
 

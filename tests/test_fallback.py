@@ -77,6 +77,10 @@ def test_real_requantization_with_float_nodes_meets_budget(setup):
         assert not layers[node].dq_nodes, f"{node} still has quantized weight/output"
     others = [lay for n, lay in layers.items() if n not in res.float_nodes]
     assert others and all(lay.dq_nodes for lay in others)
+    # c3 reads c2's float output: float weights (as every format lowers it), its output still int8
+    nodes = {n.name: n for n in graph.module().graph.nodes}
+    c3 = next(lay for lay in others if lay.module == "c3")
+    assert c3.dq_nodes and all(nodes[d].args[0].args[0].op != "get_attr" for d in c3.dq_nodes)
 
 
 def test_coreml_w8a8_honours_float_nodes(setup, tmp_path):
@@ -90,7 +94,10 @@ def test_coreml_w8a8_honours_float_nodes(setup, tmp_path):
     path = tmp_path / "fb.mlpackage"
     TARGETS.get("coreml-w8a8")().export(graph, ctx, path)
     dtypes = [w.dtype for w, _ in read_weights(path)]
-    assert dtypes.count("float32") == len(res.float_nodes) and dtypes.count("int8") == 4 - len(res.float_nodes)
+    # the float layers, and the layers reading their float outputs (float weights, int8 outputs)
+    n_float = len(res.float_nodes) + len(res.float_readers)
+    assert res.float_readers == ("c3",)
+    assert dtypes.count("float32") == n_float and dtypes.count("int8") == 4 - n_float
     out = TARGETS.get("coreml-w8a8")().load(path)(evalset.x)
     assert res.float_score - float((out.argmax(1) == evalset.y).mean()) <= MAX_DROP + 0.011
 

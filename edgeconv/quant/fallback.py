@@ -49,6 +49,8 @@ class FallbackResult(Record):
     float_nodes: tuple[str, ...]
     float_modules: tuple[str, ...]
     steps: tuple[FallbackStep, ...]
+    # layers that read a float layer's output, so compute in float too (their outputs stay int8)
+    float_readers: tuple[str, ...] = ()
 
     @property
     def drop(self) -> float:
@@ -117,8 +119,7 @@ def choose_float_nodes(quantized: "Graph", data: "DataSet", report: "Sensitivity
     metric = name if fn else builtin_name(data, ref)
 
     def run(float_layers: Iterable[str]) -> float:
-        bypass = set().union(*(layers[n].dq_nodes for n in float_layers)) if float_layers else set()
-        return score(forward(simulate(gm, bypass), data.x), data, ref, fn, name)
+        return score(forward(simulate(gm, island(gm, layers, float_layers)), data.x), data, ref, fn, name)
 
     float_score = score(ref, data, ref, fn, name)
     int8_score = run(())
@@ -143,9 +144,40 @@ def choose_float_nodes(quantized: "Graph", data: "DataSet", report: "Sensitivity
         s = run(trial)
         if float_score - s <= max_drop:
             chosen, current = trial, s
+    weights_float = island(gm, layers, chosen)
+    readers = tuple(lay.module or n for n, lay in layers.items() if n not in chosen and lay.dq_nodes & weights_float)
     return FallbackResult(metric=metric, max_drop=max_drop, float_score=float_score, int8_score=int8_score,
                           final_score=current, float_nodes=tuple(chosen),
-                          float_modules=tuple(layers[n].module for n in chosen), steps=tuple(steps))
+                          float_modules=tuple(layers[n].module for n in chosen), steps=tuple(steps),
+                          float_readers=readers)
+
+
+def island(gm: Any, layers: dict, float_layers: Iterable[str]) -> set[str]:
+    """The dequantize nodes to bypass for `float_layers` in float, as the quantize pass will build
+    them (`strip_annotations`): each layer's weights and output float, and the weights of every
+    layer that reads that float output (it computes in float; its own output stays int8)."""
+    from edgeconv.quant.program import compute_name, is_dq, is_q
+
+    chosen = tuple(float_layers)
+    bypass = set().union(*(layers[n].dq_nodes for n in chosen)) if chosen else set()
+    nodes = {n.name: n for n in gm.graph.nodes}
+    todo = [u for dq in bypass for u in nodes[dq].users if not _is_weight_dq(nodes[dq])]
+    seen: set[str] = set()
+    while todo:
+        u = todo.pop()
+        if u.name in seen:
+            continue
+        seen.add(u.name)
+        if compute_name(u) and u.name in layers and u.name not in chosen:
+            bypass |= {d for d in layers[u.name].dq_nodes if _is_weight_dq(nodes[d])}
+        elif not compute_name(u) and u.op == "call_function" and not (is_q(u) or is_dq(u)) \
+                and any(p in str(u.target) for p in PASS_THROUGH):
+            todo.extend(u.users)
+    return bypass
+
+
+def _is_weight_dq(dq: Any) -> bool:
+    return getattr(dq.args[0].args[0], "op", None) == "get_attr"
 
 
 # --- making the quantizer honour Graph.float_nodes ---------------------------------------------
@@ -176,7 +208,14 @@ def float_region(gm: Any, names: Iterable[str]) -> set[str]:
 
 def strip_annotations(gm: Any, names: Iterable[str]) -> list[str]:
     """Remove PT2E quantization annotations from the float region of `names` and from every edge
-    into or out of it; returns the nodes changed. Run after a quantizer's annotate()."""
+    into or out of it; returns the nodes changed. Run after a quantizer's annotate().
+
+    An op that reads the region's float output computes in float too, its weights included; only
+    its own output stays int8. That is what every format does with it: a QUANTIZE after the float
+    op would let the TFLite converter fold the float op back into an int8 kernel (DQ → op → Q), so
+    the edge stays float, and a conv or linear reading a float tensor is lowered as a float op with
+    its float weights (TFLite) — a simulation that kept its int8 weights was another program than
+    the file (timm CAFormer with float LayerNorm: 17 steps at an MLP's first linear, in isolation)."""
     region = float_region(gm, names)
     changed = []
     for n in gm.graph.nodes:
@@ -187,19 +226,11 @@ def strip_annotations(gm: Any, names: Iterable[str]) -> list[str]:
             del n.meta["quantization_annotation"]
             changed.append(n.name)
             continue
-        drop = [inp for inp in ann.input_qspec_map if getattr(inp, "name", None) in region]
-        for inp in drop:
-            del ann.input_qspec_map[inp]
-        if drop:
+        reads_float = any(getattr(inp, "name", None) in region or _shares_region(spec, region)
+                          for inp, spec in ann.input_qspec_map.items())
+        if reads_float:
+            ann.input_qspec_map.clear()  # every input float: the activations and the weights
             changed.append(n.name)
-    # A shared spec pointing into the region would refer to an edge that is no longer observed.
-    for n in gm.graph.nodes:
-        ann = n.meta.get("quantization_annotation")
-        if ann is None:
-            continue
-        for inp, spec in list(ann.input_qspec_map.items()):
-            if _shares_region(spec, region):
-                del ann.input_qspec_map[inp]
         if _shares_region(ann.output_qspec, region):
             ann.output_qspec = None
     return changed
