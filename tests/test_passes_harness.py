@@ -88,6 +88,26 @@ def _no_pointwise():
     return NoPointwise().eval(), (torch.randn(1, 3, 16, 16),)
 
 
+class Windows(nn.Module):
+    """Window partition and merge as HaloNet / Swin write them: permute, contiguous (or clone), view."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        win = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).contiguous().view(-1, c, 2, 2)
+        win = self.conv(win)
+        merged = win.view(b, h // 2, w // 2, c, 2, 2).permute(0, 3, 1, 4, 2, 5).clone(memory_format=torch.contiguous_format).view(b, c, h, w)
+        return merged + x
+
+
+def _windows():
+    torch.manual_seed(0)
+    return Windows().eval(), (torch.randn(1, 4, 6, 6),)
+
+
 # name -> factory of a ModelSpec or of (module, example inputs); batch 1, as the pipeline captures.
 NETS: dict[str, Callable[[], Any]] = {
     "conv-relu-bn": lambda: _zoo("conv_relu_bn"),
@@ -101,6 +121,7 @@ NETS: dict[str, Callable[[], Any]] = {
     "plantnet": _plant,
     "inverted-residual": _inverted_residual,  # zoo_sparse's MobileNetV2 block: 1x1 expand, dw, 1x1 project, add
     "no-pointwise": _no_pointwise,
+    "windows": _windows,  # contiguous/clone before a view: cleanup must keep the view valid
 }
 
 

@@ -3,6 +3,10 @@ contiguous) and dead code, so every exporter sees the same minimal graph.
 
 Before:  y = relu(clone(dropout(conv2d(x, W), p, train=False)))
 After:   y = relu(conv2d(x, W))
+
+A clone or contiguous is not a no-op for a `view` after it: `x.permute(...).contiguous().view(...)`
+(window partitions: HaloNet, Swin) views the copy's new layout, which the permuted tensor itself
+cannot be viewed as. Such a view becomes a `reshape`, which copies exactly when it has to.
 """
 from __future__ import annotations
 
@@ -24,6 +28,18 @@ def _noop_targets():
             a.feature_dropout.default, a.contiguous.default, a.lift_fresh_copy.default}
 
 
+def _views():
+    import torch
+
+    return {torch.ops.aten.view.default, torch.ops.aten._unsafe_view.default}
+
+
+def _reshape():
+    import torch
+
+    return torch.ops.aten.reshape.default
+
+
 @PASSES.register("cleanup")
 @reads()
 def cleanup(graph: "Graph", ctx: "Context") -> PassResult:
@@ -37,6 +53,9 @@ def cleanup(graph: "Graph", ctx: "Context") -> PassResult:
             # dropout(x, p, train): identity in eval only
             if "dropout" in str(node.target) and len(node.args) > 2 and node.args[2]:
                 continue
+            for user in node.users:
+                if user.op == "call_function" and user.target in _views():
+                    user.target = _reshape()
             node.replace_all_uses_with(node.args[0])
             gm.graph.erase_node(node)
             removed.append(node.name)
