@@ -31,6 +31,12 @@ class DataSet:
     def inputs(self) -> tuple[np.ndarray, ...]:
         return (self.x, *self.more)
 
+    @property
+    def batch(self) -> "np.ndarray | tuple[np.ndarray, ...]":
+        """What runners and readers are fed: the one array of a one-input net (as a format plugin
+        written before several inputs expects), every input's for a net with several."""
+        return self.inputs if self.more else self.x
+
     def take(self, start: int, stop: int) -> "DataSet":
         y = None if self.y is None else self.y[start:stop]
         return dataclasses.replace(self, x=self.x[start:stop], y=y, more=tuple(m[start:stop] for m in self.more))

@@ -186,7 +186,7 @@ def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx:
     with progress.task(f"parity {target.name} in {runner.engine}"), one_thread(), \
             in_stage(f"parity: run in {runner.engine}", target.name):
         # a runner without run_all (a format plugin written before several outputs) gives its first
-        outs = runner.run_all(evalset.inputs) if hasattr(runner, "run_all") else [runner(evalset.inputs)]
+        outs = runner.run_all(evalset.batch) if hasattr(runner, "run_all") else [runner(evalset.batch)]
     out = outs[0]
     layers = None
     if graph.quantized and tol.layer_max_steps is not None:
@@ -221,7 +221,7 @@ def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx:
         with in_stage("parity: fast host kernels", target.name):
             fast = target.load(path, kernels="fast")
             with progress.task(f"host kernels {target.name} in {fast.engine}"), one_thread():
-                fast_out = fast(evalset.inputs)
+                fast_out = fast(evalset.batch)
         check = parity.host_kernels(fast_out, out, fast.engine, tol, out_quant, target.host_kernel_advice)
         report = dataclasses.replace(report, host_kernels=check)
     if graph.quantized:
@@ -323,10 +323,10 @@ def layers_in_isolation(target: "Target", path: Path, graph: "Graph", evalset: "
     from edgeconv.quant.divergence import divergence
     from edgeconv.results import LayerIsolation
 
-    from edgeconv.inputs import rows
+    from edgeconv.inputs import count
 
-    x = rows(evalset.inputs, 0, ISOLATION_SAMPLES)  # every input: the int8 program and the file are fed all
-    n = len(x[0])
+    x = evalset.take(0, ISOLATION_SAMPLES).batch  # every input: the int8 program and the file are fed all
+    n = count(x)
     with progress.task(f"each int8 layer of {target.name} in isolation"):
         try:
             rep = divergence(graph, path, x, isolate=True, ours=runs.int8_tensors(graph, x), gm=runs.folded(graph))
