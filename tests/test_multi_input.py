@@ -157,3 +157,23 @@ def test_input_names_resolution():
         resolve_names(("x", "out"), net, 2, ("out",))
     with pytest.raises(UserError, match="'a'"):
         resolve_names(("a", "a"), net, 2)
+
+
+def test_random_and_bundled_sources_supply_every_input():
+    from edgeconv.calib.data import DataSet
+    from edgeconv.calib.sources import load_data
+    from edgeconv.config import CalibSpec
+
+    shapes = dict(input_shape=(1, 3, 16, 16), more_shapes=((1, 1, 16, 16),), names=NAMES)
+    one = load_data(CalibSpec("random"), (1, 3, 16, 16), count=8)
+    both = load_data(CalibSpec("random"), count=8, **shapes)
+    # the first input is what a one-input net gets from the same seed; the second is drawn after it
+    assert np.array_equal(both.x, one.x) and both.more[0].shape == (8, 1, 16, 16)
+    assert not np.array_equal(both.more[0][:, 0], both.x[:, 0])
+    assert both.take(2, 5).more[0].shape == (3, 1, 16, 16)
+    image = np.zeros((4, 3, 16, 16), np.float32)
+    bundled = load_data(CalibSpec("demo"), bundled=lambda: DataSet(image, None, "two arrays", more=(image[:, :1],)),
+                        **shapes)
+    assert [a.shape[1] for a in bundled.inputs] == [3, 1]
+    with pytest.raises(UserError, match=r"takes 2 inputs but its bundled data \(one array\) gives 1"):
+        load_data(CalibSpec("demo"), bundled=lambda: DataSet(image, None, "one array"), **shapes)
