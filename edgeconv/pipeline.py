@@ -339,8 +339,14 @@ def _refuse_single_input_tools(spec: "ModelSpec", options: ExportOptions) -> Non
                                    ("--sparsity with several levels", options.sparse.levels),
                                    ("--max-drop", options.max_drop is not None), ("--analyze", options.analyze)) if on]
     if asked:
-        raise UserError(f"{asked[0]} works on one-input nets; {spec.name} takes {len(spec.example_inputs)} inputs "
-                        f"({', '.join(spec.input_names)}): export it without {asked[0]}")
+        raise UserError(f"{asked[0]} works on one-input nets; {_inputs_text(spec)}: export it without {asked[0]}")
+
+
+def _inputs_text(spec: "ModelSpec") -> str:
+    from edgeconv.inputs import resolve_names
+
+    names = resolve_names(spec.input_names, spec.module, len(spec.example_inputs))
+    return f"{spec.name} takes {len(names)} inputs ({', '.join(names)})"
 
 
 def _manifest(spec: "ModelSpec", options: ExportOptions, stages: tuple[StageRecord, ...],
@@ -438,6 +444,8 @@ def analyze_model(spec: Any, options: Any, max_drop: float | None = None, evalua
     from edgeconv.quant.sensitivity import AnalysisResult, analyze
     from edgeconv.quant.fallback import choose_float_nodes, load_evaluator
 
+    if len(spec.example_inputs) > 1:  # the sensitivity ranking feeds one input
+        raise UserError(f"edgeconv analyze works on one-input nets; {_inputs_text(spec)}")
     if evaluator:
         load_evaluator(evaluator)  # a bad reference fails before any work
     progress = progress or Progress(False)

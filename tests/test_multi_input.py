@@ -113,6 +113,13 @@ def test_every_input_from_a_named_npz(tmp_path, monkeypatch):
     manifest = json.loads((tmp_path / "o" / "edgeconv.json").read_text())
     assert "inputs rgb, depth" in manifest["calibration"]["source"] and manifest["calibration"]["samples"] == 16
     assert all(a["parity"]["passed"] for a in manifest["artifacts"])
+    # `edgeconv divergence` on the written file feeds both inputs to the file and to the simulation
+    tfl = next(tmp_path / "o" / a["path"] for a in manifest["artifacts"] if a["target"] == "tflite-int8")
+    res = CliRunner().invoke(main, ["divergence", str(tfl), "--model", "test_multi_input:two_inputs", "--calib",
+                                    str(data), "--calib-samples", "16", "--samples", "4", "--json"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout[res.stdout.index("["):])[0]
+    assert rep["samples"] == 4 and rep["matched"] >= 6 and not rep["unmatched"] and rep["first_divergent"] is None, rep
 
 
 @pytest.mark.parametrize("kind, said", [
@@ -144,6 +151,9 @@ def test_tools_that_feed_one_input_refuse_a_multi_input_net(tmp_path, monkeypatc
     res = _export(tmp_path, monkeypatch, "random", "onnx-int8", extra=("--analyze",))
     assert res.exit_code == 2 and "--analyze works on one-input nets; two-inputs takes 2 inputs (rgb, depth)" \
         in res.output, res.output
+    res = CliRunner().invoke(main, ["analyze", "--model", "test_multi_input:two_inputs", "--calib", "random"])
+    assert res.exit_code == 2 and "analyze works on one-input nets; two-inputs takes 2 inputs (rgb, depth)" \
+        in res.output.strip().splitlines()[-1], res.output
 
 
 def test_input_names_resolution():
