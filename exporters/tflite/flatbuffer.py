@@ -115,8 +115,3 @@ def name_tensors(path: Path | str, outputs: tuple[str, ...] = (), inputs: tuple[
     builder = flatbuffers.Builder(1 << 20)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     atomic_write(Path(path), bytes(builder.Output()))
-
-
-def name_outputs(path: Path | str, names: tuple[str, ...]) -> None:
-    """The outputs only (see `name_tensors`)."""
-    name_tensors(path, names)
