@@ -159,7 +159,7 @@ def check(artifacts: list[tuple[Path, str, str | None]], spec: "ModelSpec", opti
         scales, match, foreign = _scales(target, path, graph)
         simulation = "edgeconv's calibration" if target.quantized else ""
         if foreign:
-            graph, simulation = _file_simulation(target, path, graph, evalset.x[:ISOLATION_SAMPLES])
+            graph, simulation = _file_simulation(target, path, graph, evalset.take(0, ISOLATION_SAMPLES).batch)
         verdict = verify(target, path, graph, ctx, evalset, ref_fp32, runs)
         out.append(Checked(name, str(path), file_sha256(path), recorded, scales, match, verdict.report, simulation))
     return CheckReport(spec.name, options.to_dict(), tuple(out))

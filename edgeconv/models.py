@@ -37,10 +37,20 @@ class ModelSpec:
     # what each output is, in the order forward returns them (name and kind; edgeconv.outputs):
     # the names every artifact gives its outputs, the kinds parity judges them by. Empty: inferred.
     outputs: "tuple[OutputSpec, ...]" = ()
+    # the names every artifact gives the inputs, in the order forward takes them (edgeconv.inputs);
+    # empty: forward's parameter names for a net with several inputs, the converter's own for one.
+    # The data of a net with several inputs supplies each (DataSet.more: bundled data, a .npz with
+    # one array per name, or random).
+    input_names: tuple[str, ...] = ()
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.example_inputs[0].shape)
+
+    @property
+    def more_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """The shapes of the inputs after the first (none for a one-input net)."""
+        return tuple(tuple(t.shape) for t in self.example_inputs[1:])
 
     def reference(self) -> dict[str, Any] | None:
         """How to load this model again (the manifest's `model_ref`), or None when built in code."""
@@ -109,8 +119,13 @@ def load_model(ref: str | None = None, weights: str | None = None,
     if input_shape:
         import torch
 
-        spec = dataclasses.replace(spec, example_inputs=(torch.zeros(input_shape),))
+        # --input-shape is the first input's; a net's other inputs keep their declared shapes
+        spec = dataclasses.replace(spec, example_inputs=(torch.zeros(input_shape),) + tuple(spec.example_inputs[1:]))
     _check_runs(spec)
+    from edgeconv.inputs import resolve_names
+
+    spec = dataclasses.replace(spec, input_names=resolve_names(
+        spec.input_names, spec.module, len(spec.example_inputs), tuple(o.name for o in spec.outputs)))
     # paths absolute, so `edgeconv check` finds them again from any folder
     weights_ref = str(Path(weights).resolve()) if weights else ""
     return dataclasses.replace(spec, ref=str(Path(ref).resolve()) if ref.endswith(".pt2") else ref, weights=weights_ref)

@@ -145,10 +145,12 @@ def apply_max_drop(graph: "Graph", ctx: Any, data: "DataSet", max_drop: float,
 def split_data(spec: "ModelSpec", options: ExportOptions, need_calib: bool) -> tuple["DataSet | None", "DataSet"]:
     """Calibration takes the first samples, evaluation the ones after: never the same inputs."""
     from edgeconv.calib.sources import load_data
+    from edgeconv.inputs import resolve_names
 
+    names = resolve_names(spec.input_names, spec.module, len(spec.example_inputs), tuple(o.name for o in spec.outputs))
     data = load_data(options.calib, spec.input_shape, model_mean=spec.mean, model_std=spec.std,
                      count=options.quant.samples + options.eval_samples, seed=options.seed,
-                     bundled=spec.data)
+                     bundled=spec.data, more_shapes=spec.more_shapes, names=names)
     # All the calibration samples asked for when the data holds them and the held-out ones too;
     # with less data, at most half calibrate, so the parity check keeps inputs it never saw.
     enough = len(data) >= options.quant.samples + options.eval_samples
@@ -255,7 +257,7 @@ def programs(spec: "ModelSpec", options: ExportOptions, targets: list["Target"],
     with in_stage("qat", keep=(UserError,)):
         qat = qat_stage(prepared, options, progress) if options.qat.epochs else None
     with in_stage("torch fp32 reference"):
-        refs = torch_outputs_all(spec.module, evalset.x, progress, "torch fp32 reference")
+        refs = torch_outputs_all(spec.module, evalset.inputs, progress, "torch fp32 reference")
     return Programs(ctx, PassCache(root, ctx, quantize_steps(qat)), evalset, refs[0], pruning, tuple(refs))
 
 
@@ -270,6 +272,8 @@ def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None 
             if asked:
                 raise UserError(f"{flag} works on the int8 program, but no int8 target was asked for; "
                                 "add e.g. -t tflite-int8")
+    if len(spec.example_inputs) > 1:
+        _refuse_single_input_tools(spec, options)
     if options.qat.epochs and options.max_drop is not None:
         raise UserError("--max-drop chooses float layers for post-training calibration; it cannot be "
                         "combined with --qat-epochs (QAT learns the scales instead) — drop one of them")
@@ -327,6 +331,24 @@ def export(spec: "ModelSpec", options: ExportOptions, progress: Progress | None 
         e.manifest = manifest
         raise e
     return manifest
+
+
+def _refuse_single_input_tools(spec: "ModelSpec", options: ExportOptions) -> None:
+    """The tools that train or rank layers on the data (QAT, pruning while fine-tuning, a list of
+    sparsity levels, --max-drop, --analyze) feed one input; a net with several is refused with the
+    fix, never trained or ranked on its first input alone."""
+    asked = [flag for flag, on in (("--qat-epochs", options.qat.epochs), ("--prune-epochs", options.prune.epochs),
+                                   ("--sparsity with several levels", options.sparse.levels),
+                                   ("--max-drop", options.max_drop is not None), ("--analyze", options.analyze)) if on]
+    if asked:
+        raise UserError(f"{asked[0]} works on one-input nets; {_inputs_text(spec)}: export it without {asked[0]}")
+
+
+def _inputs_text(spec: "ModelSpec") -> str:
+    from edgeconv.inputs import resolve_names
+
+    names = resolve_names(spec.input_names, spec.module, len(spec.example_inputs))
+    return f"{spec.name} takes {len(names)} inputs ({', '.join(names)})"
 
 
 def _manifest(spec: "ModelSpec", options: ExportOptions, stages: tuple[StageRecord, ...],
@@ -424,6 +446,8 @@ def analyze_model(spec: Any, options: Any, max_drop: float | None = None, evalua
     from edgeconv.quant.sensitivity import AnalysisResult, analyze
     from edgeconv.quant.fallback import choose_float_nodes, load_evaluator
 
+    if len(spec.example_inputs) > 1:  # the sensitivity ranking feeds one input
+        raise UserError(f"edgeconv analyze works on one-input nets; {_inputs_text(spec)}")
     if evaluator:
         load_evaluator(evaluator)  # a bad reference fails before any work
     progress = progress or Progress(False)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from edgeconv.exporters.formats import Runner
     from edgeconv.exporters.formats import QTensor
     from edgeconv.graph import Graph
+    from edgeconv.inputs import Batch
     from edgeconv.parity import Tolerance
     from edgeconv.results import LayerIsolation, ParityReport
 
@@ -34,22 +35,24 @@ if TYPE_CHECKING:
 ISOLATION_SAMPLES = 4
 
 
-def torch_outputs(module: Any, x: np.ndarray, progress: Progress, what: str) -> np.ndarray:
+def torch_outputs(module: Any, x: "Batch", progress: Progress, what: str) -> np.ndarray:
     """The first output (see `torch_outputs_all`)."""
     return torch_outputs_all(module, x, progress, what)[0]
 
 
-def torch_outputs_all(module: Any, x: np.ndarray, progress: Progress, what: str) -> list[np.ndarray]:
+def torch_outputs_all(module: Any, x: "Batch", progress: Progress, what: str) -> list[np.ndarray]:
     """Every output, in the order forward returns them, one sample at a time, on one intra-op
     thread (`one_thread`). One at a time: the captured program has a static batch of 1, and a batch
     of 8 through the eager model is no faster here (memory-bound at 224x224) and not bit-identical
-    (a batched linear is a GEMM, one sample a GEMV)."""
+    (a batched linear is a GEMM, one sample a GEMV). `x`: every input of the net (edgeconv.inputs)."""
     import torch
 
+    from edgeconv.inputs import count, torch_rows
+
     outs: list[list[np.ndarray]] = []
-    with torch.no_grad(), one_thread(), progress.task(what, total=len(x)) as task:
-        for i in range(len(x)):
-            y = module(torch.from_numpy(x[i:i + 1]))
+    with torch.no_grad(), one_thread(), progress.task(what, total=count(x)) as task:
+        for i in range(count(x)):
+            y = module(*torch_rows(x, i, i + 1))
             ys = list(y) if isinstance(y, (tuple, list)) else [y]
             outs.append([t.detach().float().numpy() for t in ys])
             task.advance()
@@ -91,10 +94,10 @@ class ProgramRuns:
     def outputs_all(self, graph: "Graph", evalset: "DataSet", progress: Progress, what: str) -> list[np.ndarray]:
         runs = self._of(graph)
         if runs.outputs is None:
-            runs.outputs = torch_outputs_all(self.folded(graph), evalset.x, progress, what)
+            runs.outputs = torch_outputs_all(self.folded(graph), evalset.inputs, progress, what)
         return runs.outputs
 
-    def int8_tensors(self, graph: "Graph", x: np.ndarray) -> "list[QTensor]":
+    def int8_tensors(self, graph: "Graph", x: "Batch") -> "list[QTensor]":
         runs = self._of(graph)
         if runs.int8 is None:
             from edgeconv.quant.divergence import torch_tensors
@@ -174,7 +177,8 @@ def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx:
         if target.parity_reference == "torch-int8-weights":
             from edgeconv.quant.program import weight_int8_simulation
 
-            ref_fp32 = torch_outputs(weight_int8_simulation(graph), evalset.x, progress, "torch with int8-rounded weights")
+            ref_fp32 = torch_outputs(weight_int8_simulation(graph), evalset.inputs, progress,
+                                     "torch with int8-rounded weights")
         if target.parity_reference == "torch-after-passes":
             ref_fp32 = runs.outputs(graph, evalset, progress, "torch reference after passes")
         ref_sim = runs.outputs(graph, evalset, progress, "torch quantized simulation") if graph.quantized else None
@@ -182,7 +186,7 @@ def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx:
     with progress.task(f"parity {target.name} in {runner.engine}"), one_thread(), \
             in_stage(f"parity: run in {runner.engine}", target.name):
         # a runner without run_all (a format plugin written before several outputs) gives its first
-        outs = runner.run_all(evalset.x) if hasattr(runner, "run_all") else [runner(evalset.x)]
+        outs = runner.run_all(evalset.batch) if hasattr(runner, "run_all") else [runner(evalset.batch)]
     out = outs[0]
     layers = None
     if graph.quantized and tol.layer_max_steps is not None:
@@ -195,7 +199,7 @@ def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx:
         tol = dataclasses.replace(tol, vs_sim_max_rel_l2=None)
     ref_fp16 = None
     if target.half_precision:
-        ref_fp16 = torch_outputs(_in_fp16(graph.module()), evalset.x, progress, "torch reference in fp16")
+        ref_fp16 = torch_outputs(_in_fp16(graph.module()), evalset.inputs, progress, "torch reference in fp16")
         tol = _fp16_floors(tol, ref_fp16, ref_fp32, ctx.options)
     with in_stage("parity: compare", target.name):
         report = parity.check(out, runner.engine, evalset.y, tol, ref_fp32, ref_sim, out_quant, target.parity_reference)
@@ -217,12 +221,30 @@ def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx:
         with in_stage("parity: fast host kernels", target.name):
             fast = target.load(path, kernels="fast")
             with progress.task(f"host kernels {target.name} in {fast.engine}"), one_thread():
-                fast_out = fast(evalset.x)
+                fast_out = fast(evalset.batch)
         check = parity.host_kernels(fast_out, out, fast.engine, tol, out_quant, target.host_kernel_advice)
         report = dataclasses.replace(report, host_kernels=check)
     if graph.quantized:
         report = _full_integer(report, target, path, ctx.options)
-    return report
+    return _input_names(report, runner, graph, ctx)
+
+
+def _input_names(report: "ParityReport", runner: "Runner", graph: "Graph", ctx: "Context") -> "ParityReport":
+    """A net with named inputs (several, or declared): the file must name them so, in forward's
+    order — the runners pair the data's arrays with the file's inputs in that order, by name."""
+    from edgeconv.exporters.base import input_names
+    from edgeconv.results import OutputDiff
+
+    want = input_names(graph, ctx)
+    if not want:
+        return report
+    got = tuple(s.name for s in runner.inputs)
+    ok = got == want
+    nan = float("nan")
+    diff = OutputDiff("input-names", nan, nan, None, nan, None, ok,
+                      "" if ok else f"the file's inputs are {', '.join(got)}, the model's {', '.join(want)}",
+                      checked=(f"inputs {', '.join(want)} in this order",))
+    return dataclasses.replace(report, diffs=report.diffs + (diff,))
 
 
 def _in_fp16(module: Any) -> Any:
@@ -231,7 +253,7 @@ def _in_fp16(module: Any) -> Any:
     import copy
 
     half = copy.deepcopy(module).half()  # a copy: the program's own parameters stay fp32
-    return lambda x: half(x.half())
+    return lambda *xs: half(*(x.half() for x in xs))
 
 
 def _fp16_floors(tol: "Tolerance", ref_fp16: np.ndarray, ref_fp32: np.ndarray,
@@ -301,12 +323,15 @@ def layers_in_isolation(target: "Target", path: Path, graph: "Graph", evalset: "
     from edgeconv.quant.divergence import divergence
     from edgeconv.results import LayerIsolation
 
-    x = evalset.x[:ISOLATION_SAMPLES]
+    from edgeconv.inputs import count
+
+    x = evalset.take(0, ISOLATION_SAMPLES).batch  # every input: the int8 program and the file are fed all
+    n = count(x)
     with progress.task(f"each int8 layer of {target.name} in isolation"):
         try:
             rep = divergence(graph, path, x, isolate=True, ours=runs.int8_tensors(graph, x), gm=runs.folded(graph))
         except Exception as e:
             why = f"the per-layer check could not run: {type(e).__name__}: {str(e).strip().splitlines()[0][:160]}"
-            return LayerIsolation(len(x), 0, 0, target.tolerance.layer_max_steps or 0.0, "", float("nan"), (why,), False)
-    return parity.layers_in_isolation(rep.isolated or (), rep.excluded, len(x), target.tolerance, len(rep.covered),
+            return LayerIsolation(n, 0, 0, target.tolerance.layer_max_steps or 0.0, "", float("nan"), (why,), False)
+    return parity.layers_in_isolation(rep.isolated or (), rep.excluded, n, target.tolerance, len(rep.covered),
                                       rep.rescaled, rep.within)

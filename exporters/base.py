@@ -109,6 +109,19 @@ def output_names(graph: "Graph", ctx: "Context") -> tuple[str, ...]:
     return names(tuple(declared), count)
 
 
+def input_names(graph: "Graph", ctx: "Context") -> tuple[str, ...]:
+    """What every format names the inputs, in forward's order (edgeconv.inputs.resolve_names): the
+    model's declared names, else forward's parameter names for several; () keeps the converter's
+    name for a single one."""
+    from edgeconv.inputs import resolve_names
+
+    model = getattr(ctx, "model", None)  # ctx may be None outside the pipeline
+    if model is None:
+        return ()
+    return resolve_names(getattr(model, "input_names", ()), model.module, len(graph.example_inputs),
+                         tuple(o.name for o in getattr(model, "outputs", ()) or ()))
+
+
 def scales_matched(weights: list[np.ndarray], activations: list[float], graph: "Graph") -> tuple[int, int]:
     """(weight scale vectors, activation scales) of a file that equal ones edgeconv computed for
     `graph` — read back from the file, not assumed."""

@@ -25,6 +25,7 @@ from edgeconv.results import TensorSpec
 
 if TYPE_CHECKING:
     from edgeconv.costops import Op
+    from edgeconv.inputs import Batch
     from edgeconv.opview import OpView
     from edgeconv.exporters.tflite.sparse_check import SparseReport
     from edgeconv.results import FloatOps, WeightQuant
@@ -50,15 +51,18 @@ class QTensor:
 
 
 class Runner(Protocol):
-    """A loaded artifact in its real runtime: float NCHW in, float (dequantized) out."""
+    """A loaded artifact in its real runtime: float NCHW in, float (dequantized) out.
+
+    `x` is one array for a one-input net, or one array per input in forward's order (edgeconv.inputs:
+    the built-in runners feed each to the file's input of that name, `inputs` in the same order)."""
 
     engine: str  # exactly what computes the outputs (runtime and kernels): parity reports name it
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
 
-    def __call__(self, x: np.ndarray) -> np.ndarray: ...  # the first output
+    def __call__(self, x: "Batch") -> np.ndarray: ...  # the first output
 
-    def run_all(self, x: np.ndarray) -> list[np.ndarray]: ...  # every output, in `outputs` order
+    def run_all(self, x: "Batch") -> list[np.ndarray]: ...  # every output, in `outputs` order
 
 
 class Format:
@@ -131,8 +135,8 @@ class Format:
         """What an int8 file still computes in float, read from the file."""
         return self._reading("float_ops", "count their float ops")(path)
 
-    def int8_tensors(self, path: Path, x: np.ndarray) -> list[QTensor]:
-        """Every int8 activation the file computes on inputs `x` (one sample at a time), in
+    def int8_tensors(self, path: Path, x: "Batch") -> list[QTensor]:
+        """Every int8 activation the file computes on inputs `x` (one sample at a time, every input), in
         execution order, fused pre-activations left out: what per-layer isolation compares."""
         return self._reading("int8_tensors", "read their int8 tensors")(path, x)
 

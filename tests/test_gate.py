@@ -371,3 +371,20 @@ def test_sparse_budget_without_a_reading_is_a_breach():
 def test_bad_sparse_budgets_name_the_line(text, needle):
     with pytest.raises(UserError, match="^" + needle.replace("(", r"\(")):
         parse_sparse(text)
+
+
+def test_a_target_that_did_not_export_is_one_export_breach_per_budget_never_a_size_pass():
+    import dataclasses
+
+    b = parse(GOOD)
+    m = both()
+    host = next(k for k in m if k.endswith("/ host"))
+    line = "convert (tflite-int8) failed: litert-torch cannot lower aten.logcumsumexp"
+    m[host] = dataclasses.replace(m[host], artifact_sha256="", size_bytes=0, p50_ms=None, p90_ms=None, failure=line)
+    results = evaluate(b, m)
+    on_host = [r for r in results if r.name == host]
+    # size 0 of a file that does not exist must not pass size_kb: the export is the one verdict
+    assert [(r.metric, r.passed) for r in on_host] == [("export", False)]
+    assert on_host[0].message == "not exported: " + line
+    assert any(r.name.endswith("/ pixel") and r.passed for r in results)  # the other budget still judged
+    assert breach_lines(results) == [f"BREACH {host}: export n/a (limit 0) — not exported: {line}"]

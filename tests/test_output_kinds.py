@@ -115,7 +115,8 @@ def test_two_outputs_keep_names_order_and_kinds_in_every_format(tmp_path, monkey
         refs = [d["reference"] for d in a["parity"]["diffs"]]
         assert "torch-fp32:restored" in refs
         if a["target"].endswith(("int8", "w8a8")):
-            assert "torch-quant-sim:restored" in refs and checks[1]["vs_sim"]["psnr_db"] > checks[1]["vs_fp32"]["psnr_db"]
+            assert "torch-quant-sim:restored" in refs
+            assert checks[1]["vs_sim"]["psnr_db"] > checks[1]["vs_fp32"]["psnr_db"]
         else:  # float: the same map and image as torch
             assert checks[0]["vs_fp32"]["pixel_agreement"] == 1.0 and checks[1]["vs_fp32"]["psnr_db"] > 60
     assert "seg [class-map, declared]" in res.output
@@ -129,3 +130,27 @@ def test_declared_outputs_must_match_what_forward_returns(tmp_path, monkeypatch)
 
 def wrong_count() -> ModelSpec:
     return ModelSpec(SegAndImage().eval(), (torch.zeros(1, 3, 16, 16),), outputs=(("seg", "class-map"),))
+
+
+def test_sparse_tflite_targets_keep_declared_output_names(tmp_path, monkeypatch):
+    """The sparse TFLite targets rewrite the dense file (padding, fp16, DENSIFY): the declared
+    names must survive into the tensors and the signature, as in the dense TFLite targets."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    out = tmp_path / "o"
+    sparse = ("tflite-sparse", "tflite-sparse-fp16")
+    args = ["export", "--model", "test_output_kinds:two_outputs", "--calib", "random", "--eval-samples", "4",
+            "--max-drop", "1", "-o", str(out)]  # pruning a random net moves it: names are what is tested
+    for t in sparse:
+        args += ["-t", t]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    arts = json.loads((out / "edgeconv.json").read_text())["artifacts"]
+    assert [a["target"] for a in arts] == list(sparse)
+    for a in arts:
+        assert [o["name"] for o in a["outputs"]] == ["seg", "restored"], a["target"]  # subgraph order
+        runner = Interpreter(model_path=str(out / a["path"])).get_signature_runner()
+        outs = runner(**{k: np.zeros(v["shape"], np.float32) for k, v in runner.get_input_details().items()})
+        assert sorted(outs) == ["restored", "seg"], (a["target"], list(outs))  # the signature's keys
+        assert outs["seg"].shape[1] == 5 and outs["restored"].shape[1] == 3, a["target"]

@@ -71,7 +71,7 @@ def divergence_cmd(artifacts, samples, steps, out_path, as_json, **kw) -> None:
         check_artifact(a)
     options = ExportOptions(targets=(), **quant_and_calib(kw), eval_samples=samples)
     graph, _, evalset = quantized_graph(load_spec(kw), options, progress(as_json), upto="cleanup")
-    reports = [divergence(graph, Path(a), evalset.x, steps, isolate=True) for a in artifacts]
+    reports = [divergence(graph, Path(a), evalset.batch, steps, isolate=True) for a in artifacts]  # every input
     text = json.dumps([r.to_dict() for r in reports], indent=2)
     if out_path:
         from edgeconv.results import atomic_write

@@ -162,6 +162,9 @@ class Measured(Record):
     sparsity: float | None = None  # sparse targets: 1x1 conv weights zero in the .tflite (check-sparse's reading)
     source_drop: float | None = None  # sparse targets: percentage points below the dense source model
     sparse_note: str = ""  # the metric behind source_drop, and check-sparse's verdict
+    # the target did not export (a stage failed: capture, a pass, the converter, its runtime): the
+    # one line naming the stage; nothing else was measured for it
+    failure: str = ""
 
     @property
     def key(self) -> str:

@@ -22,7 +22,7 @@ def collect(budgets: Budgets, progress: Progress | None = None) -> dict[str, Mea
     from edgeconv.devices.base import Delegate, ProfileOptions
     from edgeconv.devices.profile import headline, profile
     from edgeconv.models import load_model
-    from edgeconv.pipeline import export, resolve_targets
+    from edgeconv.pipeline import resolve_targets
     from edgeconv.prepare.prune import sparse_targets
 
     s = budgets.settings
@@ -47,10 +47,14 @@ def collect(budgets: Budgets, progress: Progress | None = None) -> dict[str, Mea
         export_options = ExportOptions(targets=targets, out_dir=str(out_dir), eval_samples=s.eval_samples,
                                        quant=QuantOptions(samples=s.calib_samples), quant_config=quant_config,
                                        prune=prune)
-        manifest = export(load_model(model), export_options, progress)
+        manifest = _export_all(load_model(model), export_options, progress)
         arts = {a.target: a for a in manifest.artifacts}
         for b in entries:
             a = arts[b.target]
+            if a.failure:  # this target's export failed; the model's other targets are measured
+                out[b.key] = Measured(model=b.model, target=b.target, device=b.device, artifact_sha256="",
+                                      size_bytes=0, delegate=b.delegate or "", failure=a.failure)
+                continue
             p50 = p90 = None
             method = basis = ""
             if b.needs_latency:
@@ -87,6 +91,21 @@ def collect(budgets: Budgets, progress: Progress | None = None) -> dict[str, Mea
                                              f"sha256 {a.sha256[:12]}): {note}" if b.check else "",
                                   sparsity=spars, source_drop=drop, sparse_note=snote)
     return out
+
+
+def _export_all(spec, options, progress):
+    """Every target of one model exported, whichever fail: a stage failure (one target's converter, or
+    capture for all of them) still leaves the manifest, each failed target in it with its one line,
+    so the gate judges every target of every model instead of stopping at the first that failed."""
+    from edgeconv.errors import StageFailure
+    from edgeconv.pipeline import export
+
+    try:
+        return export(spec, options, progress)
+    except StageFailure as e:
+        if e.manifest is None:  # failed before any manifest: nothing to judge target by target
+            raise
+        return e.manifest
 
 
 def _failed(parity) -> list[str]:

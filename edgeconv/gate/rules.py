@@ -18,6 +18,9 @@ def evaluate(budgets: Budgets, measured: Mapping[str, Measured],
         m = measured.get(b.key)
         if m is None:
             raise UserError(f"no result for {b.key}: the gate measured nothing for this budget")
+        if m.failure:  # no file: no size, speed or parity to judge; the stage that failed is the breach
+            out.append(GateResult(b.key, "export", None, 0.0, False, f"not exported: {m.failure}"))
+            continue
         if m.parity_failures is not None and (b.model, b.target) not in parity_seen:
             # an artifact that does not match its model fails the gate whatever its speed; once per artifact
             parity_seen.add((b.model, b.target))

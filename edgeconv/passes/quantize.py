@@ -48,12 +48,13 @@ def calibrate(prepared: Any, ctx: "Context") -> int:
         raise UserError("quantization needs calibration data; pass --calib (a folder, .npy/.npz, demo or random)")
     n = min(len(data), ctx.options.quant.samples)
     from edgeconv.context import one_thread
+    from edgeconv.inputs import torch_rows
 
     constant = _constant_minmax_observers(prepared)
     try:
         with torch.no_grad(), one_thread(), ctx.progress.task(f"calibrating on {n} samples", total=n) as task:
             for i in range(n):
-                prepared(torch.from_numpy(data.x[i:i + 1]))
+                prepared(*torch_rows(data.inputs, i, i + 1))  # every input: each has its own observer
                 if i == 0:
                     for obs in constant:
                         obs.forward = _identity

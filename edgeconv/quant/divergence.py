@@ -21,6 +21,7 @@ import numpy as np
 
 from edgeconv.errors import UserError
 from edgeconv.exporters.formats import QTensor, format_for
+from edgeconv.inputs import Batch, count
 from edgeconv.quant.program import folded_simulation
 from edgeconv.results import Record, TensorDrift
 
@@ -81,10 +82,12 @@ class DivergenceReport(Record):
 
 # --- torch quantized simulation ------------------------------------------------------------------
 
-def torch_tensors(graph: "Graph", x: np.ndarray, gm: Any = None) -> list[QTensor]:
-    """Int8 activations of the torch quantized program, in graph order (fused pre-activations left out)."""
+def torch_tensors(graph: "Graph", x: "Batch", gm: Any = None) -> list[QTensor]:
+    """Int8 activations of the torch quantized program, in graph order (fused pre-activations left out);
+    `x` feeds every input of the net (edgeconv.inputs)."""
     import torch
 
+    from edgeconv.inputs import torch_rows
     from edgeconv.quant.program import folded_simulation, is_q, module_path, producing_layer
 
     gm = gm if gm is not None else folded_simulation(graph)  # weights quantized once, not on every sample
@@ -102,8 +105,8 @@ def torch_tensors(graph: "Graph", x: np.ndarray, gm: Any = None) -> list[QTensor
             return out
 
     with torch.no_grad():
-        for i in range(len(x)):
-            Record_(gm).run(torch.from_numpy(x[i:i + 1]))
+        for i in range(count(x)):
+            Record_(gm).run(*torch_rows(x, i, i + 1))
     out = []
     for q in keep:
         src = q.args[0]
@@ -294,7 +297,7 @@ def check_artifact(artifact: Path | str) -> None:
     fmt.check(path)
 
 
-def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]], x: np.ndarray,
+def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]], x: "Batch",
                     gm: Any = None, theirs: list[QTensor] | None = None
                     ) -> tuple[tuple[TensorDrift, ...], tuple[str, ...]]:
     """Each layer judged alone: the torch simulation runs with every matched int8 tensor replaced by
@@ -315,10 +318,11 @@ def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]],
     in a layout `_views` cannot undo."""
     import torch
 
+    from edgeconv.inputs import torch_rows
     from edgeconv.quant.program import folded_simulation
 
     gm = gm if gm is not None else folded_simulation(graph)  # read-only here: the caller's may be shared
-    feeds = _Feeds(pairs, theirs or [], len(x))
+    feeds = _Feeds(pairs, theirs or [], count(x))
     diffs: dict[str, list[np.ndarray]] = {k: [] for k in feeds.cands}
 
     class Forced(torch.fx.Interpreter):
@@ -338,8 +342,8 @@ def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]],
             return torch.from_numpy(np.ascontiguousarray(theirs_i)).to(out.dtype)
 
     with torch.no_grad():
-        for i in range(len(x)):
-            Forced(gm, i).run(torch.from_numpy(x[i:i + 1]))
+        for i in range(count(x)):
+            Forced(gm, i).run(*torch_rows(x, i, i + 1))
     out = []
     for name, pick in feeds.chosen.items():
         if pick is None or not diffs[name]:
@@ -412,7 +416,7 @@ class _Feeds:
                                          for n, why in self.why_not.items())
 
 
-def divergence(graph: "Graph", artifact: Path | str, x: np.ndarray, steps: float = 3.0,
+def divergence(graph: "Graph", artifact: Path | str, x: "Batch", steps: float = 3.0,
                isolate: bool = False, ours: list[QTensor] | None = None, gm: Any = None) -> DivergenceReport:
     """Compare every int8 activation of `artifact` with the torch quantized simulation of `graph`."""
     path = Path(artifact)
@@ -465,7 +469,7 @@ def divergence(graph: "Graph", artifact: Path | str, x: np.ndarray, steps: float
         unmatched = [n for n in unmatched if n not in gone]
         missing = [m for m in missing if m.split(" ", 1)[0] not in gone]
     excluded = tuple(missing) + excluded
-    return DivergenceReport(str(path), fmt.name, steps, len(x), len(drifts), tuple(unmatched), tuple(drifts), first,
+    return DivergenceReport(str(path), fmt.name, steps, count(x), len(drifts), tuple(unmatched), tuple(drifts), first,
                             isolated, excluded if isolate else (), tuple(covered), changed_params, within)
 
 

@@ -134,9 +134,11 @@ def _q_inputs(gm: Any, acts: list[Any], x: np.ndarray) -> dict[str, np.ndarray]:
                 rows[want[n.name]].append(out.detach().float().numpy())
             return out
 
+    from edgeconv.inputs import count, torch_rows
+
     with torch.no_grad():
-        for i in range(len(x)):
-            Record_(gm).run(torch.from_numpy(x[i:i + 1]))
+        for i in range(count(x)):  # every input of the net (edgeconv.inputs)
+            Record_(gm).run(*torch_rows(x, i, i + 1))
     return {k: np.concatenate(v) for k, v in rows.items() if v}
 
 

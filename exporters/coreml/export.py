@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from edgeconv.errors import UserError
-from edgeconv.exporters.base import FLOAT_PASSES, INT8_PASSES, ExportInfo, Target, output_names
+from edgeconv.exporters.base import FLOAT_PASSES, INT8_PASSES, ExportInfo, Target, input_names, output_names
 from edgeconv.exporters.coreml.coremltools_import import import_coremltools, quiet as _quiet
 from edgeconv.exporters.coreml.read import WEIGHT_OPS, activation_quant, constexpr_quant, float_ops
 from edgeconv.exporters.coreml.runtime import ENGINE_MIL_EVAL, ENGINE_PREDICT
@@ -184,7 +184,7 @@ def _explicit_pool_strides(program: "torch.export.ExportedProgram") -> "torch.ex
 
 
 def convert(program: "torch.export.ExportedProgram", precision: str = "fp32", keep_scales: bool = False,
-            target: str = "coreml", names: tuple[str, ...] = ()) -> Any:
+            target: str = "coreml", names: tuple[str, ...] = (), inputs: tuple[str, ...] = ()) -> Any:
     """ct.convert a `coreml_program` to an in-memory mlprogram MLModel (not loaded for prediction)."""
     from edgeconv.exporters.lowering import lowering_errors
 
@@ -196,6 +196,8 @@ def convert(program: "torch.export.ExportedProgram", precision: str = "fp32", ke
     with _quiet(), lowering_errors(target):
         try:
             named = {"outputs": [ct.TensorType(name=n) for n in names]} if names else {}
+            if inputs:  # in forward's order: ct.convert pairs them with the program's user inputs
+                named["inputs"] = [ct.TensorType(name=n) for n in inputs]
             return ct.convert(program, convert_to="mlprogram", pass_pipeline=pipeline, **named,
                               minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
                               compute_precision=compute, skip_model_load=True)
@@ -336,7 +338,7 @@ class CoreMLTarget(Target):
         scales_from = ""
         program = coreml_program(graph)
         mlmodel = convert(program, self.precision, keep_scales=self.quantized, target=self.name,
-                          names=output_names(graph, ctx))
+                          names=output_names(graph, ctx), inputs=input_names(graph, ctx))
         if self.quantized:
             summary = check_scales(mlmodel, program)
             scales_from = (

@@ -10,6 +10,7 @@ import numpy as np
 
 from edgeconv.exporters.coreml.mil.program import MILProgram, load_program
 from edgeconv.exporters.formats import QTensor
+from edgeconv.inputs import Batch, count, rows as input_rows
 from edgeconv.results import FloatOps, QuantParams, WeightQuant
 
 WEIGHT_OPS = ("conv", "conv_transpose", "linear")
@@ -126,8 +127,10 @@ def op_view(path: Path) -> Any:
 
 # --- int8 activations, for per-layer isolation -------------------------------------------------
 
-def int8_tensors(path: Path, x: np.ndarray) -> list[QTensor]:
-    """Every activation `quantize` op's output, kept by the MIL evaluator (any OS)."""
+def int8_tensors(path: Path, x: "Batch") -> list[QTensor]:
+    """Every activation `quantize` op's output, kept by the MIL evaluator (any OS); every input of
+    the net fed by its name (edgeconv.inputs)."""
+
     from edgeconv.exporters.coreml.runtime import MILRunner
 
     runner = MILRunner(path)
@@ -136,8 +139,8 @@ def int8_tensors(path: Path, x: np.ndarray) -> list[QTensor]:
     fused = {s.name for s in steps if _fused(prog, s)}
     keep = [s for s in steps if s.name not in fused]
     rows: dict[str, list[np.ndarray]] = {s.outputs[0]: [] for s in keep}
-    for i in range(len(x)):
-        env = runner.intermediates(x[i:i + 1])
+    for i in range(count(x)):
+        env = runner.intermediates(input_rows(x, i, i + 1))
         for k in rows:
             rows[k].append(env[k].astype(np.int32))
     out = []

@@ -10,6 +10,7 @@ import numpy as np
 
 from edgeconv.exporters.coreml.coremltools_import import import_coremltools
 from edgeconv.exporters.coreml.mil.kernels import ENGINE as MIL_EVAL_ENGINE
+from edgeconv.inputs import Batch, arrays, feed
 from edgeconv.results import TensorSpec
 
 
@@ -55,21 +56,22 @@ class MILRunner:
         if unknown:
             raise UnverifiedOp(unknown[0])
 
-    def intermediates(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def intermediates(self, x: Batch) -> dict[str, np.ndarray]:
         from edgeconv.exporters.coreml.mil.kernels import run
 
-        return run(self.program, {self.inputs[0].name: x}, keep=True)
+        return run(self.program, feed([s.name for s in self.inputs], x, 0, len(arrays(x)[0])), keep=True)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: Batch) -> np.ndarray:
         return self.run_all(x)[0]
 
-    def run_all(self, x: np.ndarray) -> list[np.ndarray]:
+    def run_all(self, x: Batch) -> list[np.ndarray]:
+        """Every output; `x` holds every input, each fed by its name in the file (edgeconv.inputs)."""
         from edgeconv.exporters.coreml.mil.kernels import run
 
-        x = np.asarray(x, dtype=np.float32)
-        batch = self.inputs[0].shape[0] if self.inputs[0].shape else x.shape[0]
-        chunks = [x] if x.shape[0] == batch else [x[i:i + batch] for i in range(0, len(x), batch)]
-        outs = [run(self.program, {self.inputs[0].name: c}) for c in chunks]
+        n = len(arrays(x)[0])
+        batch = self.inputs[0].shape[0] if self.inputs[0].shape else n
+        names = [s.name for s in self.inputs]
+        outs = [run(self.program, feed(names, x, i, i + batch)) for i in range(0, n, batch)]
         return [np.concatenate([o[s.name] for o in outs]).astype(np.float32) for s in self.outputs]
 
 
@@ -84,11 +86,10 @@ class PredictRunner:
         spec = self.model.get_spec()
         self.inputs, self.outputs = _specs(spec.description.input), _specs(spec.description.output)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: Batch) -> np.ndarray:
         return self.run_all(x)[0]
 
-    def run_all(self, x: np.ndarray) -> list[np.ndarray]:
-        x = np.asarray(x, dtype=np.float32)
-        batch = self.inputs[0].shape[0]
-        outs = [self.model.predict({self.inputs[0].name: x[i:i + batch]}) for i in range(0, len(x), batch)]
+    def run_all(self, x: Batch) -> list[np.ndarray]:
+        n, batch, names = len(arrays(x)[0]), self.inputs[0].shape[0], [s.name for s in self.inputs]
+        outs = [self.model.predict(feed(names, x, i, i + batch)) for i in range(0, n, batch)]
         return [np.concatenate([o[s.name] for o in outs]).astype(np.float32) for s in self.outputs]

@@ -17,7 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgeconv.exporters.base import FLOAT_PASSES, INT8_PASSES, ExportInfo, Target, output_names, scales_note
+from edgeconv.exporters.base import (FLOAT_PASSES, INT8_PASSES, ExportInfo, Target, input_names, output_names,
+                                     scales_note)
 from edgeconv.exporters.onnx.read import float_ops, read_activation_scales, read_weights
 from edgeconv.exporters.onnx.u8u8 import to_u8u8
 from edgeconv.parity import FLOAT_TOLERANCE, INT8_TOLERANCE
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from edgeconv.graph import Graph
 
 
-def _write(program_or_module, args, path: Path, names: tuple[str, ...] = ()) -> None:
+def _write(program_or_module, args, path: Path, names: tuple[str, ...] = (), inputs: tuple[str, ...] = ()) -> None:
     import logging
 
     import torch
@@ -40,7 +41,8 @@ def _write(program_or_module, args, path: Path, names: tuple[str, ...] = ()) -> 
 
     with lowering_errors("onnx"):
         torch.onnx.export(program_or_module, args, str(path), dynamo=True, external_data=False,
-                          optimize=True, verbose=False, output_names=list(names) or None)
+                          optimize=True, verbose=False, output_names=list(names) or None,
+                          input_names=list(inputs) or None)
     _strip_debug_metadata(path)
 
 
@@ -69,7 +71,7 @@ class OnnxFp32(_Onnx):
     description = "ONNX fp32 (torch.onnx dynamo), checked in onnxruntime"
 
     def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:
-        _write(graph.program, graph.example_inputs, path, output_names(graph, ctx))
+        _write(graph.program, graph.example_inputs, path, output_names(graph, ctx), input_names(graph, ctx))
         return ExportInfo()
 
 
@@ -94,7 +96,7 @@ class OnnxInt8(_Onnx):
         constant_fold(gm, _quant_node_constraint)
         linear_on_rows(gm)  # N-D linear: Gemm on rows, fed by DequantizeLinear (not MatMul + float Add)
         rsqrt_as_pow(gm)  # one Pow, not Reciprocal(Sqrt(x)) with a float tensor between
-        _write(gm, graph.example_inputs, path, output_names(graph, ctx))
+        _write(gm, graph.example_inputs, path, output_names(graph, ctx), input_names(graph, ctx))
         found = [s for _, s in read_weights(path) if s is not None]
         return ExportInfo(scales_from=scales_note("QDQ ONNX", found, graph, read_activation_scales(path)),
                           float_ops=float_ops(path))

@@ -10,6 +10,7 @@ import numpy as np
 from edgeconv.costops import Op, OpClass, conv_class, elements, precision_of
 from edgeconv.errors import UserError
 from edgeconv.exporters.formats import QTensor
+from edgeconv.inputs import Batch, count, feed
 from edgeconv.results import FloatOps, WeightQuant
 
 WEIGHT_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
@@ -123,8 +124,9 @@ def op_view(path: Path) -> Any:
 
 # --- int8 activations, for per-layer isolation -------------------------------------------------
 
-def int8_tensors(path: Path, x: np.ndarray) -> list[QTensor]:
-    """Every activation QuantizeLinear output, added as an extra graph output and read in onnxruntime."""
+def int8_tensors(path: Path, x: "Batch") -> list[QTensor]:
+    """Every activation QuantizeLinear output, added as an extra graph output and read in onnxruntime
+    (every input of the net fed by its name: edgeconv.inputs)."""
     import onnx
     import onnxruntime as ort
     from onnx import numpy_helper
@@ -152,9 +154,9 @@ def int8_tensors(path: Path, x: np.ndarray) -> list[QTensor]:
     # No graph optimisation: fusing QDQ pairs into QLinear ops would remove the tensors we read.
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    in_name = sess.get_inputs()[0].name
+    in_names = [i.name for i in sess.get_inputs()]
     names = [n.output[0] for n in keep]
-    rows = [sess.run(names, {in_name: x[i:i + 1].astype(np.float32)}) for i in range(len(x))]
+    rows = [sess.run(names, feed(in_names, x, i, i + 1)) for i in range(count(x))]
     out = []
     for j, n in enumerate(keep):
         zp = consts.get(n.input[2]) if len(n.input) > 2 else np.uint8(0)

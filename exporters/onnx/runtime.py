@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeconv.inputs import Batch, count, feed
 from edgeconv.results import TensorSpec
 
 KERNELS = ("reference", "fast")
@@ -45,10 +46,11 @@ class OnnxRunner:
         return TensorSpec(a.name, "float32" if dtype == "float" else dtype, shape,
                           "NCHW" if len(shape) == 4 else "")
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: Batch) -> np.ndarray:
         return self.run_all(x)[0]
 
-    def run_all(self, x: np.ndarray) -> list[np.ndarray]:
-        name = self._in[0].name
-        outs = [self.session.run(None, {name: x[i:i + 1].astype(np.float32)}) for i in range(len(x))]
+    def run_all(self, x: Batch) -> list[np.ndarray]:
+        """Every output; `x` holds every input, each fed by its name in the file (edgeconv.inputs)."""
+        names = [a.name for a in self._in]
+        outs = [self.session.run(None, feed(names, x, i, i + 1)) for i in range(count(x))]
         return [np.concatenate([o[k] for o in outs]).astype(np.float32) for k in range(len(self.outputs))]

@@ -13,7 +13,8 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from edgeconv.exporters.base import FLOAT_PASSES, INT8_PASSES, ExportInfo, Target, output_names, scales_note
+from edgeconv.exporters.base import (FLOAT_PASSES, INT8_PASSES, ExportInfo, Target, input_names, output_names,
+                                     scales_note)
 from edgeconv.exporters.tflite.read import float_ops, read_activation_scales, read_weights
 from edgeconv.parity import FLOAT_TOLERANCE, INT8_TOLERANCE
 from edgeconv.registry import FORMATS, TARGETS
@@ -36,7 +37,7 @@ def _quiet_litert() -> Iterator[None]:
 
 
 def convert(module: Any, args: tuple, path: Path, quantizer: Any = None, target: str = "tflite",
-            names: tuple[str, ...] = ()) -> None:
+            names: tuple[str, ...] = (), inputs: tuple[str, ...] = ()) -> None:
     import litert_torch
 
     from edgeconv.exporters.lowering import lowering_errors
@@ -53,10 +54,10 @@ def convert(module: Any, args: tuple, path: Path, quantizer: Any = None, target:
     with _quiet_litert(), lowering_errors(target):
         model = litert_torch.convert(module, args, **kwargs)
         model.export(str(path))
-    if names:
-        from edgeconv.exporters.tflite.flatbuffer import name_outputs
+    if names or inputs:  # litert-torch names them args_0, …, output_0, …: the model's names instead
+        from edgeconv.exporters.tflite.flatbuffer import name_tensors
 
-        name_outputs(path, names)
+        name_tensors(path, names, inputs)
 
 
 class _Tflite(Target):
@@ -72,7 +73,8 @@ class TfliteFp32(_Tflite):
     description = "TFLite fp32 (litert-torch), checked in ai-edge-litert"
 
     def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:
-        convert(graph.module(), graph.example_inputs, path, target=self.name, names=output_names(graph, ctx))
+        convert(graph.module(), graph.example_inputs, path, target=self.name, names=output_names(graph, ctx),
+                inputs=input_names(graph, ctx))
         return ExportInfo()
 
 
@@ -86,7 +88,7 @@ class TfliteInt8(_Tflite):
 
     def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:
         convert(graph.module(), graph.example_inputs, path, quantizer=graph.quantizer, target=self.name,
-                names=output_names(graph, ctx))
+                names=output_names(graph, ctx), inputs=input_names(graph, ctx))
         found = [s for _, s in read_weights(path) if s is not None]
         return ExportInfo(scales_from=scales_note("litert-torch TFLite", found, graph, read_activation_scales(path)),
                           float_ops=float_ops(path))

@@ -88,25 +88,30 @@ def densify(values: np.ndarray, shape: tuple[int, ...], sp: Any) -> np.ndarray:
     return out
 
 
-def name_outputs(path: Path | str, names: tuple[str, ...]) -> None:
-    """Give the model's outputs `names`, in the subgraph's output order: the output tensors and the
-    signature's output keys (what `get_signature_runner` returns), so a .tflite names its outputs as
-    the .onnx and .mlpackage of the same model do (litert-torch writes output_0, output_1, …)."""
+def name_tensors(path: Path | str, outputs: tuple[str, ...] = (), inputs: tuple[str, ...] = ()) -> None:
+    """Give the model's outputs (inputs) these names, in the subgraph's output (input) order: the
+    tensors and the signature's keys (what `get_signature_runner` takes and returns), so a .tflite
+    names them as the .onnx and .mlpackage of the same model do (litert-torch writes args_0, …,
+    output_0, …). An empty tuple leaves that side's names as they are."""
     import flatbuffers
 
     from edgeconv.results import atomic_write
 
     model = read_tflite(path)
     graph = model.subgraphs[0]
-    if len(graph.outputs) != len(names):
-        raise ValueError(f"{len(names)} output names for {len(graph.outputs)} outputs")
-    by_tensor = {int(t): n for t, n in zip(graph.outputs, names)}
-    for t, n in by_tensor.items():
-        graph.tensors[t].name = n.encode()
-    for sig in model.signatureDefs or ():
-        for o in sig.outputs or ():
-            if int(o.tensorIndex) in by_tensor:
-                o.name = by_tensor[int(o.tensorIndex)].encode()
+    for side, names, sig_side in (("output", outputs, "outputs"), ("input", inputs, "inputs")):
+        if not names:
+            continue
+        tensors = graph.outputs if side == "output" else graph.inputs
+        if len(tensors) != len(names):
+            raise ValueError(f"{len(names)} {side} names for {len(tensors)} {side}s")
+        by_tensor = {int(t): n for t, n in zip(tensors, names, strict=True)}
+        for t, n in by_tensor.items():
+            graph.tensors[t].name = n.encode()
+        for sig in model.signatureDefs or ():
+            for o in getattr(sig, sig_side) or ():
+                if int(o.tensorIndex) in by_tensor:
+                    o.name = by_tensor[int(o.tensorIndex)].encode()
     builder = flatbuffers.Builder(1 << 20)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     atomic_write(Path(path), bytes(builder.Output()))

@@ -15,6 +15,7 @@ import numpy as np
 from edgeconv.costops import Op, OpClass, conv_class, elements, precision_of
 from edgeconv.errors import UserError
 from edgeconv.exporters.formats import QTensor
+from edgeconv.inputs import Batch, count, feed
 from edgeconv.exporters.tflite.runtime import quantize
 from edgeconv.results import FloatOps, WeightQuant
 
@@ -146,8 +147,9 @@ def op_view(path: Path) -> Any:
 
 # --- int8 activations, for per-layer isolation -------------------------------------------------
 
-def int8_tensors(path: Path, x: np.ndarray) -> list[QTensor]:
-    """Every int8 tensor an op writes, kept by the interpreter (`experimental_preserve_all_tensors`)."""
+def int8_tensors(path: Path, x: "Batch") -> list[QTensor]:
+    """Every int8 tensor an op writes, kept by the interpreter (`experimental_preserve_all_tensors`);
+    every input of the net fed by its name (edgeconv.inputs)."""
     with warnings.catch_warnings():  # "intended for debugging": reading intermediates is what this is
         warnings.simplefilter("ignore")
         it = interpreter(path, experimental_preserve_all_tensors=True, num_threads=1)
@@ -162,10 +164,14 @@ def int8_tensors(path: Path, x: np.ndarray) -> list[QTensor]:
             qp = d.get("quantization_parameters") or {}
             if len(qp.get("scales", [])) == 1 and int(t) not in order:
                 order.append(int(t))
-    inp = it.get_input_details()[0]
+    from edgeconv.exporters.tflite.runtime import in_model_order
+
+    ins = in_model_order(it, it.get_input_details(), inputs=True)
     rows: dict[int, list[np.ndarray]] = {t: [] for t in order}
-    for i in range(len(x)):
-        it.set_tensor(inp["index"], quantize(x[i:i + 1], inp))
+    for i in range(count(x)):
+        fed = feed([d["name"] for d in ins], x, i, i + 1)
+        for d in ins:
+            it.set_tensor(d["index"], quantize(fed[d["name"]], d))
         it.invoke()
         for t in order:
             rows[t].append(it.get_tensor(t).astype(np.int32))

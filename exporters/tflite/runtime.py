@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeconv.inputs import Batch, count, feed
 from edgeconv.results import QuantParams, TensorSpec
 
 
@@ -33,8 +34,8 @@ class TfliteRunner:
 
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
         self.interpreter.allocate_tensors()
-        self._in = self.interpreter.get_input_details()
-        self._out = _in_model_order(self.interpreter, self.interpreter.get_output_details())
+        self._in = in_model_order(self.interpreter, self.interpreter.get_input_details(), inputs=True)
+        self._out = in_model_order(self.interpreter, self.interpreter.get_output_details())
         self.inputs = tuple(self._spec(d) for d in self._in)
         self.outputs = tuple(self._spec(d) for d in self._out)
 
@@ -44,25 +45,27 @@ class TfliteRunner:
         return TensorSpec(d["name"], np.dtype(d["dtype"]).name, shape,
                           "NCHW" if len(shape) == 4 else "", _quant(d))
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: Batch) -> np.ndarray:
         return self.run_all(x)[0]
 
-    def run_all(self, x: np.ndarray) -> list[np.ndarray]:
-        outs = [self._one(x[i:i + 1]) for i in range(len(x))]
+    def run_all(self, x: Batch) -> list[np.ndarray]:
+        """Every output; `x` holds every input, each fed by its name in the file (edgeconv.inputs)."""
+        outs = [self._one(feed([d["name"] for d in self._in], x, i, i + 1)) for i in range(count(x))]
         return [np.concatenate([o[k] for o in outs]) for k in range(len(self._out))]
 
-    def _one(self, x: np.ndarray) -> list[np.ndarray]:
-        d = self._in[0]
-        self.interpreter.set_tensor(d["index"], quantize(x, d))
+    def _one(self, fed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        for d in self._in:
+            self.interpreter.set_tensor(d["index"], quantize(fed[d["name"]], d))
         self.interpreter.invoke()
         return [dequantize(self.interpreter.get_tensor(o["index"]), o) for o in self._out]
 
 
-def _in_model_order(interpreter, details: list[dict]) -> list[dict]:
-    """The outputs in the order the model returns them: the subgraph's output list (what the
-    signature follows), not the interpreter's detail order."""
-    order = {int(t): i for i, t in enumerate(interpreter._interpreter.OutputIndices())} \
-        if hasattr(interpreter, "_interpreter") and hasattr(interpreter._interpreter, "OutputIndices") else {}
+def in_model_order(interpreter, details: list[dict], inputs: bool = False) -> list[dict]:
+    """The outputs (or inputs) in the order the model returns (takes) them: the subgraph's output
+    (input) list, what the signature follows, not the interpreter's detail order."""
+    which = "InputIndices" if inputs else "OutputIndices"
+    inner = getattr(interpreter, "_interpreter", None)
+    order = {int(t): i for i, t in enumerate(getattr(inner, which)())} if hasattr(inner, which) else {}
     return sorted(details, key=lambda d: order.get(int(d["index"]), len(order)))
 
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from edgeconv.errors import UserError
-from edgeconv.exporters.base import ExportInfo
+from edgeconv.exporters.base import ExportInfo, input_names, output_names
 from edgeconv.parity import FLOAT_TOLERANCE, FP16_TOLERANCE
 from edgeconv.exporters.tflite.export import _Tflite
 from edgeconv.registry import TARGETS
@@ -62,18 +62,22 @@ class LowerInfo:
 
 
 def lower(module: Any, args: tuple, path: Path, *, fp16: bool = False, explicit_pad: bool = True,
-          encode: bool = True, target: str = "tflite-sparse") -> LowerInfo:
+          encode: bool = True, target: str = "tflite-sparse", names: tuple[str, ...] = (),
+          inputs: tuple[str, ...] = ()) -> LowerInfo:
     """litert-torch → dense .tflite → (explicit padding, fp16, sparse encoding) → `path`."""
-    return rewrite(convert_dense(module, args, target), path, fp16=fp16, explicit_pad=explicit_pad, encode=encode)
+    return rewrite(convert_dense(module, args, target, names, inputs), path, fp16=fp16, explicit_pad=explicit_pad,
+                   encode=encode)
 
 
-def convert_dense(module: Any, args: tuple, target: str = "tflite-sparse") -> bytes:
-    """The plain litert-torch conversion (the same call as the dense tflite target)."""
+def convert_dense(module: Any, args: tuple, target: str = "tflite-sparse", names: tuple[str, ...] = (),
+                  inputs: tuple[str, ...] = ()) -> bytes:
+    """The plain litert-torch conversion (the same call as the dense tflite target, output names
+    and input names included: the rewrites below keep tensor and signature names, so they survive to `path`)."""
     from edgeconv.exporters.tflite.export import convert
 
     with tempfile.TemporaryDirectory(prefix="edgeconv-sparse-") as tmp:
         dense = Path(tmp) / "dense.tflite"
-        convert(module, args, dense, target=target)
+        convert(module, args, dense, target=target, names=names, inputs=inputs)
         return dense.read_bytes()
 
 
@@ -376,7 +380,8 @@ class _SparseTflite(_Tflite):
         why = float_only_refusal(graph, self.name)
         if why:
             raise UserError(why)
-        info = lower(graph.module(), graph.example_inputs, path, fp16=self.fp16, target=self.name)
+        info = lower(graph.module(), graph.example_inputs, path, fp16=self.fp16, target=self.name,
+                     names=output_names(graph, ctx), inputs=input_names(graph, ctx))
         report = check_tflite(path)
         return ExportInfo(notes=info.notes() + report.notes())
 
