@@ -8,8 +8,8 @@ module (`--catalog timm`), × every edgeconv target, through the CLI.
 
 One `edgeconv export` subprocess per net for its dense targets (they share one capture and one
 calibration) and one for its sparse targets (the CLI refuses sparse beside int8). A run that dies
-without a manifest is re-run one target at a time, so one broken converter cannot hide the others'
-results; a crash is recorded as a failure with the last line of its stderr, never a bench crash.
+without a manifest is re-run one target at a time (unless it timed out), so one broken converter
+cannot hide the others' results; a crash is recorded as a failure with the last line of its stderr, never a bench crash.
 Calibration is on real photos (`examples.zoo.images`: crops of scikit-learn's sample photos, written
 as PNGs to a temporary folder and passed as `--calib FOLDER`): the first --calib-samples calibrate,
 the next --eval-samples are held out for parity.
@@ -214,7 +214,8 @@ def run_net(name: str, ref: str, targets: list[str], args, work: Path, log) -> d
                 if a["target"] in pending:
                     cells[a["target"]] = cell_from_artifact(a, r["out"])
                     pending.remove(a["target"])
-        if pending and r["rc"] not in (0, 1) and len(group) > 1:
+        # a crash is isolated target by target; a timeout is not (each alone would time out again)
+        if pending and r["rc"] not in (0, 1, -9) and len(group) > 1:
             log(f"  {name}: run of {len(group)} targets ended rc {r['rc']} ({r['error'][:120]}); isolating {len(pending)}")
             for t in pending:
                 rt = run_export(ref, [t], work / f"{name}-{gi}-{t}", args)

@@ -6,8 +6,9 @@ module this picks the variant with the fewest parameters, counted by building ev
 the meta device (no memory, no init), under a cap (30 M by default: what a 2-core CI host can
 export and verify). A module with no variant under the cap, or none that builds, is skipped with
 the reason. The input size is small (64²) unless the model's config fixes it (position
-embeddings, attention biases sized for one resolution): then the config's size, recorded.
-Whether the net runs at that size is checked with a forward on the meta device.
+embeddings, attention biases sized for one resolution) and timm can build it for 64² (`img_size`),
+else the config's size, recorded. Whether the net runs at that size is checked with a forward on
+the meta device; bench/timm_nets.py builds it the same way.
 
     from bench.timm_catalog import catalog
     entries = catalog()             # [Entry(module, model, params, size, ...)], cached in JSON
@@ -118,28 +119,41 @@ def count_all(timm, modules: list[str] | None = None) -> list[Count]:
 
 
 def input_size(timm, entry: Entry) -> Entry:
-    """`entry` with the input side the bench uses: SMALL, or the config's when the model fixes it
-    or fails at SMALL, checked by a forward on the meta device."""
+    """`entry` with the input side the bench uses, checked by a forward on the meta device: SMALL;
+    else SMALL with the model built for it (`img_size=SMALL`: ViT-style nets size their position
+    embeddings and windows from it — the family's ops at a 2-core CI cost); else the config's size."""
     import torch
 
-    with torch.device("meta"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        net = timm.create_model(entry.model, pretrained=False).eval()
+    net = _meta(timm, entry.model)
     cfg = getattr(net, "pretrained_cfg", None) or {}
     native = int((cfg.get("input_size") or (3, 224, 224))[-1])
-    tries = [(native, "fixed by the model's config")] if cfg.get("fixed_input_size") else \
-        [(SMALL, ""), (native, f"{SMALL}² fails")]
+    fixed = bool(cfg.get("fixed_input_size"))
+    tries = [] if fixed else [(SMALL, False, "")]
+    tries += [(SMALL, True, f"built for {SMALL}² with img_size={SMALL} (the config's {native}² "
+                            + ("is fixed)" if fixed else "fails at 64²)")),
+              (native, False, "fixed by the model's config" if fixed else f"{SMALL}² fails")]
     first_err = ""
-    for side, note in tries:
+    for side, built_for, note in tries:
         try:
+            model = _meta(timm, entry.model, side) if built_for else net
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                net(torch.empty(1, 3, side, side, device="meta"))
+                model(torch.empty(1, 3, side, side, device="meta"))
             return dataclasses.replace(entry, size=side, size_note=note + (f" ({first_err})" if first_err and note else ""))
         except Exception as e:  # noqa: BLE001 — meta lacks some kernels: tried at the next size, else noted
             first_err = first_err or _short(e)
     side = tries[0][0]
     return dataclasses.replace(entry, size=side, size_note=f"meta forward failed, size unchecked: {first_err}")
+
+
+def _meta(timm, model: str, img_size: int | None = None):
+    """The net on the meta device (no memory, no init), built for `img_size` when given."""
+    import torch
+
+    kwargs = {"img_size": img_size} if img_size else {}
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return timm.create_model(model, pretrained=False, **kwargs).eval()
 
 
 def timm_version() -> str:
@@ -167,11 +181,12 @@ def catalog(cap: int = CAP, cache: Path = CACHE, refresh: bool = False, log=prin
     for e in pick(counts, cap):
         if e.skipped:
             entries.append(e)
-        elif e.model in known:
+        elif e.model in known and (known[e.model]["size"] == SMALL or "img_size" in known[e.model]["size_note"]
+                                   or data.get("img_size_tried")):
             entries.append(dataclasses.replace(e, size=known[e.model]["size"], size_note=known[e.model]["size_note"]))
         else:
             entries.append(input_size(timm, e))
-    new = {"timm": timm.__version__, "cap": cap, "small": SMALL, "exclude": f"{EXCLUDE_PREFIX}* (timm's unit-test configs)",
+    new = {"timm": timm.__version__, "cap": cap, "small": SMALL, "img_size_tried": True, "exclude": f"{EXCLUDE_PREFIX}* (timm's unit-test configs)",
            "how": "parameters counted by timm.create_model(name, pretrained=False) on the meta device; per module "
                   "the fewest at or under the cap; input side checked by a meta-device forward",
            "entries": [dataclasses.asdict(e) for e in entries], "counts": data["counts"]}

@@ -3,7 +3,8 @@
     edgeconv export --model bench.timm_nets:mobilenetv3_small_050 -t tflite-int8 --calib PHOTOS
 
 Any timm model name is a factory here (`bench.timm_nets:<name>`, 224²; `<name>@<side>` builds and
-captures it at side², e.g. `bench.timm_nets:resnet18@64` for the catalog bench). Pretrained weights are
+captures it at side², e.g. `bench.timm_nets:resnet18@64` for the catalog bench; a net that does not take
+side² as built by default — ViT-style, position embeddings sized for 224² — is built with `img_size=side`). Pretrained weights are
 not reachable offline: the net is random-init (seeded), and like the zoo (examples/zoo/_common.py
 `build`) its norms get realistic affine parameters and its BatchNorm running statistics are set
 from real photos — without them a deep random net's activations explode or vanish.
@@ -20,7 +21,26 @@ def timm_spec(name: str, size: int = SIZE, **kwargs: Any):
     from examples.zoo._common import build
 
     timm = import_timm()
+    if "img_size" not in kwargs and not _runs_at(timm, name, size):
+        kwargs["img_size"] = size  # ViT-style: position embeddings / windows sized for `size` (as the catalog checked)
     return build(lambda: timm.create_model(name, pretrained=False, **kwargs), f"timm-{name}-{size}", size)
+
+
+def _runs_at(timm, name: str, size: int) -> bool:
+    """Whether the net as timm builds it by default takes a size² input (a meta-device forward)."""
+    import warnings
+
+    import torch
+
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = timm.create_model(name, pretrained=False).eval()
+        try:
+            with torch.no_grad():
+                net(torch.empty(1, 3, size, size, device="meta"))
+        except Exception:  # noqa: BLE001 — any failure: built for the size instead
+            return False
+    return True
 
 
 def __getattr__(name: str):

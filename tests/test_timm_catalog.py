@@ -53,9 +53,20 @@ def test_input_size_small_unless_the_model_fixes_it():
     timm = import_timm()
     conv = input_size(timm, Entry("ghostnet", "ghostnet_050", 1, 1))
     assert (conv.size, conv.size_note) == (SMALL, "")
-    # LeViT's attention biases are sized for one resolution: its config fixes 224²
+    # LeViT's attention biases are sized for one resolution (its config fixes 224²): built for 64²
     levit = input_size(timm, Entry("levit", "levit_128s", 1, 1))
-    assert levit.size == 224 and "fixed" in levit.size_note
+    assert levit.size == SMALL and "img_size=64" in levit.size_note and "fixed" in levit.size_note
+    # EfficientFormer-L1 cannot be built for 64² (its attention bias stays 7×7): its own 224²
+    eff = input_size(timm, Entry("efficientformer", "efficientformer_l1", 1, 1))
+    assert eff.size == 224 and "fixed" in eff.size_note
+    # and bench/timm_nets builds the net the same way: LeViT at 64² runs
+    import torch
+
+    from bench.timm_nets import timm_spec
+
+    spec = timm_spec("levit_128s", SMALL)
+    with torch.no_grad():
+        assert spec.module(*spec.example_inputs).shape == (1, 1000)
 
 
 def test_shards_partition_the_catalog_and_the_cache_resumes(tmp_path):
