@@ -139,7 +139,8 @@ def input_size(timm, entry: Entry) -> Entry:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 model(torch.empty(1, 3, side, side, device="meta"))
-            return dataclasses.replace(entry, size=side, size_note=note + (f" ({first_err})" if first_err and note else ""))
+            note += f" ({first_err})" if first_err and note else ""
+            return dataclasses.replace(entry, size=side, size_note=note)
         except Exception as e:  # noqa: BLE001 — meta lacks some kernels: tried at the next size, else noted
             first_err = first_err or _short(e)
     side = tries[0][0]

@@ -4,8 +4,8 @@
 
 Any timm model name is a factory here (`bench.timm_nets:<name>`, 224²; `<name>@<side>` builds and
 captures it at side², e.g. `bench.timm_nets:resnet18@64` for the catalog bench; a net that does not take
-side² as built by default — ViT-style, position embeddings sized for 224² — is built with `img_size=side`). Pretrained weights are
-not reachable offline: the net is random-init (seeded), and like the zoo (examples/zoo/_common.py
+side² as built by default — ViT-style, position embeddings sized for 224² — is built with `img_size=side`).
+Pretrained weights are not reachable offline: the net is random-init (seeded), and like the zoo (examples/zoo/_common.py
 `build`) its norms get realistic affine parameters and its BatchNorm running statistics are set
 from real photos — without them a deep random net's activations explode or vanish.
 """
