@@ -503,26 +503,36 @@ def _clamp_min_of(n: Any) -> float:
     return 0.0
 
 
-def fold_constants(gm: GraphModule) -> list[str]:
+def fold_constants(gm: GraphModule, frozen: bool = False) -> list[str]:
     """Values computed from nothing the model holds or reads (positional encodings built with
     arange, sin and cos; masks from shapes) computed once and stored: the converters would otherwise
     write each as float ops run on every inference (EdgeNeXt: SIN, COS, POW, DIV...), and as
     constants they are quantized like any constant operand. Anything reading a parameter or buffer is
-    left alone: training (QAT) changes those through this same graph, and BN statistics may move."""
+    left alone: training (QAT) changes those through this same graph, and BN statistics may move.
+
+    `frozen` (post-training quantization: the parameters are final) also folds what such a created
+    tensor flows into together with parameters — EdgeNeXt's Fourier encoding through its 1×1
+    projection conv, which no int8 kernel takes (a conv of a constant input is not a layer) — but
+    never arithmetic on parameters alone (weights, layer scales stay what the quantizer sees)."""
     acts = activations(gm)
     values: dict[Node, Any] = {}
+    created: set[Node] = set()  # tensors made in forward from shapes, and values computed from them
     for n in gm.graph.nodes:
-        if n.op == "call_function" and n not in acts and isinstance(n.target, torch._ops.OpOverload) \
+        if frozen and n.op == "get_attr" and isinstance(v := constant_of(gm, n), torch.Tensor):
+            values[n] = v
+        elif n.op == "call_function" and n not in acts and isinstance(n.target, torch._ops.OpOverload) \
                 and not _mutates(n) and all(a in values for a in n.all_input_nodes):
             try:
                 with torch.no_grad():
                     values[n] = n.target(*_substitute(n.args, values), **_substitute(n.kwargs, values))
             except Exception:  # noqa: BLE001 — an op that cannot run eagerly here simply stays
                 continue
+            if not n.all_input_nodes or any(a in created for a in n.all_input_nodes):
+                created.add(n)
     done = []
     for n, v in values.items():
         if n.op != "call_function" or not isinstance(v, torch.Tensor) or not v.dtype.is_floating_point \
-                or not any(u in acts for u in n.users):
+                or not any(u in acts for u in n.users) or (_reads_parameters(n) and n not in created):
             continue
         with gm.graph.inserting_before(n):
             c = gm.graph.get_attr(_new_attr(gm, "_edgeconv_folded", v))
@@ -532,6 +542,20 @@ def fold_constants(gm: GraphModule) -> list[str]:
     if done:
         gm.graph.eliminate_dead_code()
     return done
+
+
+def _reads_parameters(n: Node) -> bool:
+    """Whether a constant value depends on a get_attr (a parameter or buffer)."""
+    todo, seen = list(n.all_input_nodes), set()
+    while todo:
+        a = todo.pop()
+        if a in seen:
+            continue
+        seen.add(a)
+        if a.op == "get_attr":
+            return True
+        todo.extend(a.all_input_nodes)
+    return False
 
 
 def _mutates(n: Node) -> bool:
@@ -566,8 +590,10 @@ REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (fold_constants, batc
                                                               merge_duplicates)
 
 
-def transform(gm: GraphModule) -> GraphModule:
-    changed = False
+def transform(gm: GraphModule, frozen: bool = False) -> GraphModule:
+    """Every rewrite, in order. `frozen`: the parameters are final (post-training quantization),
+    so constants may be folded through them (`fold_constants`)."""
+    changed = bool(fold_constants(gm, frozen)) if frozen else False
     for rewrite in REWRITES:
         changed |= bool(rewrite(gm))
     if changed:

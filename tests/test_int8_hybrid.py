@@ -119,3 +119,44 @@ def test_rewrites_keep_the_values_and_leave_no_op_unannotated():
         assert done[name], f"{name} found nothing to rewrite in the hybrid net"
     annotate.annotate_graph(gm, quantization_config())
     assert list(annotate.describe(gm)) == []
+
+
+def test_a_created_encoding_folds_through_its_projection_only_when_frozen():
+    """EdgeNeXt's positional encoding: arange/cumsum/sin built in forward, then a 1×1 projection conv
+    (parameters), added to the features. Post-training (frozen) the whole encoding is one constant
+    operand of the add, the same values; for QAT (not frozen) the projection stays a conv of the
+    parameters it trains; arithmetic on parameters alone (a layer scale) is never folded."""
+    import torch
+    from torch import nn
+
+    from edgeconv.calib import rewrites
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Conv2d(8, 4, 1)
+            self.gamma = nn.Parameter(torch.rand(4))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            b, _, h, w = x.shape
+            y = torch.ones(b, h, w).cumsum(1)
+            t = 100.0 ** (torch.arange(4, dtype=torch.float32) / 4)
+            pos = torch.cat([torch.sin(y[..., None] / t), torch.cos(y[..., None] / t)], -1).permute(0, 3, 1, 2)
+            return (x + self.proj(pos)) * self.gamma[:, None, None]
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 5, 6)
+    net = Net().eval()
+
+    def convs(gm):
+        return sum(n.target is torch.ops.aten.conv2d.default for n in gm.graph.nodes)
+
+    for frozen, left in ((True, 0), (False, 1)):
+        gm = torch.export.export(net, (x,), strict=False).module()
+        before = gm(x)
+        folded = rewrites.fold_constants(gm, frozen)
+        gm.recompile()
+        assert bool(folded) is frozen and convs(gm) == left
+        assert torch.allclose(gm(x), before, atol=1e-6)
+        # the layer scale's view still reads the parameter (not folded into a new constant)
+        assert any(n.op == "get_attr" and "gamma" in n.target for n in gm.graph.nodes)

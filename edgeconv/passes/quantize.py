@@ -105,7 +105,7 @@ def quantize(graph: "Graph", ctx: "Context") -> PassResult:
     # prepare_pt2e fuses every conv -> BN pair before it annotates, even where the conv's output has
     # other users (fold-conv-bn refused those: bn(z) + z would become bn(z) + bn(z)). Rewriting the
     # BNs fold-conv-bn left as depthwise 1x1 convs first leaves it nothing to fuse.
-    prepared = prepare_pt2e(transform(graph.module()), quantizer)
+    prepared = prepare_pt2e(transform(graph.module(), frozen=True), quantizer)
     n = calibrate(prepared, ctx)
     converted = convert_pt2e(prepared, fold_quantize=False)
     dropped = drop_zero_adds(converted)
