@@ -77,6 +77,7 @@ class Annotator:
 
     def __init__(self, gm: GraphModule, config: Any, skip: Callable[[Node], bool] | None = None) -> None:
         self.gm, self.act_spec, self.w_spec = gm, config.input_activation, config.weight
+        self.norm_spec = _norm_spec(self.act_spec)
         self.skip = skip or (lambda n: False)
         self.acts = activations(gm)
         self.live = reaching_output(gm)
@@ -194,6 +195,8 @@ class Annotator:
         if not inputs:
             return
         out = None if n.target in FUSING and self.fused_into(n) is not None else self.act_spec
+        if out is self.act_spec and op_type(n) == "layer_norm":
+            out = self.norm_spec
         if n.target in CONST_OPERAND:
             for a in n.args[:2]:
                 if isinstance(a, Node) and a not in self.acts and _is_float(a):
@@ -205,6 +208,21 @@ class Annotator:
         if n.target in (aten.layer_norm.default,):
             inputs = {n.args[0]: self.in_spec(n.args[0])} if isinstance(n.args[0], Node) else {}
         self.set(n, inputs, out)
+
+
+def _norm_spec(act_spec: Any) -> Any:
+    """The spec of a normalization's internal tensors (centred input, its square, variance, rsqrt,
+    normalised output): by `methods.NORM_METHOD` where the activations calibrate by min-max (the
+    default), else the user's method as everywhere (and QAT's fake-quantizers as they are)."""
+    import dataclasses
+
+    from edgeconv.calib import methods
+    from edgeconv.calib.observers import MinMaxObserver, observer_ctr
+
+    ctor = act_spec.observer_or_fake_quant_ctr
+    if getattr(getattr(ctor, "p", None), "func", None) is not MinMaxObserver:
+        return act_spec
+    return dataclasses.replace(act_spec, observer_or_fake_quant_ctr=observer_ctr(methods.NORM_METHOD))
 
 
 def reaching_output(gm: GraphModule) -> set[Node]:

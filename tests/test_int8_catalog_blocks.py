@@ -70,7 +70,8 @@ def test_squeeze_excite_nets_layer_by_layer(tmp_path, photos, name):
 
 def test_cross_covariance_attention_layer_by_layer(tmp_path, photos):
     """EdgeNeXt-XXS (timm): its XCA blocks' F.normalize divisions are not int8 DIVs in the file,
-    and every layer is within a step in isolation (the int8 DIV gave 124-143 steps)."""
+    every layer is within a step in isolation (the int8 DIV gave 124-143 steps), and the file is
+    full-integer (its positional encoding folded through its projection conv)."""
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
@@ -81,7 +82,9 @@ def test_cross_covariance_attention_layer_by_layer(tmp_path, photos):
     it = Interpreter(model_path=str(next((tmp_path / "out").glob("*.tflite"))))
     dtypes = {t["index"]: np.dtype(t["dtype"]) for t in it.get_tensor_details()}
     divs = [op for op in it._get_ops_details() if op["op_name"] == "DIV"]  # noqa: SLF001
-    assert divs and not any(dtypes[int(op["inputs"][0])] == np.int8 for op in divs)
+    assert not any(dtypes[int(op["inputs"][0])] == np.int8 for op in divs)
+    # and nothing float left: the Fourier position encoding is one folded constant (no SIN/COS/DIV)
+    assert art["float_ops"]["count"] == 0, art["float_ops"]
     assert layers["passed"], layers
     assert res.exit_code == 0, res.output
 
