@@ -27,7 +27,6 @@ Ops not listed stay unannotated: float in every format, and the manifest names t
 """
 from __future__ import annotations
 
-import functools
 import operator
 from typing import Any, Callable, Iterable
 
@@ -70,14 +69,19 @@ FIXED = {**{t: (1 / 256, -128) for t in _targets(aten.sigmoid, aten.sigmoid_, at
 # Binary ops whose constant operand is quantized as an int8 constant (a broadcast scalar or vector).
 CONST_OPERAND = _targets(aten.add, aten.sub, aten.mul)
 FUSING = WEIGHTED | TRANSPOSED | _targets(aten.add, aten.sub)
+# A normalization's internal tensors (centred input, square, variance, rsqrt): calibrated with the
+# norm spec (`calib.observers.norm_spec`), their extremes being a few outlying tokens.
+NORM_OP_TYPES = ("layer_norm", "var", "rsqrt")
 
 
 class Annotator:
     """One walk over the graph, in topological order, with the config's specs."""
 
-    def __init__(self, gm: GraphModule, config: Any, skip: Callable[[Node], bool] | None = None) -> None:
+    def __init__(self, gm: GraphModule, config: Any, skip: Callable[[Node], bool] | None = None,
+                 norm_spec: Any = None) -> None:
         self.gm, self.act_spec, self.w_spec = gm, config.input_activation, config.weight
-        self.norm_spec = _norm_spec(self.act_spec)
+        # a normalization's internal tensors (`calib.observers.norm_spec`); the activations' by default
+        self.norm_spec = norm_spec if norm_spec is not None else self.act_spec
         self.skip = skip or (lambda n: False)
         self.acts = activations(gm)
         self.live = reaching_output(gm)
@@ -195,7 +199,7 @@ class Annotator:
         if not inputs:
             return
         out = None if n.target in FUSING and self.fused_into(n) is not None else self.act_spec
-        if out is self.act_spec and op_type(n) == "layer_norm":
+        if out is self.act_spec and op_type(n) in NORM_OP_TYPES:
             out = self.norm_spec
         if n.target in CONST_OPERAND:
             for a in n.args[:2]:
@@ -208,21 +212,6 @@ class Annotator:
         if n.target in (aten.layer_norm.default,):
             inputs = {n.args[0]: self.in_spec(n.args[0])} if isinstance(n.args[0], Node) else {}
         self.set(n, inputs, out)
-
-
-def _norm_spec(act_spec: Any) -> Any:
-    """The spec of a normalization's internal tensors (centred input, its square, variance, rsqrt,
-    normalised output): by `methods.NORM_METHOD` where the activations calibrate by min-max (the
-    default), else the user's method as everywhere (and QAT's fake-quantizers as they are)."""
-    import dataclasses
-
-    from edgeconv.calib import methods
-    from edgeconv.calib.observers import MinMaxObserver, observer_ctr
-
-    ctor = act_spec.observer_or_fake_quant_ctr
-    if getattr(getattr(ctor, "p", None), "func", None) is not MinMaxObserver:
-        return act_spec
-    return dataclasses.replace(act_spec, observer_or_fake_quant_ctr=observer_ctr(methods.NORM_METHOD))
 
 
 def reaching_output(gm: GraphModule) -> set[Node]:
@@ -260,27 +249,10 @@ def op_type(n: Node) -> str:
     return n.meta.get("edgeconv_op_type") or getattr(n.target, "__name__", str(n.target)).split(".")[0].strip("_")
 
 
-def annotate_graph(gm: GraphModule, config: Any, skip: Callable[[Node], bool] | None = None) -> GraphModule:
-    Annotator(gm, config, skip).run()
+def annotate_graph(gm: GraphModule, config: Any, skip: Callable[[Node], bool] | None = None,
+                   norm_spec: Any = None) -> GraphModule:
+    Annotator(gm, config, skip, norm_spec).run()
     return gm
-
-
-@functools.lru_cache(maxsize=None)
-def quantizer_class() -> type:
-    """A subclass of litert-torch's PT2EQuantizer (litert-torch checks the type it is handed to
-    select static Q/DQ lowering) whose annotation is edgeconv's."""
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
-
-    class EdgeconvQuantizer(PT2EQuantizer):
-        def transform_for_annotation(self, model: GraphModule) -> GraphModule:
-            from edgeconv.calib.rewrites import transform
-
-            return transform(model)
-
-        def annotate(self, model: GraphModule) -> GraphModule:
-            return annotate_graph(model, self.global_config)
-
-    return EdgeconvQuantizer
 
 
 def describe(gm: GraphModule) -> Iterable[str]:

@@ -10,6 +10,7 @@ stays exact (no re-binning guesswork) whatever order the batches come in.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -173,13 +174,42 @@ def quantization_config(per_channel: bool = True, method: CalibMethod | str = Ca
     return dataclasses.replace(base, input_activation=act, output_activation=act)
 
 
+def norm_spec(act_spec: Any) -> Any:
+    """The spec of a normalization's internal tensors (centred input, its square, variance, rsqrt,
+    normalised output): by `methods.NORM_METHOD` where the activations calibrate by min-max (the
+    default), else the activations' own (a user's --calib-method, QAT's fake-quantizers)."""
+    ctor = act_spec.observer_or_fake_quant_ctr
+    if getattr(getattr(ctor, "p", None), "func", None) is not MinMaxObserver:
+        return act_spec
+    return dataclasses.replace(act_spec, observer_or_fake_quant_ctr=observer_ctr(methods.NORM_METHOD))
+
+
+@functools.lru_cache(maxsize=None)
+def quantizer_class() -> type:
+    """A subclass of litert-torch's PT2EQuantizer (litert-torch checks the type it is handed to
+    select static Q/DQ lowering) whose annotation is edgeconv's (`calib.annotate`)."""
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
+
+    from edgeconv.calib.annotate import annotate_graph
+
+    class EdgeconvQuantizer(PT2EQuantizer):
+        def transform_for_annotation(self, model: Any) -> Any:
+            from edgeconv.calib.rewrites import transform
+
+            return transform(model)
+
+        def annotate(self, model: Any) -> Any:
+            config = self.global_config
+            return annotate_graph(model, config, norm_spec=norm_spec(config.input_activation))
+
+    return EdgeconvQuantizer
+
+
 def quantizer(per_channel: bool = True, method: CalibMethod | str = CalibMethod.MINMAX,
               percentile: float = 99.99) -> Any:
     """edgeconv's PT2E quantizer (`edgeconv.calib.annotate`: every activation edge int8, shared
     scales where the integer kernels need them) with `quantization_config(...)` set globally. It
     is a litert-torch PT2EQuantizer subclass, so litert-torch accepts it for static lowering."""
-    from edgeconv.calib.annotate import quantizer_class
-
     return quantizer_class()().set_global(quantization_config(per_channel, method, percentile))
 
 

@@ -5,6 +5,7 @@ int8 kernel for, with the same values in float. Each rewrite shows its before/af
   batch_norm_to_depthwise   standalone BatchNorm → depthwise 1×1 conv (per-channel int8)
   hardsigmoid_to_relu6      hardsigmoid → ADD with fused ReLU6, MUL
   layer_norm_to_primitives  LayerNorm / GroupNorm(1) → MEAN, SUB, MUL, RSQRT, ADD
+  variance_to_primitives    var (timm SimpleNorm's) → MEAN, SUB, MUL
   sdpa_to_primitives        fused attention → MUL, BATCH_MATMUL, SOFTMAX, BATCH_MATMUL
   fold_constants            input-independent values (positional encodings) → stored constants
   unbind_to_select          unbind → one select per piece
@@ -162,6 +163,7 @@ def hardsigmoid_to_relu6(gm: GraphModule) -> list[str]:
 LAYER_NORM = _targets(aten.layer_norm)
 GROUP_NORM = _targets(aten.group_norm)
 RMS_NORM = _targets(aten.rms_norm)
+VAR = _targets(aten.var)
 SDPA = _targets(aten.scaled_dot_product_attention)
 
 
@@ -229,6 +231,50 @@ def layer_norm_to_primitives(gm: GraphModule) -> list[str]:
         ins.finish(y, op_type="layer_norm")
         done.append(n.name)
     return done
+
+
+def variance_to_primitives(gm: GraphModule) -> list[str]:
+    """var (timm's SimpleNorm2d: x · rsqrt(var(x) + eps) · γ) → the integer builtins, as LayerNorm's:
+
+        before: v = var(x, dims, correction=c, keepdim)
+        after:  d = x − mean(x, dims); v = mean(d·d, dims, keepdim) · N / (N − c)
+
+    The pieces are tagged `edgeconv_op_type` = "var" (a quant config may keep them float)."""
+    acts = activations(gm)
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n not in acts or n.target not in VAR:
+            continue
+        x = n.args[0]
+        x_val = x.meta.get("val") if isinstance(x, Node) else None
+        if not isinstance(x_val, torch.Tensor) or not isinstance(n.meta.get("val"), torch.Tensor):
+            continue
+        dims, correction, keepdim = _var_args(n, x_val.dim())
+        count = math.prod(x_val.shape[d] for d in dims)
+        if count <= correction:
+            continue
+        g, ins = gm.graph, _Inserter(gm, n)
+        with g.inserting_before(n):
+            d = ins.call(aten.sub.Tensor, x, ins.call(aten.mean.dim, x, dims, True))
+            v = ins.call(aten.mean.dim, ins.call(aten.mul.Tensor, d, d), dims, keepdim)
+            if correction:
+                v = ins.call(aten.mul.Tensor, v, ins.constant("_edgeconv_var_correction", count / (count - correction)))
+        ins.finish(v, op_type="var")
+        done.append(n.name)
+    return done
+
+
+def _var_args(n: Node, rank: int) -> tuple[list[int], float, bool]:
+    """(dims, correction, keepdim) of aten.var.dim(x, dim, unbiased, keepdim) or
+    aten.var.correction(x, dim, *, correction, keepdim)."""
+    args = list(n.args) + [None] * 4
+    dims = args[1] if args[1] is not None else n.kwargs.get("dim")
+    dims = sorted(d % rank for d in (dims if dims is not None else range(rank)))
+    if n.target is aten.var.dim:
+        unbiased = args[2] if args[2] is not None else n.kwargs.get("unbiased", True)
+        return dims, float(bool(unbiased)), bool(args[3] if args[3] is not None else n.kwargs.get("keepdim", False))
+    correction = n.kwargs.get("correction")
+    return dims, float(1 if correction is None else correction), bool(n.kwargs.get("keepdim", False))
 
 
 def sdpa_to_primitives(gm: GraphModule) -> list[str]:
@@ -583,7 +629,8 @@ SQRT = _targets(aten.sqrt)
 
 REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (fold_constants, batch_norm_to_depthwise,
                                                               hardsigmoid_to_relu6,
-                                                              layer_norm_to_primitives, sdpa_to_primitives,
+                                                              layer_norm_to_primitives, variance_to_primitives,
+                                                              sdpa_to_primitives,
                                                               unbind_to_select, l2_normalize_to_rsqrt,
                                                               algebra_to_int8_ops,
                                                               silu_to_sigmoid_mul, scalars_to_constants,

@@ -127,8 +127,11 @@ def scales_matched(weights: list[np.ndarray], activations: list[float], graph: "
     `graph` — read back from the file, not assumed."""
     ours_w = [np.asarray(q.scale) for k, q in graph.qparams.items() if q.axis is not None or _is_weight(k)]
     ours_a = np.asarray([q.scale[0] for k, q in graph.qparams.items() if q.axis is None and not _is_weight(k)])
-    w_ok = sum(1 for s in weights if any(o.shape == s.shape and np.allclose(o, s, rtol=1e-6, atol=0) for o in ours_w))
-    a_ok = sum(1 for s in activations if ours_a.size and np.isclose(ours_a, s, rtol=1e-6, atol=0).any())
+    from edgeconv.quant.qparams import SCALE_RTOL
+
+    w_ok = sum(1 for s in weights if any(o.shape == s.shape and np.allclose(o, s, rtol=SCALE_RTOL, atol=0)
+                                         for o in ours_w))
+    a_ok = sum(1 for s in activations if ours_a.size and np.isclose(ours_a, s, rtol=SCALE_RTOL, atol=0).any())
     return w_ok, a_ok
 
 

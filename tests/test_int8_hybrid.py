@@ -160,3 +160,41 @@ def test_a_created_encoding_folds_through_its_projection_only_when_frozen():
         assert torch.allclose(gm(x), before, atol=1e-6)
         # the layer scale's view still reads the parameter (not folded into a new constant)
         assert any(n.op == "get_attr" and "gamma" in n.target for n in gm.graph.nodes)
+
+
+def test_variance_norm_becomes_int8_ops():
+    """timm SimpleNorm2d (x · rsqrt(var(x) + eps) · γ; ConvNeXt-zepto-rms, 15 float islands in each
+    int8 format before): var → MEAN/SUB/MUL, the same values, every activation op annotated, and the
+    variance pieces calibrated with the norm spec (least squared error)."""
+    import torch
+    from torch import nn
+
+    from edgeconv.calib import annotate, rewrites
+    from edgeconv.calib.observers import norm_spec, quantization_config
+
+    class SimpleNorm(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.weight = nn.Parameter(torch.rand(8) + 0.5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.conv(x)
+            v = torch.var(x, dim=1, unbiased=False, keepdim=True)
+            return x * torch.rsqrt(v + 1e-6) * self.weight.reshape(1, -1, 1, 1) + torch.var(x, dim=(2, 3)).mean()
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 8, 8)
+    gm = torch.export.export(SimpleNorm().eval(), (x,), strict=False).module()
+    before = gm(x)
+    assert len(rewrites.variance_to_primitives(gm)) == 2
+    gm.recompile()
+    assert torch.allclose(gm(x), before, rtol=1e-5, atol=1e-6)
+    assert not any("var" in str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+    config = quantization_config()
+    spec = norm_spec(config.input_activation)
+    assert spec is not config.input_activation  # min-max activations: the norm's pieces by MSE
+    annotate.annotate_graph(gm, config, norm_spec=spec)
+    assert list(annotate.describe(gm)) == []
+    typed = [n for n in gm.graph.nodes if n.meta.get("edgeconv_op_type") == "var" and n.target is torch.ops.aten.mean.dim]
+    assert typed and all(n.meta["quantization_annotation"].output_qspec is spec for n in typed)

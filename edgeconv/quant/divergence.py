@@ -23,6 +23,7 @@ from edgeconv.errors import UserError
 from edgeconv.exporters.formats import QTensor, format_for
 from edgeconv.inputs import Batch, count
 from edgeconv.quant.program import folded_simulation
+from edgeconv.quant.qparams import SCALE_RTOL
 from edgeconv.results import Record, TensorDrift
 
 if TYPE_CHECKING:
@@ -285,7 +286,7 @@ def _float_rel_l2(q: QTensor, a: QTensor) -> float:
 
 
 def _compatible(q: QTensor, a: QTensor) -> bool:
-    return (abs(q.scale - a.scale) <= 1e-6 * q.scale and q.zero_point == a.zero_point
+    return (abs(q.scale - a.scale) <= SCALE_RTOL * q.scale and q.zero_point == a.zero_point
             and q.values.size == a.values.size)
 
 

@@ -312,7 +312,7 @@ def _qat_quantizer(per_channel: bool) -> Any:
 
     from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
 
-    from edgeconv.calib.annotate import quantizer_class
+    from edgeconv.calib.observers import quantizer_class
 
     class _QATQuantizer(quantizer_class()):
         def annotate(self, model: Any) -> Any:

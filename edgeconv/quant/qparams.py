@@ -9,6 +9,10 @@ from typing import Any
 from edgeconv.results import QuantParams
 
 OUTPUT_KEY = "__output__"
+# Two scales this close are one int8 grid: converters recompute a tensor's scale from its range in
+# their own precision (litert-torch: a LayerNorm MEAN of timm CaiT stored 2.8e-6 away from torch's),
+# and at ±127 levels 1e-4 moves a value by 0.013 of a step; an edit that matters moves it by steps.
+SCALE_RTOL = 1e-4
 
 
 def read_qparams(gm: Any) -> dict[str, QuantParams]:
