@@ -188,6 +188,28 @@ def test_unexpressible_op_names_op_and_format(tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
+def test_op_coremltools_lacks_is_converted_through_torchs_decomposition(tmp_path):
+    """addcmul (timm CSATv2) and bicubic resize (timm CrossViT) have no coremltools translation; torch's
+    own decompositions of them do (bicubic: gather_nd and arithmetic), and the MIL evaluator runs the
+    result to fp32 within 1e-4 of the output range."""
+    class Net(torch.nn.Module):
+        def forward(self, x):
+            up = torch.nn.functional.interpolate(x, size=(12, 12), mode="bicubic", align_corners=False)
+            return torch.addcmul(x, x, x, value=0.5) + up[..., :8, :8]
+
+    x = torch.randn(1, 3, 8, 8)
+    graph = capture(Net().eval(), (x,))
+    path = tmp_path / "x.mlpackage"
+    TARGETS.get("coreml")().export(graph, None, path)
+    from edgeconv.exporters.coreml.ops import read_ops
+
+    ops = {op.op for op in read_ops(path)}
+    assert "gather_nd" in ops
+    out = TARGETS.get("coreml")().load(path)(x.numpy())
+    ref = Net()(x).numpy()
+    assert np.abs(out - ref).max() <= 1e-4 * (ref.max() - ref.min())
+
+
 def test_package_written_whole_and_weights_readable(artifacts):
     for name, (target, _, path, _) in artifacts.items():
         assert path.is_dir() and (path / "Manifest.json").is_file()

@@ -57,6 +57,8 @@ QW = RNG.integers(-127, 128, size=(6, 4, 3, 3)).astype(np.int8)
 QS = (np.abs(_w(6)) * 0.01 + 1e-3).astype(f32)
 
 X4 = (1, 4, 9, 9)
+GND = np.array([[[0, 3], [0, 1]], [[0, 0], [0, 2]]], np.int32)  # gather_nd: (2, 2, K=2) into (1, 4, ...)
+GND_B = np.array([[[3, 8], [1, 0], [2, 5]]], np.int32)  # batch_dims=1: (1, 3, K=2) into each (4, 9, 9)
 X2 = (3, 5)
 
 CASES = [
@@ -215,6 +217,9 @@ CASES = [
          lambda x: F.pixel_unshuffle(x, 2), exact=True, opset="iOS16"),
     case("gather", [X4], lambda x: mb.gather(x=x, indices=np.array([3, 0, 0], np.int32), axis=1),
          lambda x: x[:, [3, 0, 0]]),
+    case("gather_nd", [X4], lambda x: mb.gather_nd(x=x, indices=GND), lambda x: x[GND[..., 0], GND[..., 1]]),
+    case("gather_nd", [X4], lambda x: mb.gather_nd(x=x, indices=GND_B, batch_dims=1),
+         lambda x: x[0][GND_B[0, ..., 0], GND_B[0, ..., 1]][None], ident="gather_nd-batch_dims"),
     # --- quantization -------------------------------------------------------------------------
     case("quantize", [X4], lambda x: mb.cast(x=mb.quantize(input=x, scale=f32(0.013), zero_point=np.int8(-5),
                                                             output_dtype="int8"), dtype="fp32"),

@@ -189,24 +189,51 @@ def convert(program: "torch.export.ExportedProgram", precision: str = "fp32", ke
     from edgeconv.exporters.lowering import lowering_errors
 
     ct = import_coremltools()
+    pipeline = _fresh(ct, keep_scales)
+    compute = ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32
+    named = {"outputs": [ct.TensorType(name=n) for n in names]} if names else {}
+    if inputs:  # in forward's order: ct.convert pairs them with the program's user inputs
+        named["inputs"] = [ct.TensorType(name=n) for n in inputs]
+    decomposed: list[str] = []
+    with _quiet(), lowering_errors(target):
+        while True:
+            try:
+                return ct.convert(program, convert_to="mlprogram", pass_pipeline=pipeline, **named,
+                                  minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
+                                  compute_precision=compute, skip_model_load=True)
+            except Exception as e:  # a missing op translation: torch's own decomposition of it, else its name
+                op = _unsupported_op(str(e))
+                if not op:
+                    raise
+                smaller = _decomposed(program, op) if op not in decomposed and len(decomposed) < 8 else None
+                if smaller is None:
+                    raise UserError(f"{target}: coremltools {ct.__version__} cannot express op {op} of this "
+                                    "model; replace that op in the model or choose another target") from None
+                program, pipeline = smaller, _fresh(ct, keep_scales)
+                decomposed.append(op)
+
+
+def _fresh(ct: Any, keep_scales: bool) -> Any:
     pipeline = ct.PassPipeline.DEFAULT
     if keep_scales:
         pipeline.remove_passes(list(W8A8_REMOVED_PASSES))
-    compute = ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32
-    with _quiet(), lowering_errors(target):
-        try:
-            named = {"outputs": [ct.TensorType(name=n) for n in names]} if names else {}
-            if inputs:  # in forward's order: ct.convert pairs them with the program's user inputs
-                named["inputs"] = [ct.TensorType(name=n) for n in inputs]
-            return ct.convert(program, convert_to="mlprogram", pass_pipeline=pipeline, **named,
-                              minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
-                              compute_precision=compute, skip_model_load=True)
-        except Exception as e:  # a missing op translation: name the op exactly
-            op = _unsupported_op(str(e))
-            if op:
-                raise UserError(f"{target}: coremltools {ct.__version__} cannot express op {op} of this "
-                                "model; replace that op in the model or choose another target") from None
-            raise
+    return pipeline
+
+
+def _decomposed(program: "torch.export.ExportedProgram", op: str) -> "torch.export.ExportedProgram | None":
+    """The program with `op` (as coremltools names it: `addcmul`, `upsample_bicubic2d`) replaced by
+    torch's own decomposition into ops coremltools has, or None when torch has none for it."""
+    import torch
+    from torch._decomp import get_decompositions
+
+    packet = getattr(torch.ops.aten, op.split(".")[-1], None)
+    table = get_decompositions([packet]) if packet is not None else {}
+    if not table:
+        return None
+    try:
+        return program.run_decompositions(table)
+    except Exception:  # noqa: BLE001 — a decomposition that does not apply: the op is named instead
+        return None
 
 
 def _unsupported_op(message: str) -> str | None:

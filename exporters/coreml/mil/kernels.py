@@ -571,6 +571,20 @@ def _gather(a: dict[str, Any], s: Step) -> np.ndarray:
     return np.take(np.asarray(a["x"]), np.asarray(a["indices"]).astype(int), axis=int(_scalar(a, "axis", 0)))
 
 
+@_op("gather_nd")
+def _gather_nd(a: dict[str, Any], s: Step) -> np.ndarray:
+    """MIL gather_nd: the last axis of `indices` (length K) indexes the first K axes of `x` after
+    `batch_dims` shared leading axes (torch's decomposition of bicubic resize, advanced indexing)."""
+    x, idx = np.asarray(a["x"]), np.asarray(a["indices"]).astype(int)
+    b = int(_scalar(a, "batch_dims", 0))
+    k = idx.shape[-1]
+    if b == 0:
+        return x[tuple(np.moveaxis(idx, -1, 0))]
+    lead = x.shape[:b]
+    out = [x[i][tuple(np.moveaxis(idx[i], -1, 0))] for i in np.ndindex(*lead)]
+    return np.stack(out).reshape(*lead, *idx.shape[b:-1], *x.shape[b + k:])
+
+
 # --- quantization --------------------------------------------------------------------------
 
 def _along(v: Any, axis: Any, ndim: int) -> np.ndarray:
