@@ -328,3 +328,11 @@ def test_op_matching_on_aten_names():
     assert case.count("conv") == case.count("conv2d") == case.count("aten.conv2d") == 2
     assert case.count("norm") == 2 and case.count("batch") == 2 and case.count("atch_norm") == 0
     assert case.count("linear") == 1 and case.count("lin") == 0
+
+
+def test_int8_chain_keeps_window_views_valid():
+    """The int8 pass chain on a window partition (permute, contiguous, view): in the quantized program
+    the view reads the permuted tensor through a Q/DQ pair, and cleanup still leaves it valid."""
+    case = _case("windows").run("fold-conv-bn", "quantize", "cleanup")
+    case.quantized()
+    case.matches_eager(EXPECT["quantize"].tol)

@@ -6,7 +6,8 @@ After:   y = relu(conv2d(x, W))
 
 A clone or contiguous is not a no-op for a `view` after it: `x.permute(...).contiguous().view(...)`
 (window partitions: HaloNet, Swin) views the copy's new layout, which the permuted tensor itself
-cannot be viewed as. Such a view becomes a `reshape`, which copies exactly when it has to.
+cannot be viewed as. Such a view (also past a Q/DQ pair or elementwise op, which keep the layout)
+becomes a `reshape`, which copies exactly when it has to.
 """
 from __future__ import annotations
 
@@ -40,6 +41,27 @@ def _reshape():
     return torch.ops.aten.reshape.default
 
 
+def _views_to_reshapes(node) -> None:
+    """Every view reading `node`'s layout: its users, and past ops that keep the shape and so the
+    strides (quantize/dequantize of an int8 program, elementwise ops) — DaViT's window partition
+    views through a Q/DQ pair."""
+    todo, seen = list(node.users), set()
+    while todo:
+        user = todo.pop()
+        if user in seen or user.op != "call_function":
+            continue
+        seen.add(user)
+        if user.target in _views():
+            user.target = _reshape()
+        elif _same_shape(user, user.args[0] if user.args else None):
+            todo.extend(user.users)
+
+
+def _same_shape(node, src) -> bool:
+    a, b = node.meta.get("val"), getattr(src, "meta", {}).get("val")
+    return getattr(a, "shape", None) is not None and getattr(a, "shape", None) == getattr(b, "shape", ())
+
+
 @PASSES.register("cleanup")
 @reads()
 def cleanup(graph: "Graph", ctx: "Context") -> PassResult:
@@ -53,9 +75,7 @@ def cleanup(graph: "Graph", ctx: "Context") -> PassResult:
             # dropout(x, p, train): identity in eval only
             if "dropout" in str(node.target) and len(node.args) > 2 and node.args[2]:
                 continue
-            for user in node.users:
-                if user.op == "call_function" and user.target in _views():
-                    user.target = _reshape()
+            _views_to_reshapes(node)
             node.replace_all_uses_with(node.args[0])
             gm.graph.erase_node(node)
             removed.append(node.name)
