@@ -83,6 +83,8 @@ def main() -> None:
     ap.add_argument("--size", choices=("small", "full"), default="small")
     ap.add_argument("--calib-samples", type=int, default=32)
     ap.add_argument("--eval-samples", type=int, default=16)
+    ap.add_argument("--out", type=Path, default=None,
+                    help=f"results JSON (default {RESULTS.relative_to(ROOT)}; --size full: dense-full.json beside it)")
     args = ap.parse_args()
     nets = [n for n in args.nets.split(",") if n]
     unknown = [n for n in nets if n not in NETS]
@@ -100,9 +102,10 @@ def main() -> None:
                                                args.calib_samples, args.eval_samples)
             print(table_rows(net, e), flush=True)
     results["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"wrote {RESULTS}")
+    out = args.out or (RESULTS.with_name("dense-full.json") if args.size == "full" else RESULTS)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {out}")
 
 
 def table_rows(net: str, e: dict) -> str:

@@ -173,14 +173,18 @@ class Annotator:
             self.set(n, {}, SharedQuantizationSpec((x, src)))
 
     def concat(self, n: Node) -> None:
+        """One scale for every input and the output (the int8 CONCATENATION kernels need it). A
+        constant input (ViT's class token, expanded) is quantized at that scale as an int8 constant."""
         xs = [x for x in n.args[0] if isinstance(x, Node)]
-        if not xs or not all(_is_float(x) and x in self.acts for x in xs):
+        acts = [x for x in xs if x in self.acts]
+        if not acts or not all(_is_float(x) for x in xs):
             return
-        first = xs[0]
+        first = acts[0]
         share = SharedQuantizationSpec((first, n))
         inputs = {first: self.in_spec(first)}
-        for x in xs[1:]:
-            inputs[x] = share
+        for x in xs:
+            if x is not first:
+                inputs[x] = share
         self.set(n, inputs, share)
 
     def fixed(self, n: Node) -> None:

@@ -198,3 +198,32 @@ def test_variance_norm_becomes_int8_ops():
     assert list(annotate.describe(gm)) == []
     typed = [n for n in gm.graph.nodes if n.meta.get("edgeconv_op_type") == "var" and n.target is torch.ops.aten.mean.dim]
     assert typed and all(n.meta["quantization_annotation"].output_qspec is spec for n in typed)
+
+
+def test_class_token_concat_is_int8():
+    """ViT's class token (a parameter, expanded) concatenated with the patch tokens: the constant input
+    shares the concat's scale, so the CONCATENATION is int8 (it was the one float op left in timm ViT,
+    DeiT, CaiT, ConViT and CrossViT ONNX files)."""
+    import torch
+    from torch import nn
+
+    from edgeconv.calib import annotate, rewrites
+    from edgeconv.calib.observers import quantization_config
+
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cls = nn.Parameter(torch.randn(1, 1, 8))
+            self.fc = nn.Linear(8, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            t = self.fc(x)
+            return torch.cat([self.cls.expand(t.shape[0], -1, -1), t], 1).mean(1)
+
+    gm = torch.export.export(Tokens().eval(), (torch.randn(1, 5, 8),), strict=False).module()
+    rewrites.transform(gm, frozen=True)
+    annotate.annotate_graph(gm, quantization_config())
+    assert list(annotate.describe(gm)) == []
+    cat = next(n for n in gm.graph.nodes if n.target is torch.ops.aten.cat.default)
+    ann = cat.meta["quantization_annotation"]
+    assert set(ann.input_qspec_map) == set(cat.args[0])  # the class token's edge is quantized too
