@@ -437,6 +437,11 @@ def _squeeze(a: dict[str, Any], s: Step) -> np.ndarray:
     return np.squeeze(x, axis=tuple(int(v) for v in np.asarray(a["axes"]).ravel()))
 
 
+@_op("stack")
+def _stack(a: dict[str, Any], s: Step) -> np.ndarray:
+    return np.stack([np.asarray(v) for v in a["values"]], axis=int(_scalar(a, "axis", 0)))
+
+
 @_op("concat")
 def _concat(a: dict[str, Any], s: Step) -> np.ndarray:
     values = [np.asarray(v) for v in a["values"]]
