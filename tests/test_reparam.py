@@ -273,3 +273,35 @@ def test_pass_checks_on_the_context_calibration_data():
     note = case.capture().run("reparam-merge").changed(True).result.notes[-1]
     assert note.startswith("reparam-merge checked: merged vs original: ")
     assert "relative on seeded N(0,1) inputs" in note and "on 4 calibration inputs" in note
+
+
+def test_merge_limit_follows_the_nets_own_float32_rounding():
+    """A merge is allowed ROUNDING_FACTOR × what float32 rounding alone moves the original (its fp32 output
+    against its fp64 one) when that is above the plain limit: a deep net that amplifies rounding. A
+    merge that is wrong still fails: its error is orders of magnitude above that floor."""
+    from edgeconv.prepare.reparam.exactness import ROUNDING_FACTOR, check_sets, rounding_floor, run_sets
+
+    torch.manual_seed(0)
+    deep = nn.Sequential(*[nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()) for _ in range(4)]).eval()
+    x = torch.randn(1, 8, 8, 8)
+    sets = check_sets((x,))
+    floor = rounding_floor(deep, sets, run_sets(deep, sets))
+    assert floor is not None and 0 < floor.max_rel_error < 1e-5  # float32 vs float64 of the same net
+
+    class Scaled(nn.Module):
+        """A merge that moves the output by 3e-4 relative: over the 1e-4 limit."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+        def switch_to_deploy(self):
+            self.conv.weight.data.mul_(1 + 3e-4)
+            self.conv.bias.data.mul_(1 + 3e-4)
+
+    with pytest.raises(UserError, match=r"changed the model.s output by 3\.00e-04.*limit 1\.0e-04"):
+        reparameterize_model(Scaled(), example_inputs=(torch.randn(1, 3, 4, 4),))
+    assert ROUNDING_FACTOR * floor.max_rel_error < 1e-4  # this shallow net's own floor does not widen it

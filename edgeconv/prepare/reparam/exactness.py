@@ -102,6 +102,32 @@ def measure(sets: InputSets, reference: list[list["torch.Tensor"]], got: list[li
     return Exactness(errors.get(RANDOM_INPUTS), errors.get(CALIB_INPUTS), calib)
 
 
+# How far a merge may move the output beyond the merge limit: this many times what float32 rounding
+# alone moves the original (its float32 output against its own float64 one). A merge reassociates
+# float arithmetic in every merged layer, so a net that amplifies one rounding per op (deep
+# random-init nets: timm EfficientViT-MSRA 4.7e-4 after 20+ exact BN fuses) moves by a comparable
+# amount; a wrong merge moves it by orders of magnitude more.
+ROUNDING_FACTOR = 10.0
+
+
+def rounding_floor(model: Any, sets: InputSets, reference: list[list["torch.Tensor"]]) -> Exactness | None:
+    """The original model's float32 outputs against its own float64 ones, per input set; None when the
+    model does not run in float64."""
+    import copy
+
+    import torch
+
+    def double(v: Any) -> Any:
+        return v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+
+    try:
+        wide = copy.deepcopy(model).double()
+        wide_sets = [(what, [tuple(double(a) for a in args) for args in batches]) for what, batches in sets]
+        return measure(sets, run_sets(wide, wide_sets), reference)
+    except Exception:  # noqa: BLE001 — an op without a float64 kernel: the merge limit alone holds
+        return None
+
+
 def _flat(out: Any) -> "torch.Tensor":
     """Every tensor of a (nested) model output as one float64 vector."""
     import torch

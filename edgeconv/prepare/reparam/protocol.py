@@ -24,7 +24,7 @@ import inspect
 from typing import TYPE_CHECKING, Any
 
 from edgeconv.errors import UserError
-from edgeconv.prepare.reparam.exactness import Exactness, check_sets, measure, run_sets
+from edgeconv.prepare.reparam.exactness import ROUNDING_FACTOR, Exactness, check_sets, measure, rounding_floor, run_sets
 from edgeconv.results import Record
 
 if TYPE_CHECKING:
@@ -73,10 +73,15 @@ def reparameterize_model(model: "nn.Module", example_inputs: tuple[Any, ...] | N
     merged = set_eval(_visit(merged, "", calls))
     ex = measure(sets, reference, run_sets(merged, sets))
     worst = ex.worst(rtol)
+    floor = rounding_floor(model, sets, reference) if worst is not None else None
+    if worst is not None and floor is not None:  # the net's own float32 rounding, amplified
+        limit = max(rtol, ROUNDING_FACTOR * (floor.max_rel_error or 0.0))
+        worst = ex.worst(limit)
+        rtol = limit
     if worst is not None:
         what, err = worst
         raise UserError(f"reparameterization changed the model's output by {err:.2e} relative on {what} "
-                        f"(limit {rtol:.0e}) after {', '.join(calls)}; a block does not merge exactly; "
+                        f"(limit {rtol:.1e}) after {', '.join(calls)}; a block does not merge exactly; "
                         "fix that block's merge method or export the model without merging it")
     return merged, ProtocolReport(tuple(calls), ex.max_rel_error, ex.random, ex.calib, ex.calib_samples)
 
