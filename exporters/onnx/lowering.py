@@ -32,7 +32,10 @@ def linear_on_rows(gm: Any) -> list[str]:
         if not (isinstance(val, torch.Tensor) and val.dim() > 2 and getattr(dq, "target", None) == dequant
                 and q_out is not None):
             continue
-        lead, c_in = list(val.shape[:-1]), dq.args[0].meta["val"].shape[-1]
+        x_val = dq.args[0].meta.get("val", dq.meta.get("val"))  # a quantize PT2E added may carry none
+        if not isinstance(x_val, torch.Tensor):
+            continue
+        lead, c_in = list(val.shape[:-1]), x_val.shape[-1]
         g = gm.graph
         with g.inserting_before(dq):
             rows_in = g.call_function(aten.reshape.default, (dq.args[0], [-1, c_in]))
