@@ -421,9 +421,14 @@ def fail_cause(c: dict) -> str:
     if c["status"] != "fail":
         return "no artifact"
     reason = c.get("reason") or ""
+    # a stage that failed (prepare, capture, convert …) or a file the runtime cannot load: no artifact
+    # to judge, whichever reference the verdict names first
+    if " failed: " in reason or "cannot load the file" in reason:
+        return "no artifact"
     if "torch-quant-sim:" in reason or "per-layer isolation:" in reason:
         return "artifact vs simulation"
-    others = ("torch-after-passes:", "torch-int8-weights:", "source-model:", "no parity report", "no comparison")
+    others = ("torch-after-passes:", "torch-int8-weights:", "source-model:", "no parity report", "no comparison",
+              "unverified")
     if reason.startswith("torch-fp32:") and not any(o in reason for o in others):
         return "fp32 floors only"
     return "other"
@@ -526,7 +531,7 @@ def write_catalog_markdown(data: dict, path: Path) -> None:
     if w["nets"]:
         per = ", ".join(f"{m:.0f} s at {k}²" for k, m in w["mean_by_input_side"].items())
         sides = ", ".join(f"{v} at {k}²" for k, v in w["runnable_by_input_side"].items())
-        lines += [(f"Time (--jobs 1, wall per net, all targets): {w['total']:.0f} s for {w['nets']} nets here, "
+        lines += [(f"Time (wall per net, all targets, nets run --jobs at a time as in the commands below): {w['total']:.0f} s for {w['nets']} nets here, "
                    f"{w['mean']:.0f} s a net on average (max {w['max']:.0f} s; by input: {per}). The {runnable} "
                    f"runnable families ({sides}) would take about {runnable * w['mean'] / 3600:.1f} h on this host "
                    "at the overall mean; nets at larger inputs cost more than the 64² mean."), ""]

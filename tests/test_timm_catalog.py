@@ -131,3 +131,7 @@ def test_fail_cause_separates_the_artifact_from_the_int8_programs_own_quality():
         == "artifact vs simulation"
     assert fail_cause({"status": "fail", "reason": "torch-fp32: cosine 0.9; source-model: drop 0.5"}) == "other"
     assert fail_cause({"status": "crash", "reason": "Segfault"}) == "no artifact"
+    # a stage failure reported under the first reference is no artifact, not a floor
+    assert fail_cause({"status": "fail", "reason": "torch-fp32: prepare failed: reparameterization changed"}) \
+        == "no artifact"
+    assert fail_cause({"status": "fail", "reason": "torch-fp32: unverified: op stack"}) == "other"
