@@ -152,25 +152,29 @@ def test_protocol_fuse_convention_and_nested_blocks():
     assert ProtocolReport.from_dict(report.to_dict()) == report
 
 
+class _Rescaled(nn.Module):
+    """A block whose "merge" scales its conv by `factor`: not the same function."""
+
+    def __init__(self, factor: float = 2.0):
+        super().__init__()
+        self.conv, self.factor = nn.Conv2d(3, 3, 1), factor
+
+    def forward(self, x):
+        return self.conv(x)
+
+    def switch_to_deploy(self):
+        self.conv.weight.data.mul_(self.factor)
+        self.conv.bias.data.mul_(self.factor)
+
+
 def test_protocol_bad_merge_is_a_user_error():
-    class Liar(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(3, 3, 1)
-
-        def forward(self, x):
-            return self.conv(x)
-
-        def switch_to_deploy(self):
-            self.conv.weight.data.mul_(2)
-
-    class Broken(Liar):
+    class Broken(_Rescaled):
         def switch_to_deploy(self):
             raise ValueError("kernel sizes 2 and 3 do not pad to one centre")
 
     x = torch.randn(1, 3, 4, 4)
     with pytest.raises(UserError, match="changed the model's output.*switch_to_deploy"):
-        reparameterize_model(Liar(), example_inputs=(x,))
+        reparameterize_model(_Rescaled(2.0), example_inputs=(x,))
     with pytest.raises(UserError, match=r"<root>.switch_to_deploy\(\) failed.*cannot merge"):
         reparameterize_model(Broken())
 
@@ -288,20 +292,6 @@ def test_merge_limit_follows_the_nets_own_float32_rounding():
     floor = rounding_floor(deep, sets, run_sets(deep, sets))
     assert floor is not None and 0 < floor.max_rel_error < 1e-5  # float32 vs float64 of the same net
 
-    class Scaled(nn.Module):
-        """A merge that moves the output by 3e-4 relative: over the 1e-4 limit."""
-
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(3, 3, 1)
-
-        def forward(self, x):
-            return self.conv(x)
-
-        def switch_to_deploy(self):
-            self.conv.weight.data.mul_(1 + 3e-4)
-            self.conv.bias.data.mul_(1 + 3e-4)
-
     with pytest.raises(UserError, match=r"changed the model.s output by 3\.00e-04.*limit 1\.0e-04"):
-        reparameterize_model(Scaled(), example_inputs=(torch.randn(1, 3, 4, 4),))
+        reparameterize_model(_Rescaled(1 + 3e-4), example_inputs=(torch.randn(1, 3, 4, 4),))
     assert ROUNDING_FACTOR * floor.max_rel_error < 1e-4  # this shallow net's own floor does not widen it
