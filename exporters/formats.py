@@ -50,6 +50,12 @@ class QTensor:
     copy_of: str = ""
 
 
+def join_samples(rows: list[np.ndarray]) -> np.ndarray:
+    """Per-sample blocks of one tensor as QTensor.values (N, ...). A tensor with no batch dimension
+    (a 0-d scalar, e.g. `x.mean()` over everything) becomes one row per sample instead of failing."""
+    return np.concatenate([np.reshape(r, (1,)) if np.ndim(r) == 0 else r for r in rows])
+
+
 class Runner(Protocol):
     """A loaded artifact in its real runtime: float NCHW in, float (dequantized) out.
 

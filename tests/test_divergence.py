@@ -167,6 +167,23 @@ def test_cli_names_the_layer_and_exits_1(artifacts):
     assert "none drifts" in lines[0] and BAD_LAYER in lines[1]
 
 
+def test_a_zero_dimensional_activation_is_judged_in_every_format(tmp_path):
+    """A 0-d int8 tensor (timm GC-ViT has one) stopped the per-layer check in all three formats
+    ("zero-dimensional arrays cannot be concatenated"): now each sample gives it one row."""
+    from click.testing import CliRunner
+
+    from edgeconv.cli import main
+
+    res = CliRunner().invoke(main, ["export", "--model", "tests.zoo:scalar_gate", "--calib", "random",
+                                    *[a for t in FORMATS for a in ("-t", t)], "-o", str(tmp_path)])
+    arts = json.loads((tmp_path / "edgeconv.json").read_text())["artifacts"]
+    assert [a["target"] for a in arts] == FORMATS and res.exit_code == 0, res.output
+    for art in arts:
+        layers = art["parity"]["layers"]
+        assert layers["layers"] >= 6 and layers["over"] == [], (art["target"], layers)
+        assert layers["worst_steps"] <= 1 and layers["passed"], (art["target"], layers)
+
+
 def test_a_tensor_the_file_computes_inside_an_op_is_judged_within_the_tensors_it_feeds():
     """A LayerNorm's centred input (x - mean) has no int8 tensor in a file that fuses the norm:
     covered by the judged tensor every path from it reaches — but never one with a path to the

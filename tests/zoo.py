@@ -90,6 +90,26 @@ def float_tail() -> ModelSpec:
     return ModelSpec(module=FloatTail().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),), name="float-tail")
 
 
+class ScalarGate(nn.Module):
+    """Scales its features by a 0-d activation (the mean over everything): a tensor with no batch
+    dimension that every int8 format stores and the per-layer check reads back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        y = torch.relu(self.c1(x))
+        return self.fc((self.c2(y) * y.mean()).mean((2, 3)))
+
+
+def scalar_gate() -> ModelSpec:
+    return ModelSpec(module=ScalarGate().eval(), example_inputs=(torch.zeros(1, 3, 32, 32),), name="scalar-gate")
+
+
 class Hybrid(nn.Module):
     """Every spelling of the ops a hybrid conv/attention net writes, in one small net: nn.LayerNorm
     (channels-last), nn.RMSNorm, GroupNorm(1), a hand-written channels-first LayerNorm (mean, pow 2, / sqrt),

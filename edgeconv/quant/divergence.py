@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeconv.errors import UserError
-from edgeconv.exporters.formats import QTensor, format_for
+from edgeconv.exporters.formats import QTensor, format_for, join_samples
 from edgeconv.inputs import Batch, count
 from edgeconv.quant.program import folded_simulation
 from edgeconv.quant.qparams import SCALE_RTOL
@@ -114,7 +114,7 @@ def torch_tensors(graph: "Graph", x: "Batch", gm: Any = None) -> list[QTensor]:
         owner = producing_layer(src)
         layer = module_path(owner) if owner is not None else module_path(src) if hasattr(src, "meta") else ""
         out.append(QTensor(src.name if hasattr(src, "name") else q.name, float(q.args[1]), int(q.args[2]),
-                           np.concatenate(rows[q.name]), layer or getattr(src, "name", ""), q.name,
+                           join_samples(rows[q.name]), layer or getattr(src, "name", ""), q.name,
                            _layout_copy_of(q)))
     return out
 

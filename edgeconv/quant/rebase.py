@@ -134,12 +134,13 @@ def _q_inputs(gm: Any, acts: list[Any], x: np.ndarray) -> dict[str, np.ndarray]:
                 rows[want[n.name]].append(out.detach().float().numpy())
             return out
 
+    from edgeconv.exporters.formats import join_samples
     from edgeconv.inputs import count, torch_rows
 
     with torch.no_grad():
         for i in range(count(x)):  # every input of the net (edgeconv.inputs)
             Record_(gm).run(*torch_rows(x, i, i + 1))
-    return {k: np.concatenate(v) for k, v in rows.items() if v}
+    return {k: join_samples(v) for k, v in rows.items() if v}
 
 
 def _same_grid_parent(q: Any) -> Any:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from edgeconv.exporters.coreml.mil.program import MILProgram, load_program
-from edgeconv.exporters.formats import QTensor
+from edgeconv.exporters.formats import QTensor, join_samples
 from edgeconv.inputs import Batch, count, rows as input_rows
 from edgeconv.results import FloatOps, QuantParams, WeightQuant
 
@@ -149,7 +149,7 @@ def int8_tensors(path: Path, x: "Batch") -> list[QTensor]:
         zp = np.asarray(prog.consts[s.inputs["zero_point"]]).ravel() if "zero_point" in s.inputs else np.zeros(1, int)
         if scale.size != 1:
             continue
-        out.append(QTensor(s.name, float(scale[0]), int(zp[0]), np.concatenate(rows[s.outputs[0]])))
+        out.append(QTensor(s.name, float(scale[0]), int(zp[0]), join_samples(rows[s.outputs[0]])))
     return out
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from edgeconv.costops import Op, OpClass, conv_class, elements, precision_of
 from edgeconv.errors import UserError
-from edgeconv.exporters.formats import QTensor
+from edgeconv.exporters.formats import QTensor, join_samples
 from edgeconv.inputs import Batch, count, feed
 from edgeconv.results import FloatOps, WeightQuant
 
@@ -160,7 +160,7 @@ def int8_tensors(path: Path, x: "Batch") -> list[QTensor]:
     out = []
     for j, n in enumerate(keep):
         zp = consts.get(n.input[2]) if len(n.input) > 2 else np.uint8(0)
-        values = np.concatenate([r[j].astype(np.int32) for r in rows])
+        values = join_samples([r[j].astype(np.int32) for r in rows])
         # uint8 (onnx-int8-u8: q+128 with zero point z+128) compared in the int8 domain it encodes
         shift = 128 if np.asarray(zp).dtype == np.uint8 else 0
         out.append(QTensor(n.input[0], float(np.asarray(consts[n.input[1]]).ravel()[0]),

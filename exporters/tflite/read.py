@@ -14,7 +14,7 @@ import numpy as np
 
 from edgeconv.costops import Op, OpClass, conv_class, elements, precision_of
 from edgeconv.errors import UserError
-from edgeconv.exporters.formats import QTensor
+from edgeconv.exporters.formats import QTensor, join_samples
 from edgeconv.inputs import Batch, count, feed
 from edgeconv.exporters.tflite.runtime import quantize
 from edgeconv.results import FloatOps, WeightQuant
@@ -178,7 +178,7 @@ def int8_tensors(path: Path, x: "Batch") -> list[QTensor]:
     out = []
     for t in order:
         qp = details[t]["quantization_parameters"]
-        v = np.concatenate(rows[t])  # NHWC inside a litert-torch model, mostly: `_align` decides
+        v = join_samples(rows[t])  # NHWC inside a litert-torch model, mostly: `_align` decides
         out.append(QTensor(details[t]["name"], float(qp["scales"][0]), int(qp["zero_points"][0]), v))
     return out
 
