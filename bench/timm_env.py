@@ -18,6 +18,7 @@ The stand-ins are installed only when the real torchvision is not importable.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import sys
 import types
 from typing import Any
@@ -73,6 +74,8 @@ def install_standins() -> None:
             continue
         mod = _StandIn(name)
         mod.__path__ = []  # a package: submodules resolve through sys.modules
+        # importlib.util.find_spec (torch.onnx's op registry asks it) raises on a module without one
+        mod.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
         mod.__version__ = "0.0.0+standin"
         sys.modules[name] = mod
         parent, _, child = name.rpartition(".")
