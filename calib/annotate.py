@@ -31,7 +31,7 @@ import operator
 from typing import Any, Callable, Iterable
 
 import torch
-from edgeconv.calib.rewrites import ON_INPUT_SCALE, _is_float, _targets, activations, aten
+from edgeconv.calib.rewrites import ON_INPUT_SCALE, TRANSPOSED, WEIGHTED, _is_float, _targets, activations, aten
 from torch.fx import GraphModule, Node
 from torchao.quantization.pt2e.quantizer import (
     FixedQParamsQuantizationSpec,
@@ -40,8 +40,6 @@ from torchao.quantization.pt2e.quantizer import (
 )
 
 KEY = "quantization_annotation"
-WEIGHTED = _targets(aten.conv1d, aten.conv2d, aten.conv3d, aten.convolution, aten.linear)
-TRANSPOSED = _targets(aten.conv_transpose1d, aten.conv_transpose2d)
 # A clamp to [0, x] right after a conv/linear/add runs inside that op's integer kernel.
 FUSABLE = _targets(aten.relu, aten.relu_, aten.hardtanh, aten.hardtanh_, aten.relu6)
 SHARED = _targets(

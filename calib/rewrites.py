@@ -558,8 +558,13 @@ def fold_constants(gm: GraphModule, frozen: bool = False) -> list[str]:
 
     `frozen` (post-training quantization: the parameters are final) also folds what such a created
     tensor flows into together with parameters — EdgeNeXt's Fourier encoding through its 1×1
-    projection conv, which no int8 kernel takes (a conv of a constant input is not a layer) — but
-    never arithmetic on parameters alone (weights, layer scales stay what the quantizer sees)."""
+    projection conv, which no int8 kernel takes (a conv of a constant input is not a layer) — and
+    arithmetic on parameters alone that an activation op reads as an operand: EfficientViM's
+    `weights.softmax(-1)` head weights, a relative-position bias gathered from its table. Left as
+    ops, TFLite's converter quantized that softmax with the multiply's scale (a file that does not
+    load) and the others stayed float ops. Not folded: a value in a conv's or linear's weight or
+    bias slot (the quantizer sees the weight as the model computes it), and a parameter only
+    re-laid out (a layer scale's view keeps the parameter's name in the reports)."""
     acts = activations(gm)
     values: dict[Node, Any] = {}
     created: set[Node] = set()  # tensors made in forward from shapes, and values computed from them
@@ -578,7 +583,9 @@ def fold_constants(gm: GraphModule, frozen: bool = False) -> list[str]:
     done = []
     for n, v in values.items():
         if n.op != "call_function" or not isinstance(v, torch.Tensor) or not v.dtype.is_floating_point \
-                or not any(u in acts for u in n.users) or (_reads_parameters(n) and n not in created):
+                or not any(u in acts for u in n.users) \
+                or (_reads_parameters(n) and n not in created
+                    and (not frozen or _in_weight_slot(n) or _relaid_parameter(n))):
             continue
         with gm.graph.inserting_before(n):
             c = gm.graph.get_attr(_new_attr(gm, "_edgeconv_folded", v))
@@ -588,6 +595,18 @@ def fold_constants(gm: GraphModule, frozen: bool = False) -> list[str]:
     if done:
         gm.graph.eliminate_dead_code()
     return done
+
+
+def _in_weight_slot(n: Node) -> bool:
+    """Whether a conv, conv-transpose or linear reads `n` as its weight or bias."""
+    return any(u.target in WEIGHTED | TRANSPOSED and n in u.args[1:3] for u in n.users)
+
+
+def _relaid_parameter(n: Node) -> bool:
+    """Whether `n` is a parameter or buffer only viewed, indexed or broadcast (no arithmetic)."""
+    while n.op == "call_function" and n.target in RELAYOUT:
+        n = n.args[0]
+    return n.op == "get_attr"
 
 
 def _reads_parameters(n: Node) -> bool:
@@ -618,6 +637,10 @@ def _substitute(v: Any, values: dict) -> Any:
     return v
 
 
+WEIGHTED = _targets(aten.conv1d, aten.conv2d, aten.conv3d, aten.convolution, aten.linear)
+TRANSPOSED = _targets(aten.conv_transpose1d, aten.conv_transpose2d)
+RELAYOUT = _targets(aten.view, aten.reshape, aten._unsafe_view, aten.unsqueeze, aten.squeeze, aten.flatten,
+                    aten.permute, aten.transpose, aten.expand, aten.select, aten.slice, aten.clone, aten.contiguous)
 VECTOR_NORM = _targets(aten.linalg_vector_norm, aten.norm)
 EXPAND = _targets(aten.expand, aten.expand_as)
 CLAMP_MIN = _targets(aten.clamp_min, aten.clamp)

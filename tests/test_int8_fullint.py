@@ -236,6 +236,21 @@ def test_every_layer_is_judged_in_isolation(tmp_path, ref):
         assert layers["passed"] and layers["layers"] >= 6 and layers["worst_steps"] <= 1, (a["target"], layers)
 
 
+def test_arithmetic_on_parameters_alone_is_stored_not_run(tmp_path):
+    """`weights.softmax(-1)` of a parameter (timm EfficientViM's head) read by multiplies: TFLite's
+    converter made it an int8 SOFTMAX at the multiply's scale, a file that does not load ("output
+    scale not near 1/256"), and ONNX kept a float Softmax. Folded, every format is full-integer."""
+    from edgeconv.cli import main
+
+    targets = ["tflite-int8", "onnx-int8", "coreml-w8a8"]
+    res = CliRunner().invoke(main, ["export", "--model", "tests.zoo:param_softmax_head", "--calib", "random",
+                                    *[a for t in targets for a in ("-t", t)], "-o", str(tmp_path)])
+    arts = json.loads((tmp_path / "edgeconv.json").read_text())["artifacts"]
+    assert res.exit_code == 0, res.output
+    assert {a["target"]: a["float_ops"]["count"] for a in arts} == dict.fromkeys(targets, 0)
+    assert all(a["parity"]["passed"] and a["parity"]["layers"]["layers"] >= 5 for a in arts)
+
+
 def test_float_ops_error_fails_the_artifact_naming_each_op(tmp_path):
     """`--float-ops error`: an int8 file that still computes in float fails (exit 1, manifest written),
     each float op named; a full-integer file of the same run passes; `warn` (the default) passes both."""

@@ -98,6 +98,21 @@ def test_int8_for_cpu_keeps_float_what_xnnpack_runs_only_in_float(tmp_path, cali
     assert not any(f"{op} " in fallbacks for op in ("GELU", "SOFTMAX", "HARD_SWISH")), fallbacks
 
 
+def test_int8_for_cpu_on_a_class_token_readout(tmp_path, calib):
+    """`x[:, 0]` after a LayerNorm kept float shares the norm's qparams: the select is float too, and
+    so is the head reading it. The quantize pass used to fail (`KeyError: select`) on every
+    ViT-style timm net (DeiT-Ti: `--int8-for cpu` could not export)."""
+    res = CliRunner().invoke(main, ["export", "--model", "zoo:class_token_head", "--calib", str(calib),
+                                    "--calib-samples", "16", "--eval-samples", "8", "-t", "tflite-int8",
+                                    "--int8-for", "cpu", "--min-cosine", "0", "--min-top1", "0",
+                                    "-o", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    (art,) = json.loads((tmp_path / "edgeconv.json").read_text())["artifacts"]
+    layers = art["parity"]["layers"]
+    assert layers["passed"] and layers["layers"] >= 4 and layers["worst_steps"] <= 1, layers
+    assert "head" in " ".join(art["float_layers"]) or any("FULLY_CONNECTED" in op for op in art["float_ops"]["ops"])
+
+
 def test_rewrites_keep_the_values_and_leave_no_op_unannotated():
     """calib.rewrites on the hybrid net: the same function (float), and then every activation op has
     an int8 annotation (nothing left for a float island); the arange/sin encoding became a constant."""
@@ -125,7 +140,8 @@ def test_a_created_encoding_folds_through_its_projection_only_when_frozen():
     """EdgeNeXt's positional encoding: arange/cumsum/sin built in forward, then a 1×1 projection conv
     (parameters), added to the features. Post-training (frozen) the whole encoding is one constant
     operand of the add, the same values; for QAT (not frozen) the projection stays a conv of the
-    parameters it trains; arithmetic on parameters alone (a layer scale) is never folded."""
+    parameters it trains. Arithmetic on parameters alone that an activation op reads (a softmax of
+    mixing weights, timm EfficientViM) is folded when frozen; a layer scale's view is not."""
     import torch
     from torch import nn
 
@@ -136,13 +152,14 @@ def test_a_created_encoding_folds_through_its_projection_only_when_frozen():
             super().__init__()
             self.proj = nn.Conv2d(8, 4, 1)
             self.gamma = nn.Parameter(torch.rand(4))
+            self.mix = nn.Parameter(torch.rand(4))
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             b, _, h, w = x.shape
             y = torch.ones(b, h, w).cumsum(1)
             t = 100.0 ** (torch.arange(4, dtype=torch.float32) / 4)
             pos = torch.cat([torch.sin(y[..., None] / t), torch.cos(y[..., None] / t)], -1).permute(0, 3, 1, 2)
-            return (x + self.proj(pos)) * self.gamma[:, None, None]
+            return (x + self.proj(pos)) * self.gamma[:, None, None] + x * self.mix.softmax(0)[:, None, None]
 
     torch.manual_seed(0)
     x = torch.randn(1, 4, 5, 6)
@@ -157,6 +174,8 @@ def test_a_created_encoding_folds_through_its_projection_only_when_frozen():
         folded = rewrites.fold_constants(gm, frozen)
         gm.recompile()
         assert bool(folded) is frozen and convs(gm) == left
+        softmaxes = sum(n.target is torch.ops.aten.softmax.int for n in gm.graph.nodes)
+        assert softmaxes == (0 if frozen else 1)
         assert torch.allclose(gm(x), before, atol=1e-6)
         # the layer scale's view still reads the parameter (not folded into a new constant)
         assert any(n.op == "get_attr" and "gamma" in n.target for n in gm.graph.nodes)

@@ -110,6 +110,56 @@ def scalar_gate() -> ModelSpec:
     return ModelSpec(module=ScalarGate().eval(), example_inputs=(torch.zeros(1, 3, 32, 32),), name="scalar-gate")
 
 
+class ParamSoftmaxHead(nn.Module):
+    """Fuses three feature maps with `weights.softmax(-1)` of a parameter, as timm EfficientViM's
+    head does: arithmetic on parameters alone that activation ops read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.weights = nn.Parameter(torch.tensor([0.3, -0.2, 1.0]))
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        a = torch.relu(self.c1(x))
+        b = torch.relu(self.c2(a))
+        w = self.weights.softmax(-1)
+        return self.fc((w[0] * a + w[1] * b + w[2] * a * b).mean((2, 3)))
+
+
+def param_softmax_head() -> ModelSpec:
+    return ModelSpec(module=ParamSoftmaxHead().eval(), example_inputs=(torch.zeros(1, 3, 32, 32),),
+                     name="param-softmax-head")
+
+
+class ClassTokenHead(nn.Module):
+    """Patches, a class token, LayerNorm, and the head reading the class token `x[:, 0]` after the
+    final norm, as every ViT-style timm net does: a select that shares the norm's qparams."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.patch = nn.Conv2d(3, 16, 8, 8)
+        self.cls = nn.Parameter(torch.randn(1, 1, 16) * 0.1)
+        self.fc1 = nn.Linear(16, 32)
+        self.fc2 = nn.Linear(32, 16)
+        self.norm = nn.LayerNorm(16)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        t = self.patch(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.cls.expand(t.shape[0], -1, -1), t], 1)
+        t = t + self.fc2(F.gelu(self.fc1(t)))
+        return self.head(self.norm(t)[:, 0])
+
+
+def class_token_head() -> ModelSpec:
+    return ModelSpec(module=ClassTokenHead().eval(), example_inputs=(torch.zeros(1, 3, 32, 32),),
+                     name="class-token-head")
+
+
 class Hybrid(nn.Module):
     """Every spelling of the ops a hybrid conv/attention net writes, in one small net: nn.LayerNorm
     (channels-last), nn.RMSNorm, GroupNorm(1), a hand-written channels-first LayerNorm (mean, pow 2, / sqrt),

@@ -184,7 +184,8 @@ def _is_weight_dq(dq: Any) -> bool:
 
 PASS_THROUGH = ("relu", "hardtanh", "clamp", "relu6", "max_pool", "avg_pool", "adaptive_avg_pool",
                 "mean", "flatten", "view", "reshape", "squeeze", "unsqueeze", "permute", "transpose",
-                "hardswish", "hardsigmoid", "sigmoid", "tanh", "silu", "gelu", "dropout", "batch_norm")
+                "hardswish", "hardsigmoid", "sigmoid", "tanh", "silu", "gelu", "dropout", "batch_norm",
+                "select", "slice", "expand", "clone", "contiguous")
 
 
 def float_region(gm: Any, names: Iterable[str]) -> set[str]:
@@ -217,23 +218,28 @@ def strip_annotations(gm: Any, names: Iterable[str]) -> list[str]:
     its float weights (TFLite) — a simulation that kept its int8 weights was another program than
     the file (timm CAFormer with float LayerNorm: 17 steps at an MLP's first linear, in isolation)."""
     region = float_region(gm, names)
-    changed = []
-    for n in gm.graph.nodes:
-        ann = n.meta.get("quantization_annotation")
-        if ann is None:
-            continue
-        if n.name in region:
-            del n.meta["quantization_annotation"]
-            changed.append(n.name)
-            continue
-        reads_float = any(getattr(inp, "name", None) in region or _shares_region(spec, region)
-                          for inp, spec in ann.input_qspec_map.items())
-        if reads_float:
-            ann.input_qspec_map.clear()  # every input float: the activations and the weights
-            changed.append(n.name)
-        if _shares_region(ann.output_qspec, region):
-            ann.output_qspec = None
-    return changed
+    changed: list[str] = []
+    grew = True
+    while grew:  # an op whose output shared the region's qparams (a select, a slice) is float now too
+        grew = False
+        for n in gm.graph.nodes:
+            ann = n.meta.get("quantization_annotation")
+            if ann is None:
+                continue
+            if n.name in region:
+                del n.meta["quantization_annotation"]
+                changed.append(n.name)
+                continue
+            reads_float = any(getattr(inp, "name", None) in region or _shares_region(spec, region)
+                              for inp, spec in ann.input_qspec_map.items())
+            if reads_float:
+                ann.input_qspec_map.clear()  # every input float: the activations and the weights
+                changed.append(n.name)
+            if _shares_region(ann.output_qspec, region):
+                ann.output_qspec = None
+                region.add(n.name)
+                grew = True
+    return list(dict.fromkeys(changed))
 
 
 def _shares_region(spec: Any, region: set[str]) -> bool:
