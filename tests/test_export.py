@@ -153,3 +153,23 @@ def test_manifest_records_the_host_and_the_engine_of_each_check(demo_run):
     assert "reference kernels" in engines["onnx-int8"] and engines["tflite-int8"].startswith("ai-edge-litert")
     saved = json.loads((out / "edgeconv.json").read_text())
     assert saved["host"] == m.host
+
+
+def test_onnx_takes_attention_on_5d_blocks(tmp_path):
+    """torch.onnx translates scaled_dot_product_attention on 4-D only; block attention on 5-D (timm
+    NesT, Hiera) failed the fp32 ONNX target. The leading dims fold into the batch: parity at float
+    rounding, and the attention (its Softmax) is in the file."""
+    import json
+
+    import onnx
+    from click.testing import CliRunner
+
+    from edgeconv.cli import main
+
+    res = CliRunner().invoke(main, ["export", "--model", "zoo:block_attention", "--calib", "random", "-t", "onnx",
+                                    "-o", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    (art,) = json.loads((tmp_path / "edgeconv.json").read_text())["artifacts"]
+    assert art["parity"]["passed"]
+    model = onnx.load(str(tmp_path / art["path"]))
+    assert any(n.op_type == "Softmax" for n in model.graph.node)

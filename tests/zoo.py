@@ -160,6 +160,31 @@ def class_token_head() -> ModelSpec:
                      name="class-token-head")
 
 
+class BlockAttention(nn.Module):
+    """Attention inside 2×2 blocks of tokens on 5-D query/key/value (batch, heads, blocks, tokens,
+    dim), as timm NesT and Hiera call scaled_dot_product_attention."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.patch = nn.Conv2d(3, 16, 4, 4)
+        self.qkv = nn.Linear(16, 48)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        t = self.patch(x)  # [B, 16, 4, 4] -> 4 blocks of 4 tokens, 2 heads of 8
+        b = t.shape[0]
+        t = t.reshape(b, 16, 2, 2, 2, 2).permute(0, 2, 4, 3, 5, 1).reshape(b, 4, 4, 16)
+        q, k, v = self.qkv(t).reshape(b, 4, 4, 3, 2, 8).permute(3, 0, 4, 1, 2, 5).unbind(0)
+        y = F.scaled_dot_product_attention(q, k, v)  # [B, 2, 4, 4, 8]
+        return self.head(y.permute(0, 2, 3, 1, 4).reshape(b, 16, 16).mean(1))
+
+
+def block_attention() -> ModelSpec:
+    return ModelSpec(module=BlockAttention().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),),
+                     name="block-attention")
+
+
 class Hybrid(nn.Module):
     """Every spelling of the ops a hybrid conv/attention net writes, in one small net: nn.LayerNorm
     (channels-last), nn.RMSNorm, GroupNorm(1), a hand-written channels-first LayerNorm (mean, pow 2, / sqrt),

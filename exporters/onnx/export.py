@@ -71,7 +71,11 @@ class OnnxFp32(_Onnx):
     description = "ONNX fp32 (torch.onnx dynamo), checked in onnxruntime"
 
     def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:
-        _write(graph.program, graph.example_inputs, path, output_names(graph, ctx), input_names(graph, ctx))
+        from edgeconv.exporters.onnx.lowering import attention_as_4d
+
+        gm = graph.module()
+        program = gm if attention_as_4d(gm) else graph.program  # 5-D attention: torch.onnx takes 4-D only
+        _write(program, graph.example_inputs, path, output_names(graph, ctx), input_names(graph, ctx))
         return ExportInfo()
 
 
