@@ -473,12 +473,16 @@ def scalars_to_constants(gm: GraphModule) -> list[str]:
 def merge_duplicates(gm: GraphModule) -> list[str]:
     """One node for the same op on the same inputs (`(x - u)` written twice in a hand-written norm):
     the converters merge them into one tensor, so the program's two would leave one without an
-    artifact tensor to check it against."""
+    artifact tensor to check it against. A tensor an in-place op changes is never merged: timm
+    MViTv2 builds each block's `dist_h` the same way and then adds to it in place (`+=`), so one
+    merged tensor took every block's offset (index 27 out of bounds for a table of 27)."""
+    mutated = {a for n in gm.graph.nodes if n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload)
+               and n.target._schema.is_mutable for a in n.all_input_nodes}
     seen: dict[tuple, Node] = {}
     done = []
     for n in list(gm.graph.nodes):
         if n.op != "call_function" or not isinstance(n.target, torch._ops.OpOverload) \
-                or n.target._schema.is_mutable or "val" not in n.meta:
+                or n.target._schema.is_mutable or "val" not in n.meta or n in mutated:
             continue
         key = (n.target, _hashable(n.args), _hashable(tuple(sorted(n.kwargs.items()))))
         if key in seen:
@@ -493,7 +497,9 @@ def merge_duplicates(gm: GraphModule) -> list[str]:
 def _hashable(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         return tuple(_hashable(x) for x in v)
-    if isinstance(v, (Node, int, float, str, bool, type(None), torch.dtype, torch.device, torch.memory_format)):
+    if isinstance(v, (int, float, bool)):  # 2 == 2.0 == True in a key, not in an op: arange(8.) is float
+        return type(v), v
+    if isinstance(v, (Node, str, type(None), torch.dtype, torch.device, torch.memory_format)):
         return v
     return id(v)
 

@@ -113,6 +113,34 @@ def test_int8_for_cpu_on_a_class_token_readout(tmp_path, calib):
     assert "head" in " ".join(art["float_layers"]) or any("FULLY_CONNECTED" in op for op in art["float_ops"]["ops"])
 
 
+def test_a_tensor_changed_in_place_is_not_merged_with_its_twin():
+    """timm MViTv2 builds each block's relative-position index the same way, then adds an offset in
+    place; merging the twins applied the offset twice (quantize failed: index 27 out of bounds)."""
+    import torch
+    from torch import nn
+
+    from edgeconv.calib import rewrites
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.table = nn.Parameter(torch.randn(7, 4))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for _ in range(2):
+                dist = torch.arange(4)[:, None] - torch.arange(4)[None, :]
+                dist += 3  # 0..6
+                x = x + self.table[dist].sum(-1)
+            return x
+
+    x = torch.randn(1, 4, 4)
+    gm = torch.export.export(Net().eval(), (x,), strict=False).module()
+    before = gm(x)
+    merged = rewrites.merge_duplicates(gm)
+    gm.recompile()
+    assert merged and torch.equal(gm(x), before)
+
+
 def test_rewrites_keep_the_values_and_leave_no_op_unannotated():
     """calib.rewrites on the hybrid net: the same function (float), and then every activation op has
     an int8 annotation (nothing left for a float island); the arange/sin encoding became a constant."""
