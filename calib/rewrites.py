@@ -284,7 +284,7 @@ def sdpa_to_primitives(gm: GraphModule) -> list[str]:
         before: o = scaled_dot_product_attention(q, k, v, mask, scale=s)
         after:  a = softmax(matmul(q · s, transpose(k, -2, -1)) + mask, -1); o = matmul(a, v)
 
-    A causal or grouped-query form is left as it is (float, and the manifest names it)."""
+    A causal, grouped-query or boolean-mask form is left as it is (float, and the manifest names it)."""
     acts = activations(gm)
     done = []
     for n in list(gm.graph.nodes):
@@ -295,6 +295,8 @@ def sdpa_to_primitives(gm: GraphModule) -> list[str]:
         if causal or n.kwargs.get("is_causal") or n.kwargs.get("enable_gqa") or not isinstance(q_val, torch.Tensor):
             continue
         mask = mask if mask is not None else n.kwargs.get("attn_mask")
+        if isinstance(mask, Node) and getattr(mask.meta.get("val"), "dtype", None) == torch.bool:
+            continue  # True = attend: not an additive mask
         scale = n.kwargs.get("scale") or 1 / math.sqrt(q_val.shape[-1])
         g, ins = gm.graph, _Inserter(gm, n)
         with g.inserting_before(n):

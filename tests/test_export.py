@@ -157,8 +157,8 @@ def test_manifest_records_the_host_and_the_engine_of_each_check(demo_run):
 
 def test_onnx_takes_attention_on_5d_blocks(tmp_path):
     """torch.onnx translates scaled_dot_product_attention on 4-D only; block attention on 5-D (timm
-    NesT, Hiera) failed the fp32 ONNX target. The leading dims fold into the batch: parity at float
-    rounding, and the attention (its Softmax) is in the file."""
+    NesT, Hiera) failed the fp32 ONNX target. Written as MatMul/Softmax (what torch.onnx writes for
+    4-D too): parity at float rounding, and the attention's Softmax is in the file."""
     import json
 
     import onnx

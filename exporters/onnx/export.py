@@ -71,10 +71,15 @@ class OnnxFp32(_Onnx):
     description = "ONNX fp32 (torch.onnx dynamo), checked in onnxruntime"
 
     def export(self, graph: "Graph", ctx: "Context", path: Path) -> ExportInfo:
-        from edgeconv.exporters.onnx.lowering import attention_as_4d
+        from edgeconv.calib.rewrites import sdpa_to_primitives
 
-        gm = graph.module()
-        program = gm if attention_as_4d(gm) else graph.program  # 5-D attention: torch.onnx takes 4-D only
+        # Fused attention as MatMul/Softmax, which torch.onnx writes anyway (before opset 23): its own
+        # translation takes 4-D query/key/value only (timm NesT, Hiera attend on 5-D blocks), and its
+        # decomposition of the op gives strides that break a later view (timm MaxViT).
+        gm, program = graph.module(), graph.program
+        if sdpa_to_primitives(gm):
+            gm.recompile()
+            program = gm
         _write(program, graph.example_inputs, path, output_names(graph, ctx), input_names(graph, ctx))
         return ExportInfo()
 

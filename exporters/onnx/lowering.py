@@ -80,38 +80,3 @@ def rsqrt_as_pow(gm: Any) -> list[str]:
         gm.recompile()
     return done
 
-
-def attention_as_4d(gm: Any) -> list[str]:
-    """torch.onnx translates scaled_dot_product_attention on 4-D query/key/value only ("only 4D
-    query, key, and value are supported"); nets that attend inside windows or blocks call it on
-    5-D (timm NesT, Hiera). Attention works on the last two dims, so the leading ones fold into
-    the batch and back, the same values:
-
-    Before: y = sdpa(q, k, v)                                  q, k, v: [a, b, c, L, E]
-    After:  y = reshape(sdpa(reshape(q, [-1, c, L, E]), …), [a, b, c, L, Ev])
-    Left as it is: a mask, or query/key/value whose leading dims differ (broadcast)."""
-    import torch
-
-    aten = torch.ops.aten
-    done = []
-    for n in list(gm.graph.nodes):
-        if n.op != "call_function" or n.target != aten.scaled_dot_product_attention.default:
-            continue
-        q, k, v = n.args[:3]
-        vals = [getattr(a, "meta", {}).get("val") for a in (q, k, v)]
-        out = n.meta.get("val")
-        has_mask = (len(n.args) > 3 and n.args[3] is not None) or n.kwargs.get("attn_mask") is not None
-        if has_mask or not all(isinstance(t, torch.Tensor) for t in (*vals, out)) or out.dim() <= 4 \
-                or len({tuple(t.shape[:-2]) for t in vals}) != 1:
-            continue
-        g = gm.graph
-        with g.inserting_before(n):
-            flat = [g.call_function(aten.reshape.default, (a, [-1, *t.shape[-3:]])) for a, t in zip((q, k, v), vals)]
-            n.args = (*flat, *n.args[3:])
-        with g.inserting_after(n):
-            back = g.call_function(aten.reshape.default, (n, list(out.shape)))
-        n.replace_all_uses_with(back, delete_user_cb=lambda u: u is not back)
-        done.append(n.name)
-    if done:
-        gm.recompile()
-    return done
