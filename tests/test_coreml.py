@@ -326,3 +326,21 @@ def test_a_package_is_reproducible(artifacts, tmp_path, name):
     items = json.loads((again / "Manifest.json").read_text())["itemInfoEntries"]
     assert {i["path"] for i in items.values()} >= {"com.apple.CoreML/model.mlmodel", "com.apple.CoreML/weights"}
     assert target.load(again).outputs  # coremltools still reads the package
+
+
+def test_rank6_blocks_convert_at_rank_5(tmp_path):
+    """timm NesT's blockify (a rank-6 reshape, transpose, reshape) and its qkv (rank-6 reshape,
+    permute, unbind): coremltools refused them ("Core ML only supports tensors with rank <= 5").
+    Dims that stay adjacent through the permutation move as one: both targets export and match."""
+    import json
+
+    from click.testing import CliRunner
+
+    from edgeconv.cli import main
+
+    res = CliRunner().invoke(main, ["export", "--model", "zoo:blockify", "--calib", "random", "-t", "coreml",
+                                    "-t", "coreml-w8a8", "-o", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    arts = json.loads((tmp_path / "edgeconv.json").read_text())["artifacts"]
+    assert [a["target"] for a in arts] == ["coreml", "coreml-w8a8"]
+    assert all(a["parity"]["passed"] for a in arts)

@@ -185,6 +185,30 @@ def block_attention() -> ModelSpec:
                      name="block-attention")
 
 
+class Blockify(nn.Module):
+    """timm NesT's blocks: a rank-6 reshape, transpose(2, 3), reshape; then qkv as a rank-6 reshape
+    permuted (3, 0, 4, 1, 2, 5) and unbound along dim 0, attention on 5-D. Core ML holds rank <= 5."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.patch = nn.Conv2d(3, 16, 2, 2)
+        self.qkv = nn.Linear(16, 48)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        t = self.patch(x).permute(0, 2, 3, 1)  # [B, 8, 8, 16]: 2×2 blocks of 4×4 tokens
+        b = t.shape[0]
+        t = t.reshape(b, 2, 4, 2, 4, 16).transpose(2, 3).reshape(b, 4, 16, 16)
+        q, k, v = self.qkv(t).reshape(b, 4, 16, 3, 2, 8).permute(3, 0, 4, 1, 2, 5).unbind(0)
+        y = F.scaled_dot_product_attention(q, k, v)  # [B, 2, 4, 16, 8]
+        return self.head(y.permute(0, 2, 3, 4, 1).reshape(b, 4, 16, 16).mean((1, 2)))
+
+
+def blockify() -> ModelSpec:
+    return ModelSpec(module=Blockify().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),), name="blockify")
+
+
 class Hybrid(nn.Module):
     """Every spelling of the ops a hybrid conv/attention net writes, in one small net: nn.LayerNorm
     (channels-last), nn.RMSNorm, GroupNorm(1), a hand-written channels-first LayerNorm (mean, pow 2, / sqrt),

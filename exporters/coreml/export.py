@@ -73,7 +73,10 @@ def coreml_program(graph: "Graph") -> "torch.export.ExportedProgram":
     import torch
 
     if not graph.quantized:
-        return _explicit_pool_strides(graph.program.run_decompositions({}))
+        gm = graph.module()
+        if not _lower_rank_moves(gm):
+            return _explicit_pool_strides(graph.program.run_decompositions({}))
+        return _explicit_pool_strides(torch.export.export(gm, graph.example_inputs, strict=False).run_decompositions({}))
     from torchao.quantization.pt2e.constant_fold import constant_fold
 
     gm = copy.deepcopy(graph.module())
@@ -84,6 +87,7 @@ def coreml_program(graph: "Graph") -> "torch.export.ExportedProgram":
     # -0.00078 in the file. Their values are the same either way; only the weights stay int8.
     _dequantize_constants(gm)
     _unquantize_high_rank_moves(gm)
+    _lower_rank_moves(gm)
     return _explicit_pool_strides(torch.export.export(gm, graph.example_inputs, strict=False).run_decompositions({}))
 
 
@@ -91,6 +95,93 @@ def coreml_program(graph: "Graph") -> "torch.export.ExportedProgram":
 # changes nothing.
 _MOVES = ("view", "reshape", "_unsafe_view", "permute", "transpose", "clone", "contiguous")
 CORE_ML_MAX_RANK = 5
+
+
+def _lower_rank_moves(gm: "torch.fx.GraphModule") -> int:
+    """A reshape to rank > 5 whose permuted result is only reshaped again (a window partition or
+    its reverse: timm Twins, NesT, Hiera, MViTv2), rewritten at the lowest rank the permutation
+    allows. Dims that stay next to each other, in order, through the permutation move as one: a
+    window partition [B, H/w, w, W/w, w, C] permuted (0, 1, 3, 2, 4, 5) is [B·H/w, w, W/w, w·C]
+    permuted (0, 2, 1, 3). The same elements in the same order, so every reshape after it holds.
+    Core ML refuses tensors above rank 5, and coremltools folds such a chain only when the
+    reshape feeds the transpose directly (nothing between, and the last reshape right after)."""
+    import torch
+
+    aten = torch.ops.aten
+    done = 0
+    for p in list(gm.graph.nodes):
+        if p.op != "call_function" or p.target not in (aten.permute.default, aten.transpose.int):
+            continue
+        v = p.args[0]
+        in_val = getattr(v, "meta", {}).get("val")
+        if not isinstance(in_val, torch.Tensor) or in_val.dim() <= CORE_ML_MAX_RANK:
+            continue
+        perm = [int(d) % in_val.dim() for d in p.args[1]] if p.target == aten.permute.default \
+            else _swapped(in_val.dim(), *(int(d) for d in p.args[1:3]))
+        if len(v.users) != 1 \
+                or not any(m in str(v.target) for m in ("view", "reshape")) or not _only_reshaped(p, split_ok=True):
+            continue
+        runs: list[list[int]] = []
+        for d in perm:  # output order: a run continues while the input dims follow each other
+            if runs and d == runs[-1][-1] + 1:
+                runs[-1].append(d)
+            else:
+                runs.append([d])
+        split = any(str(u.target).startswith(("aten.unbind", "aten.select")) for u in p.users)
+        if len(runs) > CORE_ML_MAX_RANK or (split and len(runs[0]) != 1):
+            continue  # an unbind/select along dim 0 needs that dim on its own
+        by_input = sorted(runs)
+        shape = [int(torch.Size(in_val.shape[r[0]:r[-1] + 1]).numel()) for r in by_input]
+        with gm.graph.inserting_before(p):
+            flat = gm.graph.call_function(aten.reshape.default, (v.args[0], shape))
+            moved = gm.graph.call_function(aten.permute.default, (flat, [by_input.index(r) for r in runs]))
+        p.replace_all_uses_with(moved)
+        gm.graph.erase_node(p)
+        gm.graph.erase_node(v)
+        _explicit_reshapes(moved)  # a flatten(start, end) names dims of the old shape
+        for u in list(moved.users):  # the pieces of a split keep their shapes (rank <= 5)
+            for piece in (list(u.users) if "unbind" in str(u.target) else [u] if "select" in str(u.target) else []):
+                with gm.graph.inserting_after(piece):
+                    back = gm.graph.call_function(aten.reshape.default, (piece, list(piece.meta["val"].shape)))
+                piece.replace_all_uses_with(back, delete_user_cb=lambda w, back=back: w is not back)
+        done += 1
+    if done:
+        gm.recompile()
+    return done
+
+
+def _explicit_reshapes(n: "torch.fx.Node") -> None:
+    """Every reshape-like use of `n` (through copies) as a reshape to the shape it produced."""
+    import torch
+
+    for u in list(n.users):
+        t = str(u.target)
+        if "clone" in t or "contiguous" in t:
+            _explicit_reshapes(u)
+        elif any(m in t for m in ("view", "reshape", "flatten")):
+            u.target, u.args, u.kwargs = torch.ops.aten.reshape.default, (u.args[0], list(u.meta["val"].shape)), {}
+
+
+def _swapped(rank: int, a: int, b: int) -> list[int]:
+    perm = list(range(rank))
+    perm[a % rank], perm[b % rank] = perm[b % rank], perm[a % rank]
+    return perm
+
+
+def _only_reshaped(n: "torch.fx.Node", split_ok: bool = False) -> bool:
+    """Whether every use of `n` only reads its elements in order (a reshape, through copies) or,
+    with `split_ok`, takes pieces along dim 0 of rank <= 5 (qkv.unbind(0))."""
+    for u in n.users:
+        t = str(u.target)
+        if "clone" in t or "contiguous" in t:
+            if not _only_reshaped(u):
+                return False
+        elif split_ok and t in ("aten.unbind.int", "aten.select.int") and int((*u.args, 0)[1]) == 0 \
+                and n.meta["val"].dim() - 1 <= CORE_ML_MAX_RANK:
+            continue
+        elif not any(m in t for m in ("view", "reshape", "flatten")):
+            return False
+    return True
 
 
 def _unquantize_high_rank_moves(gm: "torch.fx.GraphModule") -> int:
@@ -105,10 +196,12 @@ def _unquantize_high_rank_moves(gm: "torch.fx.GraphModule") -> int:
     qd = torch.ops.quantized_decomposed
     dropped = 0
     for q in list(gm.graph.nodes):
-        if q.target != qd.quantize_per_tensor.default or len(q.users) != 1:
+        if q.target != qd.quantize_per_tensor.default or not q.users:
             continue
-        move, dq = q.args[0], next(iter(q.users))
-        if dq.target != qd.dequantize_per_tensor.default or getattr(move, "op", None) != "call_function":
+        move, dqs = q.args[0], list(q.users)  # one dequantize per reader (qkv's three selects)
+        dq = dqs[0]
+        if any(d.target != qd.dequantize_per_tensor.default or d.args[1:] != dq.args[1:] for d in dqs) \
+                or getattr(move, "op", None) != "call_function":
             continue
         val = move.meta.get("val")
         if val is None or val.dim() <= CORE_ML_MAX_RANK or not any(m in str(move.target) for m in _MOVES):
@@ -119,8 +212,9 @@ def _unquantize_high_rank_moves(gm: "torch.fx.GraphModule") -> int:
             src = src.args[0]
         if getattr(src, "target", None) != qd.dequantize_per_tensor.default or tuple(src.args[1:]) != tuple(dq.args[1:]):
             continue
-        dq.replace_all_uses_with(move)
-        gm.graph.erase_node(dq)
+        for d in dqs:
+            d.replace_all_uses_with(move)
+            gm.graph.erase_node(d)
         gm.graph.erase_node(q)
         dropped += 1
     if dropped:
