@@ -196,7 +196,7 @@ def _parity(target: "Target", runner: "Runner", path: Path, graph: "Graph", ctx:
         # Every int8 layer verified alone: what the end-to-end error exceeds is rounding flips
         # cascading through the net, so its allowance may follow the simulation's own error. With
         # any layer unverified, the absolute ceiling holds, however weak the calibration.
-        tol = dataclasses.replace(tol, vs_sim_max_rel_l2=None)
+        tol = dataclasses.replace(tol, vs_sim_max_rel_l2=None, vs_sim_same_quality=parity.INT8_SAME_QUALITY)
     ref_fp16 = None
     if target.half_precision:
         ref_fp16 = torch_outputs(_in_fp16(graph.module()), evalset.inputs, progress, "torch reference in fp16")

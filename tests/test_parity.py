@@ -155,6 +155,28 @@ def test_deep_net_cascade_passes_within_the_simulations_own_error():
     assert not parity.diff(near, sim, parity.SIM, INT8_TOLERANCE, qp).passed  # without it: steps only
 
 
+def test_an_equally_good_int8_model_passes_once_every_layer_passed_alone():
+    """Verified layer by layer (verify.py sets vs_sim_same_quality only then), an artifact whose
+    rounding flips cascaded as far from the simulation as quantization moved the net still passes
+    when its own error vs fp32 is within 10 % of the simulation's (timm DaViT: 0.114 from the
+    simulation, the simulation 0.111 from fp32); a worse model does not, nor does it without the
+    per-layer verdict."""
+    import dataclasses
+
+    fp32 = _seeded_logits()
+    rng = np.random.default_rng(3)
+    sim = fp32 + rng.normal(size=fp32.shape).astype(np.float32) * 0.6
+    twin = fp32 + rng.normal(size=fp32.shape).astype(np.float32) * 0.6  # same quality, other rounding
+    worse = fp32 + rng.normal(size=fp32.shape).astype(np.float32) * 0.9
+    qp = QuantParams(scale=(0.05,), zero_point=(0,), dtype="int8")
+    verified = dataclasses.replace(INT8_TOLERANCE, vs_sim_max_rel_l2=None, vs_sim_same_quality=parity.INT8_SAME_QUALITY)
+    for out, tol, ok in ((twin, verified, True), (worse, verified, False), (twin, INT8_TOLERANCE, False)):
+        quality = dataclasses.replace(parity.sim_quality(sim, fp32, tol), artifact_rel_l2=parity.rel_l2(out, fp32))
+        d = parity.diff(out, sim, parity.SIM, tol, qp, sim=quality)
+        assert d.rel_l2 > quality.rel_l2 and d.passed is ok, (d.reason, quality)
+    assert parity.check(twin, "e", None, verified, fp32, sim, qp).diffs[1].passed
+
+
 def test_fp32_floors_hold_under_a_poor_simulation_unless_lowered_explicitly():
     """A weak calibration does not widen the budget: the int8 model below the fp32 floors fails
     (with a warning saying the int8 model, not only the artifact, loses it), and passes only when
