@@ -139,6 +139,8 @@ def run_export(ref: str, targets: list[str], out: Path, args) -> dict:
     try:
         p = subprocess.run(cmd, check=False, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=args.timeout)
         rc, stdout, stderr = p.returncode, p.stdout, p.stderr
+        if rc == -9:  # SIGKILL before the timeout: the kernel's OOM killer (dmesg names it)
+            stderr += f"\nkilled (SIGKILL) after {time.perf_counter() - t0:.0f} s, before the timeout: out of memory"
     except subprocess.TimeoutExpired as e:
         rc, stdout = -9, (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
         stderr = f"timed out after {args.timeout} s"
@@ -269,7 +271,7 @@ def run_net(name: str, ref: str, targets: list[str], args, work: Path, log) -> d
 def failure_cell(r: dict) -> dict:
     status = "refused" if r["rc"] == 2 else "crash"
     if r["rc"] == -9:
-        status = "timeout"
+        status = "timeout" if "timed out" in (r["error"] or "") else "killed"
     return {"status": status, "reason": r["error"] or f"exit {r['rc']} without a manifest", "rc": r["rc"]}
 
 
@@ -291,7 +293,7 @@ def fmt_cell(c: dict | None) -> str:
         if ops.get("float_ops"):
             detail += f", {ops['float_ops']} fl"
         return f"{mark} {detail}".strip()
-    return {"refused": "refused", "crash": "**CRASH**", "timeout": "**TIMEOUT**"}.get(s, s)
+    return {"refused": "refused", "crash": "**CRASH**", "timeout": "**TIMEOUT**", "killed": "**KILLED**"}.get(s, s)
 
 
 FLOAT_OPS_NOTE = ("Read from each file by its format's own reader (`format_for(path).float_ops`): TFLite — DEQUANTIZE, "
@@ -417,7 +419,7 @@ def fail_cause(c: dict) -> str:
     """Why a cell did not pass, in three kinds: the artifact differs from the torch int8 simulation
     (end to end or a layer in isolation: an exporter's fault), only the fp32 floors failed (the int8
     program itself is far from fp32: quantization quality of a random-init net, not the artifact), or
-    it did not export (refused / crash / timeout)."""
+    it did not export (refused / crash / timeout / killed)."""
     if c["status"] != "fail":
         return "no artifact"
     reason = c.get("reason") or ""
