@@ -298,6 +298,11 @@ def sim_quality(ref_sim: np.ndarray, ref_fp32: np.ndarray, tol: Tolerance) -> Si
     return SimQuality(rel_l2(ref_sim, ref_fp32), cosine(ref_sim, ref_fp32), agree, n)
 
 
+def _beside(quality: SimQuality | None, out: np.ndarray, ref_fp32: np.ndarray) -> SimQuality | None:
+    """The simulation's quality with the artifact's own error vs fp32 beside it (vs_sim_same_quality)."""
+    return dataclasses.replace(quality, artifact_rel_l2=rel_l2(out, ref_fp32)) if quality is not None else None
+
+
 def _steps(max_abs: float, ref: np.ndarray, out_quant: QuantParams | None) -> tuple[float, str]:
     if out_quant is not None:
         return round(max_abs / out_quant.scale[0], STEP_DECIMALS), "output scale"
@@ -341,8 +346,7 @@ def check(out: np.ndarray, runtime: str, labels: np.ndarray | None, tol: Toleran
     quality = sim_quality(ref_sim, ref_fp32, tol) if ref_sim is not None and ref_sim.shape == ref_fp32.shape else None
     diffs = [diff(out, ref_fp32, reference, tol, sim=quality)]
     if ref_sim is not None:
-        mine = dataclasses.replace(quality, artifact_rel_l2=rel_l2(out, ref_fp32)) if quality is not None else None
-        diffs.append(diff(out, ref_sim, SIM, tol, out_quant, sim=mine))
+        diffs.append(diff(out, ref_sim, SIM, tol, out_quant, sim=_beside(quality, out, ref_fp32)))
     return ParityReport(runtime, len(out), tuple(diffs), accuracy(out, labels), accuracy(ref_fp32, labels))
 
 
@@ -419,8 +423,8 @@ def by_kind(outs: list[np.ndarray], refs: list[np.ndarray], sims: list[np.ndarra
             diffs.append(dataclasses.replace(diff(out, ref, reference, tol, sim=quality), reference=f"{reference}:{names[i]}"))
             if sim is not None:
                 q = quants[i] if quants and i < len(quants) else None  # its int8 step, as for the first output
-                mine = dataclasses.replace(quality, artifact_rel_l2=rel_l2(out, ref)) if quality is not None else None
-                diffs.append(dataclasses.replace(diff(out, sim, SIM, tol, q, sim=mine), reference=f"{SIM}:{names[i]}"))
+                diffs.append(dataclasses.replace(diff(out, sim, SIM, tol, q, sim=_beside(quality, out, ref)),
+                                                 reference=f"{SIM}:{names[i]}"))
         check = _check_kind(i, names[i], kind, source, out, ref, sim, precision)
         if i > 0 and reference != "torch-fp32" and not check.passed and check.vs_fp32:
             # a target that changes the function on purpose (pruning) is judged against its own
