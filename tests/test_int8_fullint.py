@@ -251,6 +251,25 @@ def test_arithmetic_on_parameters_alone_is_stored_not_run(tmp_path):
     assert all(a["parity"]["passed"] and a["parity"]["layers"]["layers"] >= 5 for a in arts)
 
 
+def test_a_softmax_over_any_axis_is_int8(tmp_path):
+    """Softmax over paths (SKNet/ResNeSt split attention) and over tokens (CoaT): TFLite's SOFTMAX
+    takes the last axis only, and litert-torch wrote the others as float SUB/EXP/SUM/DIV inside a
+    DEQUANTIZE/QUANTIZE pair. Moved onto the last axis between transposes, every format is
+    full-integer and every layer within a step of the simulation."""
+    from edgeconv.cli import main
+
+    targets = ["tflite-int8", "onnx-int8", "coreml-w8a8"]
+    res = CliRunner().invoke(main, ["export", "--model", "tests.zoo:axis_softmax", "--calib", "random",
+                                    "--calib-samples", "16", "--eval-samples", "8",
+                                    *[a for t in targets for a in ("-t", t)], "-o", str(tmp_path)])
+    arts = json.loads((tmp_path / "edgeconv.json").read_text())["artifacts"]
+    assert res.exit_code == 0, res.output
+    assert {a["target"]: a["float_ops"]["count"] for a in arts} == dict.fromkeys(targets, 0)
+    for a in arts:
+        layers = a["parity"]["layers"]
+        assert a["parity"]["passed"] and layers["passed"] and layers["layers"] >= 6, (a["target"], layers)
+
+
 def test_float_ops_error_fails_the_artifact_naming_each_op(tmp_path):
     """`--float-ops error`: an int8 file that still computes in float fails (exit 1, manifest written),
     each float op named; a full-integer file of the same run passes; `warn` (the default) passes both."""

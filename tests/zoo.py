@@ -256,3 +256,30 @@ def hybrid() -> ModelSpec:
     from examples.zoo._common import build
 
     return build(Hybrid, "hybrid", 32)
+
+
+class AxisSoftmax(nn.Module):
+    """Softmax over axes other than the last: over paths of a 5-D tensor (timm SKNet's and ResNeSt's
+    split attention) and over tokens (CoaT's factorised attention, `k.softmax(dim=2)`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c = nn.Conv2d(3, 16, 3, padding=1)
+        self.c2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.fc = nn.Conv2d(16, 32, 1)
+        self.kv = nn.Linear(16, 32)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        y = torch.relu(self.c(x))
+        a = self.fc(y.mean((2, 3), keepdim=True)).view(y.shape[0], 2, 16, 1, 1).softmax(dim=1)
+        y = (torch.cat([y, torch.relu(self.c2(y))], 1).view(a.shape[0], 2, 16, *y.shape[2:]) * a).sum(1)
+        t = y.flatten(2).transpose(1, 2)  # [B, N, 16]
+        k, v = self.kv(t).chunk(2, -1)
+        ctx = k.softmax(dim=1).transpose(1, 2) @ v  # [B, 16, 16]: tokens summed by their weights
+        return self.head((t @ ctx).mean(1))
+
+
+def axis_softmax() -> ModelSpec:
+    return ModelSpec(module=AxisSoftmax().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),), name="axis-softmax")

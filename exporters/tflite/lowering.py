@@ -1,5 +1,5 @@
 """Graph rewrites litert-torch's lowering needs to write a program faithfully: `drop_expand`,
-`nearest_as_gather`, `int8_div_in_float`. Each keeps the program's values; each says why the converter needs it."""
+`nearest_as_gather`, `int8_div_in_float`, `softmax_on_last_axis`. Each keeps the program's values; each says why the converter needs it."""
 from __future__ import annotations
 
 from typing import Any
@@ -213,3 +213,69 @@ def int8_div_in_float(gm: Any) -> list[str]:
         gm.graph.lint()
         gm.recompile()
     return done
+
+
+def softmax_on_last_axis(gm: Any) -> list[str]:
+    """Move a softmax over any axis but the last onto the last axis, between two transposes.
+
+    TFLite's SOFTMAX (int8 and float) normalises over the last axis only; litert-torch writes a
+    softmax over another axis (SKNet's and ResNeSt's split attention over paths, CoaT's factorised
+    attention over tokens, LeViT's, MobileViT's) as SUB/EXP/SUM/DIV in float32 inside a DEQUANTIZE/
+    QUANTIZE pair: float ops a DSP or NPU delegate cuts the graph at. Same values: a transpose moves
+    them, the softmax is the same function of each row.
+
+    Before: y = softmax(x, 1)                                     x: [B,2,C,1,1]
+    After:  y = permute(softmax(permute(x, [0,2,3,4,1]), -1), [0,4,1,2,3])
+    In a quantized program each transpose keeps its input's parameters (a quantize → dequantize
+    pair with them follows it), so TRANSPOSE, SOFTMAX and TRANSPOSE all run int8 → int8.
+    """
+    import torch
+
+    if not isinstance(gm, torch.fx.GraphModule):
+        return []
+    aten = torch.ops.aten
+    softmax = {aten.softmax.int, aten._softmax.default}
+    quant, dequant = _qdq_ops()
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n.target not in softmax or "val" not in n.meta:
+            continue
+        rank = n.meta["val"].dim()
+        dim = (n.args[1] if len(n.args) > 1 else n.kwargs["dim"]) % rank
+        if dim == rank - 1:
+            continue
+        perm = [i for i in range(rank) if i != dim] + [dim]
+        back = sorted(range(rank), key=perm.__getitem__)
+        src = n.args[0]
+        into = src.args[1:] if getattr(src, "target", None) == dequant else None
+        out = next((u.args[1:] for u in n.users if u.op == "call_function" and u.target == quant), None)
+        g = gm.graph
+        with g.inserting_before(n):
+            y = _requantized(g, g.call_function(aten.permute.default, (src, perm)), into, quant, dequant)
+            y = g.call_function(aten.softmax.int, (y, -1))
+            y = g.call_function(aten.permute.default, (_requantized(g, y, out, quant, dequant), back))
+        n.replace_all_uses_with(y)
+        g.erase_node(n)
+        done.append(n.name)
+    if done:
+        gm.graph.lint()
+        gm.recompile()
+    return done
+
+
+def _qdq_ops() -> tuple[Any, Any]:
+    """(quantize, dequantize) per tensor; placeholders when torchao is not imported (no Q/DQ then)."""
+    import torch
+
+    try:
+        qd = torch.ops.quantized_decomposed
+        return qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default
+    except (AttributeError, RuntimeError):
+        return object(), object()
+
+
+def _requantized(g: Any, y: Any, params: tuple | None, quant: Any, dequant: Any) -> Any:
+    """`y` through a quantize → dequantize pair with `params` (none: `y` as it is)."""
+    if params is None:
+        return y
+    return g.call_function(dequant, (g.call_function(quant, (y, *params)), *params))
