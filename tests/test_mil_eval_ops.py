@@ -190,6 +190,8 @@ CASES = [
     case("stack", [X2, X2], lambda x, y: mb.stack(values=[x, y], axis=1), lambda x, y: torch.stack([x, y], 1)),
     case("stack", [X2, X2], lambda x, y: mb.stack(values=[x, y], axis=-1), lambda x, y: torch.stack([x, y], -1),
          ident="stack-last"),
+    case("reverse", [X4], lambda x: mb.reverse(x=x, axes=[1, 3]), lambda x: x.flip(1, 3)),
+    case("reverse", [X2], lambda x: mb.reverse(x=x), lambda x: x.flip(0, 1), ident="reverse-every-axis"),
     case("split", [X4], lambda x: mb.split(x=x, split_sizes=[1, 3], axis=1)[1], lambda x: torch.split(x, [1, 3], 1)[1]),
     case("slice_by_index", [X4], lambda x: mb.slice_by_index(x=x, begin=[0, 1, 0, 2], end=[1, 4, 9, 9],
                                                                stride=[1, 2, 3, 1], end_mask=[True, False, True, False]),

@@ -437,6 +437,15 @@ def _squeeze(a: dict[str, Any], s: Step) -> np.ndarray:
     return np.squeeze(x, axis=tuple(int(v) for v in np.asarray(a["axes"]).ravel()))
 
 
+@_op("reverse")
+def _reverse(a: dict[str, Any], s: Step) -> np.ndarray:
+    """MIL reverse: along `axes`, or along every axis when none are given (the spec's default)."""
+    x = np.asarray(a["x"])
+    if a.get("axes") is None:
+        return np.flip(x)
+    return np.flip(x, axis=tuple(int(v) for v in np.asarray(a["axes"]).ravel()))
+
+
 @_op("stack")
 def _stack(a: dict[str, Any], s: Step) -> np.ndarray:
     return np.stack([np.asarray(v) for v in a["values"]], axis=int(_scalar(a, "axis", 0)))
