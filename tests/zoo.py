@@ -260,7 +260,8 @@ def hybrid() -> ModelSpec:
 
 class AxisSoftmax(nn.Module):
     """Softmax over axes other than the last: over paths of a 5-D tensor (timm SKNet's and ResNeSt's
-    split attention) and over tokens (CoaT's factorised attention, `k.softmax(dim=2)`)."""
+    split attention), over tokens (CoaT's factorised attention, `k.softmax(dim=2)`) and over a single
+    token (LeViT's last stage at a small input)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -278,7 +279,9 @@ class AxisSoftmax(nn.Module):
         t = y.flatten(2).transpose(1, 2)  # [B, N, 16]
         k, v = self.kv(t).chunk(2, -1)
         ctx = k.softmax(dim=1).transpose(1, 2) @ v  # [B, 16, 16]: tokens summed by their weights
-        return self.head((t @ ctx).mean(1))
+        g = t.mean(1, keepdim=True)  # one token attending to itself (a last stage at a small input)
+        g = (g @ g.transpose(1, 2)).softmax(dim=-1) @ g
+        return self.head((t @ ctx).mean(1) + g[:, 0])
 
 
 def axis_softmax() -> ModelSpec:

@@ -226,6 +226,9 @@ def softmax_on_last_axis(gm: Any) -> list[str]:
 
     Before: y = softmax(x, 1)                                     x: [B,2,C,1,1]
     After:  y = permute(softmax(permute(x, [0,2,3,4,1]), -1), [0,4,1,2,3])
+    A softmax over an axis of one element (attention over a single token: LeViT's, SHViT's,
+    MobileViT's last stage at a small input) is 1 everywhere; the converter folds its max and sum
+    away and leaves SUB/EXP/DIV in float. It becomes that constant (int8 after its quantize).
     In a quantized program each transpose keeps its input's parameters (a quantize → dequantize
     pair with them follows it), so TRANSPOSE, SOFTMAX and TRANSPOSE all run int8 → int8.
     """
@@ -240,8 +243,17 @@ def softmax_on_last_axis(gm: Any) -> list[str]:
     for n in list(gm.graph.nodes):
         if n.op != "call_function" or n.target not in softmax or "val" not in n.meta:
             continue
-        rank = n.meta["val"].dim()
+        val = n.meta["val"]
+        rank = val.dim()
         dim = (n.args[1] if len(n.args) > 1 else n.kwargs["dim"]) % rank
+        if val.shape[dim] == 1:  # a softmax over one element is 1: a constant (the quantize after it stays)
+            name = _free_attr(gm, f"{n.name}_ones")
+            gm.register_buffer(name, torch.ones(tuple(val.shape)))
+            with gm.graph.inserting_before(n):
+                n.replace_all_uses_with(gm.graph.get_attr(name))
+            gm.graph.erase_node(n)
+            done.append(n.name)
+            continue
         if dim == rank - 1:
             continue
         perm = [i for i in range(rank) if i != dim] + [dim]
