@@ -252,11 +252,12 @@ def test_arithmetic_on_parameters_alone_is_stored_not_run(tmp_path):
 
 
 def test_a_softmax_over_any_axis_is_int8(tmp_path):
-    """Softmax over paths (SKNet/ResNeSt split attention), over tokens (CoaT) and over one token:
-    TFLite's SOFTMAX takes the last axis only, and litert-torch wrote the others (and a softmax over
-    one element, its max and sum folded away) as float SUB/EXP/SUM/DIV inside a DEQUANTIZE/QUANTIZE
-    pair. Moved onto the last axis between transposes (the one-element one: its constant 1), every
-    format is full-integer and every layer passes alone."""
+    """Softmax over paths (SKNet/ResNeSt split attention), over tokens (CoaT), over one token, and
+    over the last axis of talking-head logits (EfficientFormerV2): TFLite's SOFTMAX takes the last
+    axis only, and litert-torch wrote the others (the talking heads' too: its layout pass made them
+    NHWC and moved the axis; a softmax over one element: its max and sum folded away) as float
+    SUB/EXP/SUM/DIV inside a DEQUANTIZE/QUANTIZE pair. Rewritten (exporters.tflite.lowering.
+    softmax_on_last_axis), every format is full-integer and every layer passes alone."""
     from edgeconv.cli import main
 
     targets = ["tflite-int8", "onnx-int8", "coreml-w8a8"]

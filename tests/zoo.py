@@ -261,7 +261,8 @@ def hybrid() -> ModelSpec:
 class AxisSoftmax(nn.Module):
     """Softmax over axes other than the last: over paths of a 5-D tensor (timm SKNet's and ResNeSt's
     split attention), over tokens (CoaT's factorised attention, `k.softmax(dim=2)`) and over a single
-    token (LeViT's last stage at a small input)."""
+    token (LeViT's last stage at a small input), and over the last axis of 4-D attention logits that a
+    conv across heads reads (EfficientFormerV2's talking heads, made NHWC by litert-torch)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -270,6 +271,7 @@ class AxisSoftmax(nn.Module):
         self.c2 = nn.Conv2d(16, 16, 3, padding=1)
         self.fc = nn.Conv2d(16, 32, 1)
         self.kv = nn.Linear(16, 32)
+        self.talk = nn.Conv2d(2, 2, 1)
         self.head = nn.Linear(16, 10)
 
     def forward(self, x):
@@ -281,7 +283,10 @@ class AxisSoftmax(nn.Module):
         ctx = k.softmax(dim=1).transpose(1, 2) @ v  # [B, 16, 16]: tokens summed by their weights
         g = t.mean(1, keepdim=True)  # one token attending to itself (a last stage at a small input)
         g = (g @ g.transpose(1, 2)).softmax(dim=-1) @ g
-        return self.head((t @ ctx).mean(1) + g[:, 0])
+        h = t.unflatten(-1, (2, 8)).transpose(1, 2)  # [B, 2 heads, N, 8]
+        a = self.talk(h @ h.transpose(-2, -1))  # EfficientFormerV2's talking heads: a conv across heads
+        h = (a.softmax(dim=-1) @ h).transpose(1, 2).flatten(2)
+        return self.head((t @ ctx).mean(1) + g[:, 0] + h.mean(1))
 
 
 def axis_softmax() -> ModelSpec:

@@ -216,63 +216,86 @@ def int8_div_in_float(gm: Any) -> list[str]:
 
 
 def softmax_on_last_axis(gm: Any) -> list[str]:
-    """Move a softmax over any axis but the last onto the last axis, between two transposes.
+    """Hand litert-torch every softmax as TFLite's SOFTMAX takes it: over the last axis of a tensor
+    that stays in the model's own layout.
 
-    TFLite's SOFTMAX (int8 and float) normalises over the last axis only; litert-torch writes a
-    softmax over another axis (SKNet's and ResNeSt's split attention over paths, CoaT's factorised
-    attention over tokens, LeViT's, MobileViT's) as SUB/EXP/SUM/DIV in float32 inside a DEQUANTIZE/
-    QUANTIZE pair: float ops a DSP or NPU delegate cuts the graph at. Same values: a transpose moves
-    them, the softmax is the same function of each row.
+    TFLite's SOFTMAX (int8 and float) normalises over the last axis only; litert-torch writes any
+    other softmax as SUB/EXP/SUM/DIV in float32 inside a DEQUANTIZE/QUANTIZE pair: float ops a DSP
+    or NPU delegate cuts the graph at. Two ways a softmax ends up on another axis:
+    - the model asks for one (SKNet's and ResNeSt's split attention over paths, CoaT's factorised
+      attention over tokens): it is moved onto the last axis between two transposes;
+    - litert-torch's layout pass turns a 4-D tensor next to a conv into NHWC and moves the softmax's
+      axis with it (EfficientFormerV2's talking-head attention: its `dim=-1` becomes axis 2): a 4-D
+      softmax is computed on a 3-D view, which the layout pass leaves in the model's layout.
+    Same values: transposes and reshapes move them, the softmax is the same function of each row.
 
     Before: y = softmax(x, 1)                                     x: [B,2,C,1,1]
     After:  y = permute(softmax(permute(x, [0,2,3,4,1]), -1), [0,4,1,2,3])
+    Before: y = softmax(x, -1)                                    x: [B,h,N,M] (4-D)
+    After:  y = reshape(softmax(reshape(x, [B*h,N,M]), -1), [B,h,N,M])
     A softmax over an axis of one element (attention over a single token: LeViT's, SHViT's,
     MobileViT's last stage at a small input) is 1 everywhere; the converter folds its max and sum
     away and leaves SUB/EXP/DIV in float. It becomes that constant (int8 after its quantize).
-    In a quantized program each transpose keeps its input's parameters (a quantize → dequantize
-    pair with them follows it), so TRANSPOSE, SOFTMAX and TRANSPOSE all run int8 → int8.
+    In a quantized program each transpose and reshape keeps its input's parameters (a quantize →
+    dequantize pair with them follows it), so every op here runs int8 → int8.
     """
     import torch
 
     if not isinstance(gm, torch.fx.GraphModule):
         return []
-    aten = torch.ops.aten
-    softmax = {aten.softmax.int, aten._softmax.default}
-    quant, dequant = _qdq_ops()
+    softmax = {torch.ops.aten.softmax.int, torch.ops.aten._softmax.default}
     done = []
     for n in list(gm.graph.nodes):
         if n.op != "call_function" or n.target not in softmax or "val" not in n.meta:
             continue
         val = n.meta["val"]
-        rank = val.dim()
-        dim = (n.args[1] if len(n.args) > 1 else n.kwargs["dim"]) % rank
+        dim = (n.args[1] if len(n.args) > 1 else n.kwargs["dim"]) % val.dim()
         if val.shape[dim] == 1:  # a softmax over one element is 1: a constant (the quantize after it stays)
             name = _free_attr(gm, f"{n.name}_ones")
             gm.register_buffer(name, torch.ones(tuple(val.shape)))
             with gm.graph.inserting_before(n):
                 n.replace_all_uses_with(gm.graph.get_attr(name))
-            gm.graph.erase_node(n)
-            done.append(n.name)
+        elif dim != val.dim() - 1 or val.dim() == 4:
+            with gm.graph.inserting_before(n):
+                n.replace_all_uses_with(_last_axis_softmax(gm.graph, n, tuple(val.shape), dim))
+        else:
             continue
-        if dim == rank - 1:
-            continue
-        perm = [i for i in range(rank) if i != dim] + [dim]
-        back = sorted(range(rank), key=perm.__getitem__)
-        src = n.args[0]
-        into = src.args[1:] if getattr(src, "target", None) == dequant else None
-        out = next((u.args[1:] for u in n.users if u.op == "call_function" and u.target == quant), None)
-        g = gm.graph
-        with g.inserting_before(n):
-            y = _requantized(g, g.call_function(aten.permute.default, (src, perm)), into, quant, dequant)
-            y = g.call_function(aten.softmax.int, (y, -1))
-            y = g.call_function(aten.permute.default, (_requantized(g, y, out, quant, dequant), back))
-        n.replace_all_uses_with(y)
-        g.erase_node(n)
+        gm.graph.erase_node(n)
         done.append(n.name)
     if done:
         gm.graph.lint()
         gm.recompile()
     return done
+
+
+def _last_axis_softmax(g: Any, n: Any, shape: tuple[int, ...], dim: int) -> Any:
+    """softmax(x, dim) of `n` as a softmax over the last axis of a 3-D (or other non-4-D) tensor,
+    with the relayouts around it requantized at the input's and the output's parameters."""
+    import torch
+
+    aten = torch.ops.aten
+    quant, dequant = _qdq_ops()
+    src = n.args[0]
+    into = src.args[1:] if getattr(src, "target", None) == dequant else None
+    out = next((u.args[1:] for u in n.users if u.op == "call_function" and u.target == quant), None)
+    perm = [i for i in range(len(shape)) if i != dim] + [dim]
+    moved = [shape[i] for i in perm]
+    before, after = [], []  # (op, args) applied to the input, and undone on the output
+    if perm != sorted(perm):
+        before.append((aten.permute.default, perm))
+        after.insert(0, (aten.permute.default, sorted(range(len(shape)), key=perm.__getitem__)))
+    if len(moved) == 4:  # the layout pass may make a 4-D tensor NHWC and move the axis: a 3-D view instead
+        before.append((aten.reshape.default, [moved[0] * moved[1], *moved[2:]]))
+        after.insert(0, (aten.reshape.default, moved))
+    y = src
+    for op, arg in before:
+        y = _requantized(g, g.call_function(op, (y, arg)), into, quant, dequant)
+    y = _requantized(g, g.call_function(aten.softmax.int, (y, -1)), out, quant, dequant)
+    for i, (op, arg) in enumerate(after):
+        y = g.call_function(op, (y, arg))
+        if i < len(after) - 1:  # the last one is quantized by the softmax's own quantize
+            y = _requantized(g, y, out, quant, dequant)
+    return y
 
 
 def _qdq_ops() -> tuple[Any, Any]:
