@@ -336,6 +336,67 @@ def unbind_to_select(gm: GraphModule) -> list[str]:
     return done
 
 
+def unfold_fold_to_convs(gm: GraphModule) -> list[str]:
+    """im2col / col2im (`F.unfold` / `F.fold`: VOLO's outlook attention) → depthwise convs with
+    one-hot weights: TFLite lowers col2im to a scatter its runtime refuses ("Only update, Add, ...
+    are supported for stablehlo.scatter"), coremltools refuses an overlapping one ("stride >=
+    kernel_size"), and ONNX writes im2col as float Gathers. A depthwise conv copies each pixel of a
+    k×k neighbourhood to its own channel (im2col's channel c·K + i, K = kh·kw); col2im (stride 1)
+    shifts each column map back to its offset with one depthwise conv and adds the K maps of a
+    channel. The weights are 0 and 1: exact in int8 per channel. (No grouped conv-transpose: TFLite's
+    TRANSPOSE_CONV has no groups, and litert-torch leaves one float.)
+
+        before: u = im2col(x, k, d, p, s)              x: [B,C,H,W] → u: [B,C·K,L]
+        after:  u = reshape(conv2d(x, E, None, s, p, d, groups=C), [B,C·K,L])            E: [C·K,1,kh,kw]
+        before: y = col2im(u, (H,W), k, d, p, 1)       u: [B,C·K,L] → y: [B,C,H,W]
+        after:  y = sum(reshape(conv2d(reshape(u, [B,C·K,Lh,Lw]), F, None, 1, (k-1)·d-p, 1, groups=C·K),
+                                [B,C,K,H,W]), 2)      F: E flipped, its taps d apart
+    A col2im with a stride or a padding past (k-1)·d is left as it is."""
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n.target not in _targets(aten.im2col, aten.col2im):
+            continue
+        fold = n.target in _targets(aten.col2im)
+        x, *rest = n.args
+        _size, (kh, kw), dil, pad, stride = (rest if fold else [None, *rest])
+        b, c, h, w = (n.meta["val"] if fold else x.meta["val"]).shape  # the image side
+        lh, lw = ((h + 2 * pad[i] - dil[i] * (k - 1) - 1) // stride[i] + 1 for i, k in enumerate((kh, kw)))
+        back = [(k - 1) * d - p for k, d, p in zip((kh, kw), dil, pad)]  # col2im's padding as a conv
+        if fold and (tuple(stride) != (1, 1) or min(back) < 0):
+            continue
+        ins = _Inserter(gm, n)
+        with gm.graph.inserting_before(n):
+            if fold:
+                cols = ins.call(aten.reshape.default, x, [b, c * kh * kw, lh, lw])
+                shifted = ins.call(aten.conv2d.default, cols, _onehot(gm, c, kh, kw, dil, flip=True), None,
+                                   [1, 1], back, [1, 1], c * kh * kw)
+                out = ins.call(aten.sum.dim_IntList, ins.call(aten.reshape.default, shifted, [b, c, kh * kw, h, w]),
+                               [2])
+            else:
+                conv = ins.call(aten.conv2d.default, x, _onehot(gm, c, kh, kw), None, list(stride), list(pad),
+                                list(dil), c)
+                out = ins.call(aten.reshape.default, conv, [b, c * kh * kw, lh * lw])
+        ins.finish(out)
+        done.append(n.name)
+    return done
+
+
+def _onehot(gm: GraphModule, c: int, kh: int, kw: int, dil: Any = (1, 1), flip: bool = False) -> Node:
+    """A get_attr of depthwise weights [C·K, 1, ·, ·] whose channel c·K + i has one tap of 1: at
+    (i // kw, i % kw) (im2col's order), or — `flip` — at the opposite corner's offset with taps
+    `dil` apart, a kernel (k-1)·d + 1 wide (col2im's shift back)."""
+    k = kh * kw
+    size = ((kh - 1) * dil[0] + 1, (kw - 1) * dil[1] + 1) if flip else (kh, kw)
+    e = torch.zeros(c * k, 1, *size)
+    for i in range(k):
+        ki, kj = divmod(i, kw)
+        at = ((kh - 1 - ki) * dil[0], (kw - 1 - kj) * dil[1]) if flip else (ki, kj)
+        e[i::k, 0, at[0], at[1]] = 1.0
+    node = gm.graph.get_attr(_new_attr(gm, "_edgeconv_onehot", e))
+    node.meta["val"] = e
+    return node
+
+
 class _Inserter:
     """Builds the nodes that replace `node`: each carries `node`'s source meta (module path, stack)
     and a `val` computed in the graph's fake mode; `finish` reroutes `node`'s users and erases it."""
@@ -662,7 +723,8 @@ REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (fold_constants, batc
                                                               hardsigmoid_to_relu6,
                                                               layer_norm_to_primitives, variance_to_primitives,
                                                               sdpa_to_primitives,
-                                                              unbind_to_select, l2_normalize_to_rsqrt,
+                                                              unbind_to_select, unfold_fold_to_convs,
+                                                              l2_normalize_to_rsqrt,
                                                               algebra_to_int8_ops,
                                                               silu_to_sigmoid_mul, scalars_to_constants,
                                                               merge_duplicates)

@@ -272,6 +272,22 @@ def test_a_softmax_over_any_axis_is_int8(tmp_path):
         assert a["parity"]["passed"] and layers["passed"] and layers["layers"] >= 6, (a["target"], layers)
 
 
+def test_unfold_and_fold_export_to_every_format(tmp_path):
+    """VOLO's outlook attention (F.unfold, softmax, F.fold with overlaps): TFLite's runtime refused the
+    scatter litert-torch wrote for col2im and coremltools refused the op; as one-hot depthwise convs
+    all six targets export, the int8 ones full-integer and every layer within the verdict."""
+    from edgeconv.cli import main
+
+    targets = ["tflite", "coreml", "tflite-int8", "onnx-int8", "coreml-w8a8"]
+    res = CliRunner().invoke(main, ["export", "--model", "tests.zoo:outlook", "--calib", "random",
+                                    "--calib-samples", "16", "--eval-samples", "8",
+                                    *[a for t in targets for a in ("-t", t)], "-o", str(tmp_path)])
+    arts = {a["target"]: a for a in json.loads((tmp_path / "edgeconv.json").read_text())["artifacts"]}
+    assert res.exit_code == 0, res.output
+    assert sorted(arts) == sorted(targets) and all(a["parity"]["passed"] for a in arts.values())
+    assert {t: arts[t]["float_ops"]["count"] for t in targets[2:]} == dict.fromkeys(targets[2:], 0)
+
+
 def test_float_ops_error_fails_the_artifact_naming_each_op(tmp_path):
     """`--float-ops error`: an int8 file that still computes in float fails (exit 1, manifest written),
     each float op named; a full-integer file of the same run passes; `warn` (the default) passes both."""

@@ -291,3 +291,28 @@ class AxisSoftmax(nn.Module):
 
 def axis_softmax() -> ModelSpec:
     return ModelSpec(module=AxisSoftmax().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),), name="axis-softmax")
+
+
+class Outlook(nn.Module):
+    """VOLO's outlook attention in miniature: each pixel's 3×3 neighbourhood unfolded, weighted by
+    a softmax the pixel computes, and folded back with overlaps (`F.unfold` / `F.fold`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c = nn.Conv2d(3, 8, 3, padding=1)
+        self.attn = nn.Conv2d(8, 9, 1)
+        self.proj = nn.Conv2d(8, 8, 1)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        y = torch.relu(self.c(x))
+        b, c, h, w = y.shape
+        u = F.unfold(y, 3, padding=1).view(b, c, 9, h * w)
+        a = self.attn(y).view(b, 1, 9, h * w).softmax(2)
+        z = F.fold((u * a).view(b, c * 9, h * w), (h, w), 3, padding=1)
+        return self.head(self.proj(z).mean((2, 3)))
+
+
+def outlook() -> ModelSpec:
+    return ModelSpec(module=Outlook().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),), name="outlook")

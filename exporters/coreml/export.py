@@ -73,8 +73,14 @@ def coreml_program(graph: "Graph") -> "torch.export.ExportedProgram":
     import torch
 
     if not graph.quantized:
+        from edgeconv.calib.rewrites import unfold_fold_to_convs
+
         gm = graph.module()
-        if not _lower_rank_moves(gm):
+        # coremltools refuses an overlapping col2im (an int8 program had it rewritten before quantizing)
+        folded = unfold_fold_to_convs(gm)
+        if folded:
+            gm.recompile()
+        if not _lower_rank_moves(gm) and not folded:
             return _explicit_pool_strides(graph.program.run_decompositions({}))
         return _explicit_pool_strides(torch.export.export(gm, graph.example_inputs, strict=False).run_decompositions({}))
     from torchao.quantization.pt2e.constant_fold import constant_fold
