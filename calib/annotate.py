@@ -65,7 +65,9 @@ OWN = _targets(
 FIXED = {**{t: (1 / 256, -128) for t in _targets(aten.sigmoid, aten.sigmoid_, aten.softmax, aten._softmax)},
          **{t: (1 / 128, 0) for t in _targets(aten.tanh, aten.tanh_)}}
 # Binary ops whose constant operand is quantized as an int8 constant (a broadcast scalar or vector).
-CONST_OPERAND = _targets(aten.add, aten.sub, aten.mul)
+# ops whose constant operand is stored as an int8 tensor (matmul: a softmax over one element became
+# its constant 1, calib.rewrites.softmax_to_last_axis)
+CONST_OPERAND = _targets(aten.add, aten.sub, aten.mul, aten.matmul, aten.bmm)
 FUSING = WEIGHTED | TRANSPOSED | _targets(aten.add, aten.sub)
 # A normalization's internal tensors (centred input, square, variance, rsqrt): calibrated with the
 # norm spec (`calib.observers.norm_spec`), their extremes being a few outlying tokens.

@@ -336,6 +336,79 @@ def unbind_to_select(gm: GraphModule) -> list[str]:
     return done
 
 
+def softmax_to_last_axis(gm: GraphModule) -> list[str]:
+    """Every softmax as TFLite's SOFTMAX takes it: over the last axis of a tensor that stays in the
+    model's own layout. TFLite's SOFTMAX normalises over the last axis only, and litert-torch writes
+    any other softmax as float SUB/EXP/SUM/DIV inside a DEQUANTIZE/QUANTIZE pair. Two ways a softmax
+    ends up on another axis:
+    - the model asks for one (SKNet's and ResNeSt's split attention over paths, CoaT's factorised
+      attention over tokens): moved onto the last axis between two transposes;
+    - litert-torch's layout pass makes a 4-D tensor next to a conv NHWC and moves the softmax's axis
+      with it (EfficientFormerV2's talking-head attention: `dim=-1` becomes axis 2): such a 4-D
+      softmax (a conv reads or writes it) is computed on a 3-D view, which the pass leaves alone.
+    A softmax over one element (attention over a single token: LeViT's, SHViT's, MobileViT's last
+    stage at a small input) is 1; the converter folds its max and sum away and leaves SUB/EXP/DIV in
+    float: it becomes that constant. The same values in every format (transposes and reshapes only
+    move them); in the shared program, so the simulation holds every tensor the artifact does.
+
+        before: y = softmax(x, 1)                                 x: [B,2,C,1,1]
+        after:  y = permute(softmax(permute(x, [0,2,3,4,1]), -1), [0,4,1,2,3])
+        before: y = softmax(x, -1)                                x: [B,h,N,M], conv(x) or conv(y)
+        after:  y = reshape(softmax(reshape(x, [B·h,N,M]), -1), [B,h,N,M])"""
+    acts = activations(gm)
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n not in acts or n.target not in _targets(aten.softmax, aten._softmax) \
+                or not isinstance(val := n.meta.get("val"), torch.Tensor):
+            continue
+        shape = tuple(val.shape)
+        dim = (n.args[1] if len(n.args) > 1 else n.kwargs["dim"]) % len(shape)
+        if shape[dim] == 1:  # softmax over one element: 1 everywhere
+            with gm.graph.inserting_before(n):
+                ones = gm.graph.get_attr(_new_attr(gm, "_edgeconv_softmax_ones", torch.ones(shape)))
+            ones.meta["val"] = torch.ones(shape)
+            n.replace_all_uses_with(ones)
+            gm.graph.erase_node(n)
+        elif dim != len(shape) - 1 or (len(shape) == 4 and _beside_a_conv(n, shape)):
+            _softmax_on_last_axis(gm, n, shape, dim)
+        else:
+            continue
+        done.append(n.name)
+    return done
+
+
+def _beside_a_conv(n: Node, shape: tuple[int, ...], depth: int = 3) -> bool:
+    """Whether a conv reads or writes `n`'s 4-D tensor through ops that keep its shape (talking heads:
+    conv → softmax → conv): litert-torch's layout pass then makes it NHWC."""
+    def near(k: Node, step: Callable[[Node], list[Node]], left: int) -> bool:
+        for m in step(k):
+            if m.op != "call_function" or tuple(getattr(m.meta.get("val"), "shape", ())) != shape:
+                continue
+            if m.target in WEIGHTED or (left > 1 and near(m, step, left - 1)):
+                return True
+        return False
+
+    return near(n, lambda k: k.all_input_nodes[:1], depth) or near(n, lambda k: list(k.users), depth)
+
+
+def _softmax_on_last_axis(gm: GraphModule, n: Node, shape: tuple[int, ...], dim: int) -> None:
+    perm = [i for i in range(len(shape)) if i != dim] + [dim]
+    moved = [shape[i] for i in perm]
+    ins = _Inserter(gm, n)
+    with gm.graph.inserting_before(n):
+        y = n.args[0]
+        if dim != len(shape) - 1:
+            y = ins.call(aten.permute.default, y, perm)
+        if len(moved) == 4:
+            y = ins.call(aten.reshape.default, y, [moved[0] * moved[1], *moved[2:]])
+        y = ins.call(aten.softmax.int, y, -1)
+        if len(moved) == 4:
+            y = ins.call(aten.reshape.default, y, moved)
+        if dim != len(shape) - 1:
+            y = ins.call(aten.permute.default, y, sorted(range(len(shape)), key=perm.__getitem__))
+    ins.finish(y)
+
+
 def unfold_fold_to_convs(gm: GraphModule) -> list[str]:
     """im2col / col2im (`F.unfold` / `F.fold`: VOLO's outlook attention) → depthwise convs with
     one-hot weights: TFLite lowers col2im to a scatter its runtime refuses ("Only update, Add, ...
@@ -724,6 +797,7 @@ REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (fold_constants, batc
                                                               layer_norm_to_primitives, variance_to_primitives,
                                                               sdpa_to_primitives,
                                                               unbind_to_select, unfold_fold_to_convs,
+                                                              softmax_to_last_axis,
                                                               l2_normalize_to_rsqrt,
                                                               algebra_to_int8_ops,
                                                               silu_to_sigmoid_mul, scalars_to_constants,

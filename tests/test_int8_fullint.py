@@ -256,8 +256,8 @@ def test_a_softmax_over_any_axis_is_int8(tmp_path):
     over the last axis of talking-head logits (EfficientFormerV2): TFLite's SOFTMAX takes the last
     axis only, and litert-torch wrote the others (the talking heads' too: its layout pass made them
     NHWC and moved the axis; a softmax over one element: its max and sum folded away) as float
-    SUB/EXP/SUM/DIV inside a DEQUANTIZE/QUANTIZE pair. Rewritten (exporters.tflite.lowering.
-    softmax_on_last_axis), every format is full-integer and every layer passes alone."""
+    SUB/EXP/SUM/DIV inside a DEQUANTIZE/QUANTIZE pair. Rewritten (calib.rewrites.
+    softmax_to_last_axis), every format is full-integer and every layer passes alone."""
     from edgeconv.cli import main
 
     targets = ["tflite-int8", "onnx-int8", "coreml-w8a8"]

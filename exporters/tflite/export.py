@@ -43,15 +43,13 @@ def convert(module: Any, args: tuple, path: Path, quantizer: Any = None, target:
 
     from edgeconv.calib.rewrites import unfold_fold_to_convs
     from edgeconv.exporters.lowering import lowering_errors
-    from edgeconv.exporters.tflite.lowering import (drop_expand, int8_div_in_float, nearest_as_gather,
-                                                    softmax_on_last_axis)
+    from edgeconv.exporters.tflite.lowering import drop_expand, int8_div_in_float, nearest_as_gather
 
     if quantizer is None and isinstance(module, torch.fx.GraphModule) and unfold_fold_to_convs(module):
         # litert-torch writes col2im as a scatter ai-edge-litert refuses (int8: rewritten before quantizing)
         module.recompile()
     drop_expand(module)  # litert-torch's BROADCAST_TO for expand_as is refused (fp32) or unloadable (int8)
     nearest_as_gather(module)  # litert-torch's RESIZE_NEAREST_NEIGHBOR is half-pixel ("nearest-exact")
-    softmax_on_last_axis(module)  # TFLite's SOFTMAX takes the last axis only; others go float
     kwargs = {}
     if quantizer is not None:
         int8_div_in_float(module)  # TFLite's int8 DIV saturates a numerator of -1 step to -128
