@@ -209,6 +209,33 @@ def blockify() -> ModelSpec:
     return ModelSpec(module=Blockify().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),), name="blockify")
 
 
+
+class SwinHardswish(nn.Module):
+    """A Swin block's relayouts and MobileNetV3's activations, small: hard-swish after the stem,
+    a shifted window (roll along two dims), a window partition as a rank-6 reshape → permute →
+    reshape, a hard-sigmoid gate, and the reverse partition. Core ML holds rank <= 5 and has no
+    hard-swish op; every one of these reads int8 data in coreml-w8a8."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, 8, 3, 1, 1)
+        self.mix = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        y = F.hardswish(self.stem(x)).permute(0, 2, 3, 1)  # [B, 8, 8, C]
+        b, h, w, c = y.shape
+        y = torch.roll(y, shifts=(-2, -2), dims=(1, 2))
+        t = y.reshape(b, h // 4, 4, w // 4, 4, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, 16, c)
+        t = self.mix(t) * F.hardsigmoid(t)
+        y = t.reshape(b, h // 4, w // 4, 4, 4, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+        return self.head(y.mean((1, 2)))
+
+
+def swin_hardswish() -> ModelSpec:
+    return ModelSpec(module=SwinHardswish().eval(), example_inputs=(torch.zeros(1, 3, 8, 8),), name="swin-hardswish")
+
 class Hybrid(nn.Module):
     """Every spelling of the ops a hybrid conv/attention net writes, in one small net: nn.LayerNorm
     (channels-last), nn.RMSNorm, GroupNorm(1), a hand-written channels-first LayerNorm (mean, pow 2, / sqrt),
