@@ -224,7 +224,7 @@ class SwinHardswish(nn.Module):
         self.head = nn.Linear(8, 10)
 
     def forward(self, x):
-        y = F.hardswish(self.stem(x)).permute(0, 2, 3, 1)  # [B, 8, 8, C]
+        y = F.hardswish(self.stem(x), inplace=True).permute(0, 2, 3, 1)  # [B, 8, 8, C]; timm: in place
         b, h, w, c = y.shape
         y = torch.roll(y, shifts=(-2, -2), dims=(1, 2))
         t = y.reshape(b, h // 4, 4, w // 4, 4, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, 16, c)

@@ -312,7 +312,7 @@ def _hardswish_as_gate(gm: "torch.fx.GraphModule") -> int:
     aten = torch.ops.aten
     done = 0
     for n in list(gm.graph.nodes):
-        if n.op != "call_function" or n.target != aten.hardswish.default:
+        if n.op != "call_function" or n.target not in (aten.hardswish.default, aten.hardswish_.default):
             continue
         with gm.graph.inserting_before(n):
             gate = gm.graph.call_function(aten.hardsigmoid.default, (n.args[0],))
