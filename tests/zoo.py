@@ -213,7 +213,8 @@ def blockify() -> ModelSpec:
 class SwinHardswish(nn.Module):
     """A Swin block's relayouts and MobileNetV3's activations, small: hard-swish after the stem,
     a shifted window (roll along two dims), a window partition as a rank-6 reshape → permute →
-    reshape, a hard-sigmoid gate, and the reverse partition. Core ML holds rank <= 5 and has no
+    reshape, a hard-sigmoid gate, the reverse partition, and a MaxViT grid partition (six dims
+    apart in the permutation, one of them the batch of 1) and its reverse. Core ML holds rank <= 5 and has no
     hard-swish op; every one of these reads int8 data in coreml-w8a8."""
 
     def __init__(self) -> None:
@@ -230,7 +231,9 @@ class SwinHardswish(nn.Module):
         t = y.reshape(b, h // 4, 4, w // 4, 4, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, 16, c)
         t = self.mix(t) * F.hardsigmoid(t)
         y = t.reshape(b, h // 4, w // 4, 4, 4, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
-        return self.head(y.mean((1, 2)))
+        g = y.reshape(b, 2, h // 2, 2, w // 2, c).permute(0, 2, 4, 1, 3, 5).reshape(-1, 4, c)  # MaxViT's grid
+        g = self.mix(g).reshape(b, h // 2, w // 2, 2, 2, c).permute(0, 3, 1, 4, 2, 5).reshape(b, h, w, c)
+        return self.head(g.mean((1, 2)))
 
 
 def swin_hardswish() -> ModelSpec:

@@ -124,17 +124,21 @@ def _lower_rank_moves(gm: "torch.fx.GraphModule") -> int:
         if len(v.users) != 1 \
                 or not any(m in str(v.target) for m in ("view", "reshape")) or not _only_reshaped(p, split_ok=True):
             continue
+        split = any(str(u.target).startswith(("aten.unbind", "aten.select")) for u in p.users)
+        # A dim of size 1 moves no element: left out, MaxViT's grid partition [1, g, H/g, g, W/g, C]
+        # permuted (0, 2, 4, 1, 3, 5) is five runs, not six (not with a split: it needs dim 0).
+        kept = [d for d in range(in_val.dim()) if split or in_val.shape[d] != 1]
+        sizes = [int(in_val.shape[d]) for d in kept]
         runs: list[list[int]] = []
-        for d in perm:  # output order: a run continues while the input dims follow each other
-            if runs and d == runs[-1][-1] + 1:
+        for d in (kept.index(d) for d in perm if d in kept):  # output order: a run continues while
+            if runs and d == runs[-1][-1] + 1:                 # the input dims follow each other
                 runs[-1].append(d)
             else:
                 runs.append([d])
-        split = any(str(u.target).startswith(("aten.unbind", "aten.select")) for u in p.users)
-        if len(runs) > CORE_ML_MAX_RANK or (split and len(runs[0]) != 1):
+        if not runs or len(runs) > CORE_ML_MAX_RANK or (split and len(runs[0]) != 1):
             continue  # an unbind/select along dim 0 needs that dim on its own
         by_input = sorted(runs)
-        shape = [int(torch.Size(in_val.shape[r[0]:r[-1] + 1]).numel()) for r in by_input]
+        shape = [int(torch.Size(sizes[r[0]:r[-1] + 1]).numel()) for r in by_input]
         with gm.graph.inserting_before(p):
             flat = gm.graph.call_function(aten.reshape.default, (v.args[0], shape))
             moved = gm.graph.call_function(aten.permute.default, (flat, [by_input.index(r) for r in runs]))
