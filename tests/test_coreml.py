@@ -344,3 +344,46 @@ def test_rank6_blocks_convert_at_rank_5(tmp_path):
     arts = json.loads((tmp_path / "edgeconv.json").read_text())["artifacts"]
     assert [a["target"] for a in arts] == ["coreml", "coreml-w8a8"]
     assert all(a["parity"]["passed"] for a in arts)
+
+
+def test_w8a8_relayouts_and_hard_swish_read_int8(tmp_path):
+    """zoo:swin_hardswish — hard-swish, a two-dim roll, rank-6 window partitions and a hard-sigmoid
+    gate. coremltools wrote hard-swish as thresholded_relu → sigmoid_hard → mul, the roll as two
+    gathers, and the lowered partitions as reshape → transpose → reshape with nothing requantized
+    between them: 7 MIL ops read a float tensor. Now every one reads int8 data (a dequantize, or an
+    int8 reshape), and the artifact still matches the torch int8 simulation, end to end and per layer."""
+    import json
+
+    from click.testing import CliRunner
+
+    from edgeconv.cli import main
+
+    res = CliRunner().invoke(main, ["export", "--model", "zoo:swin_hardswish", "--calib", "random", "--calib-samples",
+                                    "16", "--eval-samples", "8", "-t", "coreml-w8a8", "-o", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    (art,) = json.loads((tmp_path / "edgeconv.json").read_text())["artifacts"]
+    assert art["float_ops"]["count"] == 0, art["float_ops"]["ops"]
+    assert art["parity"]["passed"], art["parity"]
+    (sim,) = [d for d in art["parity"]["diffs"] if d["reference"] == "torch-quant-sim"]
+    assert sim["passed"] and sim["max_steps"] <= 1.0, sim
+    layers = art["parity"]["layers"]
+    assert layers["passed"] and layers["unmatched"] == 0 and layers["worst_steps"] <= 1.0, layers
+    prog = mil_program.load_program(tmp_path / art["path"])
+    ops = [s.op_type for s in prog.steps]
+    assert "thresholded_relu" not in ops and ops.count("sigmoid_hard") == 1, ops  # hard-swish as x · gate
+    assert ops.count("gather") == 1 and ops.count("transpose") == 5, ops  # the roll: one gather; NHWC, 2 windows, 2 grids
+
+
+def test_float_ops_counts_a_gate_of_a_float_tensor():
+    """The hard-swish reading is narrow: x · sigmoid_hard(x) counts as int8 only when x is a
+    dequantize; the same product of a float x (a float op's output) is two float ops."""
+    def step(op, name, **inputs):
+        return mil_program.Step(op, name, inputs, (name,), ("fp32",), ((1, 4),))
+
+    def program(x_from):
+        steps = (step("quantize", "q", input="x"), step(x_from, "a", x="q" if x_from == "dequantize" else "x"),
+                 step("sigmoid_hard", "g", x="a"), step("mul", "m", x="a", y="g"))
+        return mil_program.MILProgram(("x",), ("fp32",), ("m",), {}, steps)
+
+    assert coreml_read.float_ops(program("dequantize")).count == 0
+    assert coreml_read.float_ops(program("sin")).ops == ("sin a", "sigmoid_hard g", "mul m")

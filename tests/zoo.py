@@ -209,6 +209,36 @@ def blockify() -> ModelSpec:
     return ModelSpec(module=Blockify().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),), name="blockify")
 
 
+
+class SwinHardswish(nn.Module):
+    """A Swin block's relayouts and MobileNetV3's activations, small: hard-swish after the stem,
+    a shifted window (roll along two dims), a window partition as a rank-6 reshape → permute →
+    reshape, a hard-sigmoid gate, the reverse partition, and a MaxViT grid partition (six dims
+    apart in the permutation, one of them the batch of 1) and its reverse. Core ML holds rank <= 5 and has no
+    hard-swish op; every one of these reads int8 data in coreml-w8a8."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, 8, 3, 1, 1)
+        self.mix = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        y = F.hardswish(self.stem(x), inplace=True).permute(0, 2, 3, 1)  # [B, 8, 8, C]; timm: in place
+        b, h, w, c = y.shape
+        y = torch.roll(y, shifts=(-2, -2), dims=(1, 2))
+        t = y.reshape(b, h // 4, 4, w // 4, 4, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, 16, c)
+        t = self.mix(t) * F.hardsigmoid(t)
+        y = t.reshape(b, h // 4, w // 4, 4, 4, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+        g = y.reshape(b, 2, h // 2, 2, w // 2, c).permute(0, 2, 4, 1, 3, 5).reshape(-1, 4, c)  # MaxViT's grid
+        g = self.mix(g).reshape(b, h // 2, w // 2, 2, 2, c).permute(0, 3, 1, 4, 2, 5).reshape(b, h, w, c)
+        return self.head(g.mean((1, 2)))
+
+
+def swin_hardswish() -> ModelSpec:
+    return ModelSpec(module=SwinHardswish().eval(), example_inputs=(torch.zeros(1, 3, 8, 8),), name="swin-hardswish")
+
 class Hybrid(nn.Module):
     """Every spelling of the ops a hybrid conv/attention net writes, in one small net: nn.LayerNorm
     (channels-last), nn.RMSNorm, GroupNorm(1), a hand-written channels-first LayerNorm (mean, pow 2, / sqrt),

@@ -92,14 +92,17 @@ def coreml_program(graph: "Graph") -> "torch.export.ExportedProgram":
     # dequantize(int8 const) with int8 arithmetic, so (127 - (-128)) wraps to -1 and 0.2 becomes
     # -0.00078 in the file. Their values are the same either way; only the weights stay int8.
     _dequantize_constants(gm)
+    _hardswish_as_gate(gm)
+    _rolls_as_gathers(gm)
     _unquantize_high_rank_moves(gm)
     _lower_rank_moves(gm)
+    _requantize_moves(gm)
     return _explicit_pool_strides(torch.export.export(gm, graph.example_inputs, strict=False).run_decompositions({}))
 
 
 # Ops that only re-lay out values: requantizing their output at their input's scale and zero point
 # changes nothing.
-_MOVES = ("view", "reshape", "_unsafe_view", "permute", "transpose", "clone", "contiguous")
+_MOVES = ("view", "reshape", "_unsafe_view", "permute", "transpose", "clone", "contiguous", "roll", "index_select")
 CORE_ML_MAX_RANK = 5
 
 
@@ -127,20 +130,26 @@ def _lower_rank_moves(gm: "torch.fx.GraphModule") -> int:
         if len(v.users) != 1 \
                 or not any(m in str(v.target) for m in ("view", "reshape")) or not _only_reshaped(p, split_ok=True):
             continue
+        split = any(str(u.target).startswith(("aten.unbind", "aten.select")) for u in p.users)
+        # A dim of size 1 moves no element: left out, MaxViT's grid partition [1, g, H/g, g, W/g, C]
+        # permuted (0, 2, 4, 1, 3, 5) is five runs, not six (not with a split: it needs dim 0).
+        kept = [d for d in range(in_val.dim()) if split or in_val.shape[d] != 1]
+        sizes = [int(in_val.shape[d]) for d in kept]
         runs: list[list[int]] = []
-        for d in perm:  # output order: a run continues while the input dims follow each other
-            if runs and d == runs[-1][-1] + 1:
+        for d in (kept.index(d) for d in perm if d in kept):  # output order: a run continues while
+            if runs and d == runs[-1][-1] + 1:                 # the input dims follow each other
                 runs[-1].append(d)
             else:
                 runs.append([d])
-        split = any(str(u.target).startswith(("aten.unbind", "aten.select")) for u in p.users)
-        if len(runs) > CORE_ML_MAX_RANK or (split and len(runs[0]) != 1):
+        if not runs or len(runs) > CORE_ML_MAX_RANK or (split and len(runs[0]) != 1):
             continue  # an unbind/select along dim 0 needs that dim on its own
         by_input = sorted(runs)
-        shape = [int(torch.Size(in_val.shape[r[0]:r[-1] + 1]).numel()) for r in by_input]
+        shape = [int(torch.Size(sizes[r[0]:r[-1] + 1]).numel()) for r in by_input]
         with gm.graph.inserting_before(p):
             flat = gm.graph.call_function(aten.reshape.default, (v.args[0], shape))
             moved = gm.graph.call_function(aten.permute.default, (flat, [by_input.index(r) for r in runs]))
+        flat.meta["val"] = in_val.new_empty(shape)  # the rank _requantize_moves reads
+        moved.meta["val"] = flat.meta["val"].permute([by_input.index(r) for r in runs])
         p.replace_all_uses_with(moved)
         gm.graph.erase_node(p)
         gm.graph.erase_node(v)
@@ -226,6 +235,119 @@ def _unquantize_high_rank_moves(gm: "torch.fx.GraphModule") -> int:
     if dropped:
         gm.recompile()
     return dropped
+
+
+def _requantize_moves(gm: "torch.fx.GraphModule") -> int:
+    """Give every relayout its own int8 input again. `_unquantize_high_rank_moves` drops the
+    requantize after each rank-6 move so the chain can be lowered; once lowered (rank <= 5), the
+    moves sat back to back in float: dq(a) → reshape → permute → reshape → q, two of them reading
+    a float tensor. A relayout of values on a grid stays on that grid, so q → dq at the dequantize's
+    own scale and zero point between them is exact, and each move reads a dequantize (coremltools
+    then moves the reshapes onto the int8 tensor, int_op_canonicalization).
+    After: dq(a) → reshape → q(s, z) → dq → permute → q(s, z) → dq → reshape → q."""
+    import torch
+
+    qd = torch.ops.quantized_decomposed
+    done = 0
+    for n in list(gm.graph.nodes):
+        root = _dequantized_root(n)
+        val = n.meta.get("val")
+        if root is None or not isinstance(val, torch.Tensor) or val.dim() > CORE_ML_MAX_RANK:
+            continue
+        readers = [u for u in n.users if u.target != qd.quantize_per_tensor.default]
+        if not readers:
+            continue
+        with gm.graph.inserting_after(n):
+            q = gm.graph.call_function(qd.quantize_per_tensor.default, (n, *root.args[1:6]))
+        with gm.graph.inserting_after(q):
+            dq = gm.graph.call_function(qd.dequantize_per_tensor.default, (q, *root.args[1:]), dict(root.kwargs))
+        for u in readers:
+            u.replace_input_with(n, dq)
+        done += 1
+    if done:
+        gm.recompile()
+    return done
+
+
+def _dequantized_root(n: "torch.fx.Node") -> "torch.fx.Node | None":
+    """The per-tensor dequantize that `n`, a relayout, reads (through other relayouts), else None."""
+    import torch
+
+    qd = torch.ops.quantized_decomposed
+    if getattr(n, "op", None) != "call_function" or not any(m in str(n.target) for m in _MOVES):
+        return None
+    src = n.args[0]
+    while getattr(src, "op", None) == "call_function" and any(m in str(src.target) for m in _MOVES):
+        src = src.args[0]
+    return src if getattr(src, "target", None) == qd.dequantize_per_tensor.default else None
+
+
+def _rolls_as_gathers(gm: "torch.fx.GraphModule") -> int:
+    """A roll along adjacent dims (Swin's shifted windows) as one gather on those dims flattened.
+    coremltools writes a roll as one gather per dim, the second reading the first's float output;
+    one gather, with a reshape on either side, lets `_requantize_moves` give each an int8 input.
+    (Not a roll per dim: the half-rolled tensor between them is no tensor of the torch program,
+    and per-layer parity would pair it with one.) The index is the roll of the flat positions.
+    Before: roll(x[B, H, W, C], (-3, -3), (1, 2)).
+    After:  index_select(x.reshape(B, H·W, C), 1, arange(H·W).view(H, W).roll((-3, -3), (0, 1)).flatten()).reshape(B, H, W, C)"""
+    import torch
+
+    aten = torch.ops.aten
+    done = 0
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n.target != aten.roll.default:
+            continue
+        x, shifts = n.args[:2]
+        val = n.meta.get("val")
+        dims = sorted(int(d) % val.dim() for d in (n.args[2] if len(n.args) > 2 else n.kwargs.get("dims", ())))
+        if len(dims) < 2 or len(shifts) != len(dims) or dims != list(range(dims[0], dims[-1] + 1)):
+            continue
+        lo, hi, shape = dims[0], dims[-1], [int(d) for d in val.shape]
+        order = [int(d) % val.dim() - lo for d in (n.args[2] if len(n.args) > 2 else n.kwargs["dims"])]
+        index = torch.arange(int(torch.Size(shape[lo:hi + 1]).numel()))
+        index = index.view(shape[lo:hi + 1]).roll([int(v) for v in shifts], order).flatten()
+        name = f"_ec_roll_index_{done}"
+        gm.register_buffer(name, index)
+        flat_shape = shape[:lo] + [index.numel()] + shape[hi + 1:]
+        with gm.graph.inserting_before(n):
+            flat = gm.graph.call_function(aten.reshape.default, (x, flat_shape))
+            picked = gm.graph.call_function(aten.index_select.default, (flat, lo, gm.graph.get_attr(name)))
+            out = gm.graph.call_function(aten.reshape.default, (picked, shape))
+        flat.meta["val"] = picked.meta["val"] = val.new_empty(flat_shape)  # the rank _requantize_moves reads
+        out.meta = dict(n.meta)
+        n.replace_all_uses_with(out)
+        gm.graph.erase_node(n)
+        done += 1
+    if done:
+        gm.recompile()
+    return done
+
+
+def _hardswish_as_gate(gm: "torch.fx.GraphModule") -> int:
+    """hard-swish as x · hardsigmoid(x), both reading x. MIL has no hard-swish op; coremltools
+    writes it as thresholded_relu(x, -3) → sigmoid_hard → mul, so the sigmoid_hard and the mul both
+    read a float intermediate of the dequantized input. The threshold changes nothing (x < -3
+    already gives x · 0). As a gate, the sigmoid_hard reads the dequantize and the mul reads only
+    the dequantize and that gate: hard-swish of one int8 tensor, requantized, which float_ops
+    reads as one activation (MIL's silu is the same product as a single op)."""
+    import torch
+
+    aten = torch.ops.aten
+    done = 0
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n.target not in (aten.hardswish.default, aten.hardswish_.default):
+            continue
+        with gm.graph.inserting_before(n):
+            gate = gm.graph.call_function(aten.hardsigmoid.default, (n.args[0],))
+            out = gm.graph.call_function(aten.mul.Tensor, (n.args[0], gate))
+        out.meta = dict(n.meta)
+        gate.meta["val"] = n.meta.get("val")
+        n.replace_all_uses_with(out)
+        gm.graph.erase_node(n)
+        done += 1
+    if done:
+        gm.recompile()
+    return done
 
 
 def _dequantize_constants(gm: "torch.fx.GraphModule") -> int:

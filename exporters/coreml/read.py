@@ -88,6 +88,8 @@ def float_ops(path_or_prog: Any) -> FloatOps:
                     continue
                 if s.op_type in ("relu", "relu6", "clip") and src.op_type in ("conv", "linear", "add"):
                     continue  # a fused activation of the op before it
+                if _hard_swish_gate(s, src, made):
+                    continue  # x · sigmoid_hard(x) of a dequantized x: hard-swish, which MIL has no op for
                 dtype = src.out_dtypes[i] if i < len(src.out_dtypes) else ""
             else:
                 dtype = feeds.get(name, "")
@@ -96,6 +98,16 @@ def float_ops(path_or_prog: Any) -> FloatOps:
                 break
     return FloatOps(len(found), tuple(found), 0, "MIL ops with a float input not from dequantize or a "
                     "constexpr weight (read from the mlprogram)")
+
+
+def _hard_swish_gate(mul: Any, gate: Any, made: dict[str, tuple[Any, int]]) -> bool:
+    """`mul` is x · sigmoid_hard(x) with x from a `dequantize`: hard-swish of one int8 tensor (the
+    way the exporter writes it). Not for any other product: a gate of a float x stays float."""
+    if mul.op_type != "mul" or gate.op_type != "sigmoid_hard":
+        return False
+    x = gate.inputs.get("x")
+    src = made.get(x, (None, 0))[0]
+    return src is not None and src.op_type == "dequantize" and {mul.inputs.get("x"), mul.inputs.get("y")} == {x, gate.outputs[0]}
 
 
 def activation_quant(path_or_prog: Any) -> list[tuple[str, QuantParams]]:
