@@ -271,3 +271,43 @@ def test_float_ops_error_fails_the_artifact_naming_each_op(tmp_path):
     assert arts["onnx-int8"]["float_ops"]["count"] == 0 and full["onnx-int8"]["passed"]
     res = CliRunner().invoke(main, args + ["-o", str(tmp_path / "w")])
     assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("ref", ["upsample_nearest", "upsample_bilinear", "shifted_windows", "selective_kernel",
+                                 "class_token_head"])
+def test_relayouts_resizes_and_concats_are_int8_in_every_format(tmp_path, ref):
+    """HRNet's nearest/bilinear upsampling, Swin's torch.roll, SKNet's torch.stack and a ViT class token
+    concatenated with the patches: every int8 artifact is full-integer (ONNX: each op reads a
+    DequantizeLinear; before, the rolled Concat/Slice and the stacked Concat read float, and Resize's
+    stored `scales` counted as float data) and passes the verdict, each layer alone within a step."""
+    from edgeconv.cli import main
+    from examples.zoo.images import write_folder
+
+    calib = write_folder(tmp_path / "calib", 24, side=32)
+    targets = ["onnx-int8", "tflite-int8", "coreml-w8a8"]
+    res = CliRunner().invoke(main, ["export", "--model", f"tests.zoo:{ref}", *[a for t in targets for a in ("-t", t)],
+                                    "--calib", str(calib), "--calib-samples", "16", "--eval-samples", "8",
+                                    "-o", str(tmp_path / "out")])
+    arts = json.loads((tmp_path / "out" / "edgeconv.json").read_text())["artifacts"]
+    assert res.exit_code == 0, res.output
+    assert {a["target"]: a["float_ops"]["ops"] for a in arts} == dict.fromkeys(targets, [])
+    for a in arts:
+        layers = a["parity"]["layers"]
+        assert a["parity"]["passed"] and layers["passed"] and layers["layers"] >= 3, (a["target"], layers)
+        assert layers["worst_steps"] <= 1, (a["target"], layers)
+
+
+def test_roll_and_stack_become_slices_unsqueezes_and_concats_with_the_same_values():
+    """The rewrites before annotation: no roll or stack is left, and the program computes exactly what
+    the model does (slices and concats copy values)."""
+    from edgeconv.calib.rewrites import transform
+    from tests.zoo import selective_kernel, shifted_windows
+
+    x = torch.from_numpy(_images(2, 32, seed=5))
+    for spec in (shifted_windows(), selective_kernel()):
+        gm = transform(torch.export.export(spec.module, spec.example_inputs, strict=False).module())
+        targets = {str(n.target) for n in gm.graph.nodes if n.op == "call_function"}
+        assert not {t for t in targets if "roll" in t or "stack" in t}, targets
+        assert "aten.cat.default" in targets
+        with torch.no_grad():
+            assert torch.equal(gm(x[:1]), spec.module(x[:1]))
