@@ -11,6 +11,7 @@ int8 kernel for, with the same values in float. Each rewrite shows its before/af
   unbind_to_select          unbind → one select per piece
   roll_to_slices            roll → two slices and a concat per rolled dim
   stack_to_cat              stack → an unsqueeze per input and a concat
+  repeat_interleave_to_expand  repeat_interleave by a number → unsqueeze, expand, reshape
   l2_normalize_to_rsqrt     F.normalize → MUL, SUM, RSQRT
   algebra_to_int8_ops       x², a/√b, a/c → MUL and RSQRT
   silu_to_sigmoid_mul       SiLU → LOGISTIC, MUL
@@ -404,6 +405,36 @@ def stack_to_cat(gm: GraphModule) -> list[str]:
         done.append(n.name)
     return done
 
+
+def repeat_interleave_to_expand(gm: GraphModule) -> list[str]:
+    """repeat_interleave(x, r, d) → reshape(expand(unsqueeze(x, d+1), …, r at d+1, …), x's shape with
+    d ×r) (GCViT's global query repeated per window): torch.onnx writes exactly these ops, and the
+    op, which the annotator has no kernel for, stayed float between them. As relayouts each shares
+    its input's scale: exact in int8.
+
+        before: y = repeat_interleave(x, 4, 0)                 x: [2, 3, 16]
+        after:  y = reshape(expand(unsqueeze(x, 1), [2, 4, 3, 16]), [8, 3, 16])"""
+    acts = activations(gm)
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n not in acts or n.target not in _targets(aten.repeat_interleave):
+            continue
+        x, repeats = n.args[0], n.args[1] if len(n.args) > 1 else n.kwargs.get("repeats")
+        dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim")
+        shape = getattr(x.meta.get("val"), "shape", None) if isinstance(x, Node) else None
+        if not _is_float(x) or not isinstance(repeats, int) or not isinstance(dim, int) or shape is None \
+                or not all(isinstance(v, int) for v in shape):
+            continue  # repeats per element (a tensor), a flattened repeat, or a symbolic size: left as it is
+        d = dim % len(shape)
+        wide = [*shape[:d + 1], repeats, *shape[d + 1:]]
+        ins = _Inserter(gm, n)
+        with gm.graph.inserting_before(n):
+            y = ins.call(aten.expand.default, ins.call(aten.unsqueeze.default, x, d + 1), wide)
+            y = ins.call(aten.reshape.default, y, [*shape[:d], shape[d] * repeats, *shape[d + 1:]])
+        ins.finish(y)
+        done.append(n.name)
+    return done
+
 def _as_list(v: Any) -> list:
     return list(v) if isinstance(v, (list, tuple)) else [v]
 
@@ -737,6 +768,7 @@ REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (fold_constants, batc
                                                               layer_norm_to_primitives, variance_to_primitives,
                                                               sdpa_to_primitives,
                                                               unbind_to_select, roll_to_slices, stack_to_cat,
+                                                              repeat_interleave_to_expand,
                                                               l2_normalize_to_rsqrt,
                                                               algebra_to_int8_ops,
                                                               silu_to_sigmoid_mul, scalars_to_constants,
