@@ -274,11 +274,13 @@ def test_float_ops_error_fails_the_artifact_naming_each_op(tmp_path):
 
 
 @pytest.mark.parametrize("ref", ["upsample_nearest", "upsample_bilinear", "shifted_windows", "selective_kernel",
-                                 "class_token_head"])
+                                 "global_query", "class_token_head"])
 def test_relayouts_resizes_and_concats_are_int8_in_every_format(tmp_path, ref):
-    """HRNet's nearest/bilinear upsampling, Swin's torch.roll, SKNet's torch.stack and a ViT class token
+    """HRNet's nearest/bilinear upsampling, Swin's torch.roll, SKNet's torch.stack, GCViT's
+    repeat_interleave and a ViT class token
     concatenated with the patches: every int8 artifact is full-integer (ONNX: each op reads a
-    DequantizeLinear; before, the rolled Concat/Slice and the stacked Concat read float, and Resize's
+    DequantizeLinear; before, the rolled Concat/Slice, the stacked Concat and the repeat's Expand/Reshape
+    read float, and Resize's
     stored `scales` counted as float data) and passes the verdict, each layer alone within a step."""
     from edgeconv.cli import main
     from examples.zoo.images import write_folder
@@ -297,17 +299,17 @@ def test_relayouts_resizes_and_concats_are_int8_in_every_format(tmp_path, ref):
         assert layers["worst_steps"] <= 1, (a["target"], layers)
 
 
-def test_roll_and_stack_become_slices_unsqueezes_and_concats_with_the_same_values():
-    """The rewrites before annotation: no roll or stack is left, and the program computes exactly what
-    the model does (slices and concats copy values)."""
+def test_roll_stack_and_repeat_become_relayouts_and_concats_with_the_same_values():
+    """The rewrites before annotation: no roll, stack or repeat_interleave is left, and the program
+    computes exactly what the model does (slices, concats and expands copy values)."""
     from edgeconv.calib.rewrites import transform
-    from tests.zoo import selective_kernel, shifted_windows
+    from tests.zoo import global_query, selective_kernel, shifted_windows
 
     x = torch.from_numpy(_images(2, 32, seed=5))
-    for spec in (shifted_windows(), selective_kernel()):
+    for spec in (shifted_windows(), selective_kernel(), global_query()):
         gm = transform(torch.export.export(spec.module, spec.example_inputs, strict=False).module())
         targets = {str(n.target) for n in gm.graph.nodes if n.op == "call_function"}
-        assert not {t for t in targets if "roll" in t or "stack" in t}, targets
-        assert "aten.cat.default" in targets
+        assert not {t for t in targets if any(k in t for k in ("roll", "stack", "repeat_interleave"))}, targets
+        assert {"aten.cat.default", "aten.expand.default"} & targets
         with torch.no_grad():
             assert torch.equal(gm(x[:1]), spec.module(x[:1]))

@@ -329,3 +329,25 @@ class SelectiveKernel(nn.Module):
 def selective_kernel() -> ModelSpec:
     return ModelSpec(module=SelectiveKernel().eval(), example_inputs=(torch.zeros(1, 3, 32, 32),),
                      name="selective-kernel")
+
+
+class GlobalQuery(nn.Module):
+    """GCViT's global query: one query per image, repeated (repeat_interleave) for each of its windows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.patch = nn.Conv2d(3, 16, 4, 4)
+        self.q = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        t = self.patch(x)  # [B, 16, 8, 8]: 2 windows of 4 × 8 tokens
+        b = t.shape[0]
+        w = t.reshape(b, 16, 2, 4, 8).permute(0, 2, 3, 4, 1).reshape(b * 2, 32, 16)
+        g = self.q(t.mean((2, 3)))[:, None, :].repeat_interleave(2, dim=0)  # [B * 2, 1, 16]
+        return self.head((w * g).mean(1).reshape(b, 2, 16).mean(1))
+
+
+def global_query() -> ModelSpec:
+    return ModelSpec(module=GlobalQuery().eval(), example_inputs=(torch.zeros(1, 3, 32, 32),), name="global-query")
