@@ -310,8 +310,8 @@ def shifted_windows() -> ModelSpec:
 
 
 class SelectiveKernel(nn.Module):
-    """SKNet's selective kernel: two branches stacked on a new dim 1, weighted by a gate from their
-    pooled sum, and summed."""
+    """SKNet's selective kernel: two branches stacked on a new dim 1, weighted by a softmax over the
+    branches (dim 1, not the last) of a gate from their pooled sum, and summed."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -322,7 +322,7 @@ class SelectiveKernel(nn.Module):
 
     def forward(self, x):
         s = torch.stack([F.relu(self.a(x)), F.relu(self.b(x))], 1)  # [B, 2, 8, H, W]
-        g = torch.sigmoid(self.gate(s.sum(1).mean((2, 3), keepdim=True))).reshape(-1, 2, 8, 1, 1)
+        g = self.gate(s.sum(1).mean((2, 3), keepdim=True)).reshape(-1, 2, 8, 1, 1).softmax(1)
         return self.head((s * g).sum(1).mean((2, 3)))
 
 
