@@ -41,15 +41,13 @@ def convert(module: Any, args: tuple, path: Path, quantizer: Any = None, target:
     import litert_torch
 
     from edgeconv.exporters.lowering import lowering_errors
-    from edgeconv.exporters.tflite.lowering import (drop_expand, int8_div_in_float, nearest_as_gather,
-                                                     softmax_on_last_axis)
+    from edgeconv.exporters.tflite.lowering import drop_expand, int8_div_in_float, nearest_as_gather
 
     drop_expand(module)  # litert-torch's BROADCAST_TO for expand_as is refused (fp32) or unloadable (int8)
     nearest_as_gather(module)  # litert-torch's RESIZE_NEAREST_NEIGHBOR is half-pixel ("nearest-exact")
     kwargs = {}
     if quantizer is not None:
         int8_div_in_float(module)  # TFLite's int8 DIV saturates a numerator of -1 step to -128
-        softmax_on_last_axis(module)  # TFLite's SOFTMAX is over the last axis; others were float ops
         from litert_torch.quantize.quant_config import QuantConfig
 
         kwargs["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)

@@ -1,6 +1,5 @@
 """Graph rewrites litert-torch's lowering needs to write a program faithfully: `drop_expand`,
-`nearest_as_gather`, `int8_div_in_float`, `softmax_on_last_axis`. Each keeps the program's values; each says
-why the converter needs it."""
+`nearest_as_gather`, `int8_div_in_float`. Each keeps the program's values; each says why the converter needs it."""
 from __future__ import annotations
 
 from typing import Any
@@ -209,54 +208,6 @@ def int8_div_in_float(gm: Any) -> list[str]:
             y.meta["val"] = n.meta["val"]
         n.replace_all_uses_with(y)
         gm.graph.erase_node(n)
-        done.append(n.name)
-    if done:
-        gm.graph.lint()
-        gm.recompile()
-    return done
-
-
-def softmax_on_last_axis(gm: Any) -> list[str]:
-    """An int8 softmax over an axis other than the last (SKNet's over its branches, dim 1) as a softmax
-    over the last axis between two transposes (quantized programs). TFLite's SOFTMAX normalises the last
-    axis only, and litert-torch writes any other as DEQUANTIZE, SUB, EXP, SUM, DIV, QUANTIZE in float.
-    Each transpose moves int8 values under the scale and zero point of the tensor it moves, so the
-    values are the program's exactly:
-
-    Before: y = q(softmax(dq(x), d), 1/256, -128)
-    After:  t = dq(q(transpose(dq(x), d, -1), s_x, z_x));  u = dq(q(softmax(t, -1), 1/256, -128))
-            y = q(transpose(u, d, -1), 1/256, -128)        → TRANSPOSE, SOFTMAX, TRANSPOSE in int8
-    """
-    import torch
-
-    if not isinstance(gm, torch.fx.GraphModule):
-        return []
-    aten = torch.ops.aten
-    try:
-        qd = torch.ops.quantized_decomposed
-        quant, dequant = qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default
-    except (AttributeError, RuntimeError):  # torchao not imported: no Q/DQ in the graph
-        return []
-    done = []
-    for n in list(gm.graph.nodes):
-        if n.op != "call_function" or n.target not in (aten.softmax.int, aten._softmax.default):
-            continue
-        x, dim = n.args[0], n.args[1]
-        val = n.meta.get("val")
-        rank = val.dim() if isinstance(val, torch.Tensor) else None
-        q_out = next(iter(n.users)) if len(n.users) == 1 else None
-        if rank is None or dim % rank == rank - 1 or getattr(x, "target", None) != dequant \
-                or getattr(q_out, "target", None) != quant:
-            continue
-        g, d = gm.graph, dim % rank
-        with g.inserting_before(n):
-            t = g.call_function(aten.transpose.int, (x, d, rank - 1))
-            t = g.call_function(dequant, (g.call_function(quant, (t, *x.args[1:])), *x.args[1:]))
-            s = g.call_function(aten.softmax.int, (t, -1))
-            s = g.call_function(dequant, (g.call_function(quant, (s, *q_out.args[1:])), *q_out.args[1:]))
-            y = g.call_function(aten.transpose.int, (s, d, rank - 1))
-        n.replace_all_uses_with(y)
-        g.erase_node(n)
         done.append(n.name)
     if done:
         gm.graph.lint()
