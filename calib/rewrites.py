@@ -9,6 +9,9 @@ int8 kernel for, with the same values in float. Each rewrite shows its before/af
   sdpa_to_primitives        fused attention → MUL, BATCH_MATMUL, SOFTMAX, BATCH_MATMUL
   fold_constants            input-independent values (positional encodings) → stored constants
   unbind_to_select          unbind → one select per piece
+  roll_to_slices            roll → two slices and a concat per rolled dim
+  stack_to_cat              stack → an unsqueeze per input and a concat
+  repeat_interleave_to_expand  repeat_interleave by a number → unsqueeze, expand, reshape
   l2_normalize_to_rsqrt     F.normalize → MUL, SUM, RSQRT
   algebra_to_int8_ops       x², a/√b, a/c → MUL and RSQRT
   silu_to_sigmoid_mul       SiLU → LOGISTIC, MUL
@@ -470,6 +473,106 @@ def _onehot(gm: GraphModule, c: int, kh: int, kw: int, dil: Any = (1, 1), flip: 
     return node
 
 
+ROLL = _targets(aten.roll)
+
+
+def roll_to_slices(gm: GraphModule) -> list[str]:
+    """roll(x, s, d) → cat(slice(x, d, n-s, n), slice(x, d, 0, n-s)) per rolled dim (Swin's shifted
+    windows): every converter writes roll that way (torch.onnx: Slice, Slice, Concat per dim), and
+    annotated as one shared-scale op its inner tensors had no quantization — ONNX's Concats and the
+    second dim's Slices read float. As slices and concats each piece shares the input's scale: exact.
+
+        before: y = roll(x, (-3, -3), (1, 2))                      x: [1, 8, 8, C]
+        after:  h = cat(x[:, 3:], x[:, :3], 1);  y = cat(h[:, :, 3:], h[:, :, :3], 2)"""
+    acts = activations(gm)
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n not in acts or n.target not in ROLL:
+            continue
+        x, shifts = n.args[0], n.args[1]
+        dims = n.args[2] if len(n.args) > 2 else n.kwargs.get("dims", ())
+        shifts, dims = _as_list(shifts), _as_list(dims)
+        shape = getattr(x.meta.get("val"), "shape", None) if isinstance(x, Node) else None
+        if shape is None or not dims or len(shifts) != len(dims) \
+                or not all(isinstance(v, int) for v in [*shifts, *dims, *shape]):
+            continue  # a flattened roll (no dims) or a symbolic size: left as it is
+        ins, y = _Inserter(gm, n), x
+        with gm.graph.inserting_before(n):
+            for shift, dim in zip(shifts, dims):
+                size = shape[dim]
+                cut = size - shift % size
+                if cut != size:
+                    tail, head = ins.call(aten.slice.Tensor, y, dim, cut, size), ins.call(aten.slice.Tensor, y, dim, 0, cut)
+                    y = ins.call(aten.cat.default, [tail, head], dim)
+        if y is x:
+            n.replace_all_uses_with(x)
+            gm.graph.erase_node(n)
+        else:
+            ins.finish(y)
+        done.append(n.name)
+    return done
+
+
+def stack_to_cat(gm: GraphModule) -> list[str]:
+    """stack(xs, d) → cat([unsqueeze(x, d) for x in xs], d) (SKNet's branches, EfficientViM's
+    stacked hidden states): torch.onnx writes stack as exactly that, and annotated as one op the
+    Unsqueezes' outputs had no quantization, so the Concat read float. As unsqueezes each shares its
+    input's scale and the concat is the int8 concat of one scale the stack had: the same values.
+
+        before: y = stack([a, b], 1)
+        after:  y = cat([unsqueeze(a, 1), unsqueeze(b, 1)], 1)"""
+    acts = activations(gm)
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n not in acts or n.target not in _targets(aten.stack):
+            continue
+        xs = n.args[0]
+        dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
+        if not all(isinstance(x, Node) and _is_float(x) for x in xs):
+            continue
+        rank = xs[0].meta["val"].dim() + 1
+        ins = _Inserter(gm, n)
+        with gm.graph.inserting_before(n):
+            y = ins.call(aten.cat.default, [ins.call(aten.unsqueeze.default, x, dim % rank) for x in xs], dim % rank)
+        ins.finish(y)
+        done.append(n.name)
+    return done
+
+
+def repeat_interleave_to_expand(gm: GraphModule) -> list[str]:
+    """repeat_interleave(x, r, d) → reshape(expand(unsqueeze(x, d+1), …, r at d+1, …), x's shape with
+    d ×r) (GCViT's global query repeated per window): torch.onnx writes exactly these ops, and the
+    op, which the annotator has no kernel for, stayed float between them. As relayouts each shares
+    its input's scale: exact in int8.
+
+        before: y = repeat_interleave(x, 4, 0)                 x: [2, 3, 16]
+        after:  y = reshape(expand(unsqueeze(x, 1), [2, 4, 3, 16]), [8, 3, 16])"""
+    acts = activations(gm)
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n not in acts or n.target not in _targets(aten.repeat_interleave):
+            continue
+        x, repeats = n.args[0], n.args[1] if len(n.args) > 1 else n.kwargs.get("repeats")
+        dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim")
+        shape = getattr(x.meta.get("val"), "shape", None) if isinstance(x, Node) else None
+        if not _is_float(x) or not isinstance(repeats, int) or not isinstance(dim, int) or shape is None \
+                or not all(isinstance(v, int) for v in shape):
+            continue  # repeats per element (a tensor), a flattened repeat, or a symbolic size: left as it is
+        d = dim % len(shape)
+        wide = [*shape[:d + 1], repeats, *shape[d + 1:]]
+        ins = _Inserter(gm, n)
+        with gm.graph.inserting_before(n):
+            y = ins.call(aten.expand.default, ins.call(aten.unsqueeze.default, x, d + 1), wide)
+            y = ins.call(aten.reshape.default, y, [*shape[:d], shape[d] * repeats, *shape[d + 1:]])
+        ins.finish(y)
+        done.append(n.name)
+    return done
+
+
+def _as_list(v: Any) -> list:
+    return list(v) if isinstance(v, (list, tuple)) else [v]
+
+
 class _Inserter:
     """Builds the nodes that replace `node`: each carries `node`'s source meta (module path, stack)
     and a `val` computed in the graph's fake mode; `finish` reroutes `node`'s users and erases it."""
@@ -507,6 +610,8 @@ def _infer_vals(gm: GraphModule, nodes: list[Node]) -> None:
     mode = detect_fake_mode([v for v in vals if isinstance(v, torch.Tensor)])
 
     def value(a: Any) -> Any:
+        if isinstance(a, (list, tuple)):
+            return type(a)(value(b) for b in a)  # cat's list of tensors
         if not isinstance(a, Node):
             return a
         v = a.meta.get("val")
@@ -797,7 +902,8 @@ REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (fold_constants, batc
                                                               layer_norm_to_primitives, variance_to_primitives,
                                                               sdpa_to_primitives,
                                                               unbind_to_select, unfold_fold_to_convs,
-                                                              softmax_to_last_axis,
+                                                              softmax_to_last_axis, roll_to_slices, stack_to_cat,
+                                                              repeat_interleave_to_expand,
                                                               l2_normalize_to_rsqrt,
                                                               algebra_to_int8_ops,
                                                               silu_to_sigmoid_mul, scalars_to_constants,

@@ -308,3 +308,44 @@ def test_float_ops_error_fails_the_artifact_naming_each_op(tmp_path):
     assert arts["onnx-int8"]["float_ops"]["count"] == 0 and full["onnx-int8"]["passed"]
     res = CliRunner().invoke(main, args + ["-o", str(tmp_path / "w")])
     assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("ref", ["upsample_nearest", "upsample_bilinear", "shifted_windows", "selective_kernel",
+                                 "global_query", "class_token_head"])
+def test_relayouts_resizes_and_concats_are_int8_in_every_format(tmp_path, ref):
+    """HRNet's nearest/bilinear upsampling, Swin's torch.roll, SKNet's torch.stack and softmax over its
+    branches, GCViT's repeat_interleave and a ViT class token concatenated with the patches: every int8
+    artifact is full-integer and passes the verdict, each layer alone within a step. Before: in ONNX
+    the rolled Concat/Slice, the stacked Concat and the repeat's Expand/Reshape read float, and Resize's
+    stored `scales` counted as float data; TFLite wrote the softmax over dim 1 as float SUB/EXP/SUM/DIV."""
+    from edgeconv.cli import main
+    from examples.zoo.images import write_folder
+
+    calib = write_folder(tmp_path / "calib", 24, side=32)
+    targets = ["onnx-int8", "tflite-int8", "coreml-w8a8"]
+    res = CliRunner().invoke(main, ["export", "--model", f"tests.zoo:{ref}", *[a for t in targets for a in ("-t", t)],
+                                    "--calib", str(calib), "--calib-samples", "16", "--eval-samples", "8",
+                                    "-o", str(tmp_path / "out")])
+    arts = json.loads((tmp_path / "out" / "edgeconv.json").read_text())["artifacts"]
+    assert res.exit_code == 0, res.output
+    assert {a["target"]: a["float_ops"]["ops"] for a in arts} == dict.fromkeys(targets, [])
+    for a in arts:
+        layers = a["parity"]["layers"]
+        assert a["parity"]["passed"] and layers["passed"] and layers["layers"] >= 3, (a["target"], layers)
+        assert layers["worst_steps"] <= 1, (a["target"], layers)
+
+
+def test_roll_stack_and_repeat_become_relayouts_and_concats_with_the_same_values():
+    """The rewrites before annotation: no roll, stack or repeat_interleave is left, and the program
+    computes exactly what the model does (slices, concats and expands copy values)."""
+    from edgeconv.calib.rewrites import transform
+    from tests.zoo import global_query, selective_kernel, shifted_windows
+
+    x = torch.from_numpy(_images(2, 32, seed=5))
+    for spec in (shifted_windows(), selective_kernel(), global_query()):
+        gm = transform(torch.export.export(spec.module, spec.example_inputs, strict=False).module())
+        targets = {str(n.target) for n in gm.graph.nodes if n.op == "call_function"}
+        assert not {t for t in targets if any(k in t for k in ("roll", "stack", "repeat_interleave"))}, targets
+        assert {"aten.cat.default", "aten.expand.default"} & targets
+        with torch.no_grad():
+            assert torch.equal(gm(x[:1]), spec.module(x[:1]))

@@ -346,3 +346,98 @@ class Outlook(nn.Module):
 
 def outlook() -> ModelSpec:
     return ModelSpec(module=Outlook().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),), name="outlook")
+
+
+class Upsample(nn.Module):
+    """HRNet's fuse: a half-resolution branch upsampled ×2 (nearest or bilinear) and added to the
+    full-resolution one."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.mode = mode
+        self.hi, self.lo, self.out = nn.Conv2d(3, 8, 3, 2, 1), nn.Conv2d(8, 8, 3, 2, 1), nn.Conv2d(8, 8, 3, 1, 1)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        hi = F.relu(self.hi(x))
+        up = F.interpolate(F.relu(self.lo(hi)), scale_factor=2.0, mode=self.mode,
+                           **({} if self.mode == "nearest" else {"align_corners": False}))
+        return self.head(self.out(hi + up).mean((2, 3)))
+
+
+def upsample_nearest() -> ModelSpec:
+    return ModelSpec(module=Upsample("nearest").eval(), example_inputs=(torch.zeros(1, 3, 32, 32),),
+                     name="upsample-nearest")
+
+
+def upsample_bilinear() -> ModelSpec:
+    return ModelSpec(module=Upsample("bilinear").eval(), example_inputs=(torch.zeros(1, 3, 32, 32),),
+                     name="upsample-bilinear")
+
+
+class ShiftedWindows(nn.Module):
+    """Swin's shifted windows: channels-last tokens rolled by half a window along H and W, mixed,
+    and rolled back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.patch = nn.Conv2d(3, 16, 4, 4)
+        self.mlp = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        t = self.patch(x).permute(0, 2, 3, 1)  # [B, 8, 8, 16]
+        s = torch.roll(t, shifts=(-2, -2), dims=(1, 2))
+        s = torch.roll(F.gelu(self.mlp(s)), shifts=(2, 2), dims=(1, 2))
+        return self.head((t + s)[:, :4].mean((1, 2)))  # the rows the roll moved count
+
+
+def shifted_windows() -> ModelSpec:
+    return ModelSpec(module=ShiftedWindows().eval(), example_inputs=(torch.zeros(1, 3, 32, 32),),
+                     name="shifted-windows")
+
+
+class SelectiveKernel(nn.Module):
+    """SKNet's selective kernel: two branches stacked on a new dim 1, weighted by a softmax over the
+    branches (dim 1, not the last) of a gate from their pooled sum, and summed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = nn.Conv2d(3, 8, 3, 2, 1), nn.Conv2d(3, 8, 5, 2, 2)
+        self.gate = nn.Conv2d(8, 16, 1)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        s = torch.stack([F.relu(self.a(x)), F.relu(self.b(x))], 1)  # [B, 2, 8, H, W]
+        g = self.gate(s.sum(1).mean((2, 3), keepdim=True)).reshape(-1, 2, 8, 1, 1).softmax(1)
+        return self.head((s * g).sum(1).mean((2, 3)))
+
+
+def selective_kernel() -> ModelSpec:
+    return ModelSpec(module=SelectiveKernel().eval(), example_inputs=(torch.zeros(1, 3, 32, 32),),
+                     name="selective-kernel")
+
+
+class GlobalQuery(nn.Module):
+    """GCViT's global query: one query per image, repeated (repeat_interleave) for each of its windows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.patch = nn.Conv2d(3, 16, 4, 4)
+        self.q = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        t = self.patch(x)  # [B, 16, 8, 8]: 2 windows of 4 × 8 tokens
+        b = t.shape[0]
+        w = t.reshape(b, 16, 2, 4, 8).permute(0, 2, 3, 4, 1).reshape(b * 2, 32, 16)
+        g = self.q(t.mean((2, 3)))[:, None, :].repeat_interleave(2, dim=0)  # [B * 2, 1, 16]
+        return self.head((w * g).mean(1).reshape(b, 2, 16).mean(1))
+
+
+def global_query() -> ModelSpec:
+    return ModelSpec(module=GlobalQuery().eval(), example_inputs=(torch.zeros(1, 3, 32, 32),), name="global-query")

@@ -72,6 +72,10 @@ def read_activation_scales(path: Path) -> list[float]:
 
 _BIAS_OPS = ("Conv", "Gemm", "ConvTranspose")
 _FUSED_ACTIVATIONS = ("Relu", "Clip")
+# Ops whose inputs after the first are constant parameters of the op, not data: a stored float there
+# (Resize's `scales` [1, 1, 2, 2], Pad's constant value 0.0) is how the op is written, and the op on
+# a DequantizeLinear output with a QuantizeLinear after it is one QDQ unit (an int8 Resize/Pad).
+_PARAMETERS = ("Clip", "Pow", "Resize", "Pad")
 
 
 def float_ops(path: Path) -> FloatOps:
@@ -103,8 +107,8 @@ def float_ops(path: Path) -> FloatOps:
             src = producer.get(name)
             if src is not None and src.op_type == "DequantizeLinear":
                 continue
-            if k >= 1 and n.op_type in ("Clip", "Pow") and (src is None or src.op_type == "Constant"):
-                continue  # Clip's bounds, Pow's constant exponent: parameters, not data
+            if k >= 1 and n.op_type in _PARAMETERS and (src is None or src.op_type == "Constant"):
+                continue  # Clip's bounds, Pow's exponent, Resize's roi/scales, Pad's value: parameters, not data
             if k == 2 and n.op_type in _BIAS_OPS and src is None:
                 continue  # a float bias: the integer kernel takes it as int32 with scale s_in·s_w
             if n.op_type in _FUSED_ACTIVATIONS and src is not None and src.op_type in _BIAS_OPS + ("Add",):
