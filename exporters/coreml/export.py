@@ -93,7 +93,6 @@ def coreml_program(graph: "Graph") -> "torch.export.ExportedProgram":
     # -0.00078 in the file. Their values are the same either way; only the weights stay int8.
     _dequantize_constants(gm)
     _hardswish_as_gate(gm)
-    _rolls_as_gathers(gm)
     _unquantize_high_rank_moves(gm)
     _lower_rank_moves(gm)
     _requantize_moves(gm)
@@ -102,7 +101,7 @@ def coreml_program(graph: "Graph") -> "torch.export.ExportedProgram":
 
 # Ops that only re-lay out values: requantizing their output at their input's scale and zero point
 # changes nothing.
-_MOVES = ("view", "reshape", "_unsafe_view", "permute", "transpose", "clone", "contiguous", "roll", "index_select")
+_MOVES = ("view", "reshape", "_unsafe_view", "permute", "transpose", "clone", "contiguous")
 CORE_ML_MAX_RANK = 5
 
 
@@ -280,47 +279,6 @@ def _dequantized_root(n: "torch.fx.Node") -> "torch.fx.Node | None":
     while getattr(src, "op", None) == "call_function" and any(m in str(src.target) for m in _MOVES):
         src = src.args[0]
     return src if getattr(src, "target", None) == qd.dequantize_per_tensor.default else None
-
-
-def _rolls_as_gathers(gm: "torch.fx.GraphModule") -> int:
-    """A roll along adjacent dims (Swin's shifted windows) as one gather on those dims flattened.
-    coremltools writes a roll as one gather per dim, the second reading the first's float output;
-    one gather, with a reshape on either side, lets `_requantize_moves` give each an int8 input.
-    (Not a roll per dim: the half-rolled tensor between them is no tensor of the torch program,
-    and per-layer parity would pair it with one.) The index is the roll of the flat positions.
-    Before: roll(x[B, H, W, C], (-3, -3), (1, 2)).
-    After:  index_select(x.reshape(B, H·W, C), 1, arange(H·W).view(H, W).roll((-3, -3), (0, 1)).flatten()).reshape(B, H, W, C)"""
-    import torch
-
-    aten = torch.ops.aten
-    done = 0
-    for n in list(gm.graph.nodes):
-        if n.op != "call_function" or n.target != aten.roll.default:
-            continue
-        x, shifts = n.args[:2]
-        val = n.meta.get("val")
-        dims = sorted(int(d) % val.dim() for d in (n.args[2] if len(n.args) > 2 else n.kwargs.get("dims", ())))
-        if len(dims) < 2 or len(shifts) != len(dims) or dims != list(range(dims[0], dims[-1] + 1)):
-            continue
-        lo, hi, shape = dims[0], dims[-1], [int(d) for d in val.shape]
-        order = [int(d) % val.dim() - lo for d in (n.args[2] if len(n.args) > 2 else n.kwargs["dims"])]
-        index = torch.arange(int(torch.Size(shape[lo:hi + 1]).numel()))
-        index = index.view(shape[lo:hi + 1]).roll([int(v) for v in shifts], order).flatten()
-        name = f"_ec_roll_index_{done}"
-        gm.register_buffer(name, index)
-        flat_shape = shape[:lo] + [index.numel()] + shape[hi + 1:]
-        with gm.graph.inserting_before(n):
-            flat = gm.graph.call_function(aten.reshape.default, (x, flat_shape))
-            picked = gm.graph.call_function(aten.index_select.default, (flat, lo, gm.graph.get_attr(name)))
-            out = gm.graph.call_function(aten.reshape.default, (picked, shape))
-        flat.meta["val"] = picked.meta["val"] = val.new_empty(flat_shape)  # the rank _requantize_moves reads
-        out.meta = dict(n.meta)
-        n.replace_all_uses_with(out)
-        gm.graph.erase_node(n)
-        done += 1
-    if done:
-        gm.recompile()
-    return done
 
 
 def _hardswish_as_gate(gm: "torch.fx.GraphModule") -> int:
