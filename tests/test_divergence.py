@@ -147,6 +147,25 @@ def test_match_prefers_name_then_order_scale_and_size():
     assert match([QTensor("z", 0.5, 0, v)], theirs) == [(QTensor("z", 0.5, 0, v), None)]
 
 
+def test_a_relayout_the_file_elided_is_not_paired_with_the_next_blocks_tensor():
+    """Two attention blocks, each a softmax (fixed 1/256 parameters, same size) and, in the
+    simulation, a reshape of it that the file elided. The reshape holds its softmax's integers; the
+    next block's softmax does not: it must stay unmatched (covered by its source), not be fed to the
+    layers after it as that block's tensor."""
+    rng = np.random.default_rng(0)
+    s1, s2 = (rng.integers(-128, 0, (2, 4, 6)).astype(np.int32) for _ in range(2))
+    ours = [QTensor("softmax", 1 / 256, -128, s1, qnode="q1"),
+            QTensor("reshape", 1 / 256, -128, s1.reshape(2, 24), qnode="q2", copy_of="q1"),
+            QTensor("softmax_1", 1 / 256, -128, s2, qnode="q3")]
+    theirs = [QTensor("SOFTMAX", 1 / 256, -128, s1), QTensor("SOFTMAX_1", 1 / 256, -128, s2)]
+    pairs = [(q.name, a.name if a else None) for q, a in match(ours, theirs)]
+    assert pairs == [("softmax", "SOFTMAX"), ("reshape", None), ("softmax_1", "SOFTMAX_1")]
+    # a copy the file kept is paired with it
+    theirs.insert(1, QTensor("RESHAPE", 1 / 256, -128, s1.reshape(2, 24)))
+    pairs = [(q.name, a.name if a else None) for q, a in match(ours, theirs)]
+    assert pairs == [("softmax", "SOFTMAX"), ("reshape", "RESHAPE"), ("softmax_1", "SOFTMAX_1")]
+
+
 def test_unknown_artifact_and_float_graph_are_user_errors(demo, tmp_path):
     spec, _, graph, evalset = demo
     with pytest.raises(UserError, match="model.pt is not an artifact edgeconv reads"):

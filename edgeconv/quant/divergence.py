@@ -221,10 +221,13 @@ def match(ours: list[QTensor], theirs: list[QTensor]) -> list[tuple[QTensor, QTe
     by_name = {t.name: t for t in theirs}
     used: set[int] = set()
     pairs = []
+    paired: dict[str, QTensor] = {}  # torch quantize node -> its artifact tensor
     cursor = 0
     for q in ours:
+        source = paired.get(q.copy_of)
         order = [j for j in list(range(cursor, len(theirs))) + list(range(0, cursor))
-                 if id(theirs[j]) not in used and _compatible(q, theirs[j])]
+                 if id(theirs[j]) not in used and _compatible(q, theirs[j])
+                 and (source is None or _holds_values_of(theirs[j], source))]
         cands = order[:MATCH_WINDOW]
         hit = by_name.get(q.name)
         if hit is not None and id(hit) not in used and _compatible(q, hit):
@@ -237,7 +240,16 @@ def match(ours: list[QTensor], theirs: list[QTensor]) -> list[tuple[QTensor, QTe
         if theirs[j] is not hit:
             cursor = j + 1
         pairs.append((q, theirs[j]))
+        paired[q.qnode] = theirs[j]
     return pairs
+
+
+def _holds_values_of(b: QTensor, a: QTensor) -> bool:
+    """Whether `b` holds `a`'s integers in some order: what the artifact's copy of a re-laid-out
+    tensor must hold. A relayout the file elided has no copy, and the simulation's tensor is then
+    covered by its source; without this, a same-sized tensor with the same fixed parameters further
+    on (the next block's softmax, at 1/256) was paired with it and fed to the layers after it."""
+    return b.values.size == a.values.size and np.array_equal(np.sort(b.values, axis=None), np.sort(a.values, axis=None))
 
 
 # An artifact tensor that holds the simulation's tensor at other quantization parameters: its
