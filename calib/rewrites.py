@@ -427,7 +427,8 @@ def unfold_fold_to_convs(gm: GraphModule) -> list[str]:
         before: y = col2im(u, (H,W), k, d, p, 1)       u: [B,C·K,L] → y: [B,C,H,W]
         after:  y = sum(reshape(conv2d(reshape(u, [B,C·K,Lh,Lw]), F, None, 1, (k-1)·d-p, 1, groups=C·K),
                                 [B,C,K,H,W]), 2)      F: E flipped, its taps d apart
-    A col2im with a stride or a padding past (k-1)·d is left as it is."""
+    A strided col2im (VOLO folds at stride 2) first spreads each column map `stride` apart with zeros
+    between (`_spread`). A col2im with a padding past (k-1)·d is left as it is."""
     done = []
     for n in list(gm.graph.nodes):
         if n.op != "call_function" or n.target not in _targets(aten.im2col, aten.col2im):
@@ -438,14 +439,19 @@ def unfold_fold_to_convs(gm: GraphModule) -> list[str]:
         b, c, h, w = (n.meta["val"] if fold else x.meta["val"]).shape  # the image side
         lh, lw = ((h + 2 * pad[i] - dil[i] * (k - 1) - 1) // stride[i] + 1 for i, k in enumerate((kh, kw)))
         back = [(k - 1) * d - p for k, d, p in zip((kh, kw), dil, pad)]  # col2im's padding as a conv
-        if fold and (tuple(stride) != (1, 1) or min(back) < 0):
+        if fold and min(back) < 0:
             continue
         ins = _Inserter(gm, n)
         with gm.graph.inserting_before(n):
             if fold:
                 cols = ins.call(aten.reshape.default, x, [b, c * kh * kw, lh, lw])
+                if tuple(stride) != (1, 1):  # each column map spread `stride` apart, zeros between
+                    cols = _spread(ins, cols, [b, c * kh * kw, lh, lw], stride, back, (h, w), pad)
+                    conv_pad = [0, 0]
+                else:
+                    conv_pad = back
                 shifted = ins.call(aten.conv2d.default, cols, _onehot(gm, c, kh, kw, dil, flip=True), None,
-                                   [1, 1], back, [1, 1], c * kh * kw)
+                                   [1, 1], conv_pad, [1, 1], c * kh * kw)
                 out = ins.call(aten.sum.dim_IntList, ins.call(aten.reshape.default, shifted, [b, c, kh * kw, h, w]),
                                [2])
             else:
@@ -455,6 +461,28 @@ def unfold_fold_to_convs(gm: GraphModule) -> list[str]:
         ins.finish(out)
         done.append(n.name)
     return done
+
+
+def _spread(ins: "_Inserter", cols: Node, shape: list[int], stride: Any, back: list[int], size: tuple[int, int],
+            pad: Any) -> Node:
+    """Column maps [B, C·K, Lh, Lw] (`shape`) of a strided col2im with `stride - 1` zeros between their
+    pixels, padded so that the depthwise shift gives the image size: left by `back`, right by the rest
+    (torch's col2im adds column j at j·s - p + k·d). Each axis is spread at rank ≤ 5: unsqueeze, pad
+    the new axis to s, merge, drop the trailing zeros. The zeros are the zero point in int8: exact."""
+    shape = list(shape)
+    for axis in (3, 2):  # W, then H
+        s_, i = stride[axis - 2], axis - 2
+        after = [0, 0] * (3 - axis)  # constant_pad_nd lists the last axis first
+        if s_ > 1:
+            e = ins.call(aten.unsqueeze.default, cols, axis + 1)
+            e = ins.call(aten.constant_pad_nd.default, e, after + [0, s_ - 1])
+            cols = ins.call(aten.reshape.default, e, shape[:axis] + [shape[axis] * s_] + shape[axis + 1:])
+            shape[axis] = (shape[axis] - 1) * s_ + 1
+            cols = ins.call(aten.slice.Tensor, cols, axis, 0, shape[axis])
+        right = size[i] + pad[i] - shape[axis]
+        cols = ins.call(aten.constant_pad_nd.default, cols, after + [back[i], right])
+        shape[axis] += back[i] + right
+    return cols
 
 
 def _onehot(gm: GraphModule, c: int, kh: int, kw: int, dil: Any = (1, 1), flip: bool = False) -> Node:

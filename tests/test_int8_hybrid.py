@@ -140,10 +140,11 @@ def test_a_tensor_changed_in_place_is_not_merged_with_its_twin():
     assert merged and torch.equal(gm(x), before)
 
 
-@pytest.mark.parametrize("k,d,p,s", [(3, 1, 1, 1), (3, 2, 2, 1), (2, 1, 0, 2), (3, 1, 0, 1)])
+@pytest.mark.parametrize("k,d,p,s", [(3, 1, 1, 1), (3, 2, 2, 1), (2, 1, 0, 2), (3, 1, 0, 1), (3, 1, 1, 2),
+                                     (3, 1, 1, 3)])
 def test_unfold_and_fold_become_one_hot_depthwise_convs(k, d, p, s):
-    """F.unfold / F.fold (VOLO) as depthwise convs with 0/1 weights: the same values to float
-    rounding, and no im2col/col2im left (a strided fold is left as it is)."""
+    """F.unfold / F.fold (VOLO) as depthwise convs with 0/1 weights (a strided fold spread with
+    zeros first): the same values to float rounding, and no im2col/col2im left."""
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -158,11 +159,11 @@ def test_unfold_and_fold_become_one_hot_depthwise_convs(k, d, p, s):
     x = torch.randn(2, 3, 10, 10)
     gm = torch.export.export(Net().eval(), (x,), strict=False).module()
     before = gm(x)
-    assert len(rewrites.unfold_fold_to_convs(gm)) == (2 if s == 1 else 1)
+    assert len(rewrites.unfold_fold_to_convs(gm)) == 2
     gm.recompile()
     left = {str(n.target) for n in gm.graph.nodes if n.op == "call_function"} & {"aten.im2col.default",
                                                                                   "aten.col2im.default"}
-    assert left == ({"aten.col2im.default"} if s > 1 else set())
+    assert left == set()
     assert torch.allclose(gm(x), before, atol=1e-5), float((gm(x) - before).abs().max())
 
 

@@ -324,8 +324,9 @@ def axis_softmax() -> ModelSpec:
 
 
 class Outlook(nn.Module):
-    """VOLO's outlook attention in miniature: each pixel's 3×3 neighbourhood unfolded, weighted by
-    a softmax the pixel computes, and folded back with overlaps (`F.unfold` / `F.fold`)."""
+    """VOLO's outlook attention in miniature: the 3×3 neighbourhood of every second pixel unfolded,
+    weighted by a softmax computed on the pooled map, and folded back with overlaps at stride 2
+    (`F.unfold` / `F.fold`, as timm VOLO)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -338,9 +339,10 @@ class Outlook(nn.Module):
     def forward(self, x):
         y = torch.relu(self.c(x))
         b, c, h, w = y.shape
-        u = F.unfold(y, 3, padding=1).view(b, c, 9, h * w)
-        a = self.attn(y).view(b, 1, 9, h * w).softmax(2)
-        z = F.fold((u * a).view(b, c * 9, h * w), (h, w), 3, padding=1)
+        n = (h // 2) * (w // 2)  # VOLO's outlook stride 2: a neighbourhood per second pixel
+        u = F.unfold(y, 3, padding=1, stride=2).view(b, c, 9, n)
+        a = self.attn(F.avg_pool2d(y, 2)).view(b, 1, 9, n).softmax(2)
+        z = F.fold((u * a).view(b, c * 9, n), (h, w), 3, padding=1, stride=2)
         return self.head(self.proj(z).mean((2, 3)))
 
 
