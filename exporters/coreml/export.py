@@ -105,6 +105,13 @@ _MOVES = ("view", "reshape", "_unsafe_view", "permute", "transpose", "clone", "c
 CORE_ML_MAX_RANK = 5
 
 
+def _is_move(n: Any) -> bool:
+    """Whether `n` calls one of _MOVES — by the op's own name: a substring match took
+    conv_transpose2d for a transpose."""
+    name = str(getattr(n, "target", "")).split(".")  # aten.permute.default
+    return getattr(n, "op", None) == "call_function" and len(name) > 1 and name[1] in _MOVES
+
+
 def _lower_rank_moves(gm: "torch.fx.GraphModule") -> int:
     """A reshape to rank > 5 whose permuted result is only reshaped again (a window partition or
     its reverse: timm Twins, NesT, Hiera, MViTv2), rewritten at the lowest rank the permutation
@@ -218,11 +225,10 @@ def _unquantize_high_rank_moves(gm: "torch.fx.GraphModule") -> int:
                 or getattr(move, "op", None) != "call_function":
             continue
         val = move.meta.get("val")
-        if val is None or val.dim() <= CORE_ML_MAX_RANK or not any(m in str(move.target) for m in _MOVES):
+        if val is None or val.dim() <= CORE_ML_MAX_RANK or not _is_move(move):
             continue
         src = move.args[0]  # the dequantize (or an earlier move) feeding it, with its scale and zero point
-        while getattr(src, "target", None) != qd.dequantize_per_tensor.default and getattr(src, "op", None) == "call_function" \
-                and any(m in str(src.target) for m in _MOVES):
+        while getattr(src, "target", None) != qd.dequantize_per_tensor.default and _is_move(src):
             src = src.args[0]
         if getattr(src, "target", None) != qd.dequantize_per_tensor.default or tuple(src.args[1:]) != tuple(dq.args[1:]):
             continue
@@ -273,10 +279,10 @@ def _dequantized_root(n: "torch.fx.Node") -> "torch.fx.Node | None":
     import torch
 
     qd = torch.ops.quantized_decomposed
-    if getattr(n, "op", None) != "call_function" or not any(m in str(n.target) for m in _MOVES):
+    if not _is_move(n):
         return None
     src = n.args[0]
-    while getattr(src, "op", None) == "call_function" and any(m in str(src.target) for m in _MOVES):
+    while _is_move(src):
         src = src.args[0]
     return src if getattr(src, "target", None) == qd.dequantize_per_tensor.default else None
 

@@ -213,4 +213,3 @@ def int8_div_in_float(gm: Any) -> list[str]:
         gm.graph.lint()
         gm.recompile()
     return done
-
