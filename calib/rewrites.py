@@ -501,9 +501,6 @@ def _onehot(gm: GraphModule, c: int, kh: int, kw: int, dil: Any = (1, 1), flip: 
     return node
 
 
-ROLL = _targets(aten.roll)
-
-
 def roll_to_slices(gm: GraphModule) -> list[str]:
     """roll(x, s, d) → cat(slice(x, d, n-s, n), slice(x, d, 0, n-s)) per rolled dim (Swin's shifted
     windows): every converter writes roll that way (torch.onnx: Slice, Slice, Concat per dim), and
@@ -515,7 +512,7 @@ def roll_to_slices(gm: GraphModule) -> list[str]:
     acts = activations(gm)
     done = []
     for n in list(gm.graph.nodes):
-        if n.op != "call_function" or n not in acts or n.target not in ROLL:
+        if n.op != "call_function" or n not in acts or n.target not in _targets(aten.roll):
             continue
         x, shifts = n.args[0], n.args[1]
         dims = n.args[2] if len(n.args) > 2 else n.kwargs.get("dims", ())
