@@ -181,6 +181,7 @@ class QATOptions(Record):
     epochs: int = 0
     train_data: str = ""  # package.module:function; empty: the model's bundled training data
     per_channel: bool = True
+    lr: float = 1e-3  # AdamW; a pretrained net moves far at this rate (a net trained here does not)
     freeze_bn_after: int = 200  # steps during which BN statistics follow the batch, then frozen
     freeze_observers_after: int = 400  # steps after which activation ranges are fixed
 

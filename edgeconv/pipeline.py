@@ -177,7 +177,7 @@ def prepare_eager(spec: "ModelSpec", calib_x: "np.ndarray | None" = None, seed: 
     return dataclasses.replace(spec, module=module), StageRecord("prepare", report.changed, round(time.perf_counter() - t0, 3), notes)
 
 
-@reads("qat.epochs", "qat.train_data", "quant.weights", "seed")
+@reads("qat.epochs", "qat.train_data", "qat.lr", "quant.weights", "seed")
 def qat_stage(spec: "ModelSpec", options: ExportOptions, progress: Progress) -> "Graph":
     """Quantization-aware training in place of calibration, part of the prepare stage: it trains
     the eager model (BN in Tune-mode form under the fake-quant, which a captured, already folded
@@ -195,7 +195,8 @@ def qat_stage(spec: "ModelSpec", options: ExportOptions, progress: Progress) -> 
                         "package.module:function returning a labelled DataSet or (x, y) arrays")
     per_channel = options.quant.weights is Granularity.PER_CHANNEL
     with progress.task(f"QAT, {options.qat.epochs} epoch(s) on {len(data)} samples"):
-        trained = qat.train_qat(spec, data, options.qat.epochs, per_channel=per_channel, seed=options.seed)
+        trained = qat.train_qat(spec, data, options.qat.epochs, per_channel=per_channel, lr=options.qat.lr,
+                                 seed=options.seed)
     notes = (f"QAT instead of calibration: weights int8 {options.quant.weights.value}, scales learned",) + tuple(
         n for s in trained.history for n in s.notes)
     return trained.record(StageRecord("qat", True, 0.0, notes))

@@ -62,6 +62,7 @@ def test_qat_through_the_cli(tmp_path):
     m = Manifest.from_dict(__import__("json").loads(res.output))
     q = _stage(m, "quantize")
     assert q.notes[0].startswith("QAT instead of calibration")
+    assert any("at lr 0.001" in n for n in q.notes)  # --qat-lr's default
     a = m.artifacts[0]
     # 64 held-out digits: one sample is 1.6 points; QAT may miss two more than fp32, not three
     assert a.parity.passed and a.parity.accuracy >= m.reference_accuracy - 2.5 / 64

@@ -117,6 +117,26 @@ def test_train_qat_keeps_accuracy(spec):
     assert any("per-layer" in n for n in graph.history[-1].notes)
 
 
+def test_the_learning_rate_is_the_one_asked_for(spec):
+    """A rate too small to move a weight keeps the fp32 net's function (what the int8 grid allows);
+    a large one moves it: fine-tuning a pretrained net needs the small one (--qat-lr)."""
+    data = qat.demo_train_data().take(0, 128)
+    held = torch.from_numpy(heldout().x[:32])
+    with torch.no_grad():
+        ref = spec.module.eval()(held)
+
+    def cos_to_fp32(lr):
+        graph = qat.train_qat(spec, data, epochs=1, lr=lr)
+        assert any(f"at lr {lr:g}" in n for n in graph.history[-1].notes)
+        m = graph.program.module()
+        with torch.no_grad():
+            out = torch.cat([m(held[i:i + 1]) for i in range(len(held))])
+        return float(torch.nn.functional.cosine_similarity(out.flatten(), ref.flatten(), 0))
+
+    still, moved = cos_to_fp32(1e-9), cos_to_fp32(0.3)
+    assert still >= 0.98 and moved < still - 0.02, (still, moved)
+
+
 def test_bad_input_is_one_line(spec):
     with pytest.raises(UserError, match="QAT needs an int8 target; tflite is float"):
         qat.prepare(spec.module, "tflite", spec.example_inputs)

@@ -23,6 +23,8 @@ from edgeconv.cli.options import load_spec, model_options, progress, quant_and_c
               help="Sparse targets: output channels pruned together.")
 @click.option("--qat-epochs", default=0, show_default=True, type=click.IntRange(0),
               help="Quantization-aware training for N epochs instead of calibration (int8 targets).")
+@click.option("--qat-lr", default=1e-3, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="QAT learning rate (AdamW, cosine decay). Fine-tuning a pretrained net wants less, e.g. 1e-5.")
 @click.option("--prune-epochs", default=0, show_default=True, type=click.IntRange(0),
               help="Sparse targets: prune gradually while fine-tuning for N epochs instead of in one shot.")
 @click.option("--train-data", default="", metavar="MOD:FN",
@@ -72,7 +74,7 @@ def export_cmd(**kw) -> None:
         targets=tuple(kw.pop("targets")) or ("tflite-int8",), out_dir=kw.pop("out_dir"),
         **quant_and_calib(kw), eval_samples=kw.pop("eval_samples"),
         sparse=sparse_options(kw.pop("sparsity"), BlockSize(int(kw.pop("block")))),
-        qat=QATOptions(epochs=kw.pop("qat_epochs"), train_data=kw["train_data"]),
+        qat=QATOptions(epochs=kw.pop("qat_epochs"), train_data=kw["train_data"], lr=kw.pop("qat_lr")),
         prune=PruneOptions(epochs=kw.pop("prune_epochs"), train_data=kw.pop("train_data")),
         max_drop=kw.pop("max_drop"), evaluator=kw.pop("evaluator"), analyze=kw.pop("analyze"),
         quant_config=kw.pop("quant_config", None), min_cosine=kw.pop("min_cosine"), min_top1=kw.pop("min_top1"),

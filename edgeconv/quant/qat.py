@@ -197,7 +197,7 @@ def train_qat(spec: "ModelSpec", data: "DataSet", epochs: int, per_channel: bool
             loss.backward()
             opt.step()
             sched.step()
-    return convert(qm, (f"QAT data: {data.source}, {len(data)} samples, {epochs} epochs, "
+    return convert(qm, (f"QAT data: {data.source}, {len(data)} samples, {epochs} epochs at lr {lr:g}, "
                         f"{time.perf_counter() - t0:.0f} s",))
 
 
