@@ -9,7 +9,10 @@ interpreter keeps every intermediate, CoreML's MIL evaluator keeps every `quanti
 Tensors are matched by name where the format keeps it (ONNX), else by order, scale, zero point and
 size (names change in litert-torch and coremltools). A tensor that only exists before a fused
 activation (conv -> quantize -> relu -> quantize with the same scale: formats fuse the pair) is
-left out on every side. The report names the first layer whose tensor differs by more than N steps.
+left out on every side. A simulation tensor that only copies another at the same parameters (a
+relayout, or the identity requantization a removed dropout or `.contiguous()` leaves) is paired only
+with a file tensor holding its source's integers where the simulation's op puts them, else it is
+covered by its source. The report names the first layer whose tensor differs by more than N steps.
 """
 from __future__ import annotations
 
