@@ -46,8 +46,12 @@ class QTensor:
     layer: str = ""
     qnode: str = ""  # torch side: the quantize node that produced it
     # torch side: the quantize node whose values this one re-lays out with the same scale and zero
-    # point (a view, reshape, flatten, permute): formats keep one tensor for both
+    # point (a view, reshape, flatten, permute, or an identity requantization): formats keep one
+    # tensor for both
     copy_of: str = ""
+    # torch side, for a copy: where each of its values comes from, as a flat index into one sample
+    # of copy_of's tensor (shape: one sample of this one); None where the op was not replayed
+    moves: np.ndarray | None = None
 
 
 def join_samples(rows: list[np.ndarray]) -> np.ndarray:

@@ -166,6 +166,48 @@ def test_a_relayout_the_file_elided_is_not_paired_with_the_next_blocks_tensor():
     assert pairs == [("softmax", "SOFTMAX"), ("reshape", "RESHAPE"), ("softmax_1", "SOFTMAX_1")]
 
 
+def test_a_copy_is_paired_only_with_its_sources_integers_where_the_simulation_moves_them():
+    """Swin's crop after the window merge (`[:, :H, :W].contiguous()`) is an identity requantization
+    in the simulation that the files elide; the roll back after it concatenates the crop's halves at
+    the same scale: the same integers in another order. The copy must stay unmatched (covered by its
+    source), not be paired with the rolled tensor and fed to the roll's slices (65 steps at
+    attn.proj in timm Swin-T's TFLite and Core ML files)."""
+    rng = np.random.default_rng(0)
+    v = rng.integers(-8, 8, (2, 6, 6, 4)).astype(np.int32)  # two samples
+    rolled = np.roll(v, 2, axis=1)
+    ours = [QTensor("crop", 0.1, 0, v, qnode="q1"),
+            QTensor("contiguous", 0.1, 0, v, qnode="q2", copy_of="q1", moves=np.arange(144).reshape(1, 6, 6, 4)),
+            QTensor("cat", 0.1, 0, rolled, qnode="q3")]
+    theirs = [QTensor("CROP", 0.1, 0, v), QTensor("CAT", 0.1, 0, rolled)]
+    pairs = [(q.name, a.name if a else None) for q, a in match(ours, theirs)]
+    assert pairs == [("crop", "CROP"), ("contiguous", None), ("cat", "CAT")]
+    # a copy the file kept, in its own layout (channels first here), is paired with it
+    tokens = np.arange(144).reshape(1, 36, 4)
+    ours[1] = QTensor("reshape", 0.1, 0, v.reshape(2, 36, 4), qnode="q2", copy_of="q1", moves=tokens)
+    theirs.insert(1, QTensor("RESHAPE", 0.1, 0, v.reshape(2, 36, 4).transpose(0, 2, 1).copy()))
+    pairs = [(q.name, a.name if a else None) for q, a in match(ours, theirs)]
+    assert pairs == [("crop", "CROP"), ("reshape", "RESHAPE"), ("cat", "CAT")]
+
+
+def test_a_padded_shifted_window_is_judged_layer_by_layer_in_every_format(tmp_path):
+    """timm Swin at a small input: windows padded to a multiple, the merged map cropped, rolled back.
+    The simulation's crop copy was paired with the file's rolled tensor in TFLite and Core ML (11
+    steps at proj in both, ONNX matched by name): every layer now within a step in all three."""
+    from click.testing import CliRunner
+
+    from edgeconv.cli import main
+
+    res = CliRunner().invoke(main, ["export", "--model", "tests.zoo:padded_shifted_window", "--calib", "random",
+                                    "--calib-samples", "32", "--eval-samples", "16",
+                                    *[a for t in FORMATS for a in ("-t", t)], "-o", str(tmp_path)])
+    arts = json.loads((tmp_path / "edgeconv.json").read_text())["artifacts"]
+    assert [a["target"] for a in arts] == FORMATS and res.exit_code == 0, res.output
+    for art in arts:
+        layers = art["parity"]["layers"]
+        assert layers["layers"] >= 20 and layers["over"] == [] and layers["excluded"] == [], (art["target"], layers)
+        assert layers["worst_steps"] <= 1 and layers["passed"], (art["target"], layers)
+
+
 def test_unknown_artifact_and_float_graph_are_user_errors(demo, tmp_path):
     spec, _, graph, evalset = demo
     with pytest.raises(UserError, match="model.pt is not an artifact edgeconv reads"):

@@ -443,3 +443,34 @@ class GlobalQuery(nn.Module):
 
 def global_query() -> ModelSpec:
     return ModelSpec(module=GlobalQuery().eval(), example_inputs=(torch.zeros(1, 3, 32, 32),), name="global-query")
+
+
+class PaddedShiftedWindow(nn.Module):
+    """Swin's shifted window on a map that is no window multiple (timm at a small input): tokens
+    rolled, padded to the window, mixed per window, merged back, cropped to the map
+    (`[:, :H, :W].contiguous()`) and rolled back. The crop is a copy of the merged tokens the files
+    elide; the rolled-back halves after it hold the same integers in another order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.patch = nn.Conv2d(3, 16, 4, 4)
+        self.proj = nn.Linear(16, 16)
+        with torch.no_grad():  # as in a random-init Swin: one channel's bias sets the range, the
+            self.proj.weight.mul_(0.1)  # tokens vary by a few steps, so the rolled halves are close
+            self.proj.bias[0] = 3.0
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        t = self.patch(x).permute(0, 2, 3, 1)  # [B, 6, 6, 16]: window 4, padded to 8
+        b, h, w, c = t.shape
+        s = F.pad(torch.roll(t, shifts=(-2, -2), dims=(1, 2)), (0, 0, 0, 2, 0, 2))
+        s = s.reshape(b, 2, 4, 2, 4, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, 16, c)
+        s = self.proj(s).reshape(b, 2, 2, 4, 4, c).permute(0, 1, 3, 2, 4, 5).reshape(b, 8, 8, c)
+        s = torch.roll(s[:, :h, :w, :].contiguous(), shifts=(2, 2), dims=(1, 2))
+        return self.head((t + s).mean((1, 2)))
+
+
+def padded_shifted_window() -> ModelSpec:
+    return ModelSpec(module=PaddedShiftedWindow().eval(), example_inputs=(torch.zeros(1, 3, 24, 24),),
+                     name="padded-shifted-window")

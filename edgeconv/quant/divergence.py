@@ -9,7 +9,10 @@ interpreter keeps every intermediate, CoreML's MIL evaluator keeps every `quanti
 Tensors are matched by name where the format keeps it (ONNX), else by order, scale, zero point and
 size (names change in litert-torch and coremltools). A tensor that only exists before a fused
 activation (conv -> quantize -> relu -> quantize with the same scale: formats fuse the pair) is
-left out on every side. The report names the first layer whose tensor differs by more than N steps.
+left out on every side. A simulation tensor that only copies another at the same parameters (a
+relayout, or the identity requantization a removed dropout or `.contiguous()` leaves) is paired only
+with a file tensor holding its source's integers where the simulation's op puts them, else it is
+covered by its source. The report names the first layer whose tensor differs by more than N steps.
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ from edgeconv.quant.qparams import SCALE_RTOL
 from edgeconv.results import Record, TensorDrift
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from edgeconv.graph import Graph
 
 FUSABLE = ("relu", "hardtanh", "clamp", "clip", "relu6")  # aten activations a format fuses into the op before
@@ -113,9 +118,10 @@ def torch_tensors(graph: "Graph", x: "Batch", gm: Any = None) -> list[QTensor]:
         src = q.args[0]
         owner = producing_layer(src)
         layer = module_path(owner) if owner is not None else module_path(src) if hasattr(src, "meta") else ""
+        before, op = _copy_of(q)
         out.append(QTensor(src.name if hasattr(src, "name") else q.name, float(q.args[1]), int(q.args[2]),
                            join_samples(rows[q.name]), layer or getattr(src, "name", ""), q.name,
-                           _layout_copy_of(q)))
+                           before, _moves(op, rows.get(before), rows[q.name]) if before else None))
     return out
 
 
@@ -125,21 +131,49 @@ LAYOUT_OPS = ("view", "reshape", "flatten", "squeeze", "unsqueeze", "permute", "
               "clone", "contiguous", "expand")
 
 
-def _layout_copy_of(q: Any) -> str:
-    """The quantize node whose values `q` re-lays out with the same scale and zero point, or ""."""
+def _copy_of(q: Any) -> tuple[str, Any]:
+    """The quantize node whose values `q` holds with the same scale and zero point, and the layout
+    op in between (None for an identity requantization q(dq(q')), which holds them as they are);
+    ("", None) when `q` is no copy."""
     from edgeconv.quant.program import is_dq, is_q
 
     src = q.args[0]
     name = str(getattr(src, "target", ""))
-    if getattr(src, "op", None) != "call_function" or not any(f"aten.{op}." in name or name.endswith(f".{op}")
-                                                               for op in LAYOUT_OPS):
-        return ""
-    dq = src.args[0] if src.args else None
+    if is_dq(src):
+        dq, op = src, None
+    elif getattr(src, "op", None) == "call_function" and any(f"aten.{op}." in name or name.endswith(f".{op}")
+                                                             for op in LAYOUT_OPS):
+        dq, op = (src.args[0] if src.args else None), src
+    else:
+        return "", None
     if not (is_dq(dq) and is_q(dq.args[0])):
-        return ""
+        return "", None
     before = dq.args[0]
     same = (float(before.args[1]), int(before.args[2])) == (float(q.args[1]), int(q.args[2]))
-    return before.name if same else ""
+    return (before.name, op) if same else ("", None)
+
+
+def _moves(op: Any, before: list[np.ndarray] | None, rows: list[np.ndarray]) -> np.ndarray | None:
+    """Where each value of a copy comes from: the simulation's layout op replayed on the indices of
+    one sample of its source (`before`, `rows`: the two tensors' per-sample values). None where the
+    op takes a computed argument or does not replay to the copy's shape."""
+    import torch
+
+    if not before or not rows:
+        return None
+    shape = np.shape(before[0])
+    idx = torch.arange(int(np.prod(shape)), dtype=torch.int64).reshape(shape)
+    if op is not None:
+        computed: list[Any] = []  # Nodes among the op's other arguments (a shape computed at run time)
+        torch.fx.node.map_arg((op.args[1:], op.kwargs), lambda a: computed.append(a) or a)
+        if computed:
+            return None
+        try:
+            idx = op.target(idx, *op.args[1:], **op.kwargs)
+        except Exception:  # noqa: BLE001 — an op that does not take integers: no map, the weaker check stays
+            return None
+    out = np.asarray(idx)
+    return out.astype(np.int64) if out.shape == np.shape(rows[0]) else None
 
 
 def _torch_fused(q: Any) -> bool:
@@ -219,15 +253,16 @@ def match(ours: list[QTensor], theirs: list[QTensor]) -> list[tuple[QTensor, QTe
     mislead it); the name wins a tie."""
     index = {id(t): j for j, t in enumerate(theirs)}
     by_name = {t.name: t for t in theirs}
+    by_qnode = {q.qnode: q for q in ours if q.qnode}
     used: set[int] = set()
     pairs = []
     paired: dict[str, QTensor] = {}  # torch quantize node -> its artifact tensor
     cursor = 0
     for q in ours:
         source = paired.get(q.copy_of)
+        copy = _copy_check(q, by_qnode.get(q.copy_of), source) if source is not None else None
         order = [j for j in list(range(cursor, len(theirs))) + list(range(0, cursor))
-                 if id(theirs[j]) not in used and _compatible(q, theirs[j])
-                 and (source is None or _holds_values_of(theirs[j], source))]
+                 if id(theirs[j]) not in used and _compatible(q, theirs[j]) and (copy is None or copy(theirs[j]))]
         cands = order[:MATCH_WINDOW]
         hit = by_name.get(q.name)
         if hit is not None and id(hit) not in used and _compatible(q, hit):
@@ -242,6 +277,45 @@ def match(ours: list[QTensor], theirs: list[QTensor]) -> list[tuple[QTensor, QTe
         pairs.append((q, theirs[j]))
         paired[q.qnode] = theirs[j]
     return pairs
+
+
+def _copy_check(q: QTensor, src: QTensor | None, art_src: QTensor) -> Callable[[QTensor], bool]:
+    """What an artifact tensor must hold to be the file's copy of the simulation's copy `q` of `src`,
+    given the artifact tensor `art_src` paired with `src`: `art_src`'s integers moved the way the
+    simulation moves them (`q.moves`), in a layout `_views` undoes. A copy the file elided has no
+    counterpart, and holding the same integers in some order is not enough: the rolled halves of a
+    shifted window (slices and a concat at one scale) hold the same multiset, and Swin's crop after
+    the window merge — an identity requantization in the simulation — was paired with the file's
+    rolled tensor and fed to the roll's slices (65 steps at attn.proj in TFLite and Core ML alike).
+    Without a replayed map, the multiset is what is checked."""
+    moved = _moved(q, src, art_src)
+    if moved is None:
+        return lambda b: _holds_values_of(b, art_src)
+
+    def holds(b: QTensor) -> bool:
+        return any(int(np.abs(v.astype(np.int64) - moved).max(initial=0)) <= 1
+                   and float((v != moved).mean()) <= COPY_MAX_SHARE for v in _views(q.values, b.values))
+    return holds
+
+
+# A copy holds its source's integers; a file that stores it at a scale it recomputed (within
+# SCALE_RTOL) may re-round a rare tie by one step.
+COPY_MAX_SHARE = 0.01
+
+
+def _moved(q: QTensor, src: QTensor | None, art_src: QTensor) -> np.ndarray | None:
+    """`art_src` (the file's tensor for `src`) moved by the simulation's layout op into `q`'s layout,
+    or None where there is no replayed map or the sizes do not fit one."""
+    if q.moves is None or src is None or q.moves.size == 0:
+        return None
+    n = q.values.size // q.moves.size  # samples: each sample's block of rows is one replay
+    if n * q.moves.size != q.values.size or src.values.size % max(n, 1) or not n:
+        return None
+    per = src.values.size // n
+    aligned = _align(src.values, art_src.values)
+    if aligned is None or int(q.moves.max()) >= per:
+        return None
+    return aligned.reshape(n, per)[:, q.moves.reshape(-1)].reshape(q.values.shape).astype(np.int64)
 
 
 def _holds_values_of(b: QTensor, a: QTensor) -> bool:
