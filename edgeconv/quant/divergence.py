@@ -348,7 +348,7 @@ def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]],
             if n.name not in feeds.cands:
                 return out
             mine = out.detach().numpy().astype(np.int64)
-            theirs_i = feeds.value(n.name, mine, self.i)
+            theirs_i = feeds.value(n.name, mine, self.i, _input_qnodes(n))
             if theirs_i is None:
                 return out
             diffs[n.name].append(np.abs(mine - theirs_i.astype(np.int64)).ravel())
@@ -398,25 +398,38 @@ class _Feeds:
         rows = values.shape[0] // self.samples
         return values[i * rows:(i + 1) * rows].reshape(shape)
 
-    def value(self, name: str, mine: np.ndarray, i: int) -> np.ndarray | None:
-        """The artifact's value for node `name` on sample i, or None when it is not fed."""
+    def value(self, name: str, mine: np.ndarray, i: int, inputs: tuple[str, ...] = ()) -> np.ndarray | None:
+        """The artifact's value for node `name` on sample i, or None when it is not fed; `inputs`
+        are the quantize nodes its op reads (decided before it: the graph runs in order)."""
         if name not in self.chosen:
-            self.chosen[name] = self._decide(name, mine, i)
+            fed = [p[0] for p in (self.chosen.get(k) for k in inputs) if p is not None]
+            self.chosen[name] = self._decide(name, mine, i, fed)
         pick = self.chosen[name]
         return None if pick is None else self.sample(pick[1], i, mine.shape)
 
-    def _decide(self, name: str, mine: np.ndarray, i: int) -> tuple[QTensor, np.ndarray] | None:
-        q, a, views, others = self.cands[name]
-        gap, _, best = min(((_gap(mine, self.sample(v, i, mine.shape)), j, v) for j, v in enumerate(views)),
-                           key=lambda s: s[:2])
+    def _closest(self, mine: np.ndarray, i: int, views: list[np.ndarray]) -> tuple[float, int, np.ndarray]:
+        return min(((_gap(mine, self.sample(v, i, mine.shape)), j, v) for j, v in enumerate(views)),
+                   key=lambda s: s[:2])
+
+    def _decide(self, name: str, mine: np.ndarray, i: int, fed: list[QTensor]) -> tuple[QTensor, np.ndarray] | None:
+        _, a, views, others = self.cands[name]
+        gap, _, best = self._closest(mine, i, views)
+        # The op's own inputs can always reproduce the tensors they were fed (an op that keeps its
+        # input: a multiply by a scale of 1), so those (and copies of them) are no witness for its output.
+        rivals = [(b, vs) for b, vs in others if not any(b is f or _holds_values_of(b, f) for f in fed)]
+        alt = min(((*self._closest(mine, i, vs), k, b) for k, (b, vs) in enumerate(rivals)),
+                  key=lambda s: (s[0], s[1], s[3]), default=None)
+        # Several tensors fit: the one the op's own inputs reproduce. The pairing was made on the
+        # end-to-end values, where a net's cascaded rounding can swap two tensors with the same
+        # parameters and near-equal values (PoolFormer's two norm means of a 2×2 map, one value per
+        # sample: paired crosswise, each was 2 steps off the other's, 0 off its own) — so an
+        # alternative strictly closer than the paired tensor wins, even within 2 steps.
+        if alt is not None and alt[0] < gap and alt[0] <= 2:
+            return alt[4], alt[2]
         if gap <= 2:
             return a, best
-        if others:  # several tensors fit: the one the op's own inputs reproduce, if any
-            alt = min(((_gap(mine, self.sample(v, i, mine.shape)), j, b, v) for j, (b, vs) in enumerate(others)
-                       for v in vs), key=lambda s: s[:2])
-            if alt[0] <= 2:
-                return alt[2], alt[3]
-            self.why_not[name] = (f"{len(others) + 1} artifact tensors share its scale, zero point and size, and "
+        if rivals:
+            self.why_not[name] = (f"{len(rivals) + 1} artifact tensors share its scale, zero point and size, and "
                                   "none is within 2 steps of what its op computes from the artifact's inputs")
             return None
         if _same_values_other_layout(mine, self.sample(best, i, mine.shape)):
@@ -427,6 +440,29 @@ class _Feeds:
     def excluded(self) -> tuple[str, ...]:
         return tuple(self.unfit) + tuple(f"{self.cands[n][0].name} ({self.cands[n][0].layer}): {why}"
                                          for n, why in self.why_not.items())
+
+
+# How far back from a quantize node its op's int8 inputs are looked for (nodes): the op and the
+# dequantize nodes (and float arithmetic a lowering fuses) in front of it.
+INPUT_WALK_MAX_NODES = 16
+
+
+def _input_qnodes(n: Any) -> tuple[str, ...]:
+    """The quantize nodes whose int8 tensors the op quantized by `n` reads (through dequantize and
+    unquantized float nodes)."""
+    from edgeconv.quant.program import is_q
+
+    found, seen, todo = [], set(), list(n.all_input_nodes)
+    while todo and len(seen) < INPUT_WALK_MAX_NODES:
+        m = todo.pop()
+        if m.name in seen:
+            continue
+        seen.add(m.name)
+        if is_q(m):
+            found.append(m.name)
+        elif m.op == "call_function":
+            todo.extend(m.all_input_nodes)
+    return tuple(found)
 
 
 def divergence(graph: "Graph", artifact: Path | str, x: "Batch", steps: float = 3.0,
