@@ -268,8 +268,28 @@ def test_isolation_feeds_the_tensor_the_ops_own_inputs_reproduce():
     file = [QTensor(f"T{k}", t.scale, t.zero_point, t.values.copy()) for k, t in enumerate(ours)]
     file[4].values.ravel()[2] += 3  # the file's a·1 is wrong by 3 steps on one value
     crossed = [(a, file[0]), (m1, file[3]), (b, file[2]), (m2, file[1]), (y, file[4])]
-    drifts, excluded = isolated_drifts(None, crossed, x, gm, file)
+    drifts, excluded, _ = isolated_drifts(None, crossed, x, gm, file)
     got = {d.tensor: (d.artifact_tensor, d.max_steps) for d in drifts}
     assert excluded == ()
     assert got["mean"] == ("T1", 0.0) and got["mean_1"] == ("T3", 0.0)  # each mean fed its own tensor
     assert got["mul"] == ("T4", 3.0)  # not a's tensor T0, which its input reproduces exactly
+
+
+def test_a_tensor_the_file_lays_out_otherwise_is_judged_within_the_tensors_it_feeds(tmp_path):
+    """Swin's window partition: litert-torch folds the views and permutes into other reshapes, so
+    the file holds those tensors' values in a layout the check cannot undo. They were left out as
+    unverified, which kept SwinV2-CR's per-layer check from vouching for the whole net: now each is
+    judged within the tensors it feeds (computed from the simulation's own copy, so a file whose
+    copy were laid out wrongly differs there), and nothing is left out."""
+    from click.testing import CliRunner
+
+    from edgeconv.cli import main
+
+    res = CliRunner().invoke(main, ["export", "--model", "tests.zoo:window_partition", "--calib", "random",
+                                    "-t", "tflite-int8", "-o", str(tmp_path)])
+    (art,) = json.loads((tmp_path / "edgeconv.json").read_text())["artifacts"]
+    layers = art["parity"]["layers"]
+    assert res.exit_code == 0, res.output
+    assert layers["excluded"] == [] and layers["passed"] and layers["worst_steps"] <= 1, layers
+    relaid = [w for w in layers["within"] if "in another layout" in w]
+    assert len(relaid) >= 1 and all("judged within fc" in w for w in relaid), layers["within"]

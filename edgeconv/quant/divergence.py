@@ -312,7 +312,7 @@ def check_artifact(artifact: Path | str) -> None:
 
 def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]], x: "Batch",
                     gm: Any = None, theirs: list[QTensor] | None = None
-                    ) -> tuple[tuple[TensorDrift, ...], tuple[str, ...]]:
+                    ) -> tuple[tuple[TensorDrift, ...], tuple[str, ...], tuple[str, ...]]:
     """Each layer judged alone: the torch simulation runs with every matched int8 tensor replaced by
     the artifact's own, so each quantize node computes from exactly the inputs the artifact's op
     saw. What remains is that op's lowering (requantization, rounding, kernel), not errors that
@@ -365,7 +365,7 @@ def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]],
         d = np.concatenate(diffs[name])
         out.append(TensorDrift(q.name, q.layer, art.name, q.scale, q.zero_point, float(d.max()), float(d.mean()),
                                float((d > 0).mean()), float((d > 1).mean())))
-    return tuple(out), feeds.excluded()
+    return tuple(out), feeds.excluded(), tuple(feeds.relaid)
 
 
 class _Feeds:
@@ -391,6 +391,9 @@ class _Feeds:
             self.cands[q.qnode] = (q, a, views, others)
         self.chosen: dict[str, tuple[QTensor, np.ndarray] | None] = {}
         self.why_not: dict[str, str] = {}
+        # nodes not fed because the artifact holds their values in a layout `_views` cannot undo:
+        # unverified here, judged within the tensors they feed where every path reaches one (`divergence`)
+        self.relaid: list[str] = []
 
     def sample(self, values: np.ndarray, i: int, shape: tuple) -> np.ndarray:
         # rows were stacked sample after sample: sample i is the i-th block of rows, whatever the
@@ -434,6 +437,7 @@ class _Feeds:
             return None
         if _same_values_other_layout(mine, self.sample(best, i, mine.shape)):
             self.why_not[name] = f"the artifact's {a.name} holds the same values in a layout edgeconv cannot undo"
+            self.relaid.append(name)
             return None
         return a, best  # a real lowering difference: fed, so the layers after it are judged alone
 
@@ -494,7 +498,7 @@ def divergence(graph: "Graph", artifact: Path | str, x: "Batch", steps: float = 
         drifts.append(TensorDrift(q.name, q.layer, a.name, q.scale, q.zero_point, float(diff.max()),
                                   float(diff.mean()), float((diff > 0).mean()), float((diff > 1).mean())))
     first = next((d for d in drifts if d.max_steps > steps), None)
-    isolated, excluded = isolated_drifts(graph, pairs, x, gm, theirs) if isolate else (None, ())
+    isolated, excluded, relaid = isolated_drifts(graph, pairs, x, gm, theirs) if isolate else (None, (), ())
     found = rescaled(pairs, theirs)
     changed_params = tuple(f"{q.layer or q.name}: the file stores {q.name} at scale {a.scale:.6g}, zero point "
                            f"{a.zero_point}; the simulation at scale {q.scale:.6g}, zero point {q.zero_point}"
@@ -510,13 +514,23 @@ def divergence(graph: "Graph", artifact: Path | str, x: "Batch", steps: float = 
         used = {id(a) for _, a in pairs if a is not None} | {id(a) for _, a in found}
         absent = [q for i, (q, a) in enumerate(pairs)
                   if a is None and q.name in unmatched and not in_place(i, pairs, theirs, used)]
-        inside = judged_within(gm, absent, {q.qnode: q for q, _ in pairs if q.name in judged})
+        judged_q = {q.qnode: q for q, _ in pairs if q.name in judged}
+        inside = judged_within(gm, absent, judged_q)
         within = tuple(f"{q.name} ({q.layer}): judged within {', '.join(by)}: the artifact has no int8 tensor for "
                        f"this {what} (it computes it inside a larger op), and every path from it reaches those tensors"
                        for q, by, what in inside)
         gone = {q.name for q, _, _ in inside}
         unmatched = [n for n in unmatched if n not in gone]
         missing = [m for m in missing if m.split(" ", 1)[0] not in gone]
+        # A tensor the file holds in another layout (a window partition's views and permutes, which
+        # litert-torch folds into other reshapes) is not fed; the tensors after it are computed from
+        # the simulation's own copy, so a file whose copy is laid out wrongly differs there.
+        relaid_within = judged_within(gm, [q for q, _ in pairs if q.qnode in relaid], judged_q)
+        within += tuple(f"{q.name} ({q.layer}): judged within {', '.join(by)}: the artifact holds this {what}'s "
+                        "values in another layout, and every path from it reaches those tensors"
+                        for q, by, what in relaid_within)
+        moved_in = {f"{q.name} ({q.layer}): " for q, _, _ in relaid_within}
+        excluded = tuple(e for e in excluded if not any(e.startswith(m) for m in moved_in))
     excluded = tuple(missing) + excluded
     return DivergenceReport(str(path), fmt.name, steps, count(x), len(drifts), tuple(unmatched), tuple(drifts), first,
                             isolated, excluded if isolate else (), tuple(covered), changed_params, within)
