@@ -268,3 +268,70 @@ def test_a_tensor_the_file_computes_inside_an_op_is_judged_within_the_tensors_it
     judged["abs_1"] = t["abs_1"]
     assert {q.name for q, _, _ in judged_within(gm, [t["mean"], t["sub"], t["add"]], judged)} == {"mean", "sub", "add"}
     assert WITHIN_MAX_NODES >= 16  # a LayerNorm's float arithmetic fits the bound
+
+
+def _two_means_program():
+    """A hand-written int8 program: a = int8(x); m1 = mean(a); b = a + c at its own zero point;
+    m2 = mean(b) (m1 and m2 share scale, zero point and size: one value per sample); y = a·1 at
+    a's own parameters (an op whose output is its input)."""
+    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401 — registers quantized_decomposed
+
+    qd = torch.ops.quantized_decomposed
+    q, dq = qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default
+
+    def qdq(v, scale, zp):
+        return dq(q(v, scale, zp, -128, 127, torch.int8), scale, zp, -128, 127, torch.int8)
+
+    def f(x, c):
+        a = qdq(x, 0.1, 0)
+        m1 = qdq(a.mean(-1, keepdim=True), 0.01, 0)
+        b = qdq(a + c, 0.1, 1)
+        m2 = qdq(b.mean(-1, keepdim=True), 0.01, 0)
+        y = qdq(a * 1.0, 0.1, 0)
+        return a - m1, b - m2, y
+
+    return torch.fx.symbolic_trace(f)
+
+
+def test_isolation_feeds_the_tensor_the_ops_own_inputs_reproduce():
+    """Two tensors with the same parameters and near-equal values (PoolFormer's norm means on a
+    2×2 map, one value per sample) paired crosswise on the end-to-end values: each was fed the
+    other's value and judged 2 steps off. The tensor the op's own inputs reproduce wins — but never
+    a tensor the op was fed itself: a defect in an op that keeps its input (y = a·1) stays caught."""
+    from edgeconv.quant.divergence import isolated_drifts, torch_tensors
+
+    gm = _two_means_program()
+    x = (np.array([[0.3, -0.5, 1.2, 0.4, 0.0, 0.1, -0.2, 0.6, 0.5, -0.7]], np.float32),
+         np.array([[0.2] + [0.0] * 9], np.float32))  # b's mean is 2 steps of m's 0.01 above a's
+    ours = torch_tensors(None, x, gm)
+    assert len(ours) == 5
+    a, m1, b, m2, y = ours
+    assert (int(m1.values.ravel()[0]), int(m2.values.ravel()[0])) == (17, 19)
+    file = [QTensor(f"T{k}", t.scale, t.zero_point, t.values.copy()) for k, t in enumerate(ours)]
+    file[4].values.ravel()[2] += 3  # the file's a·1 is wrong by 3 steps on one value
+    crossed = [(a, file[0]), (m1, file[3]), (b, file[2]), (m2, file[1]), (y, file[4])]
+    drifts, excluded, _ = isolated_drifts(None, crossed, x, gm, file)
+    got = {d.tensor: (d.artifact_tensor, d.max_steps) for d in drifts}
+    assert excluded == ()
+    assert got["mean"] == ("T1", 0.0) and got["mean_1"] == ("T3", 0.0)  # each mean fed its own tensor
+    assert got["mul"] == ("T4", 3.0)  # not a's tensor T0, which its input reproduces exactly
+
+
+def test_a_tensor_the_file_lays_out_otherwise_is_judged_within_the_tensors_it_feeds(tmp_path):
+    """Swin's window partition: litert-torch folds the views and permutes into other reshapes, so
+    the file holds those tensors' values in a layout the check cannot undo. They were left out as
+    unverified, which kept SwinV2-CR's per-layer check from vouching for the whole net: now each is
+    judged within the tensors it feeds (computed from the simulation's own copy, so a file whose
+    copy were laid out wrongly differs there), and nothing is left out."""
+    from click.testing import CliRunner
+
+    from edgeconv.cli import main
+
+    res = CliRunner().invoke(main, ["export", "--model", "tests.zoo:window_partition", "--calib", "random",
+                                    "-t", "tflite-int8", "-o", str(tmp_path)])
+    (art,) = json.loads((tmp_path / "edgeconv.json").read_text())["artifacts"]
+    layers = art["parity"]["layers"]
+    assert res.exit_code == 0, res.output
+    assert layers["excluded"] == [] and layers["passed"] and layers["worst_steps"] <= 1, layers
+    relaid = [w for w in layers["within"] if "in another layout" in w]
+    assert len(relaid) >= 1 and all("judged within fc" in w for w in relaid), layers["within"]

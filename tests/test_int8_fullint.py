@@ -349,3 +349,49 @@ def test_roll_stack_and_repeat_become_relayouts_and_concats_with_the_same_values
         assert {"aten.cat.default", "aten.expand.default"} & targets
         with torch.no_grad():
             assert torch.equal(gm(x[:1]), spec.module(x[:1]))
+
+
+class UniformBiases(nn.Module):
+    """Conv and Linear biases with every element equal (timm's ViT-style init sets each Linear bias
+    to 0.02), next to one that is not, on per-channel int8 weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 16, 1)
+        self.fc1, self.fc2 = nn.Linear(16, 8), nn.Linear(8, 8)
+        with torch.no_grad():
+            self.conv.bias.fill_(0.05)
+            self.fc1.bias.fill_(0.02)
+            self.fc2.bias.copy_(torch.linspace(-0.1, 0.1, 8))
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(self.conv(x).mean((2, 3)))))
+
+
+def test_a_uniform_bias_keeps_each_channels_scale(tmp_path):
+    """litert-torch writes a uniform bias as a splat constant, which the converter quantized to one
+    int32 value with the first channel's scale s_in·s_w[0] for every channel (Hiera: attn.proj 15
+    steps off the simulation). Each channel's int32 bias must dequantize to the model's bias."""
+    x = np.random.default_rng(0).normal(size=(8, 3, 8, 8)).astype(np.float32)
+    model = UniformBiases().eval()
+    conv, q, ex = _quantize(model, x)
+    path = _tflite(conv, q, ex, tmp_path / "m.tflite")
+    ops, tensors = _ops(path)
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+    got = []
+    for o in ops:
+        if o["op_name"] in ("CONV_2D", "FULLY_CONNECTED"):
+            b = int(o["inputs"][2])
+            scales = np.asarray(tensors[b]["quantization_parameters"]["scales"])
+            got.append((it.get_tensor(b) * scales, scales))
+    want = [model.conv.bias, model.fc1.bias, model.fc2.bias]
+    assert len(got) == 3
+    for (g, scales), w in zip(got, want, strict=True):  # within half a step of each channel's own scale
+        assert np.all(np.abs(g - w.detach().numpy()) <= 0.5 * scales * (1 + 1e-5)), (g, w)
+    with torch.no_grad():
+        sim = torch.cat([conv(torch.from_numpy(x[i:i + 1])) for i in range(len(x))]).numpy()
+    out, scale = _run(path, x)
+    assert np.round(np.abs(out - sim) / scale).max() <= 1

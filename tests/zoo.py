@@ -474,3 +474,27 @@ class PaddedShiftedWindow(nn.Module):
 def padded_shifted_window() -> ModelSpec:
     return ModelSpec(module=PaddedShiftedWindow().eval(), example_inputs=(torch.zeros(1, 3, 24, 24),),
                      name="padded-shifted-window")
+
+
+class WindowPartition(nn.Module):
+    """Swin's window partition and its reverse (views and permutes of channels-last tokens) around
+    a Linear per window, as timm SwinV2-CR writes them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.patch = nn.Conv2d(3, 16, 4, 4)
+        self.fc = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        t = self.patch(x).permute(0, 2, 3, 1)  # [B, 8, 8, 16]
+        b, h, w, c = t.shape
+        win = t.view(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, 4, c)
+        y = self.fc(win).view(b, h // 2, w // 2, 2, 2, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+        return self.head((t + y).mean((1, 2)))
+
+
+def window_partition() -> ModelSpec:
+    return ModelSpec(module=WindowPartition().eval(), example_inputs=(torch.zeros(1, 3, 32, 32),),
+                     name="window-partition")

@@ -386,7 +386,7 @@ def check_artifact(artifact: Path | str) -> None:
 
 def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]], x: "Batch",
                     gm: Any = None, theirs: list[QTensor] | None = None
-                    ) -> tuple[tuple[TensorDrift, ...], tuple[str, ...]]:
+                    ) -> tuple[tuple[TensorDrift, ...], tuple[str, ...], tuple[str, ...]]:
     """Each layer judged alone: the torch simulation runs with every matched int8 tensor replaced by
     the artifact's own, so each quantize node computes from exactly the inputs the artifact's op
     saw. What remains is that op's lowering (requantization, rounding, kernel), not errors that
@@ -422,7 +422,7 @@ def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]],
             if n.name not in feeds.cands:
                 return out
             mine = out.detach().numpy().astype(np.int64)
-            theirs_i = feeds.value(n.name, mine, self.i)
+            theirs_i = feeds.value(n.name, mine, self.i, _input_qnodes(n))
             if theirs_i is None:
                 return out
             diffs[n.name].append(np.abs(mine - theirs_i.astype(np.int64)).ravel())
@@ -439,7 +439,7 @@ def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]],
         d = np.concatenate(diffs[name])
         out.append(TensorDrift(q.name, q.layer, art.name, q.scale, q.zero_point, float(d.max()), float(d.mean()),
                                float((d > 0).mean()), float((d > 1).mean())))
-    return tuple(out), feeds.excluded()
+    return tuple(out), feeds.excluded(), tuple(feeds.relaid)
 
 
 class _Feeds:
@@ -465,6 +465,9 @@ class _Feeds:
             self.cands[q.qnode] = (q, a, views, others)
         self.chosen: dict[str, tuple[QTensor, np.ndarray] | None] = {}
         self.why_not: dict[str, str] = {}
+        # nodes not fed because the artifact holds their values in a layout `_views` cannot undo:
+        # unverified here, judged within the tensors they feed where every path reaches one (`divergence`)
+        self.relaid: list[str] = []
 
     def sample(self, values: np.ndarray, i: int, shape: tuple) -> np.ndarray:
         # rows were stacked sample after sample: sample i is the i-th block of rows, whatever the
@@ -472,35 +475,72 @@ class _Feeds:
         rows = values.shape[0] // self.samples
         return values[i * rows:(i + 1) * rows].reshape(shape)
 
-    def value(self, name: str, mine: np.ndarray, i: int) -> np.ndarray | None:
-        """The artifact's value for node `name` on sample i, or None when it is not fed."""
+    def value(self, name: str, mine: np.ndarray, i: int, inputs: tuple[str, ...] = ()) -> np.ndarray | None:
+        """The artifact's value for node `name` on sample i, or None when it is not fed; `inputs`
+        are the quantize nodes its op reads (decided before it: the graph runs in order)."""
         if name not in self.chosen:
-            self.chosen[name] = self._decide(name, mine, i)
+            fed = [p[0] for p in (self.chosen.get(k) for k in inputs) if p is not None]
+            self.chosen[name] = self._decide(name, mine, i, fed)
         pick = self.chosen[name]
         return None if pick is None else self.sample(pick[1], i, mine.shape)
 
-    def _decide(self, name: str, mine: np.ndarray, i: int) -> tuple[QTensor, np.ndarray] | None:
-        q, a, views, others = self.cands[name]
-        gap, _, best = min(((_gap(mine, self.sample(v, i, mine.shape)), j, v) for j, v in enumerate(views)),
-                           key=lambda s: s[:2])
+    def _closest(self, mine: np.ndarray, i: int, views: list[np.ndarray]) -> tuple[float, int, np.ndarray]:
+        return min(((_gap(mine, self.sample(v, i, mine.shape)), j, v) for j, v in enumerate(views)),
+                   key=lambda s: s[:2])
+
+    def _decide(self, name: str, mine: np.ndarray, i: int, fed: list[QTensor]) -> tuple[QTensor, np.ndarray] | None:
+        _, a, views, others = self.cands[name]
+        gap, _, best = self._closest(mine, i, views)
+        # The op's own inputs can always reproduce the tensors they were fed (an op that keeps its
+        # input: a multiply by a scale of 1), so those (and copies of them) are no witness for its output.
+        rivals = [(b, vs) for b, vs in others if not any(b is f or _holds_values_of(b, f) for f in fed)]
+        alt = min(((*self._closest(mine, i, vs), k, b) for k, (b, vs) in enumerate(rivals)),
+                  key=lambda s: (s[0], s[1], s[3]), default=None)
+        # Several tensors fit: the one the op's own inputs reproduce. The pairing was made on the
+        # end-to-end values, where a net's cascaded rounding can swap two tensors with the same
+        # parameters and near-equal values (PoolFormer's two norm means of a 2×2 map, one value per
+        # sample: paired crosswise, each was 2 steps off the other's, 0 off its own) — so an
+        # alternative strictly closer than the paired tensor wins, even within 2 steps.
+        if alt is not None and alt[0] < gap and alt[0] <= 2:
+            return alt[4], alt[2]
         if gap <= 2:
             return a, best
-        if others:  # several tensors fit: the one the op's own inputs reproduce, if any
-            alt = min(((_gap(mine, self.sample(v, i, mine.shape)), j, b, v) for j, (b, vs) in enumerate(others)
-                       for v in vs), key=lambda s: s[:2])
-            if alt[0] <= 2:
-                return alt[2], alt[3]
-            self.why_not[name] = (f"{len(others) + 1} artifact tensors share its scale, zero point and size, and "
+        if rivals:
+            self.why_not[name] = (f"{len(rivals) + 1} artifact tensors share its scale, zero point and size, and "
                                   "none is within 2 steps of what its op computes from the artifact's inputs")
             return None
         if _same_values_other_layout(mine, self.sample(best, i, mine.shape)):
             self.why_not[name] = f"the artifact's {a.name} holds the same values in a layout edgeconv cannot undo"
+            self.relaid.append(name)
             return None
         return a, best  # a real lowering difference: fed, so the layers after it are judged alone
 
     def excluded(self) -> tuple[str, ...]:
         return tuple(self.unfit) + tuple(f"{self.cands[n][0].name} ({self.cands[n][0].layer}): {why}"
                                          for n, why in self.why_not.items())
+
+
+# How far back from a quantize node its op's int8 inputs are looked for (nodes): the op and the
+# dequantize nodes (and float arithmetic a lowering fuses) in front of it.
+INPUT_WALK_MAX_NODES = 16
+
+
+def _input_qnodes(n: Any) -> tuple[str, ...]:
+    """The quantize nodes whose int8 tensors the op quantized by `n` reads (through dequantize and
+    unquantized float nodes)."""
+    from edgeconv.quant.program import is_q
+
+    found, seen, todo = [], set(), list(n.all_input_nodes)
+    while todo and len(seen) < INPUT_WALK_MAX_NODES:
+        m = todo.pop()
+        if m.name in seen:
+            continue
+        seen.add(m.name)
+        if is_q(m):
+            found.append(m.name)
+        elif m.op == "call_function":
+            todo.extend(m.all_input_nodes)
+    return tuple(found)
 
 
 def divergence(graph: "Graph", artifact: Path | str, x: "Batch", steps: float = 3.0,
@@ -532,7 +572,7 @@ def divergence(graph: "Graph", artifact: Path | str, x: "Batch", steps: float = 
         drifts.append(TensorDrift(q.name, q.layer, a.name, q.scale, q.zero_point, float(diff.max()),
                                   float(diff.mean()), float((diff > 0).mean()), float((diff > 1).mean())))
     first = next((d for d in drifts if d.max_steps > steps), None)
-    isolated, excluded = isolated_drifts(graph, pairs, x, gm, theirs) if isolate else (None, ())
+    isolated, excluded, relaid = isolated_drifts(graph, pairs, x, gm, theirs) if isolate else (None, (), ())
     found = rescaled(pairs, theirs)
     changed_params = tuple(f"{q.layer or q.name}: the file stores {q.name} at scale {a.scale:.6g}, zero point "
                            f"{a.zero_point}; the simulation at scale {q.scale:.6g}, zero point {q.zero_point}"
@@ -548,13 +588,23 @@ def divergence(graph: "Graph", artifact: Path | str, x: "Batch", steps: float = 
         used = {id(a) for _, a in pairs if a is not None} | {id(a) for _, a in found}
         absent = [q for i, (q, a) in enumerate(pairs)
                   if a is None and q.name in unmatched and not in_place(i, pairs, theirs, used)]
-        inside = judged_within(gm, absent, {q.qnode: q for q, _ in pairs if q.name in judged})
+        judged_q = {q.qnode: q for q, _ in pairs if q.name in judged}
+        inside = judged_within(gm, absent, judged_q)
         within = tuple(f"{q.name} ({q.layer}): judged within {', '.join(by)}: the artifact has no int8 tensor for "
                        f"this {what} (it computes it inside a larger op), and every path from it reaches those tensors"
                        for q, by, what in inside)
         gone = {q.name for q, _, _ in inside}
         unmatched = [n for n in unmatched if n not in gone]
         missing = [m for m in missing if m.split(" ", 1)[0] not in gone]
+        # A tensor the file holds in another layout (a window partition's views and permutes, which
+        # litert-torch folds into other reshapes) is not fed; the tensors after it are computed from
+        # the simulation's own copy, so a file whose copy is laid out wrongly differs there.
+        relaid_within = judged_within(gm, [q for q, _ in pairs if q.qnode in relaid], judged_q)
+        within += tuple(f"{q.name} ({q.layer}): judged within {', '.join(by)}: the artifact holds this {what}'s "
+                        "values in another layout, and every path from it reaches those tensors"
+                        for q, by, what in relaid_within)
+        moved_in = {f"{q.name} ({q.layer}): " for q, _, _ in relaid_within}
+        excluded = tuple(e for e in excluded if not any(e.startswith(m) for m in moved_in))
     excluded = tuple(missing) + excluded
     return DivergenceReport(str(path), fmt.name, steps, count(x), len(drifts), tuple(unmatched), tuple(drifts), first,
                             isolated, excluded if isolate else (), tuple(covered), changed_params, within)

@@ -43,7 +43,8 @@ def convert(module: Any, args: tuple, path: Path, quantizer: Any = None, target:
 
     from edgeconv.calib.rewrites import unfold_fold_to_convs
     from edgeconv.exporters.lowering import lowering_errors
-    from edgeconv.exporters.tflite.lowering import drop_expand, int8_div_in_float, nearest_as_gather
+    from edgeconv.exporters.tflite.lowering import (drop_expand, int8_div_in_float, nearest_as_gather,
+                                                    uniform_biases_unsplat)
 
     if quantizer is None and isinstance(module, torch.fx.GraphModule) and unfold_fold_to_convs(module):
         # litert-torch writes col2im as a scatter ai-edge-litert refuses (int8: rewritten before quantizing)
@@ -53,6 +54,7 @@ def convert(module: Any, args: tuple, path: Path, quantizer: Any = None, target:
     kwargs = {}
     if quantizer is not None:
         int8_div_in_float(module)  # TFLite's int8 DIV saturates a numerator of -1 step to -128
+        uniform_biases_unsplat(module)  # a splat bias is quantized with the first channel's scale throughout
         from litert_torch.quantize.quant_config import QuantConfig
 
         kwargs["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
