@@ -68,7 +68,9 @@ FIXED = {**{t: (1 / 256, -128) for t in _targets(aten.sigmoid, aten.sigmoid_, at
 # ops whose constant operand is stored as an int8 tensor (matmul: a softmax over one element became
 # its constant 1, calib.rewrites.softmax_to_last_axis)
 CONST_OPERAND = _targets(aten.add, aten.sub, aten.mul, aten.matmul, aten.bmm)
-FUSING = WEIGHTED | TRANSPOSED | _targets(aten.add, aten.sub)
+# In-place too: QAT captures in train mode, where timm's `x += shortcut` stays aten.add_; left out,
+# its output was quantized before the ReLU the file fuses into the ADD (2 steps in isolation).
+FUSING = WEIGHTED | TRANSPOSED | _targets(aten.add, aten.add_, aten.sub, aten.sub_)
 # A normalization's internal tensors (centred input, square, variance, rsqrt): calibrated with the
 # norm spec (`calib.observers.norm_spec`), their extremes being a few outlying tokens.
 NORM_OP_TYPES = ("layer_norm", "var", "rsqrt")

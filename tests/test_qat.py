@@ -166,3 +166,34 @@ def _pairs():  # a user's training-data function returning (x, y)
 def test_load_train_data_accepts_pairs(spec):
     data = qat.load_train_data("test_qat:_pairs", spec)
     assert isinstance(data, DataSet) and data.x.shape == (4, 3, 32, 32) and len(data.y) == 4
+
+
+class _InPlaceResidual(torch.nn.Module):
+    """timm's BasicBlock tail: `x += shortcut; x = act(x)` with an in-place ReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.short = torch.nn.Conv2d(3, 8, 1)
+        self.act = torch.nn.ReLU(inplace=True)
+        self.head = torch.nn.Linear(8, 10)
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        y += self.short(x)
+        return self.head(self.act(y).mean((2, 3)))
+
+
+def test_an_in_place_residual_add_carries_its_relu():
+    """QAT captures in train mode, where `x += shortcut` stays aten.add_: the ReLU after it runs inside
+    the file's ADD, so the add's own output must not be quantized (TFLite had 2 steps at the fused pair)."""
+    torch.manual_seed(0)
+    model = _InPlaceResidual().eval()
+    qm = qat.prepare(model, "tflite-int8", (torch.zeros(1, 3, 8, 8),), qat.QATOptions(freeze_bn_after=1))
+    qm(torch.randn(4, 3, 8, 8))
+    nodes = list(qat.convert(qm).program.graph.nodes)
+    relus = [n for n in nodes if n.op == "call_function" and "relu" in str(n.target)]
+    assert len(relus) == 1, [str(n.target) for n in nodes]
+    src = relus[0].args[0]
+    assert "add" in str(src.target), f"the ReLU reads {src.name} ({src.target}): the add was quantized before it"
