@@ -40,10 +40,10 @@ def export(tree: Path, ref: str, out: Path, calib: Path, *extra: str, targets: t
     if not (out / "edgeconv.json").exists():
         return {"error": (r.stderr.strip().splitlines() or ["(no output)"])[-1][:300], "exit": r.returncode}
     m = json.loads((out / "edgeconv.json").read_text())
-    return {"exit": r.returncode, **{a["target"]: _cell(a) for a in m["artifacts"]}}
+    return {"exit": r.returncode, **{a["target"]: int8_cell(a) for a in m["artifacts"]}}
 
 
-def _cell(a: dict) -> dict:
+def int8_cell(a: dict) -> dict:
     diffs = {d["reference"]: d for d in a["parity"]["diffs"]}
     fp32, sim = diffs.get("torch-fp32", {}), diffs.get("torch-quant-sim", {})
     layers = a["parity"].get("layers") or {}
