@@ -17,6 +17,7 @@ int8 kernel for, with the same values in float. Each rewrite shows its before/af
   silu_to_sigmoid_mul       SiLU → LOGISTIC, MUL
   scalars_to_constants      a number operand of ADD/SUB/MUL → an int8 constant
   merge_duplicates          the same op on the same inputs → one node
+  drop_noop_casts           a cast to the dtype a tensor already has (`.type_as`, `.float()`) → nothing
 """
 from __future__ import annotations
 
@@ -843,6 +844,10 @@ def fold_constants(gm: GraphModule, frozen: bool = False) -> list[str]:
     for n in gm.graph.nodes:
         if frozen and n.op == "get_attr" and isinstance(v := constant_of(gm, n), torch.Tensor):
             values[n] = v
+        elif n.op == "call_function" and n.target is operator.getitem and n.args[0] in values:
+            values[n] = values[n.args[0]][n.args[1]]  # a piece of a list-valued op (meshgrid, split)
+            if n.args[0] in created:
+                created.add(n)
         elif n.op == "call_function" and n not in acts and isinstance(n.target, torch._ops.OpOverload) \
                 and not _mutates(n) and all(a in values for a in n.all_input_nodes):
             try:
@@ -922,7 +927,34 @@ DIV = _targets(aten.div.Tensor, aten.div.Scalar)
 SQRT = _targets(aten.sqrt)
 
 
-REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (fold_constants, batch_norm_to_depthwise,
+CASTS = _targets(aten.to, aten._to_copy, aten.type_as)
+
+
+def drop_noop_casts(gm: GraphModule) -> list[str]:
+    """A cast to the dtype (and device) its input already has is the input itself (timm EVA's RoPE:
+    `cat([q[:, :, :1], rope(q[:, :, 1:])]).type_as(v)`, `.float()`). Left in, the annotator gave the
+    float→float copy a quantize of its own; the converters drop the copy, and litert-torch then
+    refused the concatenation it fed ("quantization parameters violate the same scale constraint").
+
+        before: y = cat([a, to(b, float32)])                       b: float32
+        after:  y = cat([a, b])"""
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n.target not in CASTS or not n.args or not isinstance(n.args[0], Node):
+            continue
+        x, got, want = n.args[0], n.args[0].meta.get("val"), n.meta.get("val")
+        if not (isinstance(got, torch.Tensor) and isinstance(want, torch.Tensor)):
+            continue
+        if (got.dtype, got.device, tuple(got.shape)) != (want.dtype, want.device, tuple(want.shape)) \
+                or n.kwargs.get("memory_format") not in (None, torch.preserve_format):
+            continue
+        n.replace_all_uses_with(x)
+        gm.graph.erase_node(n)
+        done.append(n.name)
+    return done
+
+
+REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (drop_noop_casts, fold_constants, batch_norm_to_depthwise,
                                                               hardsigmoid_to_relu6,
                                                               layer_norm_to_primitives, variance_to_primitives,
                                                               sdpa_to_primitives,

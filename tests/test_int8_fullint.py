@@ -395,3 +395,19 @@ def test_a_uniform_bias_keeps_each_channels_scale(tmp_path):
         sim = torch.cat([conv(torch.from_numpy(x[i:i + 1])) for i in range(len(x))]).numpy()
     out, scale = _run(path, x)
     assert np.round(np.abs(out - sim) / scale).max() <= 1
+
+
+def test_rotary_embedding_with_a_prefix_token_is_int8_in_every_format(tmp_path):
+    """EVA's RoPE: sin/cos from a meshgrid fold to constants (a list-valued op's pieces fold too: 15
+    float ops in TFLite, a float Split in ONNX), and a no-op `.type_as` before the concatenation is
+    dropped (litert-torch refused the file: "violate the same scale constraint")."""
+    from edgeconv.cli import main
+
+    targets = ["tflite-int8", "onnx-int8", "coreml-w8a8"]
+    res = CliRunner().invoke(main, ["export", "--model", "tests.zoo:rope_prefix", "--calib", "random",
+                                    "--calib-samples", "16", "--eval-samples", "8",
+                                    *[a for t in targets for a in ("-t", t)], "-o", str(tmp_path)])
+    arts = {a["target"]: a for a in json.loads((tmp_path / "edgeconv.json").read_text())["artifacts"]}
+    assert res.exit_code == 0, res.output
+    assert sorted(arts) == sorted(targets) and all(a["parity"]["passed"] for a in arts.values())
+    assert {t: arts[t]["float_ops"]["count"] for t in targets} == dict.fromkeys(targets, 0)

@@ -498,3 +498,39 @@ class WindowPartition(nn.Module):
 def window_partition() -> ModelSpec:
     return ModelSpec(module=WindowPartition().eval(), example_inputs=(torch.zeros(1, 3, 32, 32),),
                      name="window-partition")
+
+
+class RopePrefix(nn.Module):
+    """timm EVA's rotary embedding: sin/cos built in forward from a meshgrid of positions (a constant
+    the converters would otherwise compute as float SIN/COS every inference), applied to the tokens
+    after a prefix token with rotate-half, concatenated back and cast with `.type_as` (a no-op cast
+    the annotator gave a quantize of its own, and litert-torch then refused the concatenation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.patch = nn.Conv2d(3, 16, 4, 4)
+        self.cls = nn.Parameter(torch.randn(1, 1, 16) * 0.5)
+        self.q = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 10)
+
+    def rope(self, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        grid = torch.stack(torch.meshgrid(torch.arange(h) / h, torch.arange(w) / w, indexing="ij"), -1)
+        freq = grid.float().flatten(0, 1).repeat(1, 4) * torch.arange(1, 9).float()  # [h*w, 8]
+        ang = torch.cat([freq, freq], -1)
+        return ang.sin(), ang.cos()
+
+    def forward(self, x):
+        t = self.patch(x)
+        b, c, h, w = t.shape
+        t = torch.cat([self.cls.expand(b, -1, -1), t.flatten(2).transpose(1, 2)], 1)
+        q = self.q(t)
+        sin, cos = self.rope(h, w)
+        a, r = q[:, 1:].chunk(2, -1)
+        rot = q[:, 1:] * cos + torch.cat([-r, a], -1) * sin
+        q = torch.cat([q[:, :1], rot], 1).type_as(t)
+        return self.head((t + q).mean(1))
+
+
+def rope_prefix() -> ModelSpec:
+    return ModelSpec(module=RopePrefix().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),), name="rope-prefix")
