@@ -346,6 +346,55 @@ def test_rank6_blocks_convert_at_rank_5(tmp_path):
     assert all(a["parity"]["passed"] for a in arts)
 
 
+def test_rank6_regions_of_three_timm_families_convert(tmp_path):
+    """zoo:high_rank — Twins' window partition fed to the qkv linear, MViTv2's rank-6 relative
+    position sum, Hiera's qkv split, mask-unit max-pool and unroll (six dims, none staying together).
+    coremltools refused each ("Core ML only supports tensors with rank <= 5"); now both targets
+    convert, match torch, and the int8 file reads int8 data only (the max-pool's reshape back
+    requantized at the max's own scale: coremltools folds dq → reshape → q into an int8 reshape
+    whatever the quantize's scale)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from edgeconv.cli import main
+
+    res = CliRunner().invoke(main, ["export", "--model", "zoo:high_rank", "--calib", "random", "--calib-samples", "16",
+                                    "--eval-samples", "8", "-t", "coreml", "-t", "coreml-w8a8", "-o", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    fp32, w8a8 = json.loads((tmp_path / "edgeconv.json").read_text())["artifacts"]
+    assert (fp32["target"], w8a8["target"]) == ("coreml", "coreml-w8a8")
+    assert fp32["parity"]["passed"] and fp32["parity"]["diffs"][0]["cosine"] > 0.99999, fp32["parity"]
+    assert w8a8["float_ops"]["count"] == 0, w8a8["float_ops"]["ops"]
+    (sim,) = [d for d in w8a8["parity"]["diffs"] if d["reference"] == "torch-quant-sim"]
+    assert w8a8["parity"]["passed"] and sim["max_steps"] <= 1.0, w8a8["parity"]
+    for art in (fp32, w8a8):
+        prog = mil_program.load_program(tmp_path / art["path"])
+        assert "reduce_max" in [s.op_type for s in prog.steps]  # the max-pool is there, at rank <= 5
+
+
+def test_permutations_of_six_dims_split_into_two_of_five_runs():
+    """Every permutation of six dims is done as at most two reshape → permute steps of rank <= 5,
+    with the same result (Hiera's unroll: (0, 2, 4, 1, 3, 5) keeps no two dims together)."""
+    import itertools
+    import math
+
+    from edgeconv.exporters.coreml.export import _permute_steps, _runs
+
+    x = torch.arange(2 * 3 * 2 * 5 * 2 * 3).reshape(2, 3, 2, 5, 2, 3)
+    for perm in itertools.permutations(range(6)):
+        steps = _permute_steps(list(perm))
+        assert steps is not None and len(steps) <= 2, perm
+        y, sizes = x, list(x.shape)
+        for order in steps:
+            runs = _runs(order)
+            by_input = sorted(runs)
+            y = y.reshape([math.prod(sizes[r[0]:r[-1] + 1]) for r in by_input]).permute([by_input.index(r) for r in runs])
+            assert y.dim() <= 5, (perm, steps)
+            sizes = [sizes[d] for d in order]
+        assert torch.equal(y.reshape(x.permute(perm).shape), x.permute(perm)), perm
+
+
 def test_w8a8_relayouts_and_hard_swish_read_int8(tmp_path):
     """zoo:swin_hardswish — hard-swish, a two-dim roll, rank-6 window partitions and a hard-sigmoid
     gate. coremltools wrote hard-swish as thresholded_relu → sigmoid_hard → mul, the roll as two

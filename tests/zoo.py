@@ -239,6 +239,45 @@ class SwinHardswish(nn.Module):
 def swin_hardswish() -> ModelSpec:
     return ModelSpec(module=SwinHardswish().eval(), example_inputs=(torch.zeros(1, 3, 8, 8),), name="swin-hardswish")
 
+
+class HighRank(nn.Module):
+    """Rank-6 tensors as three timm families write them, small. Twins' locally-grouped attention:
+    a window partition transposed and fed straight to the qkv linear. MViTv2's decomposed relative
+    position: the attention viewed at rank 6 plus two unsqueezed terms, viewed back. Hiera: qkv
+    permuted with size-1 dims next to the split dim, a mask-unit max-pool (a rank-6 view → amax),
+    and its unroll, a permutation of six dims none of which stay together. Core ML holds rank <= 5."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.patch = nn.Conv2d(3, 16, 2, 2)
+        self.qkv = nn.Linear(16, 48)
+        self.rel_h = nn.Linear(8, 4)
+        self.rel_w = nn.Linear(8, 4)
+        self.qkv1 = nn.Linear(16, 48)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        t = self.patch(x).permute(0, 2, 3, 1)  # [B, 8, 8, 16]
+        b, c = t.shape[0], t.shape[3]
+        win = t.reshape(b, 2, 4, 2, 4, c).transpose(2, 3)  # Twins: 2×2 windows of 4×4 tokens
+        q, k, v = self.qkv(win).reshape(b, 4, 16, 3, 2, 8).permute(3, 0, 1, 4, 2, 5).unbind(0)
+        q, k, v = (z.reshape(b * 4, 2, 16, 8) for z in (q, k, v))
+        attn = (q * 8 ** -0.5) @ k.transpose(-2, -1)  # [4B, 2, 16, 16]: 4×4 queries by 4×4 keys
+        rel_h = self.rel_h(q).reshape(b * 4, 2, 4, 4, 4)  # MViTv2's terms along key rows and columns
+        rel_w = self.rel_w(q).reshape(b * 4, 2, 4, 4, 4)
+        attn = (attn.view(b * 4, 2, 4, 4, 4, 4) + rel_h.unsqueeze(-1) + rel_w.unsqueeze(-2)).view(b * 4, 2, 16, 16)
+        y = (attn.softmax(-1) @ v).reshape(b, 4, 2, 2, 8, 8).amax(dim=3)  # Hiera's mask-unit pool
+        u = t.reshape(b, 4, 2, 4, 2, c).permute(0, 2, 4, 1, 3, 5).flatten(0, 2)  # Hiera's unroll, twice
+        u = u.reshape(-1, 2, 2, 2, 2, c).permute(0, 2, 4, 1, 3, 5).reshape(b, 4, 16, c)
+        q1, k1, v1 = self.qkv1(u).reshape(b, 16, 4, 3, 1, c).permute(3, 0, 4, 2, 1, 5).unbind(0)
+        u = F.scaled_dot_product_attention(q1, k1, v1)  # [B, 1, 4, 16, C]
+        return self.head(y.permute(0, 1, 3, 2, 4).reshape(b, 32, 16).mean(1) + u.mean((1, 2, 3)))
+
+
+def high_rank() -> ModelSpec:
+    return ModelSpec(module=HighRank().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),), name="high-rank")
+
 class Hybrid(nn.Module):
     """Every spelling of the ops a hybrid conv/attention net writes, in one small net: nn.LayerNorm
     (channels-last), nn.RMSNorm, GroupNorm(1), a hand-written channels-first LayerNorm (mean, pow 2, / sqrt),

@@ -30,6 +30,7 @@ import numpy as np
 from edgeconv.errors import UserError
 from edgeconv.exporters.base import FLOAT_PASSES, INT8_PASSES, ExportInfo, Target, input_names, output_names
 from edgeconv.exporters.coreml.coremltools_import import import_coremltools, quiet as _quiet
+from edgeconv.exporters.coreml.rank import lower_rank_regions
 from edgeconv.exporters.coreml.read import WEIGHT_OPS, activation_quant, constexpr_quant, float_ops
 from edgeconv.exporters.coreml.runtime import ENGINE_MIL_EVAL, ENGINE_PREDICT
 from edgeconv.parity import FLOAT_TOLERANCE, FP16_TOLERANCE, INT8_MAX_REL_L2, Tolerance
@@ -80,7 +81,7 @@ def coreml_program(graph: "Graph") -> "torch.export.ExportedProgram":
         folded = unfold_fold_to_convs(gm)
         if folded:
             gm.recompile()
-        if not _lower_rank_moves(gm) and not folded:
+        if not _lower_rank_moves(gm) + lower_rank_regions(gm) and not folded:
             return _explicit_pool_strides(graph.program.run_decompositions({}))
         return _explicit_pool_strides(torch.export.export(gm, graph.example_inputs, strict=False).run_decompositions({}))
     from torchao.quantization.pt2e.constant_fold import constant_fold
@@ -95,31 +96,39 @@ def coreml_program(graph: "Graph") -> "torch.export.ExportedProgram":
     _hardswish_as_gate(gm)
     _unquantize_high_rank_moves(gm)
     _lower_rank_moves(gm)
+    lower_rank_regions(gm)  # what is still above rank 5: Twins' qkv of a window, MViTv2's rel-pos terms
     _requantize_moves(gm)
     return _explicit_pool_strides(torch.export.export(gm, graph.example_inputs, strict=False).run_decompositions({}))
 
 
-# Ops that only re-lay out values: requantizing their output at their input's scale and zero point
-# changes nothing.
-_MOVES = ("view", "reshape", "_unsafe_view", "permute", "transpose", "clone", "contiguous")
+# Ops whose outputs are some of their input's values, re-laid out or picked (a piece of a split, a
+# max): requantizing their output at their input's scale and zero point changes nothing.
+_MOVES = ("view", "reshape", "_unsafe_view", "permute", "transpose", "clone", "contiguous",
+          "select", "unbind", "amax", "amin")
 CORE_ML_MAX_RANK = 5
 
 
 def _is_move(n: Any) -> bool:
     """Whether `n` calls one of _MOVES — by the op's own name: a substring match took
     conv_transpose2d for a transpose."""
+    import operator
+
+    if getattr(n, "target", None) is operator.getitem:  # a piece of an unbind
+        return _is_move(n.args[0])
     name = str(getattr(n, "target", "")).split(".")  # aten.permute.default
     return getattr(n, "op", None) == "call_function" and len(name) > 1 and name[1] in _MOVES
 
 
 def _lower_rank_moves(gm: "torch.fx.GraphModule") -> int:
     """A reshape to rank > 5 whose permuted result is only reshaped again (a window partition or
-    its reverse: timm Twins, NesT, Hiera, MViTv2), rewritten at the lowest rank the permutation
+    its reverse: timm NesT, Hiera, Swin), rewritten at the lowest rank the permutation
     allows. Dims that stay next to each other, in order, through the permutation move as one: a
     window partition [B, H/w, w, W/w, w, C] permuted (0, 1, 3, 2, 4, 5) is [B·H/w, w, W/w, w·C]
     permuted (0, 2, 1, 3). The same elements in the same order, so every reshape after it holds.
     Core ML refuses tensors above rank 5, and coremltools folds such a chain only when the
-    reshape feeds the transpose directly (nothing between, and the last reshape right after)."""
+    reshape feeds the transpose directly (nothing between, and the last reshape right after).
+    A permutation of more than five such runs (Hiera's unroll) is done in two steps (_permute_steps);
+    anything else above rank 5 is left to rank.lower_rank_regions."""
     import torch
 
     aten = torch.ops.aten
@@ -138,24 +147,15 @@ def _lower_rank_moves(gm: "torch.fx.GraphModule") -> int:
             continue
         split = any(str(u.target).startswith(("aten.unbind", "aten.select")) for u in p.users)
         # A dim of size 1 moves no element: left out, MaxViT's grid partition [1, g, H/g, g, W/g, C]
-        # permuted (0, 2, 4, 1, 3, 5) is five runs, not six (not with a split: it needs dim 0).
-        kept = [d for d in range(in_val.dim()) if split or in_val.shape[d] != 1]
+        # permuted (0, 2, 4, 1, 3, 5) is five runs, not six (a split keeps the dim it splits along).
+        kept = [d for d in range(in_val.dim()) if in_val.shape[d] != 1 or (split and d == perm[0])]
         sizes = [int(in_val.shape[d]) for d in kept]
-        runs: list[list[int]] = []
-        for d in (kept.index(d) for d in perm if d in kept):  # output order: a run continues while
-            if runs and d == runs[-1][-1] + 1:                 # the input dims follow each other
-                runs[-1].append(d)
-            else:
-                runs.append([d])
-        if not runs or len(runs) > CORE_ML_MAX_RANK or (split and len(runs[0]) != 1):
-            continue  # an unbind/select along dim 0 needs that dim on its own
-        by_input = sorted(runs)
-        shape = [int(torch.Size(sizes[r[0]:r[-1] + 1]).numel()) for r in by_input]
+        order = [kept.index(d) for d in perm if d in kept]
+        steps = [order] if split else _permute_steps(order)
+        if not order or not steps or (split and len(_runs(order, split)) > CORE_ML_MAX_RANK):
+            continue
         with gm.graph.inserting_before(p):
-            flat = gm.graph.call_function(aten.reshape.default, (v.args[0], shape))
-            moved = gm.graph.call_function(aten.permute.default, (flat, [by_input.index(r) for r in runs]))
-        flat.meta["val"] = in_val.new_empty(shape)  # the rank _requantize_moves reads
-        moved.meta["val"] = flat.meta["val"].permute([by_input.index(r) for r in runs])
+            moved = _grouped_permutes(gm.graph, v.args[0], in_val, sizes, steps, split)
         p.replace_all_uses_with(moved)
         gm.graph.erase_node(p)
         gm.graph.erase_node(v)
@@ -181,6 +181,59 @@ def _explicit_reshapes(n: "torch.fx.Node") -> None:
             _explicit_reshapes(u)
         elif any(m in t for m in ("view", "reshape", "flatten")):
             u.target, u.args, u.kwargs = torch.ops.aten.reshape.default, (u.args[0], list(u.meta["val"].shape)), {}
+
+
+def _runs(order: list[int], split: bool = False) -> list[list[int]]:
+    """The input dims of a permutation in output order, in runs of dims that follow each other;
+    with `split`, output dim 0 on its own (an unbind/select along it)."""
+    runs: list[list[int]] = []
+    for d in order:
+        if runs and d == runs[-1][-1] + 1 and not (split and len(runs) == 1):
+            runs[-1].append(d)
+        else:
+            runs.append([d])
+    return runs
+
+
+def _permute_steps(order: list[int]) -> list[list[int]] | None:
+    """`order` as permutations applied one after another, each of at most CORE_ML_MAX_RANK runs:
+    itself, else one block of dims moved elsewhere (at most 4 runs) and then the rest. Hiera's unroll
+    [N, H/2, 2, W/2, 2, C] permuted (0, 2, 4, 1, 3, 5) is six runs: (1, 0, 2, 3, 4, 5), then
+    (1, 2, 4, 0, 3, 5) (five). Every permutation of six dims splits so (checked exhaustively)."""
+    if len(_runs(order)) <= CORE_ML_MAX_RANK:
+        return [order]
+    n = len(order)
+    for i in range(n):
+        for j in range(i + 1, n + 1):
+            rest = [d for d in range(n) if not i <= d < j]
+            for k in range(len(rest) + 1):
+                first = rest[:k] + list(range(i, j)) + rest[k:]  # block [i, j) moved to position k
+                if first == list(range(n)):
+                    continue
+                then = [first.index(d) for d in order]
+                if len(_runs(then)) <= CORE_ML_MAX_RANK:
+                    return [first, then]
+    return None
+
+
+def _grouped_permutes(graph: "torch.fx.Graph", src: "torch.fx.Node", like: "torch.Tensor", sizes: list[int],
+                      steps: list[list[int]], split: bool = False) -> "torch.fx.Node":
+    """`src` (any shape holding `sizes` in order) permuted by each of `steps` in turn, every step a
+    reshape that merges its runs and a permute of the runs: each tensor of rank <= CORE_ML_MAX_RANK
+    (`split`: one step, whose output dim 0 stays on its own)."""
+    import torch
+
+    aten = torch.ops.aten
+    for order in steps:
+        runs = _runs(order, split)
+        by_input = sorted(runs)
+        shape = [int(torch.Size(sizes[r[0]:r[-1] + 1]).numel()) for r in by_input]
+        flat = graph.call_function(aten.reshape.default, (src, shape))
+        src = graph.call_function(aten.permute.default, (flat, [by_input.index(r) for r in runs]))
+        flat.meta["val"] = like.new_empty(shape)  # the rank _requantize_moves reads
+        src.meta["val"] = flat.meta["val"].permute([by_input.index(r) for r in runs])
+        sizes = [sizes[d] for d in order]
+    return src
 
 
 def _swapped(rank: int, a: int, b: int) -> list[int]:
@@ -259,7 +312,10 @@ def _requantize_moves(gm: "torch.fx.GraphModule") -> int:
         val = n.meta.get("val")
         if root is None or not isinstance(val, torch.Tensor) or val.dim() > CORE_ML_MAX_RANK:
             continue
-        readers = [u for u in n.users if u.target != qd.quantize_per_tensor.default]
+        # A quantize at other parameters is a reader too: coremltools' int_op_canonicalization turns
+        # dq(s1) → reshape → q(s2) into an int8 reshape whatever s2 is (the s1 values read at s2).
+        readers = [u for u in n.users if u.target != qd.quantize_per_tensor.default
+                   or tuple(u.args[1:6]) != tuple(root.args[1:6])]
         if not readers:
             continue
         with gm.graph.inserting_after(n):
