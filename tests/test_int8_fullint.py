@@ -411,3 +411,18 @@ def test_rotary_embedding_with_a_prefix_token_is_int8_in_every_format(tmp_path):
     assert res.exit_code == 0, res.output
     assert sorted(arts) == sorted(targets) and all(a["parity"]["passed"] for a in arts.values())
     assert {t: arts[t]["float_ops"]["count"] for t in targets} == dict.fromkeys(targets, 0)
+
+
+def test_a_two_operand_einsum_is_an_int8_batch_matmul_in_every_format(tmp_path):
+    """MViTv2's relative-position einsum ("bhwc,hkc->bhwk"): ONNX kept it a float Einsum and Core ML
+    float transposes and a matmul; as permutes, reshapes and one bmm every int8 file is full-integer."""
+    from edgeconv.cli import main
+
+    targets = ["tflite-int8", "onnx-int8", "coreml-w8a8"]
+    res = CliRunner().invoke(main, ["export", "--model", "tests.zoo:rel_pos_einsum", "--calib", "random",
+                                    "--calib-samples", "16", "--eval-samples", "8",
+                                    *[a for t in targets for a in ("-t", t)], "-o", str(tmp_path)])
+    arts = {a["target"]: a for a in json.loads((tmp_path / "edgeconv.json").read_text())["artifacts"]}
+    assert res.exit_code == 0, res.output
+    assert sorted(arts) == sorted(targets) and all(a["parity"]["passed"] for a in arts.values())
+    assert {t: arts[t]["float_ops"]["count"] for t in targets} == dict.fromkeys(targets, 0)
