@@ -4,8 +4,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from edgeconv.models import ModelSpec
 
@@ -606,3 +606,58 @@ class RelPosEinsum(nn.Module):
 
 def rel_pos_einsum() -> ModelSpec:
     return ModelSpec(module=RelPosEinsum().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),), name="rel-pos-einsum")
+
+
+class CosineAttentionBlock(nn.Module):
+    """One SwinV2 block on one window (timm swin_transformer_v2 WindowAttention, post-norm): cosine
+    attention (L2-normalised q and k), a learned logit scale clamped and exponentiated, the
+    continuous position bias MLP squashed by 16·sigmoid, and timm's dropouts (identities at eval)
+    after the softmax and the projection."""
+
+    def __init__(self, dim: int, heads: int, window: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.logit_scale = nn.Parameter(torch.log(10 * torch.ones(heads, 1, 1)))
+        self.cpb_mlp = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, heads, bias=False))
+        r = torch.arange(-(window - 1), window, dtype=torch.float32)
+        table = torch.stack(torch.meshgrid(r, r, indexing="ij"), -1) / (window - 1) * 8
+        self.register_buffer("coords", torch.sign(table) * torch.log2(table.abs() + 1) / math.log2(8))
+        ij = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+        rel = (ij[:, :, None] - ij[:, None, :]).permute(1, 2, 0) + (window - 1)
+        self.register_buffer("index", rel[..., 0] * (2 * window - 1) + rel[..., 1])
+        self.attn_drop, self.proj_drop = nn.Dropout(0.0), nn.Dropout(0.0)
+        self.proj = nn.Linear(dim, dim)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, t):
+        b, n, c = t.shape
+        q, k, v = self.qkv(t).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        attn = attn * torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
+        bias = self.cpb_mlp(self.coords).view(-1, self.heads)[self.index.view(-1)].view(n, n, -1)
+        attn = attn + 16 * torch.sigmoid(bias.permute(2, 0, 1).contiguous()).unsqueeze(0)
+        y = (self.attn_drop(attn.softmax(-1)) @ v).transpose(1, 2).reshape(b, n, c)
+        return t + self.norm(self.proj_drop(self.proj(y)))
+
+
+class CosineWindowAttention(nn.Module):
+    """Two SwinV2 blocks on a 4×4-token window (timm SwinV2 at 64²: stage 0's window is the whole
+    map): each block's softmax has the same size and fixed int8 scale (1/256), and the dropout after
+    it leaves an identity requantization the files elide."""
+
+    def __init__(self, dim: int = 16, heads: int = 2, window: int = 4) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.patch = nn.Conv2d(3, dim, 4, 4)
+        self.blocks = nn.Sequential(*[CosineAttentionBlock(dim, heads, window) for _ in range(2)])
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x):
+        t = self.patch(x).flatten(2).transpose(1, 2)  # [B, 16, C]: one window
+        return self.head(self.blocks(t).mean(1))
+
+
+def cosine_window_attention() -> ModelSpec:
+    return ModelSpec(module=CosineWindowAttention().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),),
+                     name="cosine-window-attention")
