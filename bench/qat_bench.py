@@ -45,17 +45,19 @@ def mobileone_digits():
                          *dwpw(128, 128, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10))
 
 
-def train_float(data, seed: int):
+def train_float(data, seed: int, model=None, epochs: int = EPOCHS, lr: float = 0.01, weight_decay: float = 0.0):
+    """Train `model` (default: the MobileOne-style digits net, built under `seed`) on labelled `data`:
+    AdamW with a one-cycle schedule, batch BATCH."""
     import torch
 
     torch.manual_seed(seed)
-    model = mobileone_digits()
+    model = mobileone_digits() if model is None else model
     x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
-    opt = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 0.01, total_steps=EPOCHS * ((len(x) + BATCH - 1) // BATCH))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * ((len(x) + BATCH - 1) // BATCH))
     gen = torch.Generator().manual_seed(seed)
     model.train()
-    for _ in range(EPOCHS):
+    for _ in range(epochs):
         for idx in torch.randperm(len(x), generator=gen).split(BATCH):
             loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad()

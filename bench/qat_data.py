@@ -15,7 +15,7 @@
 """
 from __future__ import annotations
 
-TRAIN_EPOCHS, BATCH, LR = 3, 32, 3e-3
+TRAIN_EPOCHS, LR = 3, 3e-3  # batch: bench/qat_bench.py BATCH
 
 
 def labelled_by_itself(name: str, side: int, n: int = 64, seed: int = 3):
@@ -40,28 +40,16 @@ def resnet10t_digits(seed: int = 0):
     """timm resnet10t (10 classes) trained on the demo's digits split (AdamW, one-cycle; 1–3 min here)."""
     import torch
 
+    from bench.qat_bench import train_float
     from bench.timm_env import import_timm
     from edgeconv.demo import heldout, training
     from edgeconv.demo.model import INPUT_SHAPE, MEAN, STD
     from edgeconv.models import ModelSpec
 
     timm = import_timm()
-    data = training()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = timm.create_model("resnet10t", pretrained=False, num_classes=10)
-        x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
-        steps = TRAIN_EPOCHS * ((len(x) + BATCH - 1) // BATCH)
-        opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=1e-4)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, LR, total_steps=steps)
-        gen = torch.Generator().manual_seed(seed)
-        model.train()
-        for _ in range(TRAIN_EPOCHS):
-            for idx in torch.randperm(len(x), generator=gen).split(BATCH):
-                loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
+        model = train_float(training(), seed, model, epochs=TRAIN_EPOCHS, lr=LR, weight_decay=1e-4)
     return ModelSpec(module=model.eval(), example_inputs=(torch.zeros(INPUT_SHAPE),), name="timm-resnet10t-digits",
                      mean=MEAN, std=STD, data=heldout, train_data=training)

@@ -42,32 +42,14 @@ def realistic(module, seed: int = 5) -> int:
 
 
 def measure(name: str, init: str) -> dict:
-    import torch
-
     from bench.timm_nets import timm_spec
-    from edgeconv import registrations
-    from edgeconv.calib.data import DataSet
-    from edgeconv.config import ExportOptions, QuantOptions
-    from edgeconv.context import Context
-    from edgeconv.graph import capture
-    from edgeconv.passes.manager import run_passes
-    from edgeconv.pipeline import quantize_steps
-    from edgeconv.quant.program import folded_simulation
+    from bench.vit_readout import sim_and_fp32
     from examples.zoo.images import batch
 
-    registrations.load()
     spec = timm_spec(name, SIZE)
     changed = realistic(spec.module) if init == "realistic" else 0
     x = batch(CALIB + EVAL, SIZE, SIZE, spec.mean, spec.std, seed=0).astype(np.float32)
-    ctx = Context(options=ExportOptions(quant=QuantOptions(samples=CALIB), eval_samples=EVAL), model=spec,
-                  calib=DataSet(x[:CALIB], None, "photos"))
-    graph = run_passes(capture(spec.module, spec.example_inputs), ctx, ("fold-conv-bn", "quantize", "cleanup"),
-                       quantize_steps(None))
-    sim = folded_simulation(graph)
-    with torch.no_grad():
-        held = torch.from_numpy(x[CALIB:])
-        ref = spec.module(held).numpy()
-        out = np.concatenate([sim(held[i:i + 1]).numpy() for i in range(EVAL)])
+    out, ref = sim_and_fp32(spec, x, CALIB)
     cos = float((out * ref).sum() / (np.linalg.norm(out) * np.linalg.norm(ref)))
     return {"init": init, "params_changed": changed,
             "sim_rel_l2_vs_fp32": float(np.linalg.norm(out - ref) / np.linalg.norm(ref)), "sim_cosine_vs_fp32": cos,

@@ -22,10 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SIZE, CALIB, EVAL = 64, 32, 16
 
 
-def measure(name: str, pool: str | None) -> dict:
+def sim_and_fp32(spec, x: np.ndarray, calib: int) -> tuple[np.ndarray, np.ndarray]:
+    """edgeconv's default int8 simulation of `spec` (min-max, per-channel weights) calibrated on
+    x[:calib], and the fp32 net, each on the held-out x[calib:]: (int8 outputs, fp32 outputs)."""
     import torch
 
-    from bench.timm_nets import timm_spec
     from edgeconv import registrations
     from edgeconv.calib.data import DataSet
     from edgeconv.config import ExportOptions, QuantOptions
@@ -34,20 +35,25 @@ def measure(name: str, pool: str | None) -> dict:
     from edgeconv.passes.manager import run_passes
     from edgeconv.pipeline import quantize_steps
     from edgeconv.quant.program import folded_simulation
-    from examples.zoo.images import batch
 
     registrations.load()
-    spec = timm_spec(name, SIZE, **({"global_pool": pool} if pool else {}))
-    x = batch(CALIB + EVAL, SIZE, SIZE, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), seed=0).astype(np.float32)
-    options = ExportOptions(quant=QuantOptions(samples=CALIB), eval_samples=EVAL)
-    ctx = Context(options=options, model=spec, calib=DataSet(x[:CALIB], None, "photos"))
+    options = ExportOptions(quant=QuantOptions(samples=calib), eval_samples=len(x) - calib)
+    ctx = Context(options=options, model=spec, calib=DataSet(x[:calib], None, "photos"))
     graph = run_passes(capture(spec.module, spec.example_inputs), ctx, ("fold-conv-bn", "quantize", "cleanup"),
                        quantize_steps(None))
     sim = folded_simulation(graph)
     with torch.no_grad():
-        held = torch.from_numpy(x[CALIB:])
-        ref = spec.module(held).numpy()
-        out = np.concatenate([sim(held[i:i + 1]).numpy() for i in range(EVAL)])
+        held = torch.from_numpy(x[calib:])
+        return np.concatenate([sim(held[i:i + 1]).numpy() for i in range(len(held))]), spec.module(held).numpy()
+
+
+def measure(name: str, pool: str | None) -> dict:
+    from bench.timm_nets import timm_spec
+    from examples.zoo.images import batch
+
+    spec = timm_spec(name, SIZE, **({"global_pool": pool} if pool else {}))
+    x = batch(CALIB + EVAL, SIZE, SIZE, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), seed=0).astype(np.float32)
+    out, ref = sim_and_fp32(spec, x, CALIB)
     return {"readout": pool or "class token", "sim_rel_l2_vs_fp32": float(np.linalg.norm(out - ref) / np.linalg.norm(ref)),
             "sim_top1_vs_fp32": float((out.argmax(1) == ref.argmax(1)).mean())}
 

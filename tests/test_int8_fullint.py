@@ -397,32 +397,27 @@ def test_a_uniform_bias_keeps_each_channels_scale(tmp_path):
     assert np.round(np.abs(out - sim) / scale).max() <= 1
 
 
-def test_rotary_embedding_with_a_prefix_token_is_int8_in_every_format(tmp_path):
-    """EVA's RoPE: sin/cos from a meshgrid fold to constants (a list-valued op's pieces fold too: 15
-    float ops in TFLite, a float Split in ONNX), and a no-op `.type_as` before the concatenation is
-    dropped (litert-torch refused the file: "violate the same scale constraint")."""
+def _full_integer_in_every_int8_format(tmp_path, ref: str) -> None:
+    """Export `ref` to the three int8 targets: every one exits 0, passes parity, has 0 float ops."""
     from edgeconv.cli import main
 
     targets = ["tflite-int8", "onnx-int8", "coreml-w8a8"]
-    res = CliRunner().invoke(main, ["export", "--model", "tests.zoo:rope_prefix", "--calib", "random",
-                                    "--calib-samples", "16", "--eval-samples", "8",
-                                    *[a for t in targets for a in ("-t", t)], "-o", str(tmp_path)])
+    res = CliRunner().invoke(main, ["export", "--model", ref, "--calib", "random", "--calib-samples", "16",
+                                    "--eval-samples", "8", *[a for t in targets for a in ("-t", t)], "-o", str(tmp_path)])
     arts = {a["target"]: a for a in json.loads((tmp_path / "edgeconv.json").read_text())["artifacts"]}
     assert res.exit_code == 0, res.output
     assert sorted(arts) == sorted(targets) and all(a["parity"]["passed"] for a in arts.values())
     assert {t: arts[t]["float_ops"]["count"] for t in targets} == dict.fromkeys(targets, 0)
+
+
+def test_rotary_embedding_with_a_prefix_token_is_int8_in_every_format(tmp_path):
+    """EVA's RoPE: sin/cos from a meshgrid fold to constants (a list-valued op's pieces fold too: 15
+    float ops in TFLite, a float Split in ONNX), and a no-op `.type_as` before the concatenation is
+    dropped (litert-torch refused the file: "violate the same scale constraint")."""
+    _full_integer_in_every_int8_format(tmp_path, "tests.zoo:rope_prefix")
 
 
 def test_a_two_operand_einsum_is_an_int8_batch_matmul_in_every_format(tmp_path):
     """MViTv2's relative-position einsum ("bhwc,hkc->bhwk"): ONNX kept it a float Einsum and Core ML
     float transposes and a matmul; as permutes, reshapes and one bmm every int8 file is full-integer."""
-    from edgeconv.cli import main
-
-    targets = ["tflite-int8", "onnx-int8", "coreml-w8a8"]
-    res = CliRunner().invoke(main, ["export", "--model", "tests.zoo:rel_pos_einsum", "--calib", "random",
-                                    "--calib-samples", "16", "--eval-samples", "8",
-                                    *[a for t in targets for a in ("-t", t)], "-o", str(tmp_path)])
-    arts = {a["target"]: a for a in json.loads((tmp_path / "edgeconv.json").read_text())["artifacts"]}
-    assert res.exit_code == 0, res.output
-    assert sorted(arts) == sorted(targets) and all(a["parity"]["passed"] for a in arts.values())
-    assert {t: arts[t]["float_ops"]["count"] for t in targets} == dict.fromkeys(targets, 0)
+    _full_integer_in_every_int8_format(tmp_path, "tests.zoo:rel_pos_einsum")

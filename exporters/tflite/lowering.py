@@ -53,11 +53,7 @@ def drop_expand(gm: Any) -> list[str]:
                 and n.args[0].target == dequant and tuple(n.args[0].args[1:]) == tuple(n.args[1:]):
             n.replace_all_uses_with(n.args[0].args[0])
             gm.graph.erase_node(n)
-    if done:
-        gm.graph.eliminate_dead_code()
-        gm.graph.lint()
-        gm.recompile()
-    return done
+    return _recompiled(gm, done)
 
 
 def _through_qdq(n: Any, quant: Any, dequant: Any) -> list[Any]:
@@ -151,11 +147,7 @@ def nearest_as_gather(gm: Any) -> list[str]:
         n.replace_all_uses_with(y)
         gm.graph.erase_node(n)
         done.append(n.name)
-    if done:
-        gm.graph.eliminate_dead_code()
-        gm.graph.lint()
-        gm.recompile()
-    return done
+    return _recompiled(gm, done)
 
 
 def _free_attr(gm: Any, base: str) -> str:
@@ -257,6 +249,11 @@ def uniform_biases_unsplat(gm: Any) -> list[str]:
         attr.meta.update({k: v for k, v in bias.meta.items() if k == "val"})
         n.args = (*n.args[:2], attr, *n.args[3:])
         done.append(n.name)
+    return _recompiled(gm, done)
+
+
+def _recompiled(gm: Any, done: list[str]) -> list[str]:
+    """After a rewrite changed `done` nodes: dead nodes dropped, the graph checked and recompiled."""
     if done:
         gm.graph.eliminate_dead_code()
         gm.graph.lint()
