@@ -7,7 +7,10 @@ captures it at side², e.g. `bench.timm_nets:resnet18@64` for the catalog bench;
 side² as built by default — ViT-style, position embeddings sized for 224² — is built with `img_size=side`).
 Pretrained weights are not reachable offline: the net is random-init (seeded), and like the zoo (examples/zoo/_common.py
 `build`) its norms get realistic affine parameters and its BatchNorm running statistics are set
-from real photos — without them a deep random net's activations explode or vanish.
+from real photos — without them a deep random net's activations explode or vanish. A linear or
+conv layer timm initialises to all zeros (the classifier head of Hiera, gMLP, Sequencer: a
+training-start choice) gets PyTorch's default init instead: at zero the net's output is one constant
+for every input, and no end-to-end comparison can tell a right file from a wrong one.
 """
 from __future__ import annotations
 
@@ -23,7 +26,19 @@ def timm_spec(name: str, size: int = SIZE, **kwargs: Any):
     timm = import_timm()
     if "img_size" not in kwargs and not _runs_at(timm, name, size):
         kwargs["img_size"] = size  # ViT-style: position embeddings / windows sized for `size` (as the catalog checked)
-    return build(lambda: timm.create_model(name, pretrained=False, **kwargs), f"timm-{name}-{size}", size)
+    return build(lambda: _no_zero_layers(timm.create_model(name, pretrained=False, **kwargs)), f"timm-{name}-{size}", size)
+
+
+def _no_zero_layers(model: Any) -> Any:
+    """Every Linear / Conv whose weight is all zeros re-initialised by its own reset_parameters()."""
+    import torch
+
+    for m in model.modules():
+        w = getattr(m, "weight", None)
+        if isinstance(m, (torch.nn.Linear, torch.nn.modules.conv._ConvNd)) and w is not None \
+                and not bool(w.detach().any()):
+            m.reset_parameters()
+    return model
 
 
 def _runs_at(timm, name: str, size: int) -> bool:

@@ -181,6 +181,10 @@ def diff(out: np.ndarray, ref: np.ndarray, reference: str, tol: Tolerance,
     v = _Verdict()
     if not np.isfinite(out).all():
         v.fails.append("the artifact's output has NaN/inf")
+    elif rng == 0:  # every value equal: a file computing anything else that also lands there would pass
+        v.fails.append(f"the reference output is one constant ({float(ref.flat[0]):.4g} everywhere) on these "
+                       "samples: nothing to compare end to end — give the model weights whose output "
+                       "depends on its input (a zero-initialized head, e.g.)")
     elif reference == SIM:
         _vs_sim(v, out, ref, max_abs, cos, tol, out_quant, sim)
     else:

@@ -259,3 +259,15 @@ def test_top1_floor_accounts_for_the_sample_count(n, agree, passes):
     d = parity.diff(out, ref, "torch-fp32", INT8_TOLERANCE)
     assert d.decisive_samples == n and d.top1_agreement_decisive == pytest.approx(agree / n)
     assert ("top-1 agreement" not in d.reason) == passes, d.reason
+
+
+@pytest.mark.parametrize("tol, reference", [(FLOAT_TOLERANCE, "torch-fp32"), (INT8_TOLERANCE, parity.SIM)])
+def test_a_constant_reference_is_no_comparison(tol, reference):
+    """A net whose output is one value for every input (timm's zero-initialized heads at random init):
+    an artifact equal to it proves nothing end to end, so the check fails and says why."""
+    ref = np.zeros((8, 10), np.float32)
+    qp = QuantParams("int8", (0.1,), (0,)) if reference == parity.SIM else None
+    d = parity.diff(ref.copy(), ref, reference, tol, qp)
+    assert not d.passed and "one constant (0 everywhere)" in d.reason
+    varied = np.random.default_rng(0).normal(size=(8, 10)).astype(np.float32)
+    assert parity.diff(varied.copy(), varied, reference, tol, qp).passed
