@@ -7,7 +7,6 @@ int8 kernel for, with the same values in float. Each rewrite shows its before/af
   layer_norm_to_primitives  LayerNorm / GroupNorm(1) → MEAN, SUB, MUL, RSQRT, ADD
   variance_to_primitives    var (timm SimpleNorm's) → MEAN, SUB, MUL
   sdpa_to_primitives        fused attention → MUL, BATCH_MATMUL, SOFTMAX, BATCH_MATMUL
-  einsum_to_bmm             a two-operand einsum → transposes, reshapes, BATCH_MATMUL
   fold_constants            input-independent values (positional encodings) → stored constants
   unbind_to_select          unbind → one select per piece
   roll_to_slices            roll → two slices and a concat per rolled dim
@@ -313,68 +312,6 @@ def sdpa_to_primitives(gm: GraphModule) -> list[str]:
         ins.finish(out)
         done.append(n.name)
     return done
-
-
-def einsum_to_bmm(gm: GraphModule) -> list[str]:
-    """A two-operand einsum → each operand permuted and reshaped to [batch, rows, contracted] and
-    [batch, contracted, cols], one bmm, reshaped and permuted to the output (MViTv2's and SAM's
-    relative-position terms, "byhwc,hkc->byhwk"). No format has an int8 einsum: ONNX kept Einsum
-    float, Core ML wrote it as float transposes and a matmul. Indices are classed as in both
-    operands and the output (batch), in both but not the output (contracted), or in one operand and
-    the output; an index summed within one operand, a repeated index or an ellipsis: left as it is.
-
-        before: y = einsum("byhwc,hkc->byhwk", q, r)                q: [B, Y, H, W, C]; r: [H, K, C]
-        after:  y = permute(reshape(bmm(reshape(permute(q, [2, 0, 1, 3, 4]), [H, B*Y*W, C]),
-                                        permute(r, [0, 2, 1])), [H, B, Y, W, K]), [1, 2, 0, 3, 4])"""
-    acts = activations(gm)
-    done = []
-    for n in list(gm.graph.nodes):
-        if n.op != "call_function" or n not in acts or n.target not in _targets(aten.einsum):
-            continue
-        plan = _einsum_plan(n)
-        if plan is None:
-            continue
-        (a, b), (pa, pb, po), (nb, nl, nc, nr), mid = plan
-        ins = _Inserter(gm, n)
-        with gm.graph.inserting_before(n):
-            x = ins.call(aten.reshape.default, ins.call(aten.permute.default, a, pa), [nb, nl, nc])
-            w = ins.call(aten.reshape.default, ins.call(aten.permute.default, b, pb), [nb, nc, nr])
-            y = ins.call(aten.permute.default, ins.call(aten.reshape.default, ins.call(aten.bmm.default, x, w), mid),
-                         po)
-        ins.finish(y)
-        done.append(n.name)
-    return done
-
-
-def _einsum_plan(n: Node) -> tuple | None:
-    """(operands, (perm a, perm b, perm out), (batch, rows, contracted, cols) sizes, the bmm result's
-    shape before the output permute), or None where the equation is not a plain contraction."""
-    eq, ops = n.args[0], n.args[1] if len(n.args) > 1 else ()
-    if not isinstance(eq, str) or "..." in eq or "->" not in eq or len(ops) != 2 \
-            or not all(isinstance(o, Node) and _is_float(o) for o in ops):
-        return None
-    lhs, out = eq.replace(" ", "").split("->")
-    terms = lhs.split(",")
-    shapes = [getattr(o.meta.get("val"), "shape", None) for o in ops]
-    if len(terms) != 2 or any(s is None or len(s) != len(t) or not all(isinstance(v, int) for v in s)
-                              for s, t in zip(shapes, terms)) \
-            or any(len(set(t)) != len(t) for t in (*terms, out)):
-        return None
-    ta, tb = terms
-    size = {i: v for t, s in zip(terms, shapes) for i, v in zip(t, s)}
-    if any(size[i] != v for t, s in zip(terms, shapes) for i, v in zip(t, s)) \
-            or any(i not in size for i in out) or any(i not in out and i not in (tb if t == ta else ta)
-                                                       for t in terms for i in t):
-        return None  # a broadcast size, an output index from nowhere, or an index summed in one operand
-    batch = [i for i in out if i in ta and i in tb]
-    left, right = [i for i in out if i in ta and i not in tb], [i for i in out if i in tb and i not in ta]
-    contracted = [i for i in ta if i in tb and i not in out]
-    prod = lambda idx: math.prod(size[i] for i in idx)  # noqa: E731
-    pa = [ta.index(i) for i in batch + left + contracted]
-    pb = [tb.index(i) for i in batch + contracted + right]
-    order = batch + left + right
-    return (tuple(ops), (pa, pb, [order.index(i) for i in out]),
-            (prod(batch), prod(left), prod(contracted), prod(right)), [size[i] for i in order])
 
 
 def unbind_to_select(gm: GraphModule) -> list[str]:
@@ -1020,7 +957,7 @@ def drop_noop_casts(gm: GraphModule) -> list[str]:
 REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (drop_noop_casts, fold_constants, batch_norm_to_depthwise,
                                                               hardsigmoid_to_relu6,
                                                               layer_norm_to_primitives, variance_to_primitives,
-                                                              sdpa_to_primitives, einsum_to_bmm,
+                                                              sdpa_to_primitives,
                                                               unbind_to_select, unfold_fold_to_convs,
                                                               softmax_to_last_axis, roll_to_slices, stack_to_cat,
                                                               repeat_interleave_to_expand,

@@ -415,9 +415,3 @@ def test_rotary_embedding_with_a_prefix_token_is_int8_in_every_format(tmp_path):
     float ops in TFLite, a float Split in ONNX), and a no-op `.type_as` before the concatenation is
     dropped (litert-torch refused the file: "violate the same scale constraint")."""
     _full_integer_in_every_int8_format(tmp_path, "tests.zoo:rope_prefix")
-
-
-def test_a_two_operand_einsum_is_an_int8_batch_matmul_in_every_format(tmp_path):
-    """MViTv2's relative-position einsum ("bhwc,hkc->bhwk"): ONNX kept it a float Einsum and Core ML
-    float transposes and a matmul; as permutes, reshapes and one bmm every int8 file is full-integer."""
-    _full_integer_in_every_int8_format(tmp_path, "tests.zoo:rel_pos_einsum")

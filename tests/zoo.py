@@ -575,39 +575,6 @@ def rope_prefix() -> ModelSpec:
     return ModelSpec(module=RopePrefix().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),), name="rope-prefix")
 
 
-class RelPosEinsum(nn.Module):
-    """MViTv2's / SAM's decomposed relative position: the query contracted with a table gathered by
-    position offsets (`einsum("bhwc,hkc->bhwk")`, and along w), added to the attention logits."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.patch = nn.Conv2d(3, 16, 4, 4)
-        self.q = nn.Linear(16, 16)
-        self.k = nn.Linear(16, 16)
-        self.rel_h = nn.Parameter(torch.randn(7, 16) * 0.3)
-        self.rel_w = nn.Parameter(torch.randn(7, 16) * 0.3)
-        self.head = nn.Linear(16, 10)
-
-    def forward(self, x):
-        t = self.patch(x)  # [B, 16, 4, 4]
-        b, c, h, w = t.shape
-        tok = t.flatten(2).transpose(1, 2)
-        q, k = self.q(tok), self.k(tok)
-        pos = torch.arange(h)
-        dist = pos[:, None] - pos[None, :] + h - 1
-        r_q = q.reshape(b, h, w, c)
-        rh = torch.einsum("bhwc,hkc->bhwk", r_q, self.rel_h[dist])
-        rw = torch.einsum("bhwc,wkc->bhwk", r_q, self.rel_w[dist])
-        attn = (q @ k.transpose(-2, -1)).reshape(b, h, w, h, w) + rh[..., :, None] + rw[..., None, :]
-        attn = attn.reshape(b, h * w, h * w).softmax(-1)
-        return self.head((attn @ tok).mean(1))
-
-
-def rel_pos_einsum() -> ModelSpec:
-    return ModelSpec(module=RelPosEinsum().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),), name="rel-pos-einsum")
-
-
 class CosineAttentionBlock(nn.Module):
     """One SwinV2 block on one window (timm swin_transformer_v2 WindowAttention, post-norm): cosine
     attention (L2-normalised q and k), a learned logit scale clamped and exponentiated, the
