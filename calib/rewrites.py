@@ -17,7 +17,7 @@ int8 kernel for, with the same values in float. Each rewrite shows its before/af
   silu_to_sigmoid_mul       SiLU → LOGISTIC, MUL
   scalars_to_constants      a number operand of ADD/SUB/MUL → an int8 constant
   merge_duplicates          the same op on the same inputs → one node
-  drop_noop_casts           a cast to the dtype a tensor already has (`.type_as`, `.float()`) → nothing
+  drop_noop_casts           (run first) a cast to the dtype a tensor already has (`.type_as`) → nothing
 """
 from __future__ import annotations
 

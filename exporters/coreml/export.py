@@ -30,7 +30,7 @@ import numpy as np
 from edgeconv.errors import UserError
 from edgeconv.exporters.base import FLOAT_PASSES, INT8_PASSES, ExportInfo, Target, input_names, output_names
 from edgeconv.exporters.coreml.coremltools_import import import_coremltools, quiet as _quiet
-from edgeconv.exporters.coreml.rank import lower_rank_regions
+from edgeconv.exporters.coreml.rank import lower_rank_regions, op_name
 from edgeconv.exporters.coreml.read import WEIGHT_OPS, activation_quant, constexpr_quant, float_ops
 from edgeconv.exporters.coreml.runtime import ENGINE_MIL_EVAL, ENGINE_PREDICT
 from edgeconv.parity import FLOAT_TOLERANCE, FP16_TOLERANCE, INT8_MAX_REL_L2, Tolerance
@@ -115,8 +115,7 @@ def _is_move(n: Any) -> bool:
 
     if getattr(n, "target", None) is operator.getitem:  # a piece of an unbind
         return _is_move(n.args[0])
-    name = str(getattr(n, "target", "")).split(".")  # aten.permute.default
-    return getattr(n, "op", None) == "call_function" and len(name) > 1 and name[1] in _MOVES
+    return op_name(n) in _MOVES
 
 
 def _lower_rank_moves(gm: "torch.fx.GraphModule") -> int:

@@ -39,7 +39,7 @@ _SPLITS = ("unbind", "select")
 _CUT = ("cut",)
 
 
-def _op(n: Any) -> str:
+def op_name(n: Any) -> str:
     """aten.add.Tensor → add; quantized_decomposed.quantize_per_tensor.default → quantize_per_tensor."""
     parts = str(getattr(n, "target", "")).split(".")
     return parts[1] if getattr(n, "op", None) == "call_function" and len(parts) > 1 else ""
@@ -102,7 +102,7 @@ def _constrain(n: "torch.fx.Node", high: set, pairs: _Pairs) -> bool:
     """Record what the op making `n` (rank > 5) needs; False for an op this cannot rewrite."""
     import torch
 
-    op, rank, shape = _op(n), _val(n).dim(), tuple(_val(n).shape)
+    op, rank, shape = op_name(n), _val(n).dim(), tuple(_val(n).shape)
     x = n.args[0] if n.args else None
     if op in _RESHAPES:
         return True  # reads its input in order and makes any shape: nothing asked of either
@@ -148,7 +148,7 @@ def _constrain(n: "torch.fx.Node", high: set, pairs: _Pairs) -> bool:
 
 def _reader_ok(u: "torch.fx.Node", n: "torch.fx.Node", pairs: _Pairs) -> bool:
     """Record what `u` (rank <= 5, reading `n` of rank > 5) needs; False where it cannot be rewritten."""
-    op, rank = _op(u), _val(n).dim()
+    op, rank = op_name(u), _val(n).dim()
     if u.args[0] is not n or any(a is n for a in u.args[1:]):
         return False
     if op in _RESHAPES:
@@ -206,7 +206,7 @@ def _rewrite(graph: "torch.fx.Graph", n: "torch.fx.Node", high: set, pairs: _Pai
     import torch
 
     aten = torch.ops.aten
-    op, val = _op(n), _val(n)
+    op, val = op_name(n), _val(n)
     groups = pairs.groups(n)
     shape = _merged(tuple(val.shape), groups)
     with graph.inserting_before(n):
@@ -241,7 +241,7 @@ def _rewrite(graph: "torch.fx.Graph", n: "torch.fx.Node", high: set, pairs: _Pai
 
 
 def _full_perm(n: "torch.fx.Node", rank: int) -> list[int]:
-    if _op(n) == "permute":
+    if op_name(n) == "permute":
         return [int(d) % rank for d in n.args[1]]
     perm = list(range(rank))
     a, b = (int(d) % rank for d in n.args[1:3])
@@ -254,7 +254,7 @@ def _reread(graph: "torch.fx.Graph", u: "torch.fx.Node", n: "torch.fx.Node", m: 
     import torch
 
     aten = torch.ops.aten
-    op, groups = _op(u), pairs.groups(n)
+    op, groups = op_name(u), pairs.groups(n)
 
     def index(d: int) -> int:
         return next(k for k, g in enumerate(groups) if d % _val(n).dim() in g)
