@@ -242,6 +242,46 @@ def test_a_dropouts_identity_requantization_is_a_copy_of_its_softmax_not_the_nex
     assert pairs == [("x0", "T0"), ("softmax", "T1"), (ours[2].name, None), ("x1", "T3"), ("softmax_1", "T4")]
 
 
+def test_a_pad_is_a_copy_that_moves_its_sources_integers_and_fills_the_border_with_the_zero_point():
+    """timm's patch merging pads the map to even sides (`F.pad(x, (0, 0, 0, W % 2, 0, H % 2))`): a pad
+    by nothing on an even map, which the files elide. Taken for a tensor of its own, timm Swin-T's was
+    paired with the file's next 6-D view (other integers at the same scale) and isolation fed it the
+    block before's output: 4 steps at layers.1.downsample on a faithful TFLite file. A pad is a copy
+    of its source (border at the zero point), covered by its source where the file has none."""
+    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401 — registers quantized_decomposed
+
+    from edgeconv.quant.divergence import FILL, torch_tensors
+
+    qd = torch.ops.quantized_decomposed
+    q, dq = qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default
+
+    def qdq(v, scale, zp):
+        return dq(q(v, scale, zp, -128, 127, torch.int8), scale, zp, -128, 127, torch.int8)
+
+    def f(x):
+        a = qdq(x, 0.05, 3)
+        even = qdq(torch.ops.aten.pad.default(a, [0, 0, 0, 0, 0, 0]), 0.05, 3)
+        odd = qdq(torch.ops.aten.pad.default(a, [0, 0, 0, 1, 0, 1]), 0.05, 3)
+        six = qdq(torch.ops.aten.permute.default(even.reshape(1, 2, 2, 2, 2, 4), [0, 1, 3, 2, 4, 5]), 0.05, 3)
+        return even, odd, six
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(0, 2, (2, 4, 4, 4)).astype(np.float32),)  # two samples of a 4×4 map, 4 channels
+    ours = torch_tensors(None, x, torch.fx.symbolic_trace(f))
+    src, even, odd, six = ours
+    assert even.copy_of == src.qnode and np.array_equal(even.moves, np.arange(64).reshape(1, 4, 4, 4))
+    assert odd.copy_of == src.qnode and odd.values.shape == (2, 5, 5, 4)
+    assert int((odd.moves == FILL).sum()) == 9 * 4 and set(odd.values[:, 4].ravel()) == {3}  # border: zero point
+    # the file keeps the source and the 6-D relayout, elides both pads
+    file = [QTensor("A", 0.05, 3, src.values.copy()), QTensor("SIX", 0.05, 3, six.values.copy())]
+    pairs = [(t.name, a.name if a else None) for t, a in match(ours, file)]
+    assert pairs == [(src.name, "A"), (even.name, None), (odd.name, None), (six.name, "SIX")]
+    # a file that keeps the padded tensor has it paired, border and all
+    file.insert(1, QTensor("PAD", 0.05, 3, odd.values.copy()))
+    pairs = [(t.name, a.name if a else None) for t, a in match(ours, file)]
+    assert pairs == [(src.name, "A"), (even.name, None), (odd.name, "PAD"), (six.name, "SIX")]
+
+
 def test_swinv2_cosine_attention_is_judged_layer_by_layer_in_core_ml(tmp_path):
     """Two SwinV2 blocks (cosine attention, clamped and exponentiated logit scale, the position-bias
     MLP through 16·sigmoid, dropouts after the softmax and the projection) in Core ML's MIL

@@ -129,6 +129,14 @@ def torch_tensors(graph: "Graph", x: "Batch", gm: Any = None) -> list[QTensor]:
 # same scale and zero point holds the same integers in another order.
 LAYOUT_OPS = ("view", "reshape", "flatten", "squeeze", "unsqueeze", "permute", "transpose", "_unsafe_view",
               "clone", "contiguous", "expand")
+# Pads move values too, filling the border: with the zero point (0.0) for a constant pad, with
+# values of the tensor for reflect / replicate. A pad by nothing (timm's patch merging of an even
+# map, `F.pad(x, (0, 0, 0, H % 2, 0, W % 2))`) is an identity the files elide: taken for a tensor of
+# its own, Swin-T's was paired with the file's 6-D view of the next reshape and then fed the block
+# before's output (tflite-int8: 4 steps at layers.1.downsample on a faithful file).
+PAD_OPS = ("pad", "constant_pad_nd")
+# Where a pad's replayed map marks a border value: the copy holds the zero point there.
+FILL = -1
 
 
 def _copy_of(q: Any) -> tuple[str, Any]:
@@ -141,8 +149,7 @@ def _copy_of(q: Any) -> tuple[str, Any]:
     name = str(getattr(src, "target", ""))
     if is_dq(src):
         dq, op = src, None
-    elif getattr(src, "op", None) == "call_function" and any(f"aten.{op}." in name or name.endswith(f".{op}")
-                                                             for op in LAYOUT_OPS):
+    elif getattr(src, "op", None) == "call_function" and (_named(name, LAYOUT_OPS) or _zero_fill_pad(src, name)):
         dq, op = (src.args[0] if src.args else None), src
     else:
         return "", None
@@ -151,6 +158,30 @@ def _copy_of(q: Any) -> tuple[str, Any]:
     before = dq.args[0]
     same = (float(before.args[1]), int(before.args[2])) == (float(q.args[1]), int(q.args[2]))
     return (before.name, op) if same else ("", None)
+
+
+def _named(target: str, ops: tuple[str, ...]) -> bool:
+    return any(f"aten.{op}." in target or target.endswith(f".{op}") for op in ops)
+
+
+def _zero_fill_pad(node: Any, target: str) -> bool:
+    """A pad whose border, if any, holds 0.0 (the zero point) or values of the tensor itself."""
+    if not _named(target, PAD_OPS):
+        return False
+    if "constant_pad_nd" in target:
+        value = node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0.0)
+        return not value
+    mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
+    value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value")
+    return mode != "constant" or not value
+
+
+def _replay(op: Any, idx: Any) -> Any:
+    """The layout op applied to an index tensor; a constant pad fills its border with FILL."""
+    if not _named(str(op.target), PAD_OPS) or (len(op.args) > 2 and op.args[2] != "constant") \
+            or op.kwargs.get("mode", "constant") != "constant":
+        return op.target(idx, *op.args[1:], **op.kwargs)
+    return op.target(idx - FILL, op.args[1]) + FILL  # indices shifted off 0, the border at 0, shifted back
 
 
 def _moves(op: Any, before: list[np.ndarray] | None, rows: list[np.ndarray]) -> np.ndarray | None:
@@ -169,7 +200,7 @@ def _moves(op: Any, before: list[np.ndarray] | None, rows: list[np.ndarray]) -> 
         if computed:
             return None
         try:
-            idx = op.target(idx, *op.args[1:], **op.kwargs)
+            idx = _replay(op, idx)
         except Exception:  # noqa: BLE001 — an op that does not take integers: no map, the weaker check stays
             return None
     out = np.asarray(idx)
@@ -315,7 +346,10 @@ def _moved(q: QTensor, src: QTensor | None, art_src: QTensor) -> np.ndarray | No
     aligned = _align(src.values, art_src.values)
     if aligned is None or int(q.moves.max()) >= per:
         return None
-    return aligned.reshape(n, per)[:, q.moves.reshape(-1)].reshape(q.values.shape).astype(np.int64)
+    moves = q.moves.reshape(-1)
+    out = aligned.reshape(n, per)[:, np.maximum(moves, 0)].astype(np.int64)
+    out[:, moves == FILL] = q.zero_point  # a constant pad's border: 0.0
+    return out.reshape(q.values.shape)
 
 
 def _holds_values_of(b: QTensor, a: QTensor) -> bool:
