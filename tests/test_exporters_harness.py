@@ -53,3 +53,12 @@ def test_parity_ok_fails_when_the_artifact_computes_something_else():
             p.neg_()
     with pytest.raises(AssertionError, match="parity failed"):
         case.parity_ok()
+
+
+def test_every_int8_target_holds_the_int8_program_to_the_same_fp32_floors():
+    """The floors against fp32 judge the int8 program, and every int8 target writes the same one; only
+    how far a file may stand from that program is the format's (Core ML's float arithmetic: 1.5 steps)."""
+    floors = {name: (t.tolerance.vs_fp32_min_cosine, t.tolerance.min_top1_agreement, t.tolerance.decisive_margin)
+              for name in TARGETS.names() if (t := TARGETS.get(name)).quantized and t.tolerance.vs_sim_max_steps}
+    assert {"onnx-int8", "tflite-int8", "coreml-w8a8"} <= set(floors), floors
+    assert len(set(floors.values())) == 1, floors

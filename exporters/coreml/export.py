@@ -19,6 +19,7 @@ On Linux the artifacts are run by edgeconv's MIL evaluator (mil/, numpy); on mac
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 import shutil
 import tempfile
@@ -33,7 +34,7 @@ from edgeconv.exporters.coreml.coremltools_import import import_coremltools, qui
 from edgeconv.exporters.coreml.rank import lower_rank_regions, op_name
 from edgeconv.exporters.coreml.read import WEIGHT_OPS, activation_quant, constexpr_quant, float_ops
 from edgeconv.exporters.coreml.runtime import ENGINE_MIL_EVAL, ENGINE_PREDICT
-from edgeconv.parity import FLOAT_TOLERANCE, FP16_TOLERANCE, INT8_MAX_REL_L2, Tolerance
+from edgeconv.parity import FLOAT_TOLERANCE, FP16_TOLERANCE, INT8_TOLERANCE
 from edgeconv.registry import FORMATS, TARGETS
 from edgeconv.results import QuantParams
 
@@ -717,7 +718,9 @@ class CoreMLW8A8(CoreMLTarget):
     name = "coreml-w8a8"
     quantized = True
     passes = INT8_PASSES
-    # Float arithmetic like the torch simulation: at most one rounding flip (plus float slack).
-    tolerance = Tolerance(vs_sim_max_steps=1.5, vs_fp32_min_cosine=0.98, min_top1_agreement=0.9,
-                          vs_sim_max_rel_quant_error=1.0, vs_sim_max_rel_l2=INT8_MAX_REL_L2, layer_max_steps=1.0)
+    # Float arithmetic like the torch simulation: at most one rounding flip (plus float slack). The
+    # fp32 floors judge the int8 program, which is the same in every format: the same floors as the
+    # other int8 targets (a stricter 0.98 cosine failed Core ML files of programs that ONNX and TFLite
+    # files of the very same program passed).
+    tolerance = dataclasses.replace(INT8_TOLERANCE, vs_sim_max_steps=1.5)
     description = "CoreML mlprogram, int8 weights and activations with edgeconv's PT2E scales"
