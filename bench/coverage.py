@@ -30,7 +30,8 @@ the catalog's small input size) keeps one JSON per net in --cache (bench/results
 a net already there is not run again unless --fresh, so a long run can stop and resume, and shards
 run on several machines merge by copying their cache folders together. The summary
 (bench/results/coverage-timm.json, docs/coverage-timm.md) is rebuilt from every cached net after
-each one (`--limit 0` only rebuilds it).
+each one (`--limit 0` only rebuilds it). A run of some targets of a cached net (`--targets coreml-w8a8
+--fresh --nets densenet`) replaces those cells and keeps the others (`reruns` says which ran when).
 """
 from __future__ import annotations
 
@@ -411,6 +412,22 @@ def cached(cache: Path, module: str, targets: list[str], model: str = "") -> dic
     return res if all(t in res.get("targets", {}) for t in targets) else None
 
 
+def merged(old: dict | None, new: dict) -> dict:
+    """`new` (a run of some targets) over the cached result `old` of the same net: cells of targets not
+    run this time stay, and the net's wall time stays that of its run of every target."""
+    if old is None or not set(new["targets"]) < set(old.get("targets", {})):
+        return new
+    rerun = {"targets": sorted(new["targets"]), "wall_s": new["wall_s"], "runs": new["runs"],
+             "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    return {**old, "targets": {**old["targets"], **new["targets"]}, "rounding": new.get("rounding") or old.get("rounding"),
+            "reruns": [*old.get("reruns", []), rerun]}
+
+
+def faithful(c: dict | None) -> bool:
+    """The artifact is as the int8 program (or fp32 net) says: it passed, or only its fp32 floors failed."""
+    return c is not None and (c["status"] == "pass" or fail_cause(c) == "fp32 floors only")
+
+
 def share(k: int, n: int) -> str:
     return f"{k}/{n} ({100 * k / n:.0f} %)" if n else "0/0"
 
@@ -445,7 +462,8 @@ def catalog_summary(entries: list, cache: Path, targets: list[str]) -> dict:
     per_target = {}
     for t in targets:
         cells = [n["targets"].get(t) for n in nets.values() if n["targets"].get(t)]
-        entry = {"run": len(cells), "pass": sum(c["status"] == "pass" for c in cells), "fail_causes": {}}
+        entry = {"run": len(cells), "pass": sum(c["status"] == "pass" for c in cells),
+                 "faithful": sum(faithful(c) for c in cells), "fail_causes": {}}
         for c in cells:
             if c["status"] != "pass":
                 cause = fail_cause(c)
@@ -456,6 +474,7 @@ def catalog_summary(entries: list, cache: Path, targets: list[str]) -> dict:
             entry["float_ops_zero"] = sum(o["float_ops"] == 0 for o in read)
         per_target[t] = entry
     all_pass = [m for m, n in nets.items() if all((n["targets"].get(t) or {}).get("status") == "pass" for t in targets)]
+    all_faithful = [m for m, n in nets.items() if all(faithful(n["targets"].get(t)) for t in targets)]
     walls = [n["wall_s"] for n in nets.values() if n.get("wall_s")]
     by_size: dict[int, list[float]] = {}
     for n in nets.values():
@@ -465,7 +484,7 @@ def catalog_summary(entries: list, cache: Path, targets: list[str]) -> dict:
     for e in entries:
         if not e.skipped:
             runnable_by_size[e.size] = runnable_by_size.get(e.size, 0) + 1
-    return {"nets": nets, "per_target": per_target, "all_targets_pass": all_pass,
+    return {"nets": nets, "per_target": per_target, "all_targets_pass": all_pass, "all_targets_faithful": all_faithful,
             "skipped": {e.module: e.skipped for e in entries if e.skipped},
             "wall_s": {"nets": len(walls), "total": round(sum(walls), 1),
                        "mean": round(sum(walls) / len(walls), 1) if walls else None,
@@ -490,7 +509,9 @@ def rounding_lines(nets: dict, targets: list[str]) -> list[str]:
         (n["targets"].get(t) or {}).get("status") == "pass" for t in int8)]
     if not floors or not clean:
         return []
-    med = (lambda group: statistics.median(sens(n) for n in group))
+    def med(group: list) -> float:
+        return statistics.median(sens(n) for n in group)
+
     return [(f"Nets with an int8 cell failing only the fp32 floors ({len(floors)}): the fp32 net fed only its "
              f"input rounded to int8 moves by a median rel-L2 of {med(floors):.3f}; nets whose int8 cells all "
              f"pass ({len(clean)}): {med(clean):.3f} (bench/rounding.py). A net that the rounding of its input "
@@ -522,14 +543,16 @@ def write_catalog_markdown(data: dict, path: Path) -> None:
              "differs from the torch int8 simulation end to end or in a layer alone (an exporter's fault); *fp32 "
              "floors only* = only the checks against fp32 failed while the artifact matches the simulation (the int8 "
              "program itself is far from fp32: int8 quality of a random-init net); *no artifact* = refused / crash "
-             "/ timeout; *other* = any other check."), "",
-             "| target | pass | float ops = 0 (int8 files read) | failures by kind |", "|---|---|---|---|"]
+             "/ timeout; *other* = any other check. *Faithful* = the exporter's share: the artifact passed, or only "
+             "its fp32 floors failed (it is the int8 program; the program is far from fp32)."), "",
+             "| target | pass | faithful | float ops = 0 (int8 files read) | failures by kind |", "|---|---|---|---|---|"]
     for t in targets:
         pt = s["per_target"][t]
         fl = share(pt["float_ops_zero"], pt["artifacts_read"]) if "artifacts_read" in pt else ""
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(pt["fail_causes"].items())) or "—"
-        lines.append(f"| `{t}` | {share(pt['pass'], pt['run'])} | {fl} | {kinds} |")
-    lines += ["", f"All {len(targets)} targets pass: {share(len(s['all_targets_pass']), len(nets))}.", ""]
+        lines.append(f"| `{t}` | {share(pt['pass'], pt['run'])} | {share(pt['faithful'], pt['run'])} | {fl} | {kinds} |")
+    lines += ["", f"All {len(targets)} targets pass: {share(len(s['all_targets_pass']), len(nets))}; all "
+              f"{len(targets)} faithful: {share(len(s['all_targets_faithful']), len(nets))}.", ""]
     lines += rounding_lines(nets, targets)
     w = s["wall_s"]
     if w["nets"]:
@@ -745,6 +768,7 @@ def main(argv: list[str] | None = None) -> int:
             res.update(task=fam.task, paper=fam.paper, watch=fam.watch)
         with lock:
             if catalog:
+                res = merged(cached(args.cache, name, [], nets[name].model), res)
                 args.cache.mkdir(parents=True, exist_ok=True)
                 (args.cache / f"{name}.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
             else:

@@ -105,10 +105,10 @@ def test_summary_counts_pass_and_float_op_free_shares_over_cached_nets(tmp_path)
     (tmp_path / "b.json").write_text(json.dumps(net(entries[1], "pass", "fail", 3)))  # c: not run yet
     s = catalog_summary(entries, tmp_path, ["onnx", "tflite-int8"])
     assert list(s["nets"]) == ["a", "b"] and s["skipped"] == {"z": "too big"}
-    assert s["per_target"]["onnx"] == {"run": 2, "pass": 2, "fail_causes": {}}
-    assert s["per_target"]["tflite-int8"] == {"run": 2, "pass": 1, "artifacts_read": 2, "float_ops_zero": 1,
-                                              "fail_causes": {"other": 1}}
-    assert s["all_targets_pass"] == ["a"]
+    assert s["per_target"]["onnx"] == {"run": 2, "pass": 2, "faithful": 2, "fail_causes": {}}
+    assert s["per_target"]["tflite-int8"] == {"run": 2, "pass": 1, "faithful": 1, "artifacts_read": 2,
+                                              "float_ops_zero": 1, "fail_causes": {"other": 1}}
+    assert s["all_targets_pass"] == ["a"] and s["all_targets_faithful"] == ["a"]
     assert s["wall_s"]["mean_by_input_side"] == {64: 10.0, 224: 35.0}
     data = {"targets": ["onnx", "tflite-int8"], "nets": s.pop("nets"), "summary": s, "generated": "now",
             "command": "cmd", "calib": "photos", "catalog": {"timm": "x", "modules": 4, "runnable": 3, "cap": CAP,
@@ -116,8 +116,29 @@ def test_summary_counts_pass_and_float_op_free_shares_over_cached_nets(tmp_path)
     md = tmp_path / "c.md"
     write_catalog_markdown(data, md)
     text = md.read_text()
-    assert "| `tflite-int8` | 1/2 (50 %) | 1/2 (50 %) | other 1 |" in text
+    assert "| `tflite-int8` | 1/2 (50 %) | 1/2 (50 %) | 1/2 (50 %) | other 1 |" in text
     assert "**b (net_b) × tflite-int8** — fail: why" in text and "- **z**: too big" in text
+    # a cell failing only its fp32 floors is the exporter's success: faithful, not passed
+    b = json.loads((tmp_path / "b.json").read_text())
+    b["targets"]["tflite-int8"]["reason"] = "torch-fp32: cosine 0.85 < 0.95"
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    s = catalog_summary(entries, tmp_path, ["onnx", "tflite-int8"])
+    assert (s["per_target"]["tflite-int8"]["pass"], s["per_target"]["tflite-int8"]["faithful"]) == (1, 2)
+    assert s["all_targets_pass"] == ["a"] and s["all_targets_faithful"] == ["a", "b"]
+
+
+def test_a_run_of_some_targets_replaces_their_cells_and_keeps_the_others():
+    from bench.coverage import merged
+
+    old = {"wall_s": 100.0, "runs": ["all"], "rounding": {"rel_l2": 0.1},
+           "targets": {"onnx": {"status": "pass"}, "coreml-w8a8": {"status": "fail", "reason": "< 0.98"}}}
+    new = {"wall_s": 7.0, "runs": ["w8a8"], "rounding": None, "targets": {"coreml-w8a8": {"status": "pass"}}}
+    m = merged(old, new)
+    assert m["targets"] == {"onnx": {"status": "pass"}, "coreml-w8a8": {"status": "pass"}}
+    assert m["wall_s"] == 100.0 and m["rounding"] == {"rel_l2": 0.1}
+    assert [(r["targets"], r["wall_s"]) for r in m["reruns"]] == [(["coreml-w8a8"], 7.0)]
+    assert merged(old, {**new, "targets": {**old["targets"], "tflite": {}}})["wall_s"] == 7.0  # a full run replaces
+    assert merged(None, new) is new
 
 
 def test_fail_cause_separates_the_artifact_from_the_int8_programs_own_quality():
