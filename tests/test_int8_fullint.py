@@ -311,10 +311,11 @@ def test_float_ops_error_fails_the_artifact_naming_each_op(tmp_path):
 
 
 @pytest.mark.parametrize("ref", ["upsample_nearest", "upsample_bilinear", "shifted_windows", "selective_kernel",
-                                 "global_query", "class_token_head"])
+                                 "global_query", "class_token_head", "channels_last_head"])
 def test_relayouts_resizes_and_concats_are_int8_in_every_format(tmp_path, ref):
     """HRNet's nearest/bilinear upsampling, Swin's torch.roll, SKNet's torch.stack and softmax over its
-    branches, GCViT's repeat_interleave and a ViT class token concatenated with the patches: every int8
+    branches, GCViT's repeat_interleave, a ViT class token concatenated with the patches and NesT's global
+    pool of a channels-last map seen channels-first (ONNX: ReduceMean, Reshape, Gather): every int8
     artifact is full-integer and passes the verdict, each layer alone within a step. Before: in ONNX
     the rolled Concat/Slice, the stacked Concat and the repeat's Expand/Reshape read float, and Resize's
     stored `scales` counted as float data; TFLite wrote the softmax over dim 1 as float SUB/EXP/SUM/DIV."""

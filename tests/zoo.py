@@ -628,3 +628,27 @@ class CosineWindowAttention(nn.Module):
 def cosine_window_attention() -> ModelSpec:
     return ModelSpec(module=CosineWindowAttention().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),),
                      name="cosine-window-attention")
+
+
+class ChannelsLastHead(nn.Module):
+    """timm NesT's and SwinV2-CR's head: the blocks work channels-last, the norm's output is permuted back to
+    channels-first and pooled by `adaptive_avg_pool2d(x, 1)` (timm's SelectAdaptivePool2d), then flattened.
+    torch.onnx wrote that pool on a permuted map as ReduceMean, Reshape and Gather (an as_strided)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, 16, 4, 4)
+        self.mix = nn.Linear(16, 16)
+        self.norm = nn.LayerNorm(16)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        y = self.mix(self.stem(x).permute(0, 2, 3, 1))  # a token op: its output is laid out channels-last
+        y = self.norm(y).permute(0, 3, 1, 2)
+        return self.head(F.adaptive_avg_pool2d(y, 1).flatten(1))
+
+
+def channels_last_head() -> ModelSpec:
+    return ModelSpec(module=ChannelsLastHead().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),),
+                     name="channels-last-head")

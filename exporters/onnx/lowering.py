@@ -80,3 +80,22 @@ def rsqrt_as_pow(gm: Any) -> list[str]:
         gm.recompile()
     return done
 
+
+
+def global_pool_as_mean(gm: Any) -> list[str]:
+    """adaptive_avg_pool2d(x, 1) → mean(x, [-1, -2], keepdim=True), the same value. On a channels-last
+    map seen channels-first (a permute before the pool: timm NesT, SwinV2-CR heads) torch.onnx writes
+    the pool as ReduceMean, then Reshape and Gather (an as_strided restriding the result): two float
+    ops between the DequantizeLinear and the QuantizeLinear; a mean is one ReduceMean unit."""
+    import torch
+
+    aten = torch.ops.aten
+    done = []
+    for n in gm.graph.nodes:
+        if n.op == "call_function" and n.target == aten.adaptive_avg_pool2d.default \
+                and list(n.args[1]) in ([1, 1], [1]):
+            n.target, n.args = aten.mean.dim, (n.args[0], [-1, -2], True)
+            done.append(n.name)
+    if done:
+        gm.recompile()
+    return done
