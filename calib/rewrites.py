@@ -6,6 +6,7 @@ int8 kernel for, with the same values in float. Each rewrite shows its before/af
   hardsigmoid_to_relu6      hardsigmoid → ADD with fused ReLU6, MUL
   layer_norm_to_primitives  LayerNorm / GroupNorm(1) → MEAN, SUB, MUL, RSQRT, ADD
   variance_to_primitives    var (timm SimpleNorm's) → MEAN, SUB, MUL
+  avg_pool_without_pad_count  average pool not counting its padding → PAD, AVERAGE_POOL, MUL
   sdpa_to_primitives        fused attention → MUL, BATCH_MATMUL, SOFTMAX, BATCH_MATMUL
   fold_constants            input-independent values (positional encodings) → stored constants
   unbind_to_select          unbind → one select per piece
@@ -266,6 +267,70 @@ def variance_to_primitives(gm: GraphModule) -> list[str]:
         ins.finish(v, op_type="var")
         done.append(n.name)
     return done
+
+
+AVG_POOL2D = _targets(aten.avg_pool2d)
+
+
+def avg_pool_without_pad_count(gm: GraphModule) -> list[str]:
+    """An average pool whose border windows divide by their valid pixels only (count_include_pad=False,
+    timm ViTamin's and many stems' 3×3 stride-2 pool) → an explicit zero pad, a pool that divides by the
+    whole window, and a MUL by the constant per-position ratio. litert-torch lowers the first as float
+    REDUCE_WINDOW sums and a DIV; each piece here has an int8 kernel in every format. Exact in float:
+
+        before: y = avg_pool2d(x, k, s, p, count_include_pad=False)
+        after:  y = avg_pool2d(pad(x, p), k, s, 0) · r,   r = 1 / avg_pool2d(1, k, s, p, count_include_pad=True)
+
+    (the pool of ones counts each window's valid share: k² / r is its count of valid pixels). A stride-1
+    pool whose padding is what SAME padding places (PoolFormer's 3×3 token mixer) stays: litert-torch
+    writes it as TFLite's AVERAGE_POOL_2D (which divides by the valid pixels), int8 as it is in every
+    format. A strided one it left float even where its padding is SAME's (3×3 stride 2 on a 3² map)."""
+    acts = activations(gm)
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n not in acts or n.target not in AVG_POOL2D:
+            continue
+        x, k, stride, pad, ceil, include, divisor = _pool_args(n)
+        x_val = x.meta.get("val") if isinstance(x, Node) else None
+        if include or divisor is not None or not any(pad) or not isinstance(x_val, torch.Tensor) or x_val.dim() != 4:
+            continue
+        if not ceil and stride == [1, 1] and all(_same_padding(int(x_val.shape[2 + d]), k[d], 1, pad[d]) for d in (0, 1)):
+            continue
+        ones = torch.ones(1, 1, *x_val.shape[-2:])
+        ratio = 1 / torch.nn.functional.avg_pool2d(ones, k, stride, pad, ceil, True)
+        ins = _Inserter(gm, n)
+        with gm.graph.inserting_before(n):
+            padded = ins.call(aten.constant_pad_nd.default, x, [pad[1], pad[1], pad[0], pad[0]], 0.0)
+            pooled = ins.call(aten.avg_pool2d.default, padded, k, stride, [0, 0], ceil, True)
+            r = gm.graph.get_attr(_new_attr(gm, "_edgeconv_pool_count", ratio))
+            r.meta["val"] = ratio
+            out = ins.call(aten.mul.Tensor, pooled, r)
+        ins.finish(out)
+        done.append(n.name)
+    return done
+
+
+def _same_padding(size: int, k: int, s: int, p: int) -> bool:
+    """Whether padding p on both sides places a pool's windows where SAME padding does: the same output
+    size, and SAME's padding before (the smaller half of what it needs) is p."""
+    out = (size + 2 * p - k) // s + 1
+    return out == -(-size // s) and max((out - 1) * s + k - size, 0) // 2 == p
+
+
+def _pool_args(n: Node) -> tuple[Any, list[int], list[int], list[int], bool, bool, Any]:
+    """(x, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override) of aten.avg_pool2d,
+    each pair as two ints."""
+    names = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
+    given = dict(zip(names, n.args[1:]), **n.kwargs)
+
+    def pair(v: Any, default: list[int]) -> list[int]:
+        v = default if v is None or v == [] else v
+        return [int(v), int(v)] if isinstance(v, int) else [int(a) for a in v] * (2 // len(v))
+
+    k = pair(given["kernel_size"], [1, 1])
+    return (n.args[0], k, pair(given.get("stride"), k), pair(given.get("padding", 0), [0, 0]),
+            bool(given.get("ceil_mode", False)), bool(given.get("count_include_pad", True)),
+            given.get("divisor_override"))
 
 
 def _var_args(n: Node, rank: int) -> tuple[list[int], float, bool]:
@@ -957,6 +1022,7 @@ def drop_noop_casts(gm: GraphModule) -> list[str]:
 REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (drop_noop_casts, fold_constants, batch_norm_to_depthwise,
                                                               hardsigmoid_to_relu6,
                                                               layer_norm_to_primitives, variance_to_primitives,
+                                                              avg_pool_without_pad_count,
                                                               sdpa_to_primitives,
                                                               unbind_to_select, unfold_fold_to_convs,
                                                               softmax_to_last_axis, roll_to_slices, stack_to_cat,

@@ -263,23 +263,26 @@ def test_a_pad_is_a_copy_that_moves_its_sources_integers_and_fills_the_border_wi
         even = qdq(torch.ops.aten.pad.default(a, [0, 0, 0, 0, 0, 0]), 0.05, 3)
         odd = qdq(torch.ops.aten.pad.default(a, [0, 0, 0, 1, 0, 1]), 0.05, 3)
         six = qdq(torch.ops.aten.permute.default(even.reshape(1, 2, 2, 2, 2, 4), [0, 1, 3, 2, 4, 5]), 0.05, 3)
-        return even, odd, six
+        nd = qdq(torch.ops.aten.constant_pad_nd.default(a, [1, 1, 0, 0], 0.0), 0.05, 3)  # the rewrites' spelling
+        return even, odd, six, nd
 
     rng = np.random.default_rng(0)
     x = (rng.normal(0, 2, (2, 4, 4, 4)).astype(np.float32),)  # two samples of a 4×4 map, 4 channels
     ours = torch_tensors(None, x, torch.fx.symbolic_trace(f))
-    src, even, odd, six = ours
+    src, even, odd, six, nd = ours
     assert even.copy_of == src.qnode and np.array_equal(even.moves, np.arange(64).reshape(1, 4, 4, 4))
     assert odd.copy_of == src.qnode and odd.values.shape == (2, 5, 5, 4)
     assert int((odd.moves == FILL).sum()) == 9 * 4 and set(odd.values[:, 4].ravel()) == {3}  # border: zero point
-    # the file keeps the source and the 6-D relayout, elides both pads
+    assert nd.copy_of == src.qnode and int((nd.moves == FILL).sum()) == 4 * 4 * 2
+    # the file keeps the source and the 6-D relayout, elides the pads
     file = [QTensor("A", 0.05, 3, src.values.copy()), QTensor("SIX", 0.05, 3, six.values.copy())]
     pairs = [(t.name, a.name if a else None) for t, a in match(ours, file)]
-    assert pairs == [(src.name, "A"), (even.name, None), (odd.name, None), (six.name, "SIX")]
-    # a file that keeps the padded tensor has it paired, border and all
-    file.insert(1, QTensor("PAD", 0.05, 3, odd.values.copy()))
+    assert pairs == [(src.name, "A"), (even.name, None), (odd.name, None), (six.name, "SIX"), (nd.name, None)]
+    # a file that keeps the padded tensors has them paired, border and all, each with its own
+    file[1:1] = [QTensor("PAD", 0.05, 3, odd.values.copy())]
+    file.append(QTensor("PAD_ND", 0.05, 3, nd.values.copy()))
     pairs = [(t.name, a.name if a else None) for t, a in match(ours, file)]
-    assert pairs == [(src.name, "A"), (even.name, None), (odd.name, "PAD"), (six.name, "SIX")]
+    assert pairs == [(src.name, "A"), (even.name, None), (odd.name, "PAD"), (six.name, "SIX"), (nd.name, "PAD_ND")]
 
 
 def test_swinv2_cosine_attention_is_judged_layer_by_layer_in_core_ml(tmp_path):

@@ -311,11 +311,13 @@ def test_float_ops_error_fails_the_artifact_naming_each_op(tmp_path):
 
 
 @pytest.mark.parametrize("ref", ["upsample_nearest", "upsample_bilinear", "shifted_windows", "selective_kernel",
-                                 "global_query", "class_token_head", "channels_last_head"])
+                                 "global_query", "class_token_head", "channels_last_head",
+                                 "pad_excluded_pool"])
 def test_relayouts_resizes_and_concats_are_int8_in_every_format(tmp_path, ref):
     """HRNet's nearest/bilinear upsampling, Swin's torch.roll, SKNet's torch.stack and softmax over its
     branches, GCViT's repeat_interleave, a ViT class token concatenated with the patches and NesT's global
-    pool of a channels-last map seen channels-first (ONNX: ReduceMean, Reshape, Gather): every int8
+    pool of a channels-last map seen channels-first (ONNX: ReduceMean, Reshape, Gather) and ViTamin's average
+    pool that does not count its padding (TFLite: float REDUCE_WINDOW sums, DIV): every int8
     artifact is full-integer and passes the verdict, each layer alone within a step. Before: in ONNX
     the rolled Concat/Slice, the stacked Concat and the repeat's Expand/Reshape read float, and Resize's
     stored `scales` counted as float data; TFLite wrote the softmax over dim 1 as float SUB/EXP/SUM/DIV."""
@@ -350,6 +352,27 @@ def test_roll_stack_and_repeat_become_relayouts_and_concats_with_the_same_values
         assert {"aten.cat.default", "aten.expand.default"} & targets
         with torch.no_grad():
             assert torch.equal(gm(x[:1]), spec.module(x[:1]))
+
+
+def test_a_pool_that_does_not_count_its_padding_becomes_pad_pool_and_mul_with_the_same_values():
+    from edgeconv.calib.rewrites import transform
+    from tests.zoo import pad_excluded_pool
+
+    spec = pad_excluded_pool()
+    x = torch.from_numpy(_images(2, 16, seed=5))
+    gm = transform(torch.export.export(spec.module, spec.example_inputs, strict=False).module())
+    pools = [n for n in gm.graph.nodes if n.target == torch.ops.aten.avg_pool2d.default]
+    assert len(pools) == 2 and all(list(n.args[3]) == [0, 0] and n.args[5] is True for n in pools)
+    counts = [getattr(gm, n.args[1].target) for n in gm.graph.nodes
+              if n.target == torch.ops.aten.mul.Tensor and n.args[0] in pools]
+    # 8² map: the corner window holds 4 valid pixels of 9, the other top-row windows 6; on the 3² map
+    # every window holds 2 × 2
+    assert [tuple(c.shape) for c in counts] == [(1, 1, 4, 4), (1, 1, 2, 2)]
+    assert torch.allclose(counts[0][0, 0, 0], torch.tensor([9 / 4, 9 / 6, 9 / 6, 9 / 6]))
+    assert torch.allclose(counts[1], torch.full((1, 1, 2, 2), 9 / 4))
+    with torch.no_grad():
+        for i in range(len(x)):
+            assert torch.allclose(gm(x[i:i + 1]), spec.module(x[i:i + 1]), rtol=1e-5, atol=1e-6)
 
 
 class UniformBiases(nn.Module):

@@ -652,3 +652,27 @@ class ChannelsLastHead(nn.Module):
 def channels_last_head() -> ModelSpec:
     return ModelSpec(module=ChannelsLastHead().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),),
                      name="channels-last-head")
+
+
+class PadExcludedPool(nn.Module):
+    """timm ViTamin's downsampling shortcut: a 3×3 stride-2 average pool padded by 1 whose border windows
+    divide by their valid pixels only (count_include_pad=False), at an even and an odd map size.
+    litert-torch wrote it as float REDUCE_WINDOW sums and a DIV."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, 8, 3, 2, 1)
+        self.pool = nn.AvgPool2d(3, 2, 1, count_include_pad=False)
+        self.conv = nn.Conv2d(8, 8, 1)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        y = self.conv(self.pool(torch.relu(self.stem(x))))  # 16² → 8² → 4²
+        y = F.avg_pool2d(y[..., :3, :3], 3, 2, 1, count_include_pad=False)  # an odd side: 3² → 2²
+        return self.head(y.mean((2, 3)))
+
+
+def pad_excluded_pool() -> ModelSpec:
+    return ModelSpec(module=PadExcludedPool().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),),
+                     name="pad-excluded-pool")

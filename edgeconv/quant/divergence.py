@@ -168,20 +168,23 @@ def _zero_fill_pad(node: Any, target: str) -> bool:
     """A pad whose border, if any, holds 0.0 (the zero point) or values of the tensor itself."""
     if not _named(target, PAD_OPS):
         return False
-    if "constant_pad_nd" in target:
-        value = node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0.0)
-        return not value
-    mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
-    value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value")
-    return mode != "constant" or not value
+    at = 2 if "constant_pad_nd" in target else 3  # constant_pad_nd(x, pad, value); pad(x, pad, mode, value)
+    value = node.args[at] if len(node.args) > at else node.kwargs.get("value")
+    return _pad_mode(node, target) != "constant" or not value
 
 
 def _replay(op: Any, idx: Any) -> Any:
     """The layout op applied to an index tensor; a constant pad fills its border with FILL."""
-    if not _named(str(op.target), PAD_OPS) or (len(op.args) > 2 and op.args[2] != "constant") \
-            or op.kwargs.get("mode", "constant") != "constant":
+    target = str(op.target)
+    if not _named(target, PAD_OPS) or _pad_mode(op, target) != "constant":
         return op.target(idx, *op.args[1:], **op.kwargs)
     return op.target(idx - FILL, op.args[1]) + FILL  # indices shifted off 0, the border at 0, shifted back
+
+
+def _pad_mode(node: Any, target: str) -> str:
+    if "constant_pad_nd" in target:
+        return "constant"
+    return node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
 
 
 def _moves(op: Any, before: list[np.ndarray] | None, rows: list[np.ndarray]) -> np.ndarray | None:
