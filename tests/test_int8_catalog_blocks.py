@@ -194,3 +194,29 @@ def test_clamp_after_multiply_layer_by_layer(tmp_path, photos):
     assert len(fused) == 3, [(o.op, o.options) for o in ops if o.op == "MUL"]
     assert art["float_ops"]["count"] == 0, art["float_ops"]
     assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("producer", ["Add", "Sub", "Mul", "Div"])
+def test_onnx_clamp_after_binary_op_is_integer(tmp_path, producer):
+    """DQ → Add/Sub/Mul → Relu → Q is one integer unit (the annotator gives those ops no output of
+    their own when a clamp follows; onnxruntime folds the Relu into the Q); a Relu after an op the
+    annotator never fuses (Div, float here) stays a float op."""
+    import onnx
+    from edgeconv.exporters.onnx.read import float_ops
+    from onnx import TensorProto, helper
+
+    def f(name: str, dtype: int, value: float):  # a scalar initializer
+        return helper.make_tensor(name, dtype, [], [value])
+
+    nodes = [helper.make_node("DequantizeLinear", ["a", "s", "z"], ["fa"]),
+             helper.make_node("DequantizeLinear", ["b", "s", "z"], ["fb"]),
+             helper.make_node(producer, ["fa", "fb"], ["p"]),
+             helper.make_node("Relu", ["p"], ["r"]),
+             helper.make_node("QuantizeLinear", ["r", "s", "z"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.INT8, [1, 4]) for n in "ab"],
+                          [helper.make_tensor_value_info("y", TensorProto.INT8, [1, 4])],
+                          [f("s", TensorProto.FLOAT, 0.1), f("z", TensorProto.INT8, 0)])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    found = float_ops(path)
+    assert found.count == (1 if producer == "Div" else 0), found.ops
