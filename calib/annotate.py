@@ -13,6 +13,7 @@ the graph node by node instead, by aten target:
 - scale-preserving ops (pad, max/avg pooling, reshape/flatten/permute/transpose/squeeze/slice/
   split, nearest and bilinear upsampling): output shares the input's scale and zero point — TFLite
   requires it (PAD, CONCATENATION, pooling, RESHAPE, RESIZE_*) and it makes them exact in every format;
+  a ReLU/ReLU6 right after a pool shares it too (TFLite fuses it into the pool's kernel);
 - concat: every input and the output share one scale (the producers' observers are merged);
 - ops with their own output range (add, sub, mul incl. activation × activation, hard-swish, GELU,
   SiLU, mean, matmul, rsqrt, layer norm): every float input int8, output int8 — for add, sub and
@@ -55,6 +56,11 @@ SHARED = _targets(
     # producer (MobileViT's conv_1x1 before its 7→8 resize) straight to the resize's narrower range,
     # clipping it: 26 steps off the simulation in isolation.
     aten.upsample_bilinear2d)
+# A ReLU/ReLU6 after a pool: TFLite fuses it into the pool, whose int8 kernels keep one scale from
+# input to output; given its own, the converter refused the file ("'tfl.average_pool_2d' op quantization
+# parameters violate the same scale constraint", max_pool_2d alike). On the pool's grid the clamp is exact.
+POOLS = _targets(aten.max_pool1d, aten.max_pool2d, aten.avg_pool1d, aten.avg_pool2d, aten.adaptive_avg_pool2d,
+                 aten.adaptive_max_pool2d)
 SPLITS = _targets(aten.split, aten.split_with_sizes, aten.chunk, aten.unbind, aten.tensor_split)
 CONCAT = _targets(aten.cat, aten.concat, aten.stack)
 OWN = _targets(
@@ -133,7 +139,7 @@ class Annotator:
                 self.weighted(n)
             elif t in FUSABLE and self._is_fused(n):
                 self.set(n, {}, self.act_spec)
-            elif t in SHARED:
+            elif t in SHARED or self._after_pool(n):
                 self.shared(n)
             elif t is operator.getitem:
                 self.getitem(n)
@@ -147,6 +153,11 @@ class Annotator:
                 self.fixed(n)
             elif t in OWN:
                 self.own(n)
+
+    def _after_pool(self, n: Node) -> bool:
+        """A ReLU/ReLU6 on a pool's output: it shares the pool's scale (POOLS)."""
+        p = n.args[0] if n.args else None
+        return n.target in FUSABLE and _relu_like(n) and isinstance(p, Node) and p.target in POOLS
 
     def _is_fused(self, n: Node) -> bool:
         p = n.args[0]
