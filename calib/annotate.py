@@ -13,9 +13,11 @@ the graph node by node instead, by aten target:
 - scale-preserving ops (pad, max/avg pooling, reshape/flatten/permute/transpose/squeeze/slice/
   split, nearest and bilinear upsampling): output shares the input's scale and zero point — TFLite
   requires it (PAD, CONCATENATION, pooling, RESHAPE, RESIZE_*) and it makes them exact in every format;
+  a ReLU/ReLU6 right after a pool shares it too (TFLite fuses it into the pool's kernel);
 - concat: every input and the output share one scale (the producers' observers are merged);
 - ops with their own output range (add, sub, mul incl. activation × activation, hard-swish, GELU,
-  SiLU, mean, matmul, rsqrt, layer norm): every float input int8, output int8;
+  SiLU, mean, matmul, rsqrt, layer norm): every float input int8, output int8 — for add, sub and
+  mul, as for conv, carried by a single ReLU/ReLU6/clamp after them (TFLite's ADD/SUB/MUL fuse it);
 - fixed-range ops: sigmoid and softmax output (1/256, −128), tanh (1/128, 0) — TFLite's LOGISTIC/
   SOFTMAX/TANH int8 kernels define their output that way;
 - an input edge from a quantized producer reuses the producer's quantization exactly (one
@@ -41,7 +43,7 @@ from torchao.quantization.pt2e.quantizer import (
 
 KEY = "quantization_annotation"
 # A clamp to [0, x] right after a conv/linear/add runs inside that op's integer kernel.
-FUSABLE = _targets(aten.relu, aten.relu_, aten.hardtanh, aten.hardtanh_, aten.relu6)
+FUSABLE = _targets(aten.relu, aten.relu_, aten.hardtanh, aten.hardtanh_, aten.relu6, aten.clamp, aten.clamp_)
 SHARED = _targets(
     aten.pad, aten.constant_pad_nd, aten.max_pool1d, aten.max_pool2d, aten.avg_pool1d, aten.avg_pool2d,
     aten.adaptive_avg_pool2d, aten.adaptive_max_pool2d,
@@ -54,6 +56,11 @@ SHARED = _targets(
     # producer (MobileViT's conv_1x1 before its 7→8 resize) straight to the resize's narrower range,
     # clipping it: 26 steps off the simulation in isolation.
     aten.upsample_bilinear2d)
+# A ReLU/ReLU6 after a pool: TFLite fuses it into the pool, whose int8 kernels keep one scale from
+# input to output; given its own, the converter refused the file ("'tfl.average_pool_2d' op quantization
+# parameters violate the same scale constraint", max_pool_2d alike). On the pool's grid the clamp is exact.
+POOLS = _targets(aten.max_pool1d, aten.max_pool2d, aten.avg_pool1d, aten.avg_pool2d, aten.adaptive_avg_pool2d,
+                 aten.adaptive_max_pool2d)
 SPLITS = _targets(aten.split, aten.split_with_sizes, aten.chunk, aten.unbind, aten.tensor_split)
 CONCAT = _targets(aten.cat, aten.concat, aten.stack)
 OWN = _targets(
@@ -68,9 +75,14 @@ FIXED = {**{t: (1 / 256, -128) for t in _targets(aten.sigmoid, aten.sigmoid_, at
 # ops whose constant operand is stored as an int8 tensor (matmul: a softmax over one element became
 # its constant 1, calib.rewrites.softmax_to_last_axis)
 CONST_OPERAND = _targets(aten.add, aten.sub, aten.mul, aten.matmul, aten.bmm)
+# Ops whose integer kernel takes a fused ReLU/ReLU6 (TFLite ADD, SUB, MUL, the convs): the clamp after
+# one carries its output, so the program rounds once where the file does. Given an output of its own,
+# the op's result was rounded at its scale and again at the clamp's, and the converter still fused the
+# pair into one op rounding once (ReXNet's SE gate `x * sigmoid(s)` → ReLU6: MUL with fused RELU6 at
+# the ReLU6's scale, 2–5 steps off the simulation in isolation on up to 19 % of values).
 # In-place too: QAT captures in train mode, where timm's `x += shortcut` stays aten.add_; left out,
 # its output was quantized before the ReLU the file fuses into the ADD (2 steps in isolation).
-FUSING = WEIGHTED | TRANSPOSED | _targets(aten.add, aten.add_, aten.sub, aten.sub_)
+FUSING = WEIGHTED | TRANSPOSED | _targets(aten.add, aten.add_, aten.sub, aten.sub_, aten.mul, aten.mul_)
 # A normalization's internal tensors (centred input, square, variance, rsqrt): calibrated with the
 # norm spec (`calib.observers.norm_spec`), their extremes being a few outlying tokens.
 NORM_OP_TYPES = ("layer_norm", "var", "rsqrt")
@@ -127,7 +139,7 @@ class Annotator:
                 self.weighted(n)
             elif t in FUSABLE and self._is_fused(n):
                 self.set(n, {}, self.act_spec)
-            elif t in SHARED:
+            elif t in SHARED or self._after_pool(n):
                 self.shared(n)
             elif t is operator.getitem:
                 self.getitem(n)
@@ -141,6 +153,11 @@ class Annotator:
                 self.fixed(n)
             elif t in OWN:
                 self.own(n)
+
+    def _after_pool(self, n: Node) -> bool:
+        """A ReLU/ReLU6 on a pool's output: it shares the pool's scale (POOLS)."""
+        p = n.args[0] if n.args else None
+        return n.target in FUSABLE and _relu_like(n) and isinstance(p, Node) and p.target in POOLS
 
     def _is_fused(self, n: Node) -> bool:
         p = n.args[0]
@@ -233,12 +250,17 @@ def reaching_output(gm: GraphModule) -> set[Node]:
 
 
 def _relu_like(n: Node) -> bool:
-    """relu, relu6 and hardtanh(0, x): clamps a kernel fuses (ReLU, ReLU6, ReLU_N1_TO_1 need
-    a lower bound of 0 or -1)."""
+    """relu, relu6, and hardtanh or clamp to the bounds of one: clamps a kernel fuses (ReLU, ReLU6,
+    ReLU_N1_TO_1 need a lower bound of 0 or -1). The converter fuses `clamp(x, 0, 6)` after a MUL
+    as RELU6 just as it does `relu6`; `clamp(x, 0)` is a ReLU."""
     if n.target in _targets(aten.hardtanh, aten.hardtanh_):
         lo = n.args[1] if len(n.args) > 1 else n.kwargs.get("min_val", -1.0)
         hi = n.args[2] if len(n.args) > 2 else n.kwargs.get("max_val", 1.0)
         return (lo, hi) in ((0.0, 6.0), (-1.0, 1.0), (0, 6), (-1, 1))
+    if n.target in _targets(aten.clamp, aten.clamp_):
+        lo = n.args[1] if len(n.args) > 1 else n.kwargs.get("min")
+        hi = n.args[2] if len(n.args) > 2 else n.kwargs.get("max")
+        return (lo, hi) in ((0, None), (0, 6), (-1, 1))  # 0 == 0.0: float bounds match too
     return True
 
 

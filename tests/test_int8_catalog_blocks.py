@@ -10,6 +10,10 @@ photos): every int8 layer judged in isolation is within one step of the simulati
 - MobileViT's block (timm's own `MobileVitBlock`) on a 7×7 map: bilinear 7→8 resize before the
   patches' attention and 8→7 after it; TFLite's RESIZE_BILINEAR int8 has one scale for input and
   output, so the annotator shares it (with its own, the conv before it was clipped: 26 steps).
+- a ReLU6 after the SE gate's multiply (timm's ReXNet `LinearBottleneck`: depthwise conv → SE →
+  ReLU6; and the same gate clamped with `torch.clamp(·, 0, 6)`): the converter fuses the clamp into
+  the MUL, which rounds once at the clamp's scale; the annotator used to give the MUL its own output,
+  so the simulation rounded twice (ReXNet-100: 2–5 steps at 13 `act_dw` layers).
 - cross-covariance attention (EdgeNeXt-XXS's XCA): F.normalize is a division of an int8
   activation, which TFLite's int8 DIV kernel gets wrong (−128) for a numerator one step below its
   zero point; edgeconv keeps it out of that kernel.
@@ -122,3 +126,97 @@ def test_mobilevit_block_layer_by_layer(tmp_path, photos):
     assert layers["worst_steps"] <= 1, layers
     assert layers["passed"], layers
     assert res.exit_code == 0, res.output
+
+
+class GateThenClamp(nn.Module):
+    """A stem, two of timm's ReXNet blocks with squeeze-excite (x · sigmoid(se) → ReLU6), and the
+    same gate written with torch.clamp(·, 0, 6)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import_timm()
+        from timm.models.rexnet import LinearBottleneck
+
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.SiLU())
+        self.blocks = nn.Sequential(LinearBottleneck(16, 27, 1, exp_ratio=6.0, se_ratio=0.25),
+                                    LinearBottleneck(27, 38, 2, exp_ratio=6.0, se_ratio=0.25))
+        self.gate = nn.Conv2d(38, 38, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.blocks(self.stem(x))
+        y = torch.clamp(y * torch.sigmoid(self.gate(y.mean((2, 3), keepdim=True))), 0, 6)
+        return y.mean((2, 3))
+
+
+def gate_then_clamp():
+    from examples.zoo._common import build
+
+    return build(GateThenClamp, "rexnet-gate-clamp-64", 64)
+
+
+def test_clamp_after_multiply_rounds_once(photos):
+    """In the int8 program a multiply that only a ReLU6 / clamp(0, 6) reads feeds the clamp
+    directly, with no quantize between them: it rounds once, as every format computes it (one
+    integer op with a fused clamp)."""
+    from edgeconv import registrations
+    from edgeconv.config import CalibSpec, ExportOptions, QuantOptions
+    from edgeconv.context import Context
+    from edgeconv.graph import capture
+    from edgeconv.passes.manager import run_passes
+    from edgeconv.pipeline import split_data
+
+    registrations.load()
+    spec = gate_then_clamp()
+    options = ExportOptions(quant=QuantOptions(samples=8), eval_samples=2, calib=CalibSpec(source=str(photos)))
+    calib, _ = split_data(spec, options, need_calib=True)
+    ctx = Context(options=options, model=spec, calib=calib)
+    gm = run_passes(capture(spec.module, spec.example_inputs), ctx, ("fold-conv-bn", "quantize", "cleanup")).module()
+    clamps = [n for n in gm.graph.nodes if n.op == "call_function" and any(c in str(n.target) for c in ("clamp", "hardtanh"))
+              and "aten.mul" in str(n.args[0].target)]
+    assert len(clamps) == 3, [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]  # 2 SE gates + 1 clamp
+    for c in clamps:
+        assert "quantize_per_tensor" in str(next(iter(c.users)).target), c.name  # the clamp's output is int8
+
+
+def test_clamp_after_multiply_layer_by_layer(tmp_path, photos):
+    """ReXNet's SE gate → ReLU6, and x · sigmoid → clamp(0, 6): every layer within a step in isolation
+    (the clamps were 2-5 steps off when the simulation rounded the product first), the file's MULs
+    carry the clamp as a fused RELU6."""
+    from edgeconv.exporters.tflite.ops import read_ops
+
+    art, res = _export("test_int8_catalog_blocks:gate_then_clamp", photos, tmp_path / "out")
+    layers = art["parity"]["layers"]
+    assert layers["layers"] >= 20, layers
+    assert layers["worst_steps"] <= 1, layers
+    assert layers["passed"], layers
+    ops = read_ops(next((tmp_path / "out").glob("*.tflite")))
+    fused = [o for o in ops if o.op == "MUL" and o.options.get("fused_activation_function") == "RELU6"]
+    assert len(fused) == 3, [(o.op, o.options) for o in ops if o.op == "MUL"]
+    assert art["float_ops"]["count"] == 0, art["float_ops"]
+    assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("producer", ["Add", "Sub", "Mul", "Div"])
+def test_onnx_clamp_after_binary_op_is_integer(tmp_path, producer):
+    """DQ → Add/Sub/Mul → Relu → Q is one integer unit (the annotator gives those ops no output of
+    their own when a clamp follows; onnxruntime folds the Relu into the Q); a Relu after an op the
+    annotator never fuses (Div, float here) stays a float op."""
+    import onnx
+    from edgeconv.exporters.onnx.read import float_ops
+    from onnx import TensorProto, helper
+
+    def f(name: str, dtype: int, value: float):  # a scalar initializer
+        return helper.make_tensor(name, dtype, [], [value])
+
+    nodes = [helper.make_node("DequantizeLinear", ["a", "s", "z"], ["fa"]),
+             helper.make_node("DequantizeLinear", ["b", "s", "z"], ["fb"]),
+             helper.make_node(producer, ["fa", "fb"], ["p"]),
+             helper.make_node("Relu", ["p"], ["r"]),
+             helper.make_node("QuantizeLinear", ["r", "s", "z"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.INT8, [1, 4]) for n in "ab"],
+                          [helper.make_tensor_value_info("y", TensorProto.INT8, [1, 4])],
+                          [f("s", TensorProto.FLOAT, 0.1), f("z", TensorProto.INT8, 0)])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    found = float_ops(path)
+    assert found.count == (1 if producer == "Div" else 0), found.ops

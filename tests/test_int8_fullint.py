@@ -148,6 +148,41 @@ def test_shared_scales_and_no_float_island(tmp_path):
     assert np.abs(out - sim).max() / scale <= 3.0
 
 
+class PoolThenRelu(nn.Module):
+    """A ReLU / ReLU6 right after a max and an average pool (the converter fuses each into the pool)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(F.max_pool2d(self.a(x), 3, 1, 1))
+        y = F.relu6(F.avg_pool2d(self.b(y), 3, 1, 1))
+        return self.fc(y.mean((2, 3)))
+
+
+def test_relu_after_pool_shares_the_pool_scale(tmp_path):
+    """The pools' int8 kernels keep one scale from input to output, fused ReLU included: the converter
+    refused the file when the ReLU had its own ("'tfl.max_pool_2d' op quantization parameters violate
+    the same scale constraint"). On the pool's grid the clamp is exact, so the simulation matches."""
+    torch.manual_seed(0)
+    x = _images(12, 16)
+    conv, q, ex = _quantize(PoolThenRelu(), x[:8])
+    path = _tflite(conv, q, ex, tmp_path / "pool.tflite")
+    ops, tensors = _ops(path)
+    pools = [o for o in ops if o["op_name"] in ("MAX_POOL_2D", "AVERAGE_POOL_2D")]
+    assert len(pools) == 2, [o["op_name"] for o in ops]
+    for o in pools:
+        (i,), (j,) = o["inputs"], o["outputs"]
+        assert tensors[int(i)]["quantization"] == tensors[int(j)]["quantization"], o["op_name"]
+    with torch.no_grad():
+        sim = torch.cat([conv(torch.from_numpy(x[i:i + 1])) for i in range(8, 12)]).numpy()
+    out, scale = _run(path, x[8:])
+    assert np.abs(out - sim).max() / scale <= 3.0
+
+
 class ECA(nn.Module):
     def __init__(self) -> None:
         super().__init__()

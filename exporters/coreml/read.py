@@ -86,7 +86,7 @@ def float_ops(path_or_prog: Any) -> FloatOps:
                 src, i = made[name]
                 if src.op_type == "dequantize" or src.op_type.startswith("constexpr"):
                     continue
-                if s.op_type in ("relu", "relu6", "clip") and src.op_type in ("conv", "linear", "add"):
+                if s.op_type in ("relu", "relu6", "clip") and src.op_type in ("conv", "linear", "add", "sub", "mul"):
                     continue  # a fused activation of the op before it
                 if _hard_swish_gate(s, src, made):
                     continue  # x · sigmoid_hard(x) of a dequantized x: hard-swish, which MIL has no op for

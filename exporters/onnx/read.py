@@ -72,6 +72,8 @@ def read_activation_scales(path: Path) -> list[float]:
 
 _BIAS_OPS = ("Conv", "Gemm", "ConvTranspose")
 _FUSED_ACTIVATIONS = ("Relu", "Clip")
+# Binary ops a ReLU/clamp after them is quantized with (calib.annotate FUSING): no tensor between them.
+_FUSING_BINARY = ("Add", "Sub", "Mul")
 # Ops whose inputs after the first are constant parameters of the op, not data: a stored float there
 # (Resize's `scales` [1, 1, 2, 2], Pad's constant value 0.0) is how the op is written, and the op on
 # a DequantizeLinear output with a QuantizeLinear after it is one QDQ unit (an int8 Resize/Pad).
@@ -111,8 +113,8 @@ def float_ops(path: Path) -> FloatOps:
                 continue  # Clip's bounds, Pow's exponent, Resize's roi/scales, Pad's value: parameters, not data
             if k == 2 and n.op_type in _BIAS_OPS and src is None:
                 continue  # a float bias: the integer kernel takes it as int32 with scale s_in·s_w
-            if n.op_type in _FUSED_ACTIVATIONS and src is not None and src.op_type in _BIAS_OPS + ("Add",):
-                continue  # Conv → Relu/Clip: one fused integer kernel (QDQ node-unit fusion)
+            if n.op_type in _FUSED_ACTIVATIONS and src is not None and src.op_type in _BIAS_OPS + _FUSING_BINARY:
+                continue  # Conv/Add/Mul → Relu/Clip → Q: onnxruntime folds the clamp into the Q (one integer unit)
             found.append(f"{n.op_type} {n.name or n.output[0]}")
             break
     return FloatOps(len(found), tuple(found), 0, "ONNX nodes with a float input not from DequantizeLinear "
