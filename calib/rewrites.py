@@ -4,7 +4,7 @@ int8 kernel for, with the same values in float. Each rewrite shows its before/af
 
   batch_norm_to_depthwise   standalone BatchNorm → depthwise 1×1 conv (per-channel int8)
   hardsigmoid_to_relu6      hardsigmoid → ADD with fused ReLU6, MUL
-  layer_norm_to_primitives  LayerNorm / GroupNorm(1) → MEAN, SUB, MUL, RSQRT, ADD
+  layer_norm_to_primitives  LayerNorm / GroupNorm / RMSNorm → MEAN, SUB, MUL, RSQRT, ADD
   variance_to_primitives    var (timm SimpleNorm's) → MEAN, SUB, MUL
   avg_pool_without_pad_count  average pool not counting its padding → PAD, AVERAGE_POOL, MUL
   sdpa_to_primitives        fused attention → MUL, BATCH_MATMUL, SOFTMAX, BATCH_MATMUL
@@ -188,19 +188,27 @@ def _norm_args(n: Node) -> tuple[Any, tuple[int, ...], Any, Any, float] | None:
         eps = args[3] if args[3] is not None else n.kwargs.get("eps") or torch.finfo(val.dtype).eps
         dims = tuple(range(val.dim() - len(list(args[1])), val.dim()))
         return args[0], dims, args[2] or n.kwargs.get("weight"), None, float(eps)
-    if n.target in GROUP_NORM and args[1] == 1 and val.dim() >= 3:
+    if n.target in GROUP_NORM and val.dim() >= 3 and int(args[1]) >= 1 and val.shape[1] % int(args[1]) == 0:
         eps = args[4] if args[4] is not None else n.kwargs.get("eps", 1e-5)
         return args[0], tuple(range(1, val.dim())), args[2], args[3], float(eps)
     return None
 
 
+def _grouped(n: Node, shape: list[int]) -> list[int] | None:
+    """The [B, G, C/G, ...] view a GroupNorm of G > 1 groups normalizes over (dims 2 on), else None."""
+    groups = int(n.args[1]) if n.target in GROUP_NORM else 1
+    return [shape[0], groups, shape[1] // groups, *shape[2:]] if groups > 1 else None
+
+
 def layer_norm_to_primitives(gm: GraphModule) -> list[str]:
-    """layer_norm, rms_norm and GroupNorm with one group → the integer builtins every format has, so an
-    int8 file keeps no float island there (a DSP/NPU delegate would cut the graph at each):
+    """layer_norm, rms_norm and GroupNorm → the integer builtins every format has, so an int8 file keeps
+    no float island there (a DSP/NPU delegate would cut the graph at each):
 
         before: y = layer_norm(x, dims, γ, β, eps)
         after:  μ = mean(x, dims); d = x − μ; v = mean(d·d, dims); n = d · rsqrt(v + eps); y = n·γ + β
-                (rms_norm: d = x, no β)
+                (rms_norm: d = x, no β; GroupNorm of G groups: x viewed [B, G, C/G, ...], the statistics
+                over dims 2 on, n viewed back before the per-channel γ, β — BiT's and ViT-hybrid's
+                GroupNorm(32) stems were float InstanceNormalization / batch_norm islands)
 
     Each piece is then annotated like any MEAN/SUB/MUL/ADD/RSQRT (int8 in, int8 out). The pieces keep
     the norm's source meta, and `edgeconv_op_type` = "layer_norm" so a quant config can keep the op
@@ -219,8 +227,11 @@ def layer_norm_to_primitives(gm: GraphModule) -> list[str]:
         if n.target in GROUP_NORM:
             affine_shape[1] = val.shape[1]
         g, ins = gm.graph, _Inserter(gm, n)
+        grouped = _grouped(n, list(val.shape))
         with g.inserting_before(n):
             call = ins.call
+            if grouped:
+                x, dims = call(aten.view.default, x, grouped), tuple(range(2, len(grouped)))
             d = x if n.target in RMS_NORM else call(aten.sub.Tensor, x, call(aten.mean.dim, x, list(dims), True))
             var = call(aten.mean.dim, call(aten.mul.Tensor, d, d), list(dims), True)
             # eps as an int8 constant (a float scalar would leave ONNX's Add with a float input),
@@ -228,6 +239,8 @@ def layer_norm_to_primitives(gm: GraphModule) -> list[str]:
             eps_node = ins.constant("_edgeconv_ln_eps", eps, **{ON_INPUT_SCALE: True})
             r = call(aten.rsqrt.default, call(aten.add.Tensor, var, eps_node))
             y = call(aten.mul.Tensor, d, r)
+            if grouped:
+                y = call(aten.view.default, y, list(val.shape))
             for param, op in ((w, aten.mul.Tensor), (b, aten.add.Tensor)):
                 if isinstance(param, Node):
                     if n.target in GROUP_NORM:

@@ -410,6 +410,25 @@ def test_a_pool_that_does_not_count_its_padding_becomes_pad_pool_and_mul_with_th
             assert torch.allclose(gm(x[i:i + 1]), spec.module(x[i:i + 1]), rtol=1e-5, atol=1e-6)
 
 
+def test_a_group_norm_of_several_groups_becomes_the_layer_norm_pieces_on_a_grouped_view():
+    """BiT's and ViT-hybrid's GroupNorm(32) was a float InstanceNormalization (ONNX) / batch_norm (Core ML)
+    island: now the same MEAN/SUB/MUL/RSQRT pieces as a LayerNorm, on [B, G, C/G, H, W]."""
+    from edgeconv.calib.rewrites import transform
+
+    gn = nn.GroupNorm(4, 16).eval()
+    with torch.no_grad():
+        gn.weight.uniform_(0.5, 1.5)
+        gn.bias.normal_()
+    x = torch.from_numpy(_images(1, 16, seed=3)).repeat(1, 6, 1, 1)[:, :16] * 3 + 1
+    gm = transform(torch.export.export(gn, (x,), strict=False).module())
+    targets = [n.target for n in gm.graph.nodes if n.op == "call_function"]
+    assert torch.ops.aten.group_norm.default not in targets and targets.count(torch.ops.aten.rsqrt.default) == 1
+    views = [n.args[1] for n in gm.graph.nodes if n.target == torch.ops.aten.view.default]
+    assert [1, 4, 4, 16, 16] in views and [1, 16, 16, 16] in views, views
+    with torch.no_grad():
+        assert torch.allclose(gm(x), gn(x), rtol=1e-5, atol=1e-5)
+
+
 class UniformBiases(nn.Module):
     """Conv and Linear biases with every element equal (timm's ViT-style init sets each Linear bias
     to 0.02), next to one that is not, on per-channel int8 weights."""

@@ -280,7 +280,8 @@ def high_rank() -> ModelSpec:
 
 class Hybrid(nn.Module):
     """Every spelling of the ops a hybrid conv/attention net writes, in one small net: nn.LayerNorm
-    (channels-last), nn.RMSNorm, GroupNorm(1), a hand-written channels-first LayerNorm (mean, pow 2, / sqrt),
+    (channels-last), nn.RMSNorm, GroupNorm(1) and GroupNorm(4) (BiT's and ViT-hybrid's GroupNorm(32) stems), a
+    hand-written channels-first LayerNorm (mean, pow 2, / sqrt),
     fused attention (F.scaled_dot_product_attention on an unbound qkv), softmax with a / √d
     scale and F.normalize'd q/k, GELU (erf and tanh), hard-swish, SiLU, StarReLU, layer-scale
     multiplies, and a positional encoding computed from arange/sin (no input)."""
@@ -291,7 +292,7 @@ class Hybrid(nn.Module):
 
         self.stem = nn.Conv2d(3, c, 3, 2, 1)
         self.norm_cf = LayerNorm2d(c)
-        self.gn = nn.GroupNorm(1, c)
+        self.gn, self.gn4 = nn.GroupNorm(1, c), nn.GroupNorm(4, c)
         self.ln, self.rms = nn.LayerNorm(c), nn.RMSNorm(c)
         self.qkv, self.qkv2, self.proj, self.heads = nn.Linear(c, 3 * c), nn.Linear(c, 3 * c), nn.Linear(c, c), heads
         self.fc1, self.fc2 = nn.Linear(c, 2 * c), nn.Linear(2 * c, c)
@@ -303,7 +304,7 @@ class Hybrid(nn.Module):
 
     def forward(self, x):
         x = self.norm_cf(self.stem(x))
-        x = x + F.hardswish(self.pw(self.gn(x))) + F.silu(x)
+        x = x + F.hardswish(self.pw(self.gn(x))) + F.silu(self.gn4(x))
         b, c, h, w = x.shape
         t = x.flatten(2).transpose(1, 2)                               # tokens [B, N, C]
         pos = torch.arange(h * w, dtype=t.dtype)[:, None] / (h * w)    # input-independent encoding
