@@ -268,7 +268,10 @@ def match(ours: list[QTensor], theirs: list[QTensor]) -> list[tuple[QTensor, QTe
         if hit is not None and id(hit) not in used and _compatible(q, hit):
             cands = [index[id(hit)]] + [j for j in cands if theirs[j] is not hit]
         if not cands:
-            pairs.append((q, None))
+            given = _from_copy(q, pairs, paired)
+            pairs.append((q, given))
+            if given is not None:
+                paired[q.qnode] = given
             continue
         j = min(cands, key=lambda k: _gap(q.values, _align(q.values, theirs[k].values)))
         used.add(id(theirs[j]))
@@ -277,6 +280,28 @@ def match(ours: list[QTensor], theirs: list[QTensor]) -> list[tuple[QTensor, QTe
         pairs.append((q, theirs[j]))
         paired[q.qnode] = theirs[j]
     return pairs
+
+
+def _from_copy(q: QTensor, pairs: list[tuple[QTensor, QTensor | None]], paired: dict[str, QTensor]) -> QTensor | None:
+    """The artifact tensor a copy just before `q` was paired with, taken back for `q` when no other
+    fits it: an op whose output equals its input (a layer scale of ones, `gamma * x`, after the
+    identity requantization a removed dropout leaves) holds the copy's integers at the copy's
+    parameters, and the copy, met first, took the op's tensor. A file elides such copies; one left
+    without a tensor is covered by its source, an op left without one is unverified (timm XCiT:
+    blocks.8's `gamma2 * mlp(x)` kept the end-to-end ceiling on a file whose every layer was within
+    a step). Taken only from a copy whose source is paired, and holding values at least as close
+    to `q`'s as to the copy's."""
+    if q.copy_of:
+        return None
+    for i in range(len(pairs) - 1, max(-1, len(pairs) - 1 - MATCH_WINDOW), -1):
+        c, b = pairs[i]
+        if b is None or not c.copy_of or c.copy_of not in paired or not _compatible(q, b):
+            continue
+        if _gap(q.values, _align(q.values, b.values)) <= _gap(c.values, _align(c.values, b.values)):
+            pairs[i] = (c, None)
+            paired.pop(c.qnode, None)
+            return b
+    return None
 
 
 def _copy_check(q: QTensor, src: QTensor | None, art_src: QTensor) -> Callable[[QTensor], bool]:
