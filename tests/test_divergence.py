@@ -287,9 +287,9 @@ def test_an_identity_copy_before_a_chain_of_equal_tensors_is_covered_not_paired(
     (elided by the file) held the same integers as block 0's first add and took its tensor; each
     later add then took the next add's, and the last, with none left ahead, an earlier tensor at the
     same parameters (litert-torch's transposed patch embedding): fed that in isolation, the norm
-    after it was 3 steps off on a file 0 steps off end to end (tiny CaiT; CaiT-XXS24 at 64²: 38 at
-    blocks.18.attn before the per-layer fixes of c8278b3). Several tensors holding its integers,
-    none right after its source's: the copy is covered by its source, and the adds pair in order."""
+    after it was 3 steps off on a file 0 steps off end to end (timm CaiT, two blocks at 32², real
+    photos). Several tensors holding its integers, none right after its source's: the copy is
+    covered by its source, and the adds pair in order."""
     rng = np.random.default_rng(0)
     patch = rng.integers(-20, 20, (2, 4, 8)).astype(np.int32)
     stream = patch + rng.integers(-1, 2, patch.shape).astype(np.int32)  # + position embedding
