@@ -677,3 +677,32 @@ class PadExcludedPool(nn.Module):
 def pad_excluded_pool() -> ModelSpec:
     return ModelSpec(module=PadExcludedPool().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),),
                      name="pad-excluded-pool")
+
+
+class LayerScaleOfOnes(nn.Module):
+    """Two MLP blocks `t + gamma * drop(fc2(gelu(fc1(norm(t)))))` with the layer scale at ones (timm
+    XCiT's eta=1 init, any layer scale before training): the removed dropout leaves an identity
+    requantization of fc2's output, and the multiply by ones holds the same integers at the same
+    parameters — which the files keep as a MUL and elide the copy of."""
+
+    def __init__(self, dim: int = 16) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.patch = nn.Conv2d(3, dim, 4, 4)
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(2))
+        self.fc1s = nn.ModuleList(nn.Linear(dim, 2 * dim) for _ in range(2))
+        self.fc2s = nn.ModuleList(nn.Linear(2 * dim, dim) for _ in range(2))
+        self.drop = nn.Dropout(0.0)
+        self.gammas = nn.ParameterList(nn.Parameter(torch.ones(dim)) for _ in range(2))
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x):
+        t = self.patch(x).flatten(2).transpose(1, 2)
+        for norm, fc1, fc2, gamma in zip(self.norms, self.fc1s, self.fc2s, self.gammas):
+            t = t + gamma * self.drop(fc2(F.gelu(fc1(norm(t)))))
+        return self.head(t.mean(1))
+
+
+def layer_scale_of_ones() -> ModelSpec:
+    return ModelSpec(module=LayerScaleOfOnes().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),),
+                     name="layer-scale-of-ones")

@@ -301,8 +301,14 @@ def match(ours: list[QTensor], theirs: list[QTensor]) -> list[tuple[QTensor, QTe
         hit = by_name.get(q.name)
         if hit is not None and id(hit) not in used and _compatible(q, hit):
             cands = [index[id(hit)]] + [j for j in cands if theirs[j] is not hit]
+        elif copy is not None and len(cands) > 1 and cands[0] != index[id(source)] + 1 \
+                and _in_place(q, by_qnode.get(q.copy_of)):
+            cands = []  # several tensors hold the source's integers, none next to it: ops' (_in_place)
         if not cands:
-            pairs.append((q, None))
+            given = _from_copy(q, pairs, paired)
+            pairs.append((q, given))
+            if given is not None:
+                paired[q.qnode] = given
             continue
         j = min(cands, key=lambda k: _gap(q.values, _align(q.values, theirs[k].values)))
         used.add(id(theirs[j]))
@@ -311,6 +317,42 @@ def match(ours: list[QTensor], theirs: list[QTensor]) -> list[tuple[QTensor, QTe
         pairs.append((q, theirs[j]))
         paired[q.qnode] = theirs[j]
     return pairs
+
+
+def _in_place(q: QTensor, src: QTensor | None) -> bool:
+    """Whether the copy `q` holds its source's (`src`) integers where they were, in its shape (an identity requantization
+    a removed dropout leaves, a `.contiguous()`): files elide such a copy. Where several artifact
+    tensors hold those integers, ops after it computed the same ones — a residual add whose branch
+    is below half a step (CaiT's layer scale at its 1e-5 init), a multiply by ones — and the copy,
+    met first, took the first op's tensor: every later op then took the next one's, and the norm
+    after each add the other norm's (tiny CaiT's blocks.1.norm2: 3 steps in isolation on a file
+    with 0 steps end to end). Unless the first of them comes right after the source's tensor in the
+    file (a copy the file kept), such a copy is left to be covered by its source."""
+    m = q.moves
+    return m is not None and src is not None and src.values.shape == q.values.shape \
+        and bool((m.reshape(-1) == np.arange(m.size)).all())
+
+
+def _from_copy(q: QTensor, pairs: list[tuple[QTensor, QTensor | None]], paired: dict[str, QTensor]) -> QTensor | None:
+    """The artifact tensor a copy just before `q` was paired with, taken back for `q` when no other
+    fits it: an op whose output equals its input (a layer scale of ones, `gamma * x`, after the
+    identity requantization a removed dropout leaves) holds the copy's integers at the copy's
+    parameters, and the copy, met first, took the op's tensor. A file elides such copies; one left
+    without a tensor is covered by its source, an op left without one is unverified (timm XCiT:
+    blocks.8's `gamma2 * mlp(x)` kept the end-to-end ceiling on a file whose every layer was within
+    a step). Taken only from a copy whose source is paired, and holding values at least as close
+    to `q`'s as to the copy's."""
+    if q.copy_of:
+        return None
+    for i in range(len(pairs) - 1, max(-1, len(pairs) - 1 - MATCH_WINDOW), -1):
+        c, b = pairs[i]
+        if b is None or not c.copy_of or c.copy_of not in paired or not _compatible(q, b):
+            continue
+        if _gap(q.values, _align(q.values, b.values)) <= _gap(c.values, _align(c.values, b.values)):
+            pairs[i] = (c, None)
+            paired.pop(c.qnode, None)
+            return b
+    return None
 
 
 def _copy_check(q: QTensor, src: QTensor | None, art_src: QTensor) -> Callable[[QTensor], bool]:
