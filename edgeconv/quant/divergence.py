@@ -259,8 +259,8 @@ def match(ours: list[QTensor], theirs: list[QTensor]) -> list[tuple[QTensor, QTe
     paired: dict[str, QTensor] = {}  # torch quantize node -> its artifact tensor
     cursor = 0
     for q in ours:
-        source = paired.get(q.copy_of)
-        copy = _copy_check(q, by_qnode.get(q.copy_of), source) if source is not None else None
+        src, source, moves = _paired_source(q, by_qnode, paired)
+        copy = _copy_check(q, moves, src, source) if source is not None else None
         order = [j for j in list(range(cursor, len(theirs))) + list(range(0, cursor))
                  if id(theirs[j]) not in used and _compatible(q, theirs[j]) and (copy is None or copy(theirs[j]))]
         cands = order[:MATCH_WINDOW]
@@ -279,16 +279,48 @@ def match(ours: list[QTensor], theirs: list[QTensor]) -> list[tuple[QTensor, QTe
     return pairs
 
 
-def _copy_check(q: QTensor, src: QTensor | None, art_src: QTensor) -> Callable[[QTensor], bool]:
-    """What an artifact tensor must hold to be the file's copy of the simulation's copy `q` of `src`,
-    given the artifact tensor `art_src` paired with `src`: `art_src`'s integers moved the way the
-    simulation moves them (`q.moves`), in a layout `_views` undoes. A copy the file elided has no
+def _paired_source(q: QTensor, by_qnode: dict[str, QTensor], paired: dict[str, QTensor]
+                   ) -> tuple[QTensor | None, QTensor | None, np.ndarray | None]:
+    """For a copy `q`: the nearest simulation tensor up its chain of copies that has an artifact
+    tensor, that artifact tensor, and where each of `q`'s values comes from in it (the chain's moves
+    composed; None where a link was not replayed). (None, None, None) when no tensor up the chain
+    is paired, or `q` is no copy.
+
+    A copy of a copy the file elided is still a copy of what the file kept: CoaT's factorized
+    attention lays its k-softmax out by reshape → permute → transpose, which litert-torch folds
+    into the matmul. Judged against its immediate source only (unpaired), the permute took the
+    next block's softmax — same fixed 1/256 grid and size — and left that softmax with no tensor:
+    52 tensors of timm CoaT-Ti's TFLite file unverified, 13 blocks' k-softmax among them."""
+    moves, cur = q.moves, q
+    for _ in range(len(by_qnode)):
+        src = by_qnode.get(cur.copy_of) if cur.copy_of else None
+        if src is None:
+            return None, None, None
+        if src.qnode in paired:
+            return src, paired[src.qnode], moves
+        # through an unpaired copy: its own moves index its source's sample, ours index its sample
+        moves = src.moves.reshape(-1)[moves] if moves is not None and src.moves is not None else None
+        cur = src
+    return None, None, None
+
+
+def _copy_of_paired(q: QTensor, by_qnode: dict[str, QTensor], matched: set[str]) -> bool:
+    """Whether some tensor up `q`'s chain of copies has an artifact tensor (`matched`: quantize nodes)."""
+    return _paired_source(q, by_qnode, dict.fromkeys(matched))[0] is not None
+
+
+def _copy_check(q: QTensor, moves: np.ndarray | None, src: QTensor | None, art_src: QTensor
+                ) -> Callable[[QTensor], bool]:
+    """What an artifact tensor must hold to be the file's copy of the simulation's copy `q` of `src`
+    (its source, or an ancestor up a chain of copies), given the artifact tensor `art_src` paired with
+    `src`: `art_src`'s integers moved the way the simulation moves them (`moves`, the chain's moves
+    composed), in a layout `_views` undoes. A copy the file elided has no
     counterpart, and holding the same integers in some order is not enough: the rolled halves of a
     shifted window (slices and a concat at one scale) hold the same multiset, and Swin's crop after
     the window merge — an identity requantization in the simulation — was paired with the file's
     rolled tensor and fed to the roll's slices (65 steps at attn.proj in TFLite and Core ML alike).
     Without a replayed map, the multiset is what is checked."""
-    moved = _moved(q, src, art_src)
+    moved = _moved(q, moves, src, art_src)
     if moved is None:
         return lambda b: _holds_values_of(b, art_src)
 
@@ -303,19 +335,19 @@ def _copy_check(q: QTensor, src: QTensor | None, art_src: QTensor) -> Callable[[
 COPY_MAX_SHARE = 0.01
 
 
-def _moved(q: QTensor, src: QTensor | None, art_src: QTensor) -> np.ndarray | None:
-    """`art_src` (the file's tensor for `src`) moved by the simulation's layout op into `q`'s layout,
-    or None where there is no replayed map or the sizes do not fit one."""
-    if q.moves is None or src is None or q.moves.size == 0:
+def _moved(q: QTensor, moves: np.ndarray | None, src: QTensor | None, art_src: QTensor) -> np.ndarray | None:
+    """`art_src` (the file's tensor for `src`) moved by the simulation's layout ops (`moves`) into
+    `q`'s layout, or None where there is no replayed map or the sizes do not fit one."""
+    if moves is None or src is None or moves.size == 0:
         return None
-    n = q.values.size // q.moves.size  # samples: each sample's block of rows is one replay
-    if n * q.moves.size != q.values.size or src.values.size % max(n, 1) or not n:
+    n = q.values.size // moves.size  # samples: each sample's block of rows is one replay
+    if n * moves.size != q.values.size or src.values.size % max(n, 1) or not n:
         return None
     per = src.values.size // n
     aligned = _align(src.values, art_src.values)
-    if aligned is None or int(q.moves.max()) >= per:
+    if aligned is None or int(moves.max()) >= per:
         return None
-    return aligned.reshape(n, per)[:, q.moves.reshape(-1)].reshape(q.values.shape).astype(np.int64)
+    return aligned.reshape(n, per)[:, moves.reshape(-1)].reshape(q.values.shape).astype(np.int64)
 
 
 def _holds_values_of(b: QTensor, a: QTensor) -> bool:
@@ -559,8 +591,9 @@ def divergence(graph: "Graph", artifact: Path | str, x: "Batch", steps: float = 
     drifts, unmatched, covered, missing = [], [], [], []
     pairs = match(ours, theirs)
     matched = {q.qnode for q, a in pairs if a is not None}
+    by_qnode = {q.qnode: q for q in ours if q.qnode}
     for q, a in pairs:
-        if a is None and q.copy_of and q.copy_of in matched:
+        if a is None and q.copy_of and _copy_of_paired(q, by_qnode, matched):
             covered.append(q.name)
             continue
         if a is None:
