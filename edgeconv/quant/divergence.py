@@ -12,7 +12,8 @@ activation (conv -> quantize -> relu -> quantize with the same scale: formats fu
 left out on every side. A simulation tensor that only copies another at the same parameters (a
 relayout, or the identity requantization a removed dropout or `.contiguous()` leaves) is paired only
 with a file tensor holding its source's integers where the simulation's op puts them, else it is
-covered by its source. The report names the first layer whose tensor differs by more than N steps.
+covered by its source; a copy of such a copy, by the nearest tensor up the chain the file has.
+The report names the first layer whose tensor differs by more than N steps.
 """
 from __future__ import annotations
 
@@ -304,11 +305,6 @@ def _paired_source(q: QTensor, by_qnode: dict[str, QTensor], paired: dict[str, Q
     return None, None, None
 
 
-def _copy_of_paired(q: QTensor, by_qnode: dict[str, QTensor], matched: set[str]) -> bool:
-    """Whether some tensor up `q`'s chain of copies has an artifact tensor (`matched`: quantize nodes)."""
-    return _paired_source(q, by_qnode, dict.fromkeys(matched))[0] is not None
-
-
 def _copy_check(q: QTensor, moves: np.ndarray | None, src: QTensor | None, art_src: QTensor
                 ) -> Callable[[QTensor], bool]:
     """What an artifact tensor must hold to be the file's copy of the simulation's copy `q` of `src`
@@ -590,10 +586,11 @@ def divergence(graph: "Graph", artifact: Path | str, x: "Batch", steps: float = 
     theirs = fmt.int8_tensors(path, x)
     drifts, unmatched, covered, missing = [], [], [], []
     pairs = match(ours, theirs)
-    matched = {q.qnode for q, a in pairs if a is not None}
+    matched = {q.qnode: a for q, a in pairs if a is not None}
     by_qnode = {q.qnode: q for q in ours if q.qnode}
     for q, a in pairs:
-        if a is None and q.copy_of and _copy_of_paired(q, by_qnode, matched):
+        # a copy (of a copy …) of a tensor the file has: judging that tensor judges it
+        if a is None and q.copy_of and _paired_source(q, by_qnode, matched)[0] is not None:
             covered.append(q.name)
             continue
         if a is None:
