@@ -300,7 +300,8 @@ def _paired_source(q: QTensor, by_qnode: dict[str, QTensor], paired: dict[str, Q
         if src.qnode in paired:
             return src, paired[src.qnode], moves
         # through an unpaired copy: its own moves index its source's sample, ours index its sample
-        moves = src.moves.reshape(-1)[moves] if moves is not None and src.moves is not None else None
+        fits = moves is not None and src.moves is not None and moves.size and int(moves.max()) < src.moves.size
+        moves = src.moves.reshape(-1)[moves] if fits else None
         cur = src
     return None, None, None
 
