@@ -189,6 +189,34 @@ def test_a_copy_is_paired_only_with_its_sources_integers_where_the_simulation_mo
     assert pairs == [("crop", "CROP"), ("reshape", "RESHAPE"), ("cat", "CAT")]
 
 
+def test_a_copy_of_an_elided_copy_is_checked_against_what_the_file_kept():
+    """CoaT's factorized attention lays its k-softmax out by reshape → permute, both copies at the
+    softmax's fixed 1/256 grid, and litert-torch folds both into the matmul. The permute is a copy
+    of the reshape, which has no file tensor: it was paired unchecked with the next block's softmax
+    (same grid and size), which was then left with no tensor (52 tensors unverified in timm
+    CoaT-Ti's TFLite file). Up the chain, the softmax has one: the permute must hold its integers
+    where the two moves put them."""
+    rng = np.random.default_rng(0)
+    s1, s2 = (rng.integers(-128, -100, (2, 4, 6)).astype(np.int32) for _ in range(2))  # two samples
+    idx = np.arange(24).reshape(1, 4, 2, 3)  # where each value of one sample comes from
+    permuted = s1.reshape(2, 4, 2, 3).transpose(0, 3, 1, 2).copy()
+    ours = [QTensor("softmax", 1 / 256, -128, s1, qnode="q1"),
+            QTensor("reshape", 1 / 256, -128, s1.reshape(2, 4, 2, 3), qnode="q2", copy_of="q1", moves=idx),
+            QTensor("permute", 1 / 256, -128, permuted, qnode="q3", copy_of="q2", moves=idx.transpose(0, 3, 1, 2)),
+            QTensor("softmax_1", 1 / 256, -128, s2, qnode="q4")]
+    theirs = [QTensor("SOFTMAX", 1 / 256, -128, s1), QTensor("SOFTMAX_1", 1 / 256, -128, s2)]
+    pairs = [(q.name, a.name if a else None) for q, a in match(ours, theirs)]
+    assert pairs == [("softmax", "SOFTMAX"), ("reshape", None), ("permute", None), ("softmax_1", "SOFTMAX_1")]
+    # a file that keeps the permute is paired with it (the two moves composed) ...
+    theirs.insert(1, QTensor("TRANSPOSE", 1 / 256, -128, permuted))
+    pairs = [(q.name, a.name if a else None) for q, a in match(ours, theirs)]
+    assert pairs == [("softmax", "SOFTMAX"), ("reshape", None), ("permute", "TRANSPOSE"), ("softmax_1", "SOFTMAX_1")]
+    # ... but not with the same integers in other places (a multiset check would take it)
+    theirs[1] = QTensor("TRANSPOSE", 1 / 256, -128, np.roll(permuted, 1, axis=-1))
+    pairs = [(q.name, a.name if a else None) for q, a in match(ours, theirs)]
+    assert pairs == [("softmax", "SOFTMAX"), ("reshape", None), ("permute", None), ("softmax_1", "SOFTMAX_1")]
+
+
 def test_a_padded_shifted_window_is_judged_layer_by_layer_in_every_format(tmp_path):
     """timm Swin at a small input: windows padded to a multiple, the merged map cropped, rolled back.
     The simulation's crop copy was paired with the file's rolled tensor in TFLite and Core ML (11

@@ -14,6 +14,10 @@ photos): every int8 layer judged in isolation is within one step of the simulati
   ReLU6; and the same gate clamped with `torch.clamp(·, 0, 6)`): the converter fuses the clamp into
   the MUL, which rounds once at the clamp's scale; the annotator used to give the MUL its own output,
   so the simulation rounded twice (ReXNet-100: 2–5 steps at 13 `act_dw` layers).
+- CoaT's factorized attention (timm's own `SerialBlock`, two of them): the k-softmax is laid out by
+  reshape → permute → transpose (copies at its 1/256 grid) that litert-torch folds into the matmul;
+  each copy is checked against the softmax the file keeps, so the next block's softmax is paired with
+  its own tensor, not taken by the first block's permute and left unverified.
 - cross-covariance attention (EdgeNeXt-XXS's XCA): F.normalize is a division of an int8
   activation, which TFLite's int8 DIV kernel gets wrong (−128) for a numerator one step below its
   zero point; edgeconv keeps it out of that kernel.
@@ -220,3 +224,44 @@ def test_onnx_clamp_after_binary_op_is_integer(tmp_path, producer):
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     found = float_ops(path)
     assert found.count == (1 if producer == "Div" else 0), found.ops
+class CoatSerialBlocks(nn.Module):
+    """Patch-4 embedding to 8×8 tokens and a class token, then two of timm CoaT's serial blocks
+    (shared conv position and conv relative position encodings: factorized attention, softmax of k
+    over the tokens), mean readout."""
+
+    def __init__(self, dim: int = 32, heads: int = 8, side: int = 32) -> None:
+        super().__init__()
+        import_timm()
+        from timm.models.coat import ConvPosEnc, ConvRelPosEnc, SerialBlock
+
+        self.embed = nn.Conv2d(3, dim, 4, 4)
+        self.norm = nn.LayerNorm(dim)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.grid = (side // 4, side // 4)
+        cpe, crpe = ConvPosEnc(dim, 3), ConvRelPosEnc(dim // heads, heads, {3: 2, 5: 3, 7: 3})
+        self.blocks = nn.ModuleList(SerialBlock(dim, heads, shared_cpe=cpe, shared_crpe=crpe) for _ in range(2))
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.embed(x).flatten(2).transpose(1, 2))
+        x = torch.cat((self.cls.expand(x.shape[0], -1, -1), x), 1)
+        for block in self.blocks:
+            x = block(x, self.grid)
+        return self.head(x.mean(1))
+
+
+def coat_serial_blocks():
+    from examples.zoo._common import build
+
+    return build(CoatSerialBlocks, "timm-coat-serial-32", 32)
+
+
+def test_coat_factorized_attention_layer_by_layer(tmp_path, photos):
+    """Every int8 tensor of both blocks is judged: none left unverified (the second block's softmax
+    and its three copies were, 52 such in timm CoaT-Ti), every layer within a step."""
+    art, res = _export("test_int8_catalog_blocks:coat_serial_blocks", photos, tmp_path / "out")
+    layers = art["parity"]["layers"]
+    assert layers["excluded"] == [] and layers["unmatched"] == 0, layers
+    assert layers["layers"] >= 100 and layers["covered"] >= 8, layers
+    assert layers["worst_steps"] <= 1 and layers["passed"], layers
+    assert res.exit_code == 0, res.output

@@ -12,7 +12,8 @@ activation (conv -> quantize -> relu -> quantize with the same scale: formats fu
 left out on every side. A simulation tensor that only copies another at the same parameters (a
 relayout, or the identity requantization a removed dropout or `.contiguous()` leaves) is paired only
 with a file tensor holding its source's integers where the simulation's op puts them, else it is
-covered by its source. The report names the first layer whose tensor differs by more than N steps.
+covered by its source; a copy of such a copy, by the nearest tensor up the chain the file has.
+The report names the first layer whose tensor differs by more than N steps.
 """
 from __future__ import annotations
 
@@ -293,8 +294,8 @@ def match(ours: list[QTensor], theirs: list[QTensor]) -> list[tuple[QTensor, QTe
     paired: dict[str, QTensor] = {}  # torch quantize node -> its artifact tensor
     cursor = 0
     for q in ours:
-        source = paired.get(q.copy_of)
-        copy = _copy_check(q, by_qnode.get(q.copy_of), source) if source is not None else None
+        src, source, moves = _paired_source(q, by_qnode, paired)
+        copy = _copy_check(q, moves, src, source) if source is not None else None
         order = [j for j in list(range(cursor, len(theirs))) + list(range(0, cursor))
                  if id(theirs[j]) not in used and _compatible(q, theirs[j]) and (copy is None or copy(theirs[j]))]
         cands = order[:MATCH_WINDOW]
@@ -355,16 +356,44 @@ def _from_copy(q: QTensor, pairs: list[tuple[QTensor, QTensor | None]], paired: 
     return None
 
 
-def _copy_check(q: QTensor, src: QTensor | None, art_src: QTensor) -> Callable[[QTensor], bool]:
-    """What an artifact tensor must hold to be the file's copy of the simulation's copy `q` of `src`,
-    given the artifact tensor `art_src` paired with `src`: `art_src`'s integers moved the way the
-    simulation moves them (`q.moves`), in a layout `_views` undoes. A copy the file elided has no
+def _paired_source(q: QTensor, by_qnode: dict[str, QTensor], paired: dict[str, QTensor]
+                   ) -> tuple[QTensor | None, QTensor | None, np.ndarray | None]:
+    """For a copy `q`: the nearest simulation tensor up its chain of copies that has an artifact
+    tensor, that artifact tensor, and where each of `q`'s values comes from in it (the chain's moves
+    composed; None where a link was not replayed). (None, None, None) when no tensor up the chain
+    is paired, or `q` is no copy.
+
+    A copy of a copy the file elided is still a copy of what the file kept: CoaT's factorized
+    attention lays its k-softmax out by reshape → permute → transpose, which litert-torch folds
+    into the matmul. Judged against its immediate source only (unpaired), the permute took the
+    next block's softmax — same fixed 1/256 grid and size — and left that softmax with no tensor:
+    52 tensors of timm CoaT-Ti's TFLite file unverified, 13 blocks' k-softmax among them."""
+    moves, cur = q.moves, q
+    for _ in range(len(by_qnode)):
+        src = by_qnode.get(cur.copy_of) if cur.copy_of else None
+        if src is None:
+            return None, None, None
+        if src.qnode in paired:
+            return src, paired[src.qnode], moves
+        # through an unpaired copy: its own moves index its source's sample, ours index its sample
+        fits = moves is not None and src.moves is not None and moves.size and int(moves.max()) < src.moves.size
+        moves = np.where(moves == FILL, FILL, src.moves.reshape(-1)[np.maximum(moves, 0)]) if fits else None
+        cur = src
+    return None, None, None
+
+
+def _copy_check(q: QTensor, moves: np.ndarray | None, src: QTensor | None, art_src: QTensor
+                ) -> Callable[[QTensor], bool]:
+    """What an artifact tensor must hold to be the file's copy of the simulation's copy `q` of `src`
+    (its source, or an ancestor up a chain of copies), given the artifact tensor `art_src` paired with
+    `src`: `art_src`'s integers moved the way the simulation moves them (`moves`, the chain's moves
+    composed), in a layout `_views` undoes. A copy the file elided has no
     counterpart, and holding the same integers in some order is not enough: the rolled halves of a
     shifted window (slices and a concat at one scale) hold the same multiset, and Swin's crop after
     the window merge — an identity requantization in the simulation — was paired with the file's
     rolled tensor and fed to the roll's slices (65 steps at attn.proj in TFLite and Core ML alike).
     Without a replayed map, the multiset is what is checked."""
-    moved = _moved(q, src, art_src)
+    moved = _moved(q, moves, src, art_src)
     if moved is None:
         return lambda b: _holds_values_of(b, art_src)
 
@@ -379,19 +408,19 @@ def _copy_check(q: QTensor, src: QTensor | None, art_src: QTensor) -> Callable[[
 COPY_MAX_SHARE = 0.01
 
 
-def _moved(q: QTensor, src: QTensor | None, art_src: QTensor) -> np.ndarray | None:
-    """`art_src` (the file's tensor for `src`) moved by the simulation's layout op into `q`'s layout,
-    or None where there is no replayed map or the sizes do not fit one."""
-    if q.moves is None or src is None or q.moves.size == 0:
+def _moved(q: QTensor, moves: np.ndarray | None, src: QTensor | None, art_src: QTensor) -> np.ndarray | None:
+    """`art_src` (the file's tensor for `src`) moved by the simulation's layout ops (`moves`) into
+    `q`'s layout, or None where there is no replayed map or the sizes do not fit one."""
+    if moves is None or src is None or moves.size == 0:
         return None
-    n = q.values.size // q.moves.size  # samples: each sample's block of rows is one replay
-    if n * q.moves.size != q.values.size or src.values.size % max(n, 1) or not n:
+    n = q.values.size // moves.size  # samples: each sample's block of rows is one replay
+    if n * moves.size != q.values.size or src.values.size % max(n, 1) or not n:
         return None
     per = src.values.size // n
     aligned = _align(src.values, art_src.values)
-    if aligned is None or int(q.moves.max()) >= per:
+    if aligned is None or int(moves.max()) >= per:
         return None
-    moves = q.moves.reshape(-1)
+    moves = moves.reshape(-1)
     out = aligned.reshape(n, per)[:, np.maximum(moves, 0)].astype(np.int64)
     out[:, moves == FILL] = q.zero_point  # a constant pad's border: 0.0
     return out.reshape(q.values.shape)
@@ -637,9 +666,11 @@ def divergence(graph: "Graph", artifact: Path | str, x: "Batch", steps: float = 
     theirs = fmt.int8_tensors(path, x)
     drifts, unmatched, covered, missing = [], [], [], []
     pairs = match(ours, theirs)
-    matched = {q.qnode for q, a in pairs if a is not None}
+    matched = {q.qnode: a for q, a in pairs if a is not None}
+    by_qnode = {q.qnode: q for q in ours if q.qnode}
     for q, a in pairs:
-        if a is None and q.copy_of and q.copy_of in matched:
+        # a copy (of a copy …) of a tensor the file has: judging that tensor judges it
+        if a is None and q.copy_of and _paired_source(q, by_qnode, matched)[0] is not None:
             covered.append(q.name)
             continue
         if a is None:
