@@ -7,6 +7,7 @@ int8 kernel for, with the same values in float. Each rewrite shows its before/af
   layer_norm_to_primitives  LayerNorm / GroupNorm / RMSNorm → MEAN, SUB, MUL, RSQRT, ADD
   variance_to_primitives    var (timm SimpleNorm's) → MEAN, SUB, MUL
   avg_pool_without_pad_count  average pool not counting its padding → PAD, AVERAGE_POOL, MUL
+  bicubic_to_linear_maps    bicubic resize to a fixed size → a linear map per axis (FULLY_CONNECTED)
   sdpa_to_primitives        fused attention → MUL, BATCH_MATMUL, SOFTMAX, BATCH_MATMUL
   fold_constants            input-independent values (positional encodings) → stored constants
   unbind_to_select          unbind → one select per piece
@@ -344,6 +345,53 @@ def _pool_args(n: Node) -> tuple[Any, list[int], list[int], list[int], bool, boo
     return (n.args[0], k, pair(given.get("stride"), k), pair(given.get("padding", 0), [0, 0]),
             bool(given.get("ceil_mode", False)), bool(given.get("count_include_pad", True)),
             given.get("divisor_override"))
+
+
+BICUBIC = _targets(aten.upsample_bicubic2d)
+
+
+def bicubic_to_linear_maps(gm: GraphModule) -> list[str]:
+    """A bicubic resize to a fixed size (timm CrossViT resizes its input 240 → 224 for the second branch)
+    → a linear map along W and one along H: bicubic interpolation is separable and linear in its input,
+    so each axis is a constant [out, in] matrix (torch's own kernel run on one-hot rows, its clamped
+    borders included). No format has an int8 bicubic kernel (TFLite none at all: litert-torch wrote 70
+    float GATHER_ND/MUL/ADD ops); a linear with a constant weight is int8 everywhere.
+
+        before: y = upsample_bicubic2d(x, [Ho, Wo], align_corners)             x: [B, C, H, W]
+        after:  y = linear(linear(x, A_w)ᵀ, A_h)ᵀ        A_w: [Wo, W], A_h: [Ho, H]  (ᵀ: the last two dims)"""
+    acts = activations(gm)
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n not in acts or n.target not in BICUBIC:
+            continue
+        x, size, corners, scales = (list(n.args) + [None] * 4)[:4]
+        x_val = x.meta.get("val") if isinstance(x, Node) else None
+        if not (isinstance(x_val, torch.Tensor) and x_val.dim() == 4 and size and scales is None
+                and not n.kwargs.get("scales_h") and not n.kwargs.get("scales_w")):
+            continue
+        ins = _Inserter(gm, n)
+        y = x
+        with gm.graph.inserting_before(n):
+            for axis, (before, after) in enumerate(zip(x_val.shape[2:], size)):  # H, then W
+                if before == after:
+                    continue  # that axis keeps its size: the identity
+                if axis == 0:
+                    y = ins.call(aten.transpose.int, y, -1, -2)  # H last
+                m = gm.graph.get_attr(_new_attr(gm, "_edgeconv_bicubic", _resize_matrix(int(before), int(after), corners)))
+                m.meta["val"] = getattr(gm, m.target)
+                y = ins.call(aten.linear.default, y, m)
+                if axis == 0:
+                    y = ins.call(aten.transpose.int, y, -1, -2)
+        ins.finish(y)
+        done.append(n.name)
+    return done
+
+
+def _resize_matrix(before: int, after: int, align_corners: bool) -> torch.Tensor:
+    """The [after, before] matrix torch's bicubic resize applies along one axis."""
+    rows = torch.eye(before).reshape(before, 1, before, 1)  # one-hot inputs along the axis
+    out = torch.nn.functional.interpolate(rows, size=(after, 1), mode="bicubic", align_corners=bool(align_corners))
+    return out[:, 0, :, 0].T.contiguous()
 
 
 def _var_args(n: Node, rank: int) -> tuple[list[int], float, bool]:
@@ -1035,7 +1083,7 @@ def drop_noop_casts(gm: GraphModule) -> list[str]:
 REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (drop_noop_casts, fold_constants, batch_norm_to_depthwise,
                                                               hardsigmoid_to_relu6,
                                                               layer_norm_to_primitives, variance_to_primitives,
-                                                              avg_pool_without_pad_count,
+                                                              avg_pool_without_pad_count, bicubic_to_linear_maps,
                                                               sdpa_to_primitives,
                                                               unbind_to_select, unfold_fold_to_convs,
                                                               softmax_to_last_axis, roll_to_slices, stack_to_cat,

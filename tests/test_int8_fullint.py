@@ -347,12 +347,13 @@ def test_float_ops_error_fails_the_artifact_naming_each_op(tmp_path):
 
 @pytest.mark.parametrize("ref", ["upsample_nearest", "upsample_bilinear", "shifted_windows", "selective_kernel",
                                  "global_query", "class_token_head", "channels_last_head",
-                                 "pad_excluded_pool"])
+                                 "pad_excluded_pool", "bicubic_resize"])
 def test_relayouts_resizes_and_concats_are_int8_in_every_format(tmp_path, ref):
     """HRNet's nearest/bilinear upsampling, Swin's torch.roll, SKNet's torch.stack and softmax over its
     branches, GCViT's repeat_interleave, a ViT class token concatenated with the patches and NesT's global
     pool of a channels-last map seen channels-first (ONNX: ReduceMean, Reshape, Gather) and ViTamin's average
-    pool that does not count its padding (TFLite: float REDUCE_WINDOW sums, DIV): every int8
+    pool that does not count its padding (TFLite: float REDUCE_WINDOW sums, DIV) and CrossViT's bicubic
+    resize of its input (no int8 bicubic kernel anywhere; TFLite: float GATHER_ND, MUL, ADD): every int8
     artifact is full-integer and passes the verdict, each layer alone within a step. Before: in ONNX
     the rolled Concat/Slice, the stacked Concat and the repeat's Expand/Reshape read float, and Resize's
     stored `scales` counted as float data; TFLite wrote the softmax over dim 1 as float SUB/EXP/SUM/DIV."""
@@ -427,6 +428,24 @@ def test_a_group_norm_of_several_groups_becomes_the_layer_norm_pieces_on_a_group
     assert [1, 4, 4, 16, 16] in views and [1, 16, 16, 16] in views, views
     with torch.no_grad():
         assert torch.allclose(gm(x), gn(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_bicubic_resize_becomes_one_linear_map_per_axis_with_the_same_values():
+    from edgeconv.calib.rewrites import transform
+    from tests.zoo import bicubic_resize
+
+    spec = bicubic_resize()
+    x = torch.from_numpy(_images(2, 20, seed=4))
+    gm = transform(torch.export.export(spec.module, spec.example_inputs, strict=False).module())
+    targets = [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
+    assert not [t for t in targets if "bicubic" in t] and targets.count("aten.linear.default") == 3, targets
+    maps = sorted(tuple(getattr(gm, n.args[1].target).shape) for n in gm.graph.nodes
+                  if n.target == torch.ops.aten.linear.default and n.args[1].op == "get_attr"
+                  and n.args[1].target.startswith("_edgeconv_bicubic"))
+    assert maps == [(12, 20), (16, 20)]
+    with torch.no_grad():
+        for i in range(len(x)):
+            assert torch.allclose(gm(x[i:i + 1]), spec.module(x[i:i + 1]), rtol=1e-4, atol=1e-5)
 
 
 class UniformBiases(nn.Module):

@@ -706,3 +706,22 @@ class LayerScaleOfOnes(nn.Module):
 def layer_scale_of_ones() -> ModelSpec:
     return ModelSpec(module=LayerScaleOfOnes().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),),
                      name="layer-scale-of-ones")
+
+
+class BicubicResize(nn.Module):
+    """timm CrossViT's second branch: the input image resized by `F.interpolate(mode='bicubic')` to a
+    smaller fixed size (240 → 224 there, 20 → 16 by 20 → 12 here) before its own patch embedding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Conv2d(3, 8, 4, 4)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        y = F.interpolate(x, size=(16, 12), mode="bicubic", align_corners=False)
+        return self.head(self.embed(y).mean((2, 3)))
+
+
+def bicubic_resize() -> ModelSpec:
+    return ModelSpec(module=BicubicResize().eval(), example_inputs=(torch.zeros(1, 3, 20, 20),), name="bicubic-resize")
