@@ -28,15 +28,31 @@ if TYPE_CHECKING:
     from litert_torch.quantize.pt2e_quantizer_utils import QuantizationConfig
 
 
-class MinMaxObserver(_MinMax):
-    """torchao's running min/max, with `clip_range` like the other observers."""
+class _FiniteOnly:
+    """Observes only the finite values. An infinity is a sentinel, not data: timm's same-padded max pool
+    (`MaxPool2dSame`: F.pad(x, value=-inf) → max_pool2d) pads with -inf, the pad shares its input's
+    observer, and a min of -inf made the scale infinite — the int8 program computed NaN from there on
+    (timm ViT-hybrid: simulation rel-L2 1.41 vs fp32; litert-torch refused the file). In int8 the
+    pad's -inf rounds to the lowest level, the range's minimum: a max pool's answer is the same."""
+
+    def forward(self, x_orig: torch.Tensor) -> torch.Tensor:
+        finite = torch.isfinite(x_orig)
+        if bool(finite.all()):
+            return super().forward(x_orig)
+        if bool(finite.any()):
+            super().forward(x_orig.detach()[finite])
+        return x_orig
+
+
+class MinMaxObserver(_FiniteOnly, _MinMax):
+    """torchao's running min/max (of finite values), with `clip_range` like the other observers."""
 
     def clip_range(self) -> tuple[float, float]:
         return float(self.min_val), float(self.max_val)
 
 
-class MovingAverageObserver(_MovingAverage):
-    """torchao's exponential moving average of per-batch min/max."""
+class MovingAverageObserver(_FiniteOnly, _MovingAverage):
+    """torchao's exponential moving average of per-batch min/max (of finite values)."""
 
     def clip_range(self) -> tuple[float, float]:
         return float(self.min_val), float(self.max_val)

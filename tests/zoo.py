@@ -725,3 +725,23 @@ class BicubicResize(nn.Module):
 
 def bicubic_resize() -> ModelSpec:
     return ModelSpec(module=BicubicResize().eval(), example_inputs=(torch.zeros(1, 3, 20, 20),), name="bicubic-resize")
+
+
+class SameMaxPool(nn.Module):
+    """timm's `MaxPool2dSame` (ResNetV2 / BiT stems, ViT-hybrid): TF-style SAME padding written as
+    `F.pad(x, value=-inf)` before a 3×3 stride-2 max pool, on a map whose values go below zero."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, 8, 3, 1, 1)
+        self.conv = nn.Conv2d(8, 8, 1)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        y = F.pad(self.stem(x), (0, 1, 0, 1), value=-float("inf"))  # 16² → 17²: SAME for k3 s2
+        return self.head(self.conv(F.max_pool2d(y, 3, 2)).mean((2, 3)))
+
+
+def same_max_pool() -> ModelSpec:
+    return ModelSpec(module=SameMaxPool().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),), name="same-max-pool")
