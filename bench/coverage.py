@@ -304,7 +304,8 @@ FLOAT_OPS_NOTE = ("Read from each file by its format's own reader (`format_for(p
 
 
 def by_op(ops: dict) -> str:
-    return ", ".join(f"{k}: {v}" for k, v in (ops.get("float_ops_by_op") or {}).items()) or "—"
+    by = ops.get("float_ops_by_op", ops.get("float_compute_ops")) or {}
+    return ", ".join(f"{k}: {v}" for k, v in by.items()) or "—"
 
 
 def write_markdown(data: dict, path: Path) -> None:
@@ -355,7 +356,9 @@ def write_markdown(data: dict, path: Path) -> None:
             if "error" in ops:
                 lines.append(f"| {name} | {t} | ? | ? | unreadable: {ops['error']} |")
                 continue
-            lines.append(f"| {name} | {t} | {ops['float_ops']} | {ops['requantize']} | {by_op(ops)} |")
+            # entries kept from runs before the format readers (`float_compute`: compute ops only) read as they were
+            fl = ops.get("float_ops", ops.get("float_compute", "?"))
+            lines.append(f"| {name} | {t} | {fl} | {ops.get('requantize', '?')} | {by_op(ops)} |")
     lines += ["", "## Time", "", ("Seconds: shared stages (capture, fold, quantize … summed over the net's runs) and "
               "export + parity per target, from the manifests; wall = the whole net, all runs."), "",
               "| net | wall | capture | quantize | slowest target (export+parity) |", "|---|---:|---:|---:|---|"]
