@@ -316,9 +316,7 @@ def avg_pool_without_pad_count(gm: GraphModule) -> list[str]:
         with gm.graph.inserting_before(n):
             padded = ins.call(aten.constant_pad_nd.default, x, [pad[1], pad[1], pad[0], pad[0]], 0.0)
             pooled = ins.call(aten.avg_pool2d.default, padded, k, stride, [0, 0], ceil, True)
-            r = gm.graph.get_attr(_new_attr(gm, "_edgeconv_pool_count", ratio))
-            r.meta["val"] = ratio
-            out = ins.call(aten.mul.Tensor, pooled, r)
+            out = ins.call(aten.mul.Tensor, pooled, ins.constant("_edgeconv_pool_count", ratio))
         ins.finish(out)
         done.append(n.name)
     return done
@@ -377,8 +375,7 @@ def bicubic_to_linear_maps(gm: GraphModule) -> list[str]:
                     continue  # that axis keeps its size: the identity
                 if axis == 0:
                     y = ins.call(aten.transpose.int, y, -1, -2)  # H last
-                m = gm.graph.get_attr(_new_attr(gm, "_edgeconv_bicubic", _resize_matrix(int(before), int(after), corners)))
-                m.meta["val"] = getattr(gm, m.target)
+                m = ins.constant("_edgeconv_bicubic", _resize_matrix(int(before), int(after), corners))
                 y = ins.call(aten.linear.default, y, m)
                 if axis == 0:
                     y = ins.call(aten.transpose.int, y, -1, -2)
@@ -738,9 +735,10 @@ class _Inserter:
         self.made.append(k)
         return k
 
-    def constant(self, base: str, value: float, **meta: Any) -> Node:
-        k = self.gm.graph.get_attr(_new_attr(self.gm, base, torch.tensor(value)))
-        k.meta.update(val=torch.tensor(value), **meta)
+    def constant(self, base: str, value: float | torch.Tensor, **meta: Any) -> Node:
+        t = value if isinstance(value, torch.Tensor) else torch.tensor(value)
+        k = self.gm.graph.get_attr(_new_attr(self.gm, base, t))
+        k.meta.update(val=t, **meta)
         return k
 
     def finish(self, result: Node, op_type: str | None = None) -> None:
