@@ -50,12 +50,13 @@ class QuantConfig(Record):
             if value not in (INT8, None):
                 raise UserError(f"quant config: {where} is {value!r}; a setting is \"int8\" or null (float)")
 
-    def setting(self, layer: str, node: str, op_type: str) -> str | None:
-        layers = dict(self.layer)
+    def setting(self, layer: str, node: str, op_types: tuple[str, ...]) -> str | None:
+        """`op_types`: the node's, the most specific first (a depthwise conv2d is also a conv2d)."""
+        layers, types = dict(self.layer), dict(self.op_type)
         for key in (layer, node):
             if key and key in layers:
                 return layers[key]
-        return dict(self.op_type).get(op_type, self.global_)
+        return next((types[t] for t in op_types if t in types), self.global_)
 
     @property
     def chooses_layers(self) -> bool:
@@ -101,9 +102,14 @@ class QuantConfig(Record):
 #       Each is an XNNPACK rule in devices/delegates/xnnpack.toml (tests/test_int8_presets.py checks
 #       the pairing): GELU (xnnpack.gelu-float-only), SOFTMAX and HARD_SWISH (xnnpack.float-only), and
 #       layer_norm, whose int8 pieces include RSQRT — measured, bench/results/int8_presets.json.
+#       And a depthwise conv of more than 25 taps (ConvNeXt's 7x7): XNNPACK takes it in int8, but past its
+#       largest single-pass kernel (5x5) it runs several passes: on an x86 AVX-512 host, 7x7 int8 measured
+#       23x slower than TFLite's builtin int8 kernel and 5x slower than XNNPACK's own fp32 (3x3 and 5x5: XNNPACK
+#       4x faster than builtin) — bench/results/dwconv_kernels.json, and int8_vs_aiq.json for whole nets.
 INT8_FOR: dict[str, QuantConfig] = {
     "npu": QuantConfig(),
-    "cpu": QuantConfig(op_type=(("gelu", None), ("hardswish", None), ("layer_norm", None), ("softmax", None))),
+    "cpu": QuantConfig(op_type=(("depthwise_conv2d_large", None), ("gelu", None), ("hardswish", None),
+                                ("layer_norm", None), ("softmax", None))),
 }
 
 

@@ -300,3 +300,39 @@ def test_class_token_concat_is_int8():
     cat = next(n for n in gm.graph.nodes if n.target is torch.ops.aten.cat.default)
     ann = cat.meta["quantization_annotation"]
     assert set(ann.input_qspec_map) == set(cat.args[0])  # the class token's edge is quantized too
+
+
+def test_layer_kinds_name_depthwise_convs_by_kernel_area():
+    from edgeconv.graph import capture
+    from edgeconv.quant.fallback import compute_layers
+    from tests.zoo import depthwise_kernels
+
+    spec = depthwise_kernels()
+    kinds = {layer: k for _, k, layer in compute_layers(capture(spec.module, spec.example_inputs))}
+    assert kinds == {"stem": ("conv2d",), "dw3": ("depthwise_conv2d", "conv2d"),
+                     "dw7": ("depthwise_conv2d_large", "depthwise_conv2d", "conv2d"), "grouped": ("conv2d",),
+                     "dw5x7": ("depthwise_conv2d_large", "depthwise_conv2d", "conv2d"), "head": ("linear",)}, kinds
+
+
+def test_int8_for_cpu_keeps_large_depthwise_convs_float(tmp_path, calib):
+    """XNNPACK runs a depthwise conv of more than 25 taps in several passes, far slower in int8
+    (bench/results/dwconv_kernels.json): the CPU preset keeps exactly those float, the rest int8."""
+    def export(out, *args):
+        res = CliRunner().invoke(main, ["export", "--model", "tests.zoo:depthwise_kernels", "--calib", str(calib),
+                                        "--calib-samples", "16", "--eval-samples", "8", "-t", "tflite-int8",
+                                        "-o", str(out), *args])
+        assert res.exit_code == 0, res.output
+        (art,) = json.loads((out / "edgeconv.json").read_text())["artifacts"]
+        return art
+
+    npu, cpu = export(tmp_path / "npu"), export(tmp_path / "cpu", "--int8-for", "cpu")
+    assert npu["float_ops"]["count"] == 0, npu["float_ops"]
+    float_convs = sorted((name, op) for op, name in [(o.split()[0], o.split()[1].rsplit("Conv2d_", 1)[-1].split(";")[0])
+                                                     for o in cpu["float_ops"]["ops"]
+                                                     if o.startswith(("CONV_2D", "DEPTHWISE_CONV_2D"))])
+    # the two large ones, and the grouped conv that reads dw7's float output (a float op's readers
+    # compute in float: README, "Full-integer int8, and int8 for a CPU"); dw3 and the stem stay int8
+    assert float_convs == [("dw5x7", "DEPTHWISE_CONV_2D"), ("dw7", "DEPTHWISE_CONV_2D"), ("grouped", "CONV_2D")], \
+        cpu["float_ops"]["ops"]
+    layers = cpu["parity"]["layers"]
+    assert cpu["parity"]["passed"] and layers["worst_steps"] <= 1, cpu["parity"]

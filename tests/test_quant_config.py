@@ -17,12 +17,12 @@ HERE = Path(__file__).parent
 
 def test_most_specific_level_decides():
     c = QuantConfig.from_file({"global": "int8", "op_type": {"linear": None}, "layer": {"fc": "int8", "c2": None}}, "t")
-    assert c.setting("c1", "conv2d", "conv2d") == "int8"  # global
-    assert c.setting("c2", "conv2d_1", "conv2d") is None  # layer
-    assert c.setting("head", "linear", "linear") is None  # op type
-    assert c.setting("fc", "linear_1", "linear") == "int8"  # layer beats op type
+    assert c.setting("c1", "conv2d", ("conv2d",)) == "int8"  # global
+    assert c.setting("c2", "conv2d_1", ("conv2d",)) is None  # layer
+    assert c.setting("head", "linear", ("linear",)) is None  # op type
+    assert c.setting("fc", "linear_1", ("linear",)) == "int8"  # layer beats op type
     assert QuantConfig.from_file(c.to_file(), "t") == c
-    assert QuantConfig.from_file({"global": None}, "t").setting("x", "y", "conv2d") is None
+    assert QuantConfig.from_file({"global": None}, "t").setting("x", "y", ("conv2d",)) is None
 
 
 @pytest.mark.parametrize("data, needle", [

@@ -745,3 +745,29 @@ class SameMaxPool(nn.Module):
 
 def same_max_pool() -> ModelSpec:
     return ModelSpec(module=SameMaxPool().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),), name="same-max-pool")
+
+
+class DepthwiseKernels(nn.Module):
+    """Depthwise convs of several kernel areas, ConvNeXt's 7×7 among them, beside a grouped conv
+    that is not depthwise (2 input channels per group) and a depthwise conv with a channel multiplier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, 16, 1)
+        self.dw3 = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.dw7 = nn.Conv2d(16, 16, 7, padding=3, groups=16)
+        self.grouped = nn.Conv2d(16, 16, 7, padding=3, groups=8)
+        self.dw5x7 = nn.Conv2d(16, 32, (5, 7), padding=(2, 3), groups=16)  # 35 taps, multiplier 2
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        y = torch.relu(self.stem(x))
+        y = self.grouped(torch.relu(self.dw7(self.dw3(y))))
+        return self.head(self.dw5x7(y).mean((2, 3)))
+
+
+def depthwise_kernels() -> ModelSpec:
+    from examples.zoo._common import build
+
+    return build(DepthwiseKernels, "depthwise-kernels", 16)

@@ -268,10 +268,11 @@ def keep_float(quantizer: Any, names: Iterable[str], op_types: Iterable[str] = (
 
         def annotate(self, model: Any) -> Any:
             from edgeconv.calib.annotate import op_type
+            from edgeconv.quant.program import layer_kinds
 
             model = base.annotate(self, model)
-            typed = tuple(n.name for n in model.graph.nodes
-                          if n.op == "call_function" and op_type(n) in self.float_op_types)
+            typed = tuple(n.name for n in model.graph.nodes if n.op == "call_function"
+                          and not self.float_op_types.isdisjoint((op_type(n), *layer_kinds(n))))
             strip_annotations(model, self.float_nodes + typed)
             return model
 
@@ -287,12 +288,13 @@ def with_float_nodes(graph: "Graph", result: FallbackResult) -> "Graph":
 
 # --- the choice as data: a QuantConfig ----------------------------------------------------------
 
-def compute_layers(graph: "Graph") -> list[tuple[str, str, str]]:
-    """(FX node name, op type, layer name) of every conv/linear of a graph. The layer name is the
-    module path where it names one node only, else the node name (two calls in one module)."""
-    from edgeconv.quant.program import compute_name, module_path
+def compute_layers(graph: "Graph") -> list[tuple[str, tuple[str, ...], str]]:
+    """(FX node name, op types, layer name) of every conv/linear of a graph; the op types most specific
+    first (`layer_kinds`). The layer name is the module path where it names one node only, else the
+    node name (two calls in one module)."""
+    from edgeconv.quant.program import layer_kinds, module_path
 
-    nodes = [(n.name, compute_name(n), module_path(n)) for n in graph.module().graph.nodes if compute_name(n)]
+    nodes = [(n.name, layer_kinds(n), module_path(n)) for n in graph.module().graph.nodes if layer_kinds(n)]
     paths = [p for _, _, p in nodes]
     return [(name, op, path if path and paths.count(path) == 1 else name) for name, op, path in nodes]
 
@@ -306,7 +308,7 @@ def float_nodes_for(config: "QuantConfig", graph: "Graph") -> tuple[str, ...]:
     if missing:
         raise UserError(f"quant config names layer(s) this model does not have: {', '.join(missing[:5])}; "
                         "was it written for another model? (`edgeconv analyze` lists the layers)")
-    return tuple(name for name, op, layer in layers if config.setting(layer, name, op) is None)
+    return tuple(name for name, kinds, layer in layers if config.setting(layer, name, kinds) is None)
 
 
 def config_for(graph: "Graph", float_nodes: Iterable[str], float_op_types: Iterable[str] = ()) -> "QuantConfig":

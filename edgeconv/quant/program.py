@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import operator
 from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
@@ -32,6 +33,38 @@ def compute_name(node: Any) -> str | None:
         return None
     name = getattr(node.target, "__name__", str(node.target)).split(".")[0]
     return name if name in COMPUTE else None
+
+
+# A quant config may name a kind of conv narrower than its op: a depthwise conv, and one whose kernel
+# has more taps than the 25 (5x5) of XNNPACK's largest single-pass depthwise kernels (larger ones it
+# runs in several passes; bench/results/dwconv_kernels.json measures what that costs).
+DEPTHWISE, LARGE_DEPTHWISE = "depthwise_conv2d", "depthwise_conv2d_large"
+SINGLE_PASS_TAPS = 25
+
+
+def layer_kinds(node: Any) -> tuple[str, ...]:
+    """The op types a quant config may name a conv/linear node by, the most specific first:
+    ("depthwise_conv2d_large", "depthwise_conv2d", "conv2d") for a 7x7 depthwise conv, ("linear",)
+    for a linear; () for any other node."""
+    name = compute_name(node)
+    if name not in ("conv2d", "convolution"):
+        return (name,) if name else ()
+    args = list(node.args) + [None] * 9
+    groups = args[8] if name == "convolution" else args[6]
+    weight = _tensor(args[1])
+    if (name == "convolution" and args[6]) or weight is None or weight.dim() != 4 or not groups or groups == 1 \
+            or weight.shape[1] != 1:  # transposed, or not one input channel per group
+        return (name,)
+    taps = int(weight.shape[2] * weight.shape[3])
+    return ((LARGE_DEPTHWISE,) if taps > SINGLE_PASS_TAPS else ()) + (DEPTHWISE, name)
+
+
+def _tensor(node: Any) -> Any:
+    """A node's tensor value: its traced `val`, else (a get_attr of an unlifted program) the attribute."""
+    val = getattr(node, "meta", {}).get("val")
+    if val is None and getattr(node, "op", None) == "get_attr":
+        val = operator.attrgetter(node.target)(node.graph.owning_module)
+    return val
 
 
 def is_q(node: Any) -> bool:
