@@ -609,6 +609,42 @@ def _spread(ins: "_Inserter", cols: Node, shape: list[int], stride: Any, back: l
     return cols
 
 
+def grouped_conv_transpose_to_conv(gm: GraphModule) -> list[str]:
+    """A grouped transposed conv (LowFormer's depthwise learned upsampling) → a grouped conv of its
+    input spread `stride` apart: TFLite's TRANSPOSE_CONV has no groups, and litert-torch wrote such a
+    layer as a float TRANSPOSE_CONV (stride 2) or CONV_2D (stride 1) inside DEQUANTIZE/QUANTIZE. A
+    transposed conv adds each input pixel times the kernel at its spread position, which is a conv of
+    the spread, padded input with the kernel flipped and each group's in/out axes swapped: the same
+    products and sums, so int8 rounds it the same way at the output; the zeros are the zero point.
+
+        before: y = conv_transpose2d(x, W, b, s, p, op, G, d)        W: [Cin, Cout/G, kh, kw]
+        after:  y = conv2d(pad(spread(x, s), d·(k-1)-p, d·(k-1)-p+op), W', b, 1, 0, d, G)
+                W'[g·Cout/G + o, i] = flip(W[g·Cin/G + i, o])
+    Needs the weight as a constant (post-training: `transform(frozen=True)` runs it); groups of one
+    keep TRANSPOSE_CONV, which has an int8 kernel; a padding past d·(k-1) is left as it is."""
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n.target not in _targets(aten.conv_transpose2d):
+            continue
+        x, w, bias, stride, pad, out_pad, groups, dil = (list(n.args) + [None, 1, 0, 0, 1, 1][len(n.args) - 2:])[:8]
+        stride, pad, out_pad, dil = ([int(v) for v in (_as_list(a) * 2)[:2]] for a in (stride, pad, out_pad, dil))
+        wt, val = constant_of(gm, w), x.meta.get("val") if isinstance(x, Node) else None
+        back = [d * (k - 1) - p for d, k, p in zip(dil, wt.shape[2:], pad)] if wt is not None else [-1]
+        if groups == 1 or wt is None or not isinstance(val, torch.Tensor) or val.dim() != 4 or min(back) < 0:
+            continue
+        cin, cout_g, kh, kw = wt.shape
+        flipped = wt.reshape(groups, cin // groups, cout_g, kh, kw).transpose(1, 2).flip(3, 4)
+        ins = _Inserter(gm, n)
+        with gm.graph.inserting_before(n):
+            weight = ins.constant(f"_edgeconv_{n.name}_weight", flipped.reshape(groups * cout_g, cin // groups, kh, kw))
+            out_hw = tuple(n.meta["val"].shape[2:])
+            spread = _spread(ins, x, list(val.shape), stride, back, out_hw, pad)
+            out = ins.call(aten.conv2d.default, spread, weight, bias, [1, 1], [0, 0], dil, groups)
+        ins.finish(out)
+        done.append(n.name)
+    return done
+
+
 def _onehot(gm: GraphModule, c: int, kh: int, kw: int, dil: Any = (1, 1), flip: bool = False) -> Node:
     """A get_attr of depthwise weights [C·K, 1, ·, ·] whose channel c·K + i has one tap of 1: at
     (i // kw, i % kw) (im2col's order), or — `flip` — at the opposite corner's offset with taps
@@ -766,7 +802,9 @@ def _infer_vals(gm: GraphModule, nodes: list[Node]) -> None:
             return a
         v = a.meta.get("val")
         v = v if isinstance(v, torch.Tensor) else constant_of(gm, a)
-        return mode.from_tensor(v) if mode is not None and not _is_fake(v) else v
+        # static: a constant's shape is its shape (the mode's shape env would give it symbols, and every
+        # shape computed from it after would reach the graph as a raw SymInt)
+        return mode.from_tensor(v, static_shapes=True) if mode is not None and not _is_fake(v) else v
 
     for k in nodes:
         with torch.no_grad(), (mode if mode is not None else contextlib.nullcontext()):
@@ -1095,7 +1133,7 @@ REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (drop_noop_casts, fol
 def transform(gm: GraphModule, frozen: bool = False) -> GraphModule:
     """Every rewrite, in order. `frozen`: the parameters are final (post-training quantization),
     so constants may be folded through them (`fold_constants`)."""
-    changed = bool(fold_constants(gm, frozen)) if frozen else False
+    changed = bool(fold_constants(gm, frozen)) | bool(grouped_conv_transpose_to_conv(gm)) if frozen else False
     for rewrite in REWRITES:
         changed |= bool(rewrite(gm))
     if changed:
