@@ -609,19 +609,25 @@ def _spread(ins: "_Inserter", cols: Node, shape: list[int], stride: Any, back: l
     return cols
 
 
-def grouped_conv_transpose_to_conv(gm: GraphModule) -> list[str]:
-    """A grouped transposed conv (LowFormer's depthwise learned upsampling) → a grouped conv of its
-    input spread `stride` apart: TFLite's TRANSPOSE_CONV has no groups, and litert-torch wrote such a
-    layer as a float TRANSPOSE_CONV (stride 2) or CONV_2D (stride 1) inside DEQUANTIZE/QUANTIZE. A
-    transposed conv adds each input pixel times the kernel at its spread position, which is a conv of
-    the spread, padded input with the kernel flipped and each group's in/out axes swapped: the same
-    products and sums, so int8 rounds it the same way at the output; the zeros are the zero point.
+def conv_transpose_to_conv(gm: GraphModule) -> list[str]:
+    """A transposed conv → a conv and a pixel shuffle (sub-pixel form), or — dilated and grouped — a
+    conv of its input spread `stride` apart. litert-torch writes an int8 program's transposed conv as a
+    float TRANSPOSE_CONV (stride > 1) or CONV_2D (stride 1) inside DEQUANTIZE/QUANTIZE, grouped or not
+    (LowFormer's learned upsampling: 21 float ops). Both forms compute the same products and sums,
+    so int8 rounds them the same way at the output; exact in float.
 
-        before: y = conv_transpose2d(x, W, b, s, p, op, G, d)        W: [Cin, Cout/G, kh, kw]
-        after:  y = conv2d(pad(spread(x, s), d·(k-1)-p, d·(k-1)-p+op), W', b, 1, 0, d, G)
-                W'[g·Cout/G + o, i] = flip(W[g·Cin/G + i, o])
-    Needs the weight as a constant (post-training: `transform(frozen=True)` runs it); groups of one
-    keep TRANSPOSE_CONV, which has an int8 kernel; a padding past d·(k-1) is left as it is."""
+    Sub-pixel (dilation 1, one stride s on both axes): output pixel o = i·s - p + k takes kernel taps
+    k ≡ o + p (mod s) only, so each of the s² phases r is an ordinary conv of the input with the taps
+    of that phase, flipped and padded to M = ceil(k / s): one conv gives every phase as its own
+    channel (c·s² + r, pixel shuffle's order), the shuffle interleaves them, a slice drops p.
+
+        before: y = conv_transpose2d(x, W, b, s, p, op, G)           W: [Cin, Cout/G, kh, kw]
+        after:  y = slice(pixel_shuffle(conv2d(pad(x, M-1, ·), V, b repeated s², 1, 0, 1, G), s), p, p + out)
+                V[(g·Cout/G + o)·s² + r, i, j] = W[g·Cin/G + i, o, r + (M-1-j)·s]   (0 past the kernel)
+    Spread (dilation d > 1, groups > 1: TFLite's TRANSPOSE_CONV has no groups):
+        after:  y = conv2d(pad(spread(x, s), d·(k-1)-p, d·(k-1)-p+op), flip(W) per group, b, 1, 0, d, G)
+    Needs the weight as a constant (post-training: `transform(frozen=True)` runs it); a padding past
+    d·(k-1) is left as it is."""
     done = []
     for n in list(gm.graph.nodes):
         if n.op != "call_function" or n.target not in _targets(aten.conv_transpose2d):
@@ -629,20 +635,57 @@ def grouped_conv_transpose_to_conv(gm: GraphModule) -> list[str]:
         x, w, bias, stride, pad, out_pad, groups, dil = (list(n.args) + [None, 1, 0, 0, 1, 1][len(n.args) - 2:])[:8]
         stride, pad, out_pad, dil = ([int(v) for v in (_as_list(a) * 2)[:2]] for a in (stride, pad, out_pad, dil))
         wt, val = constant_of(gm, w), x.meta.get("val") if isinstance(x, Node) else None
-        back = [d * (k - 1) - p for d, k, p in zip(dil, wt.shape[2:], pad)] if wt is not None else [-1]
-        if groups == 1 or wt is None or not isinstance(val, torch.Tensor) or val.dim() != 4 or min(back) < 0:
+        bt = constant_of(gm, bias) if isinstance(bias, Node) else None
+        if wt is None or not isinstance(val, torch.Tensor) or val.dim() != 4 or (bias is not None and bt is None):
             continue
-        cin, cout_g, kh, kw = wt.shape
-        flipped = wt.reshape(groups, cin // groups, cout_g, kh, kw).transpose(1, 2).flip(3, 4)
+        back = [d * (k - 1) - p for d, k, p in zip(dil, wt.shape[2:], pad)]
+        subpixel = dil == [1, 1] and stride[0] == stride[1] and min(pad) >= 0
+        if not subpixel and (groups == 1 or min(back) < 0):
+            continue
         ins = _Inserter(gm, n)
         with gm.graph.inserting_before(n):
-            weight = ins.constant(f"_edgeconv_{n.name}_weight", flipped.reshape(groups * cout_g, cin // groups, kh, kw))
-            out_hw = tuple(n.meta["val"].shape[2:])
-            spread = _spread(ins, x, list(val.shape), stride, back, out_hw, pad)
-            out = ins.call(aten.conv2d.default, spread, weight, bias, [1, 1], [0, 0], dil, groups)
+            out_hw = list(n.meta["val"].shape[2:])
+            if subpixel:
+                out = _subpixel(ins, n.name, x, list(val.shape), wt, bt, stride[0], pad, out_hw, groups)
+            else:
+                cin, cout_g, kh, kw = wt.shape
+                flipped = wt.reshape(groups, cin // groups, cout_g, kh, kw).transpose(1, 2).flip(3, 4)
+                weight = ins.constant(f"_edgeconv_{n.name}_weight", flipped.reshape(groups * cout_g, cin // groups, kh, kw))
+                spread = _spread(ins, x, list(val.shape), stride, back, tuple(out_hw), pad)
+                out = ins.call(aten.conv2d.default, spread, weight, bias, [1, 1], [0, 0], dil, groups)
         ins.finish(out)
         done.append(n.name)
     return done
+
+
+def _subpixel(ins: "_Inserter", name: str, x: Node, shape: list[int], wt: torch.Tensor, bt: torch.Tensor | None,
+              s: int, pad: list[int], out_hw: list[int], groups: int) -> Node:
+    """`conv_transpose_to_conv`'s sub-pixel form of a transposed conv of `x` (`shape`) with constant
+    weight `wt` and bias `bt`, stride `s` on both axes, dilation 1."""
+    cin, cout_g, kh, kw = wt.shape
+    m = [-(-k // s) for k in (kh, kw)]  # taps per phase, ceil(k / s)
+    wg = wt.reshape(groups, cin // groups, cout_g, kh, kw).transpose(1, 2)  # [G, Cout/G, Cin/G, kh, kw]
+    v = torch.zeros(groups, cout_g, s, s, cin // groups, m[0], m[1], dtype=wt.dtype)
+    for rh in range(s):
+        for jh in range(m[0]):
+            for rw in range(s):
+                for jw in range(m[1]):
+                    th, tw = rh + (m[0] - 1 - jh) * s, rw + (m[1] - 1 - jw) * s
+                    if th < kh and tw < kw:
+                        v[:, :, rh, rw, :, jh, jw] = wg[:, :, :, th, tw]
+    weight = ins.constant(f"_edgeconv_{name}_weight", v.reshape(groups * cout_g * s * s, cin // groups, *m))
+    b = None if bt is None else ins.constant(f"_edgeconv_{name}_bias", bt.repeat_interleave(s * s))
+    phases = [-(-(o + p) // s) for o, p in zip(out_hw, pad)]  # input positions each phase needs, ceil((O + p) / s)
+    right = [max(0, q - size) for q, size in zip(phases, shape[2:])]
+    padding = [m[1] - 1, right[1], m[0] - 1, right[0]]
+    y = ins.call(aten.constant_pad_nd.default, x, padding) if any(padding) else x
+    y = ins.call(aten.conv2d.default, y, weight, b, [1, 1], [0, 0], [1, 1], groups)
+    if s > 1:
+        y = ins.call(aten.pixel_shuffle.default, y, s)
+    for axis, (o, p, size, r) in enumerate(zip(out_hw, pad, shape[2:], right), start=2):
+        if p or o != (size + r) * s:
+            y = ins.call(aten.slice.Tensor, y, axis, p, p + o)
+    return y
 
 
 def _onehot(gm: GraphModule, c: int, kh: int, kw: int, dil: Any = (1, 1), flip: bool = False) -> Node:
@@ -1133,7 +1176,7 @@ REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (drop_noop_casts, fol
 def transform(gm: GraphModule, frozen: bool = False) -> GraphModule:
     """Every rewrite, in order. `frozen`: the parameters are final (post-training quantization),
     so constants may be folded through them (`fold_constants`)."""
-    changed = bool(fold_constants(gm, frozen)) | bool(grouped_conv_transpose_to_conv(gm)) if frozen else False
+    changed = bool(fold_constants(gm, frozen)) | bool(conv_transpose_to_conv(gm)) if frozen else False
     for rewrite in REWRITES:
         changed |= bool(rewrite(gm))
     if changed:

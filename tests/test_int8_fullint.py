@@ -347,7 +347,7 @@ def test_float_ops_error_fails_the_artifact_naming_each_op(tmp_path):
 
 @pytest.mark.parametrize("ref", ["upsample_nearest", "upsample_bilinear", "shifted_windows", "selective_kernel",
                                  "global_query", "class_token_head", "channels_last_head",
-                                 "pad_excluded_pool", "bicubic_resize", "same_max_pool", "grouped_upsample"])
+                                 "pad_excluded_pool", "bicubic_resize", "same_max_pool", "transposed_convs"])
 def test_relayouts_resizes_and_concats_are_int8_in_every_format(tmp_path, ref):
     """HRNet's nearest/bilinear upsampling, Swin's torch.roll, SKNet's torch.stack and softmax over its
     branches, GCViT's repeat_interleave, a ViT class token concatenated with the patches and NesT's global
@@ -355,7 +355,7 @@ def test_relayouts_resizes_and_concats_are_int8_in_every_format(tmp_path, ref):
     pool that does not count its padding (TFLite: float REDUCE_WINDOW sums, DIV) and CrossViT's bicubic
     resize of its input (no int8 bicubic kernel anywhere; TFLite: float GATHER_ND, MUL, ADD), and the
     -inf padding of timm's MaxPool2dSame (its observer saw -inf: an infinite scale, NaN after), and
-    LowFormer's grouped transposed convs (TFLite: float TRANSPOSE_CONV / CONV_2D): every int8
+    LowFormer's transposed convs (TFLite: float TRANSPOSE_CONV / CONV_2D): every int8
     artifact is full-integer and passes the verdict, each layer alone within a step. Before: in ONNX
     the rolled Concat/Slice, the stacked Concat and the repeat's Expand/Reshape read float, and Resize's
     stored `scales` counted as float data; TFLite wrote the softmax over dim 1 as float SUB/EXP/SUM/DIV."""
@@ -450,21 +450,24 @@ def test_a_bicubic_resize_becomes_one_linear_map_per_axis_with_the_same_values()
             assert torch.allclose(gm(x[i:i + 1]), spec.module(x[i:i + 1]), rtol=1e-4, atol=1e-5)
 
 
-def test_a_grouped_transposed_conv_becomes_a_conv_of_its_spread_input_with_the_same_values():
+def test_a_transposed_conv_becomes_a_conv_with_the_same_values():
+    """Sub-pixel form (a conv whose channels are the stride's phases, a pixel shuffle) where the
+    dilation is 1; a conv of the zero-spread input for the dilated grouped one."""
     from edgeconv.calib.rewrites import transform
-    from tests.zoo import grouped_upsample
+    from tests.zoo import transposed_convs
 
-    spec = grouped_upsample()
+    spec = transposed_convs()
     x = torch.from_numpy(_images(2, 16, seed=5))
     gm = transform(torch.export.export(spec.module, spec.example_inputs, strict=False).module(), frozen=True)
     targets = [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
-    assert not [t for t in targets if "transpose" in t] and targets.count("aten.conv2d.default") == 4, targets
+    assert not [t for t in targets if "transpose" in t] and targets.count("aten.conv2d.default") == 5, targets
+    assert targets.count("aten.pixel_shuffle.default") == 2, targets  # the two of stride 2, dilation 1
     with torch.no_grad():
         for i in range(len(x)):
             assert torch.allclose(gm(x[i:i + 1]), spec.module(x[i:i + 1]), rtol=1e-4, atol=1e-5)
     # not frozen (QAT trains the weight): left as it is
     gm = transform(torch.export.export(spec.module, spec.example_inputs, strict=False).module())
-    assert sum("conv_transpose2d" in str(n.target) for n in gm.graph.nodes) == 3
+    assert sum("conv_transpose2d" in str(n.target) for n in gm.graph.nodes) == 4
 
 
 class UniformBiases(nn.Module):

@@ -773,10 +773,11 @@ def depthwise_kernels() -> ModelSpec:
     return build(DepthwiseKernels, "depthwise-kernels", 16)
 
 
-class GroupedUpsample(nn.Module):
-    """Grouped transposed convs, as timm's LowFormer upsamples its attention output: depthwise
-    stride 2 (kernel 4, padding 1), depthwise stride 1 (kernel 3, padding 1), and two groups with an
-    output padding and a dilation."""
+class TransposedConvs(nn.Module):
+    """Transposed convs, as timm's LowFormer upsamples its attention output: depthwise stride 2
+    (kernel 4, padding 1), depthwise stride 1 (kernel 3, padding 1), ungrouped stride 2 with a kernel
+    the stride does not divide and an output padding, and two groups with an output padding and a
+    dilation."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -784,15 +785,16 @@ class GroupedUpsample(nn.Module):
         self.down = nn.Conv2d(3, 8, 3, 2, 1)
         self.up2 = nn.ConvTranspose2d(8, 8, 4, stride=2, padding=1, groups=8)
         self.up1 = nn.ConvTranspose2d(8, 8, 3, stride=1, padding=1, groups=8)
+        self.plain = nn.ConvTranspose2d(8, 8, 3, stride=2, padding=1, output_padding=1)
         self.odd = nn.ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1, groups=2, dilation=2)
         self.head = nn.Linear(4, 10)
 
     def forward(self, x):
         y = self.up1(torch.relu(self.up2(torch.relu(self.down(x)))))
-        return self.head(self.odd(y).mean((2, 3)))
+        return self.head(self.odd(torch.relu(self.plain(y))).mean((2, 3)))
 
 
-def grouped_upsample() -> ModelSpec:
+def transposed_convs() -> ModelSpec:
     from examples.zoo._common import build
 
-    return build(GroupedUpsample, "grouped-upsample", 16)
+    return build(TransposedConvs, "transposed-convs", 16)
