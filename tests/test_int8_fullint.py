@@ -347,14 +347,16 @@ def test_float_ops_error_fails_the_artifact_naming_each_op(tmp_path):
 
 @pytest.mark.parametrize("ref", ["upsample_nearest", "upsample_bilinear", "shifted_windows", "selective_kernel",
                                  "global_query", "class_token_head", "channels_last_head",
-                                 "pad_excluded_pool", "bicubic_resize", "same_max_pool"])
+                                 "pad_excluded_pool", "bicubic_resize", "same_max_pool", "rel_pos_einsum"])
 def test_relayouts_resizes_and_concats_are_int8_in_every_format(tmp_path, ref):
     """HRNet's nearest/bilinear upsampling, Swin's torch.roll, SKNet's torch.stack and softmax over its
     branches, GCViT's repeat_interleave, a ViT class token concatenated with the patches and NesT's global
     pool of a channels-last map seen channels-first (ONNX: ReduceMean, Reshape, Gather) and ViTamin's average
     pool that does not count its padding (TFLite: float REDUCE_WINDOW sums, DIV) and CrossViT's bicubic
     resize of its input (no int8 bicubic kernel anywhere; TFLite: float GATHER_ND, MUL, ADD), and the
-    -inf padding of timm's MaxPool2dSame (its observer saw -inf: an infinite scale, NaN after): every int8
+    -inf padding of timm's MaxPool2dSame (its observer saw -inf: an infinite scale, NaN after), and
+    MViTv2's relative-position einsums of the query with tables gathered from parameters (ONNX: float
+    Einsum; Core ML: float matmul, reshape, transpose): every int8
     artifact is full-integer and passes the verdict, each layer alone within a step. Before: in ONNX
     the rolled Concat/Slice, the stacked Concat and the repeat's Expand/Reshape read float, and Resize's
     stored `scales` counted as float data; TFLite wrote the softmax over dim 1 as float SUB/EXP/SUM/DIV."""
@@ -389,6 +391,28 @@ def test_roll_stack_and_repeat_become_relayouts_and_concats_with_the_same_values
         assert {"aten.cat.default", "aten.expand.default"} & targets
         with torch.no_grad():
             assert torch.equal(gm(x[:1]), spec.module(x[:1]))
+
+
+def test_einsums_become_matmuls_and_gathered_tables_constants_with_the_same_values():
+    """MViTv2's relative position: the table gathered by an index built with an in-place `+=` is one
+    stored constant (the in-place update used to stop constant folding: ONNX kept a GatherND), laid out
+    once for the matmul; each einsum is relayouts around one matmul, and the program computes what
+    the model does."""
+    from edgeconv.calib.rewrites import transform
+
+    from tests.zoo import rel_pos_einsum
+
+    spec = rel_pos_einsum()
+    gm = transform(torch.export.export(spec.module, spec.example_inputs, strict=False).module(), frozen=True)
+    targets = [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
+    assert not [t for t in targets if any(k in t for k in ("einsum", "index", "gather", "add_", "arange"))], targets
+    assert targets.count("aten.matmul.default") == 4  # the two einsums of q with a table, the logits, softmax @ v
+    tables = [n for n in gm.graph.nodes if n.op == "get_attr" and "einsum_operand" in n.target]
+    assert sorted(tuple(getattr(gm, n.target).shape) for n in tables) == [(4, 8, 2), (4, 8, 2)]  # [h, c, k]
+    x = torch.from_numpy(_images(2, 16, seed=5))
+    with torch.no_grad():
+        for i in range(len(x)):
+            assert torch.allclose(gm(x[i:i + 1]), spec.module(x[i:i + 1]), atol=1e-5)
 
 
 def test_a_pool_that_does_not_count_its_padding_becomes_pad_pool_and_mul_with_the_same_values():
