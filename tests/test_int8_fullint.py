@@ -347,7 +347,8 @@ def test_float_ops_error_fails_the_artifact_naming_each_op(tmp_path):
 
 @pytest.mark.parametrize("ref", ["upsample_nearest", "upsample_bilinear", "shifted_windows", "selective_kernel",
                                  "global_query", "class_token_head", "channels_last_head",
-                                 "pad_excluded_pool", "bicubic_resize", "same_max_pool", "rel_pos_einsum"])
+                                 "pad_excluded_pool", "bicubic_resize", "same_max_pool", "rel_pos_einsum",
+                                 "blockify"])
 def test_relayouts_resizes_and_concats_are_int8_in_every_format(tmp_path, ref):
     """HRNet's nearest/bilinear upsampling, Swin's torch.roll, SKNet's torch.stack and softmax over its
     branches, GCViT's repeat_interleave, a ViT class token concatenated with the patches and NesT's global
@@ -356,7 +357,8 @@ def test_relayouts_resizes_and_concats_are_int8_in_every_format(tmp_path, ref):
     resize of its input (no int8 bicubic kernel anywhere; TFLite: float GATHER_ND, MUL, ADD), and the
     -inf padding of timm's MaxPool2dSame (its observer saw -inf: an infinite scale, NaN after), and
     MViTv2's relative-position einsums of the query with tables gathered from parameters (ONNX: float
-    Einsum; Core ML: float matmul, reshape, transpose): every int8
+    Einsum; Core ML: float matmul, reshape, transpose), and NesT's qkv picked by select from a rank-6
+    permute (Core ML: the reshape after each select read float, 36 in nest_tiny, until 38d4dee): every int8
     artifact is full-integer and passes the verdict, each layer alone within a step. Before: in ONNX
     the rolled Concat/Slice, the stacked Concat and the repeat's Expand/Reshape read float, and Resize's
     stored `scales` counted as float data; TFLite wrote the softmax over dim 1 as float SUB/EXP/SUM/DIV."""
