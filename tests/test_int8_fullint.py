@@ -417,6 +417,37 @@ def test_einsums_become_matmuls_and_gathered_tables_constants_with_the_same_valu
             assert torch.allclose(gm(x[i:i + 1]), spec.module(x[i:i + 1]), atol=1e-5)
 
 
+class _Einsums(nn.Module):
+    """timm's other einsum spellings (MobileNetV4's MultiQueryAttention2d: a projection by a parameter,
+    a contraction over two indices, no batch index) and a pair of activations with a batch index."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.query_proj = nn.Parameter(torch.randn(2, 3, 4))  # [h, k, d]
+        self.out_proj = nn.Parameter(torch.randn(5, 2, 3))  # [d, h, v]
+        self.mix = nn.Parameter(torch.randn(6, 3))  # [n, m]
+
+    def forward(self, x):  # [b, n, d] = [2, 6, 4]
+        q = torch.einsum("bnd,hkd->bnhk", x, self.query_proj)  # [b, n, h, k]
+        a = torch.einsum("bnhk,bmhk->bhnm", q, q)  # activations on both sides, batch b and h
+        o = torch.einsum("bhnm,bmhk->bnhk", a.softmax(-1), q)
+        y = torch.einsum("bnhv,dhv->bdn", o, self.out_proj)  # two contracted indices
+        return torch.einsum("bdn,nm->bmd", y, self.mix)  # no batch index, output permuted
+
+
+def test_two_operand_einsums_become_one_matmul_each_with_the_same_values():
+    from edgeconv.calib.rewrites import transform
+
+    m = _Einsums().eval()
+    x = torch.randn(2, 6, 4)
+    gm = transform(torch.export.export(m, (x,), strict=False).module(), frozen=True)
+    targets = [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
+    assert "aten.einsum.default" not in targets and targets.count("aten.matmul.default") == 5, targets
+    with torch.no_grad():
+        assert torch.allclose(gm(x), m(x), atol=1e-5)
+
+
 def test_a_pool_that_does_not_count_its_padding_becomes_pad_pool_and_mul_with_the_same_values():
     from edgeconv.calib.rewrites import transform
     from tests.zoo import pad_excluded_pool
