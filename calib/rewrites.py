@@ -9,6 +9,7 @@ int8 kernel for, with the same values in float. Each rewrite shows its before/af
   avg_pool_without_pad_count  average pool not counting its padding → PAD, AVERAGE_POOL, MUL
   bicubic_to_linear_maps    bicubic resize to a fixed size → a linear map per axis (FULLY_CONNECTED)
   sdpa_to_primitives        fused attention → MUL, BATCH_MATMUL, SOFTMAX, BATCH_MATMUL
+  einsum_to_matmul          a two-operand einsum → relayouts around one BATCH_MATMUL
   fold_constants            input-independent values (positional encodings) → stored constants
   unbind_to_select          unbind → one select per piece
   roll_to_slices            roll → two slices and a concat per rolled dim
@@ -171,6 +172,7 @@ GROUP_NORM = _targets(aten.group_norm)
 RMS_NORM = _targets(aten.rms_norm)
 VAR = _targets(aten.var)
 SDPA = _targets(aten.scaled_dot_product_attention)
+EINSUM = _targets(aten.einsum)
 
 
 def _norm_args(n: Node) -> tuple[Any, tuple[int, ...], Any, Any, float] | None:
@@ -435,6 +437,83 @@ def sdpa_to_primitives(gm: GraphModule) -> list[str]:
         ins.finish(out)
         done.append(n.name)
     return done
+
+
+def einsum_to_matmul(gm: GraphModule) -> list[str]:
+    """A two-operand einsum (timm MViTv2's relative-position terms, `byhwc,hkc->byhwk` of the query and
+    a table gathered from a parameter), which torch.export keeps as one op: torch.onnx wrote it as a
+    float Einsum, coremltools as float reshape/transpose/matmul. As one batched matmul, laid out by
+    permutes and reshapes (int8 relayouts sharing their input's scale), it is an int8 MATMUL anywhere:
+
+        before: y = einsum("byhwc,hkc->byhwk", q, r)
+        after:  a = reshape(permute(q, [h, b, y, w, c]), [H, B·Y·W, C])      batch, rows, contracted
+                b = permute(r, [h, c, k])                                    batch, contracted, columns
+                y = permute(reshape(matmul(a, b), [H, B, Y, W, K]), [b, y, h, w, k])
+
+    A constant operand (the gathered table, folded by fold_constants) is laid out once, here. An
+    equation with an ellipsis, a repeated index, or an index summed within one operand is left as it
+    is (float, and the manifest names it)."""
+    acts = activations(gm)
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n not in acts or n.target not in EINSUM:
+            continue
+        plan = _einsum_plan(n)
+        if plan is None:
+            continue
+        (a, sa), (b, sb), out, sizes = plan
+        batch = [d for d in out if d in sa and d in sb]
+        rows = [d for d in out if d in sa and d not in sb]
+        cols = [d for d in out if d in sb and d not in sa]
+        inner = [d for d in sa if d in sb and d not in out]
+        ins = _Inserter(gm, n)
+        with gm.graph.inserting_before(n):
+            left = _laid_out(gm, ins, a, sa, batch + rows + inner, [batch, rows, inner], sizes)
+            right = _laid_out(gm, ins, b, sb, batch + inner + cols, [batch, inner, cols], sizes)
+            y = ins.call(aten.matmul.default, left, right)
+            y = ins.call(aten.reshape.default, y, [sizes[d] for d in batch + rows + cols])
+            order = [(batch + rows + cols).index(d) for d in out]
+            if order != sorted(order):
+                y = ins.call(aten.permute.default, y, order)
+        ins.finish(y)
+        done.append(n.name)
+    return done
+
+
+def _einsum_plan(n: Node) -> tuple | None:
+    """((operand, its indices), (operand, its indices), output indices, size of each index) of a
+    two-operand einsum this rewrite handles, else None."""
+    eq, operands = n.args[0], n.args[1]
+    if not isinstance(eq, str) or len(operands) != 2 or "->" not in eq or "." in eq:
+        return None
+    ins_, out = eq.replace(" ", "").split("->")
+    subs = ins_.split(",")
+    vals = [o.meta.get("val") if isinstance(o, Node) else None for o in operands]
+    if len(subs) != 2 or not all(isinstance(v, torch.Tensor) and v.dim() == len(s) for v, s in zip(vals, subs)):
+        return None
+    if any(len(set(s)) != len(s) for s in (*subs, out)) or any(d not in subs[0] + subs[1] for d in out) \
+            or any(d not in out and d not in other for s, other in zip(subs, subs[::-1]) for d in s):
+        return None
+    sizes: dict[str, int] = {}
+    for s, v in zip(subs, vals):
+        for d, k in zip(s, v.shape):
+            if sizes.setdefault(d, int(k)) != int(k):
+                return None  # a broadcast index (size 1 against k)
+    return (operands[0], subs[0]), (operands[1], subs[1]), out, sizes
+
+
+def _laid_out(gm: GraphModule, ins: _Inserter, x: Node, subs: str, order: list[str], groups: list[list[str]],
+              sizes: dict[str, int]) -> Node:
+    """`x` (indexed by `subs`) permuted to `order` and reshaped to one dim per group; a constant
+    operand computed here, once."""
+    perm = [subs.index(d) for d in order]
+    shape = [math.prod(sizes[d] for d in g) for g in groups]
+    value = constant_of(gm, x)
+    if value is not None:
+        return ins.constant("_edgeconv_einsum_operand", value.permute(perm).reshape(shape).contiguous())
+    if perm != sorted(perm):
+        x = ins.call(aten.permute.default, x, perm)
+    return ins.call(aten.reshape.default, x, shape)
 
 
 def unbind_to_select(gm: GraphModule) -> list[str]:
@@ -1054,10 +1133,13 @@ def fold_constants(gm: GraphModule, frozen: bool = False) -> list[str]:
             if n.args[0] in created:
                 created.add(n)
         elif n.op == "call_function" and n not in acts and isinstance(n.target, torch._ops.OpOverload) \
-                and not _mutates(n) and all(a in values for a in n.all_input_nodes):
+                and (not _mutates(n) or _updates_its_own(n)) and all(a in values for a in n.all_input_nodes):
+            args = _substitute(n.args, values)
+            if _mutates(n):  # on a copy: the value computed before stays what it was
+                args = (args[0].clone(), *args[1:])
             try:
                 with torch.no_grad():
-                    values[n] = n.target(*_substitute(n.args, values), **_substitute(n.kwargs, values))
+                    values[n] = n.target(*args, **_substitute(n.kwargs, values))
             except Exception:  # noqa: BLE001 — an op that cannot run eagerly here simply stays
                 continue
             if not n.all_input_nodes or any(a in created for a in n.all_input_nodes):
@@ -1074,8 +1156,8 @@ def fold_constants(gm: GraphModule, frozen: bool = False) -> list[str]:
         c.meta["val"] = v
         n.replace_all_uses_with(c)
         done.append(n.name)
-    if done:
-        gm.graph.eliminate_dead_code()
+    if done:  # what computed a folded value goes, its in-place updates and metadata asserts too
+        gm.graph.eliminate_dead_code(is_impure_node=lambda m: m.is_impure() and m not in values)
     return done
 
 
@@ -1107,6 +1189,16 @@ def _reads_parameters(n: Node) -> bool:
 
 def _mutates(n: Node) -> bool:
     return not isinstance(n.target, torch._ops.OpOverload) or n.target._schema.is_mutable
+
+
+def _updates_its_own(n: Node) -> bool:
+    """Whether `n` is an in-place op (`dist += k - 1`, timm MViTv2's relative-position index) that
+    writes only its first argument, a tensor computed in the graph that nothing else reads: its value
+    is the op on a copy, and no other node sees the write. A write to a parameter or an input is not."""
+    args = n.target._schema.arguments if isinstance(n.target, torch._ops.OpOverload) else []
+    writes = [i for i, a in enumerate(args) if a.alias_info is not None and a.alias_info.is_write]
+    x = n.args[0] if n.args else None
+    return writes == [0] and isinstance(x, Node) and x.op == "call_function" and list(x.users) == [n]
 
 
 def _substitute(v: Any, values: dict) -> Any:
@@ -1163,7 +1255,7 @@ REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (drop_noop_casts, fol
                                                               hardsigmoid_to_relu6,
                                                               layer_norm_to_primitives, variance_to_primitives,
                                                               avg_pool_without_pad_count, bicubic_to_linear_maps,
-                                                              sdpa_to_primitives,
+                                                              sdpa_to_primitives, einsum_to_matmul,
                                                               unbind_to_select, unfold_fold_to_convs,
                                                               softmax_to_last_axis, roll_to_slices, stack_to_cat,
                                                               repeat_interleave_to_expand,

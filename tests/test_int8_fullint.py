@@ -347,7 +347,8 @@ def test_float_ops_error_fails_the_artifact_naming_each_op(tmp_path):
 
 @pytest.mark.parametrize("ref", ["upsample_nearest", "upsample_bilinear", "shifted_windows", "selective_kernel",
                                  "global_query", "class_token_head", "channels_last_head",
-                                 "pad_excluded_pool", "bicubic_resize", "same_max_pool", "transposed_convs"])
+                                 "pad_excluded_pool", "bicubic_resize", "same_max_pool", "rel_pos_einsum",
+                                 "blockify", "transposed_convs"])
 def test_relayouts_resizes_and_concats_are_int8_in_every_format(tmp_path, ref):
     """HRNet's nearest/bilinear upsampling, Swin's torch.roll, SKNet's torch.stack and softmax over its
     branches, GCViT's repeat_interleave, a ViT class token concatenated with the patches and NesT's global
@@ -355,6 +356,9 @@ def test_relayouts_resizes_and_concats_are_int8_in_every_format(tmp_path, ref):
     pool that does not count its padding (TFLite: float REDUCE_WINDOW sums, DIV) and CrossViT's bicubic
     resize of its input (no int8 bicubic kernel anywhere; TFLite: float GATHER_ND, MUL, ADD), and the
     -inf padding of timm's MaxPool2dSame (its observer saw -inf: an infinite scale, NaN after), and
+    MViTv2's relative-position einsums of the query with tables gathered from parameters (ONNX: float
+    Einsum; Core ML: float matmul, reshape, transpose), NesT's qkv picked by select from a rank-6
+    permute (Core ML: the reshape after each select read float, 36 in nest_tiny, until 38d4dee), and
     LowFormer's transposed convs (TFLite: float TRANSPOSE_CONV / CONV_2D): every int8
     artifact is full-integer and passes the verdict, each layer alone within a step. Before: in ONNX
     the rolled Concat/Slice, the stacked Concat and the repeat's Expand/Reshape read float, and Resize's
@@ -390,6 +394,59 @@ def test_roll_stack_and_repeat_become_relayouts_and_concats_with_the_same_values
         assert {"aten.cat.default", "aten.expand.default"} & targets
         with torch.no_grad():
             assert torch.equal(gm(x[:1]), spec.module(x[:1]))
+
+
+def test_einsums_become_matmuls_and_gathered_tables_constants_with_the_same_values():
+    """MViTv2's relative position: the table gathered by an index built with an in-place `+=` is one
+    stored constant (the in-place update used to stop constant folding: ONNX kept a GatherND), laid out
+    once for the matmul; each einsum is relayouts around one matmul, and the program computes what
+    the model does."""
+    from edgeconv.calib.rewrites import transform
+
+    from tests.zoo import rel_pos_einsum
+
+    spec = rel_pos_einsum()
+    gm = transform(torch.export.export(spec.module, spec.example_inputs, strict=False).module(), frozen=True)
+    targets = [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
+    assert not [t for t in targets if any(k in t for k in ("einsum", "index", "gather", "add_", "arange"))], targets
+    assert targets.count("aten.matmul.default") == 4  # the two einsums of q with a table, the logits, softmax @ v
+    tables = [n for n in gm.graph.nodes if n.op == "get_attr" and "einsum_operand" in n.target]
+    assert sorted(tuple(getattr(gm, n.target).shape) for n in tables) == [(4, 8, 2), (4, 8, 2)]  # [h, c, k]
+    x = torch.from_numpy(_images(2, 16, seed=5))
+    with torch.no_grad():
+        for i in range(len(x)):
+            assert torch.allclose(gm(x[i:i + 1]), spec.module(x[i:i + 1]), atol=1e-5)
+
+
+class _Einsums(nn.Module):
+    """timm's other einsum spellings (MobileNetV4's MultiQueryAttention2d: a projection by a parameter,
+    a contraction over two indices, no batch index) and a pair of activations with a batch index."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.query_proj = nn.Parameter(torch.randn(2, 3, 4))  # [h, k, d]
+        self.out_proj = nn.Parameter(torch.randn(5, 2, 3))  # [d, h, v]
+        self.mix = nn.Parameter(torch.randn(6, 3))  # [n, m]
+
+    def forward(self, x):  # [b, n, d] = [2, 6, 4]
+        q = torch.einsum("bnd,hkd->bnhk", x, self.query_proj)  # [b, n, h, k]
+        a = torch.einsum("bnhk,bmhk->bhnm", q, q)  # activations on both sides, batch b and h
+        o = torch.einsum("bhnm,bmhk->bnhk", a.softmax(-1), q)
+        y = torch.einsum("bnhv,dhv->bdn", o, self.out_proj)  # two contracted indices
+        return torch.einsum("bdn,nm->bmd", y, self.mix)  # no batch index, output permuted
+
+
+def test_two_operand_einsums_become_one_matmul_each_with_the_same_values():
+    from edgeconv.calib.rewrites import transform
+
+    m = _Einsums().eval()
+    x = torch.randn(2, 6, 4)
+    gm = transform(torch.export.export(m, (x,), strict=False).module(), frozen=True)
+    targets = [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
+    assert "aten.einsum.default" not in targets and targets.count("aten.matmul.default") == 5, targets
+    with torch.no_grad():
+        assert torch.allclose(gm(x), m(x), atol=1e-5)
 
 
 def test_a_pool_that_does_not_count_its_padding_becomes_pad_pool_and_mul_with_the_same_values():

@@ -798,3 +798,46 @@ def transposed_convs() -> ModelSpec:
     from examples.zoo._common import build
 
     return build(TransposedConvs, "transposed-convs", 16)
+
+
+class RelPosEinsum(nn.Module):
+    """timm MViTv2's decomposed relative position (`cal_rel_pos_type`), 4×4 queries by 2×2 pooled
+    keys: each axis' table gathered from a parameter by a distance index made with arange and
+    an in-place `+=`, applied with `torch.einsum("byhwc,hkc->byhwk", q, table)`; the attention
+    logits themselves as an einsum of two activations (`bhqc,bhkc->bhqk`)."""
+
+    def __init__(self, c: int = 8, heads: int = 2) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.patch = nn.Conv2d(3, heads * c, 4, 4)
+        self.qkv = nn.Linear(heads * c, 3 * heads * c)
+        self.rel_pos_h = nn.Parameter(torch.randn(7, c) * 0.5)
+        self.rel_pos_w = nn.Parameter(torch.randn(7, c) * 0.5)
+        self.heads, self.c = heads, c
+        self.head = nn.Linear(heads * c, 10)
+
+    @staticmethod
+    def _dist(q: int, k: int) -> torch.Tensor:
+        q_ratio, k_ratio = max(k / q, 1.0), max(q / k, 1.0)
+        dist = torch.arange(q).unsqueeze(-1) * q_ratio - torch.arange(k).unsqueeze(0) * k_ratio
+        dist += (k - 1) * k_ratio
+        return dist.long()
+
+    def forward(self, x):
+        t = self.patch(x).flatten(2).transpose(1, 2)  # [B, 16, heads·c]: a 4×4 map
+        b = t.shape[0]
+        q, k, v = self.qkv(t).reshape(b, 16, 3, self.heads, self.c).permute(2, 0, 3, 1, 4).unbind(0)
+        k, v = (F.max_pool2d(z.reshape(b * self.heads, 4, 4, self.c).permute(0, 3, 1, 2), 2)
+                .flatten(2).transpose(1, 2).reshape(b, self.heads, 4, self.c) for z in (k, v))
+        attn = torch.einsum("bhqc,bhkc->bhqk", q * self.c ** -0.5, k)  # [B, heads, 16, 4]
+        rel_h, rel_w = self.rel_pos_h[self._dist(4, 2)], self.rel_pos_w[self._dist(4, 2)]  # [4, 2, c]
+        r_q = q.reshape(b, self.heads, 4, 4, self.c)
+        rel_h = torch.einsum("byhwc,hkc->byhwk", r_q, rel_h)
+        rel_w = torch.einsum("byhwc,wkc->byhwk", r_q, rel_w)
+        attn = (attn.view(b, self.heads, 4, 4, 2, 2) + rel_h.unsqueeze(-1) + rel_w.unsqueeze(-2)).view(b, self.heads, 16, 4)
+        y = (attn.softmax(-1) @ v).transpose(1, 2).reshape(b, 16, self.heads * self.c)
+        return self.head((t + y).mean(1))
+
+
+def rel_pos_einsum() -> ModelSpec:
+    return ModelSpec(module=RelPosEinsum().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),), name="rel-pos-einsum")
