@@ -10,6 +10,7 @@ int8 kernel for, with the same values in float. Each rewrite shows its before/af
   bicubic_to_linear_maps    bicubic resize to a fixed size → a linear map per axis (FULLY_CONNECTED)
   sdpa_to_primitives        fused attention → MUL, BATCH_MATMUL, SOFTMAX, BATCH_MATMUL
   einsum_to_matmul          a two-operand einsum → relayouts around one BATCH_MATMUL
+  conv_transpose_to_conv    (post-training) a transposed conv → CONV_2D, DEPTH_TO_SPACE (sub-pixel form)
   fold_constants            input-independent values (positional encodings) → stored constants
   unbind_to_select          unbind → one select per piece
   roll_to_slices            roll → two slices and a concat per rolled dim
