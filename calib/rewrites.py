@@ -19,6 +19,8 @@ int8 kernel for, with the same values in float. Each rewrite shows its before/af
   silu_to_sigmoid_mul       SiLU → LOGISTIC, MUL
   scalars_to_constants      a number operand of ADD/SUB/MUL → an int8 constant
   merge_duplicates          the same op on the same inputs → one node
+  single_element_reductions  a mean/sum/max/min over axes of size 1 → its input (squeezed unless keepdim)
+  self_binary_before_relayouts  x·x, x − x on a reshaped / transposed x → the op, then the relayout
   drop_noop_casts           (run first) a cast to the dtype a tensor already has (`.type_as`) → nothing
 """
 from __future__ import annotations
@@ -1051,6 +1053,92 @@ DIV = _targets(aten.div.Tensor, aten.div.Scalar)
 SQRT = _targets(aten.sqrt)
 
 
+# Reductions of one element per output (over axes of size 1): the value itself.
+REDUCTIONS = _targets(aten.mean, aten.sum, aten.amax, aten.amin)
+# Relayouts that keep every element exactly once (no slicing, no broadcast): an elementwise op commutes
+# with them. litert-torch writes each as a RESHAPE or TRANSPOSE, or folds it into one (a transpose that
+# only moves an axis of size 1 is a RESHAPE).
+BIJECTIVE = _targets(aten.view, aten.reshape, aten._unsafe_view, aten.flatten, aten.unflatten, aten.squeeze,
+                     aten.unsqueeze, aten.permute, aten.transpose, aten.t, aten.clone, aten.contiguous, aten.alias)
+SELF_BINARY = _targets(aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor, aten.maximum,
+                       aten.minimum)
+
+
+def single_element_reductions(gm: GraphModule) -> list[str]:
+    """A mean / sum / max / min over axes of size 1 (CSATv2's `nn.LayerNorm(1)` on a one-channel
+    map, its mean and variance) is its input, squeezed unless keepdim. litert-torch writes it as a
+    RESHAPE, which an int8 file must keep on one scale; given its own, the converter refused the file.
+
+        before: m = mean(x, [-1], keepdim=True)      x: [B, N, 1]
+        after:  m = x                                  (keepdim=False: squeeze(x, [-1]))"""
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n.target not in REDUCTIONS or n.kwargs.get("dtype") is not None:
+            continue
+        dims = _reduced_dims(n)
+        x = n.args[0]
+        if dims is None or not isinstance(x, Node) or not isinstance(val := n.meta.get("val"), torch.Tensor) \
+                or not isinstance(got := x.meta.get("val"), torch.Tensor) or got.dtype != val.dtype \
+                or any(got.shape[d] != 1 for d in dims):
+            continue
+        if tuple(val.shape) == tuple(got.shape):
+            n.replace_all_uses_with(x)
+            gm.graph.erase_node(n)
+        else:
+            n.target, n.args, n.kwargs = aten.squeeze.dims, (x, [d % got.dim() for d in dims]), {}
+        done.append(n.name)
+    return done
+
+
+def _reduced_dims(n: Node) -> list[int] | None:
+    """The axes a reduction runs over (every axis when none are named), or None for an overload
+    that takes no dims (sum.dtype...)."""
+    x = n.args[0]
+    rank = x.meta["val"].dim() if isinstance(x, Node) and isinstance(x.meta.get("val"), torch.Tensor) else None
+    if rank is None:
+        return None
+    dims = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", ())
+    if isinstance(dims, int):
+        dims = [dims]
+    if not isinstance(dims, (list, tuple)) or not all(isinstance(d, int) for d in dims):
+        return None
+    return list(dims) if dims else list(range(rank))
+
+
+def self_binary_before_relayouts(gm: GraphModule) -> list[str]:
+    """An elementwise op on two copies of one relaid tensor (`x·x` or `x − x` after a reshape,
+    flatten, transpose) computed before the relayout. litert-torch's converter moves such a
+    RESHAPE after the op itself and gives the moved RESHAPE the op's output scale on its input's:
+    "'tfl.reshape' op quantization parameters violate the same scale constraint" (CSATv2's
+    LayerNorm(1) after `x.flatten(2).transpose(1, 2)`: x − mean(x) is x − x there). Same values.
+
+        before: t = transpose(flatten(x, 2), 1, 2); y = mul(t, t)
+        after:  y = transpose(flatten(mul(x, x), 2), 1, 2)"""
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n.target not in SELF_BINARY or n.kwargs or len(n.args) != 2 \
+                or n.args[0] is not n.args[1] or not isinstance(n.args[0], Node):
+            continue
+        chain, root = [], n.args[0]
+        while root.op == "call_function" and root.target in BIJECTIVE and not root.kwargs \
+                and isinstance(root.args[0], Node):
+            chain.append(root)
+            root = root.args[0]
+        if not chain or not _is_float(root):
+            continue
+        ins = _Inserter(gm, n)
+        with gm.graph.inserting_before(n):
+            y = ins.call(n.target, root, root)
+            for r in reversed(chain):
+                y = ins.call(r.target, y, *r.args[1:])
+        ins.finish(y)
+        for r in chain:  # the relayouts only the op read
+            if not r.users:
+                gm.graph.erase_node(r)
+        done.append(n.name)
+    return done
+
+
 CASTS = _targets(aten.to, aten._to_copy, aten.type_as)
 
 
@@ -1089,7 +1177,8 @@ REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (drop_noop_casts, fol
                                                               l2_normalize_to_rsqrt,
                                                               algebra_to_int8_ops,
                                                               silu_to_sigmoid_mul, scalars_to_constants,
-                                                              merge_duplicates)
+                                                              merge_duplicates, single_element_reductions,
+                                                              self_binary_before_relayouts)
 
 
 def transform(gm: GraphModule, frozen: bool = False) -> GraphModule:
