@@ -4,6 +4,7 @@ int8 kernel for, with the same values in float. Each rewrite shows its before/af
 
   batch_norm_to_depthwise   standalone BatchNorm → depthwise 1×1 conv (per-channel int8)
   hardsigmoid_to_relu6      hardsigmoid → ADD with fused ReLU6, MUL
+  one_element_norms_to_bias  LayerNorm over axes of one element → its bias (a constant; run first)
   layer_norm_to_primitives  LayerNorm / GroupNorm / RMSNorm → MEAN, SUB, MUL, RSQRT, ADD
   variance_to_primitives    var (timm SimpleNorm's) → MEAN, SUB, MUL
   avg_pool_without_pad_count  average pool not counting its padding → PAD, AVERAGE_POOL, MUL
@@ -201,6 +202,33 @@ def _grouped(n: Node, shape: list[int]) -> list[int] | None:
     """The [B, G, C/G, ...] view a GroupNorm of G > 1 groups normalizes over (dims 2 on), else None."""
     groups = int(n.args[1]) if n.target in GROUP_NORM else 1
     return [shape[0], groups, shape[1] // groups, *shape[2:]] if groups > 1 else None
+
+
+def one_element_norms_to_bias(gm: GraphModule) -> list[str]:
+    """A LayerNorm over axes of one element centres x on its own mean, which is x: its output is its
+    bias β (0 without one), whatever x is. CSATv2's spatial transformer normalizes its one-channel
+    7×7 map with `nn.LayerNorm(1)`, so in float all it adds to its input is a constant. Written out,
+    the pieces were int8 ops on tensors that are all zero (x − x at the smallest scale); as a
+    constant it is folded with what it flows into (post-training quantization: `transform` runs this
+    before folding).
+
+        before: y = layer_norm(x, [1], γ, β)          x: [B, N, 1]
+        after:  y = expand(β, [B, N, 1])"""
+    acts = activations(gm)
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n not in acts or n.target not in LAYER_NORM:
+            continue
+        parsed, val = _norm_args(n), n.meta.get("val")
+        if parsed is None or not isinstance(val, torch.Tensor) or any(val.shape[d] != 1 for d in parsed[1]):
+            continue
+        b, ins = parsed[3], _Inserter(gm, n)
+        with gm.graph.inserting_before(n):
+            y = ins.call(aten.expand.default, b, list(val.shape)) if isinstance(b, Node) \
+                else ins.constant("_edgeconv_zeros", torch.zeros(val.shape, dtype=val.dtype))
+        ins.finish(y, op_type="layer_norm")
+        done.append(n.name)
+    return done
 
 
 def layer_norm_to_primitives(gm: GraphModule) -> list[str]:
@@ -1184,7 +1212,8 @@ REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (drop_noop_casts, fol
 def transform(gm: GraphModule, frozen: bool = False) -> GraphModule:
     """Every rewrite, in order. `frozen`: the parameters are final (post-training quantization),
     so constants may be folded through them (`fold_constants`)."""
-    changed = bool(fold_constants(gm, frozen)) if frozen else False
+    changed = bool(one_element_norms_to_bias(gm))
+    changed |= bool(fold_constants(gm, frozen)) if frozen else False
     for rewrite in REWRITES:
         changed |= bool(rewrite(gm))
     if changed:
