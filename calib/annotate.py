@@ -42,14 +42,30 @@ from torchao.quantization.pt2e.quantizer import (
 )
 
 KEY = "quantization_annotation"
+
+
+def _spellings(*ops: Any) -> frozenset:
+    """Every overload of each op and of its in-place and `_copy` forms (`dropout_`, `squeeze_`,
+    `view_copy`). A spelling left out was left unannotated: the next op's input got an observer of its
+    own, so an elided op (TNT's in-place `attn_drop` after its softmax) put a requantization between
+    two tensors the file keeps on one scale ("'tfl.reshape' op quantization parameters violate the same
+    scale constraint")."""
+    out: set = set()
+    for op in ops:
+        name = op.__name__ if isinstance(op, torch._ops.OpOverloadPacket) else None
+        variants = [op] if name is None else [getattr(aten, v, None) for v in (name, name + "_", name + "_copy")]
+        out |= _targets(*(v for v in variants if v is not None))
+    return frozenset(out)
+
 # A clamp to [0, x] right after a conv/linear/add runs inside that op's integer kernel.
 FUSABLE = _targets(aten.relu, aten.relu_, aten.hardtanh, aten.hardtanh_, aten.relu6, aten.clamp, aten.clamp_)
-SHARED = _targets(
+SHARED = _spellings(
     aten.pad, aten.constant_pad_nd, aten.max_pool1d, aten.max_pool2d, aten.avg_pool1d, aten.avg_pool2d,
     aten.adaptive_avg_pool2d, aten.adaptive_max_pool2d,
     aten.view, aten.reshape, aten.flatten, aten.unflatten, aten.permute, aten.transpose, aten.squeeze,
-    aten.unsqueeze, aten.contiguous, aten.clone, aten.dropout, aten.alias, aten.slice, aten.select,
-    aten.narrow, aten.t, aten.pixel_shuffle, aten.pixel_unshuffle, aten.upsample_nearest2d,
+    aten.unsqueeze, aten.contiguous, aten.clone, aten.dropout, aten.feature_dropout, aten.alpha_dropout,
+    aten.feature_alpha_dropout, aten.alias, aten.detach, aten._unsafe_view, aten.slice, aten.select, aten.narrow,
+    aten.t, aten.pixel_shuffle, aten.pixel_unshuffle, aten.upsample_nearest2d,
     aten.upsample_nearest1d, aten.expand, aten.expand_as, aten.flip, aten.roll, aten.max_pool2d_with_indices,
     # Bilinear too: a convex combination stays in its input's range, and TFLite's RESIZE_BILINEAR int8
     # has one scale for input and output — given its own output scale, the converter re-quantized the
@@ -63,7 +79,7 @@ POOLS = _targets(aten.max_pool1d, aten.max_pool2d, aten.avg_pool1d, aten.avg_poo
                  aten.adaptive_max_pool2d)
 SPLITS = _targets(aten.split, aten.split_with_sizes, aten.chunk, aten.unbind, aten.tensor_split)
 CONCAT = _targets(aten.cat, aten.concat, aten.stack)
-OWN = _targets(
+OWN = _spellings(
     aten.add, aten.add_, aten.sub, aten.sub_, aten.mul, aten.mul_, aten.hardswish, aten.hardswish_,
     aten.gelu, aten.silu, aten.silu_, aten.leaky_relu, aten.elu, aten.mean, aten.sum, aten.matmul,
     aten.bmm, aten.mm, aten.layer_norm, aten.rsqrt, aten.relu, aten.relu_, aten.hardtanh,
@@ -139,7 +155,7 @@ class Annotator:
                 self.weighted(n)
             elif t in FUSABLE and self._is_fused(n):
                 self.set(n, {}, self.act_spec)
-            elif t in SHARED or self._after_pool(n):
+            elif relayout(n) or self._after_pool(n):
                 self.shared(n)
             elif t is operator.getitem:
                 self.getitem(n)
@@ -178,7 +194,8 @@ class Annotator:
 
     def shared(self, n: Node) -> None:
         x = n.args[0]
-        if not (isinstance(x, Node) and x in self.acts and _is_float(x)) or not _is_float(n):
+        if not (isinstance(x, Node) and x in self.acts and _is_float(x)) or not _is_float(n) \
+                or x.meta["val"].dtype != n.meta["val"].dtype:  # view.dtype reinterprets the bits
             return
         self.set(n, {x: self.in_spec(x)}, SharedQuantizationSpec((x, n)))
 
@@ -235,6 +252,18 @@ class Annotator:
         if n.target in (aten.layer_norm.default,):
             inputs = {n.args[0]: self.in_spec(n.args[0])} if isinstance(n.args[0], Node) else {}
         self.set(n, inputs, out)
+
+
+def relayout(n: Node) -> bool:
+    """Whether `n`'s output holds its input's values, only moved, repeated or dropped: it then shares
+    the input's quantization (SHARED), whatever its spelling — any SHARED op and its in-place /
+    `_copy` forms, or an op the schema declares a view of its input (`unfold`, `diagonal`,
+    `as_strided`). Splits (several outputs) are not: they go through SPLITS and getitem. (A
+    reduction over axes of one element is its input: `calib.rewrites.single_element_reductions`.)"""
+    t = n.target
+    if t in SHARED:
+        return True
+    return isinstance(n.meta.get("val"), torch.Tensor) and isinstance(t, torch._ops.OpOverload) and t.is_view
 
 
 def reaching_output(gm: GraphModule) -> set[Node]:

@@ -4,6 +4,7 @@ int8 kernel for, with the same values in float. Each rewrite shows its before/af
 
   batch_norm_to_depthwise   standalone BatchNorm → depthwise 1×1 conv (per-channel int8)
   hardsigmoid_to_relu6      hardsigmoid → ADD with fused ReLU6, MUL
+  one_element_norms_to_bias  LayerNorm over axes of one element → its bias (a constant; run first)
   layer_norm_to_primitives  LayerNorm / GroupNorm / RMSNorm → MEAN, SUB, MUL, RSQRT, ADD
   variance_to_primitives    var (timm SimpleNorm's) → MEAN, SUB, MUL
   avg_pool_without_pad_count  average pool not counting its padding → PAD, AVERAGE_POOL, MUL
@@ -21,6 +22,8 @@ int8 kernel for, with the same values in float. Each rewrite shows its before/af
   silu_to_sigmoid_mul       SiLU → LOGISTIC, MUL
   scalars_to_constants      a number operand of ADD/SUB/MUL → an int8 constant
   merge_duplicates          the same op on the same inputs → one node
+  single_element_reductions  a mean/sum/max/min over axes of size 1 → its input (squeezed unless keepdim)
+  self_binary_before_relayouts  x·x, x − x on a reshaped / transposed x → the op, then the relayout
   drop_noop_casts           (run first) a cast to the dtype a tensor already has (`.type_as`) → nothing
 """
 from __future__ import annotations
@@ -202,6 +205,33 @@ def _grouped(n: Node, shape: list[int]) -> list[int] | None:
     """The [B, G, C/G, ...] view a GroupNorm of G > 1 groups normalizes over (dims 2 on), else None."""
     groups = int(n.args[1]) if n.target in GROUP_NORM else 1
     return [shape[0], groups, shape[1] // groups, *shape[2:]] if groups > 1 else None
+
+
+def one_element_norms_to_bias(gm: GraphModule) -> list[str]:
+    """A LayerNorm over axes of one element centres x on its own mean, which is x: its output is its
+    bias β (0 without one), whatever x is. CSATv2's spatial transformer normalizes its one-channel
+    7×7 map with `nn.LayerNorm(1)`, so in float all it adds to its input is a constant. Written out,
+    the pieces were int8 ops on tensors that are all zero (x − x at the smallest scale); as a
+    constant it is folded with what it flows into (post-training quantization: `transform` runs this
+    before folding).
+
+        before: y = layer_norm(x, [1], γ, β)          x: [B, N, 1]
+        after:  y = expand(β, [B, N, 1])"""
+    acts = activations(gm)
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n not in acts or n.target not in LAYER_NORM:
+            continue
+        parsed, val = _norm_args(n), n.meta.get("val")
+        if parsed is None or not isinstance(val, torch.Tensor) or any(val.shape[d] != 1 for d in parsed[1]):
+            continue
+        b, ins = parsed[3], _Inserter(gm, n)
+        with gm.graph.inserting_before(n):
+            y = ins.call(aten.expand.default, b, list(val.shape)) if isinstance(b, Node) \
+                else ins.constant("_edgeconv_zeros", torch.zeros(val.shape, dtype=val.dtype))
+        ins.finish(y, op_type="layer_norm")
+        done.append(n.name)
+    return done
 
 
 def layer_norm_to_primitives(gm: GraphModule) -> list[str]:
@@ -1225,6 +1255,92 @@ DIV = _targets(aten.div.Tensor, aten.div.Scalar)
 SQRT = _targets(aten.sqrt)
 
 
+# Reductions of one element per output (over axes of size 1): the value itself.
+REDUCTIONS = _targets(aten.mean, aten.sum, aten.amax, aten.amin)
+# Relayouts that keep every element exactly once (no slicing, no broadcast): an elementwise op commutes
+# with them. litert-torch writes each as a RESHAPE or TRANSPOSE, or folds it into one (a transpose that
+# only moves an axis of size 1 is a RESHAPE).
+BIJECTIVE = _targets(aten.view, aten.reshape, aten._unsafe_view, aten.flatten, aten.unflatten, aten.squeeze,
+                     aten.unsqueeze, aten.permute, aten.transpose, aten.t, aten.clone, aten.contiguous, aten.alias)
+SELF_BINARY = _targets(aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor, aten.maximum,
+                       aten.minimum)
+
+
+def single_element_reductions(gm: GraphModule) -> list[str]:
+    """A mean / sum / max / min over axes of size 1 (CSATv2's `nn.LayerNorm(1)` on a one-channel
+    map, its mean and variance) is its input, squeezed unless keepdim. litert-torch writes it as a
+    RESHAPE, which an int8 file must keep on one scale; given its own, the converter refused the file.
+
+        before: m = mean(x, [-1], keepdim=True)      x: [B, N, 1]
+        after:  m = x                                  (keepdim=False: squeeze(x, [-1]))"""
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n.target not in REDUCTIONS or n.kwargs.get("dtype") is not None:
+            continue
+        dims = _reduced_dims(n)
+        x = n.args[0]
+        if dims is None or not isinstance(x, Node) or not isinstance(val := n.meta.get("val"), torch.Tensor) \
+                or not isinstance(got := x.meta.get("val"), torch.Tensor) or got.dtype != val.dtype \
+                or any(got.shape[d] != 1 for d in dims):
+            continue
+        if tuple(val.shape) == tuple(got.shape):
+            n.replace_all_uses_with(x)
+            gm.graph.erase_node(n)
+        else:
+            n.target, n.args, n.kwargs = aten.squeeze.dims, (x, [d % got.dim() for d in dims]), {}
+        done.append(n.name)
+    return done
+
+
+def _reduced_dims(n: Node) -> list[int] | None:
+    """The axes a reduction runs over (every axis when none are named), or None for an overload
+    that takes no dims (sum.dtype...)."""
+    x = n.args[0]
+    rank = x.meta["val"].dim() if isinstance(x, Node) and isinstance(x.meta.get("val"), torch.Tensor) else None
+    if rank is None:
+        return None
+    dims = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", ())
+    if isinstance(dims, int):
+        dims = [dims]
+    if not isinstance(dims, (list, tuple)) or not all(isinstance(d, int) for d in dims):
+        return None
+    return list(dims) if dims else list(range(rank))
+
+
+def self_binary_before_relayouts(gm: GraphModule) -> list[str]:
+    """An elementwise op on two copies of one relaid tensor (`x·x` or `x − x` after a reshape,
+    flatten, transpose) computed before the relayout. litert-torch's converter moves such a
+    RESHAPE after the op itself and gives the moved RESHAPE the op's output scale on its input's:
+    "'tfl.reshape' op quantization parameters violate the same scale constraint" (CSATv2's
+    LayerNorm(1) after `x.flatten(2).transpose(1, 2)`: x − mean(x) is x − x there). Same values.
+
+        before: t = transpose(flatten(x, 2), 1, 2); y = mul(t, t)
+        after:  y = transpose(flatten(mul(x, x), 2), 1, 2)"""
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n.target not in SELF_BINARY or n.kwargs or len(n.args) != 2 \
+                or n.args[0] is not n.args[1] or not isinstance(n.args[0], Node):
+            continue
+        chain, root = [], n.args[0]
+        while root.op == "call_function" and root.target in BIJECTIVE and not root.kwargs \
+                and isinstance(root.args[0], Node):
+            chain.append(root)
+            root = root.args[0]
+        if not chain or not _is_float(root):
+            continue
+        ins = _Inserter(gm, n)
+        with gm.graph.inserting_before(n):
+            y = ins.call(n.target, root, root)
+            for r in reversed(chain):
+                y = ins.call(r.target, y, *r.args[1:])
+        ins.finish(y)
+        for r in chain:  # the relayouts only the op read
+            if not r.users:
+                gm.graph.erase_node(r)
+        done.append(n.name)
+    return done
+
+
 CASTS = _targets(aten.to, aten._to_copy, aten.type_as)
 
 
@@ -1263,13 +1379,16 @@ REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (drop_noop_casts, fol
                                                               l2_normalize_to_rsqrt,
                                                               algebra_to_int8_ops,
                                                               silu_to_sigmoid_mul, scalars_to_constants,
-                                                              merge_duplicates)
+                                                              merge_duplicates, single_element_reductions,
+                                                              self_binary_before_relayouts)
 
 
 def transform(gm: GraphModule, frozen: bool = False) -> GraphModule:
     """Every rewrite, in order. `frozen`: the parameters are final (post-training quantization),
     so constants may be folded through them (`fold_constants`)."""
-    changed = bool(fold_constants(gm, frozen)) | bool(conv_transpose_to_conv(gm)) if frozen else False
+    changed = bool(one_element_norms_to_bias(gm))
+    if frozen:
+        changed |= bool(fold_constants(gm, frozen)) | bool(conv_transpose_to_conv(gm))
     for rewrite in REWRITES:
         changed |= bool(rewrite(gm))
     if changed:

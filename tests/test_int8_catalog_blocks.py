@@ -265,3 +265,107 @@ def test_coat_factorized_attention_layer_by_layer(tmp_path, photos):
     assert layers["layers"] >= 100 and layers["covered"] >= 8, layers
     assert layers["worst_steps"] <= 1 and layers["passed"], layers
     assert res.exit_code == 0, res.output
+
+
+class TntBlockAndSpatialAttention(nn.Module):
+    """A 56² image as TNT's pixel and patch embeddings (2×2 stem conv to 28×28, 4×4 pixels per
+    patch: 49 patches of 16 pixels, a class token) through timm's own TNT `Block` (its inner
+    attention's `attn_drop` is an in-place Dropout after the softmax), CSATv2's `SpatialAttention`
+    on the same map (channel mean and max pooled to 7×7, a conv to one channel, then a transformer
+    over that one channel: `nn.LayerNorm(1)` after `x.flatten(2).transpose(1, 2)`), and the map's
+    per-channel energy `x.flatten(2).pow(2).mean(-1)` (x·x on a reshaped x)."""
+
+    def __init__(self, inner: int = 16, dim: int = 64) -> None:
+        super().__init__()
+        import_timm()
+        from timm.models.csatv2 import SpatialAttention
+        from timm.models.tnt import Block
+
+        self.stem = nn.Conv2d(3, inner, 2, 2)
+        self.patches = nn.Conv2d(inner, dim, 4, 4)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.block = Block(inner, dim, num_pixel=16, num_heads_in=4, num_heads_out=4, legacy=True)
+        self.spatial = SpatialAttention()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.stem(x)  # [B, C, 28, 28]
+        b, c = y.shape[:2]
+        pixels = y.reshape(b, c, 7, 4, 7, 4).permute(0, 2, 4, 3, 5, 1).reshape(b * 49, 16, c)
+        patches = torch.cat((self.cls.expand(b, -1, -1), self.patches(y).flatten(2).transpose(1, 2)), 1)
+        _, patches = self.block(pixels, patches)
+        return torch.cat((patches[:, 0], self.spatial(y).flatten(1), y.flatten(2).pow(2).mean(-1)), 1)
+
+
+def tnt_block_and_spatial_attention():
+    from examples.zoo._common import build
+
+    return build(TntBlockAndSpatialAttention, "timm-tnt-csatv2-56", 56)
+
+
+def test_tnt_block_and_one_channel_layer_norm_layer_by_layer(tmp_path, photos):
+    """Both converted by litert-torch, which refused each ("'tfl.reshape' op quantization parameters
+    violate the same scale constraint"): TNT's in-place dropout after its softmax was left
+    unannotated, so the softmax's output got a second observer (a requantization the converter folded
+    into the RESHAPE before the attention matmul); CSATv2's LayerNorm(1) subtracts a mean over one
+    element (x itself) from a transposed x, and x·x reads a flattened x twice: the converter moved
+    each RESHAPE past the SUB / MUL and gave it that op's scale. Now LayerNorm(1) is its bias (a
+    constant), x·x is computed before the RESHAPE: full-integer, every layer within a step of the
+    simulation in ai-edge-litert."""
+    from edgeconv.exporters.tflite.ops import read_ops
+
+    art, res = _export("test_int8_catalog_blocks:tnt_block_and_spatial_attention", photos, tmp_path / "out")
+    assert not art["failure"], art["failure"]
+    ops = read_ops(next((tmp_path / "out").glob("*.tflite")))
+    assert sum(o.op == "SOFTMAX" for o in ops) >= 2, [o.op for o in ops]  # TNT's two attentions, int8
+    assert art["float_ops"]["count"] == 0, art["float_ops"]
+    layers = art["parity"]["layers"]
+    assert layers["layers"] >= 60, layers
+    assert layers["worst_steps"] <= 1, layers
+    assert layers["passed"], layers
+    assert res.exit_code == 0, res.output
+
+
+def test_relayouts_of_every_spelling_share_their_input_scale():
+    """In the int8 program (edgeconv's annotator): an in-place dropout after a softmax keeps the
+    softmax's 1/256 grid (no second observer), a mean over one element is gone, x − x, x·x on a
+    transposed x are computed before the transpose, and a LayerNorm(1) is its bias — the same values."""
+    from edgeconv.calib.observers import quantizer
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    aten = torch.ops.aten
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 1, 4, 4)
+            self.drop = nn.Dropout(0.1, inplace=True)
+            self.norm = nn.LayerNorm(1)
+            nn.init.constant_(self.norm.bias, 0.5)
+
+        def forward(self, x):
+            y = self.conv(x)
+            t = y.flatten(2).transpose(1, 2)  # [B, 64, 1]
+            d = t - t.mean(-1, keepdim=True)
+            a = self.drop(y.flatten(1).softmax(-1))
+            return d * d + 1, a @ y.flatten(1).transpose(0, 1), self.norm(t) * y.flatten(2).transpose(1, 2)
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 32, 32)
+    net = Net().eval()
+    prepared = prepare_pt2e(torch.export.export(net, (x[:1],), strict=False).module(), quantizer())
+    with torch.no_grad():
+        for i in range(len(x)):
+            prepared(x[i:i + 1])
+    gm = convert_pt2e(prepared, fold_quantize=False)
+    nodes = [n for n in gm.graph.nodes if n.op == "call_function"]
+    assert not any(n.target in (aten.mean.dim, aten.rsqrt.default) for n in nodes), [n.target for n in nodes]
+    (drop,) = [n for n in nodes if n.target in (aten.dropout_.default, aten.dropout.default)]
+    (q,) = drop.users
+    assert drop.args[0].args[1:3] == q.args[1:3] == (1 / 256, -128), (drop.args[0].args, q.args)
+    (sub,) = [n for n in nodes if n.target == aten.sub.Tensor]
+    assert sub.args[0].args[0].args[0].target == aten.conv2d.default  # DQ ← Q ← conv: no transpose between
+    with torch.no_grad():
+        want, got = net(x[:1]), gm(x[:1])
+    assert torch.equal(got[0], torch.ones_like(want[0])), got[0]  # (x − x)² + 1 exactly, as in float
+    # 0.5 · y, |y| ≲ 2: int8 steps of ~0.01, so a few steps at most (a norm of y would be off by ~1)
+    assert torch.allclose(got[2], want[2], rtol=0.02, atol=0.02), (got[2] - want[2]).abs().max()

@@ -25,8 +25,11 @@ def _noop_targets():
     import torch
 
     a = torch.ops.aten
-    return {a.clone.default, a.alias.default, a.detach.default, a.dropout.default,
-            a.feature_dropout.default, a.contiguous.default, a.lift_fresh_copy.default}
+    # in-place spellings too: timm's `nn.Dropout(inplace=True)` (TNT's attn_drop) captures as dropout_
+    return {a.clone.default, a.alias.default, a.detach.default, a.detach_.default, a.dropout.default,
+            a.dropout_.default, a.feature_dropout.default, a.feature_dropout_.default, a.alpha_dropout.default,
+            a.alpha_dropout_.default, a.feature_alpha_dropout.default, a.feature_alpha_dropout_.default,
+            a.contiguous.default, a.lift_fresh_copy.default}
 
 
 def _views():
