@@ -9,6 +9,7 @@ int8 kernel for, with the same values in float. Each rewrite shows its before/af
   variance_to_primitives    var (timm SimpleNorm's) → MEAN, SUB, MUL
   avg_pool_without_pad_count  average pool not counting its padding → PAD, AVERAGE_POOL, MUL
   bicubic_to_linear_maps    bicubic resize to a fixed size → a linear map per axis (FULLY_CONNECTED)
+  adaptive_avg_pool_to_linear_maps  an adaptive average pool not dividing its input → the same
   sdpa_to_primitives        fused attention → MUL, BATCH_MATMUL, SOFTMAX, BATCH_MATMUL
   einsum_to_matmul          a two-operand einsum → relayouts around one BATCH_MATMUL
   conv_transpose_to_conv    (post-training) a transposed conv → CONV_2D, DEPTH_TO_SPACE (sub-pixel form)
@@ -400,28 +401,60 @@ def bicubic_to_linear_maps(gm: GraphModule) -> list[str]:
         if not (isinstance(x_val, torch.Tensor) and x_val.dim() == 4 and size and scales is None
                 and not n.kwargs.get("scales_h") and not n.kwargs.get("scales_w")):
             continue
-        ins = _Inserter(gm, n)
-        y = x
-        with gm.graph.inserting_before(n):
-            for axis, (before, after) in enumerate(zip(x_val.shape[2:], size)):  # H, then W
-                if before == after:
-                    continue  # that axis keeps its size: the identity
-                if axis == 0:
-                    y = ins.call(aten.transpose.int, y, -1, -2)  # H last
-                m = ins.constant("_edgeconv_bicubic", _resize_matrix(int(before), int(after), corners))
-                y = ins.call(aten.linear.default, y, m)
-                if axis == 0:
-                    y = ins.call(aten.transpose.int, y, -1, -2)
-        ins.finish(y)
+        resize = lambda rows, after: torch.nn.functional.interpolate(  # noqa: E731
+            rows, size=(after, 1), mode="bicubic", align_corners=bool(corners))
+        _linear_maps(gm, n, x, x_val.shape[2:], size, resize, "_edgeconv_bicubic")
         done.append(n.name)
     return done
 
 
-def _resize_matrix(before: int, after: int, align_corners: bool) -> torch.Tensor:
-    """The [after, before] matrix torch's bicubic resize applies along one axis."""
-    rows = torch.eye(before).reshape(before, 1, before, 1)  # one-hot inputs along the axis
-    out = torch.nn.functional.interpolate(rows, size=(after, 1), mode="bicubic", align_corners=bool(align_corners))
-    return out[:, 0, :, 0].T.contiguous()
+ADAPTIVE_AVG_POOL = _targets(aten.adaptive_avg_pool2d, aten._adaptive_avg_pool2d)
+
+
+def adaptive_avg_pool_to_linear_maps(gm: GraphModule) -> list[str]:
+    """An adaptive average pool whose output does not divide its input (CSATv2's AdaptiveAvgPool2d((7, 7))
+    of a 2×2 to 8×8 map at 64²; PSPNet's pyramid bins) → a linear map along W and one along H: each
+    output cell averages its own window of rows and columns (overlapping where the output is the
+    larger), a separable linear map, each axis a constant [out, in] matrix (torch's pool run on one-hot
+    rows). litert-torch wrote such a pool as a float island (80 GATHER/ADD/MUL… ops in CSATv2), ONNX
+    as float Gather/Where/Div; a linear with a constant weight is int8 everywhere. A pool whose output
+    divides its input is an ordinary AVERAGE_POOL_2D (or MEAN) and is left as it is.
+
+        before: y = adaptive_avg_pool2d(x, [Ho, Wo])                            x: [B, C, H, W]
+        after:  y = linear(linear(x, P_w)ᵀ, P_h)ᵀ        P_w: [Wo, W], P_h: [Ho, H]  (ᵀ: the last two dims)"""
+    acts = activations(gm)
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n not in acts or n.target not in ADAPTIVE_AVG_POOL:
+            continue
+        x, size = n.args[:2]
+        x_val = x.meta.get("val") if isinstance(x, Node) else None
+        if not (isinstance(x_val, torch.Tensor) and x_val.dim() == 4 and len(size) == 2) \
+                or all(int(b) % int(a) == 0 for b, a in zip(x_val.shape[2:], size)):
+            continue
+        pool = lambda rows, after: torch.nn.functional.adaptive_avg_pool2d(rows, (after, 1))  # noqa: E731
+        _linear_maps(gm, n, x, x_val.shape[2:], size, pool, "_edgeconv_adaptive_pool")
+        done.append(n.name)
+    return done
+
+
+def _linear_maps(gm: GraphModule, n: Node, x: Node, hw: Any, size: Any, along: Callable, base: str) -> None:
+    """Replace `n` (a separable linear map of `x`'s last two axes, `hw` → `size`) by one linear per axis
+    that changes size; `along(rows, after)` applies the op to one-hot rows [before, 1, before, 1]."""
+    ins = _Inserter(gm, n)
+    y = x
+    with gm.graph.inserting_before(n):
+        for axis, (before, after) in enumerate(zip(hw, size)):  # H, then W
+            if before == after:
+                continue  # that axis keeps its size: the identity
+            if axis == 0:
+                y = ins.call(aten.transpose.int, y, -1, -2)  # H last
+            rows = torch.eye(int(before)).reshape(int(before), 1, int(before), 1)  # one-hot inputs along the axis
+            m = ins.constant(base, along(rows, int(after))[:, 0, :, 0].T.contiguous())
+            y = ins.call(aten.linear.default, y, m)
+            if axis == 0:
+                y = ins.call(aten.transpose.int, y, -1, -2)
+    ins.finish(y)
 
 
 def _var_args(n: Node, rank: int) -> tuple[list[int], float, bool]:
@@ -1372,6 +1405,7 @@ REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (drop_noop_casts, fol
                                                               hardsigmoid_to_relu6,
                                                               layer_norm_to_primitives, variance_to_primitives,
                                                               avg_pool_without_pad_count, bicubic_to_linear_maps,
+                                                              adaptive_avg_pool_to_linear_maps,
                                                               sdpa_to_primitives, einsum_to_matmul,
                                                               unbind_to_select, unfold_fold_to_convs,
                                                               softmax_to_last_axis, roll_to_slices, stack_to_cat,

@@ -348,7 +348,7 @@ def test_float_ops_error_fails_the_artifact_naming_each_op(tmp_path):
 @pytest.mark.parametrize("ref", ["upsample_nearest", "upsample_bilinear", "shifted_windows", "selective_kernel",
                                  "global_query", "class_token_head", "channels_last_head",
                                  "pad_excluded_pool", "bicubic_resize", "same_max_pool", "rel_pos_einsum",
-                                 "blockify", "transposed_convs"])
+                                 "blockify", "transposed_convs", "adaptive_pools"])
 def test_relayouts_resizes_and_concats_are_int8_in_every_format(tmp_path, ref):
     """HRNet's nearest/bilinear upsampling, Swin's torch.roll, SKNet's torch.stack and softmax over its
     branches, GCViT's repeat_interleave, a ViT class token concatenated with the patches and NesT's global
@@ -359,7 +359,8 @@ def test_relayouts_resizes_and_concats_are_int8_in_every_format(tmp_path, ref):
     MViTv2's relative-position einsums of the query with tables gathered from parameters (ONNX: float
     Einsum; Core ML: float matmul, reshape, transpose), NesT's qkv picked by select from a rank-6
     permute (Core ML: the reshape after each select read float, 36 in nest_tiny, until 38d4dee), and
-    LowFormer's transposed convs (TFLite: float TRANSPOSE_CONV / CONV_2D): every int8
+    LowFormer's transposed convs (TFLite: float TRANSPOSE_CONV / CONV_2D), and CSATv2's adaptive pools that
+    do not divide their input (TFLite: float GATHER/ADD/MUL; ONNX: float Gather/Where/Div): every int8
     artifact is full-integer and passes the verdict, each layer alone within a step. Before: in ONNX
     the rolled Concat/Slice, the stacked Concat and the repeat's Expand/Reshape read float, and Resize's
     stored `scales` counted as float data; TFLite wrote the softmax over dim 1 as float SUB/EXP/SUM/DIV."""
@@ -525,6 +526,24 @@ def test_a_transposed_conv_becomes_a_conv_with_the_same_values():
     # not frozen (QAT trains the weight): left as it is
     gm = transform(torch.export.export(spec.module, spec.example_inputs, strict=False).module())
     assert sum("conv_transpose2d" in str(n.target) for n in gm.graph.nodes) == 4
+
+
+def test_an_adaptive_pool_not_dividing_its_input_becomes_one_linear_map_per_axis_with_the_same_values():
+    from edgeconv.calib.rewrites import transform
+    from tests.zoo import adaptive_pools
+
+    spec = adaptive_pools()
+    x = torch.from_numpy(_images(2, 16, seed=6))
+    gm = transform(torch.export.export(spec.module, spec.example_inputs, strict=False).module())
+    targets = [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
+    assert targets.count("aten.adaptive_avg_pool2d.default") == 1, targets  # the 8×8 → 4×4 one
+    maps = sorted(tuple(getattr(gm, n.args[1].target).shape) for n in gm.graph.nodes
+                  if n.target == torch.ops.aten.linear.default and n.args[1].op == "get_attr"
+                  and n.args[1].target.startswith("_edgeconv_adaptive_pool"))
+    assert maps == [(3, 8), (5, 8), (7, 4), (7, 4), (7, 8), (7, 8)], maps
+    with torch.no_grad():
+        for i in range(len(x)):
+            assert torch.allclose(gm(x[i:i + 1]), spec.module(x[i:i + 1]), rtol=1e-4, atol=1e-5)
 
 
 class UniformBiases(nn.Module):
