@@ -447,6 +447,9 @@ def _linear_maps(gm: GraphModule, n: Node, x: Node, hw: Any, size: Any, along: C
         for axis, (before, after) in enumerate(zip(hw, size)):  # H, then W
             if before == after:
                 continue  # that axis keeps its size: the identity
+            if before == 1:  # one row in: every output row is it (litert-torch refuses a linear of one input)
+                y = ins.call(aten.cat.default, [y] * int(after), 2 + axis)
+                continue
             if axis == 0:
                 y = ins.call(aten.transpose.int, y, -1, -2)  # H last
             rows = torch.eye(int(before)).reshape(int(before), 1, int(before), 1)  # one-hot inputs along the axis

@@ -846,20 +846,22 @@ def rel_pos_einsum() -> ModelSpec:
 class AdaptivePools(nn.Module):
     """Adaptive average pools, as CSATv2 (AdaptiveAvgPool2d((7, 7)) of maps from 8×8 down to 2×2) and
     PSPNet's pyramid write them: 8×8 → 7×7 and → 3×5 (windows that do not divide the map), 4×4 → 7×7
-    (larger than its input: overlapping windows), and 8×8 → 4×4 (divides: an ordinary pool)."""
+    (larger than its input: overlapping windows), 1×1 → 3×2 (a broadcast), and 8×8 → 4×4 (divides:
+    an ordinary pool)."""
 
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
         self.stem = nn.Conv2d(3, 8, 3, 2, 1)
         self.down = nn.Conv2d(8, 8, 3, 2, 1)
-        self.head = nn.Linear(32, 10)
+        self.head = nn.Linear(40, 10)
 
     def forward(self, x):
         y = torch.relu(self.stem(x))  # 8×8
         z = torch.relu(self.down(y))  # 4×4
+        one = z.amax((2, 3), keepdim=True)  # 1×1 (CSATv2's last stage at 64²)
         pools = [F.adaptive_avg_pool2d(y, (7, 7)), F.adaptive_avg_pool2d(y, (3, 5)),
-                 F.adaptive_avg_pool2d(z, (7, 7)), F.adaptive_avg_pool2d(y, (4, 4))]
+                 F.adaptive_avg_pool2d(z, (7, 7)), F.adaptive_avg_pool2d(y, (4, 4)), F.adaptive_avg_pool2d(one, (3, 2))]
         return self.head(torch.cat([p.mean((2, 3)) for p in pools], 1))
 
 
