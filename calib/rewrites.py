@@ -8,8 +8,7 @@ int8 kernel for, with the same values in float. Each rewrite shows its before/af
   layer_norm_to_primitives  LayerNorm / GroupNorm / RMSNorm → MEAN, SUB, MUL, RSQRT, ADD
   variance_to_primitives    var (timm SimpleNorm's) → MEAN, SUB, MUL
   avg_pool_without_pad_count  average pool not counting its padding → PAD, AVERAGE_POOL, MUL
-  bicubic_to_linear_maps    bicubic resize to a fixed size → a linear map per axis (FULLY_CONNECTED)
-  adaptive_avg_pool_to_linear_maps  an adaptive average pool not dividing its input → the same
+  resizes_to_linear_maps    bicubic resize, adaptive average pool not dividing its input → a linear map per axis
   sdpa_to_primitives        fused attention → MUL, BATCH_MATMUL, SOFTMAX, BATCH_MATMUL
   einsum_to_matmul          a two-operand einsum → relayouts around one BATCH_MATMUL
   conv_transpose_to_conv    (post-training) a transposed conv → CONV_2D, DEPTH_TO_SPACE (sub-pixel form)
@@ -379,63 +378,55 @@ def _pool_args(n: Node) -> tuple[Any, list[int], list[int], list[int], bool, boo
             given.get("divisor_override"))
 
 
-BICUBIC = _targets(aten.upsample_bicubic2d)
+def resizes_to_linear_maps(gm: GraphModule) -> list[str]:
+    """A bicubic resize to a fixed size, or an adaptive average pool whose output does not divide its
+    input → a linear map along W and one along H. Both are separable and linear in their input, so each
+    axis is a constant [out, in] matrix: the op itself run on one-hot rows (bicubic's clamped borders,
+    the pool's overlapping windows included). A linear with a constant weight is int8 everywhere;
+    neither op has an int8 kernel as written:
+    - bicubic (timm CrossViT resizes its input 240 → 224 for its second branch): no format has one
+      (litert-torch wrote 70 float GATHER_ND/MUL/ADD ops);
+    - an adaptive pool that does not divide (CSATv2's AdaptiveAvgPool2d((7, 7)) of 8×8 … 1×1 maps at
+      64², PSPNet's pyramid bins): litert-torch wrote a float GATHER/ADD/MUL island (80 ops in CSATv2),
+      torch.onnx float Gather/Where/Div. One that divides is an ordinary AVERAGE_POOL_2D, left as it is.
 
-
-def bicubic_to_linear_maps(gm: GraphModule) -> list[str]:
-    """A bicubic resize to a fixed size (timm CrossViT resizes its input 240 → 224 for the second branch)
-    → a linear map along W and one along H: bicubic interpolation is separable and linear in its input,
-    so each axis is a constant [out, in] matrix (torch's own kernel run on one-hot rows, its clamped
-    borders included). No format has an int8 bicubic kernel (TFLite none at all: litert-torch wrote 70
-    float GATHER_ND/MUL/ADD ops); a linear with a constant weight is int8 everywhere.
-
-        before: y = upsample_bicubic2d(x, [Ho, Wo], align_corners)             x: [B, C, H, W]
+        before: y = upsample_bicubic2d(x, [Ho, Wo], align_corners)  or  adaptive_avg_pool2d(x, [Ho, Wo])
         after:  y = linear(linear(x, A_w)ᵀ, A_h)ᵀ        A_w: [Wo, W], A_h: [Ho, H]  (ᵀ: the last two dims)"""
     acts = activations(gm)
     done = []
     for n in list(gm.graph.nodes):
-        if n.op != "call_function" or n not in acts or n.target not in BICUBIC:
+        if n.op != "call_function" or n not in acts:
             continue
-        x, size, corners, scales = (list(n.args) + [None] * 4)[:4]
-        x_val = x.meta.get("val") if isinstance(x, Node) else None
-        if not (isinstance(x_val, torch.Tensor) and x_val.dim() == 4 and size and scales is None
-                and not n.kwargs.get("scales_h") and not n.kwargs.get("scales_w")):
-            continue
-        resize = lambda rows, after: torch.nn.functional.interpolate(  # noqa: E731
-            rows, size=(after, 1), mode="bicubic", align_corners=bool(corners))
-        _linear_maps(gm, n, x, x_val.shape[2:], size, resize, "_edgeconv_bicubic")
-        done.append(n.name)
+        found = _bicubic(n) if n.target in BICUBIC else _adaptive_pool(n) if n.target in ADAPTIVE_AVG_POOL else None
+        if found is not None:
+            _linear_maps(gm, n, *found)
+            done.append(n.name)
     return done
 
 
+BICUBIC = _targets(aten.upsample_bicubic2d)
 ADAPTIVE_AVG_POOL = _targets(aten.adaptive_avg_pool2d, aten._adaptive_avg_pool2d)
 
 
-def adaptive_avg_pool_to_linear_maps(gm: GraphModule) -> list[str]:
-    """An adaptive average pool whose output does not divide its input (CSATv2's AdaptiveAvgPool2d((7, 7))
-    of a 2×2 to 8×8 map at 64²; PSPNet's pyramid bins) → a linear map along W and one along H: each
-    output cell averages its own window of rows and columns (overlapping where the output is the
-    larger), a separable linear map, each axis a constant [out, in] matrix (torch's pool run on one-hot
-    rows). litert-torch wrote such a pool as a float island (80 GATHER/ADD/MUL… ops in CSATv2), ONNX
-    as float Gather/Where/Div; a linear with a constant weight is int8 everywhere. A pool whose output
-    divides its input is an ordinary AVERAGE_POOL_2D (or MEAN) and is left as it is.
+def _bicubic(n: Node) -> tuple | None:
+    x, size, corners, scales = (list(n.args) + [None] * 4)[:4]
+    x_val = x.meta.get("val") if isinstance(x, Node) else None
+    if not (isinstance(x_val, torch.Tensor) and x_val.dim() == 4 and size and scales is None
+            and not n.kwargs.get("scales_h") and not n.kwargs.get("scales_w")):
+        return None
+    resize = lambda rows, after: torch.nn.functional.interpolate(  # noqa: E731
+        rows, size=(after, 1), mode="bicubic", align_corners=bool(corners))
+    return x, x_val.shape[2:], size, resize, "_edgeconv_bicubic"
 
-        before: y = adaptive_avg_pool2d(x, [Ho, Wo])                            x: [B, C, H, W]
-        after:  y = linear(linear(x, P_w)ᵀ, P_h)ᵀ        P_w: [Wo, W], P_h: [Ho, H]  (ᵀ: the last two dims)"""
-    acts = activations(gm)
-    done = []
-    for n in list(gm.graph.nodes):
-        if n.op != "call_function" or n not in acts or n.target not in ADAPTIVE_AVG_POOL:
-            continue
-        x, size = n.args[:2]
-        x_val = x.meta.get("val") if isinstance(x, Node) else None
-        if not (isinstance(x_val, torch.Tensor) and x_val.dim() == 4 and len(size) == 2) \
-                or all(int(b) % int(a) == 0 for b, a in zip(x_val.shape[2:], size)):
-            continue
-        pool = lambda rows, after: torch.nn.functional.adaptive_avg_pool2d(rows, (after, 1))  # noqa: E731
-        _linear_maps(gm, n, x, x_val.shape[2:], size, pool, "_edgeconv_adaptive_pool")
-        done.append(n.name)
-    return done
+
+def _adaptive_pool(n: Node) -> tuple | None:
+    x, size = n.args[:2]
+    x_val = x.meta.get("val") if isinstance(x, Node) else None
+    if not (isinstance(x_val, torch.Tensor) and x_val.dim() == 4 and len(size) == 2) \
+            or all(int(b) % int(a) == 0 for b, a in zip(x_val.shape[2:], size)):
+        return None
+    pool = lambda rows, after: torch.nn.functional.adaptive_avg_pool2d(rows, (after, 1))  # noqa: E731
+    return x, x_val.shape[2:], size, pool, "_edgeconv_adaptive_pool"
 
 
 def _linear_maps(gm: GraphModule, n: Node, x: Node, hw: Any, size: Any, along: Callable, base: str) -> None:
@@ -1407,8 +1398,7 @@ def drop_noop_casts(gm: GraphModule) -> list[str]:
 REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (drop_noop_casts, fold_constants, batch_norm_to_depthwise,
                                                               hardsigmoid_to_relu6,
                                                               layer_norm_to_primitives, variance_to_primitives,
-                                                              avg_pool_without_pad_count, bicubic_to_linear_maps,
-                                                              adaptive_avg_pool_to_linear_maps,
+                                                              avg_pool_without_pad_count, resizes_to_linear_maps,
                                                               sdpa_to_primitives, einsum_to_matmul,
                                                               unbind_to_select, unfold_fold_to_convs,
                                                               softmax_to_last_axis, roll_to_slices, stack_to_cat,
