@@ -148,7 +148,11 @@ def int8_tensors(path: Path, x: "Batch") -> list[QTensor]:
     runner = MILRunner(path)
     prog = runner.program
     steps = [s for s in prog.steps if s.op_type == "quantize"]
-    fused = {s.name for s in steps if _fused(prog, s)}
+    readers: dict[str, list[Any]] = {}  # once: per quantize op it made reading a program quadratic
+    for s in prog.steps:
+        for name in _inputs_of(s):
+            readers.setdefault(name, []).append(s)
+    fused = {s.name for s in steps if _fused(prog, s, readers)}
     keep = [s for s in steps if s.name not in fused]
     rows: dict[str, list[np.ndarray]] = {s.outputs[0]: [] for s in keep}
     for i in range(count(x)):
@@ -165,20 +169,21 @@ def int8_tensors(path: Path, x: "Batch") -> list[QTensor]:
     return out
 
 
-def _fused(prog: Any, q: Any) -> bool:
+def _fused(prog: Any, q: Any, reading: dict[str, list[Any]]) -> bool:
     """q quantizes a pre-activation that only fused activations read; not when its dequantized
-    value is a program output (the output layer is judged like every other)."""
-    users = [s for s in prog.steps if q.outputs[0] in _inputs_of(s)]
+    value is a program output (the output layer is judged like every other). `reading`: each
+    value's reading steps."""
+    users = reading.get(q.outputs[0], [])
     if not users or any(u.op_type != "dequantize" for u in users):
         return False
-    readers = {d.outputs[0]: [s for s in prog.steps if d.outputs[0] in _inputs_of(s)] for d in users}
+    readers = {d.outputs[0]: reading.get(d.outputs[0], []) for d in users}
     if any(out in prog.outputs or not r for out, r in readers.items()):
         return False
     for d in users:
         for u in readers[d.outputs[0]]:
             if u.op_type not in ("relu", "clip", "relu6"):
                 return False
-            nxt = [s for s in prog.steps if u.outputs[0] in _inputs_of(s) and s.op_type == "quantize"]
+            nxt = [s for s in reading.get(u.outputs[0], []) if s.op_type == "quantize"]
             if len(nxt) != 1 or _mil_params(prog, nxt[0]) != _mil_params(prog, q):
                 return False
     return True

@@ -147,7 +147,11 @@ def int8_tensors(path: Path, x: "Batch") -> list[QTensor]:
                     consts[n.output[0]] = numpy_helper.to_array(a.t)
     qnodes = [n for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] not in consts
               and np.asarray(consts.get(n.input[1], np.zeros(2))).size == 1]
-    fused = {n.output[0] for n in qnodes if _fused(n, g, consts)}
+    by_input: dict[str, list[Any]] = {}  # once: per quantize op it made reading a program quadratic
+    for n in g.node:
+        for i in n.input:
+            by_input.setdefault(i, []).append(n)
+    fused = {n.output[0] for n in qnodes if _fused(n, g, consts, by_input)}
     keep = [n for n in qnodes if n.output[0] not in fused]
     existing = {o.name for o in g.output}
     for n in keep:
@@ -174,14 +178,10 @@ def int8_tensors(path: Path, x: "Batch") -> list[QTensor]:
     return out
 
 
-def _fused(q: Any, g: Any, consts: dict) -> bool:
+def _fused(q: Any, g: Any, consts: dict, by_input: dict[str, list[Any]]) -> bool:
     """q quantizes a pre-activation that only fused activations read (conv → q → dq → relu → q with
     the same params). A q whose value leaves the graph (its dequantize is an output) is not: the
-    output layer is judged like every other."""
-    by_input: dict[str, list[Any]] = {}
-    for n in g.node:
-        for i in n.input:
-            by_input.setdefault(i, []).append(n)
+    output layer is judged like every other. `by_input`: each tensor's reading nodes."""
     dqs = by_input.get(q.output[0], [])
     if not dqs or any(d.op_type != "DequantizeLinear" for d in dqs):
         return False
