@@ -22,30 +22,6 @@ METHODS = ("min-max", "mse", "percentile", "entropy")
 SIZE, CALIB, EVAL = 64, 32, 16
 
 
-def simulate(spec, x: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
-    """The int8 simulation calibrated with `method` on x[:CALIB], and the fp32 net, on x[CALIB:]."""
-    import torch
-
-    from edgeconv import registrations
-    from edgeconv.calib.data import DataSet
-    from edgeconv.config import CalibMethod, ExportOptions, QuantOptions
-    from edgeconv.context import Context
-    from edgeconv.graph import capture
-    from edgeconv.passes.manager import run_passes
-    from edgeconv.pipeline import quantize_steps
-    from edgeconv.quant.program import folded_simulation
-
-    registrations.load()
-    options = ExportOptions(quant=QuantOptions(samples=CALIB, method=CalibMethod(method)), eval_samples=EVAL)
-    ctx = Context(options=options, model=spec, calib=DataSet(x[:CALIB], None, "photos"))
-    graph = run_passes(capture(spec.module, spec.example_inputs), ctx, ("fold-conv-bn", "quantize", "cleanup"),
-                       quantize_steps(None))
-    sim = folded_simulation(graph)
-    with torch.no_grad():
-        held = torch.from_numpy(x[CALIB:])
-        return np.concatenate([sim(held[i:i + 1]).numpy() for i in range(len(held))]), spec.module(held).numpy()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nets", default=",".join(NETS))
@@ -53,6 +29,7 @@ def main() -> None:
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from bench.timm_nets import timm_spec
+    from bench.vit_readout import sim_and_fp32
     from examples.zoo.images import batch
 
     rows: dict[str, dict] = {}
@@ -61,7 +38,7 @@ def main() -> None:
         x = batch(CALIB + EVAL, SIZE, SIZE, spec.mean, spec.std, seed=0).astype(np.float32)
         rows[name] = {}
         for method in METHODS:
-            out, ref = simulate(spec, x, method)
+            out, ref = sim_and_fp32(spec, x, CALIB, method)
             rows[name][method] = {
                 "rel_l2": float(np.linalg.norm(out - ref) / np.linalg.norm(ref)),
                 "cosine": float((out * ref).sum() / (np.linalg.norm(out) * np.linalg.norm(ref))),

@@ -22,14 +22,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SIZE, CALIB, EVAL = 64, 32, 16
 
 
-def sim_and_fp32(spec, x: np.ndarray, calib: int) -> tuple[np.ndarray, np.ndarray]:
-    """edgeconv's default int8 simulation of `spec` (min-max, per-channel weights) calibrated on
-    x[:calib], and the fp32 net, each on the held-out x[calib:]: (int8 outputs, fp32 outputs)."""
+def sim_and_fp32(spec, x: np.ndarray, calib: int, method: str = "min-max") -> tuple[np.ndarray, np.ndarray]:
+    """edgeconv's int8 simulation of `spec` (per-channel weights, activations calibrated by `method`,
+    the default min-max) on x[:calib], and the fp32 net, each on the held-out x[calib:]: (int8
+    outputs, fp32 outputs)."""
     import torch
 
     from edgeconv import registrations
     from edgeconv.calib.data import DataSet
-    from edgeconv.config import ExportOptions, QuantOptions
+    from edgeconv.config import CalibMethod, ExportOptions, QuantOptions
     from edgeconv.context import Context
     from edgeconv.graph import capture
     from edgeconv.passes.manager import run_passes
@@ -37,7 +38,7 @@ def sim_and_fp32(spec, x: np.ndarray, calib: int) -> tuple[np.ndarray, np.ndarra
     from edgeconv.quant.program import folded_simulation
 
     registrations.load()
-    options = ExportOptions(quant=QuantOptions(samples=calib), eval_samples=len(x) - calib)
+    options = ExportOptions(quant=QuantOptions(samples=calib, method=CalibMethod(method)), eval_samples=len(x) - calib)
     ctx = Context(options=options, model=spec, calib=DataSet(x[:calib], None, "photos"))
     graph = run_passes(capture(spec.module, spec.example_inputs), ctx, ("fold-conv-bn", "quantize", "cleanup"),
                        quantize_steps(None))
