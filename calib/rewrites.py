@@ -746,6 +746,9 @@ def _spread(ins: "_Inserter", cols: Node, shape: list[int], stride: Any, back: l
     return cols
 
 
+CONV_TRANSPOSE2D = _targets(aten.conv_transpose2d)
+
+
 def conv_transpose_to_conv(gm: GraphModule) -> list[str]:
     """A transposed conv → a conv and a pixel shuffle (sub-pixel form), or — dilated and grouped — a
     conv of its input spread `stride` apart. litert-torch writes an int8 program's transposed conv as a
@@ -767,12 +770,12 @@ def conv_transpose_to_conv(gm: GraphModule) -> list[str]:
     d·(k-1) is left as it is."""
     done = []
     for n in list(gm.graph.nodes):
-        if n.op != "call_function" or n.target not in _targets(aten.conv_transpose2d):
+        if n.op != "call_function" or n.target not in CONV_TRANSPOSE2D:
             continue
         x, w, bias, stride, pad, out_pad, groups, dil = (list(n.args) + [None, 1, 0, 0, 1, 1][len(n.args) - 2:])[:8]
         stride, pad, out_pad, dil = ([int(v) for v in (_as_list(a) * 2)[:2]] for a in (stride, pad, out_pad, dil))
         wt, val = constant_of(gm, w), x.meta.get("val") if isinstance(x, Node) else None
-        bt = constant_of(gm, bias) if isinstance(bias, Node) else None
+        bt = constant_of(gm, bias)
         if wt is None or not isinstance(val, torch.Tensor) or val.dim() != 4 or (bias is not None and bt is None):
             continue
         back = [d * (k - 1) - p for d, k, p in zip(dil, wt.shape[2:], pad)]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import operator
 from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
@@ -61,10 +60,10 @@ def layer_kinds(node: Any) -> tuple[str, ...]:
 
 def _tensor(node: Any) -> Any:
     """A node's tensor value: its traced `val`, else (a get_attr of an unlifted program) the attribute."""
+    from edgeconv.calib.rewrites import constant_of
+
     val = getattr(node, "meta", {}).get("val")
-    if val is None and getattr(node, "op", None) == "get_attr":
-        val = operator.attrgetter(node.target)(node.graph.owning_module)
-    return val
+    return constant_of(node.graph.owning_module, node) if val is None and hasattr(node, "graph") else val
 
 
 def is_q(node: Any) -> bool:
