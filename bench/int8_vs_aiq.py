@@ -107,8 +107,9 @@ def op_counts(path: Path) -> dict[str, int]:
 def balanced_orders(n: int) -> list[list[int]]:
     """Orders of n files in which each file runs right after each other one equally often (a Williams
     design: n orders for an even n, 2n for an odd n). Timed in one fixed order, the file right after
-    the fp32 one paid for what the fp32 run left in the caches: EfficientNet-B0's edgeconv int8 file
-    measured 3 % slower than the same bytes timed one place later (bench/order_bias.py)."""
+    the fp32 one ran slower for that place alone (presumably the fp32 run's 3x larger weights and activations
+    evict the int8 file's): in the 2026-12 run EfficientNet-B0's edgeconv int8 file measured 3 %
+    slower than the same bytes timed one place later (bench/order_bias.py)."""
     first = [0] + [(k + 1) // 2 if k % 2 else n - k // 2 for k in range(1, n)]  # 0, 1, n-1, 2, n-2, ...
     rows = [[(v + i) % n for v in first] for i in range(n)]
     return rows if n % 2 == 0 else rows + [r[::-1] for r in rows]

@@ -1,7 +1,7 @@
-"""The latency benches' run order: timed in one fixed order, the file right after the fp32 one paid
-for what the fp32 run left in the caches (bench/order_bias.py: EfficientNet-B0's edgeconv int8 file
-3 % slower than the same bytes timed one place later), and that position alone made edgeconv's
-file read 3–5 % slower than ai-edge-quantizer's in bench/int8_vs_aiq.py. The rounds now rotate
+"""The latency benches' run order: timed in one fixed order, the file right after the fp32 one ran
+slower for that place alone (bench/order_bias.py; EfficientNet-B0's edgeconv int8 file 3 % slower
+than the same bytes timed one place later), and that position made edgeconv's file read 3–5 %
+slower than ai-edge-quantizer's in bench/int8_vs_aiq.py. The rounds now rotate
 through a balanced design: pure bookkeeping, checked without a runtime."""
 from __future__ import annotations
 
