@@ -10,8 +10,10 @@ with norms from real photos — bench/timm_nets.py), five files:
 - `litert pt2e`: litert-torch's own PT2E route (its PT2EQuantizer, symmetric per-channel config).
 
 All calibrated on the same crops of real photos. Timed in ai-edge-litert (default XNNPACK delegate)
-at 1 and 2 threads, interleaved run by run so a busy host slows every file alike; medians. Each
-file's op list and float-op count (edgeconv's TFLite reader) are recorded beside its latency.
+at 1 and 2 threads, interleaved run by run so a busy host slows every file alike, each round in
+another order so every file runs right after every other one equally often (`balanced_orders`);
+medians. Each file's op list and float-op count (edgeconv's TFLite reader) are recorded beside its
+latency.
 
     python bench/int8_vs_aiq.py [--nets REF,...] [--runs 30]   → bench/results/int8_vs_aiq.json
 """
@@ -40,7 +42,7 @@ def export(ref: str, out: Path, calib: Path, *extra: str) -> dict:
     cmd = [sys.executable, "-m", "edgeconv", "export", "--model", ref, "--calib", str(calib), "--calib-samples",
            str(CALIB), "--eval-samples", "16", "-o", str(out), "--json", *extra]
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    r = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if r.returncode not in (0, 1):
         raise SystemExit(f"export failed: {r.stderr.strip().splitlines()[-1:]}")
     m = json.loads((out / "edgeconv.json").read_text())
@@ -64,7 +66,10 @@ def litert_pt2e(ref: str, x: np.ndarray, dst: Path) -> float:
     """litert-torch's documented PT2E route: its own quantizer, calibration, convert_pt2e, convert."""
     import litert_torch
     import torch
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.pt2e_quantizer import (
+        PT2EQuantizer,
+        get_symmetric_quantization_config,
+    )
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
@@ -96,10 +101,29 @@ def op_counts(path: Path) -> dict[str, int]:
     as_written = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES  # ops as written, not one DELEGATE node
     it = Interpreter(model_path=str(path), experimental_op_resolver_type=as_written)
     it.allocate_tensors()
-    return dict(sorted(collections.Counter(op["op_name"] for op in it._get_ops_details()).items()))  # noqa: SLF001
+    return dict(sorted(collections.Counter(op["op_name"] for op in it._get_ops_details()).items()))
 
 
-def timed(paths: dict[str, Path], x: np.ndarray, runs: int, threads: int) -> dict[str, dict]:
+def balanced_orders(n: int) -> list[list[int]]:
+    """Orders of n files in which each file runs right after each other one equally often (a Williams
+    design: n orders for an even n, 2n for an odd n). Timed in one fixed order, the file right after
+    the fp32 one ran slower for that place alone (presumably the fp32 run's 3x larger weights and activations
+    evict the int8 file's): in the 2026-12 run EfficientNet-B0's edgeconv int8 file measured 3 %
+    slower than the same bytes timed one place later (bench/order_bias.py)."""
+    first = [0] + [(k + 1) // 2 if k % 2 else n - k // 2 for k in range(1, n)]  # 0, 1, n-1, 2, n-2, ...
+    rows = [[(v + i) % n for v in first] for i in range(n)]
+    return rows if n % 2 == 0 else rows + [r[::-1] for r in rows]
+
+
+def rounds(names: list[str], runs: int, balanced: bool = True) -> list[list[str]]:
+    """The order of each timed round: the `balanced_orders` in turn, `runs` rounded up to whole cycles
+    of them; or, not `balanced`, `names`' own order every round."""
+    orders = [[names[i] for i in o] for o in balanced_orders(len(names))] if balanced else [names]
+    return [orders[r % len(orders)] for r in range(-(-runs // len(orders)) * len(orders))]
+
+
+def timed(paths: dict[str, Path], x: np.ndarray, runs: int, threads: int, balanced: bool = True) -> dict[str, dict]:
+    """Medians of `runs` (rounded up, `rounds`) invokes per file, interleaved round by round."""
     from ai_edge_litert.interpreter import Interpreter
 
     its = {}
@@ -112,13 +136,14 @@ def timed(paths: dict[str, Path], x: np.ndarray, runs: int, threads: int) -> dic
         if tuple(d["shape"]) != xin.shape:
             xin = xin.transpose(0, 2, 3, 1)
         its[name] = (it, d["index"], xin)
-    times: dict[str, list[float]] = {n: [] for n in its}
     for _ in range(3):  # warm-up
         for it, idx, xin in its.values():
             it.set_tensor(idx, xin)
             it.invoke()
-    for _ in range(runs):  # interleaved: load changes hit every file alike
-        for n, (it, idx, xin) in its.items():
+    times: dict[str, list[float]] = {n: [] for n in its}
+    for order in rounds(list(its), runs, balanced):  # interleaved: load changes hit every file alike
+        for n in order:
+            it, idx, xin = its[n]
             it.set_tensor(idx, xin)
             t0 = time.perf_counter()
             it.invoke()
@@ -180,7 +205,7 @@ def main() -> None:
             tmp = Path(tmp)
             calib = write_folder(tmp / "calib", 2 * CALIB)
             results[ref] = one_net(ref, tmp, calib, x, args.runs)
-        out.write_text(json.dumps({"engine": "ai-edge-litert 2.3.0, default XNNPACK delegate, interleaved runs",
+        out.write_text(json.dumps({"engine": "ai-edge-litert 2.3.0, default XNNPACK delegate, interleaved runs in balanced orders",
                                    "input": [1, 3, SIZE, SIZE], "host_load_1min": os.getloadavg()[0],
                                    "nets": results}, indent=2))
         print(ref, json.dumps(results[ref]["ratios"]), json.dumps(results[ref]["float_ops"]), flush=True)
