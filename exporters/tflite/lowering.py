@@ -1,5 +1,6 @@
 """Graph rewrites litert-torch's lowering needs to write a program faithfully: `drop_expand`,
-`nearest_as_gather`, `int8_div_in_float`, `uniform_biases_unsplat`. Each keeps the program's values; each
+`nearest_as_gather`, `outer_products_as_mul`, `conv1d_after_matmul_as_conv2d`, `int8_div_in_float`,
+`uniform_biases_unsplat`. Each keeps the program's values; each
 says why the converter needs it."""
 from __future__ import annotations
 
@@ -148,6 +149,113 @@ def nearest_as_gather(gm: Any) -> list[str]:
         gm.graph.erase_node(n)
         done.append(n.name)
     return _recompiled(gm, done)
+
+
+MATMULS = ("matmul", "bmm", "mm")
+_RELAYOUTS = ("view", "reshape", "_unsafe_view", "clone", "contiguous", "alias")
+
+
+def _aten_name(n: Any) -> str:
+    """aten.bmm.default → bmm (the op's own name: a substring match would take addmm for mm)."""
+    parts = str(getattr(n, "target", "")).split(".")
+    return parts[1] if getattr(n, "op", None) == "call_function" and parts[0] == "aten" and len(parts) > 2 else ""
+
+
+def outer_products_as_mul(gm: Any) -> list[str]:
+    """Rewrite a matmul whose contracting dim has one element (an outer product) as a broadcast MUL
+    (float programs).
+
+    litert-torch lowers `a @ b` to a stablehlo.dot_general; the converter's mhlo-optimize pass folds
+    an operand's reshape into the dot_general and, when the contracting dim has size 1 and the
+    reshape dropped a unit dim, maps the contracting dim to the wrong axis: the pass itself then
+    fails ("contracting dimension sizes must match for lhs/rhs"). CSATv2's spatial attention has
+    one-element q/k/v per token: `attn = softmax(q @ k.T)` is [B, 1] × [1, B] → [B, B] and
+    `attn @ v` is [B, B] × [B, N], each a sum of one product at B = 1. Same values: a product of one
+    term is the product itself.
+
+    Before: y = matmul(a, b)             a: [..., M, 1], b: [..., 1, N]
+    After:  y = mul(a, b)                broadcast to [..., M, N]
+    """
+    import torch
+
+    if not isinstance(gm, torch.fx.GraphModule):
+        return []
+    done = []
+    for n in list(gm.graph.nodes):
+        if _aten_name(n) not in MATMULS or len(n.args) != 2 or "val" not in n.meta:
+            continue
+        a, b = n.args
+        sa, sb = (tuple(getattr(x, "meta", {}).get("val", torch.empty(0)).shape) for x in (a, b))
+        if len(sa) < 2 or len(sb) < 2 or sa[-1] != 1 or sb[-2] != 1 \
+                or tuple(torch.broadcast_shapes(sa, sb)) != tuple(n.meta["val"].shape):
+            continue
+        with gm.graph.inserting_before(n):
+            y = gm.graph.call_function(torch.ops.aten.mul.Tensor, (a, b))
+        y.meta["val"] = n.meta["val"]
+        n.replace_all_uses_with(y)
+        gm.graph.erase_node(n)
+        done.append(n.name)
+    return _recompiled(gm, done)
+
+
+def conv1d_after_matmul_as_conv2d(gm: Any) -> list[str]:
+    """Write a 1-D convolution of a matmul's result as a 2-D one over [N, C, L, 1] (float programs).
+
+    litert-torch lowers conv1d as unsqueeze(2) → CONV_2D over [N, C, 1, L], and a batch-1 matmul as
+    RESHAPE → BATCH_MATMUL → RESHAPE. When the matmul's left operand is itself a reshape of a
+    tensor of the same rank as [N, C, 1, L] (EfficientViM's HSM-SSD: `h = x.flatten(2) @ ab.T`, x
+    [B, C, H, W], then the 1×1 Conv1d `hz_proj(h)`), the converter's tfl-optimize pass fuses the
+    reshapes around BATCH_MATMUL into one BATCH_MATMUL typed [1, C, 1, L] on rank-3 operands, which
+    fails verification ("'tfl.batch_matmul' op found invalid output rank, expected 3 but got 4").
+    Over [N, C, L, 1] the last dim is no longer the matmul's, and the pass leaves it alone. Same
+    values: the same kernel taps over the same elements, only the unit dim moved.
+
+    Before: y = conv1d(matmul(a, b), w, bias, s, p, d, g)                    w: [O, I, k]
+    After:  y = squeeze(conv2d(unsqueeze(matmul(a, b), -1), unsqueeze(w, -1), bias,
+                               [s, 1], [p, 0], [d, 1], g), -1)
+    """
+    import torch
+
+    if not isinstance(gm, torch.fx.GraphModule):
+        return []
+    aten = torch.ops.aten
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n.target != aten.conv1d.default or "val" not in n.meta:
+            continue
+        x = n.args[0]
+        src = x
+        while _aten_name(src) in _RELAYOUTS:
+            src = src.args[0]
+        if _aten_name(src) not in MATMULS:
+            continue
+        w, bias, stride, padding, dilation, groups = (*n.args[1:], None, 1, 0, 1, 1)[:6]
+        stride, padding, dilation = (_one(v) for v in (stride, padding, dilation))
+        if padding is None or stride is None or dilation is None:
+            continue
+        with gm.graph.inserting_before(n):
+            x4 = gm.graph.call_function(aten.unsqueeze.default, (x, -1))
+            w4 = gm.graph.call_function(aten.unsqueeze.default, (w, -1))
+            y4 = gm.graph.call_function(aten.conv2d.default, (
+                x4, w4, bias, [stride, 1], padding if isinstance(padding, str) else [padding, 0], [dilation, 1], groups))
+            y = gm.graph.call_function(aten.squeeze.dim, (y4, -1))
+        for node, like in ((x4, x), (w4, w), (y4, n)):
+            if "val" in getattr(like, "meta", {}):
+                node.meta["val"] = like.meta["val"].unsqueeze(-1)
+        y.meta["val"] = n.meta["val"]
+        n.replace_all_uses_with(y)
+        gm.graph.erase_node(n)
+        done.append(n.name)
+    return _recompiled(gm, done)
+
+
+def _one(v: Any) -> Any:
+    """A conv1d stride/padding/dilation as one int ('same'/'valid' padding kept); None if not one."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (list, tuple)):
+        return int(v[0]) if len(v) == 1 else None
+    return int(v)
 
 
 def _free_attr(gm: Any, base: str) -> str:
