@@ -43,7 +43,7 @@ def convert(module: Any, args: tuple, path: Path, quantizer: Any = None, target:
 
     from edgeconv.calib.rewrites import unfold_fold_to_convs
     from edgeconv.exporters.lowering import lowering_errors
-    from edgeconv.exporters.tflite.lowering import (conv1d_after_matmul_as_conv2d, drop_expand, int8_div_in_float,
+    from edgeconv.exporters.tflite.lowering import (drop_expand, int8_div_in_float, matmuls_transposed_between_reshapes,
                                                     nearest_as_gather, outer_products_as_mul,
                                                     uniform_biases_unsplat)
 
@@ -55,7 +55,7 @@ def convert(module: Any, args: tuple, path: Path, quantizer: Any = None, target:
     kwargs = {}
     if quantizer is None:  # converter passes that fail on float programs (int8: Q/DQ keeps the ops apart)
         outer_products_as_mul(module)  # mhlo-optimize misplaces a size-1 contracting dim
-        conv1d_after_matmul_as_conv2d(module)  # tfl-optimize types a BATCH_MATMUL at the conv's rank
+        matmuls_transposed_between_reshapes(module)  # tfl-optimize types a fused BATCH_MATMUL at rank 4
     else:
         int8_div_in_float(module)  # TFLite's int8 DIV saturates a numerator of -1 step to -128
         uniform_biases_unsplat(module)  # a splat bias is quantized with the first channel's scale throughout

@@ -1,5 +1,5 @@
 """Graph rewrites litert-torch's lowering needs to write a program faithfully: `drop_expand`,
-`nearest_as_gather`, `outer_products_as_mul`, `conv1d_after_matmul_as_conv2d`, `int8_div_in_float`,
+`nearest_as_gather`, `outer_products_as_mul`, `matmuls_transposed_between_reshapes`, `int8_div_in_float`,
 `uniform_biases_unsplat`. Each keeps the program's values; each
 says why the converter needs it."""
 from __future__ import annotations
@@ -152,7 +152,7 @@ def nearest_as_gather(gm: Any) -> list[str]:
 
 
 MATMULS = ("matmul", "bmm", "mm")
-_RELAYOUTS = ("view", "reshape", "_unsafe_view", "clone", "contiguous", "alias")
+_RESHAPES = ("view", "reshape", "_unsafe_view", "clone", "contiguous", "alias", "flatten", "unsqueeze", "squeeze")
 
 
 def _aten_name(n: Any) -> str:
@@ -198,21 +198,23 @@ def outer_products_as_mul(gm: Any) -> list[str]:
     return _recompiled(gm, done)
 
 
-def conv1d_after_matmul_as_conv2d(gm: Any) -> list[str]:
-    """Write a 1-D convolution of a matmul's result as a 2-D one over [N, C, L, 1] (float programs).
+def matmuls_transposed_between_reshapes(gm: Any) -> list[str]:
+    """Compute a batch-1 matmul whose operand and result the converter would fuse wrongly as its
+    transpose, y = (bᵀ · aᵀ)ᵀ (float programs).
 
-    litert-torch lowers conv1d as unsqueeze(2) → CONV_2D over [N, C, 1, L], and a batch-1 matmul as
-    RESHAPE → BATCH_MATMUL → RESHAPE. When the matmul's left operand is itself a reshape of a
-    tensor of the same rank as [N, C, 1, L] (EfficientViM's HSM-SSD: `h = x.flatten(2) @ ab.T`, x
-    [B, C, H, W], then the 1×1 Conv1d `hz_proj(h)`), the converter's tfl-optimize pass fuses the
-    reshapes around BATCH_MATMUL into one BATCH_MATMUL typed [1, C, 1, L] on rank-3 operands, which
-    fails verification ("'tfl.batch_matmul' op found invalid output rank, expected 3 but got 4").
-    Over [N, C, L, 1] the last dim is no longer the matmul's, and the pass leaves it alone. Same
-    values: the same kernel taps over the same elements, only the unit dim moved.
+    litert-torch lowers a matmul with batch dims of 1 as RESHAPE to 2-D → BATCH_MATMUL → RESHAPE
+    back. When the left operand was itself reshaped from a rank-R tensor and the result is
+    reshaped on to rank R with the same leading R - 2 dims, the converter's tfl-optimize pass
+    fuses the reshapes around BATCH_MATMUL into one BATCH_MATMUL typed at rank R on rank-3
+    operands, which fails verification ("'tfl.batch_matmul' op found invalid output rank, expected
+    3 but got 4"). EfficientViM's HSM-SSD has both: `h = x.flatten(2) @ ab.T` (x [B, C, H, W]) fed
+    to a 1×1 Conv1d (which litert-torch lowers over [B, C, 1, L]), and `y = (h @ c).reshape(B, C,
+    H, W)` with h from a Conv1d, at a 1×1 map. Transposed, the left operand and the result are
+    transposes, not reshapes, and the pass leaves them alone. Same values: each output element is
+    the same dot product, over the same terms.
 
-    Before: y = conv1d(matmul(a, b), w, bias, s, p, d, g)                    w: [O, I, k]
-    After:  y = squeeze(conv2d(unsqueeze(matmul(a, b), -1), unsqueeze(w, -1), bias,
-                               [s, 1], [p, 0], [d, 1], g), -1)
+    Before: y = matmul(a, b)                                  a: [1, M, K], b: [1, K, N]
+    After:  y = transpose(matmul(transpose(b, -2, -1), transpose(a, -2, -1)), -2, -1)
     """
     import torch
 
@@ -221,27 +223,24 @@ def conv1d_after_matmul_as_conv2d(gm: Any) -> list[str]:
     aten = torch.ops.aten
     done = []
     for n in list(gm.graph.nodes):
-        if n.op != "call_function" or n.target != aten.conv1d.default or "val" not in n.meta:
+        if _aten_name(n) not in MATMULS or len(n.args) != 2 or "val" not in n.meta:
             continue
-        x = n.args[0]
-        src = x
-        while _aten_name(src) in _RELAYOUTS:
-            src = src.args[0]
-        if _aten_name(src) not in MATMULS:
-            continue
-        w, bias, stride, padding, dilation, groups = (*n.args[1:], None, 1, 0, 1, 1)[:6]
-        stride, padding, dilation = (_one(v) for v in (stride, padding, dilation))
-        if padding is None or stride is None or dilation is None:
+        a, b = n.args
+        out = tuple(n.meta["val"].shape)
+        if len(out) < 3 or any(d != 1 for d in out[:-2]) or not all(isinstance(x, torch.fx.Node) for x in (a, b)):
+            continue  # a real batch is not reshaped away (2-D: no reshape to fuse)
+        src = _tfl_shape_before(a)
+        if src is None or not any(len(dst) == len(src) and dst[:-2] == src[:-2] and dst[-1] == out[-1]
+                                  for dst in _tfl_shapes_after(n)):
             continue
         with gm.graph.inserting_before(n):
-            x4 = gm.graph.call_function(aten.unsqueeze.default, (x, -1))
-            w4 = gm.graph.call_function(aten.unsqueeze.default, (w, -1))
-            y4 = gm.graph.call_function(aten.conv2d.default, (
-                x4, w4, bias, [stride, 1], padding if isinstance(padding, str) else [padding, 0], [dilation, 1], groups))
-            y = gm.graph.call_function(aten.squeeze.dim, (y4, -1))
-        for node, like in ((x4, x), (w4, w), (y4, n)):
+            bt = gm.graph.call_function(aten.transpose.int, (b, -2, -1))
+            at = gm.graph.call_function(aten.transpose.int, (a, -2, -1))
+            yt = gm.graph.call_function(n.target, (bt, at))
+            y = gm.graph.call_function(aten.transpose.int, (yt, -2, -1))
+        for node, like in ((bt, b), (at, a), (yt, n)):
             if "val" in getattr(like, "meta", {}):
-                node.meta["val"] = like.meta["val"].unsqueeze(-1)
+                node.meta["val"] = like.meta["val"].transpose(-2, -1)
         y.meta["val"] = n.meta["val"]
         n.replace_all_uses_with(y)
         gm.graph.erase_node(n)
@@ -249,13 +248,30 @@ def conv1d_after_matmul_as_conv2d(gm: Any) -> list[str]:
     return _recompiled(gm, done)
 
 
-def _one(v: Any) -> Any:
-    """A conv1d stride/padding/dilation as one int ('same'/'valid' padding kept); None if not one."""
-    if isinstance(v, str):
-        return v
-    if isinstance(v, (list, tuple)):
-        return int(v[0]) if len(v) == 1 else None
-    return int(v)
+def _tfl_shape_before(x: Any) -> tuple | None:
+    """The shape of the tensor a matmul operand is reshaped from in the TFLite program: through
+    reshapes to their source; a Conv1d's output is [N, C, 1, L] there (litert-torch's CONV_2D)."""
+    while _aten_name(x) in _RESHAPES:
+        x = x.args[0]
+    if "val" not in getattr(x, "meta", {}):
+        return None
+    shape = tuple(x.meta["val"].shape)
+    return (*shape[:2], 1, shape[2]) if _aten_name(x) == "conv1d" and len(shape) == 3 else shape
+
+
+def _tfl_shapes_after(n: Any) -> list[tuple]:
+    """The shapes a matmul's result is reshaped to in the TFLite program, through reshapes; a
+    Conv1d reads it as [N, C, 1, L]."""
+    out = []
+    for u in n.users:
+        name = _aten_name(u)
+        if name in _RESHAPES and "val" in u.meta:
+            out.append(tuple(u.meta["val"].shape))
+            out.extend(_tfl_shapes_after(u))
+        elif name == "conv1d" and "val" in n.meta and n.meta["val"].dim() == 3:
+            shape = tuple(n.meta["val"].shape)
+            out.append((*shape[:2], 1, shape[2]))
+    return out
 
 
 def _free_attr(gm: Any, base: str) -> str:
