@@ -8,7 +8,8 @@ Each block is written the way timm writes it (timm.models.csatv2, timm.models.ef
 - EfficientViM's HSM-SSD: `x.flatten(2) @ ab.T` fed to a 1×1 Conv1d, and at a 1×1 map
   `(h @ c).reshape(B, C, 1, 1)` with h from a Conv1d; the converter (tfl-optimize) fused the
   reshapes around the batch-1 BATCH_MATMUL into one typed rank 4 on rank-3 operands ("'tfl.batch_matmul'
-  op found invalid output rank") (`matmuls_transposed_between_reshapes`).
+  op found invalid output rank") (`matmuls_transposed_between_reshapes`). CSATv2's ConvNeXt-style
+  Block at a 1×1 map failed the same way in its second Linear (written as a 1×1 conv2d there).
 - CSATv2's DCT stem: 8×8 patches as a rank-6 reshape → permute(0, 2, 4, 1, 3, 5) with the batch of
   1 → a DCT (linear) along each patch axis. coremltools refused the rank-6 tensors; the permute
   keeps no two dims together unless the batch's unit dim may join a neighbour
@@ -77,6 +78,34 @@ class HiddenStateMixer(nn.Module):
         return self.head(y.mean((2, 3)))
 
 
+class GrnBlock(nn.Module):
+    """CSATv2's ConvNeXt-style Block without its spatial attention: depthwise 7×7, channels-last
+    LayerNorm, Linear, GELU, GlobalResponseNorm (channels_last), Linear; at a 1×1 map (64² input,
+    last stage) each Linear has one row."""
+
+    def __init__(self, dim: int = 32) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 32, 32)
+        self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.grn_weight = nn.Parameter(torch.linspace(-0.5, 0.5, 4 * dim))
+        self.grn_bias = nn.Parameter(torch.linspace(0.1, -0.1, 4 * dim))
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        shortcut = x
+        x = self.dwconv(x).permute(0, 2, 3, 1)
+        x = F.gelu(self.pwconv1(self.norm(x)))
+        x_g = x.norm(p=2, dim=(1, 2), keepdim=True)  # timm GlobalResponseNorm, channels_last
+        x_n = x_g / (x_g.mean(dim=-1, keepdim=True) + 1e-6)
+        x = x + torch.addcmul(self.grn_bias.view(1, 1, 1, -1), self.grn_weight.view(1, 1, 1, -1), x * x_n)
+        x = self.pwconv2(x).permute(0, 3, 1, 2)
+        return self.head((shortcut + x).flatten(1))
+
+
 class DctStem(nn.Module):
     """CSATv2's LearnableDct2d: k×k patches (rank 6), a separable DCT along both patch axes."""
 
@@ -116,6 +145,10 @@ def hidden_state_mixer_1x1():  # EfficientViM's last stage at 64²: `(h @ c).res
     return _spec(lambda: HiddenStateMixer(stride=32), "efficientvim-hsmssd-1x1")
 
 
+def grn_block_1x1():
+    return _spec(GrnBlock, "csatv2-block-1x1")
+
+
 def dct_stem():
     return _spec(DctStem, "csatv2-dct-stem")
 
@@ -137,7 +170,8 @@ def _export(ref: str, target: str, photos, out) -> tuple[dict, object]:
     return art, res
 
 
-@pytest.mark.parametrize("ref", ["scalar_token_attention", "hidden_state_mixer", "hidden_state_mixer_1x1"])
+@pytest.mark.parametrize("ref", ["scalar_token_attention", "hidden_state_mixer", "hidden_state_mixer_1x1",
+                                 "grn_block_1x1"])
 def test_tflite_float_converts_and_matches_torch(ref, photos, tmp_path):
     art, res = _export(ref, "tflite", photos, tmp_path)
     assert res.exit_code == 0, res.output
