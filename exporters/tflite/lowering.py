@@ -229,7 +229,6 @@ def matmuls_transposed_between_reshapes(gm: Any) -> list[str]:
 
     if not isinstance(gm, torch.fx.GraphModule):
         return []
-    aten = torch.ops.aten
     done = []
     for n in list(gm.graph.nodes):
         linear = _aten_name(n) == "linear"
