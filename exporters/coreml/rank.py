@@ -7,7 +7,9 @@ between moved (permute/transpose), mapped element by element (adds with broadcas
 activations), or mixed along the last dim (linear) or one dim (softmax). Two neighbouring dims
 may be merged into one when every op keeps them neighbours, in order, and treats them alike:
 
-- a permute keeps a pair only where the output has them next to each other, in order;
+- a permute keeps a pair only where the output has them next to each other, in order; a dim of
+  size 1 moves no element, so it is left out of that test and may join any neighbour (CSATv2's
+  DCT stem: [1, C, H/k, k, W/k, k] permuted (0, 2, 4, 1, 3, 5), six dims apart but for the batch);
 - an elementwise op needs every operand full on both or broadcast on both;
 - linear and softmax need their dim on its own; a reduction (or unbind/select) reading the
   region needs its dims apart from the others.
@@ -109,18 +111,7 @@ def _constrain(n: "torch.fx.Node", high: set, pairs: _Pairs) -> bool:
     if (x not in high or _val(x).dim() != rank) and op not in _ELEMENTWISE:
         return False
     if op in ("permute", "transpose"):
-        perm = [int(d) % rank for d in n.args[1]] if op == "permute" else list(range(rank))
-        if op == "transpose":
-            a, b = (int(d) % rank for d in n.args[1:3])
-            perm[a], perm[b] = perm[b], perm[a]
-        for j in range(rank - 1):
-            if perm[j + 1] == perm[j] + 1:
-                pairs.union((n, j), (x, perm[j]))
-            else:
-                pairs.cut(n, j)
-        for a in range(rank - 1):
-            if perm.index(a + 1) != perm.index(a) + 1:
-                pairs.cut(x, a)
+        _constrain_permute(n, x, _full_perm(n, rank), pairs)
         return True
     if op in ("linear", "_softmax", "softmax", "log_softmax", "_log_softmax"):
         d = rank - 1 if op == "linear" else int(n.args[1]) % rank
@@ -144,6 +135,54 @@ def _constrain(n: "torch.fx.Node", high: set, pairs: _Pairs) -> bool:
             if (padded[i] == 1) != (padded[k] == 1):
                 pairs.cut(n, i)  # this operand is broadcast along one of them only
     return True
+
+
+def _constrain_permute(n: torch.fx.Node, x: torch.fx.Node, perm: list[int], pairs: _Pairs) -> None:
+    """Neighbouring dims of the output (and of the input) stay mergeable where the permute keeps them
+    neighbours, in order, on both sides; dims of size 1 are skipped in that test (they move no
+    element): the pairs between two kept neighbours (unit dims included) are merged or cut as one
+    set with the pairs between them on the other side, and a unit dim at either end joins freely."""
+    out_shape, in_shape = tuple(_val(n).shape), tuple(_val(x).shape)
+    outs = [j for j in range(len(perm)) if out_shape[j] != 1]  # the output's dims that move elements
+    ins = [a for a in range(len(perm)) if in_shape[a] != 1]
+    for i, k in itertools.pairwise(outs):
+        lo = perm[i]
+        if lo in ins and ins.index(lo) + 1 < len(ins) and ins[ins.index(lo) + 1] == perm[k]:
+            for j in range(i, k):  # kept neighbours: one set with the pairs between them in the input
+                pairs.union((n, j), (x, lo))
+            for a in range(lo, perm[k]):
+                pairs.union((x, a), (x, lo))
+        else:
+            for j in range(i, k):
+                pairs.cut(n, j)
+    for a, b in itertools.pairwise(ins):
+        i = perm.index(a)
+        if not (i in outs and outs.index(i) + 1 < len(outs) and perm[outs[outs.index(i) + 1]] == b):
+            for c in range(a, b):
+                pairs.cut(x, c)
+
+
+def _permute_order(n: torch.fx.Node, pairs: _Pairs) -> list[int] | None:
+    """The permute of `n` at the merged shapes, over the groups of its input that move elements
+    (the groups of size 1 reshaped away): for each such output group, the input group holding its
+    dims, in order; None where the merge made that impossible."""
+    import math
+
+    x, rank = n.args[0], _val(n).dim()
+    perm = _full_perm(n, rank)
+    out_shape, in_shape = tuple(_val(n).shape), tuple(_val(x).shape)
+    x_groups = [[d for d in g if in_shape[d] != 1] for g in pairs.groups(x)]
+    x_groups = [g for g in x_groups if g]
+    order = []
+    for g in pairs.groups(n):
+        moved = [perm[d] for d in g if out_shape[d] != 1]
+        if not moved:
+            continue
+        if moved not in x_groups:
+            return None
+        order.append(x_groups.index(moved))
+    return order if sorted(order) == list(range(len(x_groups))) and math.prod(out_shape) == math.prod(in_shape) \
+        else None
 
 
 def _reader_ok(u: "torch.fx.Node", n: "torch.fx.Node", pairs: _Pairs) -> bool:
@@ -180,7 +219,9 @@ def lower_rank_regions(gm: "torch.fx.GraphModule") -> int:
         for u in n.users:
             if u not in hs and not _reader_ok(u, n, pairs):
                 bad.add(n)
-    blocked = {region.find(n) for n in bad} | {region.find(n) for n in high if len(pairs.groups(n)) > MAX_RANK}
+    blocked = {region.find(n) for n in bad} | {region.find(n) for n in high if len(pairs.groups(n)) > MAX_RANK
+                                               or (op_name(n) in ("permute", "transpose")
+                                                   and _permute_order(n, pairs) is None)}
     todo = [n for n in high if region.find(n) not in blocked]
     new: dict = {}
     for n in todo:
@@ -212,12 +253,17 @@ def _rewrite(graph: "torch.fx.Graph", n: "torch.fx.Node", high: set, pairs: _Pai
     with graph.inserting_before(n):
         if op in _RESHAPES:
             m = graph.call_function(aten.reshape.default, (new.get(n.args[0], n.args[0]), shape))
-        elif op in ("permute", "transpose"):
+        elif op in ("permute", "transpose"):  # over the groups that move elements; unit groups reshaped in
             x = n.args[0]
-            perm = _full_perm(n, val.dim())
-            x_groups = pairs.groups(x)
-            m = graph.call_function(aten.permute.default, (new[x], [
-                next(k for k, g in enumerate(x_groups) if perm[out[0]] in g) for out in groups]))
+            x_shape = _merged(tuple(_val(x).shape), pairs.groups(x))
+            moving = [k for k in x_shape if k != 1]
+            src = new[x]
+            if moving != x_shape:
+                src = graph.call_function(aten.reshape.default, (src, moving))
+            order = _permute_order(n, pairs)
+            m = graph.call_function(aten.permute.default, (src, order))
+            if [moving[k] for k in order] != shape:
+                m = graph.call_function(aten.reshape.default, (m, shape))
         elif op in ("linear", "_softmax", "softmax", "log_softmax", "_log_softmax"):
             args = list(n.args)
             args[0] = new[n.args[0]]

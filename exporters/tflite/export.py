@@ -43,7 +43,8 @@ def convert(module: Any, args: tuple, path: Path, quantizer: Any = None, target:
 
     from edgeconv.calib.rewrites import unfold_fold_to_convs
     from edgeconv.exporters.lowering import lowering_errors
-    from edgeconv.exporters.tflite.lowering import (drop_expand, int8_div_in_float, nearest_as_gather,
+    from edgeconv.exporters.tflite.lowering import (drop_expand, int8_div_in_float, matmuls_transposed_between_reshapes,
+                                                    nearest_as_gather, outer_products_as_mul,
                                                     uniform_biases_unsplat)
 
     if quantizer is None and isinstance(module, torch.fx.GraphModule) and unfold_fold_to_convs(module):
@@ -52,7 +53,10 @@ def convert(module: Any, args: tuple, path: Path, quantizer: Any = None, target:
     drop_expand(module)  # litert-torch's BROADCAST_TO for expand_as is refused (fp32) or unloadable (int8)
     nearest_as_gather(module)  # litert-torch's RESIZE_NEAREST_NEIGHBOR is half-pixel ("nearest-exact")
     kwargs = {}
-    if quantizer is not None:
+    if quantizer is None:  # converter passes that fail on float programs (int8: Q/DQ keeps the ops apart)
+        outer_products_as_mul(module)  # mhlo-optimize misplaces a size-1 contracting dim
+        matmuls_transposed_between_reshapes(module)  # tfl-optimize types a fused BATCH_MATMUL at rank 4
+    else:
         int8_div_in_float(module)  # TFLite's int8 DIV saturates a numerator of -1 step to -128
         uniform_biases_unsplat(module)  # a splat bias is quantized with the first channel's scale throughout
         from litert_torch.quantize.quant_config import QuantConfig

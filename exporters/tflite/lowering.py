@@ -1,5 +1,6 @@
 """Graph rewrites litert-torch's lowering needs to write a program faithfully: `drop_expand`,
-`nearest_as_gather`, `int8_div_in_float`, `uniform_biases_unsplat`. Each keeps the program's values; each
+`nearest_as_gather`, `outer_products_as_mul`, `matmuls_transposed_between_reshapes`, `int8_div_in_float`,
+`uniform_biases_unsplat`. Each keeps the program's values; each
 says why the converter needs it."""
 from __future__ import annotations
 
@@ -148,6 +149,165 @@ def nearest_as_gather(gm: Any) -> list[str]:
         gm.graph.erase_node(n)
         done.append(n.name)
     return _recompiled(gm, done)
+
+
+MATMULS = ("matmul", "bmm", "mm")
+_RESHAPES = ("view", "reshape", "_unsafe_view", "clone", "contiguous", "alias", "flatten", "unsqueeze", "squeeze")
+
+
+def _aten_name(n: Any) -> str:
+    """aten.bmm.default → bmm (the op's own name: a substring match would take addmm for mm)."""
+    parts = str(getattr(n, "target", "")).split(".")
+    return parts[1] if getattr(n, "op", None) == "call_function" and parts[0] == "aten" and len(parts) > 2 else ""
+
+
+def outer_products_as_mul(gm: Any) -> list[str]:
+    """Rewrite a matmul whose contracting dim has one element (an outer product) as a broadcast MUL
+    (float programs).
+
+    litert-torch lowers `a @ b` to a stablehlo.dot_general; the converter's mhlo-optimize pass folds
+    an operand's reshape into the dot_general and, when the contracting dim has size 1 and the
+    reshape dropped a unit dim, maps the contracting dim to the wrong axis: the pass itself then
+    fails ("contracting dimension sizes must match for lhs/rhs"). CSATv2's spatial attention has
+    one-element q/k/v per token: `attn = softmax(q @ k.T)` is [B, 1] × [1, B] → [B, B] and
+    `attn @ v` is [B, B] × [B, N], each a sum of one product at B = 1. Same values: a product of one
+    term is the product itself.
+
+    Before: y = matmul(a, b)             a: [..., M, 1], b: [..., 1, N]
+    After:  y = mul(a, b)                broadcast to [..., M, N]
+    """
+    import torch
+
+    if not isinstance(gm, torch.fx.GraphModule):
+        return []
+    done = []
+    for n in list(gm.graph.nodes):
+        if _aten_name(n) not in MATMULS or len(n.args) != 2 or "val" not in n.meta:
+            continue
+        a, b = n.args
+        sa, sb = (tuple(getattr(x, "meta", {}).get("val", torch.empty(0)).shape) for x in (a, b))
+        if len(sa) < 2 or len(sb) < 2 or sa[-1] != 1 or sb[-2] != 1 \
+                or tuple(torch.broadcast_shapes(sa, sb)) != tuple(n.meta["val"].shape):
+            continue
+        with gm.graph.inserting_before(n):
+            y = gm.graph.call_function(torch.ops.aten.mul.Tensor, (a, b))
+        y.meta["val"] = n.meta["val"]
+        n.replace_all_uses_with(y)
+        gm.graph.erase_node(n)
+        done.append(n.name)
+    return _recompiled(gm, done)
+
+
+def matmuls_transposed_between_reshapes(gm: Any) -> list[str]:
+    """Compute a batch-1 matmul whose operand and result the converter would fuse wrongly as its
+    transpose, y = (bᵀ · aᵀ)ᵀ (float programs).
+
+    litert-torch lowers a matmul with batch dims of 1 as RESHAPE to 2-D → BATCH_MATMUL → RESHAPE
+    back. When the left operand was itself reshaped from a rank-R tensor and the result is
+    reshaped on to rank R with the same leading R - 2 dims and the same last dim (a unit dim put
+    before it), the converter's tfl-optimize pass
+    fuses the reshapes around BATCH_MATMUL into one BATCH_MATMUL typed at rank R on rank-3
+    operands, which fails verification ("'tfl.batch_matmul' op found invalid output rank, expected
+    3 but got 4"). EfficientViM's HSM-SSD has both: `h = x.flatten(2) @ ab.T` (x [B, C, H, W]) fed
+    to a 1×1 Conv1d (which litert-torch lowers over [B, C, 1, L]), and `y = (h @ c).reshape(B, C,
+    H, W)` with h from a Conv1d, at a 1×1 map. Transposed, the left operand and the result are
+    transposes, not reshapes, and the pass leaves them alone. Same values: each output element is
+    the same dot product, over the same terms. Only that pattern: transposing every batch-1 matmul
+    met another converter fault (a FULLY_CONNECTED ai-edge-litert cannot prepare).
+
+    A linear over the last dim of a rank-4 tensor with one row (CSATv2's ConvNeXt-style Block at a
+    1×1 map: permute → LayerNorm → Linear → GELU → GRN → Linear) is lowered the same way, reshaped
+    to [1, K] and back, and fails the same; transposed, it failed in the converter again, so it is
+    written as the 1×1 conv2d it is (the same dot products, bias added after).
+
+    Before: y = matmul(a, b)                                  a: [1, M, K], b: [1, K, N]
+    After:  y = transpose(matmul(transpose(b, -2, -1), transpose(a, -2, -1)), -2, -1)
+    Before: y = linear(x, w, bias)                            x: [1, 1, 1, K]
+    After:  y = permute(conv2d(permute(x, [0, 3, 1, 2]), reshape(w, [N, K, 1, 1]), bias), [0, 2, 3, 1])
+    """
+    import torch
+
+    if not isinstance(gm, torch.fx.GraphModule):
+        return []
+    done = []
+    for n in list(gm.graph.nodes):
+        linear = _aten_name(n) == "linear"
+        if not (linear or (_aten_name(n) in MATMULS and len(n.args) == 2)) or "val" not in n.meta:
+            continue
+        a, b = n.args[:2]
+        out = tuple(n.meta["val"].shape)
+        rows = out[:-1] if linear else out[:-2]  # a real batch (rows, for a linear) is not reshaped away
+        if (len(out) != 4 if linear else len(out) < 3) or any(d != 1 for d in rows) \
+                or not all(isinstance(x, torch.fx.Node) for x in (a, b)) or "val" not in a.meta:
+            continue
+        src = _tfl_shape_before(a)
+        after = [out] if linear else _tfl_shapes_after(n)  # litert-torch reshapes a linear's result back itself
+        if src is None or not any(len(dst) == len(src) and dst[:-2] == src[:-2] and dst[-1] == out[-1] for dst in after):
+            continue
+        with gm.graph.inserting_before(n):
+            y = _pointwise_conv(gm, n) if linear else _transposed_matmul(gm, n)
+        y.meta["val"] = n.meta["val"]
+        n.replace_all_uses_with(y)
+        gm.graph.erase_node(n)
+        done.append(n.name)
+    return _recompiled(gm, done)
+
+
+def _transposed_matmul(gm: Any, n: Any) -> Any:
+    """y = (bᵀ · aᵀ)ᵀ for the matmul `n` (inserted where the graph's insertion point is)."""
+    import torch
+
+    aten, (a, b) = torch.ops.aten, n.args
+    bt = gm.graph.call_function(aten.transpose.int, (b, -2, -1))
+    at = gm.graph.call_function(aten.transpose.int, (a, -2, -1))
+    yt = gm.graph.call_function(n.target, (bt, at))
+    for node, like in ((bt, b), (at, a), (yt, n)):
+        if "val" in getattr(like, "meta", {}):
+            node.meta["val"] = like.meta["val"].transpose(-2, -1)
+    return gm.graph.call_function(aten.transpose.int, (yt, -2, -1))
+
+
+def _pointwise_conv(gm: Any, n: Any) -> Any:
+    """The linear `n` over the last dim of a rank-4 [B, H, W, K] as a 1×1 conv2d over [B, K, H, W]
+    (TFLite's CONV_2D reads NHWC: the permutes cancel against litert-torch's own)."""
+    import torch
+
+    aten = torch.ops.aten
+    x, w, bias = (*n.args, None)[:3]
+    xc = gm.graph.call_function(aten.permute.default, (x, [0, 3, 1, 2]))
+    out, k = n.meta["val"], x.meta["val"].shape[-1]
+    wc = gm.graph.call_function(aten.reshape.default, (w, [out.shape[-1], k, 1, 1]))
+    yc = gm.graph.call_function(aten.conv2d.default, (xc, wc, bias))
+    xc.meta["val"] = x.meta["val"].permute(0, 3, 1, 2)
+    wc.meta["val"] = out.new_empty((out.shape[-1], k, 1, 1))
+    yc.meta["val"] = out.permute(0, 3, 1, 2)
+    return gm.graph.call_function(aten.permute.default, (yc, [0, 2, 3, 1]))
+
+
+def _tfl_shape_before(x: Any) -> tuple | None:
+    """The shape of the tensor a matmul operand is reshaped from in the TFLite program: through
+    reshapes to their source; a Conv1d's output is [N, C, 1, L] there (litert-torch's CONV_2D)."""
+    while _aten_name(x) in _RESHAPES:
+        x = x.args[0]
+    if "val" not in getattr(x, "meta", {}):
+        return None
+    shape = tuple(x.meta["val"].shape)
+    return (*shape[:2], 1, shape[2]) if _aten_name(x) == "conv1d" and len(shape) == 3 else shape
+
+
+def _tfl_shapes_after(n: Any) -> list[tuple]:
+    """The shapes a matmul's result is reshaped to in the TFLite program, through reshapes; a
+    Conv1d reads it as [N, C, 1, L]."""
+    out = []
+    for u in n.users:
+        name = _aten_name(u)
+        if name in _RESHAPES and "val" in u.meta:
+            out.append(tuple(u.meta["val"].shape))
+            out.extend(_tfl_shapes_after(u))
+        elif name == "conv1d" and "val" in n.meta and n.meta["val"].dim() == 3:
+            shape = tuple(n.meta["val"].shape)
+            out.append((*shape[:2], 1, shape[2]))
+    return out
 
 
 def _free_attr(gm: Any, base: str) -> str:
