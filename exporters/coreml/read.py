@@ -156,7 +156,7 @@ def int8_tensors(path: Path, x: "Batch") -> list[QTensor]:
     keep = [s for s in steps if s.name not in fused]
     rows: dict[str, list[np.ndarray]] = {s.outputs[0]: [] for s in keep}
     for i in range(count(x)):
-        env = runner.intermediates(input_rows(x, i, i + 1))
+        env = runner.intermediates(input_rows(x, i, i + 1), names=rows)  # only the int8 ones kept
         for k in rows:
             rows[k].append(int_values(env[k]))
     out = []
