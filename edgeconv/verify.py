@@ -36,7 +36,9 @@ ISOLATION_SAMPLES = 4
 # It keeps every int8 activation of each sample it runs, on both sides (a byte a value each): past
 # the first, samples are taken while the simulation's int8 values stay within this. A net with
 # large attention maps (timm HaloNet-H1 at 256²: 481 M int8 values a sample) is judged on one
-# sample; four of them, kept at four bytes a value with their differences at eight, took 22 GB.
+# sample. Four of them, kept at four bytes a value with their differences at eight, took onnx-int8
+# alone to 5.8 GB (and an allocation failure under an 8 GB limit); the six-target export was
+# OOM-killed at 22 GB.
 ISOLATION_MAX_VALUES = 256 * 2 ** 20
 
 
