@@ -140,7 +140,7 @@ def check(artifacts: list[tuple[Path, str, str | None]], spec: "ModelSpec", opti
     `spec` and `options`."""
     from edgeconv.models import file_sha256
     from edgeconv.pipeline import programs, resolve_targets
-    from edgeconv.verify import ISOLATION_SAMPLES, ProgramRuns, verify
+    from edgeconv.verify import ProgramRuns, isolation_samples, verify
 
     for path, _, _ in artifacts:
         if not path.exists():
@@ -159,7 +159,8 @@ def check(artifacts: list[tuple[Path, str, str | None]], spec: "ModelSpec", opti
         scales, match, foreign = _scales(target, path, graph)
         simulation = "edgeconv's calibration" if target.quantized else ""
         if foreign:
-            graph, simulation = _file_simulation(target, path, graph, evalset.take(0, ISOLATION_SAMPLES).batch)
+            x = evalset.take(0, isolation_samples(runs.folded(graph))).batch
+            graph, simulation = _file_simulation(target, path, graph, x)
         verdict = verify(target, path, graph, ctx, evalset, ref_fp32, runs)
         out.append(Checked(name, str(path), file_sha256(path), recorded, scales, match, verdict.report, simulation))
     return CheckReport(spec.name, options.to_dict(), tuple(out))

@@ -360,8 +360,11 @@ def host_kernels(fast_out: np.ndarray, reference_out: np.ndarray, engine: str, t
     d = diff(fast_out, reference_out, SIM, tol, out_quant)  # same yardstick as the verdict: output steps
     limit = tol.vs_sim_max_steps if tol.vs_sim_max_steps is not None else 0.0
     deviates = not d.passed
-    msg = (f"{engine} on this CPU differ from the reference kernels by {_fmt(d.max_steps)} steps "
-           f"({d.step_unit}) > {limit:g}: this host's kernels, not the artifact; {advice}") if deviates else ""
+    # no steps where the fast output cannot be compared at all (NaN/inf, another shape): say why
+    by = (f"by {_fmt(d.max_steps)} steps ({d.step_unit}) > {limit:g}" if d.max_steps is not None
+          else f"({d.reason})")
+    msg = (f"{engine} on this CPU differ from the reference kernels {by}: this host's kernels, not the artifact; "
+           f"{advice}") if deviates else ""
     return HostKernelCheck(engine, d.max_abs, d.max_steps, limit, deviates, msg)
 
 

@@ -33,6 +33,20 @@ if TYPE_CHECKING:
 # Layer-by-layer isolation reads every int8 tensor of the artifact: a few samples tell a lowering
 # error (a layer off on most inputs) from rounding; the end-to-end check uses all of them.
 ISOLATION_SAMPLES = 4
+# It keeps every int8 activation of each sample it runs, on both sides (a byte a value each): past
+# the first, samples are taken while the simulation's int8 values stay within this. A net with
+# large attention maps (timm HaloNet-H1 at 256²: 481 M int8 values a sample) is judged on one
+# sample. Four of them, kept at four bytes a value with their differences at eight, took onnx-int8
+# alone to 5.8 GB (and an allocation failure under an 8 GB limit); the six-target export was
+# OOM-killed at 22 GB.
+ISOLATION_MAX_VALUES = 256 * 2 ** 20
+
+
+def isolation_samples(gm: Any) -> int:
+    """How many held-out samples per-layer isolation runs for the folded simulation `gm`."""
+    from edgeconv.quant.divergence import int8_values_per_sample
+
+    return max(1, min(ISOLATION_SAMPLES, ISOLATION_MAX_VALUES // max(int8_values_per_sample(gm), 1)))
 
 
 def torch_outputs(module: Any, x: "Batch", progress: Progress, what: str) -> np.ndarray:
@@ -325,7 +339,8 @@ def layers_in_isolation(target: "Target", path: Path, graph: "Graph", evalset: "
 
     from edgeconv.inputs import count
 
-    x = evalset.take(0, ISOLATION_SAMPLES).batch  # every input: the int8 program and the file are fed all
+    # every input: the int8 program and the file are fed all
+    x = evalset.take(0, isolation_samples(runs.folded(graph))).batch
     n = count(x)
     with progress.task(f"each int8 layer of {target.name} in isolation"):
         try:

@@ -869,3 +869,61 @@ def adaptive_pools() -> ModelSpec:
     from examples.zoo._common import build
 
     return build(AdaptivePools, "adaptive-pools", 16)
+
+
+class HaloAttention(nn.Module):
+    """timm's HaloAttn (HaloNet) at toy size, written as timm writes it: the key/value map padded by
+    the halo and cut into overlapping windows with two `Tensor.unfold`s, relative position logits per
+    axis through pad → flatten → pad → slice → expand (`rel_logits_1d`), a softmax over each
+    block's window, and the blocks folded back. Its int8 program has many tensors as large as
+    the attention map (blocks × block² × window²): HaloNet-H1's at 256² total 481 M int8 values a sample."""
+
+    def __init__(self, dim: int = 16, heads: int = 2, block: int = 4, halo: int = 1) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.heads, self.block, self.halo, self.win = heads, block, halo, block + 2 * halo
+        self.dh = dim // heads
+        self.stem = nn.Conv2d(3, dim, 3, 2, 1)
+        self.q = nn.Conv2d(dim, dim, 1, bias=False)
+        self.kv = nn.Conv2d(dim, 2 * dim, 1, bias=False)
+        self.height_rel = nn.Parameter(torch.randn(2 * self.win - 1, self.dh) * self.dh ** -0.5)
+        self.width_rel = nn.Parameter(torch.randn(2 * self.win - 1, self.dh) * self.dh ** -0.5)
+        self.head = nn.Linear(dim, 10)
+
+    @staticmethod
+    def _rel_logits_1d(q, rel_k, permute_mask):
+        b, h, w, _ = q.shape
+        rel_size = rel_k.shape[0]
+        win = (rel_size + 1) // 2
+        x = (q @ rel_k.transpose(-1, -2)).reshape(-1, w, rel_size)
+        x_pad = F.pad(F.pad(x, [0, 1]).flatten(1), [0, rel_size - w]).reshape(-1, w + 1, rel_size)
+        x = x_pad[:, :w, win - 1:]
+        return x.reshape(b, h, 1, w, win).expand(-1, -1, win, -1, -1).permute(permute_mask)
+
+    def _pos(self, q):
+        b, bb, hw, _ = q.shape
+        q = q.reshape(-1, self.block, self.block, self.dh)
+        w = self._rel_logits_1d(q, self.width_rel, (0, 1, 3, 2, 4))
+        h = self._rel_logits_1d(q.transpose(1, 2), self.height_rel, (0, 3, 1, 4, 2))
+        return (h + w).reshape(b, bb, hw, -1)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        b, c, hh, ww = x.shape
+        nh, nw = hh // self.block, ww // self.block
+        n = nh * nw
+        q = self.q(x).reshape(-1, self.dh, nh, self.block, nw, self.block).permute(0, 1, 3, 5, 2, 4)
+        q = q.reshape(b * self.heads, self.dh, -1, n).transpose(1, 3)
+        kv = F.pad(self.kv(x), [self.halo] * 4)
+        kv = kv.unfold(2, self.win, self.block).unfold(3, self.win, self.block).reshape(
+            b * self.heads, 2 * self.dh, n, -1).permute(0, 2, 3, 1)
+        k, v = torch.split(kv, [self.dh, self.dh], dim=-1)
+        attn = ((q @ k.transpose(-1, -2)) * self.dh ** -0.5 + self._pos(q)).softmax(dim=-1)
+        out = (attn @ v).transpose(1, 3).reshape(-1, self.block, self.block, nh, nw)
+        out = out.permute(0, 3, 1, 4, 2).contiguous().view(b, c, hh, ww)
+        return self.head((out + x).mean((2, 3)))
+
+
+def halo_attention() -> ModelSpec:
+    return ModelSpec(module=HaloAttention().eval(), example_inputs=(torch.zeros(1, 3, 32, 32),),
+                     name="halo-attention")

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeconv.errors import UserError
-from edgeconv.exporters.formats import QTensor, format_for, join_samples
+from edgeconv.exporters.formats import QTensor, format_for, int_values, join_samples
 from edgeconv.inputs import Batch, count
 from edgeconv.quant.program import folded_simulation
 from edgeconv.quant.qparams import SCALE_RTOL
@@ -89,6 +89,20 @@ class DivergenceReport(Record):
 
 # --- torch quantized simulation ------------------------------------------------------------------
 
+def int8_values_per_sample(gm: Any) -> int:
+    """How many int8 activation values one sample of the torch quantized program `gm` (its folded
+    simulation) writes, from the shapes its capture recorded: what `torch_tensors` keeps a sample, and
+    about what the artifact's reading keeps beside it."""
+    from edgeconv.quant.program import is_q
+
+    total = 0
+    for n in gm.graph.nodes:
+        if is_q(n) and "per_tensor" in str(n.target) and getattr(n.args[0], "op", None) != "get_attr":
+            val = n.meta.get("val", getattr(n.args[0], "meta", {}).get("val"))
+            total += int(val.numel()) if hasattr(val, "numel") else 0
+    return total
+
+
 def torch_tensors(graph: "Graph", x: "Batch", gm: Any = None) -> list[QTensor]:
     """Int8 activations of the torch quantized program, in graph order (fused pre-activations left out);
     `x` feeds every input of the net (edgeconv.inputs)."""
@@ -108,12 +122,13 @@ def torch_tensors(graph: "Graph", x: "Batch", gm: Any = None) -> list[QTensor]:
         def run_node(self, n: Any) -> Any:
             out = super().run_node(n)
             if n.name in rows:
-                rows[n.name].append(out.detach().numpy().astype(np.int32))
+                rows[n.name].append(int_values(out.detach().numpy()))
             return out
 
     with torch.no_grad():
         for i in range(count(x)):
             Record_(gm).run(*torch_rows(x, i, i + 1))
+    shapes = {k: np.shape(v[0]) if v else None for k, v in rows.items()}  # one sample's
     out = []
     for q in keep:
         src = q.args[0]
@@ -121,8 +136,8 @@ def torch_tensors(graph: "Graph", x: "Batch", gm: Any = None) -> list[QTensor]:
         layer = module_path(owner) if owner is not None else module_path(src) if hasattr(src, "meta") else ""
         before, op = _copy_of(q)
         out.append(QTensor(src.name if hasattr(src, "name") else q.name, float(q.args[1]), int(q.args[2]),
-                           join_samples(rows[q.name]), layer or getattr(src, "name", ""), q.name,
-                           before, _moves(op, rows.get(before), rows[q.name]) if before else None))
+                           join_samples(rows.pop(q.name)), layer or getattr(src, "name", ""), q.name,
+                           before, _moves(op, shapes.get(before), shapes[q.name]) if before else None))
     return out
 
 
@@ -188,15 +203,15 @@ def _pad_mode(node: Any, target: str) -> str:
     return node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
 
 
-def _moves(op: Any, before: list[np.ndarray] | None, rows: list[np.ndarray]) -> np.ndarray | None:
+def _moves(op: Any, shape: tuple[int, ...] | None, own: tuple[int, ...] | None) -> np.ndarray | None:
     """Where each value of a copy comes from: the simulation's layout op replayed on the indices of
-    one sample of its source (`before`, `rows`: the two tensors' per-sample values). None where the
-    op takes a computed argument or does not replay to the copy's shape."""
+    one sample of its source (`shape`, `own`: one sample's shape of the source and of the copy; None
+    where no sample ran). None where the op takes a computed argument or does not replay to the
+    copy's shape. int32 (one sample's indices): a net's copies are a large share of its activations."""
     import torch
 
-    if not before or not rows:
+    if shape is None or own is None:
         return None
-    shape = np.shape(before[0])
     idx = torch.arange(int(np.prod(shape)), dtype=torch.int64).reshape(shape)
     if op is not None:
         computed: list[Any] = []  # Nodes among the op's other arguments (a shape computed at run time)
@@ -208,7 +223,7 @@ def _moves(op: Any, before: list[np.ndarray] | None, rows: list[np.ndarray]) -> 
         except Exception:  # noqa: BLE001 — an op that does not take integers: no map, the weaker check stays
             return None
     out = np.asarray(idx)
-    return out.astype(np.int64) if out.shape == np.shape(rows[0]) else None
+    return out.astype(np.int32) if out.shape == tuple(own) and out.size < 2 ** 31 else None
 
 
 def _torch_fused(q: Any) -> bool:
@@ -518,7 +533,9 @@ def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]],
 
     gm = gm if gm is not None else folded_simulation(graph)  # read-only here: the caller's may be shared
     feeds = _Feeds(pairs, theirs or [], count(x))
-    diffs: dict[str, list[np.ndarray]] = {k: [] for k in feeds.cands}
+    # per node: [max, sum, values off, values off by more than a step, values] over the samples —
+    # running sums, not the differences themselves (8 bytes a value of every tensor and sample)
+    diffs: dict[str, list[float]] = {k: [] for k in feeds.cands}
 
     class Forced(torch.fx.Interpreter):
         def __init__(self, module: Any, i: int) -> None:
@@ -533,7 +550,11 @@ def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]],
             theirs_i = feeds.value(n.name, mine, self.i, _input_qnodes(n))
             if theirs_i is None:
                 return out
-            diffs[n.name].append(np.abs(mine - theirs_i.astype(np.int64)).ravel())
+            d = np.abs(mine - theirs_i.astype(np.int64))
+            stats = diffs[n.name] or [0.0, 0.0, 0, 0, 0]
+            diffs[n.name] = [max(stats[0], float(d.max(initial=0))), stats[1] + float(d.sum()),
+                             stats[2] + int(np.count_nonzero(d)), stats[3] + int(np.count_nonzero(d > 1)),
+                             stats[4] + d.size]
             return torch.from_numpy(np.ascontiguousarray(theirs_i)).to(out.dtype)
 
     with torch.no_grad():
@@ -544,9 +565,10 @@ def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]],
         if pick is None or not diffs[name]:
             continue
         q, art = feeds.cands[name][0], pick[0]
-        d = np.concatenate(diffs[name])
-        out.append(TensorDrift(q.name, q.layer, art.name, q.scale, q.zero_point, float(d.max()), float(d.mean()),
-                               float((d > 0).mean()), float((d > 1).mean())))
+        top, total, off, off1, size = diffs[name]
+        size = max(size, 1)  # a 0-element tensor: nothing differs
+        out.append(TensorDrift(q.name, q.layer, art.name, q.scale, q.zero_point, float(top), total / size,
+                               off / size, off1 / size))
     return tuple(out), feeds.excluded(), tuple(feeds.relaid)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from edgeconv.exporters.coreml.mil.program import MILProgram, load_program
-from edgeconv.exporters.formats import QTensor, join_samples
+from edgeconv.exporters.formats import QTensor, int_values, join_samples
 from edgeconv.inputs import Batch, count, rows as input_rows
 from edgeconv.results import FloatOps, QuantParams, WeightQuant
 
@@ -156,9 +156,9 @@ def int8_tensors(path: Path, x: "Batch") -> list[QTensor]:
     keep = [s for s in steps if s.name not in fused]
     rows: dict[str, list[np.ndarray]] = {s.outputs[0]: [] for s in keep}
     for i in range(count(x)):
-        env = runner.intermediates(input_rows(x, i, i + 1))
+        env = runner.intermediates(input_rows(x, i, i + 1), names=rows)  # only the int8 ones kept
         for k in rows:
-            rows[k].append(env[k].astype(np.int32))
+            rows[k].append(int_values(env[k]))
     out = []
     for s in keep:
         scale = np.asarray(prog.consts[s.inputs["scale"]]).ravel()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -12,6 +12,9 @@ from edgeconv.exporters.coreml.coremltools_import import import_coremltools
 from edgeconv.exporters.coreml.mil.kernels import ENGINE as MIL_EVAL_ENGINE
 from edgeconv.inputs import Batch, arrays, feed
 from edgeconv.results import TensorSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
 
 
 def on_macos() -> bool:
@@ -56,10 +59,13 @@ class MILRunner:
         if unknown:
             raise UnverifiedOp(unknown[0])
 
-    def intermediates(self, x: Batch) -> dict[str, np.ndarray]:
+    def intermediates(self, x: Batch, names: Collection[str] | None = None) -> dict[str, np.ndarray]:
+        """Every value the program computes on `x`, or only the outputs and `names` (the rest let go
+        once read: what a reading of a few kinds of tensors needs)."""
         from edgeconv.exporters.coreml.mil.kernels import run
 
-        return run(self.program, feed([s.name for s in self.inputs], x, 0, len(arrays(x)[0])), keep=True)
+        return run(self.program, feed([s.name for s in self.inputs], x, 0, len(arrays(x)[0])),
+                   keep=True if names is None else names)
 
     def __call__(self, x: Batch) -> np.ndarray:
         return self.run_all(x)[0]

@@ -9,7 +9,7 @@ import numpy as np
 
 from edgeconv.costops import Op, OpClass, conv_class, elements, precision_of
 from edgeconv.errors import UserError
-from edgeconv.exporters.formats import QTensor, join_samples
+from edgeconv.exporters.formats import QTensor, int_values, join_samples
 from edgeconv.inputs import Batch, count, feed
 from edgeconv.results import FloatOps, WeightQuant
 
@@ -170,11 +170,13 @@ def int8_tensors(path: Path, x: "Batch") -> list[QTensor]:
     out = []
     for j, n in enumerate(keep):
         zp = consts.get(n.input[2]) if len(n.input) > 2 else np.uint8(0)
-        values = join_samples([r[j].astype(np.int32) for r in rows])
         # uint8 (onnx-int8-u8: q+128 with zero point z+128) compared in the int8 domain it encodes
         shift = 128 if np.asarray(zp).dtype == np.uint8 else 0
+        values = join_samples([int_values(r[j], shift) for r in rows])
+        for r in rows:  # each runtime array let go once stored: the whole set is every activation
+            r[j] = None
         out.append(QTensor(n.input[0], float(np.asarray(consts[n.input[1]]).ravel()[0]),
-                           int(np.asarray(zp).ravel()[0]) - shift, values - shift))
+                           int(np.asarray(zp).ravel()[0]) - shift, values))
     return out
 
 

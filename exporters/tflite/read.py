@@ -14,7 +14,7 @@ import numpy as np
 
 from edgeconv.costops import Op, OpClass, conv_class, elements, precision_of
 from edgeconv.errors import UserError
-from edgeconv.exporters.formats import QTensor, join_samples
+from edgeconv.exporters.formats import QTensor, int_values, join_samples
 from edgeconv.inputs import Batch, count, feed
 from edgeconv.exporters.tflite.runtime import quantize
 from edgeconv.results import FloatOps, WeightQuant
@@ -174,7 +174,7 @@ def int8_tensors(path: Path, x: "Batch") -> list[QTensor]:
             it.set_tensor(d["index"], quantize(fed[d["name"]], d))
         it.invoke()
         for t in order:
-            rows[t].append(it.get_tensor(t).astype(np.int32))
+            rows[t].append(int_values(it.get_tensor(t)))
     out = []
     for t in order:
         qp = details[t]["quantization_parameters"]

@@ -14,12 +14,15 @@ quantized simulation in units of quantization steps.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from edgeconv.errors import ParityFailure
 from edgeconv.exporters.coreml.mil.program import _DTYPES, MILProgram, Step
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
 
 # What parity reports and the manifest call this engine: never plain "coreml", which it is not.
 ENGINE = "coreml: edgeconv MIL evaluator"
@@ -39,8 +42,11 @@ def unknown_ops(program: MILProgram) -> list[str]:
     return sorted(program.op_types - set(OPS))
 
 
-def run(program: MILProgram, feeds: dict[str, np.ndarray], keep: bool = False) -> dict[str, np.ndarray]:
-    """Evaluate the program. Returns the outputs, or with keep=True every intermediate value too."""
+def run(program: MILProgram, feeds: dict[str, np.ndarray], keep: bool | Collection[str] = False
+        ) -> dict[str, np.ndarray]:
+    """Evaluate the program. Returns the outputs, and with keep=True every intermediate value too, or
+    with a collection of names those values. Any other value is let go after the last step that reads
+    it: the program's live values, not all of them (timm HaloNet-H1 at 256²: ~500 M floats a sample)."""
     unknown = unknown_ops(program)
     if unknown:
         raise UnverifiedOp(unknown[0])
@@ -49,15 +55,32 @@ def run(program: MILProgram, feeds: dict[str, np.ndarray], keep: bool = False) -
         if name not in feeds:
             raise KeyError(f"missing input {name!r}; the program takes {list(program.inputs)}")
         env[name] = np.asarray(feeds[name]).astype(_DTYPES.get(dt, np.float32))
-    for step in program.steps:
+    held = set(program.outputs) | set(program.consts) | (set(keep) if not isinstance(keep, bool) else set())
+    last = _last_reads(program)
+    for i, step in enumerate(program.steps):
         args = {k: (tuple(env[n] for n in v) if isinstance(v, tuple) else env[v]) for k, v in step.inputs.items()}
         result = OPS[step.op_type](args, step)
         results = result if isinstance(result, tuple) else (result,)
         for name, dt, val in zip(step.outputs, step.out_dtypes, results):
             env[name] = np.asarray(val).astype(_DTYPES.get(dt, np.float32), copy=False)
-    if keep:
+        del args, result, results
+        if keep is not True:
+            for name in (*_names(step), *step.outputs):
+                if last.get(name, i) <= i and name not in held:
+                    env.pop(name, None)
+    if keep is True:
         return {k: v for k, v in env.items() if k not in program.consts}
-    return {name: env[name] for name in program.outputs}
+    return {name: env[name] for name in (*program.outputs, *(() if isinstance(keep, bool) else keep)) if name in env}
+
+
+def _names(step: Step) -> tuple[str, ...]:
+    """The value names a step reads."""
+    return tuple(n for v in step.inputs.values() for n in (v if isinstance(v, tuple) else (v,)))
+
+
+def _last_reads(program: MILProgram) -> dict[str, int]:
+    """Each value's last reading step (index); a value no step reads: absent."""
+    return {n: i for i, step in enumerate(program.steps) for n in _names(step)}
 
 
 # ---------------------------------------------------------------------------------------------
