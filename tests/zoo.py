@@ -941,3 +941,30 @@ def response_norm_block() -> ModelSpec:
     from examples.zoo._common import build
 
     return build(ResponseNormBlock, "response-norm-block", 16)
+
+
+class UnprovenDivisors(nn.Module):
+    """Divisions whose divisor has no sign the graph proves: a conv output; relu(x) - 1; the last
+    two columns of a linear attention's `q @ (kᵀ @ pad(v, value=1))` (one of them v's, of either
+    sign); the last column when v is padded with -1. Beside them one that is proven: the same
+    attention's last column plus eps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.den = nn.Conv2d(3, 8, 3, 1, 1), nn.Conv2d(3, 8, 3, 1, 1)
+
+    def forward(self, x):
+        a = self.conv(x)
+        b, c, h, w = a.shape
+        t = a.reshape(b, c, h * w).transpose(-1, -2)  # [b, n, c]
+        q, k = torch.relu(t), torch.relu(-t)
+        ones = q @ (k.transpose(-1, -2) @ F.pad(t, (0, 1), value=1.0))
+        minus = q @ (k.transpose(-1, -2) @ F.pad(t, (0, 1), value=-1.0))
+        return (a / self.den(x), a / (torch.relu(x.mean(1, keepdim=True)) - 1),
+                ones[..., :-2] / ones[..., -2:].sum(-1, keepdim=True), minus[..., :-1] / (minus[..., -1:] + 1e-5),
+                ones[..., :-1] / (ones[..., -1:] + 1e-5))
+
+
+def unproven_divisors() -> ModelSpec:
+    return ModelSpec(module=UnprovenDivisors().eval(), example_inputs=(torch.zeros(1, 3, 4, 4),), name="unproven-divisors")
