@@ -26,6 +26,7 @@ int8 kernel for, with the same values in float. Each rewrite shows its before/af
   single_element_reductions  a mean/sum/max/min over axes of size 1 → its input (squeezed unless keepdim)
   self_binary_before_relayouts  x·x, x − x on a reshaped / transposed x → the op, then the relayout
   inline_disabled_autocast  (run first) a region under autocast(enabled=False) → its ops
+  linear_on_one_row         a linear on a [1, …, 1, C] tensor → on its [1, C] view, reshaped back
   drop_noop_casts           (run first) a cast to the dtype a tensor already has (`.type_as`) → nothing
 """
 from __future__ import annotations
@@ -1436,6 +1437,32 @@ def self_binary_before_relayouts(gm: GraphModule) -> list[str]:
 CASTS = _targets(aten.to, aten._to_copy, aten.type_as)
 
 
+def linear_on_one_row(gm: GraphModule) -> list[str]:
+    """A linear on a tensor holding one row (`[1, 1, 1, C]`: ConvNeXt-style pointwise layers on a 1×1
+    map, CSATv2's last stage at 64²) computed on its 2-D view. litert-torch writes such a linear as
+    FULLY_CONNECTED with keep_num_dims=False but a 4-D output shape: the runtime makes it [1, C'],
+    and a reduction over axis 3 after it (GRN's channel mean) is refused ("Invalid axis index").
+
+        before: y = linear(x, w, b)                             x: [1, 1, 1, C]
+        after:  y = reshape(linear(reshape(x, [1, C]), w, b), [1, 1, 1, C'])"""
+    acts = activations(gm)
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n not in acts or n.target not in _targets(aten.linear) \
+                or not isinstance(n.args[0], Node) or not _is_float(n.args[0]):
+            continue
+        shape, out = list(n.args[0].meta["val"].shape), list(n.meta["val"].shape)
+        if len(shape) < 3 or any(d != 1 for d in shape[:-1]):
+            continue
+        ins = _Inserter(gm, n)
+        with gm.graph.inserting_before(n):
+            flat = ins.call(aten.reshape.default, n.args[0], [1, shape[-1]])
+            y = ins.call(aten.reshape.default, ins.call(aten.linear.default, flat, *n.args[1:]), out)
+        ins.finish(y)
+        done.append(n.name)
+    return done
+
+
 AUTOCAST = torch.ops.higher_order.wrap_with_autocast
 
 
@@ -1511,7 +1538,7 @@ REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (inline_disabled_auto
                                                               l2_normalize_to_rsqrt,
                                                               algebra_to_int8_ops, vector_norm_to_rsqrt,
                                                               silu_to_sigmoid_mul, scalars_to_constants,
-                                                              merge_duplicates, single_element_reductions,
+                                                              merge_duplicates, single_element_reductions, linear_on_one_row,
                                                               self_binary_before_relayouts)
 
 
