@@ -678,3 +678,21 @@ def test_a_division_by_a_value_of_unproven_sign_stays_a_division():
     with torch.no_grad():
         for got, want in zip(gm(x), spec.module(x), strict=True):
             assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_linear_on_one_row_runs_on_its_2d_view_with_the_same_values():
+    """A pointwise linear on a 1×1 channels-last map (CSATv2's last stage at 64²): computed on
+    [1, C] and reshaped back (litert-torch wrote FULLY_CONNECTED keep_num_dims=False with a 4-D
+    output shape; the runtime made it 2-D and the GRN's MEAN over axis 3 after it was refused)."""
+    from edgeconv.calib.rewrites import transform
+
+    from tests.zoo import ResponseNormBlock
+
+    model = ResponseNormBlock().eval()
+    x = torch.from_numpy(_images(1, 4, seed=2))  # the 4×4 stem makes a 1×1 map
+    gm = transform(torch.export.export(model, (x,), strict=False).module(), frozen=True)
+    shapes = [tuple(n.args[0].meta["val"].shape) for n in gm.graph.nodes if n.target == torch.ops.aten.linear.default]
+    assert shapes == [(1, 16), (1, 64), (1, 16)], shapes
+    with torch.no_grad():
+        want = model(x)
+        assert float((gm(x) - want).norm() / want.norm()) <= 1e-5
