@@ -18,12 +18,15 @@ int8 kernel for, with the same values in float. Each rewrite shows its before/af
   stack_to_cat              stack → an unsqueeze per input and a concat
   repeat_interleave_to_expand  repeat_interleave by a number → unsqueeze, expand, reshape
   l2_normalize_to_rsqrt     F.normalize → MUL, SUM, RSQRT
-  algebra_to_int8_ops       x², a/√b, a/c → MUL and RSQRT
+  algebra_to_int8_ops       x², a/√b, a/c, a/b with b > 0, addcmul → MUL, RSQRT, ADD
+  vector_norm_to_rsqrt      an L2 norm → SUM, MUL, RSQRT (s · rsqrt(s))
   silu_to_sigmoid_mul       SiLU → LOGISTIC, MUL
   scalars_to_constants      a number operand of ADD/SUB/MUL → an int8 constant
   merge_duplicates          the same op on the same inputs → one node
   single_element_reductions  a mean/sum/max/min over axes of size 1 → its input (squeezed unless keepdim)
   self_binary_before_relayouts  x·x, x − x on a reshaped / transposed x → the op, then the relayout
+  inline_disabled_autocast  (run first) a region under autocast(enabled=False) → its ops
+  linear_on_one_row         a linear on a [1, …, 1, C] tensor → on its [1, C] view, reshaped back
   drop_noop_casts           (run first) a cast to the dtype a tensor already has (`.type_as`) → nothing
 """
 from __future__ import annotations
@@ -1007,18 +1010,29 @@ def algebra_to_int8_ops(gm: GraphModule) -> list[str]:
 
         pow(x, 2), square(x)   → x · x                 (no int8 POW or SQUARE kernel)
         a / sqrt(b)            → a · rsqrt(b)          (int8 RSQRT and MUL; int8 DIV saturates)
-        a / c  (c a number)    → a · (1/c)             (a MUL by an int8 constant)"""
+        a / c  (c a number)    → a · (1/c)             (a MUL by an int8 constant)
+        a / b  (b > 0)         → (a · rsqrt(b)) · rsqrt(b)
+        addcmul(a, b, c)       → a + b · c              (GRN's `addcmul(bias, weight, x · n)`)
+
+    The last needs b proven positive from the graph itself (calib.signs: GRN's `‖x‖ / (mean ‖x‖ + eps)`,
+    linear attention's `out / (q·(kᵀ·1) + eps)`); a divisor of unknown sign stays a division (float).
+    No format has a usable int8 division: TFLite's int8 DIV saturates (exporters/tflite/lowering.py
+    int8_div_in_float), onnxruntime has no QDQ Div kernel, Core ML none. The pieces of a rewritten
+    division are tagged op type `div`, so a quant config's `div: null` keeps them float."""
+    from edgeconv.calib.signs import Signs
+
     acts = activations(gm)
+    signs = Signs(gm)
     done = []
     for n in list(gm.graph.nodes):
         if n.op != "call_function" or n not in acts:
             continue
         ins = _Inserter(gm, n)
         with gm.graph.inserting_before(n):
-            new = _algebra(n, ins)
+            new = _algebra(n, ins, signs)
         if new is not None:
             old_args = [a for a in n.args if isinstance(a, Node)]
-            ins.finish(new)
+            ins.finish(new, op_type="div" if n.target in DIV else None)
             for a in old_args:  # the sqrt a / sqrt(b) no longer reads
                 if not a.users and a.op == "call_function":
                     gm.graph.erase_node(a)
@@ -1026,17 +1040,32 @@ def algebra_to_int8_ops(gm: GraphModule) -> list[str]:
     return done
 
 
-def _algebra(n: Node, ins: "_Inserter") -> Node | None:
+def _algebra(n: Node, ins: "_Inserter", signs: Any) -> Node | None:
     a, b = (list(n.args) + [None, None])[:2]
     if n.target in POW and b == 2 or n.target in SQUARE:
         return ins.call(aten.mul.Tensor, a, a)
+    if n.target in ADDCMUL and isinstance(a, Node) and len(n.args) == 3:
+        y = ins.call(aten.mul.Tensor, b, n.args[2])
+        value = n.kwargs.get("value", 1)
+        if value != 1:
+            y = ins.call(aten.mul.Tensor, y, ins.constant("_edgeconv_scalar", float(value)))
+        return ins.call(aten.add.Tensor, a, y)
     if n.target not in DIV or n.kwargs.get("rounding_mode"):
         return None
     if isinstance(b, (int, float)) and b != 0:
         return ins.call(aten.mul.Tensor, a, ins.constant("_edgeconv_reciprocal", 1.0 / b))
     if isinstance(b, Node) and b.target in SQRT and len(b.users) == 1:
         return ins.call(aten.mul.Tensor, a, ins.call(aten.rsqrt.default, b.args[0]))
+    if isinstance(a, Node) and isinstance(b, Node) and _is_float(b) and signs.positive(b):
+        r = ins.call(aten.rsqrt.default, b)
+        if RECIPROCAL_FIRST:
+            return ins.call(aten.mul.Tensor, a, ins.call(aten.mul.Tensor, r, r))
+        return ins.call(aten.mul.Tensor, ins.call(aten.mul.Tensor, a, r), r)
     return None
+
+
+# a / b as a · (rsqrt(b) · rsqrt(b)) instead of (a · rsqrt(b)) · rsqrt(b)
+RECIPROCAL_FIRST = False
 
 
 def silu_to_sigmoid_mul(gm: GraphModule) -> list[str]:
@@ -1151,6 +1180,39 @@ def l2_normalize_to_rsqrt(gm: GraphModule) -> list[str]:
         done.append(n.name)
     gm.graph.eliminate_dead_code()
     return done
+
+
+def vector_norm_to_rsqrt(gm: GraphModule) -> list[str]:
+    """An L2 norm (GRN's `x.norm(p=2, dim=(1, 2), keepdim=True)`) → the same value through int8
+    builtins: no format has an int8 vector norm; TFLite writes it as ABS, MUL, SUM, SQRT, all float
+    (its SQRT kernel takes float only). s / √s is √s for s > 0; the clamp (to SUM_FLOOR, far below
+    what any int8 tensor resolves) keeps s = 0 at 0 instead of 0 · ∞.
+
+        before: y = linalg_vector_norm(x, 2, d, keepdim)
+        after:  s = sum(x·x, d, keepdim); y = s · rsqrt(clamp(s, SUM_FLOOR))"""
+    acts = activations(gm)
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n not in acts or n.target not in _targets(aten.linalg_vector_norm) \
+                or not _is_float(n) or n.kwargs.get("dtype") is not None:
+            continue
+        x = n.args[0]
+        order = n.args[1] if len(n.args) > 1 else n.kwargs.get("ord", 2)
+        dims = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim")
+        keep = n.args[3] if len(n.args) > 3 else n.kwargs.get("keepdim", False)
+        if order != 2 or not isinstance(x, Node):
+            continue
+        dims = list(range(x.meta["val"].dim())) if dims is None else _as_list(dims)
+        ins = _Inserter(gm, n)
+        with gm.graph.inserting_before(n):
+            sq = ins.call(aten.sum.dim_IntList, ins.call(aten.mul.Tensor, x, x), dims, bool(keep))
+            y = ins.call(aten.mul.Tensor, sq, ins.call(aten.rsqrt.default, ins.call(aten.clamp.default, sq, SUM_FLOOR)))
+        ins.finish(y, op_type="vector_norm")
+        done.append(n.name)
+    return done
+
+
+SUM_FLOOR = 1e-24
 
 
 def _through(n: Any, targets: frozenset) -> Any:
@@ -1283,6 +1345,7 @@ POW = _targets(aten.pow.Tensor_Scalar)
 SQUARE = _targets(aten.square)
 DIV = _targets(aten.div.Tensor, aten.div.Scalar)
 SQRT = _targets(aten.sqrt)
+ADDCMUL = _targets(aten.addcmul)
 
 
 # Reductions of one element per output (over axes of size 1): the value itself.
@@ -1374,6 +1437,72 @@ def self_binary_before_relayouts(gm: GraphModule) -> list[str]:
 CASTS = _targets(aten.to, aten._to_copy, aten.type_as)
 
 
+def linear_on_one_row(gm: GraphModule) -> list[str]:
+    """A linear on a tensor holding one row (`[1, 1, 1, C]`: ConvNeXt-style pointwise layers on a 1×1
+    map, CSATv2's last stage at 64²) computed on its 2-D view. litert-torch writes such a linear as
+    FULLY_CONNECTED with keep_num_dims=False but a 4-D output shape: the runtime makes it [1, C'],
+    and a reduction over axis 3 after it (GRN's channel mean) is refused ("Invalid axis index").
+
+        before: y = linear(x, w, b)                             x: [1, 1, 1, C]
+        after:  y = reshape(linear(reshape(x, [1, C]), w, b), [1, 1, 1, C'])"""
+    acts = activations(gm)
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n not in acts or n.target not in _targets(aten.linear) \
+                or not isinstance(n.args[0], Node) or not _is_float(n.args[0]):
+            continue
+        shape, out = list(n.args[0].meta["val"].shape), list(n.meta["val"].shape)
+        if len(shape) < 3 or any(d != 1 for d in shape[:-1]):
+            continue
+        ins = _Inserter(gm, n)
+        with gm.graph.inserting_before(n):
+            flat = ins.call(aten.reshape.default, n.args[0], [1, shape[-1]])
+            y = ins.call(aten.reshape.default, ins.call(aten.linear.default, flat, *n.args[1:]), out)
+        ins.finish(y)
+        done.append(n.name)
+    return done
+
+
+AUTOCAST = torch.ops.higher_order.wrap_with_autocast
+
+
+def inline_disabled_autocast(gm: GraphModule) -> list[str]:
+    """A region the model runs under `torch.autocast(..., enabled=False)` (EfficientViT's LiteMLA
+    attention: to keep it float32 under mixed precision) inlined: in a float32 program it computes
+    what its ops do anyway. torch.export keeps it as a `wrap_with_autocast` call of a submodule,
+    which no rewrite and not the annotator look into: its matmuls, pad, slices and division stayed
+    float in every format (EfficientViT-B0 onnx-int8: 28 float ops). An enabled region (another
+    dtype) is left as it is.
+
+        before: out = wrap_with_autocast("cpu", bf16, False, False, submod, q, k, v)[0]
+        after:  out = <submod's ops on q, k, v>"""
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n.target is not AUTOCAST or n.args[2] \
+                or not all(u.target is operator.getitem for u in n.users):
+            continue
+        body = getattr(gm, n.args[4].target)
+        if any(m.op not in ("placeholder", "call_function", "output") for m in body.graph.nodes):
+            continue  # constants or nested modules of its own: not worth the bookkeeping
+        env = dict(zip([m for m in body.graph.nodes if m.op == "placeholder"], n.args[5:], strict=False))
+        with gm.graph.inserting_before(n):
+            for m in body.graph.nodes:
+                if m.op == "call_function":
+                    env[m] = gm.graph.node_copy(m, env.__getitem__)
+                elif m.op == "output":
+                    outs = [env[o] if isinstance(o, Node) else o for o in m.args[0]]
+        for u in list(n.users):
+            u.replace_all_uses_with(outs[u.args[1]])
+            gm.graph.erase_node(u)
+        sub = n.args[4]
+        gm.graph.erase_node(n)
+        if not sub.users:
+            gm.graph.erase_node(sub)
+            delattr(gm, sub.target)
+        done.append(n.name)
+    return done
+
+
 def drop_noop_casts(gm: GraphModule) -> list[str]:
     """A cast to the dtype (and device) its input already has is the input itself (timm EVA's RoPE:
     `cat([q[:, :, :1], rope(q[:, :, 1:])]).type_as(v)`, `.float()`). Left in, the annotator gave the
@@ -1398,7 +1527,7 @@ def drop_noop_casts(gm: GraphModule) -> list[str]:
     return done
 
 
-REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (drop_noop_casts, fold_constants, batch_norm_to_depthwise,
+REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (inline_disabled_autocast, drop_noop_casts, fold_constants, batch_norm_to_depthwise,
                                                               hardsigmoid_to_relu6,
                                                               layer_norm_to_primitives, variance_to_primitives,
                                                               avg_pool_without_pad_count, resizes_to_linear_maps,
@@ -1407,9 +1536,9 @@ REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (drop_noop_casts, fol
                                                               softmax_to_last_axis, roll_to_slices, stack_to_cat,
                                                               repeat_interleave_to_expand,
                                                               l2_normalize_to_rsqrt,
-                                                              algebra_to_int8_ops,
+                                                              algebra_to_int8_ops, vector_norm_to_rsqrt,
                                                               silu_to_sigmoid_mul, scalars_to_constants,
-                                                              merge_duplicates, single_element_reductions,
+                                                              merge_duplicates, single_element_reductions, linear_on_one_row,
                                                               self_binary_before_relayouts)
 
 

@@ -348,7 +348,7 @@ def test_float_ops_error_fails_the_artifact_naming_each_op(tmp_path):
 @pytest.mark.parametrize("ref", ["upsample_nearest", "upsample_bilinear", "shifted_windows", "selective_kernel",
                                  "global_query", "class_token_head", "channels_last_head",
                                  "pad_excluded_pool", "bicubic_resize", "same_max_pool", "rel_pos_einsum",
-                                 "blockify", "transposed_convs", "adaptive_pools"])
+                                 "blockify", "transposed_convs", "adaptive_pools", "response_norm_block"])
 def test_relayouts_resizes_and_concats_are_int8_in_every_format(tmp_path, ref):
     """HRNet's nearest/bilinear upsampling, Swin's torch.roll, SKNet's torch.stack and softmax over its
     branches, GCViT's repeat_interleave, a ViT class token concatenated with the patches and NesT's global
@@ -360,7 +360,9 @@ def test_relayouts_resizes_and_concats_are_int8_in_every_format(tmp_path, ref):
     Einsum; Core ML: float matmul, reshape, transpose), NesT's qkv picked by select from a rank-6
     permute (Core ML: the reshape after each select read float, 36 in nest_tiny, until 38d4dee), and
     LowFormer's transposed convs (TFLite: float TRANSPOSE_CONV / CONV_2D), and CSATv2's adaptive pools that
-    do not divide their input (TFLite: float GATHER/ADD/MUL; ONNX: float Gather/Where/Div): every int8
+    do not divide their input (TFLite: float GATHER/ADD/MUL; ONNX: float Gather/Where/Div), and ConvNeXt-V2's
+    / CSATv2's global response norm (its L2 norm: TFLite float ABS/MUL/SUM/SQRT; its division by the norm's
+    channel mean + eps: float Div/DIV/real_div; its addcmul: float Mul, Add): every int8
     artifact is full-integer and passes the verdict, each layer alone within a step. Before: in ONNX
     the rolled Concat/Slice, the stacked Concat and the repeat's Expand/Reshape read float, and Resize's
     stored `scales` counted as float data; TFLite wrote the softmax over dim 1 as float SUB/EXP/SUM/DIV."""
@@ -610,3 +612,87 @@ def test_rotary_embedding_with_a_prefix_token_is_int8_in_every_format(tmp_path):
     float ops in TFLite, a float Split in ONNX), and a no-op `.type_as` before the concatenation is
     dropped (litert-torch refused the file: "violate the same scale constraint")."""
     _full_integer_in_every_int8_format(tmp_path, "tests.zoo:rope_prefix")
+
+
+def test_a_linear_attention_is_int8_in_every_format_and_matches_its_simulation(tmp_path):
+    """EfficientViT's LiteMLA: its attention under `autocast(enabled=False)` (a region the converters
+    inlined and every format kept float: MatMul, Pad, Slice, Add, Div) is inlined before annotation,
+    and its division by `out[..., -1:] + eps` (positive: ReLU kernels, a padded column of ones) is
+    `(a · rsqrt(b)) · rsqrt(b)`. Every int8 file: 0 float ops, the artifact equal to the int8
+    simulation within a step layer by layer. (Not asserted: the simulation's own accuracy against
+    fp32 on this random-init toy — an int8 divisor spanning ~1000x loses its smallest values; the
+    catalog bench measures it on the timm net.)"""
+    from edgeconv.cli import main
+    from examples.zoo.images import write_folder
+
+    calib = write_folder(tmp_path / "calib", 24, side=32)
+    targets = ["onnx-int8", "tflite-int8", "coreml-w8a8"]
+    CliRunner().invoke(main, ["export", "--model", "tests.zoo:linear_attention", *[a for t in targets for a in ("-t", t)],
+                              "--calib", str(calib), "--calib-samples", "16", "--eval-samples", "8",
+                              "-o", str(tmp_path / "out")])
+    arts = json.loads((tmp_path / "out" / "edgeconv.json").read_text())["artifacts"]
+    assert {a["target"]: a["float_ops"]["ops"] for a in arts} == {t: [] for t in targets}
+    for a in arts:
+        layers = a["parity"]["layers"]
+        sim = next(d for d in a["parity"]["diffs"] if d["reference"] == "torch-quant-sim")
+        assert sim["passed"] and layers["passed"] and layers["layers"] >= 3, (a["target"], sim, layers)
+        assert layers["worst_steps"] <= 1, (a["target"], layers)
+
+
+def test_divisions_by_proven_positive_values_become_rsqrt_and_mul_with_the_same_values():
+    """LiteMLA's and GRN's divisions (and GRN's norm) leave no div, norm or autocast region, and the
+    rewritten program computes what the model does (float32: within 1e-5 relative)."""
+    from edgeconv.calib.rewrites import transform
+
+    from tests.zoo import linear_attention, response_norm_block
+
+    x = torch.from_numpy(_images(3, 16, seed=7))
+    for spec in (linear_attention(), response_norm_block()):
+        gm = transform(torch.export.export(spec.module, spec.example_inputs, strict=False).module(), frozen=True)
+        targets = [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
+        assert not [t for t in targets if any(k in t for k in ("div", "norm.", "autocast", "addcmul"))], targets
+        assert targets.count("aten.rsqrt.default") >= 1, targets
+        with torch.no_grad():
+            for i in range(len(x)):
+                want = spec.module(x[i:i + 1])
+                assert float((gm(x[i:i + 1]) - want).norm() / want.norm()) <= 1e-5
+
+
+def test_a_division_by_a_value_of_unproven_sign_stays_a_division():
+    """A conv output, relu(x) - 1, a slice reaching into v's columns, a column padded with -1: no
+    proof of sign, so no rsqrt (it would be NaN for a negative divisor). The one proven division
+    beside them is rewritten; values unchanged."""
+    from edgeconv.calib.rewrites import transform
+    from edgeconv.calib.signs import Signs
+
+    from tests.zoo import unproven_divisors
+
+    spec = unproven_divisors()
+    gm = transform(torch.export.export(spec.module, spec.example_inputs, strict=False).module())
+    divs = [n for n in gm.graph.nodes if n.target == torch.ops.aten.div.Tensor]
+    assert len(divs) == 4, [n.name for n in divs]
+    signs = Signs(gm)
+    assert not any(signs.nonnegative(n.args[1]) for n in divs)
+    assert sum(n.target == torch.ops.aten.rsqrt.default for n in gm.graph.nodes) == 1
+    x = torch.from_numpy(_images(1, 4, seed=3))
+    with torch.no_grad():
+        for got, want in zip(gm(x), spec.module(x), strict=True):
+            assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_linear_on_one_row_runs_on_its_2d_view_with_the_same_values():
+    """A pointwise linear on a 1×1 channels-last map (CSATv2's last stage at 64²): computed on
+    [1, C] and reshaped back (litert-torch wrote FULLY_CONNECTED keep_num_dims=False with a 4-D
+    output shape; the runtime made it 2-D and the GRN's MEAN over axis 3 after it was refused)."""
+    from edgeconv.calib.rewrites import transform
+
+    from tests.zoo import ResponseNormBlock
+
+    model = ResponseNormBlock().eval()
+    x = torch.from_numpy(_images(1, 4, seed=2))  # the 4×4 stem makes a 1×1 map
+    gm = transform(torch.export.export(model, (x,), strict=False).module(), frozen=True)
+    shapes = [tuple(n.args[0].meta["val"].shape) for n in gm.graph.nodes if n.target == torch.ops.aten.linear.default]
+    assert shapes == [(1, 16), (1, 64), (1, 16)], shapes
+    with torch.no_grad():
+        want = model(x)
+        assert float((gm(x) - want).norm() / want.norm()) <= 1e-5

@@ -927,3 +927,102 @@ class HaloAttention(nn.Module):
 def halo_attention() -> ModelSpec:
     return ModelSpec(module=HaloAttention().eval(), example_inputs=(torch.zeros(1, 3, 32, 32),),
                      name="halo-attention")
+
+
+class LinearAttention(nn.Module):
+    """EfficientViT's LiteMLA (timm efficientvit_mit) as timm writes it: ReLU kernels on q and k, v
+    padded with a column of ones, `out = q @ (kᵀ @ v)` in float32 under `autocast(enabled=False)`,
+    divided by its own last column plus eps (a divisor ≥ eps by construction, though v has either
+    sign); the quotient's last column would be 1. 8×8 tokens, two heads of 8."""
+
+    def __init__(self, c: int = 16, dim: int = 8) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.dim = dim
+        self.stem = nn.Conv2d(3, c, 3, 2, 1)
+        self.qkv = nn.Conv2d(c, 3 * c, 1)
+        self.proj = nn.Conv2d(c, c, 1)
+        self.head = nn.Linear(c, 10)
+
+    def _attn(self, q, k, v):
+        q, k, v = q.float(), k.float(), v.float()
+        out = q @ (k.transpose(-1, -2) @ v)
+        return out[..., :-1] / (out[..., -1:] + 1e-5)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        b, _, h, w = x.shape
+        qkv = self.qkv(x).reshape(b, -1, 3 * self.dim, h * w).transpose(-1, -2)
+        q, k, v = qkv.chunk(3, dim=-1)
+        q, k = torch.relu(q), torch.relu(k)
+        v = F.pad(v, (0, 1), mode="constant", value=1.0)
+        with torch.autocast(device_type=v.device.type, enabled=False):
+            out = self._attn(q, k, v)
+        out = x + self.proj(out.transpose(-1, -2).reshape(b, -1, h, w))
+        return self.head(out.mean((2, 3)))
+
+
+def linear_attention() -> ModelSpec:
+    from examples.zoo._common import build
+
+    return build(LinearAttention, "linear-attention", 16)
+
+
+class ResponseNormBlock(nn.Module):
+    """ConvNeXt-V2's block with global response normalization, as timm's GlobalResponseNorm
+    (channels-last; CSATv2 has one per block) writes it: `g = x.norm(p=2, dim=(1, 2), keepdim=True)`,
+    `x + bias + weight · (x · g / (g.mean(-1, keepdim=True) + eps))`."""
+
+    def __init__(self, c: int = 16) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, c, 4, 4)
+        self.dwconv = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        self.norm = nn.LayerNorm(c, eps=1e-6)
+        self.pwconv1, self.pwconv2 = nn.Linear(c, 4 * c), nn.Linear(4 * c, c)
+        self.grn_weight = nn.Parameter(torch.randn(4 * c) * 0.5)
+        self.grn_bias = nn.Parameter(torch.randn(4 * c) * 0.1)
+        self.head = nn.Linear(c, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.pwconv1(self.norm(self.dwconv(x).permute(0, 2, 3, 1)))
+        y = F.gelu(y)
+        g = y.norm(p=2, dim=(1, 2), keepdim=True)
+        n = g / (g.mean(dim=-1, keepdim=True) + 1e-6)
+        y = y + torch.addcmul(self.grn_bias.view(1, 1, 1, -1), self.grn_weight.view(1, 1, 1, -1), y * n)
+        x = x + self.pwconv2(y).permute(0, 3, 1, 2)
+        return self.head(x.mean((2, 3)))
+
+
+def response_norm_block() -> ModelSpec:
+    from examples.zoo._common import build
+
+    return build(ResponseNormBlock, "response-norm-block", 16)
+
+
+class UnprovenDivisors(nn.Module):
+    """Divisions whose divisor has no sign the graph proves: a conv output; relu(x) - 1; the last
+    two columns of a linear attention's `q @ (kᵀ @ pad(v, value=1))` (one of them v's, of either
+    sign); the last column when v is padded with -1. Beside them one that is proven: the same
+    attention's last column plus eps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.den = nn.Conv2d(3, 8, 3, 1, 1), nn.Conv2d(3, 8, 3, 1, 1)
+
+    def forward(self, x):
+        a = self.conv(x)
+        b, c, h, w = a.shape
+        t = a.reshape(b, c, h * w).transpose(-1, -2)  # [b, n, c]
+        q, k = torch.relu(t), torch.relu(-t)
+        ones = q @ (k.transpose(-1, -2) @ F.pad(t, (0, 1), value=1.0))
+        minus = q @ (k.transpose(-1, -2) @ F.pad(t, (0, 1), value=-1.0))
+        return (a / self.den(x), a / (torch.relu(x.mean(1, keepdim=True)) - 1),
+                ones[..., :-2] / ones[..., -2:].sum(-1, keepdim=True), minus[..., :-1] / (minus[..., -1:] + 1e-5),
+                ones[..., :-1] / (ones[..., -1:] + 1e-5))
+
+
+def unproven_divisors() -> ModelSpec:
+    return ModelSpec(module=UnprovenDivisors().eval(), example_inputs=(torch.zeros(1, 3, 4, 4),), name="unproven-divisors")
