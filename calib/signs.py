@@ -93,8 +93,8 @@ class Signs:
             return POSITIVE
         if t in ALWAYS_NONNEG:  # relu of a positive part stays positive (the pad's constant column)
             return max(NONNEG, of(x, part) if t in ELEMENTWISE else UNKNOWN)
-        if t in ELEMENTWISE:
-            return of(x, part)
+        if t in ELEMENTWISE:  # a cast to an integer type may round a positive value to 0
+            return of(x, part) if _float_out(n) else min(of(x, part), NONNEG)
         if t is operator.getitem or t in KEEPS_SIGN:
             return of(x)
         if t in RECIPROCAL:
@@ -178,6 +178,11 @@ def _sign_of(c: torch.Tensor | None, part: tuple) -> int:
     if c.numel() == 0 or torch.isnan(c).any():
         return UNKNOWN
     return POSITIVE if bool((c > 0).all()) else NONNEG if bool((c >= 0).all()) else UNKNOWN
+
+
+def _float_out(n: Node) -> bool:
+    v = n.meta.get("val")
+    return not isinstance(v, torch.Tensor) or v.dtype.is_floating_point
 
 
 def _shape(n: Any) -> tuple[int, ...] | None:
