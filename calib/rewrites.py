@@ -1527,19 +1527,13 @@ def drop_noop_casts(gm: GraphModule) -> list[str]:
     return done
 
 
-REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (inline_disabled_autocast, drop_noop_casts, fold_constants, batch_norm_to_depthwise,
-                                                              hardsigmoid_to_relu6,
-                                                              layer_norm_to_primitives, variance_to_primitives,
-                                                              avg_pool_without_pad_count, resizes_to_linear_maps,
-                                                              sdpa_to_primitives, einsum_to_matmul,
-                                                              unbind_to_select, unfold_fold_to_convs,
-                                                              softmax_to_last_axis, roll_to_slices, stack_to_cat,
-                                                              repeat_interleave_to_expand,
-                                                              l2_normalize_to_rsqrt,
-                                                              algebra_to_int8_ops, vector_norm_to_rsqrt,
-                                                              silu_to_sigmoid_mul, scalars_to_constants,
-                                                              merge_duplicates, single_element_reductions, linear_on_one_row,
-                                                              self_binary_before_relayouts)
+REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (
+    inline_disabled_autocast, drop_noop_casts, fold_constants, batch_norm_to_depthwise, hardsigmoid_to_relu6,
+    layer_norm_to_primitives, variance_to_primitives, avg_pool_without_pad_count, resizes_to_linear_maps,
+    sdpa_to_primitives, einsum_to_matmul, unbind_to_select, unfold_fold_to_convs, softmax_to_last_axis,
+    roll_to_slices, stack_to_cat, repeat_interleave_to_expand, l2_normalize_to_rsqrt, algebra_to_int8_ops,
+    vector_norm_to_rsqrt, silu_to_sigmoid_mul, scalars_to_constants, merge_duplicates, single_element_reductions,
+    linear_on_one_row, self_binary_before_relayouts)
 
 
 def transform(gm: GraphModule, frozen: bool = False) -> GraphModule:
