@@ -348,7 +348,8 @@ def test_float_ops_error_fails_the_artifact_naming_each_op(tmp_path):
 @pytest.mark.parametrize("ref", ["upsample_nearest", "upsample_bilinear", "shifted_windows", "selective_kernel",
                                  "global_query", "class_token_head", "channels_last_head",
                                  "pad_excluded_pool", "bicubic_resize", "same_max_pool", "rel_pos_einsum",
-                                 "blockify", "transposed_convs", "adaptive_pools", "response_norm_block"])
+                                 "blockify", "transposed_convs", "adaptive_pools", "response_norm_block",
+                                 "zigzag_reorder"])
 def test_relayouts_resizes_and_concats_are_int8_in_every_format(tmp_path, ref):
     """HRNet's nearest/bilinear upsampling, Swin's torch.roll, SKNet's torch.stack and softmax over its
     branches, GCViT's repeat_interleave, a ViT class token concatenated with the patches and NesT's global
@@ -362,7 +363,8 @@ def test_relayouts_resizes_and_concats_are_int8_in_every_format(tmp_path, ref):
     LowFormer's transposed convs (TFLite: float TRANSPOSE_CONV / CONV_2D), and CSATv2's adaptive pools that
     do not divide their input (TFLite: float GATHER/ADD/MUL; ONNX: float Gather/Where/Div), and ConvNeXt-V2's
     / CSATv2's global response norm (its L2 norm: TFLite float ABS/MUL/SUM/SQRT; its division by the norm's
-    channel mean + eps: float Div/DIV/real_div; its addcmul: float Mul, Add): every int8
+    channel mean + eps: float Div/DIV/real_div; its addcmul: float Mul, Add), and CSATv2's zigzag reorder by a
+    constant index list (ONNX: Transpose, GatherND, Transpose on dequantized values): every int8
     artifact is full-integer and passes the verdict, each layer alone within a step. Before: in ONNX
     the rolled Concat/Slice, the stacked Concat and the repeat's Expand/Reshape read float, and Resize's
     stored `scales` counted as float data; TFLite wrote the softmax over dim 1 as float SUB/EXP/SUM/DIV."""

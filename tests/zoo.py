@@ -1026,3 +1026,27 @@ class UnprovenDivisors(nn.Module):
 
 def unproven_divisors() -> ModelSpec:
     return ModelSpec(module=UnprovenDivisors().eval(), example_inputs=(torch.zeros(1, 3, 4, 4),), name="unproven-divisors")
+
+
+class ZigzagReorder(nn.Module):
+    """timm CSATv2's DCT stem reorders coefficients by a constant list: `x[:, :, self.permutation]`
+    (advanced indexing with one 1-D index). torch.onnx writes it as Transpose, GatherND, Transpose on
+    the dequantized values (two float ops in onnx-int8)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, 8, 2, 2)
+        self.permutation = [0, 1, 4, 8, 5, 2, 3, 6, 9, 12, 13, 10, 7, 11, 14, 15]
+        self.mix = nn.Conv2d(8, 8, 1)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        y = self.stem(x)  # [B, 8, 4, 4]
+        b, c = y.shape[:2]
+        y = y.reshape(b, c, 16)[:, :, self.permutation].reshape(b, c, 4, 4)
+        return self.head(self.mix(y).mean((2, 3)))
+
+
+def zigzag_reorder() -> ModelSpec:
+    return ModelSpec(module=ZigzagReorder().eval(), example_inputs=(torch.zeros(1, 3, 8, 8),), name="zigzag-reorder")

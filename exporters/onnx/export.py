@@ -99,13 +99,14 @@ class OnnxInt8(_Onnx):
         from torchao.quantization.pt2e.constant_fold import constant_fold
         from torchao.quantization.pt2e.quantize_pt2e import _quant_node_constraint
 
-        from edgeconv.exporters.onnx.lowering import global_pool_as_mean, linear_on_rows, rsqrt_as_pow
+        from edgeconv.exporters.onnx.lowering import global_pool_as_mean, index_as_gather, linear_on_rows, rsqrt_as_pow
 
         gm = graph.module()
         constant_fold(gm, _quant_node_constraint)
         linear_on_rows(gm)  # N-D linear: Gemm on rows, fed by DequantizeLinear (not MatMul + float Add)
         rsqrt_as_pow(gm)  # one Pow, not Reciprocal(Sqrt(x)) with a float tensor between
         global_pool_as_mean(gm)  # one ReduceMean, not ReduceMean + Reshape + Gather on a permuted map
+        index_as_gather(gm)  # one Gather, not Transpose + GatherND + Transpose
         _write(gm, graph.example_inputs, path, output_names(graph, ctx), input_names(graph, ctx))
         found = [s for _, s in read_weights(path) if s is not None]
         return ExportInfo(scales_from=scales_note("QDQ ONNX", found, graph, read_activation_scales(path)),

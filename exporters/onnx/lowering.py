@@ -99,3 +99,28 @@ def global_pool_as_mean(gm: Any) -> list[str]:
     if done:
         gm.recompile()
     return done
+
+
+def index_as_gather(gm: Any) -> list[str]:
+    """x[..., idx, ...] with one 1-D index (timm CSATv2's zigzag order of DCT coefficients,
+    `x[:, :, permutation]`) → index_select(x, d, idx), the same value. torch.onnx writes advanced
+    indexing as Transpose, GatherND, Transpose: float ops between the DequantizeLinear and the
+    QuantizeLinear; index_select is one Gather, a QDQ unit."""
+    import torch
+
+    aten = torch.ops.aten
+    done = []
+    for n in gm.graph.nodes:
+        if n.op != "call_function" or n.target != aten.index.Tensor:
+            continue
+        given = [(d, i) for d, i in enumerate(n.args[1]) if i is not None]
+        idx = given[0][1] if len(given) == 1 else None
+        val = idx.meta.get("val") if isinstance(idx, torch.fx.Node) else None
+        if isinstance(val, torch.Tensor) and val.dim() == 1 and not val.dtype.is_floating_point \
+                and val.dtype != torch.bool:
+            n.target, n.args = aten.index_select.default, (n.args[0], given[0][0], idx)
+            done.append(n.name)
+    if done:
+        gm.recompile()
+    return done
+
