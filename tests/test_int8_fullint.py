@@ -602,7 +602,8 @@ def _full_integer_in_every_int8_format(tmp_path, ref: str) -> None:
 
     targets = ["tflite-int8", "onnx-int8", "coreml-w8a8"]
     res = CliRunner().invoke(main, ["export", "--model", ref, "--calib", "random", "--calib-samples", "16",
-                                    "--eval-samples", "8", *[a for t in targets for a in ("-t", t)], "-o", str(tmp_path)])
+                                    "--eval-samples", "8", *[a for t in targets for a in ("-t", t)],
+                                    "-o", str(tmp_path)])
     arts = {a["target"]: a for a in json.loads((tmp_path / "edgeconv.json").read_text())["artifacts"]}
     assert res.exit_code == 0, res.output
     assert sorted(arts) == sorted(targets) and all(a["parity"]["passed"] for a in arts.values())
@@ -629,7 +630,8 @@ def test_a_linear_attention_is_int8_in_every_format_and_matches_its_simulation(t
 
     calib = write_folder(tmp_path / "calib", 24, side=32)
     targets = ["onnx-int8", "tflite-int8", "coreml-w8a8"]
-    CliRunner().invoke(main, ["export", "--model", "tests.zoo:linear_attention", *[a for t in targets for a in ("-t", t)],
+    flags = [a for t in targets for a in ("-t", t)]
+    CliRunner().invoke(main, ["export", "--model", "tests.zoo:linear_attention", *flags,
                               "--calib", str(calib), "--calib-samples", "16", "--eval-samples", "8",
                               "-o", str(tmp_path / "out")])
     arts = json.loads((tmp_path / "out" / "edgeconv.json").read_text())["artifacts"]

@@ -834,7 +834,8 @@ class RelPosEinsum(nn.Module):
         r_q = q.reshape(b, self.heads, 4, 4, self.c)
         rel_h = torch.einsum("byhwc,hkc->byhwk", r_q, rel_h)
         rel_w = torch.einsum("byhwc,wkc->byhwk", r_q, rel_w)
-        attn = (attn.view(b, self.heads, 4, 4, 2, 2) + rel_h.unsqueeze(-1) + rel_w.unsqueeze(-2)).view(b, self.heads, 16, 4)
+        attn = attn.view(b, self.heads, 4, 4, 2, 2) + rel_h.unsqueeze(-1) + rel_w.unsqueeze(-2)
+        attn = attn.view(b, self.heads, 16, 4)
         y = (attn.softmax(-1) @ v).transpose(1, 2).reshape(b, 16, self.heads * self.c)
         return self.head((t + y).mean(1))
 
@@ -1025,7 +1026,8 @@ class UnprovenDivisors(nn.Module):
 
 
 def unproven_divisors() -> ModelSpec:
-    return ModelSpec(module=UnprovenDivisors().eval(), example_inputs=(torch.zeros(1, 3, 4, 4),), name="unproven-divisors")
+    return ModelSpec(module=UnprovenDivisors().eval(), example_inputs=(torch.zeros(1, 3, 4, 4),),
+                     name="unproven-divisors")
 
 
 class ZigzagReorder(nn.Module):
