@@ -14,6 +14,13 @@ Each block is written the way timm writes it (timm.models.csatv2, timm.models.ef
   1 → a DCT (linear) along each patch axis. coremltools refused the rank-6 tensors; the permute
   keeps no two dims together unless the batch's unit dim may join a neighbour
   (exporters/coreml/rank.py).
+- HaloNet's HaloAttn (tests.zoo:halo_attention): the padded key/value map cut into overlapping
+  windows with two `Tensor.unfold`s. litert-torch's gather for unfold made the converter pad a
+  rank-6 tensor ("'tfl.pad' op … operand 0 is at most 5-D") and coremltools got torch's as_strided
+  ("cannot express op as_strided"); written as one gather per unfold at rank ≤ 4
+  (exporters/lowering.py `unfold_as_gather`). Its relative-position logits (reshape → expand →
+  permute, twice, then added) then met a converter fold of TRANSPOSE into BROADCAST_TO ("'tfl.add'
+  op operands don't have broadcast-compatible shapes": `expand_after_permute`).
 
 Each test exports through the CLI and asserts the parity verdict against torch.
 """
@@ -233,3 +240,66 @@ def test_unit_dims_join_a_neighbour_in_a_permuted_region():
     t = torch.randn(2, 3, 4, 5, 6)
     gm = torch.export.export(Middle(), (t,), strict=False).module()
     assert lower_rank_regions(gm) == 0  # five moving dims apart and the unit: left for _lower_rank_moves
+
+
+def test_halo_windows_convert_for_tflite_and_coreml(photos, tmp_path):
+    """HaloAttn's overlapping halo windows (two `Tensor.unfold`s) convert in both formats, float and
+    int8: the float files match torch, the int8 ones their simulation within a step, layer by layer
+    (the old code: 'tfl.pad' of rank 6 for TFLite, as_strided for Core ML)."""
+    from edgeconv.cli import main
+
+    res = CliRunner().invoke(main, ["export", "--model", "tests.zoo:halo_attention", "-t", "tflite", "-t", "coreml",
+                                    "-t", "tflite-int8", "-t", "coreml-w8a8", "--calib", str(photos),
+                                    "--calib-samples", "8", "--eval-samples", "8", "-o", str(tmp_path)])
+    assert (tmp_path / "edgeconv.json").exists(), res.output
+    arts = {a["target"]: a for a in json.loads((tmp_path / "edgeconv.json").read_text())["artifacts"]}
+    for name in ("tflite", "coreml"):
+        assert arts[name]["parity"]["passed"] and arts[name]["parity"]["diffs"][0]["cosine"] > 0.99999, arts[name]
+    for name in ("tflite-int8", "coreml-w8a8"):
+        (sim,) = [d for d in arts[name]["parity"]["diffs"] if d["reference"] == "torch-quant-sim"]
+        assert arts[name]["parity"]["passed"] and sim["max_steps"] <= 1.0, arts[name]["parity"]
+        assert arts[name]["parity"]["layers"]["worst_steps"] <= 1.0, arts[name]["parity"]["layers"]
+    assert res.exit_code == 0, res.output
+
+
+class Windows(nn.Module):
+    """Overlapping windows along H and W (HaloAttn's), then read as they are (a max over the last
+    window axis) and flattened (HaloAttn's reshape), and one unfold of the batch dim."""
+
+    def forward(self, x):
+        w = F.pad(x, [1, 1, 1, 1]).unfold(2, 6, 4).unfold(3, 6, 4)  # [B, C, 4, 4, 6, 6]
+        return w.reshape(2, -1), w.amax(-1), x.unfold(-1, 3, 2), x.unfold(0, 1, 1)
+
+
+def test_unfold_as_gather_is_exact_in_torch():
+    """Each unfold becomes a gather with the same values, at rank ≤ 4 but for a result another op
+    reads at its own rank (the max over a window axis, here rank 6)."""
+    from edgeconv.exporters.lowering import unfold_as_gather
+
+    x = torch.randn(2, 3, 16, 16)
+    gm = torch.export.export(Windows(), (x,), strict=False).module()
+    assert len(unfold_as_gather(gm)) == 4
+    assert not [n for n in gm.graph.nodes if n.op == "call_function" and "unfold" in str(n.target)]
+    made = [n for n in gm.graph.nodes if str(n.target) == "aten.index_select.default"]
+    assert len(made) == 4 and max(n.meta["val"].dim() for n in made) <= 3
+    for got, want in zip(gm(x), Windows()(x)):
+        assert torch.equal(got, want)
+
+
+def test_expand_after_permute_is_exact_in_torch():
+    """HaloAttn's relative logits: the permutes go before the expands, which the add then drops."""
+    import torchao.quantization.pt2e  # noqa: F401  (registers the Q/DQ ops drop_expand looks through)
+    from edgeconv.exporters.tflite.lowering import drop_expand, expand_after_permute
+
+    class RelLogits(nn.Module):
+        def forward(self, a, b):
+            h = a.reshape(8, 4, 1, 4, 6).expand(-1, -1, 6, -1, -1).permute(0, 3, 1, 4, 2)
+            w = b.reshape(8, 4, 1, 4, 6).expand(-1, -1, 6, -1, -1).permute(0, 1, 3, 2, 4)
+            return (h + w).reshape(2, 4, 4, 144)
+
+    xs = (torch.randn(32, 4, 6), torch.randn(32, 4, 6))
+    gm = torch.export.export(RelLogits(), xs, strict=False).module()
+    assert len(expand_after_permute(gm)) == 2
+    assert len(drop_expand(gm)) == 2
+    assert not [n for n in gm.graph.nodes if "expand" in str(n.target)]
+    assert torch.equal(gm(*xs), RelLogits()(*xs))

@@ -34,6 +34,7 @@ from edgeconv.exporters.coreml.coremltools_import import import_coremltools, qui
 from edgeconv.exporters.coreml.rank import lower_rank_regions, op_name
 from edgeconv.exporters.coreml.read import WEIGHT_OPS, activation_quant, constexpr_quant, float_ops
 from edgeconv.exporters.coreml.runtime import ENGINE_MIL_EVAL, ENGINE_PREDICT
+from edgeconv.exporters.lowering import unfold_as_gather
 from edgeconv.parity import FLOAT_TOLERANCE, FP16_TOLERANCE, INT8_TOLERANCE
 from edgeconv.registry import FORMATS, TARGETS
 from edgeconv.results import QuantParams
@@ -79,9 +80,11 @@ def coreml_program(graph: "Graph") -> "torch.export.ExportedProgram":
 
         gm = graph.module()
         # coremltools refuses an overlapping col2im (an int8 program had it rewritten before quantizing)
+        # and cannot express the as_strided that torch decomposes Tensor.unfold to (HaloAttn's windows)
         folded = unfold_fold_to_convs(gm)
         if folded:
             gm.recompile()
+        folded += unfold_as_gather(gm)
         if not _lower_rank_moves(gm) + lower_rank_regions(gm) and not folded:
             return _explicit_pool_strides(graph.program.run_decompositions({}))
         return _explicit_pool_strides(torch.export.export(gm, graph.example_inputs, strict=False).run_decompositions({}))
@@ -95,6 +98,7 @@ def coreml_program(graph: "Graph") -> "torch.export.ExportedProgram":
     # -0.00078 in the file. Their values are the same either way; only the weights stay int8.
     _dequantize_constants(gm)
     _hardswish_as_gate(gm)
+    unfold_as_gather(gm)  # torch decomposes Tensor.unfold to as_strided, which coremltools cannot express
     _unquantize_high_rank_moves(gm)
     _lower_rank_moves(gm)
     lower_rank_regions(gm)  # what is still above rank 5: Twins' qkv of a window, MViTv2's rel-pos terms

@@ -42,14 +42,16 @@ def convert(module: Any, args: tuple, path: Path, quantizer: Any = None, target:
     import torch
 
     from edgeconv.calib.rewrites import unfold_fold_to_convs
-    from edgeconv.exporters.lowering import lowering_errors
-    from edgeconv.exporters.tflite.lowering import (drop_expand, int8_div_in_float, matmuls_transposed_between_reshapes,
-                                                    nearest_as_gather, outer_products_as_mul,
-                                                    uniform_biases_unsplat)
+    from edgeconv.exporters.lowering import lowering_errors, unfold_as_gather
+    from edgeconv.exporters.tflite.lowering import (drop_expand, expand_after_permute, int8_div_in_float,
+                                                    matmuls_transposed_between_reshapes, nearest_as_gather,
+                                                    outer_products_as_mul, uniform_biases_unsplat)
 
     if quantizer is None and isinstance(module, torch.fx.GraphModule) and unfold_fold_to_convs(module):
         # litert-torch writes col2im as a scatter ai-edge-litert refuses (int8: rewritten before quantizing)
         module.recompile()
+    unfold_as_gather(module)  # litert-torch's gather for unfold pads a rank-6 tensor (HaloAttn's windows)
+    expand_after_permute(module)  # the converter folds a TRANSPOSE after BROADCAST_TO at the wrong shape
     drop_expand(module)  # litert-torch's BROADCAST_TO for expand_as is refused (fp32) or unloadable (int8)
     nearest_as_gather(module)  # litert-torch's RESIZE_NEAREST_NEIGHBOR is half-pixel ("nearest-exact")
     kwargs = {}

@@ -1,6 +1,6 @@
 """Graph rewrites litert-torch's lowering needs to write a program faithfully: `drop_expand`,
-`nearest_as_gather`, `outer_products_as_mul`, `matmuls_transposed_between_reshapes`, `int8_div_in_float`,
-`uniform_biases_unsplat`. Each keeps the program's values; each
+`expand_after_permute`, `nearest_as_gather`, `outer_products_as_mul`, `matmuls_transposed_between_reshapes`,
+`int8_div_in_float`, `uniform_biases_unsplat`. Each keeps the program's values; each
 says why the converter needs it."""
 from __future__ import annotations
 
@@ -54,6 +54,45 @@ def drop_expand(gm: Any) -> list[str]:
                 and n.args[0].target == dequant and tuple(n.args[0].args[1:]) == tuple(n.args[1:]):
             n.replace_all_uses_with(n.args[0].args[0])
             gm.graph.erase_node(n)
+    return _recompiled(gm, done)
+
+
+def expand_after_permute(gm: Any) -> list[str]:
+    """Permute a tensor before expanding it, not after (float programs): litert-torch lowers
+    `permute(expand(x))` to BROADCAST_TO → TRANSPOSE, and the converter's passes fold that
+    TRANSPOSE into the broadcast at the wrong shape, so an elementwise op on it fails verification
+    ("'tfl.add' op operands don't have broadcast-compatible shapes"). timm's HaloAttn
+    (`rel_logits_1d`: reshape → expand → permute, twice, then `h + w`) meets it. Same values: moving
+    elements then repeating them is repeating them then moving them. An expand that now feeds only
+    a broadcasting op is then dropped by `drop_expand`.
+
+    Before: y = permute(expand(x, S), P)              x: [B, H, 1, W, k], S = [-1, -1, k, -1, -1]
+    After:  y = expand(permute(x, P), [S'[p] for p in P])   S' = S with -1 read from the expanded shape
+    Only an expand of the same rank whose one reader is the permute."""
+    import torch
+
+    if not isinstance(gm, torch.fx.GraphModule):
+        return []
+    aten = torch.ops.aten
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n.target != aten.permute.default or "val" not in n.meta:
+            continue
+        e = n.args[0]
+        if getattr(e, "target", None) not in (aten.expand.default, aten.expand_copy.default) or len(e.users) != 1:
+            continue
+        src, perm = e.args[0], [int(p) for p in n.args[1]]
+        if "val" not in getattr(src, "meta", {}) or src.meta["val"].dim() != e.meta["val"].dim():
+            continue
+        with gm.graph.inserting_before(n):
+            moved = gm.graph.call_function(aten.permute.default, (src, perm))
+            y = gm.graph.call_function(aten.expand.default, (moved, list(n.meta["val"].shape)))
+        moved.meta["val"] = src.meta["val"].permute(perm)
+        y.meta["val"] = n.meta["val"]
+        n.replace_all_uses_with(y)
+        gm.graph.erase_node(n)
+        gm.graph.erase_node(e)
+        done.append(n.name)
     return _recompiled(gm, done)
 
 
