@@ -424,8 +424,9 @@ def test_swinv2_cosine_attention_is_judged_layer_by_layer_in_core_ml(tmp_path):
     assert art["float_ops"]["count"] == 0 and art["parity"]["passed"], art["parity"]
     assert layers["layers"] >= 50 and layers["over"] == [] and layers["excluded"] == [], layers
     assert layers["worst_steps"] <= 1 and layers["passed"], layers
-    # only LayerNorm internals Core ML fuses are judged within another tensor
-    assert layers["within"] and all(".norm)" in w for w in layers["within"]), layers["within"]
+    # only LayerNorm internals Core ML fuses may be judged within another tensor; this net's norms
+    # scale by 1 and add 0 (default affine), identities the file drops: copies of their source
+    assert all(".norm)" in w for w in layers["within"]), layers["within"]
 
 
 def test_unknown_artifact_and_float_graph_are_user_errors(demo, tmp_path):

@@ -167,6 +167,8 @@ def _copy_of(q: Any) -> tuple[str, Any]:
         dq, op = src, None
     elif getattr(src, "op", None) == "call_function" and (_named(name, LAYOUT_OPS) or _zero_fill_pad(src, name)):
         dq, op = (src.args[0] if src.args else None), src
+    elif _identity_arith(src, name):
+        dq, op = src.args[0], None
     else:
         return "", None
     if not (is_dq(dq) and is_q(dq.args[0])):
@@ -174,6 +176,41 @@ def _copy_of(q: Any) -> tuple[str, Any]:
     before = dq.args[0]
     same = (float(before.args[1]), int(before.args[2])) == (float(q.args[1]), int(q.args[2]))
     return (before.name, op) if same else ("", None)
+
+
+# Elementwise ops that leave x as it is when the other operand is this constant everywhere: x + 0,
+# x - 0, x * 1, x / 1. Converters drop them (coremltools' noop_elimination), with the requantization
+# after them at the same scale and zero point: CSATv2's SpatialTransformerBlock adds its MLP branch,
+# a constant (its LayerNorm(1) input is one value) that the simulation holds as 0 — the .mlpackage
+# keeps one int8 tensor for both adds, and the second add, taken for a tensor of its own, was paired
+# with another block's tensor of the same parameters 130 tensors on (72 steps in isolation).
+IDENTITY_OPERAND = {"add": 0.0, "sub": 0.0, "mul": 1.0, "div": 1.0}
+
+
+def _identity_arith(node: Any, target: str) -> bool:
+    """`node` is x (op) c with c a constant (a number or a get_attr tensor) that leaves x unchanged,
+    broadcast to no larger shape than x's."""
+    import torch
+
+    from edgeconv.quant.program import _get_attr
+
+    unit = next((v for op, v in IDENTITY_OPERAND.items() if _named(target, (op,))), None)
+    if unit is None or getattr(node, "op", None) != "call_function" or len(node.args) != 2 or node.kwargs:
+        return False
+    x, c = node.args
+    if isinstance(c, (int, float)):
+        return float(c) == unit
+    gm = node.graph.owning_module
+    if getattr(c, "op", None) != "get_attr" or gm is None:
+        return False
+    const, val = _get_attr(gm, c.target), getattr(x, "meta", {}).get("val")
+    if not isinstance(const, torch.Tensor) or not isinstance(val, torch.Tensor):
+        return False
+    try:
+        wider = torch.broadcast_shapes(tuple(val.shape), tuple(const.shape)) != tuple(val.shape)
+    except RuntimeError:
+        return False
+    return not wider and bool((const == unit).all())
 
 
 def _named(target: str, ops: tuple[str, ...]) -> bool:
