@@ -1444,7 +1444,11 @@ def linear_on_one_row(gm: GraphModule) -> list[str]:
     and a reduction over axis 3 after it (GRN's channel mean) is refused ("Invalid axis index").
 
         before: y = linear(x, w, b)                             x: [1, 1, 1, C]
-        after:  y = reshape(linear(reshape(x, [1, C]), w, b), [1, 1, 1, C'])"""
+        after:  y = reshape(linear(reshape(x, [1, C]), w, b), [1, 1, 1, C'])
+
+    Rank 4 and up only: a rank-3 one-row linear (a class token's MLP: CaiT, XCiT, VOLO) converts and
+    loads as it is, and rewritten it put XCiT's `cls_attn_blocks.1.mlp.fc1` 5 steps from the
+    simulation in TFLite (cause not found)."""
     acts = activations(gm)
     done = []
     for n in list(gm.graph.nodes):
@@ -1452,7 +1456,7 @@ def linear_on_one_row(gm: GraphModule) -> list[str]:
                 or not isinstance(n.args[0], Node) or not _is_float(n.args[0]):
             continue
         shape, out = list(n.args[0].meta["val"].shape), list(n.meta["val"].shape)
-        if len(shape) < 3 or any(d != 1 for d in shape[:-1]):
+        if len(shape) < 4 or any(d != 1 for d in shape[:-1]):
             continue
         ins = _Inserter(gm, n)
         with gm.graph.inserting_before(n):
