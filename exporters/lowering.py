@@ -69,7 +69,7 @@ def unfold_as_gather(gm: Any) -> list[str]:
         index = (torch.arange(count).unsqueeze(1) * step + torch.arange(size)).reshape(-1)
         q = next((u for u in n.users if u.op == "call_function" and u.target == quant), None) \
             if getattr(x, "target", None) == dequant else None
-        name = _free_attr(gm, f"{n.name}_index")
+        name = free_attr(gm, f"{n.name}_index")
         gm.register_buffer(name, index)
         with gm.graph.inserting_before(n):
             attr = gm.graph.get_attr(name)
@@ -131,7 +131,8 @@ def _readers(n: Any, quant: Any, dequant: Any) -> list[Any]:
     return out
 
 
-def _free_attr(gm: Any, base: str) -> str:
+def free_attr(gm: Any, base: str) -> str:
+    """An attribute name of `gm` not yet taken: `base`, else `base_1`, `base_2`, …."""
     name, i = base, 0
     while hasattr(gm, name):
         i += 1

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgeconv.exporters.lowering import free_attr
+
 
 def drop_expand(gm: Any) -> list[str]:
     """Remove an `expand`/`expand_as` whose only users are elementwise binary ops that broadcast
@@ -177,7 +179,7 @@ def nearest_as_gather(gm: Any) -> list[str]:
             for dim, idx in ((2, idx_h), (3, idx_w)):
                 if torch.equal(idx, torch.arange(shape_in[dim])):
                     continue  # this axis keeps its size and pixels
-                name = _free_attr(gm, f"{n.name}_idx_{'hw'[dim - 2]}")
+                name = free_attr(gm, f"{n.name}_idx_{'hw'[dim - 2]}")
                 gm.register_buffer(name, idx)
                 y = gm.graph.call_function(aten.index_select.default, (y, dim, gm.graph.get_attr(name)))
                 if q is not None and dim == 2 and not torch.equal(idx_w, torch.arange(wi)):
@@ -349,14 +351,6 @@ def _tfl_shapes_after(n: Any) -> list[tuple]:
     return out
 
 
-def _free_attr(gm: Any, base: str) -> str:
-    name, i = base, 0
-    while hasattr(gm, name):
-        i += 1
-        name = f"{base}_{i}"
-    return name
-
-
 def int8_div_in_float(gm: Any) -> list[str]:
     """Keep a division of an int8 activation out of TFLite's int8 DIV kernel (quantized programs).
 
@@ -441,7 +435,7 @@ def uniform_biases_unsplat(gm: Any) -> list[str]:
             continue
         moved = b.clone().reshape(-1)
         moved[-1] = torch.from_numpy(np.nextafter(moved[-1:].numpy(), np.float32(np.inf)))
-        name = _free_attr(gm, f"{n.name}_bias_unsplat")
+        name = free_attr(gm, f"{n.name}_bias_unsplat")
         gm.register_buffer(name, moved.reshape(b.shape))
         with gm.graph.inserting_before(n):
             attr = gm.graph.get_attr(name)
