@@ -49,11 +49,7 @@ def unfold_as_gather(gm: Any) -> list[str]:
     if not isinstance(gm, torch.fx.GraphModule):
         return []
     aten = torch.ops.aten
-    try:
-        qd = torch.ops.quantized_decomposed
-        quant, dequant = qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default
-    except (AttributeError, RuntimeError):  # not registered (torchao not imported): no Q/DQ in the graph
-        quant = dequant = object()
+    quant, dequant = qdq_targets()
     done = []
     for n in list(gm.graph.nodes):
         if n.op != "call_function" or n.target != aten.unfold.default or "val" not in n.meta \
@@ -129,6 +125,18 @@ def _readers(n: Any, quant: Any, dequant: Any) -> list[Any]:
         else:
             out.append(u)
     return out
+
+
+def qdq_targets() -> tuple[Any, Any]:
+    """torch's quantize_per_tensor and dequantize_per_tensor ops, or two placeholders no node targets
+    where they are not registered (torchao not imported: a float program has no Q/DQ)."""
+    import torch
+
+    try:
+        qd = torch.ops.quantized_decomposed
+        return qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default
+    except (AttributeError, RuntimeError):
+        return object(), object()
 
 
 def free_attr(gm: Any, base: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgeconv.exporters.lowering import free_attr
+from edgeconv.exporters.lowering import free_attr, qdq_targets
 
 
 def drop_expand(gm: Any) -> list[str]:
@@ -145,11 +145,7 @@ def nearest_as_gather(gm: Any) -> list[str]:
         return []
     aten = torch.ops.aten
     nearest = {aten.upsample_nearest2d.vec, aten.upsample_nearest2d.default}
-    try:
-        qd = torch.ops.quantized_decomposed
-        quant, dequant = qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default
-    except (AttributeError, RuntimeError):  # not registered (torchao not imported): no Q/DQ in the graph
-        quant = dequant = object()
+    quant, dequant = qdq_targets()
     done = []
     for n in list(gm.graph.nodes):
         if n.op != "call_function" or n.target not in nearest or "val" not in n.meta:
