@@ -564,3 +564,45 @@ def test_a_tensor_the_file_lays_out_otherwise_is_judged_within_the_tensors_it_fe
     assert layers["covered"] + len(relaid) >= 2 and layers["unmatched"] == 0, layers
     # every int8 tensor of the partition and its reverse is judged, alone or within fc
     assert layers["layers"] + len(relaid) >= 10, layers
+
+
+def test_isolation_tells_equal_tensors_apart_on_a_later_sample():
+    """timm EfficientViT-M0's last stage at 64² pads a 1×1 map to its 4×4 window; on a sample where
+    the real token's logits quantize to the padding's, every head's softmax is a uniform 1/16, so
+    the softmaxes of all heads and blocks (same fixed 1/256 grid and size) hold the same integers
+    there. Isolation decided on that first sample and fed each the first of the equal tensors: on
+    the next samples every later softmax was judged against the first block's (255 steps at six
+    softmaxes, 40–61 at the `attn @ v` after them, on a file equal to its simulation). Tensors the
+    first sample cannot tell apart are told apart by the next one that can — and a defect in the
+    tensor they tell apart is still caught."""
+    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401 — registers quantized_decomposed
+
+    from edgeconv.quant.divergence import isolated_drifts, torch_tensors
+
+    qd = torch.ops.quantized_decomposed
+    q, dq = qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default
+
+    def qdq(v, scale, zp):
+        return dq(q(v, scale, zp, -128, 127, torch.int8), scale, zp, -128, 127, torch.int8)
+
+    def f(x0, x1, x2):
+        return tuple(qdq(qdq(x, 0.05, 0).softmax(-1), 1 / 256, -128) for x in (x0, x1, x2))
+
+    rng = np.random.default_rng(0)
+    x = tuple(rng.normal(0, 2, (2, 4, 8)).astype(np.float32) for _ in range(3))
+    x[0][0], x[1][0] = 0.5, -1.0  # sample 0: constant logits, a uniform softmax in the first two
+    gm = torch.fx.symbolic_trace(f)
+    ours = torch_tensors(None, x, gm)
+    s0, s1, s2 = ours[1], ours[3], ours[5]
+    assert np.array_equal(s0.values[0], s1.values[0]) and not np.array_equal(s0.values[1], s1.values[1])
+    file = [QTensor(f"T{k}", t.scale, t.zero_point, t.values.copy()) for k, t in enumerate(ours)]
+    # the second and third softmax paired crosswise (as a chaotic net's end-to-end values can pair them)
+    crossed = [(t, file[{3: 5, 5: 3}.get(k, k)]) for k, t in enumerate(ours)]
+    drifts, excluded, _ = isolated_drifts(None, crossed, x, gm, file)
+    got = {d.tensor: (d.artifact_tensor, d.max_steps) for d in drifts}
+    assert excluded == ()
+    assert got[s0.name] == ("T1", 0.0) and got[s1.name] == ("T3", 0.0) and got[s2.name] == ("T5", 0.0), got
+    file[3].values[1, 2, 5] += 4  # the file's second softmax wrong by 4 steps on sample 1
+    drifts, _, _ = isolated_drifts(None, crossed, x, gm, file)
+    got = {d.tensor: (d.artifact_tensor, d.max_steps) for d in drifts}
+    assert got[s1.name] == ("T3", 4.0), got

@@ -562,7 +562,9 @@ def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]],
     the cascade (EfficientNet-B0: 8 steps on 60 % of values; fed the artifact's MEAN: 0).
     A node is not fed when no candidate comes within 2 steps and either several artifact tensors
     fit it (slices of one tensor: which one cannot be told) or the nearest holds the same values
-    in a layout `_views` cannot undo."""
+    in a layout `_views` cannot undo. Candidates holding exactly the chosen tensor's integers on the
+    first sample (every softmax of a padded window uniform there) stay in the running until a
+    sample tells them apart (`_Feeds._untie`)."""
     import torch
 
     from edgeconv.inputs import torch_rows
@@ -611,8 +613,9 @@ def isolated_drifts(graph: "Graph", pairs: list[tuple[QTensor, QTensor | None]],
 
 class _Feeds:
     """Which artifact tensor (and layout) stands in for each simulation tensor in isolation, decided
-    on the first sample against what the node computes from the artifact's own inputs, with the
-    reason for every node left unfed."""
+    on the first sample against what the node computes from the artifact's own inputs (among
+    tensors equal on it, on the first sample that tells them apart), with the reason for every node
+    left unfed."""
 
     def __init__(self, pairs: list[tuple[QTensor, QTensor | None]], theirs: list[QTensor], samples: int) -> None:
         self.samples = samples
@@ -631,6 +634,9 @@ class _Feeds:
             others = [(b, _views(q.values, b.values)) for b in theirs if b is not a and _compatible(q, b)]
             self.cands[q.qnode] = (q, a, views, others)
         self.chosen: dict[str, tuple[QTensor, np.ndarray] | None] = {}
+        # per fed node: the other candidates (in a layout) holding exactly the chosen tensor's integers on
+        # every sample so far — the samples seen cannot tell them apart, the next one that does decides
+        self.tied: dict[str, list[tuple[QTensor, np.ndarray]]] = {}
         self.why_not: dict[str, str] = {}
         # nodes not fed because the artifact holds their values in a layout `_views` cannot undo:
         # unverified here, judged within the tensors they feed where every path reaches one (`divergence`)
@@ -647,20 +653,55 @@ class _Feeds:
         are the quantize nodes its op reads (decided before it: the graph runs in order)."""
         if name not in self.chosen:
             fed = [p[0] for p in (self.chosen.get(k) for k in inputs) if p is not None]
-            self.chosen[name] = self._decide(name, mine, i, fed)
+            rivals = self._rivals(name, fed)
+            self.chosen[name] = self._decide(name, mine, i, rivals)
+            self._keep_ties(name, i, mine.shape, [(b, v) for b, vs in [self.cands[name][1:3], *rivals] for v in vs])
+        elif self.tied.get(name):
+            self._untie(name, mine, i)
         pick = self.chosen[name]
         return None if pick is None else self.sample(pick[1], i, mine.shape)
+
+    def _keep_ties(self, name: str, i: int, shape: tuple, group: list[tuple[QTensor, np.ndarray]]) -> None:
+        """Remember which of `group` hold exactly the chosen tensor's integers on sample i."""
+        pick = self.chosen[name]
+        if pick is None:
+            self.tied.pop(name, None)
+            return
+        ref = self.sample(pick[1], i, shape)
+        self.tied[name] = [(b, v) for b, v in group if not (b is pick[0] and v is pick[1])
+                           and np.array_equal(self.sample(v, i, shape), ref)]
+
+    def _untie(self, name: str, mine: np.ndarray, i: int) -> None:
+        """Sample i among tensors no earlier sample told apart: the one closest to what the op computes
+        from the artifact's inputs (the chosen one on a tie). Every earlier sample fed the same integers
+        whichever is kept, so what was measured on them stands.
+
+        Why: a decision on the first sample alone took the first of equal tensors. EfficientViT-M0's
+        last stage at 64² pads a 1×1 map to its 4×4 window; where the real token's logits fall within
+        a step of the padding's, every head's softmax is a uniform 1/16 — twelve softmaxes of three
+        blocks, at the same fixed 1/256 grid, equal on that sample. Each took the first block's
+        softmax and was judged against it on the next samples (255 steps at six softmaxes, 40–61 at
+        the six `attn @ v` fed from them, on a file equal to its simulation)."""
+        pick = self.chosen[name]
+        group = [pick, *self.tied[name]]
+        gaps = [_gap(mine, self.sample(v, i, mine.shape)) for _, v in group]
+        best = group[min(range(len(group)), key=lambda k: (gaps[k], k))]
+        self.chosen[name] = best
+        self._keep_ties(name, i, mine.shape, [g for g in group if g is not best])
+
+    def _rivals(self, name: str, fed: list[QTensor]) -> list[tuple[QTensor, list[np.ndarray]]]:
+        # The op's own inputs can always reproduce the tensors they were fed (an op that keeps its
+        # input: a multiply by a scale of 1), so those (and copies of them) are no witness for its output.
+        return [(b, vs) for b, vs in self.cands[name][3] if not any(b is f or _holds_values_of(b, f) for f in fed)]
 
     def _closest(self, mine: np.ndarray, i: int, views: list[np.ndarray]) -> tuple[float, int, np.ndarray]:
         return min(((_gap(mine, self.sample(v, i, mine.shape)), j, v) for j, v in enumerate(views)),
                    key=lambda s: s[:2])
 
-    def _decide(self, name: str, mine: np.ndarray, i: int, fed: list[QTensor]) -> tuple[QTensor, np.ndarray] | None:
-        _, a, views, others = self.cands[name]
+    def _decide(self, name: str, mine: np.ndarray, i: int, rivals: list[tuple[QTensor, list[np.ndarray]]]
+                ) -> tuple[QTensor, np.ndarray] | None:
+        _, a, views, _ = self.cands[name]
         gap, _, best = self._closest(mine, i, views)
-        # The op's own inputs can always reproduce the tensors they were fed (an op that keeps its
-        # input: a multiply by a scale of 1), so those (and copies of them) are no witness for its output.
-        rivals = [(b, vs) for b, vs in others if not any(b is f or _holds_values_of(b, f) for f in fed)]
         alt = min(((*self._closest(mine, i, vs), k, b) for k, (b, vs) in enumerate(rivals)),
                   key=lambda s: (s[0], s[1], s[3]), default=None)
         # Several tensors fit: the one the op's own inputs reproduce. The pairing was made on the
