@@ -78,6 +78,7 @@ class HistogramRangeObserver(UniformQuantizationObserverBase):
         self.register_buffer("edge", torch.zeros((), dtype=torch.float64))
         self.register_buffer("min_val", torch.tensor(float("inf")))
         self.register_buffer("max_val", torch.tensor(float("-inf")))
+        self.hi_cap = float("inf")  # the most the int8 program can compute here (`cap_range`)
 
     def forward(self, x_orig: torch.Tensor) -> torch.Tensor:
         x = x_orig.detach().float().flatten()
@@ -120,7 +121,8 @@ class HistogramRangeObserver(UniformQuantizationObserverBase):
     def clip_range(self) -> tuple[float, float]:
         if float(self.min_val) > float(self.max_val):
             return float("inf"), float("-inf")  # nothing observed yet
-        return methods.choose_range(self.method, self.hist(), **self._method_args())
+        lo, hi = methods.choose_range(self.method, self.hist(), **self._method_args())
+        return lo, min(hi, self.hi_cap)
 
     def _method_args(self) -> dict[str, float]:
         return {}
@@ -247,3 +249,47 @@ def clip_range(observer: Any) -> tuple[float, float]:
     if hasattr(observer, "clip_range"):
         return observer.clip_range()
     return float(observer.min_val), float(observer.max_val)
+
+
+def cap_range(observer: Any, hi: float) -> bool:
+    """Lower the top of `observer`'s range to `hi` where it chose more; True if it did."""
+    if isinstance(observer, HistogramRangeObserver):
+        if observer.clip_range()[1] <= hi:
+            return False
+        observer.hi_cap = hi
+        return True
+    max_val = getattr(observer, "max_val", None)
+    if not isinstance(max_val, torch.Tensor) or max_val.dim() != 0 or float(max_val) <= hi:
+        return False
+    max_val.fill_(hi)
+    return True
+
+
+def cap_rsqrt_ranges(prepared: Any) -> list[str]:
+    """The output range of each int8 rsqrt, capped at the most the int8 program computes there:
+    rsqrt(s) for the input's step s, its input being floored at one step (edgeconv.quant.program
+    floor_rsqrt_inputs). Calibration runs the float program, which at an exact 0 computes
+    rsqrt(eps) (LayerNorm of a constant token: 1e3), rsqrt(eps²) (F.normalize of an all-zero token:
+    1e12) or rsqrt(SUM_FLOOR) (GRN's dead channel); a min-max output range set by that value left
+    every other value at level 0 (the simulation's normalized tokens all 0) and TFLite's MUL after
+    it a rescale multiplier out of its range (212-255 steps off the simulation in isolation). A
+    range already below the cap (the input never near 0 in calibration) is unchanged.
+
+        before: r = rsqrt(x) observed on [0, 1e12]          x observed on [0, 255·s]
+        after:  r observed on [0, min(1e12, rsqrt(s))]"""
+    out = []
+    for n in prepared.graph.nodes:
+        if n.op != "call_function" or n.target != torch.ops.aten.rsqrt.default:
+            continue
+        src = n.args[0]
+        obs_out = [u for u in n.users if u.op == "call_module" and u.target.startswith("activation_post_process")]
+        if getattr(src, "op", None) != "call_module" or not str(src.target).startswith("activation_post_process") \
+                or len(obs_out) != 1:
+            continue
+        obs_in = prepared.get_submodule(src.target)
+        if getattr(obs_in, "qscheme", None) != torch.per_tensor_affine:
+            continue
+        scale = obs_in.calculate_qparams()[0].reshape(())
+        if cap_range(prepared.get_submodule(obs_out[0].target), float(torch.rsqrt(scale.float()))):
+            out.append(n.name)
+    return out

@@ -700,3 +700,78 @@ def test_a_linear_on_one_row_runs_on_its_2d_view_with_the_same_values():
     with torch.no_grad():
         want = model(x)
         assert float((gm(x) - want).norm() / want.norm()) <= 1e-5
+
+
+def test_an_rsqrt_of_an_exact_zero_computes_the_same_in_every_format(tmp_path):
+    """Each int8 RSQRT edgeconv emits (LayerNorm's, F.normalize's, GRN's L2 norm and its division)
+    fed an exact 0 (a zero token, a dead channel): level 0 of its input is 0.0, where torch gives
+    inf, TFLite 127, Core ML 1/√epsilon and the float calibration rsqrt(eps²) = 1e12 (the output's
+    range). Each input is floored at one step and each output range capped at rsqrt(one step), so
+    every file equals the simulation within a step layer by layer and end to end, with 0 float ops
+    (main: Core ML's rsqrt 255 steps off in isolation, TFLite's MULs after it 212 and 255, its
+    output 111 steps off the simulation)."""
+    from edgeconv.cli import main
+    from examples.zoo.images import write_folder
+
+    calib = write_folder(tmp_path / "calib", 24, side=32)
+    targets = ["tflite-int8", "onnx-int8", "coreml-w8a8"]
+    flags = [a for t in targets for a in ("-t", t)]
+    res = CliRunner().invoke(main, ["export", "--model", "tests.zoo:dead_norms", *flags, "--calib", str(calib),
+                                    "--calib-samples", "16", "--eval-samples", "8", "-o", str(tmp_path / "out")])
+    arts = {a["target"]: a for a in json.loads((tmp_path / "out" / "edgeconv.json").read_text())["artifacts"]}
+    assert {t: arts[t]["float_ops"]["count"] for t in targets} == dict.fromkeys(targets, 0)
+    for t, a in arts.items():
+        layers = a["parity"]["layers"]
+        sim = next(d for d in a["parity"]["diffs"] if d["reference"] == "torch-quant-sim")
+        assert layers["passed"] and layers["layers"] >= 30 and layers["worst_steps"] <= 1, (t, layers)
+        assert sim["max_steps"] <= 1, (t, sim)
+    assert res.exit_code == 0, res.output
+
+
+def test_every_int8_rsqrt_input_is_floored_at_one_step():
+    """The quantized program: each of the toy's four rsqrts reads its input clamped at one step of
+    the input's own scale (an int8 tensor on the same grid); three of them read level 0 (the dead
+    token's and dead channel's), which the clamp lifts to one step: the simulation computes
+    rsqrt(one step), not rsqrt(0) = inf."""
+    from edgeconv import registrations
+    from edgeconv.calib.data import DataSet
+    from edgeconv.config import ExportOptions, QuantOptions
+    from edgeconv.context import Context
+    from edgeconv.graph import capture
+    from edgeconv.passes.manager import run_passes
+
+    from tests.zoo import dead_norms
+
+    registrations.load()
+    spec = dead_norms()
+    ctx = Context(options=ExportOptions(quant=QuantOptions(samples=8)), model=spec,
+                  calib=DataSet(_images(8, 32, seed=5), None, source="photos", real=True))
+    graph = run_passes(capture(spec.module, spec.example_inputs), ctx, ("fold-conv-bn", "quantize", "cleanup"))
+    gm = graph.module()
+    qd = torch.ops.quantized_decomposed
+    rsqrts = [n for n in gm.graph.nodes if n.target == torch.ops.aten.rsqrt.default]
+    assert len(rsqrts) == 4
+    floors = {}
+    for r in rsqrts:
+        dq = r.args[0]
+        q = dq.args[0]
+        clamp = q.args[0]
+        assert dq.target == qd.dequantize_per_tensor.default and clamp.target == torch.ops.aten.clamp.default
+        assert clamp.args[1] == pytest.approx(dq.args[1], rel=1e-6) and q.args[1:3] == dq.args[1:3]
+        assert clamp.args[0].target == qd.dequantize_per_tensor.default and clamp.args[0].args[1:3] == dq.args[1:3]
+        floors[clamp.args[0]] = dq.args[1]
+
+    seen = {}
+
+    class Record(torch.fx.Interpreter):
+        def run_node(self, n):
+            out = super().run_node(n)
+            if n in floors:
+                seen[n] = float(out.min())
+            return out
+
+    with torch.no_grad():
+        Record(gm).run(torch.from_numpy(_images(1, 32, seed=9)))
+    # LayerNorm's, F.normalize's and the L2 norm's reach level 0 (the zero token, the dead channel);
+    # the divisor mean(g) + eps does not
+    assert sorted(v == 0.0 for v in seen.values()) == [False, True, True, True], seen

@@ -1052,3 +1052,39 @@ class ZigzagReorder(nn.Module):
 
 def zigzag_reorder() -> ModelSpec:
     return ModelSpec(module=ZigzagReorder().eval(), example_inputs=(torch.zeros(1, 3, 8, 8),), name="zigzag-reorder")
+
+
+class DeadNorms(nn.Module):
+    """Every int8 RSQRT edgeconv emits, each fed an exact 0 at times: a zero token padded onto the
+    tokens (ViT's pad to a window, a masked token) through LayerNorm (`rsqrt(var + eps)`, eps below
+    half a step of var) and F.normalize (`rsqrt(clamp(Σx², eps²))`), and a dead channel (a row of
+    zeros in the expansion, as a trained net's pruned unit) through timm's GlobalResponseNorm (its
+    L2 norm `s · rsqrt(clamp(s))` and its division by the proven-positive `mean(g) + eps`)."""
+
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, c, 4, 4)
+        self.norm = nn.LayerNorm(c, eps=1e-6)
+        self.fc = nn.Linear(c, 2 * c)
+        with torch.no_grad():
+            self.fc.weight[0].zero_()
+            self.fc.bias[0] = 0.0
+        self.grn_weight = nn.Parameter(torch.randn(2 * c) * 0.5)
+        self.grn_bias = nn.Parameter(torch.randn(2 * c) * 0.1)
+        self.head = nn.Linear(3 * c, 10)
+
+    def forward(self, x):
+        t = self.stem(x).flatten(2).transpose(1, 2)  # [B, N, C]
+        t = F.pad(t, (0, 0, 0, 1))  # one all-zero token
+        a = F.normalize(t, dim=-1)
+        y = F.gelu(self.fc(self.norm(t)))  # channel 0 is 0 everywhere
+        g = y.norm(p=2, dim=1, keepdim=True)
+        y = y + torch.addcmul(self.grn_bias, self.grn_weight, y * (g / (g.mean(dim=-1, keepdim=True) + 1e-6)))
+        return self.head(torch.cat([a, y], -1).mean(1))
+
+
+def dead_norms() -> ModelSpec:
+    from examples.zoo._common import build
+
+    return build(DeadNorms, "dead-norms", 32)

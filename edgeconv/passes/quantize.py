@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from edgeconv.errors import UserError
 from edgeconv.passes import PassResult, reads
 from edgeconv.registry import PASSES
+from edgeconv.quant.program import floor_rsqrt_inputs
 from edgeconv.quant.qparams import read_qparams
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ def quantize(graph: "Graph", ctx: "Context") -> PassResult:
 
     if graph.quantized:
         return PassResult(graph, False, ("already quantized",))
+    from edgeconv.calib.observers import cap_rsqrt_ranges
     from edgeconv.calib.rewrites import transform
     from edgeconv.quant.fallback import keep_float
 
@@ -107,8 +109,10 @@ def quantize(graph: "Graph", ctx: "Context") -> PassResult:
     # BNs fold-conv-bn left as depthwise 1x1 convs first leaves it nothing to fuse.
     prepared = prepare_pt2e(transform(graph.module(), frozen=True), quantizer)
     n = calibrate(prepared, ctx)
+    capped = cap_rsqrt_ranges(prepared)  # the rsqrt inputs are floored at one step after conversion
     converted = convert_pt2e(prepared, fold_quantize=False)
     dropped = drop_zero_adds(converted)
+    floored = floor_rsqrt_inputs(converted)  # after the drop: the rsqrt then reads the variance itself
     qparams = read_qparams(converted)
     data = ctx.calib
     notes = (
@@ -118,7 +122,9 @@ def quantize(graph: "Graph", ctx: "Context") -> PassResult:
         f"{sum(1 for q in qparams.values() if q.axis is not None)} per-channel and "
         f"{sum(1 for q in qparams.values() if q.axis is None)} per-tensor quantized tensors",
     ) + ((f"{len(dropped)} int8 ADD(s) of a constant that rounds to zero on the operand's own scale dropped "
-          f"(an epsilon the int8 tensor cannot resolve): {', '.join(dropped[:4])}",) if dropped else ())
+          f"(an epsilon the int8 tensor cannot resolve): {', '.join(dropped[:4])}",) if dropped else ()) \
+        + ((f"{len(floored)} int8 RSQRT input(s) floored at one step (level 0 is 0.0, where the runtimes "
+            f"disagree); {len(capped)} RSQRT output range(s) capped at rsqrt(one step)",) if floored else ())
     new = graph.with_module(converted, quantizer=quantizer, qparams=qparams)
     return PassResult(new, True, notes)
 

@@ -278,3 +278,73 @@ def weight_int8_simulation(graph: "Graph") -> Any:
     gm.graph.eliminate_dead_code()
     gm.recompile()
     return gm
+
+
+def floor_rsqrt_inputs(gm: Any) -> list[str]:
+    """Floor each int8 rsqrt's input at its smallest positive level, so that every format computes
+    the same thing at level zero. An activation range always includes 0, so a nonnegative rsqrt
+    input (LayerNorm's variance once its `+ eps` rounds away, GRN's Σx² of a dead channel,
+    F.normalize's Σx² of an all-zero token, a proven-positive divisor) has its zero point as its
+    lowest level, dequantizing to exactly 0.0, where the runtimes answer differently: torch
+    rsqrt(0) = inf (level 127), TFLite's int8 RSQRT level 127 ("any value close to 0"), Core ML's
+    rsqrt 1/√(0 + epsilon) = 1e6 (coremltools' default 1e-12; a level of its own, 255 steps off on
+    an output range wider than that), onnxruntime's Pow(0, -0.5) inf. One step up is an ordinary
+    int8 value: a clamp on the input's own grid (an int8 MAXIMUM with a constant in every format,
+    exact: one scale in and out), then rsqrt(s) everywhere, the simulation included. Inputs never at
+    level zero are unchanged (the clamp is their identity). calib.observers.cap_rsqrt_ranges caps
+    the output range at rsqrt(s) to match.
+
+        before: r = rsqrt(dq(xq, s, z))
+        after:  m = q(clamp(dq(xq, s, z), min=s), s, z); r = rsqrt(dq(m, s, z))
+
+    A clamp already there on the same grid (F.normalize's `clamp(Σx², eps²)`, the L2 norm's
+    `clamp(s, SUM_FLOOR)`, both below half a step) has its bound raised to s instead: one op.
+    A float rsqrt (kept float by the quant config) is left as it is."""
+    import torch
+
+    qd = torch.ops.quantized_decomposed
+    quant, dequant = qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n.target != torch.ops.aten.rsqrt.default:
+            continue
+        d = n.args[0]
+        if getattr(d, "target", None) != dequant:
+            continue
+        scale, zp, _, qmax = d.args[1:5]
+        if not isinstance(scale, float) or not isinstance(zp, int) or zp >= qmax \
+                or not n.users or any(u.target != quant for u in n.users):
+            continue
+        step = float(torch.tensor(scale, dtype=torch.float32))  # dq(z + 1) exactly
+        c = _clamp_on_grid(d)
+        if c is not None:
+            c.args = (c.args[0], max(float(c.args[1]), step))
+            done.append(n.name)
+            continue
+        meta = {k: n.meta[k] for k in ("nn_module_stack", "stack_trace", "source_fn_stack") if k in n.meta}
+        with gm.graph.inserting_before(n):
+            m = gm.graph.call_function(torch.ops.aten.clamp.default, (d, step))
+            mq = gm.graph.call_function(quant, (m, *d.args[1:6]))
+            md = gm.graph.call_function(dequant, (mq, *d.args[1:]), dict(d.kwargs))
+        for new in (m, mq, md):
+            new.meta.update(meta)
+        n.replace_input_with(d, md)
+        done.append(n.name)
+    if done:
+        gm.recompile()
+    return done
+
+
+def _clamp_on_grid(d: Any) -> Any:
+    """The `clamp(dq(x), lo)` (lower bound only) behind dequantize `d`, when read by nothing else and
+    on one grid from input to output (so raising `lo` to a level of it is exact), else None."""
+    import torch
+
+    q = d.args[0]
+    c = q.args[0] if is_q(q) else None
+    if c is None or c.target != torch.ops.aten.clamp.default or len(c.args) != 2 or c.kwargs \
+            or not isinstance(c.args[1], (int, float)) or len(c.users) != 1 or len(q.users) != 1 or len(d.users) != 1:
+        return None
+    x = c.args[0]
+    same = is_dq(x) and tuple(x.args[1:3]) == tuple(d.args[1:3]) == tuple(q.args[1:3])
+    return c if same else None
