@@ -606,3 +606,65 @@ def test_isolation_tells_equal_tensors_apart_on_a_later_sample():
     drifts, _, _ = isolated_drifts(None, crossed, x, gm, file)
     got = {d.tensor: (d.artifact_tensor, d.max_steps) for d in drifts}
     assert got[s1.name] == ("T3", 4.0), got
+
+
+def _halo_windows(x):
+    """HaloAttn's kv windows as timm cuts them: two `Tensor.unfold`s of the padded map."""
+    return x.unfold(2, 6, 4).unfold(3, 6, 4)
+
+
+def test_halo_windows_are_copies_of_the_padded_map():
+    """`Tensor.unfold` (HaloAttn's overlapping windows) only moves and repeats its input's integers,
+    as expand does: each unfold is a copy of its source with the replayed map, so the file's window
+    tensor is the one holding the source's integers where the windows put them — not a same-sized
+    tensor of the same scale in another order (before: no copy, paired by values alone)."""
+    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401 — registers quantized_decomposed
+
+    from edgeconv.quant.divergence import torch_tensors
+
+    qd = torch.ops.quantized_decomposed
+    q, dq = qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default
+
+    def qdq(v):
+        return dq(q(v, 0.05, 3, -128, 127, torch.int8), 0.05, 3, -128, 127, torch.int8)
+
+    def f(x):
+        a = qdq(x)
+        rows = qdq(torch.ops.aten.unfold.default(a, 2, 6, 4))
+        return qdq(torch.ops.aten.unfold.default(rows, 3, 6, 4))
+
+    x = (np.random.default_rng(0).normal(0, 2, (2, 3, 10, 10)).astype(np.float32),)
+    src, rows, wins = torch_tensors(None, x, torch.fx.symbolic_trace(f))
+    assert rows.copy_of == src.qnode and wins.copy_of == rows.qnode
+    idx = torch.arange(300).reshape(1, 3, 10, 10)
+    assert np.array_equal(rows.moves, idx.unfold(2, 6, 4).numpy())
+    assert np.array_equal(wins.moves, torch.arange(360).reshape(1, 3, 2, 10, 6).unfold(3, 6, 4).numpy())  # rows
+    # the file: the map, then (a gather's order) each window's elements transposed, then the windows
+    t = torch.from_numpy(src.values)
+    swapped = _halo_windows(t).transpose(-1, -2).contiguous().numpy()
+    file = [QTensor("MAP", 0.05, 3, src.values.copy()), QTensor("ROWS", 0.05, 3, rows.values.copy()),
+            QTensor("GATHER", 0.05, 3, swapped), QTensor("WINDOWS", 0.05, 3, wins.values.copy())]
+    pairs = [(s.name, a.name if a else None) for s, a in match([src, rows, wins], file)]
+    assert pairs == [(src.name, "MAP"), (rows.name, "ROWS"), (wins.name, "WINDOWS")]
+    # a file that cut the windows with the wrong stride keeps no copy of them: not paired
+    wrong = np.roll(wins.values, 1, axis=-1)  # each window shifted by one element
+    file[2:] = [QTensor("WRONG", 0.05, 3, wrong)]
+    assert dict((s.name, a.name if a else None) for s, a in match([src, rows, wins], file))[wins.name] is None
+
+
+def test_layouts_differing_within_a_period_of_the_sampling_stride_do_not_tie():
+    """Which of two same-sized tensors holds a tensor's values is decided on a strided subset. A stride
+    that is a multiple of the period its layouts differ in (HaloNet-H1's kv windows: 4 samples × 256 ×
+    4 × 4 windows of 14 × 14 = 16384 × 196 values, a stride of exactly 196) reads the same element of
+    every window in each layout: the file's windows before their transpose tied with those after it
+    (143 steps apart in full) and, met first, were paired; isolation then fed the split into k and v a
+    misordered map (stages.1.0.self_attn.kv: 91 steps in TFLite, 88 in Core ML)."""
+    from edgeconv.quant.divergence import _gap
+
+    rng = np.random.default_rng(0)
+    wins = rng.integers(-128, 128, (16384, 14, 14), dtype=np.int8)
+    before = np.ascontiguousarray(wins.swapaxes(-1, -2))
+    assert _gap(wins, before) > 20
+    ours = [QTensor("windows", 0.02, -3, wins, qnode="q1")]
+    file = [QTensor("BEFORE", 0.02, -3, before), QTensor("AFTER", 0.02, -3, wins.copy())]
+    assert [a.name for _, a in match(ours, file)] == ["AFTER"]

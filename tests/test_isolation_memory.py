@@ -52,6 +52,21 @@ def test_int8_tensors_are_kept_a_byte_a_value_on_both_sides(halo):
     assert sum(q.values.size for q in ours) <= SAMPLES * per <= 1.25 * sum(q.values.size for q in ours)
 
 
+def test_halo_windows_are_int8_in_onnx(halo):
+    """torch.onnx writes Tensor.unfold as Gather then Transpose between one DequantizeLinear and one
+    QuantizeLinear: the Transpose read a float tensor (2 float ops here, 38 in timm HaloNet-H1). As
+    unfold_as_gather's gather and relayouts, each between Q/DQ pairs, every op is a QDQ unit."""
+    import onnx
+
+    from edgeconv.exporters.onnx.read import float_ops
+
+    _, path, _ = halo
+    found = float_ops(path)
+    assert found.count == 0, found.ops
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert ops.count("Gather") >= 2 and ops.count("Transpose") >= 2  # the windows: gathered, then relaid
+
+
 def test_isolation_holds_a_few_bytes_per_int8_value_and_still_judges_every_layer(halo):
     """Peak numpy memory (tracemalloc traces numpy's buffers; torch's and onnxruntime's own are
     not counted on either side) of the whole per-layer check, per int8 value it keeps. Before: the

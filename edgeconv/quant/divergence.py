@@ -18,6 +18,7 @@ The report names the first layer whose tensor differs by more than N steps.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -143,8 +144,14 @@ def torch_tensors(graph: "Graph", x: "Batch", gm: Any = None) -> list[QTensor]:
 
 # Ops that only move or re-lay out values: an int8 tensor made by one of them from a tensor with the
 # same scale and zero point holds the same integers in another order.
+# Overlapping windows (`Tensor.unfold`: HaloAttn's halo windows) repeat values as expand does; left out,
+# the simulation's window tensor was no copy, and among the same-sized int8 tensors a file keeps for
+# the windows (the gather before the transpose that puts each window's elements last:
+# exporters.lowering.unfold_as_gather) the first one won, in the wrong layout: the tensors after it
+# were then fed a misordered window map (timm HaloNet-H1 stages.1.0.self_attn.kv: 91 steps in
+# isolation, TFLite and Core ML alike, on files 2 steps from the simulation end to end).
 LAYOUT_OPS = ("view", "reshape", "flatten", "squeeze", "unsqueeze", "permute", "transpose", "_unsafe_view",
-              "clone", "contiguous", "expand")
+              "clone", "contiguous", "expand", "unfold")
 # Pads move values too, filling the border: with the zero point (0.0) for a constant pad, with
 # values of the tensor for reflect / replicate. A pad by nothing (timm's patch merging of an even
 # map, `F.pad(x, (0, 0, 0, H % 2, 0, W % 2))`) is an identity the files elide: taken for a tensor of
@@ -324,8 +331,24 @@ LAYOUT_COPY_MAX_SORTED = 0.1
 
 def _gap(t: np.ndarray, a: np.ndarray) -> float:
     """Mean |difference| in steps, on an evenly strided subset (a choice between layouts, not a score)."""
-    k = max(1, t.size // 16384)
+    k = _stride(t.size)
     return float(np.abs(t.reshape(-1)[::k].astype(np.int64) - a.reshape(-1)[::k].astype(np.int64)).mean())
+
+
+def _stride(n: int) -> int:
+    """A stride giving about GAP_SAMPLES of n values, coprime with n. Layouts of one tensor differ
+    within a period that divides its size (a window's 14 × 14 elements); a stride that is a multiple
+    of that period reads the same element of every window in each layout, and two layouts tie. With
+    HaloNet's 4 × 256 × 4 × 4 windows of 196, n // 16384 was 196 exactly: the file's window tensor
+    before its transpose tied at 0.003 steps with the one after it (143 steps apart in full), and the
+    first won. A stride coprime with n visits every offset of every period that divides n."""
+    k = max(1, n // GAP_SAMPLES)
+    while k > 1 and math.gcd(k, n) != 1:
+        k += 1
+    return k
+
+
+GAP_SAMPLES = 16384
 
 
 # Ops that share their input's scale (pool, reshape, transpose) make runs of tensors with equal

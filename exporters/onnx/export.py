@@ -99,10 +99,15 @@ class OnnxInt8(_Onnx):
         from torchao.quantization.pt2e.constant_fold import constant_fold
         from torchao.quantization.pt2e.quantize_pt2e import _quant_node_constraint
 
+        from edgeconv.exporters.lowering import unfold_as_gather
         from edgeconv.exporters.onnx.lowering import global_pool_as_mean, index_as_gather, linear_on_rows, rsqrt_as_pow
 
         gm = graph.module()
         constant_fold(gm, _quant_node_constraint)
+        # torch.onnx writes Tensor.unfold as Gather then Transpose between one DequantizeLinear and one
+        # QuantizeLinear: the Transpose read the Gather's float output (HaloNet-H1: 38 float Transposes,
+        # two per HaloAttn). As one gather per unfold with a Q/DQ pair after each relayout, every op is a unit.
+        unfold_as_gather(gm)
         linear_on_rows(gm)  # N-D linear: Gemm on rows, fed by DequantizeLinear (not MatMul + float Add)
         rsqrt_as_pow(gm)  # one Pow, not Reciprocal(Sqrt(x)) with a float tensor between
         global_pool_as_mean(gm)  # one ReduceMean, not ReduceMean + Reshape + Gather on a permuted map
