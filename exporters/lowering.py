@@ -96,11 +96,7 @@ def unfold_as_gather(gm: Any) -> list[str]:
         n.replace_all_uses_with(y)
         gm.graph.erase_node(n)
         done.append(n.name)
-    if done:
-        gm.graph.eliminate_dead_code()
-        gm.graph.lint()
-        gm.recompile()
-    return done
+    return recompiled(gm, done)
 
 
 def _requantized(gm: Any, y: Any, q: Any, dequant: Any) -> Any:
@@ -146,3 +142,12 @@ def free_attr(gm: Any, base: str) -> str:
         i += 1
         name = f"{base}_{i}"
     return name
+
+
+def recompiled(gm: Any, done: list[str]) -> list[str]:
+    """After a lowering changed `done` nodes: dead nodes dropped, the graph checked and recompiled."""
+    if done:
+        gm.graph.eliminate_dead_code()
+        gm.graph.lint()
+        gm.recompile()
+    return done

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgeconv.exporters.lowering import recompiled
+
 
 def linear_on_rows(gm: Any) -> list[str]:
     """torch.onnx writes a linear on an N-D activation (tokens × channels, ConvNeXt's and every
@@ -46,11 +48,7 @@ def linear_on_rows(gm: Any) -> list[str]:
             back = g.call_function(aten.reshape.default, (q_out, lead + [val.shape[-1]]))
         q_out.replace_all_uses_with(back, delete_user_cb=lambda u, b=back: u is not b)
         done.append(n.name)
-    if done:
-        gm.graph.eliminate_dead_code()
-        gm.graph.lint()
-        gm.recompile()
-    return done
+    return recompiled(gm, done)
 
 
 def _quantized_output(n: Any, quant: Any, fused: set) -> Any:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgeconv.exporters.lowering import free_attr, qdq_targets
+from edgeconv.exporters.lowering import free_attr, qdq_targets, recompiled
 
 
 def drop_expand(gm: Any) -> list[str]:
@@ -56,7 +56,7 @@ def drop_expand(gm: Any) -> list[str]:
                 and n.args[0].target == dequant and tuple(n.args[0].args[1:]) == tuple(n.args[1:]):
             n.replace_all_uses_with(n.args[0].args[0])
             gm.graph.erase_node(n)
-    return _recompiled(gm, done)
+    return recompiled(gm, done)
 
 
 def expand_after_permute(gm: Any) -> list[str]:
@@ -95,7 +95,7 @@ def expand_after_permute(gm: Any) -> list[str]:
         gm.graph.erase_node(n)
         gm.graph.erase_node(e)
         done.append(n.name)
-    return _recompiled(gm, done)
+    return recompiled(gm, done)
 
 
 def _through_qdq(n: Any, quant: Any, dequant: Any) -> list[Any]:
@@ -185,7 +185,7 @@ def nearest_as_gather(gm: Any) -> list[str]:
         n.replace_all_uses_with(y)
         gm.graph.erase_node(n)
         done.append(n.name)
-    return _recompiled(gm, done)
+    return recompiled(gm, done)
 
 
 MATMULS = ("matmul", "bmm", "mm")
@@ -232,7 +232,7 @@ def outer_products_as_mul(gm: Any) -> list[str]:
         n.replace_all_uses_with(y)
         gm.graph.erase_node(n)
         done.append(n.name)
-    return _recompiled(gm, done)
+    return recompiled(gm, done)
 
 
 def matmuls_transposed_between_reshapes(gm: Any) -> list[str]:
@@ -287,7 +287,7 @@ def matmuls_transposed_between_reshapes(gm: Any) -> list[str]:
         n.replace_all_uses_with(y)
         gm.graph.erase_node(n)
         done.append(n.name)
-    return _recompiled(gm, done)
+    return recompiled(gm, done)
 
 
 def _transposed_matmul(gm: Any, n: Any) -> Any:
@@ -438,13 +438,4 @@ def uniform_biases_unsplat(gm: Any) -> list[str]:
         attr.meta.update({k: v for k, v in bias.meta.items() if k == "val"})
         n.args = (*n.args[:2], attr, *n.args[3:])
         done.append(n.name)
-    return _recompiled(gm, done)
-
-
-def _recompiled(gm: Any, done: list[str]) -> list[str]:
-    """After a rewrite changed `done` nodes: dead nodes dropped, the graph checked and recompiled."""
-    if done:
-        gm.graph.eliminate_dead_code()
-        gm.graph.lint()
-        gm.recompile()
-    return done
+    return recompiled(gm, done)
