@@ -12,6 +12,8 @@ int8 kernel for, with the same values in float. Each rewrite shows its before/af
   sdpa_to_primitives        fused attention → MUL, BATCH_MATMUL, SOFTMAX, BATCH_MATMUL
   einsum_to_matmul          a two-operand einsum → relayouts around one BATCH_MATMUL
   conv_transpose_to_conv    (post-training) a transposed conv → CONV_2D, DEPTH_TO_SPACE (sub-pixel form)
+  lstm_to_primitives        (post-training) an LSTM → one input projection, then per step FULLY_CONNECTED, ADD,
+                            LOGISTIC, TANH, slices, MUL (unrolled; the reverse direction read backwards)
   fold_constants            input-independent values (positional encodings) → stored constants
   unbind_to_select          unbind → one select per piece
   roll_to_slices            roll → two slices and a concat per rolled dim
@@ -1531,6 +1533,126 @@ def drop_noop_casts(gm: GraphModule) -> list[str]:
     return done
 
 
+LSTM = _targets(aten.lstm.input)
+# Unrolled steps (layers × directions × sequence length, all LSTMs of a program) beyond which the
+# LSTMs stay float: the int8 export's cost grows faster than the unrolled program (lstm_to_primitives).
+LSTM_MAX_STEPS = 128
+ZEROS = _targets(aten.zeros, aten.zeros_like, aten.new_zeros)
+
+
+def _zero_state(gm: GraphModule, n: Any) -> bool:
+    if isinstance(n, Node) and n.op == "call_function" and n.target in ZEROS:
+        return True
+    t = constant_of(gm, n)
+    return t is not None and not bool(t.any())
+
+
+def lstm_to_primitives(gm: GraphModule) -> list[str]:
+    """An LSTM (`aten.lstm`, one op that no annotator enters: Sequencer's LSTM2d kept 1080 float ops
+    in onnx-int8, and the converters expanded it in float themselves) → its recurrence, unrolled over
+    the (static) sequence, in ops every format has an int8 kernel for. Made small: one input
+    projection for every step of a direction (b_ih + b_hh folded into its bias), then per step only
+    the recurrent product and the gates, activated whole and split by slices (PyTorch's i, f, g, o
+    order); the reverse direction reads the steps backwards; one concat and one reshape per layer
+    gather every step's output.
+
+        before: y, h_n, c_n = lstm(x, [h0, c0], [W_ih, W_hh, b_ih, b_hh, ...], ...)     x: [B, T, I]
+        after:  p = linear(x, W_ih, b_ih + b_hh)                           [B, T, 4H], once per direction
+                per step t:  z = select(p, 1, t) + linear(h, W_hh)          (z = select(p, 1, t) at t = 0, h0 = 0)
+                             s = sigmoid(z); u = tanh(z)
+                             c = s[H:2H]·c + s[:H]·u[2H:3H];  h = s[3H:]·tanh(c)
+                y = reshape(cat([h_f(0), h_b(0), h_f(1), h_b(1), ...], -1), [B, T, D·H])
+
+    Same values in float (to rounding). Needs the weights as constants (post-training:
+    `transform(frozen=True)` runs it); a projection (`proj_size`) or training-mode dropout is left
+    as it is. A program whose LSTMs unroll to more than LSTM_MAX_STEPS steps in all keeps them as
+    they are (float ops, named as such): each step is ~25 nodes once quantized, and Sequencer2D-S
+    at 64² (~650 steps, 6000 nodes) did not finish its onnx-int8 export in 25 min (torch.export's
+    re-captures, observer insertion and torch.onnx all grow faster than the node count)."""
+    todo = []
+    for n in gm.graph.nodes:
+        if n.op != "call_function" or n.target not in LSTM or n.kwargs:
+            continue
+        x, hx, params, has_biases, layers, _dropout, train, bidirectional, batch_first = n.args
+        dirs = 2 if bidirectional else 1
+        per = 4 if has_biases else 2
+        val = x.meta.get("val") if isinstance(x, Node) else None
+        if train or len(params) != layers * dirs * per or not isinstance(val, torch.Tensor) or val.dim() != 3 \
+                or any(u.target is not operator.getitem for u in n.users):
+            continue
+        weights = [constant_of(gm, p) for p in params]
+        if all(w is not None for w in weights):
+            todo.append((n, weights, layers * dirs * val.shape[1 if batch_first else 0]))
+    if sum(steps for _, _, steps in todo) > LSTM_MAX_STEPS:
+        return []
+    done = []
+    for n, weights, _ in todo:
+        x, hx, params, has_biases, layers, _dropout, train, bidirectional, batch_first = n.args
+        dirs, per, val = 2 if bidirectional else 1, 4 if has_biases else 2, x.meta["val"]
+        ins = _Inserter(gm, n)
+        with gm.graph.inserting_before(n):
+            y, h_n, c_n = _lstm_layers(gm, ins, n, x, hx, params, weights, layers, dirs, per, val, batch_first)
+        _infer_vals(gm, ins.made)
+        for u in list(n.users):
+            got = (y, h_n, c_n)[u.args[1]]
+            if isinstance(got, list):  # the final states: [L·D, B, H]
+                with gm.graph.inserting_before(u):
+                    got = ins.call(aten.cat.default, got, 0)
+                _infer_vals(gm, [got])
+            u.replace_all_uses_with(got)
+            gm.graph.erase_node(u)
+        gm.graph.erase_node(n)
+        done.append(n.name)
+    return done
+
+
+def _lstm_layers(gm: GraphModule, ins: "_Inserter", n: Node, x: Node, hx: Any, params: list, weights: list,
+                 layers: int, dirs: int, per: int, val: torch.Tensor, batch_first: bool) -> tuple:
+    """Builds every layer of `lstm_to_primitives`; returns the output and the final h, c (lists of
+    [1, B, H] pieces for a concat, built only when read)."""
+    steps = val.shape[1] if batch_first else val.shape[0]
+    batch = val.shape[0] if batch_first else val.shape[1]
+    t_dim = 1 if batch_first else 0
+    h0, c0 = hx
+    last_h, last_c = [], []
+    wants = {u.args[1] for u in n.users}
+    for layer in range(layers):
+        outs: list[list[Node]] = [[None] * dirs for _ in range(steps)]
+        for d in range(dirs):
+            k = (layer * dirs + d) * per
+            w_ih, w_hh = params[k], params[k + 1]
+            hidden = weights[k + 1].shape[1]
+            bias = None
+            if per == 4:
+                bias = ins.constant(f"_edgeconv_{n.name}_bias", weights[k + 2] + weights[k + 3])
+            proj = ins.call(aten.linear.default, x, w_ih, bias)
+            h = c = None
+            if not _zero_state(gm, h0):
+                h = ins.call(aten.select.int, h0, 0, layer * dirs + d)
+            if not _zero_state(gm, c0):
+                c = ins.call(aten.select.int, c0, 0, layer * dirs + d)
+            for t in (range(steps) if d == 0 else range(steps - 1, -1, -1)):
+                z = ins.call(aten.select.int, proj, t_dim, t)
+                if h is not None:
+                    z = ins.call(aten.add.Tensor, z, ins.call(aten.linear.default, h, w_hh))
+                s, u = ins.call(aten.sigmoid.default, z), ins.call(aten.tanh.default, z)
+                gate = [ins.call(aten.slice.Tensor, s if g != 2 else u, -1, g * hidden, (g + 1) * hidden)
+                        for g in range(4)]
+                new = ins.call(aten.mul.Tensor, gate[0], gate[2])
+                c = new if c is None else ins.call(aten.add.Tensor, ins.call(aten.mul.Tensor, gate[1], c), new)
+                h = ins.call(aten.mul.Tensor, gate[3], ins.call(aten.tanh.default, c))
+                outs[t][d] = h
+            if 1 in wants:
+                last_h.append(ins.call(aten.unsqueeze.default, h, 0))
+            if 2 in wants:
+                last_c.append(ins.call(aten.unsqueeze.default, c, 0))
+        x = ins.call(aten.reshape.default, ins.call(aten.cat.default, [h for hs in outs for h in hs], -1),
+                     [batch, steps, dirs * hidden])
+        if not batch_first:
+            x = ins.call(aten.permute.default, x, [1, 0, 2])
+    return x, last_h, last_c
+
+
 REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (
     inline_disabled_autocast, drop_noop_casts, fold_constants, batch_norm_to_depthwise, hardsigmoid_to_relu6,
     layer_norm_to_primitives, variance_to_primitives, avg_pool_without_pad_count, resizes_to_linear_maps,
@@ -1545,7 +1667,7 @@ def transform(gm: GraphModule, frozen: bool = False) -> GraphModule:
     so constants may be folded through them (`fold_constants`)."""
     changed = bool(one_element_norms_to_bias(gm))
     if frozen:
-        changed |= bool(fold_constants(gm, frozen)) | bool(conv_transpose_to_conv(gm))
+        changed |= bool(fold_constants(gm, frozen)) | bool(conv_transpose_to_conv(gm)) | bool(lstm_to_primitives(gm))
     for rewrite in REWRITES:
         changed |= bool(rewrite(gm))
     if changed:

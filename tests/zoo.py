@@ -1088,3 +1088,35 @@ def dead_norms() -> ModelSpec:
     from examples.zoo._common import build
 
     return build(DeadNorms, "dead-norms", 32)
+
+
+class LSTM2dBlock(nn.Module):
+    """Sequencer's block (timm sequencer.py LSTM2d) on an 8×8 map: a bidirectional, batch_first
+    LSTM along each row and one along each column of the channels-last map, their outputs
+    concatenated and mixed by a linear, added back; a pooled head. A 4×4 map: 4 steps each way."""
+
+    def __init__(self, c: int = 16, hidden: int = 8) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, c, 8, 8)
+        self.norm = nn.LayerNorm(c)
+        self.rnn_v = nn.LSTM(c, hidden, batch_first=True, bidirectional=True)
+        self.rnn_h = nn.LSTM(c, hidden, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(4 * hidden, c)
+        self.head = nn.Linear(c, 10)
+
+    def forward(self, x):
+        x = self.stem(x).permute(0, 2, 3, 1)
+        b, h, w, c = x.shape
+        y = self.norm(x)
+        v, _ = self.rnn_v(y.permute(0, 2, 1, 3).reshape(-1, h, c))
+        v = v.reshape(b, w, h, -1).permute(0, 2, 1, 3)
+        r, _ = self.rnn_h(y.reshape(-1, w, c))
+        x = x + self.fc(torch.cat([v, r.reshape(b, h, w, -1)], dim=-1))
+        return self.head(x.mean((1, 2)))
+
+
+def lstm2d() -> ModelSpec:
+    from examples.zoo._common import build
+
+    return build(LSTM2dBlock, "lstm2d", 32)
