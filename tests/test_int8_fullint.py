@@ -387,7 +387,9 @@ def test_relayouts_resizes_and_concats_are_int8_in_every_format(tmp_path, ref):
 
 def test_roll_stack_and_repeat_become_relayouts_and_concats_with_the_same_values():
     """The rewrites before annotation: no roll, stack or repeat_interleave is left, and the program
-    computes exactly what the model does (slices, concats and expands copy values)."""
+    computes what the model does (slices, concats and expands copy values exactly; a reduction over
+    the concat instead of the stack may sum in another order — AVX2 and AVX-512 differ — so within
+    4 ulp of the output's largest value)."""
     from edgeconv.calib.rewrites import transform
     from tests.zoo import global_query, selective_kernel, shifted_windows
 
@@ -398,7 +400,9 @@ def test_roll_stack_and_repeat_become_relayouts_and_concats_with_the_same_values
         assert not {t for t in targets if any(k in t for k in ("roll", "stack", "repeat_interleave"))}, targets
         assert {"aten.cat.default", "aten.expand.default"} & targets
         with torch.no_grad():
-            assert torch.equal(gm(x[:1]), spec.module(x[:1]))
+            got, want = gm(x[:1]), spec.module(x[:1])
+        ulp = torch.finfo(torch.float32).eps * float(want.abs().max())
+        assert float((got - want).abs().max()) <= 4 * ulp, spec.name
 
 
 def test_einsums_become_matmuls_and_gathered_tables_constants_with_the_same_values():
