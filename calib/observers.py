@@ -266,14 +266,18 @@ def cap_range(observer: Any, hi: float) -> bool:
 
 
 def cap_rsqrt_ranges(prepared: Any) -> list[str]:
-    """The output range of each int8 rsqrt, capped at the most the int8 program computes there:
-    rsqrt(s) for the input's step s, its input being floored at one step (edgeconv.quant.program
-    floor_rsqrt_inputs). Calibration runs the float program, which at an exact 0 computes
-    rsqrt(eps) (LayerNorm of a constant token: 1e3), rsqrt(eps²) (F.normalize of an all-zero token:
-    1e12) or rsqrt(SUM_FLOOR) (GRN's dead channel); a min-max output range set by that value left
-    every other value at level 0 (the simulation's normalized tokens all 0) and TFLite's MUL after
-    it a rescale multiplier out of its range (212-255 steps off the simulation in isolation). A
-    range already below the cap (the input never near 0 in calibration) is unchanged.
+    """The output range of each int8 rsqrt, capped at rsqrt(s) for its input's step s: the largest
+    value it computes from a nonzero int8 input. Calibration runs the float program, which below one
+    step computes rsqrt(eps) (LayerNorm of a constant token: 1e3), rsqrt(eps²) (F.normalize of an
+    all-zero token: 1e12) or rsqrt(SUM_FLOOR) (GRN's dead channel); a min-max output range set by
+    that left every other value at level 0 and TFLite's MUL after it a rescale multiplier out of its
+    range (212-255 steps off the simulation in isolation). Capped, the int8 input's level 0 (exactly
+    0.0: an activation range includes 0) saturates to the top level in every format, as different
+    as their rsqrt(0) is — torch and onnxruntime ∞, TFLite's int8 kernel its top level, Core ML
+    1/√(0 + 1e-12) = 1e6 (coremltools' epsilon), all ≥ rsqrt(s) — where an output range wider than
+    1e6 gave Core ML a level of its own (CSATv2's GRN: 191 steps). A range already below the cap
+    is unchanged. (A clamp of the input at one step instead put a one-value MAXIMUM constant beside
+    GroupNorm(1)'s one-value variance, which the per-layer check could not tell apart.)
 
         before: r = rsqrt(x) observed on [0, 1e12]          x observed on [0, 255·s]
         after:  r observed on [0, min(1e12, rsqrt(s))]"""

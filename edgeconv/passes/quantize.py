@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from edgeconv.errors import UserError
 from edgeconv.passes import PassResult, reads
 from edgeconv.registry import PASSES
-from edgeconv.quant.program import floor_rsqrt_inputs
 from edgeconv.quant.qparams import read_qparams
 
 if TYPE_CHECKING:
@@ -109,10 +108,9 @@ def quantize(graph: "Graph", ctx: "Context") -> PassResult:
     # BNs fold-conv-bn left as depthwise 1x1 convs first leaves it nothing to fuse.
     prepared = prepare_pt2e(transform(graph.module(), frozen=True), quantizer)
     n = calibrate(prepared, ctx)
-    capped = cap_rsqrt_ranges(prepared)  # the rsqrt inputs are floored at one step after conversion
+    capped = cap_rsqrt_ranges(prepared)  # every format then saturates an rsqrt of level 0 alike
     converted = convert_pt2e(prepared, fold_quantize=False)
     dropped = drop_zero_adds(converted)
-    floored = floor_rsqrt_inputs(converted)  # after the drop: the rsqrt then reads the variance itself
     qparams = read_qparams(converted)
     data = ctx.calib
     notes = (
@@ -123,8 +121,8 @@ def quantize(graph: "Graph", ctx: "Context") -> PassResult:
         f"{sum(1 for q in qparams.values() if q.axis is None)} per-tensor quantized tensors",
     ) + ((f"{len(dropped)} int8 ADD(s) of a constant that rounds to zero on the operand's own scale dropped "
           f"(an epsilon the int8 tensor cannot resolve): {', '.join(dropped[:4])}",) if dropped else ()) \
-        + ((f"{len(floored)} int8 RSQRT input(s) floored at one step (level 0 is 0.0, where the runtimes "
-            f"disagree); {len(capped)} RSQRT output range(s) capped at rsqrt(one step)",) if floored else ())
+        + ((f"{len(capped)} int8 RSQRT output range(s) capped at rsqrt(one step of the input): calibration saw "
+            f"rsqrt of values the int8 input cannot hold (an exact 0 of a dead channel or token)",) if capped else ())
     new = graph.with_module(converted, quantizer=quantizer, qparams=qparams)
     return PassResult(new, True, notes)
 

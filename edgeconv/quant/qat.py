@@ -142,7 +142,6 @@ def convert(qm: QATModel, notes: tuple[str, ...] = ()) -> "Graph":
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     from edgeconv.graph import Graph
-    from edgeconv.quant.program import floor_rsqrt_inputs
     from edgeconv.quant.qparams import read_qparams
     from edgeconv.results import StageRecord
 
@@ -151,7 +150,6 @@ def convert(qm: QATModel, notes: tuple[str, ...] = ()) -> "Graph":
     converted = convert_pt2e(qm.module, fold_quantize=False)  # fold=False: what litert lowers to int8
     _drop_side_effects(converted)
     _fold_constants(converted)
-    floor_rsqrt_inputs(converted)
     qparams = read_qparams(converted)
     program = torch.export.export(converted, qm.example_inputs, strict=False)
     graph = Graph(program=program, example_inputs=qm.example_inputs, quantizer=qm.quantizer, qparams=qparams)
