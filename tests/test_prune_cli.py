@@ -12,7 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-EPOCHS = "20"  # demo at 80 % in 4x1 blocks: 12 epochs left a 2-point drop, 20 none (bench/results/prune.json)
+# demo at 80 % in 4x1 blocks. Fine-tuning ends elsewhere on another ISA: 12 epochs left a 2-point drop
+# and 20 none on an Intel AVX-512 host (bench/results/prune.json); on an AMD AVX2 host 20 left 3.5
+# points, 30 1.6, 40 1.2 (256 held-out samples; the budget is 2)
+EPOCHS = "40"
 BUDGET = 0.02  # the sparse targets' drop check (config.SPARSE_MAX_DROP): what makes the export exit 0
 
 
