@@ -1587,11 +1587,9 @@ def lstm_to_primitives(gm: GraphModule) -> list[str]:
         return []
     done = []
     for n, weights, _ in todo:
-        x, hx, params, has_biases, layers, _dropout, train, bidirectional, batch_first = n.args
-        dirs, per, val = 2 if bidirectional else 1, 4 if has_biases else 2, x.meta["val"]
         ins = _Inserter(gm, n)
         with gm.graph.inserting_before(n):
-            y, h_n, c_n = _lstm_layers(gm, ins, n, x, hx, params, weights, layers, dirs, per, val, batch_first)
+            y, h_n, c_n = _lstm_layers(gm, ins, n, weights)
         _infer_vals(gm, ins.made)
         for u in list(n.users):
             got = (y, h_n, c_n)[u.args[1]]
@@ -1606,10 +1604,12 @@ def lstm_to_primitives(gm: GraphModule) -> list[str]:
     return done
 
 
-def _lstm_layers(gm: GraphModule, ins: "_Inserter", n: Node, x: Node, hx: Any, params: list, weights: list,
-                 layers: int, dirs: int, per: int, val: torch.Tensor, batch_first: bool) -> tuple:
-    """Builds every layer of `lstm_to_primitives`; returns the output and the final h, c (lists of
-    [1, B, H] pieces for a concat, built only when read)."""
+def _lstm_layers(gm: GraphModule, ins: "_Inserter", n: Node, weights: list) -> tuple:
+    """Builds every layer of `lstm_to_primitives` for the lstm node `n` (its parameters' values:
+    `weights`); returns the output and the final h, c (lists of [1, B, H] pieces for a concat, built
+    only when read)."""
+    x, hx, params, has_biases, layers, _dropout, _train, bidirectional, batch_first = n.args
+    dirs, per, val = 2 if bidirectional else 1, 4 if has_biases else 2, x.meta["val"]
     steps = val.shape[1] if batch_first else val.shape[0]
     batch = val.shape[0] if batch_first else val.shape[1]
     t_dim = 1 if batch_first else 0

@@ -311,6 +311,10 @@ def _align(t: np.ndarray, a: np.ndarray) -> np.ndarray | None:
     return min(views, key=lambda v: _gap(t, v)) if views else None
 
 
+# About how many values a choice between layouts compares (`_gap`, `_same_values_other_layout`).
+GAP_SAMPLES = 16384
+
+
 def _same_values_other_layout(t: np.ndarray, a: np.ndarray) -> bool:
     """The same multiset of values laid out differently: a copy of the tensor in a layout `_views`
     does not list — not a tensor to feed the simulation. Only meaningful against the simulation's
@@ -319,7 +323,7 @@ def _same_values_other_layout(t: np.ndarray, a: np.ndarray) -> bool:
     values equal the simulation's but for rare one-step rounding ties: a mean sorted difference of at
     most LAYOUT_COPY_MAX_SORTED steps. A wrong kernel (a transposed one) keeps the histogram's shape
     but not the values, and is fed and judged at its own layer."""
-    k = max(1, t.size // 16384)
+    k = max(1, t.size // GAP_SAMPLES)
     return _gap(t, a) > 2 and float(np.abs(np.sort(t.reshape(-1))[::k].astype(np.int64)
                                            - np.sort(a.reshape(-1))[::k].astype(np.int64)).mean()) <= LAYOUT_COPY_MAX_SORTED
 
@@ -346,9 +350,6 @@ def _stride(n: int) -> int:
     while k > 1 and math.gcd(k, n) != 1:
         k += 1
     return k
-
-
-GAP_SAMPLES = 16384
 
 
 # Ops that share their input's scale (pool, reshape, transpose) make runs of tensors with equal
