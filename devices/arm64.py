@@ -36,6 +36,12 @@ ENV = "EDGECONV_ARM64_ROOTFS"
 BUILD = "bash .ci/arm64-rootfs.sh"
 PYDIR = "/opt/edgeconv-py"  # where the script unpacks the aarch64 wheels inside the rootfs
 METHOD = "emulated"  # never "measured-device": qemu timings are not latency
+# The CPU qemu emulates: the one the bind-mounted cpuinfo describes. XNNPACK picks its kernels by
+# the hardware capabilities the kernel reports (getauxval), which qemu takes from its CPU model, not
+# from /proc/cpuinfo; qemu's default ("max") reports SVE and SME, and there XNNPACK's int8 MEAN came
+# out 51–206 steps off TFLite's builtin kernels (ai-edge-litert 2.3.0; right with SME off, and on
+# this core). A phone's core, not every feature qemu knows.
+QEMU_CPU = "neoverse-n1"
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 
 # Runs inside the chroot under the Debian python3 (3.11): every model on every input, outputs
@@ -145,6 +151,7 @@ def run(models: dict[str, Path], x: np.ndarray, threads: int = 1,
         (work / "job.json").write_text(json.dumps(job))
         (work / "run.py").write_text(_CHROOT_RUNNER)
         argv = ["chroot", str(root), "/usr/bin/env", "-i", "PATH=/usr/bin:/bin", f"PYTHONPATH={PYDIR}",
+                f"QEMU_CPU={QEMU_CPU}",  # read by qemu-user at each exec under binfmt
                 "/usr/bin/python3", str(inside / "run.py"), str(inside / "job.json")]
         with mounted(root):
             r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)

@@ -229,7 +229,7 @@ def test_unloadable_artifact_is_a_recorded_failure(tmp_path, monkeypatch):
     from edgeconv.cli import main
     from edgeconv.exporters.tflite import runtime as runtimes
 
-    def refuse(self, path, threads=1):  # what ai-edge-litert said of ECA's BROADCAST_TO before drop_expand
+    def refuse(self, path, threads=1, kernels="fast"):  # what ai-edge-litert said of ECA's BROADCAST_TO before drop_expand
         raise RuntimeError("tflite/kernels/broadcast_to.cc Output shape must be broadcastable from input shape."
                            "Node number 23 (BROADCAST_TO) failed to prepare.\n")
 

@@ -68,12 +68,15 @@ def test_ineligible_controls_stay_dense(emulated, case):
 
 
 def test_dense_twin_on_arm64_equals_x86(emulated):
-    """So the difference above comes from the sparse path, not from arm64 vs x86 kernels."""
+    """The dense twin computes the same function on arm64 as on x86 (to float rounding: XNNPACK's
+    NEON and AVX kernels sum in their own orders), and on x86, where XNNPACK's sparse path is off,
+    the sparse file is its twin bit for bit: the arm64 difference above is the sparse path."""
     from edgeconv.exporters.tflite.runtime import TfliteRunner
 
     x, models, outs, _, _ = emulated
-    assert np.array_equal(outs["eligible-twin"], TfliteRunner(models["eligible-twin"])(x))
-    assert np.array_equal(TfliteRunner(models["eligible-sparse"])(x), outs["eligible-twin"])
+    x86 = TfliteRunner(models["eligible-twin"])(x)
+    assert _rel(outs["eligible-twin"], x86) < 1e-5
+    assert np.array_equal(TfliteRunner(models["eligible-sparse"])(x), x86)
 
 
 def test_emulated_timings_are_labelled_not_latency(emulated, tmp_path):

@@ -1120,3 +1120,28 @@ def lstm2d() -> ModelSpec:
     from examples.zoo._common import build
 
     return build(LSTM2dBlock, "lstm2d", 32)
+
+
+class WholeMapNorm(nn.Module):
+    """PoolFormer's norm: GroupNorm(1) normalizes each sample over its whole map, one MEAN over
+    C·H·W values (here 64·16·16 = 16384, past the 8192 at which XNNPACK's x86 int8 MEAN overflows on
+    CPUs without AVX-512, ai-edge-litert 2.3.0); a 1×1 mixer and a pooled head after it."""
+
+    def __init__(self, c: int = 64) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, c, 2, 2)
+        self.norm = nn.GroupNorm(1, c)
+        self.mix = nn.Conv2d(c, c, 1)
+        self.head = nn.Linear(c, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.mix(F.gelu(self.norm(x)))
+        return self.head(x.mean((2, 3)))
+
+
+def whole_map_norm() -> ModelSpec:
+    from examples.zoo._common import build
+
+    return build(WholeMapNorm, "whole-map-norm", 32)

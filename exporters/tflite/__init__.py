@@ -26,13 +26,13 @@ class TfliteFormat(Format):
         from edgeconv.exporters.tflite.runtime import TfliteRunner
 
         try:
-            return TfliteRunner(path, threads)
+            return TfliteRunner(path, threads, kernels)
         except (RuntimeError, ValueError) as e:
             # The converter wrote a file the runtime cannot prepare (e.g. a BROADCAST_TO whose
             # shapes it rejects): a failed artifact, said in one line, never a traceback.
             line = " ".join(str(e).split())[:300]
             err = ParityFailure(f"{path.name}: ai-edge-litert cannot load the file: {line}")
-            err.runtime = TfliteRunner.engine  # type: ignore[attr-defined]
+            err.runtime = TfliteRunner.ENGINES[kernels]  # type: ignore[attr-defined]
             raise err from None
 
 

@@ -25,14 +25,21 @@ def _quant(details: dict) -> QuantParams | None:
 
 
 class TfliteRunner:
-    # The interpreter's default resolver: XNNPACK delegate where it supports the op, builtin kernels
-    # elsewhere: what a phone runs on its default CPU path.
-    engine = "ai-edge-litert (XNNPACK delegate + builtin kernels)"
+    """kernels="reference": TFLite's builtin kernels alone (no delegate), integer kernels that compute
+    what the file means bit for bit on every CPU; the verdict runs these. kernels="fast": the
+    interpreter's default resolver, XNNPACK where it takes the op and builtin kernels elsewhere, what
+    a phone's CPU path runs; XNNPACK picks its kernels by the host's ISA, and they can be wrong on one
+    (ai-edge-litert 2.3.0, x86 AVX2 without AVX-512: an int8 MEAN over more than 8192 contiguous
+    values overflows and saturates; timm PoolFormerV2's GroupNorm(1) at 64², 215 steps)."""
 
-    def __init__(self, path: Path, threads: int = 1) -> None:
+    ENGINES = {"reference": "ai-edge-litert (builtin kernels, no delegate)",
+               "fast": "ai-edge-litert (XNNPACK delegate + builtin kernels)"}
+
+    def __init__(self, path: Path, threads: int = 1, kernels: str = "fast") -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        self.engine = self.ENGINES[kernels]
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads, **resolver(kernels))
         self.interpreter.allocate_tensors()
         self._in = in_model_order(self.interpreter, self.interpreter.get_input_details(), inputs=True)
         self._out = in_model_order(self.interpreter, self.interpreter.get_output_details())
@@ -58,6 +65,15 @@ class TfliteRunner:
             self.interpreter.set_tensor(d["index"], quantize(fed[d["name"]], d))
         self.interpreter.invoke()
         return [dequantize(self.interpreter.get_tensor(o["index"]), o) for o in self._out]
+
+
+def resolver(kernels: str) -> dict:
+    """The Interpreter keyword that picks `kernels` ("reference" or "fast", see TfliteRunner)."""
+    if kernels == "fast":
+        return {}
+    from ai_edge_litert.interpreter import OpResolverType
+
+    return {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
 
 
 def in_model_order(interpreter, details: list[dict], inputs: bool = False) -> list[dict]:
