@@ -77,6 +77,11 @@ class Target:
     # torch fp16, and its fp32 floors never ask more than fp16 itself gives (verify._fp16_floors).
     half_precision: ClassVar[bool] = False
     host_kernel_advice: ClassVar[str] = ""  # what to deploy instead when the fast kernels deviate
+    # The runtime's other kernels that re-judge a file its first engine finds off its reference
+    # (the simulation, layer by layer or end to end; never for the fp32 floors alone): one file
+    # computed right by one engine and not by the other is that engine's doing, not the file's.
+    # Passing there, the verdict is theirs, and the first engine's deviation a named warning.
+    second_kernels: ClassVar[str] = ""
 
     suffix: ClassVar[str]  # what its files are called: its format's first suffix (set below)
 

@@ -163,10 +163,12 @@ class Format:
         """What an int8 file still computes in float, read from the file."""
         return self._reading("float_ops", "count their float ops")(path)
 
-    def int8_tensors(self, path: Path, x: "Batch") -> list[QTensor]:
+    def int8_tensors(self, path: Path, x: "Batch", kernels: str = "reference") -> list[QTensor]:
         """Every int8 activation the file computes on inputs `x` (one sample at a time, every input), in
-        execution order, fused pre-activations left out: what per-layer isolation compares."""
-        return self._reading("int8_tensors", "read their int8 tensors")(path, x)
+        execution order, fused pre-activations left out: what per-layer isolation compares. `kernels`
+        as for runner(); a reader that has one kind of kernels takes no such argument."""
+        read = self._reading("int8_tensors", "read their int8 tensors")
+        return read(path, x) if kernels == "reference" else read(path, x, kernels=kernels)
 
     def cost_ops(self, path: Path) -> "tuple[list[Op], str]":
         """(ops, stored precision) for the cost model: the file's ops after a runtime's usual fusions."""

@@ -137,6 +137,19 @@ def test_host_kernel_check_names_the_engine_and_the_deviation():
     assert hk.deviates and hk.max_steps is None and "NaN/inf" in hk.message and "use X" in hk.message
 
 
+def test_host_kernel_check_of_a_float_target_uses_the_fp32_criteria():
+    """A float artifact's fast kernels (XNNPACK for TFLite fp32) against its reference kernels: fp32
+    rounding apart passes, a deviation past the float floor is named — never 'steps > 0'."""
+    ref = RNG.standard_normal((8, 10)).astype(np.float32)
+    near = ref * np.float32(1 + 1e-7)
+    assert not parity.host_kernels(near, ref, "xnnpack", FLOAT_TOLERANCE, None, "").deviates
+    far = ref.copy()
+    far[2, 3] += 0.05 * float(ref.max() - ref.min())
+    hk = parity.host_kernels(far, ref, "xnnpack", FLOAT_TOLERANCE, None, "use Y")
+    assert hk.deviates and hk.limit == FLOAT_TOLERANCE.vs_fp32_max_rel and "max |Δ|" in hk.message, hk
+    assert "use Y" in hk.message
+
+
 def _seeded_logits(n=64, k=10, seed=0):
     rng = np.random.default_rng(seed)
     return rng.normal(size=(n, k)).astype(np.float32) * 3

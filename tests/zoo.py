@@ -1145,3 +1145,52 @@ def whole_map_norm() -> ModelSpec:
     from examples.zoo._common import build
 
     return build(WholeMapNorm, "whole-map-norm", 32)
+
+
+class LogisticChaos(nn.Module):
+    """A net that amplifies rounding as a chaotic map does: each step a 1×1 conv averages the
+    channels (positive weights, rows summing to 1: values stay in (0, 1)) and the logistic map
+    y → 3.9·y·(1 − y) stretches any difference, so `steps` of them turn a conv's rounding (another
+    summation order in any other runtime) into orders of magnitude more; the pooled head averages
+    the pixels' chaos back down. A linear head."""
+
+    def __init__(self, steps: int, stride: int, c: int = 8) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.steps = steps
+        self.stem = nn.Conv2d(3, c, stride, stride)
+        self.mix = nn.Conv2d(c, c, 1, bias=False)
+        with torch.no_grad():
+            self.stem.weight.mul_(0.1)  # y near 0.5: the map's chaotic band, not its fixed point at 0
+            w = torch.rand(c, c) + 0.1
+            self.mix.weight.copy_((w / w.sum(1, keepdim=True))[:, :, None, None])
+        self.head = nn.Linear(c, 10, bias=False)  # no common offset to keep two outputs alike
+
+    def forward(self, x):
+        y = torch.sigmoid(self.stem(x))
+        for _ in range(self.steps):
+            y = self.mix(y)
+            y = 3.9 * y * (1 - y)
+        return self.head(y.mean((2, 3)) - 0.5)  # centred: logits around 0, no shared offset
+
+
+def _chaos(steps: int, stride: int) -> ModelSpec:
+    from examples.zoo._common import build
+
+    return build(lambda: LogisticChaos(steps, stride), f"logistic-chaos-{steps}-{stride}", 32)
+
+
+def calm_map() -> ModelSpec:
+    """No chaotic step: rounding stays at fp32's level."""
+    return _chaos(0, 2)
+
+
+def chaotic_map() -> ModelSpec:
+    """24 steps over a 16×16 map: fp32 is ~1e-3 of the output range from fp64, far past the float
+    floor (1e-4), but the output still carries the function."""
+    return _chaos(24, 2)
+
+
+def wild_map() -> ModelSpec:
+    """60 steps on a 1×1 map: fp32's rounding is all the output carries."""
+    return _chaos(60, 32)

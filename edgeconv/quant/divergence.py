@@ -776,7 +776,8 @@ def _input_qnodes(n: Any) -> tuple[str, ...]:
 
 
 def divergence(graph: "Graph", artifact: Path | str, x: "Batch", steps: float = 3.0,
-               isolate: bool = False, ours: list[QTensor] | None = None, gm: Any = None) -> DivergenceReport:
+               isolate: bool = False, ours: list[QTensor] | None = None, gm: Any = None,
+               theirs: list[QTensor] | None = None) -> DivergenceReport:
     """Compare every int8 activation of `artifact` with the torch quantized simulation of `graph`."""
     path = Path(artifact)
     fmt = format_for(path)
@@ -787,7 +788,7 @@ def divergence(graph: "Graph", artifact: Path | str, x: "Batch", steps: float = 
     if isolate and gm is None:  # folded once: isolation and the walk to judged tensors share it
         gm = folded_simulation(graph)
     ours = ours if ours is not None else torch_tensors(graph, x, gm)  # the caller's, when it compares several artifacts
-    theirs = fmt.int8_tensors(path, x)
+    theirs = theirs if theirs is not None else fmt.int8_tensors(path, x)  # the caller's: another engine's
     drifts, unmatched, covered, missing = [], [], [], []
     pairs = match(ours, theirs)
     matched = {q.qnode: a for q, a in pairs if a is not None}

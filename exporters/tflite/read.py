@@ -147,15 +147,14 @@ def op_view(path: Path) -> Any:
 
 # --- int8 activations, for per-layer isolation -------------------------------------------------
 
-def int8_tensors(path: Path, x: "Batch") -> list[QTensor]:
+def int8_tensors(path: Path, x: "Batch", kernels: str = "default") -> list[QTensor]:
     """Every int8 tensor an op writes, kept by the interpreter (`experimental_preserve_all_tensors`);
-    every input of the net fed by its name (edgeconv.inputs). Computed by the reference kernels the
-    verdict runs (TfliteRunner), so a layer is judged as the file means it, on any host."""
+    every input of the net fed by its name (edgeconv.inputs); computed by `kernels` (TfliteRunner)."""
     from edgeconv.exporters.tflite.runtime import resolver
 
     with warnings.catch_warnings():  # "intended for debugging": reading intermediates is what this is
         warnings.simplefilter("ignore")
-        it = interpreter(path, experimental_preserve_all_tensors=True, num_threads=1, **resolver("reference"))
+        it = interpreter(path, experimental_preserve_all_tensors=True, num_threads=1, **resolver(kernels))
     it.allocate_tensors()
     details = {d["index"]: d for d in it.get_tensor_details()}
     order: list[int] = []

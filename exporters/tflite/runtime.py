@@ -25,20 +25,22 @@ def _quant(details: dict) -> QuantParams | None:
 
 
 class TfliteRunner:
-    """kernels="reference": TFLite's builtin kernels alone (no delegate), integer kernels that compute
-    what the file means bit for bit on every CPU; the verdict runs these. kernels="fast": the
-    interpreter's default resolver, XNNPACK where it takes the op and builtin kernels elsewhere, what
-    a phone's CPU path runs; XNNPACK picks its kernels by the host's ISA, and they can be wrong on one
-    (ai-edge-litert 2.3.0, x86 AVX2 without AVX-512: an int8 MEAN over more than 8192 contiguous
-    values overflows and saturates; timm PoolFormerV2's GroupNorm(1) at 64², 215 steps)."""
+    """kernels="default" (also what "reference" and "fast" mean here): the interpreter's default
+    resolver, XNNPACK where it takes the op and builtin kernels elsewhere — what a phone's CPU path
+    runs, and the verdict's first engine. kernels="builtin": TFLite's builtin kernels alone, the
+    second opinion. The two are independent implementations of one file's integer arithmetic, and
+    either can be wrong on a host: XNNPACK picks its kernels by ISA (ai-edge-litert 2.3.0 on x86
+    without AVX-512: an int8 MEAN over more than 8192 contiguous values overflows and saturates —
+    timm PoolFormerV2's GroupNorm(1) at 64², 215 steps), and the builtin int8 MEAN rounds ties
+    another way, which an RSQRT after it magnifies (timm MobileViT-XXS: 11 steps at a LayerNorm)."""
 
-    ENGINES = {"reference": "ai-edge-litert (builtin kernels, no delegate)",
-               "fast": "ai-edge-litert (XNNPACK delegate + builtin kernels)"}
+    ENGINES = {"default": "ai-edge-litert (XNNPACK delegate + builtin kernels)",
+               "builtin": "ai-edge-litert (builtin kernels, no delegate)"}
 
-    def __init__(self, path: Path, threads: int = 1, kernels: str = "fast") -> None:
+    def __init__(self, path: Path, threads: int = 1, kernels: str = "default") -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self.engine = self.ENGINES[kernels]
+        self.engine = self.ENGINES[_kind(kernels)]
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads, **resolver(kernels))
         self.interpreter.allocate_tensors()
         self._in = in_model_order(self.interpreter, self.interpreter.get_input_details(), inputs=True)
@@ -67,9 +69,13 @@ class TfliteRunner:
         return [dequantize(self.interpreter.get_tensor(o["index"]), o) for o in self._out]
 
 
+def _kind(kernels: str) -> str:
+    return "builtin" if kernels == "builtin" else "default"
+
+
 def resolver(kernels: str) -> dict:
-    """The Interpreter keyword that picks `kernels` ("reference" or "fast", see TfliteRunner)."""
-    if kernels == "fast":
+    """The Interpreter keyword that picks `kernels` (see TfliteRunner)."""
+    if _kind(kernels) == "default":
         return {}
     from ai_edge_litert.interpreter import OpResolverType
 
