@@ -393,10 +393,10 @@ def check(out: np.ndarray, runtime: str, labels: np.ndarray | None, tol: Toleran
 
 
 def host_kernels(fast_out: np.ndarray, reference_out: np.ndarray, engine: str, tol: Tolerance,
-                 out_quant: QuantParams | None, advice: str) -> HostKernelCheck:
+                 out_quant: QuantParams | None, advice: str, where: str = "") -> HostKernelCheck:
     """This host's fast kernels against the reference kernels on the same artifact and inputs, by
     the verdict's own yardstick: output steps for an int8 target, the fp32 criteria for a float one
-    (`tol` as the verdict applied it)."""
+    (`tol` as the verdict applied it). `where`: where in the file the two part, when known."""
     if tol.vs_sim_max_steps is None and out_quant is None:
         d = diff(fast_out, reference_out, "reference kernels", tol)
         limit = tol.vs_fp32_max_rel if tol.vs_fp32_max_rel is not None else 0.0
@@ -408,8 +408,8 @@ def host_kernels(fast_out: np.ndarray, reference_out: np.ndarray, engine: str, t
         by = (f"by {_fmt(d.max_steps)} steps ({d.step_unit}) > {limit:g}" if d.max_steps is not None
               else f"({d.reason})")
     deviates = not d.passed
-    msg = (f"{engine} on this CPU differ from the reference kernels {by}: this host's kernels, not the artifact; "
-           f"{advice}") if deviates else ""
+    msg = (f"{engine} on this CPU differ from the reference kernels {by}{where}: this host's kernels, not the "
+           f"artifact; {advice}") if deviates else ""
     return HostKernelCheck(engine, d.max_abs, d.max_steps, limit, deviates, msg)
 
 

@@ -178,9 +178,31 @@ def _second_opinion(target: "Target", first: "Runner", report: "ParityReport", p
         return first, report
     with one_thread():
         theirs, ours = first(evalset.batch), other(evalset.batch)
-    check = parity.host_kernels(theirs, ours, first.engine, tolerance(target, ctx.options),
-                                graph.qparams.get(OUTPUT_KEY), target.host_kernel_advice)
+    args = (theirs, ours, first.engine, tolerance(target, ctx.options), graph.qparams.get(OUTPUT_KEY),
+            target.host_kernel_advice)
+    check = parity.host_kernels(*args)
+    if check.deviates and graph.quantized:
+        with one_thread():
+            x = evalset.take(0, isolation_samples(runs.folded(graph))).batch
+            part = _where_engines_part(target.format.int8_tensors(path, x),
+                                       target.format.int8_tensors(path, x, target.second_kernels))
+        check = parity.host_kernels(*args, where=part)
     return other, dataclasses.replace(second, host_kernels=check)
+
+
+def _where_engines_part(first: "list[QTensor]", second: "list[QTensor]") -> str:
+    """Where two engines' int8 tensors of one file part most: the tensor whose disagreement (in its
+    own steps) jumps furthest past every earlier one's — a one-step rounding difference that later
+    ops magnify comes before it, the engine that goes wrong is at it."""
+    jump, at, run = 0, "", 0
+    for a, b in zip(first, second):  # one file: the same tensors in the same order
+        if a.name != b.name or a.values.shape != b.values.shape or not a.values.size:
+            continue
+        d = int(np.abs(a.values.astype(np.int64) - b.values).max())
+        if d - run > jump:
+            jump, at = d - run, f" (they part most at {a.name}: {d} steps, every tensor before it within {run})"
+        run = max(run, d)
+    return at
 
 
 def _notes(report: "ParityReport") -> tuple[str, ...]:
