@@ -23,7 +23,7 @@ class TfliteFormat(Format):
 
     def runner(self, path: Path, threads: int = 1, kernels: str = "reference"):
         from edgeconv.errors import ParityFailure
-        from edgeconv.exporters.tflite.runtime import TfliteRunner
+        from edgeconv.exporters.tflite.runtime import TfliteRunner, engine_name
 
         try:
             return TfliteRunner(path, threads, kernels)
@@ -32,7 +32,7 @@ class TfliteFormat(Format):
             # shapes it rejects): a failed artifact, said in one line, never a traceback.
             line = " ".join(str(e).split())[:300]
             err = ParityFailure(f"{path.name}: ai-edge-litert cannot load the file: {line}")
-            err.runtime = TfliteRunner.ENGINES[kernels]  # type: ignore[attr-defined]
+            err.runtime = engine_name(kernels)  # type: ignore[attr-defined]
             raise err from None
 
 

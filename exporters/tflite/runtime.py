@@ -40,7 +40,7 @@ class TfliteRunner:
     def __init__(self, path: Path, threads: int = 1, kernels: str = "default") -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self.engine = self.ENGINES[_kind(kernels)]
+        self.engine = engine_name(kernels)
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads, **resolver(kernels))
         self.interpreter.allocate_tensors()
         self._in = in_model_order(self.interpreter, self.interpreter.get_input_details(), inputs=True)
@@ -71,6 +71,11 @@ class TfliteRunner:
 
 def _kind(kernels: str) -> str:
     return "builtin" if kernels == "builtin" else "default"
+
+
+def engine_name(kernels: str) -> str:
+    """What `kernels` computes with, as parity reports name it."""
+    return TfliteRunner.ENGINES[_kind(kernels)]
 
 
 def resolver(kernels: str) -> dict:
