@@ -420,7 +420,7 @@ def merged(old: dict | None, new: dict) -> dict:
     run this time stay, and the net's wall time stays that of its run of every target."""
     if old is None or not set(new["targets"]) < set(old.get("targets", {})):
         return new
-    rerun = {"targets": sorted(new["targets"]), "wall_s": new["wall_s"], "runs": new["runs"],
+    rerun = {"targets": sorted(new["targets"]), "wall_s": new["wall_s"], "runs": new["runs"], "host": new.get("host"),
              "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     return {**old, "targets": {**old["targets"], **new["targets"]}, "rounding": new.get("rounding") or old.get("rounding"),
             "reruns": [*old.get("reruns", []), rerun]}
@@ -630,6 +630,17 @@ def write_catalog_markdown(data: dict, path: Path) -> None:
         lines += ["", "## Layers per-layer isolation left unverified", ""]
         for m, t, layers in unv:
             lines.append(f"- **{m} × {t}** ({len(layers)}): " + "; ".join(layers[:6]) + (" …" if len(layers) > 6 else ""))
+    hk = [(m, t, c["host_kernels"]) for m, n in nets.items() for t, c in n["targets"].items() if c.get("host_kernels")]
+    if hk:
+        lines += ["", "## Engines that disagree on this host", "",
+                  "Cells whose verdict came from one engine while another computed the same file otherwise "
+                  "(a warning in the manifest, not a failure): onnxruntime's fast kernels, or XNNPACK where the "
+                  "TFLite builtin kernels gave the second opinion.", ""]
+        for t in sorted({t for _, t, _ in hk}):
+            cells = [(m, msg) for m, tt, msg in hk if tt == t]
+            lines.append(f"- **{t}** ({len(cells)}), e.g. {cells[0][1]}")
+            lines.append("  - " + "; ".join(f"{m}: {msg.split(' differ from the reference kernels ')[-1].split(':')[0]}"
+                                            f" ({_host(nets[m], t)})" for m, msg in cells))
     lines += ["", "## Skipped modules", ""]
     lines += [f"- **{m}**: {why}" for m, why in s["skipped"].items()] or ["None."]
     lines += ["", "## Reproduce", "", "The runs whose nets are cached here, in order:", "", "```bash",
@@ -639,6 +650,15 @@ def write_catalog_markdown(data: dict, path: Path) -> None:
               "them), `--shard I/N` splits the catalog across machines, `--limit N` runs the next N."), ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
+
+
+def _host(net: dict, target: str) -> str:
+    """The CPU `target`'s cell ran on: its latest re-run's (`reruns` record hosts since 2026-12-07),
+    else the net's first run's; the ISA flags in brackets."""
+    runs = [r for r in net.get("reruns", []) if target in r.get("targets", ())]
+    if runs:
+        return runs[-1].get("host") or "a re-run's host, not recorded"
+    return str(net.get("host") or "host not recorded")
 
 
 def main(argv: list[str] | None = None) -> int:
