@@ -79,6 +79,8 @@ def test_a_file_xnnpack_computes_wrong_here_is_judged_in_the_builtin_kernels(who
         assert parity["runtime"] == TfliteRunner.ENGINES["builtin"], parity["runtime"]
         assert hk["deviates"] and hk["engine"] == TfliteRunner.ENGINES["default"] and hk["max_steps"] > LIMIT, hk
         assert "differ from the reference kernels" in res.output and "builtin kernels" in res.output
+        again = CliRunner().invoke(main, ["check", str(whole_map["path"])])  # re-checked: the same warning, printed
+        assert again.exit_code == 0 and "WARNING host kernels: " + hk["engine"] in again.output, again.output
         # named where the engines part: the norm's MEAN over the whole map (145 steps here), every
         # tensor before it within the few steps a one-step rounding difference grows to
         part = hk["message"].split("they part most at ")[1].split(")")[0]

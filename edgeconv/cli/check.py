@@ -89,6 +89,10 @@ def _print(report) -> None:
         click.echo(f"{head} {c.target} {c.path} — {bytes_}; in {p.runtime}")
         for d in p.diffs:
             click.echo(f"    vs {d.reference}: {'ok' if d.passed else 'FAILED ' + d.reason}")
+            if d.warning:
+                click.echo(f"    WARNING vs {d.reference}: {d.warning}")
+        if p.host_kernels is not None and p.host_kernels.deviates:
+            click.echo(f"    WARNING host kernels: {p.host_kernels.message}")
         if p.layers is not None:
             lay = p.layers
             line = (f"    each int8 layer in isolation: {lay.layers} layers, worst {lay.worst_steps:g} steps at "
