@@ -318,15 +318,16 @@ def fp32_own_floors(tol: Tolerance, ref_fp32: np.ndarray, ref_fp64: np.ndarray, 
                      "nothing, so no output comparison can verify a float artifact of it")
     if tol.vs_fp32_max_rel is not None and k * own.max_rel > tol.vs_fp32_max_rel:
         changed["vs_fp32_max_rel"] = k * own.max_rel
-    if not keep_cosine and 1 - k * (1 - own.cosine) < tol.vs_fp32_min_cosine:
-        changed["vs_fp32_min_cosine"] = 1 - k * (1 - own.cosine)
+    # 1 - cosine grows as the square of the error: errors up to k times fp32's own, k² times its distance
+    if not keep_cosine and 1 - k * k * (1 - own.cosine) < tol.vs_fp32_min_cosine:
+        changed["vs_fp32_min_cosine"] = 1 - k * k * (1 - own.cosine)
     agree = own.top1_agreement_decisive
     if not keep_top1 and agree is not None and 1 - k * (1 - agree) < tol.min_top1_agreement:
         changed["min_top1_agreement"] = 1 - k * (1 - agree)
     if not changed:
         return tol, ""
     why = (f"this net amplifies fp32 rounding: torch fp32 is {_fmt(own.max_rel)} of the output range from the same "
-           f"program in fp64 (cosine {own.cosine:.5f}), so the fp32 floors are {k:g}x fp32's own distance "
+           f"program in fp64 (cosine {own.cosine:.5f}), so the fp32 floors allow {k:g}x fp32's own error "
            "(a defect smaller than fp32's own rounding cannot be told from it at the output)")
     return dataclasses.replace(tol, **changed), why
 

@@ -150,6 +150,24 @@ def test_host_kernel_check_of_a_float_target_uses_the_fp32_criteria():
     assert "use Y" in hk.message
 
 
+def test_fp32_own_floors_follow_fp32s_own_error_and_stop_where_nothing_is_left():
+    """Floors at 2x fp32's own error vs fp64 (max |Δ|/range: 2x; 1 - cosine: 4x, it grows as the
+    error squared), only past the defaults; user floors kept; an output all rounding: unchanged."""
+    exact = RNG.standard_normal((32, 10))
+    calm = exact + 1e-9 * RNG.standard_normal(exact.shape)
+    assert parity.fp32_own_floors(FLOAT_TOLERANCE, calm.astype(np.float32), exact) == (FLOAT_TOLERANCE, "")
+    off = exact + 0.01 * RNG.standard_normal(exact.shape)
+    tol, why = parity.fp32_own_floors(FLOAT_TOLERANCE, off, exact)
+    own_rel = np.abs(off - exact).max() / (exact.max() - exact.min())
+    assert tol.vs_fp32_max_rel == pytest.approx(2 * own_rel) and "amplifies fp32 rounding" in why
+    assert 1 - tol.vs_fp32_min_cosine == pytest.approx(4 * (1 - parity.cosine(off, exact)))
+    kept, _ = parity.fp32_own_floors(FLOAT_TOLERANCE, off, exact, keep_cosine=True)
+    assert kept.vs_fp32_min_cosine == FLOAT_TOLERANCE.vs_fp32_min_cosine
+    noise = RNG.standard_normal(exact.shape)
+    tol, why = parity.fp32_own_floors(FLOAT_TOLERANCE, noise, exact)
+    assert tol == FLOAT_TOLERANCE and "dominated by fp32 rounding" in why
+
+
 def _seeded_logits(n=64, k=10, seed=0):
     rng = np.random.default_rng(seed)
     return rng.normal(size=(n, k)).astype(np.float32) * 3
