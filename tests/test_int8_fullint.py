@@ -621,6 +621,19 @@ def test_rotary_embedding_with_a_prefix_token_is_int8_in_every_format(tmp_path):
     _full_integer_in_every_int8_format(tmp_path, "tests.zoo:rope_prefix")
 
 
+def test_in_place_arithmetic_on_constants_is_int8_in_every_format_layer_by_layer(tmp_path):
+    """timm CSATv2's `x.mul(std).add_(mean)`, numbers multiplied and subtracted in place, and an
+    in-place add onto a tensor read before it: the annotator named only functional spellings for a
+    constant or number operand, so ONNX kept each in-place op float (4 float ops: Add, Mul, Sub, Add;
+    TFLite and Core ML quantized the constants themselves). As functional ops, and the one add that
+    stays in place with its constant operand quantized, every int8 file is full-integer and equal to
+    the simulation within a step layer by layer."""
+    _full_integer_in_every_int8_format(tmp_path, "tests.zoo:in_place_constants")
+    for a in json.loads((tmp_path / "edgeconv.json").read_text())["artifacts"]:
+        layers = a["parity"]["layers"]
+        assert layers["passed"] and layers["layers"] >= 10 and layers["worst_steps"] <= 1, (a["target"], layers)
+
+
 def test_a_linear_attention_is_int8_in_every_format_and_matches_its_simulation(tmp_path):
     """EfficientViT's LiteMLA: its attention under `autocast(enabled=False)` (a region the converters
     inlined and every format kept float: MatMul, Pad, Slice, Add, Div) is inlined before annotation,
