@@ -1511,23 +1511,32 @@ def inline_disabled_autocast(gm: GraphModule) -> list[str]:
 
 
 def in_place_to_functional(gm: GraphModule) -> list[str]:
-    """An in-place op that writes only its first argument, a tensor computed in the graph that
-    nothing else reads (`_updates_its_own`), is its functional op: the same value, and no node sees
-    the write. Every rule after it (constant operands, scalars, signs, fusing) names ops by their
-    functional spelling; left in place, timm CSATv2's `x.mul(std).add_(mean)` kept its buffer operand
+    """An in-place op that writes only its first argument, a new tensor computed in the graph (not
+    a view: `_fresh`) that nothing else reads (`_updates_its_own`), is its functional op: the same
+    value, and no node sees the write. Every rule after it (constant operands, scalars, signs,
+    fusing) names ops by their functional spelling; left in place, timm CSATv2's `x.mul(std).add_(mean)` kept its buffer operand
     unquantized, and onnx-int8 wrote a float Add of the DequantizeLinear output and the float table.
 
         before: y = add_(mul(x, s), m)        after: y = add(mul(x, s), m)"""
     done = []
     for n in gm.graph.nodes:
         if n.op != "call_function" or not isinstance(n.target, torch._ops.OpOverload) \
-                or not n.target._schema.is_mutable or not _updates_its_own(n) or not _one_dtype(n):
+                or not n.target._schema.is_mutable or not _updates_its_own(n) or not _fresh(n.args[0]) \
+                or not _one_dtype(n):
             continue
         f = _functional(n.target)
         if f is not None:
             n.target = f
             done.append(n.name)
     return done
+
+
+def _fresh(x: Node) -> bool:
+    """Whether `x` is a new tensor, not a view or an in-place result of another: a write to a view
+    writes its base (QAT's `running_mean.mul_(1 - m).add_(m · mean)`: the add, made functional, left
+    the BatchNorm's statistics unchanged)."""
+    return isinstance(x.target, torch._ops.OpOverload) and not any(r.alias_info is not None
+                                                                 for r in x.target._schema.returns)
 
 
 def _one_dtype(n: Node) -> bool:
