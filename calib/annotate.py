@@ -89,8 +89,9 @@ FIXED = {**{t: (1 / 256, -128) for t in _targets(aten.sigmoid, aten.sigmoid_, at
          **{t: (1 / 128, 0) for t in _targets(aten.tanh, aten.tanh_)}}
 # Binary ops whose constant operand is quantized as an int8 constant (a broadcast scalar or vector).
 # ops whose constant operand is stored as an int8 tensor (matmul: a softmax over one element became
-# its constant 1, calib.rewrites.softmax_to_last_axis)
-CONST_OPERAND = _targets(aten.add, aten.sub, aten.mul, aten.matmul, aten.bmm)
+# its constant 1, calib.rewrites.softmax_to_last_axis). In-place spellings too, as in OWN: an `add_`
+# `calib.rewrites.in_place_to_functional` keeps (its input is read elsewhere) left the operand float.
+CONST_OPERAND = _spellings(aten.add, aten.sub, aten.mul, aten.matmul, aten.bmm)
 # Ops whose integer kernel takes a fused ReLU/ReLU6 (TFLite ADD, SUB, MUL, the convs): the clamp after
 # one carries its output, so the program rounds once where the file does. Given an output of its own,
 # the op's result was rounded at its scale and again at the clamp's, and the converter still fused the

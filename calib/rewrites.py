@@ -30,6 +30,7 @@ int8 kernel for, with the same values in float. Each rewrite shows its before/af
   inline_disabled_autocast  (run first) a region under autocast(enabled=False) → its ops
   linear_on_one_row         a linear on a [1, …, 1, C] tensor → on its [1, C] view, reshaped back
   drop_noop_casts           (run first) a cast to the dtype a tensor already has (`.type_as`) → nothing
+  in_place_to_functional    (run first) an in-place op on a tensor nothing else reads (`.add_(b)`) → its functional op
 """
 from __future__ import annotations
 
@@ -1509,6 +1510,59 @@ def inline_disabled_autocast(gm: GraphModule) -> list[str]:
     return done
 
 
+def in_place_to_functional(gm: GraphModule) -> list[str]:
+    """An in-place op that writes only its first argument, a new tensor computed in the graph (not
+    a view: `_fresh`) that nothing else reads (`_updates_its_own`), is its functional op: the same
+    value, and no node sees the write. Every rule after it (constant operands, scalars, signs,
+    fusing) names ops by their functional spelling; left in place, timm CSATv2's `x.mul(std).add_(mean)` kept its buffer operand
+    unquantized, and onnx-int8 wrote a float Add of the DequantizeLinear output and the float table.
+
+        before: y = add_(mul(x, s), m)        after: y = add(mul(x, s), m)"""
+    done = []
+    for n in gm.graph.nodes:
+        if n.op != "call_function" or not isinstance(n.target, torch._ops.OpOverload) \
+                or not n.target._schema.is_mutable or not _updates_its_own(n) or not _fresh(n.args[0]) \
+                or not _one_dtype(n):
+            continue
+        f = _functional(n.target)
+        if f is not None:
+            n.target = f
+            done.append(n.name)
+    return done
+
+
+def _fresh(x: Node) -> bool:
+    """Whether `x` is a new tensor, not a view or an in-place result of another: a write to a view
+    writes its base (QAT's `running_mean.mul_(1 - m).add_(m · mean)`: the add, made functional, left
+    the BatchNorm's statistics unchanged)."""
+    return isinstance(x.target, torch._ops.OpOverload) and not any(r.alias_info is not None
+                                                                 for r in x.target._schema.returns)
+
+
+def _one_dtype(n: Node) -> bool:
+    """Whether every tensor `n` reads has its output's dtype: an in-place op casts its result to its
+    first argument's dtype, the functional one promotes (a float16 tensor plus a float32 one)."""
+    out = n.meta.get("val")
+    vals = [a.meta.get("val") for a in n.all_input_nodes]
+    return isinstance(out, torch.Tensor) and all(isinstance(v, torch.Tensor) and v.dtype == out.dtype for v in vals)
+
+
+def _functional(op: torch._ops.OpOverload) -> torch._ops.OpOverload | None:
+    """The functional overload of in-place `op` (`aten.add_.Tensor` → `aten.add.Tensor`): the same
+    arguments, none written; None where there is none."""
+    name = op._schema.name.split("::")[-1]
+    if not name.endswith("_") or name.endswith("__"):
+        return None
+    packet = getattr(aten, name[:-1], None)
+    f = getattr(packet, op._overloadname, None) if packet is not None else None
+    if not isinstance(f, torch._ops.OpOverload) or f._schema.is_mutable:
+        return None
+    args, fargs = op._schema.arguments, f._schema.arguments
+    same = len(args) == len(fargs) and all(
+        a.name == b.name and a.type == b.type and a.kwarg_only == b.kwarg_only for a, b in zip(args, fargs))
+    return f if same else None
+
+
 def drop_noop_casts(gm: GraphModule) -> list[str]:
     """A cast to the dtype (and device) its input already has is the input itself (timm EVA's RoPE:
     `cat([q[:, :, :1], rope(q[:, :, 1:])]).type_as(v)`, `.float()`). Left in, the annotator gave the
@@ -1665,7 +1719,7 @@ REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (
 def transform(gm: GraphModule, frozen: bool = False) -> GraphModule:
     """Every rewrite, in order. `frozen`: the parameters are final (post-training quantization),
     so constants may be folded through them (`fold_constants`)."""
-    changed = bool(one_element_norms_to_bias(gm))
+    changed = bool(in_place_to_functional(gm)) | bool(one_element_norms_to_bias(gm))
     if frozen:
         changed |= bool(fold_constants(gm, frozen)) | bool(conv_transpose_to_conv(gm)) | bool(lstm_to_primitives(gm))
     for rewrite in REWRITES:

@@ -16,7 +16,7 @@ from edgeconv.errors import UserError
 from edgeconv.graph import capture
 from edgeconv.passes.manager import run_passes
 from edgeconv.pipeline import split_data
-from edgeconv.quant.divergence import QTensor, divergence, match
+from edgeconv.quant.divergence import QTensor, divergence, match, rescaled
 from edgeconv.registry import TARGETS
 
 registrations.load()
@@ -350,6 +350,27 @@ def test_an_op_that_keeps_its_input_takes_its_tensor_back_from_the_copy_before_i
     assert [a.name for _, a in match(ours, file)] == ["T0", "T1", "T2"]
     # a file that folded the multiply too: nothing to take back, both stay unpaired
     assert [a.name if a else None for _, a in match(ours, file[:1])] == ["T0", None, None]
+
+
+def test_a_tensor_at_the_simulations_own_parameters_is_not_reported_rescaled():
+    """A copy (a reshape of a softmax) whose file tensor is off its source's integers by a step on
+    10 % of values is left unpaired by `match`; `rescaled` then reported that tensor as stored "at
+    scale 0.00390625, zero point -128; the simulation at scale 0.00390625, zero point -128" — a
+    changed quantization parameter that is the same one. A tensor really stored at another scale is
+    still found."""
+    rng = np.random.default_rng(0)
+    s1 = rng.integers(-128, -60, (2, 4, 6)).astype(np.int32)
+    ours = [QTensor("softmax", 1 / 256, -128, s1, qnode="q1"),
+            QTensor("reshape", 1 / 256, -128, s1.copy(), qnode="q2", copy_of="q1", moves=np.arange(24).reshape(1, 4, 6))]
+    off = s1.copy()
+    off.reshape(-1)[::10] += 1
+    theirs = [QTensor("SOFTMAX", 1 / 256, -128, s1), QTensor("RESHAPE", 1 / 256 * (1 + 1e-7), -128, off)]
+    pairs = match(ours, theirs)
+    assert [(q.name, a.name if a else None) for q, a in pairs] == [("softmax", "SOFTMAX"), ("reshape", None)]
+    assert rescaled(pairs, theirs) == []
+    theirs[1] = QTensor("RESHAPE", 2 / 256, -128, (s1 + 128) // 2 - 128)  # every value at half the resolution
+    pairs = match(ours, theirs)
+    assert [(q.name, a.name) for q, a in rescaled(pairs, theirs)] == [("reshape", "RESHAPE")]
 
 
 def test_an_identity_copy_before_a_chain_of_equal_tensors_is_covered_not_paired():

@@ -621,6 +621,47 @@ def test_rotary_embedding_with_a_prefix_token_is_int8_in_every_format(tmp_path):
     _full_integer_in_every_int8_format(tmp_path, "tests.zoo:rope_prefix")
 
 
+def test_in_place_arithmetic_on_constants_is_int8_in_every_format_layer_by_layer(tmp_path):
+    """timm CSATv2's `x.mul(std).add_(mean)`, numbers multiplied and subtracted in place, and an
+    in-place add onto a tensor read before it: the annotator named only functional spellings for a
+    constant or number operand, so ONNX kept each in-place op float (4 float ops: Add, Mul, Sub, Add;
+    TFLite and Core ML quantized the constants themselves). As functional ops, and the one add that
+    stays in place with its constant operand quantized, every int8 file is full-integer and equal to
+    the simulation within a step layer by layer."""
+    _full_integer_in_every_int8_format(tmp_path, "tests.zoo:in_place_constants")
+    for a in json.loads((tmp_path / "edgeconv.json").read_text())["artifacts"]:
+        layers = a["parity"]["layers"]
+        assert layers["passed"] and layers["layers"] >= 10 and layers["worst_steps"] <= 1, (a["target"], layers)
+
+
+def test_only_in_place_ops_on_new_tensors_become_functional_and_every_write_is_kept():
+    """An in-place op on a new tensor nothing else reads becomes its functional op; one whose input
+    is a view or another in-place op's result (a running statistic, `s.mul_(m).add_(v)`; a write
+    through `y.view(-1)`) writes that tensor's base and stays: made functional, QAT's BatchNorm
+    statistics stopped moving. The program computes what the model does, state included, twice."""
+    from edgeconv.calib.rewrites import in_place_to_functional
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("s", torch.ones(3))
+
+        def forward(self, x):
+            self.s.mul_(0.5).add_(x.mean())
+            y = x.mul(2)
+            y.view(-1).add_(1)
+            return x.mul(3).add_(self.s.view(1, -1, 1, 1)) + y
+
+    x = torch.randn(1, 3, 2, 2)
+    gm = torch.export.export(Net(), (x,), strict=False).module()
+    assert in_place_to_functional(gm) == ["add__2"]
+    gm.recompile()
+    ref = Net()
+    for _ in range(2):
+        assert torch.allclose(gm(x), ref(x))
+    assert torch.allclose(gm.s, ref.s)
+
+
 def test_a_linear_attention_is_int8_in_every_format_and_matches_its_simulation(tmp_path):
     """EfficientViT's LiteMLA: its attention under `autocast(enabled=False)` (a region the converters
     inlined and every format kept float: MatMul, Pad, Slice, Add, Div) is inlined before annotation,

@@ -1194,3 +1194,31 @@ def chaotic_map() -> ModelSpec:
 def wild_map() -> ModelSpec:
     """60 steps on a 1×1 map: fp32's rounding is all the output carries."""
     return _chaos(60, 32)
+
+
+class InPlaceConstants(nn.Module):
+    """Arithmetic written in place with constant operands, as timm CSATv2's stem undoes the ImageNet
+    normalization (`x.mul(std).add_(mean) * 255`): a buffer added in place, a number multiplied and
+    subtracted in place, and an in-place add onto a tensor another op read before."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1), persistent=False)
+        self.register_buffer("shift", torch.linspace(-1.0, 1.0, 8).view(8, 1, 1), persistent=False)
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        y = x.mul(self.std).add_(self.mean)
+        y = torch.relu(self.c1(y.mul_(255.0).sub_(128.0)))
+        z = self.c2(y)
+        g = z * y  # reads z before the in-place add below: that add stays in place
+        return self.fc((z.add_(self.shift) * g).mean((2, 3)))
+
+
+def in_place_constants() -> ModelSpec:
+    return ModelSpec(module=InPlaceConstants().eval(), example_inputs=(torch.zeros(1, 3, 16, 16),),
+                     name="in-place-constants")

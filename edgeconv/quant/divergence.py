@@ -520,13 +520,16 @@ def rescaled(pairs: list[tuple[QTensor, QTensor | None]], theirs: list[QTensor])
     """Simulation tensors left unmatched for which an unused artifact tensor of the same size, in
     the same place (between the artifact tensors matched to its neighbours), holds the same real
     values at another scale or zero point: a quantization parameter the file changed. Each is a
-    finding at that tensor's layer — not an unmatched tensor whose consumer takes the blame."""
+    finding at that tensor's layer — not an unmatched tensor whose consumer takes the blame. A
+    tensor at the simulation's own parameters (within SCALE_RTOL) is none: `match` left it unpaired
+    for its values (a copy whose file tensor is not its source's integers moved), and reported as
+    "stored at other parameters" it named the same scale and zero point twice."""
     used = {id(a) for _, a in pairs if a is not None}
     found = []
     for i, (q, a) in enumerate(pairs):
         if a is not None:
             continue
-        cands = in_place(i, pairs, theirs, used)
+        cands = [b for b in in_place(i, pairs, theirs, used) if not _compatible(q, b)]
         scored = [(_float_rel_l2(q, b), k) for k, b in enumerate(cands)]
         if scored:
             err, k = min(scored)
