@@ -149,14 +149,7 @@ def test_op_the_converter_cannot_lower_fails_that_target_only(tmp_path):
     assert "not exported: convert (tflite) failed" in (out_dir / "report.html").read_text()
 
 
-def test_parity_failure_is_exit_1(tmp_path, monkeypatch):
-    from edgeconv import registrations
-    from edgeconv.parity import Tolerance
-    from edgeconv.registry import TARGETS
-
-    registrations.load()
-    cls = TARGETS.get("onnx")
-    monkeypatch.setattr(cls, "tolerance", Tolerance(vs_fp32_max_rel=0.0, vs_fp32_min_cosine=1.1))
+def test_parity_failure_is_exit_1(tmp_path, onnx_cannot_pass):
     code, out = run("export", "-t", "onnx", "-o", str(tmp_path))
     assert code == 1 and "parity failed for onnx" in out
     assert (tmp_path / "edgeconv.json").is_file()  # the evidence is kept

@@ -132,15 +132,9 @@ def test_profile_exports_a_model_reference_first(tmp_path):
     assert (out / "edgeconv.json").is_file()
 
 
-def test_profile_refuses_a_model_whose_export_failed_parity(tmp_path, monkeypatch):
+def test_profile_refuses_a_model_whose_export_failed_parity(tmp_path, onnx_cannot_pass):
     """An impossible tolerance makes the onnx export fail parity: profile says why and exits 1
     instead of timing it; --allow-failed-parity times it, but prints the failure first and records it."""
-    from edgeconv import registrations
-    from edgeconv.parity import Tolerance
-    from edgeconv.registry import TARGETS
-
-    registrations.load()
-    monkeypatch.setattr(TARGETS.get("onnx"), "tolerance", Tolerance(vs_fp32_min_cosine=1.1))  # cosine is at most 1
     out = tmp_path / "out"
     res = CliRunner().invoke(main, ["profile", "edgeconv.demo:demo", "-t", "onnx", "-o", str(out), "--runs", "3",
                                     "--warmup", "0"])
@@ -161,13 +155,7 @@ def test_profile_refuses_a_model_whose_export_failed_parity(tmp_path, monkeypatc
     assert "FAILED: parity failed for onnx" in res.output  # the report's own table says it too
 
 
-def test_profile_api_records_an_allowed_parity_failure(tmp_path, monkeypatch):
-    from edgeconv import registrations
-    from edgeconv.parity import Tolerance
-    from edgeconv.registry import TARGETS
-
-    registrations.load()
-    monkeypatch.setattr(TARGETS.get("onnx"), "tolerance", Tolerance(vs_fp32_min_cosine=1.1))  # cosine is at most 1
+def test_profile_api_records_an_allowed_parity_failure(tmp_path, onnx_cannot_pass):
     warned: list[str] = []
     r = profile("edgeconv.demo:demo", "host", ProfileOptions(runs=2, warmup=0), target="onnx",
                 out_dir=str(tmp_path), allow_failed_parity=True, warn=warned.append)
