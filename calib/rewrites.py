@@ -7,6 +7,8 @@ int8 kernel for, with the same values in float. Each rewrite shows its before/af
   one_element_norms_to_bias  LayerNorm over axes of one element → its bias (a constant; run first)
   layer_norm_to_primitives  LayerNorm / GroupNorm / RMSNorm → MEAN, SUB, MUL, RSQRT, ADD
   variance_to_primitives    var (timm SimpleNorm's) → MEAN, SUB, MUL
+  long_means_in_two         a mean over > 8192 values that ends on the innermost axis → a mean over the
+                            other axes, then one over the innermost (XNNPACK's x86 int8 MEAN overflows there)
   avg_pool_without_pad_count  average pool not counting its padding → PAD, AVERAGE_POOL, MUL
   resizes_to_linear_maps    bicubic resize, adaptive average pool not dividing its input → a linear map per axis
   sdpa_to_primitives        fused attention → MUL, BATCH_MATMUL, SOFTMAX, BATCH_MATMUL
@@ -318,6 +320,51 @@ def variance_to_primitives(gm: GraphModule) -> list[str]:
             if correction:
                 v = ins.call(aten.mul.Tensor, v, ins.constant("_edgeconv_var_correction", count / (count - correction)))
         ins.finish(v, op_type="var")
+        done.append(n.name)
+    return done
+
+
+MEAN_DIM = _targets(aten.mean.dim)
+# The most values XNNPACK's int8 MEAN takes in one contiguous run on x86 CPUs without AVX-512
+# (ai-edge-litert 2.3.0; measured on an AMD EPYC and on emulated Haswell / Nehalem): exact at 8192,
+# saturated at +127 from 8704 on, whatever the input. A reduction that keeps the innermost axis (a
+# spatial mean in NHWC: XNNPACK's strided path) was exact at 512² = 262144 values.
+CONTIGUOUS_MEAN_LIMIT: int | None = 8192
+
+
+def long_means_in_two(gm: GraphModule) -> list[str]:
+    """An int8 mean over more than CONTIGUOUS_MEAN_LIMIT values that runs to the innermost axis of
+    TFLite's layout (a 4-D activation is NHWC there: C innermost; any other rank keeps torch's
+    order) → a mean over its other axes (the innermost kept: no contiguous run), then one over the
+    innermost. A GroupNorm(1) (PoolFormer's norms) reduces C·H·W values in one run: 16384 at 64² in PoolFormerV2's first stage, 200704 at 224², and XNNPACK on
+    any x86 CPU without AVX-512 returns its saturated top level (215 steps off). The mean of equal
+    groups' means is the mean, so only the int8 rounding of the partial means is new, and every
+    format and the simulation compute it alike.
+
+        before: m = mean(x, [1, 2, 3], keepdim)          x: [B, 64, 16, 16]
+        after:  m = mean(mean(x, [2, 3], True), [1], True)   (keepdim False: squeezed on [1, 2, 3])"""
+    if CONTIGUOUS_MEAN_LIMIT is None:
+        return []
+    acts = activations(gm)
+    done = []
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or n not in acts or n.target not in MEAN_DIM or n.kwargs.get("dtype") is not None:
+            continue
+        x, dims = n.args[0], _reduced_dims(n)
+        got, val = getattr(x, "meta", {}).get("val"), n.meta.get("val")
+        if dims is None or not isinstance(got, torch.Tensor) or not isinstance(val, torch.Tensor):
+            continue
+        dims = sorted({d % got.dim() for d in dims})
+        inner = 1 if got.dim() == 4 else got.dim() - 1
+        rest = [d for d in dims if d != inner]
+        if inner not in dims or not rest or math.prod(got.shape[d] for d in dims) <= CONTIGUOUS_MEAN_LIMIT:
+            continue
+        ins = _Inserter(gm, n)
+        with gm.graph.inserting_before(n):
+            m = ins.call(aten.mean.dim, ins.call(aten.mean.dim, x, rest, True), [inner], True)
+            if val.dim() != got.dim():
+                m = ins.call(aten.squeeze.dims, m, dims)
+        ins.finish(m)
         done.append(n.name)
     return done
 
@@ -1709,9 +1756,9 @@ def _lstm_layers(gm: GraphModule, ins: "_Inserter", n: Node, weights: list) -> t
 
 REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (
     inline_disabled_autocast, drop_noop_casts, fold_constants, batch_norm_to_depthwise, hardsigmoid_to_relu6,
-    layer_norm_to_primitives, variance_to_primitives, avg_pool_without_pad_count, resizes_to_linear_maps,
-    sdpa_to_primitives, einsum_to_matmul, unbind_to_select, unfold_fold_to_convs, softmax_to_last_axis,
-    roll_to_slices, stack_to_cat, repeat_interleave_to_expand, l2_normalize_to_rsqrt, algebra_to_int8_ops,
+    layer_norm_to_primitives, variance_to_primitives, long_means_in_two, avg_pool_without_pad_count,
+    resizes_to_linear_maps, sdpa_to_primitives, einsum_to_matmul, unbind_to_select, unfold_fold_to_convs,
+    softmax_to_last_axis, roll_to_slices, stack_to_cat, repeat_interleave_to_expand, l2_normalize_to_rsqrt, algebra_to_int8_ops,
     vector_norm_to_rsqrt, silu_to_sigmoid_mul, scalars_to_constants, merge_duplicates, single_element_reductions,
     linear_on_one_row, self_binary_before_relayouts)
 

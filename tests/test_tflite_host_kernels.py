@@ -3,10 +3,12 @@
 XNNPACK picks its kernels by the host's ISA. With ai-edge-litert 2.3.0 its x86 int8 MEAN over more
 than 8192 contiguous values overflows on CPUs without AVX-512 (this AMD EPYC, an emulated Haswell)
 and saturates, while the Intel AVX-512 host and an emulated arm64 Neoverse-N1 compute it right:
-timm PoolFormerV2's GroupNorm(1) at 64², 215 steps off in XNNPACK here. A file the default engine
-finds off its simulation is judged again in the builtin kernels; passing there, the verdict is
-theirs and XNNPACK's deviation a named warning. The no-AVX-512 case is checked on an emulated
-Haswell: no assumption about this host's ISA.
+timm PoolFormerV2's GroupNorm(1) at 64², 215 steps off in XNNPACK here. edgeconv writes such a
+mean in two (`calib.rewrites.long_means_in_two`); a file written without the split (as another
+converter writes it: the `whole_map` fixture turns the split off) shows the verdict's second
+opinion: a file the default engine finds off its simulation is judged again in the builtin
+kernels; passing there, the verdict is theirs and XNNPACK's deviation a named warning. The
+no-AVX-512 case is checked on an emulated Haswell: no assumption about this host's ISA.
 """
 from __future__ import annotations
 
@@ -28,12 +30,10 @@ PROBE = Path(__file__).with_name("tflite_host_probe.py")
 LIMIT = 3.0  # INT8_TOLERANCE's output steps: what the host check warns past
 
 
-@pytest.fixture(scope="module")
-def whole_map(tmp_path_factory):
+def _export(d: Path) -> dict:
     """tests.zoo:whole_map_norm exported to tflite-int8 with the CLI; its manifest entry and inputs."""
     from examples.zoo.images import batch, write_folder
 
-    d = tmp_path_factory.mktemp("tflite-host")
     calib = write_folder(d / "calib", 24, side=32)
     res = CliRunner().invoke(main, ["export", "--model", "tests.zoo:whole_map_norm", "-t", "tflite-int8",
                                     "--calib", str(calib), "--calib-samples", "16", "--eval-samples", "8",
@@ -42,6 +42,23 @@ def whole_map(tmp_path_factory):
     x = batch(6, 32, 32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), seed=3)
     np.save(d / "x.npy", x)
     return {"dir": d, "res": res, "art": art, "path": d / "out" / art["path"], "x": x}
+
+
+@pytest.fixture(scope="module")
+def whole_map(tmp_path_factory):
+    """The toy's file with its GroupNorm's means left whole (one MEAN over 16384 values), as a
+    converter without edgeconv's split writes it."""
+    from edgeconv.calib import rewrites
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(rewrites, "CONTIGUOUS_MEAN_LIMIT", None)
+        return _export(tmp_path_factory.mktemp("tflite-host"))
+
+
+@pytest.fixture(scope="module")
+def split_map(tmp_path_factory):
+    """The toy's file as edgeconv writes it by default."""
+    return _export(tmp_path_factory.mktemp("tflite-split"))
 
 
 def _steps(a: np.ndarray, b: np.ndarray, step: float) -> float:
@@ -60,7 +77,7 @@ def _probe(cmd: list[str], whole_map) -> dict[str, np.ndarray]:
         return dict(f)
 
 
-def test_a_file_xnnpack_computes_wrong_here_is_judged_in_the_builtin_kernels(whole_map):
+def test_a_file_xnnpack_computes_wrong_here_is_judged_in_the_builtin_kernels(whole_map, monkeypatch):
     """The export passes on any host. Where this host's XNNPACK is more than the tolerance off the
     builtin kernels (every x86 CPU without AVX-512), the verdict is the builtin kernels' — end to end
     and layer by layer — and XNNPACK's deviation is reported and printed, named; elsewhere the
@@ -79,7 +96,9 @@ def test_a_file_xnnpack_computes_wrong_here_is_judged_in_the_builtin_kernels(who
         assert parity["runtime"] == TfliteRunner.ENGINES["builtin"], parity["runtime"]
         assert hk["deviates"] and hk["engine"] == TfliteRunner.ENGINES["default"] and hk["max_steps"] > LIMIT, hk
         assert "differ from the reference kernels" in res.output and "builtin kernels" in res.output
-        again = CliRunner().invoke(main, ["check", str(whole_map["path"])])  # re-checked: the same warning, printed
+        # re-checked (the check rebuilds the program, so without the split too): the same warning, printed
+        monkeypatch.setattr("edgeconv.calib.rewrites.CONTIGUOUS_MEAN_LIMIT", None)
+        again = CliRunner().invoke(main, ["check", str(whole_map["path"])])
         assert again.exit_code == 0 and "WARNING host kernels: " + hk["engine"] in again.output, again.output
         # named where the engines part: the norm's MEAN over the whole map (145 steps here), every
         # tensor before it within the few steps a one-step rounding difference grows to
@@ -122,3 +141,77 @@ def test_emulated_arm64_xnnpack_computes_what_the_builtin_kernels_do(whole_map):
     o = runner.outputs[0].quant
     phone = (outs["m"].astype(np.float64) - o.zero_point[0]) * o.scale[0]
     assert _steps(phone, runner(whole_map["x"]), o.scale[0]) <= 1
+
+
+def _mean_runs(path: Path) -> list[int]:
+    """Per MEAN in a .tflite file, the values it reduces in one contiguous run: the product of the
+    reduced axes from the innermost outwards (1 where the innermost axis is kept: a strided sum)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+    it.allocate_tensors()
+    shapes = {t["index"]: [int(v) for v in t["shape"]] for t in it.get_tensor_details()}
+    runs = []
+    for op in it._get_ops_details():
+        if op["op_name"] != "MEAN":
+            continue
+        shape = shapes[op["inputs"][0]]
+        axes = {int(a) % len(shape) for a in np.atleast_1d(it.get_tensor(op["inputs"][1]))}
+        run, k = 1, len(shape) - 1
+        while k >= 0 and (k in axes or shape[k] == 1):
+            run, k = run * shape[k], k - 1
+        runs.append(run)
+    return runs
+
+
+def test_edgeconv_writes_a_long_mean_in_two_that_xnnpack_computes_without_avx512(whole_map, split_map):
+    """By default the toy's GroupNorm means are written as a spatial MEAN, then one over C: no MEAN
+    reduces more than 8192 values in one run (the unsplit file: 16384). The default engine judges
+    the file on any host, with nothing to warn about, every layer within a step of the simulation;
+    on an emulated Haswell XNNPACK is within the output tolerance of the builtin kernels (2 steps:
+    their MEANs round ties apart; the unsplit file: 15)."""
+    assert max(_mean_runs(whole_map["path"])) == 64 * 16 * 16
+    runs = _mean_runs(split_map["path"])
+    assert len(runs) == len(_mean_runs(whole_map["path"])) + 2 and max(runs) <= 8192, runs
+    res, parity = split_map["res"], split_map["art"]["parity"]
+    assert res.exit_code == 0, res.output[-1500:]
+    assert parity["runtime"] == TfliteRunner.ENGINES["default"] and parity["host_kernels"] is None
+    sim = next(d for d in parity["diffs"] if d["reference"] == "torch-quant-sim")
+    assert sim["passed"] and sim["max_steps"] <= 1, sim
+    assert parity["layers"]["passed"] and parity["layers"]["worst_steps"] <= 1, parity["layers"]
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip(f"the emulated Haswell runs this venv's x86-64 interpreter; this host is {platform.machine()}")
+    if not Path(QEMU).is_file():
+        pytest.skip(f"{QEMU} missing: install the Debian package qemu-user-static (bash .ci/services.sh does)")
+    haswell = _probe([QEMU, "-cpu", "Haswell", sys.executable], split_map)
+    step = TfliteRunner(split_map["path"]).outputs[0].quant.scale[0]
+    assert _steps(haswell["default"], haswell["builtin"], step) <= LIMIT
+
+
+@pytest.mark.parametrize("shape,dims,keep,split", [
+    ((2, 64, 16, 16), [1, 2, 3], True, True),       # GroupNorm(1): C·H·W, C innermost in NHWC
+    ((2, 64, 16, 16), [-3, -2, -1], False, True),  # the same, negative axes, squeezed
+    ((2, 4, 64, 16, 16), [2, 3, 4], True, True),   # GroupNorm(4)'s grouped view: W innermost
+    ((2, 1024, 16), [1, 2], True, True),           # tokens: C innermost
+    ((2, 8, 128, 128), [2, 3], True, False),       # spatial mean: C kept, a strided sum
+    ((2, 32, 16, 16), [1, 2, 3], True, False),     # 8192 values: within the limit
+])
+def test_long_means_in_two_keeps_the_values(shape, dims, keep, split):
+    """The mean of equal groups' means is the mean: the same values, in float, and the same shape."""
+    import torch
+
+    from edgeconv.calib import rewrites
+
+    class Mean(torch.nn.Module):
+        def forward(self, x):
+            return torch.relu(x).mean(dims, keepdim=keep)
+
+    x = torch.randn(shape)
+    gm = torch.export.export(Mean(), (x,), strict=False).module()
+    before = gm(x)
+    assert bool(rewrites.long_means_in_two(gm)) is split
+    gm.recompile()
+    after = gm(x)
+    assert after.shape == before.shape and torch.allclose(after, before, rtol=1e-5, atol=1e-6)
+    means = [n.args[1] for n in gm.graph.nodes if n.target is torch.ops.aten.mean.dim]
+    assert len(means) == (2 if split else 1), means
