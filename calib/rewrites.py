@@ -7,8 +7,8 @@ int8 kernel for, with the same values in float. Each rewrite shows its before/af
   one_element_norms_to_bias  LayerNorm over axes of one element → its bias (a constant; run first)
   layer_norm_to_primitives  LayerNorm / GroupNorm / RMSNorm → MEAN, SUB, MUL, RSQRT, ADD
   variance_to_primitives    var (timm SimpleNorm's) → MEAN, SUB, MUL
-  long_means_in_two         a mean over > 8192 values that ends on the innermost axis → a mean over the
-                            other axes, then one over the innermost (XNNPACK's x86 int8 MEAN overflows there)
+  long_means_in_two         a mean / sum over > 8192 values that ends on the innermost axis → one over the
+                            other axes, then one over the innermost (XNNPACK's x86 int8 MEAN / SUM overflow there)
   avg_pool_without_pad_count  average pool not counting its padding → PAD, AVERAGE_POOL, MUL
   resizes_to_linear_maps    bicubic resize, adaptive average pool not dividing its input → a linear map per axis
   sdpa_to_primitives        fused attention → MUL, BATCH_MATMUL, SOFTMAX, BATCH_MATMUL
@@ -324,31 +324,35 @@ def variance_to_primitives(gm: GraphModule) -> list[str]:
     return done
 
 
-MEAN_DIM = _targets(aten.mean.dim)
-# The most values XNNPACK's int8 MEAN takes in one contiguous run on x86 CPUs without AVX-512
-# (ai-edge-litert 2.3.0; measured on an AMD EPYC and on emulated Haswell / Nehalem): exact at 8192,
-# saturated at +127 from 8704 on, whatever the input. A reduction that keeps the innermost axis (a
-# spatial mean in NHWC: XNNPACK's strided path) was exact at 512² = 262144 values.
+MEAN_SUM = _targets(aten.mean.dim, aten.sum.dim_IntList)
+# The most values XNNPACK's int8 MEAN (and SUM) takes in one contiguous run on x86 CPUs without
+# AVX-512 (ai-edge-litert 2.3.0; measured on an AMD EPYC and on emulated Haswell / Nehalem): exact
+# at 8192, saturated at +127 from 8704 on, whatever the input. A reduction that keeps the innermost
+# axis (a spatial mean in NHWC: XNNPACK's strided path) was exact at 512² = 262144 values.
 CONTIGUOUS_MEAN_LIMIT: int | None = 8192
 
 
 def long_means_in_two(gm: GraphModule) -> list[str]:
-    """An int8 mean over more than CONTIGUOUS_MEAN_LIMIT values that runs to the innermost axis of
+    """An int8 mean (or sum) over more than CONTIGUOUS_MEAN_LIMIT values that runs to the innermost axis of
     TFLite's layout (a 4-D activation is NHWC there: C innermost; any other rank keeps torch's
     order) → a mean over its other axes (the innermost kept: no contiguous run), then one over the
     innermost. A GroupNorm(1) (PoolFormer's norms) reduces C·H·W values in one run: 16384 at 64² in PoolFormerV2's first stage, 200704 at 224², and XNNPACK on
     any x86 CPU without AVX-512 returns its saturated top level (215 steps off). The mean of equal
-    groups' means is the mean, so only the int8 rounding of the partial means is new, and every
-    format and the simulation compute it alike.
+    groups' means is the mean (a sum of partial sums, the sum), so only the int8 rounding of the
+    partial results is new, and every format and the simulation compute it alike. An innermost axis
+    longer than the limit by itself (`x.flatten(1).mean(1)`) is viewed as [L / b, b], b the largest
+    divisor of L within the limit, first; a 4-D tensor's C is left whole (its view would be 5-D).
 
         before: m = mean(x, [1, 2, 3], keepdim)          x: [B, 64, 16, 16]
-        after:  m = mean(mean(x, [2, 3], True), [1], True)   (keepdim False: squeezed on [1, 2, 3])"""
+        after:  m = mean(mean(x, [2, 3], True), [1], True)   (keepdim False: squeezed on [1, 2, 3])
+        before: m = mean(x, [1], True)                   x: [B, 16384]
+        after:  m = squeeze(mean(mean(view(x, [B, 2, 8192]), [1], True), [2], True), [2])"""
     if CONTIGUOUS_MEAN_LIMIT is None:
         return []
     acts = activations(gm)
     done = []
     for n in list(gm.graph.nodes):
-        if n.op != "call_function" or n not in acts or n.target not in MEAN_DIM or n.kwargs.get("dtype") is not None:
+        if n.op != "call_function" or n not in acts or n.target not in MEAN_SUM or n.kwargs.get("dtype") is not None:
             continue
         x, dims = n.args[0], _reduced_dims(n)
         got, val = getattr(x, "meta", {}).get("val"), n.meta.get("val")
@@ -357,16 +361,29 @@ def long_means_in_two(gm: GraphModule) -> list[str]:
         dims = sorted({d % got.dim() for d in dims})
         inner = 1 if got.dim() == 4 else got.dim() - 1
         rest = [d for d in dims if d != inner]
-        if inner not in dims or not rest or math.prod(got.shape[d] for d in dims) <= CONTIGUOUS_MEAN_LIMIT:
+        b = _divisor_within(got.shape[inner], CONTIGUOUS_MEAN_LIMIT) if got.dim() != 4 else None
+        if inner not in dims or (not rest and b is None) or math.prod(got.shape[d] for d in dims) <= CONTIGUOUS_MEAN_LIMIT:
             continue
         ins = _Inserter(gm, n)
         with gm.graph.inserting_before(n):
-            m = ins.call(aten.mean.dim, ins.call(aten.mean.dim, x, rest, True), [inner], True)
+            if b is not None:  # the innermost axis alone is past the limit: its [L / b, b] view
+                x = ins.call(aten.view.default, x, [*got.shape[:-1], got.shape[-1] // b, b])
+                rest, inner = [*rest, inner], inner + 1
+            m = ins.call(n.target, ins.call(n.target, x, rest, True), [inner], True)
+            if b is not None:
+                m = ins.call(aten.squeeze.dims, m, [inner])
             if val.dim() != got.dim():
                 m = ins.call(aten.squeeze.dims, m, dims)
         ins.finish(m)
         done.append(n.name)
     return done
+
+
+def _divisor_within(length: Any, limit: int) -> int | None:
+    """The largest b ≤ limit dividing a static `length` past the limit into two or more runs, else None."""
+    if not isinstance(length, int) or length <= limit:
+        return None
+    return next((b for b in range(limit, 1, -1) if length % b == 0), None)
 
 
 AVG_POOL2D = _targets(aten.avg_pool2d)
