@@ -5,9 +5,12 @@ CPUs without AVX-512; edgeconv writes such a mean (a GroupNorm(1)'s, over C·H·
 then a mean over C, which adds one int8 rounding of the partial means. Per net and input size, with
 the split and without (CONTIGUOUS_MEAN_LIMIT = None): edgeconv's int8 simulation (per-channel
 weights, min-max, 32 real photo crops) against fp32 on 16 held-out crops — rel-L2, cosine, top-1
-agreement — and how many means were split.
+agreement — and how many means were split. With --export NETS, those nets are also exported to
+tflite-int8 with the CLI both ways, and the verdict recorded: which engine judged the file, how far
+XNNPACK on this host is from the reference kernels (`host_kernels`), each layer in isolation.
 
-    python bench/long_means.py [--nets poolformerv2_s12@64,poolformerv2_s12@224]  → bench/results/long_means.json
+    python bench/long_means.py [--nets poolformerv2_s12@64,...] [--export lowformer_b0@224,...]
+        → bench/results/long_means.json
 """
 from __future__ import annotations
 
@@ -52,19 +55,51 @@ def measure(name: str, size: int, limit: int | None) -> dict:
             "sim_cosine_vs_fp32": cos, "sim_top1_vs_fp32": float((out.argmax(1) == ref.argmax(1)).mean())}
 
 
+def export(name: str, size: int, limit: int | None, work: Path) -> dict:
+    """tflite-int8 of the catalog stand-in through the CLI (calibration and parity on real photo
+    crops), with the given limit; the verdict's engine, XNNPACK's deviation and the layer check."""
+    from click.testing import CliRunner
+
+    from edgeconv.calib import rewrites
+    from edgeconv.cli import main
+    from examples.zoo.images import write_folder
+
+    calib = work / "calib"
+    if not calib.is_dir():
+        write_folder(calib, CALIB + EVAL, side=size)
+    out = work / f"{name}-{size}-{limit}"
+    before, rewrites.CONTIGUOUS_MEAN_LIMIT = rewrites.CONTIGUOUS_MEAN_LIMIT, limit
+    try:
+        res = CliRunner().invoke(main, ["export", "--model", f"bench.timm_nets:{name}@{size}", "-t", "tflite-int8",
+                                        "--calib", str(calib), "--calib-samples", str(CALIB), "--eval-samples",
+                                        str(EVAL), "-o", str(out)])
+    finally:
+        rewrites.CONTIGUOUS_MEAN_LIMIT = before
+    parity = json.loads((out / "edgeconv.json").read_text())["artifacts"][0]["parity"]
+    sim = next(d for d in parity["diffs"] if d["reference"] == "torch-quant-sim")
+    hk = parity.get("host_kernels") or {}
+    return {"exit": res.exit_code, "judged_by": parity["runtime"], "sim_max_steps": sim.get("max_steps"),
+            "layers": {k: parity["layers"].get(k) for k in ("layers", "worst_steps", "passed")},
+            "xnnpack_off_reference_steps": hk.get("max_steps"), "host_kernels_warning": hk.get("message")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nets", default=",".join(NETS), help="timm names, each @input size")
+    ap.add_argument("--export", default="", help="nets (name@size) to export to tflite-int8 both ways")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/edgeconv-long-means"))
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "long_means.json")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     import torch
 
     from edgeconv.calib import rewrites
+    from edgeconv.host import host_info
 
     torch.set_num_threads(1)
+    host = host_info()
     res = {"command": "python bench/long_means.py " + " ".join(sys.argv[1:]),
-           "host": platform.processor() or platform.machine(),
+           "host": f"{host.get('cpu', platform.machine())} ({host.get('isa', '?')})",
            "calibration": f"{CALIB} real photo crops, min-max", "held_out": EVAL,
            "limit": rewrites.CONTIGUOUS_MEAN_LIMIT, "nets": {}}
     for item in args.nets.split(","):
@@ -72,6 +107,12 @@ def main() -> None:
         res["nets"][item] = {"split": measure(name, int(size), rewrites.CONTIGUOUS_MEAN_LIMIT),
                              "whole": measure(name, int(size), None)}
         print(item, json.dumps(res["nets"][item]), flush=True)
+    for item in filter(None, args.export.split(",")):
+        name, size = item.split("@")
+        res.setdefault("exports", {})[item] = {
+            "split": export(name, int(size), rewrites.CONTIGUOUS_MEAN_LIMIT, args.work),
+            "whole": export(name, int(size), None, args.work)}
+        print(item, json.dumps(res["exports"][item]), flush=True)
     args.out.write_text(json.dumps(res, indent=1) + "\n")
 
 
