@@ -333,11 +333,12 @@ CONTIGUOUS_MEAN_LIMIT: int | None = 8192
 
 
 def long_means_in_two(gm: GraphModule) -> list[str]:
-    """An int8 mean (or sum) over more than CONTIGUOUS_MEAN_LIMIT values that runs to the innermost axis of
-    TFLite's layout (a 4-D activation is NHWC there: C innermost; any other rank keeps torch's
-    order) → a mean over its other axes (the innermost kept: no contiguous run), then one over the
-    innermost. A GroupNorm(1) (PoolFormer's norms) reduces C·H·W values in one run: 16384 at 64² in PoolFormerV2's first stage, 200704 at 224², and XNNPACK on
-    any x86 CPU without AVX-512 returns its saturated top level (215 steps off). The mean of equal
+    """An int8 mean (or sum) over more than CONTIGUOUS_MEAN_LIMIT values that runs to the innermost
+    axis of TFLite's layout (a 4-D activation is NHWC there: C innermost; any other rank keeps
+    torch's order) → a mean over its other axes (the innermost kept: no contiguous run), then one
+    over the innermost. A GroupNorm(1) (PoolFormer's norms) reduces C·H·W values in one run: 16384
+    at 64² in PoolFormerV2's first stage, 200704 at 224², and XNNPACK on any x86 CPU without
+    AVX-512 returns its saturated top level (215 steps off). The mean of equal
     groups' means is the mean (a sum of partial sums, the sum), so only the int8 rounding of the
     partial results is new, and every format and the simulation compute it alike. An innermost axis
     longer than the limit by itself (`x.flatten(1).mean(1)`) is viewed as [L / b, b], b the largest
@@ -362,7 +363,8 @@ def long_means_in_two(gm: GraphModule) -> list[str]:
         inner = 1 if got.dim() == 4 else got.dim() - 1
         rest = [d for d in dims if d != inner]
         b = _divisor_within(got.shape[inner], CONTIGUOUS_MEAN_LIMIT) if got.dim() != 4 else None
-        if inner not in dims or (not rest and b is None) or math.prod(got.shape[d] for d in dims) <= CONTIGUOUS_MEAN_LIMIT:
+        count = math.prod(got.shape[d] for d in dims)
+        if inner not in dims or (not rest and b is None) or count <= CONTIGUOUS_MEAN_LIMIT:
             continue
         ins = _Inserter(gm, n)
         with gm.graph.inserting_before(n):
@@ -1775,9 +1777,9 @@ REWRITES: tuple[Callable[[GraphModule], list[str]], ...] = (
     inline_disabled_autocast, drop_noop_casts, fold_constants, batch_norm_to_depthwise, hardsigmoid_to_relu6,
     layer_norm_to_primitives, variance_to_primitives, long_means_in_two, avg_pool_without_pad_count,
     resizes_to_linear_maps, sdpa_to_primitives, einsum_to_matmul, unbind_to_select, unfold_fold_to_convs,
-    softmax_to_last_axis, roll_to_slices, stack_to_cat, repeat_interleave_to_expand, l2_normalize_to_rsqrt, algebra_to_int8_ops,
-    vector_norm_to_rsqrt, silu_to_sigmoid_mul, scalars_to_constants, merge_duplicates, single_element_reductions,
-    linear_on_one_row, self_binary_before_relayouts)
+    softmax_to_last_axis, roll_to_slices, stack_to_cat, repeat_interleave_to_expand, l2_normalize_to_rsqrt,
+    algebra_to_int8_ops, vector_norm_to_rsqrt, silu_to_sigmoid_mul, scalars_to_constants, merge_duplicates,
+    single_element_reductions, linear_on_one_row, self_binary_before_relayouts)
 
 
 def transform(gm: GraphModule, frozen: bool = False) -> GraphModule:
