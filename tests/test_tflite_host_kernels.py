@@ -66,6 +66,14 @@ def _steps(a: np.ndarray, b: np.ndarray, step: float) -> float:
     return round(float(np.abs(a.astype(np.float64) - b).max() / step), 3)
 
 
+def _need_emulated_haswell() -> None:
+    """Skip, naming what is missing, where an emulated Haswell cannot run this venv's interpreter."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip(f"the emulated Haswell runs this venv's x86-64 interpreter; this host is {platform.machine()}")
+    if not Path(QEMU).is_file():
+        pytest.skip(f"{QEMU} missing: install the Debian package qemu-user-static (bash .ci/services.sh does)")
+
+
 def _probe(cmd: list[str], whole_map) -> dict[str, np.ndarray]:
     out = whole_map["dir"] / f"probe-{len(cmd)}.npz"
     proc = subprocess.run(cmd + [str(PROBE), str(whole_map["dir"] / "x.npy"), str(out), str(whole_map["path"])],
@@ -113,10 +121,7 @@ def test_a_file_xnnpack_computes_wrong_here_is_judged_in_the_builtin_kernels(who
 def test_emulated_cpu_without_avx512_xnnpack_mean_overflows_builtin_kernels_do_not(whole_map):
     """On an emulated Haswell (AVX2, no AVX-512) the builtin kernels give the same outputs as natively,
     bit for bit, and XNNPACK's are more than the tolerance off them: the case the second opinion is for."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        pytest.skip(f"the emulated Haswell runs this venv's x86-64 interpreter; this host is {platform.machine()}")
-    if not Path(QEMU).is_file():
-        pytest.skip(f"{QEMU} missing: install the Debian package qemu-user-static (bash .ci/services.sh does)")
+    _need_emulated_haswell()
     native = _probe([sys.executable], whole_map)
     haswell = _probe([QEMU, "-cpu", "Haswell", sys.executable], whole_map)
     np.testing.assert_array_equal(haswell["builtin"], native["builtin"])
@@ -179,10 +184,7 @@ def test_edgeconv_writes_a_long_mean_in_two_that_xnnpack_computes_without_avx512
     sim = next(d for d in parity["diffs"] if d["reference"] == "torch-quant-sim")
     assert sim["passed"] and sim["max_steps"] <= 1, sim
     assert parity["layers"]["passed"] and parity["layers"]["worst_steps"] <= 1, parity["layers"]
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        pytest.skip(f"the emulated Haswell runs this venv's x86-64 interpreter; this host is {platform.machine()}")
-    if not Path(QEMU).is_file():
-        pytest.skip(f"{QEMU} missing: install the Debian package qemu-user-static (bash .ci/services.sh does)")
+    _need_emulated_haswell()
     haswell = _probe([QEMU, "-cpu", "Haswell", sys.executable], split_map)
     step = TfliteRunner(split_map["path"]).outputs[0].quant.scale[0]
     assert _steps(haswell["default"], haswell["builtin"], step) <= LIMIT
@@ -227,10 +229,7 @@ def test_emulated_cpu_without_avx512_computes_long_reductions_edgeconv_writes(tm
     """A hand-written whole-map mean (one axis of 16384 values) and a whole-map SUM (XNNPACK's int8
     SUM overflows as its MEAN does: 13 steps whole), quantized with edgeconv's quantizer and written
     by its TFLite exporter: on an emulated Haswell XNNPACK computes them as the builtin kernels do."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        pytest.skip(f"the emulated Haswell runs this venv's x86-64 interpreter; this host is {platform.machine()}")
-    if not Path(QEMU).is_file():
-        pytest.skip(f"{QEMU} missing: install the Debian package qemu-user-static (bash .ci/services.sh does)")
+    _need_emulated_haswell()
     import torch
     from test_int8_fullint import _quantize, _tflite
 
